@@ -1,0 +1,76 @@
+"""cowcore: a simulator of Linux anonymous memory and copy-on-write on x86-64.
+
+It models page tables in simulated physical frames, folios with the kernel's counters, fork,
+and the write fault that reuses or copies a page, including the Linux 6.15 change that lets
+a PTE-mapped large folio be reused after fork. Two kernel profiles (``"6.12"``, ``"6.15"``)
+reproduce observations recorded on real kernels.
+
+Quick use::
+
+    m = cowcore.Machine(kernel="6.15")
+    m.thp.sizes["64K"] = "always"
+    a = m.init.mmap(2 << 20)
+    m.init.write(a, 64 << 10)
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from cowcore.errors import (
+    CowError,
+    InvalidAddressError,
+    InvalidArgumentError,
+    InvariantError,
+    NoSuchProcessError,
+    OutOfMemoryError,
+    ScenarioError,
+    SegmentationFault,
+)
+from cowcore.machine import BACKENDS, Machine, Policy, Process, ThpSettings
+from cowcore.protocol import (
+    FolioSnapshot,
+    MmIdSlot,
+    PageObservation,
+    Translation,
+    WalkLevel,
+)
+from cowcore.scenario import (
+    Scenario,
+    ScenarioSyntaxError,
+    compare_observations,
+    format_stats,
+    run_scenario,
+)
+
+try:
+    __version__ = version("cowcore")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BACKENDS",
+    "CowError",
+    "FolioSnapshot",
+    "InvalidAddressError",
+    "InvalidArgumentError",
+    "InvariantError",
+    "Machine",
+    "MmIdSlot",
+    "NoSuchProcessError",
+    "OutOfMemoryError",
+    "PageObservation",
+    "Policy",
+    "Process",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioSyntaxError",
+    "SegmentationFault",
+    "ThpSettings",
+    "Translation",
+    "WalkLevel",
+    "__version__",
+    "compare_observations",
+    "format_stats",
+    "run_scenario",
+]

@@ -1,0 +1,372 @@
+"""The public API: a simulated machine and its processes.
+
+Example::
+
+    import cowcore
+
+    m = cowcore.Machine(kernel="6.15")
+    m.thp.sizes["64K"] = "always"
+    p = m.init
+    a = p.mmap(2 << 20)
+    p.write(a, 64 << 10)              # one write fault, one 64K folio
+    c = p.fork()
+    c.exit()
+    p.write(a)                        # 6.15: reused in place; 6.12: copied
+    print(m.folio(p.translate(a).pfn))
+
+Both backends sit behind the same classes; this module checks argument *types* and turns the
+backend's plain tuples into frozen dataclasses. Values are checked by the backend itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from typing import Literal, cast
+
+from cowcore.errors import InvalidArgumentError
+from cowcore.protocol import (
+    FRAME_HUGE_ZERO,
+    FRAME_NORMAL,
+    FRAME_ZERO,
+    POLICY_DEFAULTS,
+    THP_SIZES,
+    Advice,
+    Backend,
+    FolioSnapshot,
+    KernelProfile,
+    MmIdSlot,
+    PageObservation,
+    Prot,
+    ThpMode,
+    ThpSizeMode,
+    Translation,
+    WalkLevel,
+)
+from cowcore.units import parse_size
+from cowcore.x86 import flag_names
+
+BackendName = Literal["reference"]
+BACKENDS: tuple[str, ...] = ("reference",)
+"""Backends that work in this build. The Rust core joins when it is proven equal to the
+reference (differential tests); until then asking for it is an error, not a silent fallback."""
+
+PAGE_SIZE = 4096
+
+
+def _int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def make_backend(backend: str, kernel: str, total_frames: int, levels: int) -> Backend:
+    """Instantiate a backend by name."""
+    if backend == "reference":
+        from cowcore.reference import ReferenceBackend
+
+        return ReferenceBackend(kernel, total_frames, levels)
+    if backend == "rust":
+        raise InvalidArgumentError(
+            "the 'rust' backend is not available yet: the Rust core is being proven equal to "
+            "the reference; use backend='reference'"
+        )
+    raise InvalidArgumentError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
+
+
+class ThpSizes(MutableMapping[str, str]):
+    """``machine.thp.sizes["64K"] = "always"``: the per-size sysfs knobs
+    (``hugepages-<N>kB/enabled``), keyed by ``16K`` .. ``2M``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._b = backend
+
+    def __getitem__(self, size: str) -> str:
+        return self._b.thp_size(_str("size", size))
+
+    def __setitem__(self, size: str, mode: str) -> None:
+        self._b.set_thp_size(_str("size", size), _str("mode", mode))
+
+    def __delitem__(self, size: str) -> None:
+        raise TypeError("THP sizes cannot be removed; set them to 'never'")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(THP_SIZES)
+
+    def __len__(self) -> int:
+        return len(THP_SIZES)
+
+    def __repr__(self) -> str:
+        return f"ThpSizes({dict(self)!r})"
+
+
+class ThpSettings:
+    """The ``/sys/kernel/mm/transparent_hugepage`` knobs of a machine.
+
+    A new machine starts with every knob at ``never`` and ``use_zero_page`` on, like the start
+    of a scenario: say what you want.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._b = backend
+        self.sizes = ThpSizes(backend)
+
+    @property
+    def enabled(self) -> ThpMode:
+        """``transparent_hugepage/enabled``: what ``inherit`` sizes follow."""
+        return cast(ThpMode, self._b.thp_enabled())
+
+    @enabled.setter
+    def enabled(self, mode: ThpMode) -> None:
+        self._b.set_thp_enabled(_str("mode", mode))
+
+    @property
+    def use_zero_page(self) -> bool:
+        """``transparent_hugepage/use_zero_page``: read faults may map the huge zero page."""
+        return self._b.use_zero_page()
+
+    @use_zero_page.setter
+    def use_zero_page(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise InvalidArgumentError("use_zero_page must be a bool")
+        self._b.set_use_zero_page(on)
+
+    def set_size(self, size: str, mode: ThpSizeMode) -> None:
+        """Same as ``sizes[size] = mode``."""
+        self.sizes[size] = mode
+
+
+class Policy:
+    """Behaviour toggles that are not sysfs knobs; defaults come from the kernel profile.
+
+    ``machine.policy.cow_reuse_pte_mapped_thp = False`` gives 6.15 everything but the reuse
+    of PTE-mapped large folios; see :data:`cowcore.protocol.POLICY_DEFAULTS` for the list.
+    """
+
+    __slots__ = ("_b",)
+
+    def __init__(self, backend: Backend) -> None:
+        object.__setattr__(self, "_b", backend)
+
+    def __getattr__(self, name: str) -> bool:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._b.policy(name)
+
+    def __setattr__(self, name: str, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidArgumentError(f"policy {name} takes a bool")
+        self._b.set_policy(name, value)
+
+    def as_dict(self) -> dict[str, bool]:
+        """Every toggle with its current value."""
+        names = POLICY_DEFAULTS["6.15"]
+        return {name: self._b.policy(name) for name in names}
+
+    def __repr__(self) -> str:
+        return f"Policy({self.as_dict()!r})"
+
+
+class Machine:
+    """A simulated x86-64 machine running one kernel profile.
+
+    Args:
+        kernel: ``"6.12"`` (PTE-mapped large folios are never reused after fork) or
+            ``"6.15"`` (MM-ID tracking and their reuse; also every later kernel seen so far).
+        backend: which implementation simulates it; see :data:`BACKENDS`.
+        memory: physical memory, bytes or a size such as ``"4G"`` (a multiple of 2M, >= 4M).
+        levels: page-table levels, 4 (default) or 5 (LA57).
+
+    Raises:
+        InvalidArgumentError: a bad profile, backend, memory size or level count.
+    """
+
+    def __init__(
+        self,
+        kernel: KernelProfile | str = "6.15",
+        *,
+        backend: BackendName | str = "reference",
+        memory: int | str = "4G",
+        levels: int = 4,
+    ) -> None:
+        nbytes = parse_size(memory) if isinstance(memory, str) else _int("memory", memory)
+        if nbytes % (2 << 20) or nbytes < (4 << 20):
+            raise InvalidArgumentError(f"memory must be a multiple of 2M and >= 4M, not {nbytes}")
+        self.backend_name = _str("backend", backend)
+        self._b: Backend = make_backend(
+            self.backend_name, _str("kernel", kernel), nbytes // PAGE_SIZE, _int("levels", levels)
+        )
+        self.thp = ThpSettings(self._b)
+        self.policy = Policy(self._b)
+        self._procs: dict[int, Process] = {}
+        self.init = self._process(self._b.init_pid())
+
+    def _process(self, pid: int) -> Process:
+        proc = self._procs.get(pid)
+        if proc is None:
+            proc = self._procs[pid] = Process(self, pid)
+        return proc
+
+    @property
+    def kernel(self) -> KernelProfile:
+        """The behaviour profile."""
+        return cast(KernelProfile, self._b.kernel)
+
+    @property
+    def levels(self) -> int:
+        return self._b.levels
+
+    @property
+    def total_frames(self) -> int:
+        """Physical frames of 4 KiB."""
+        return self._b.total_frames
+
+    def free_frames(self) -> int:
+        """Frames currently free in the buddy allocator."""
+        return self._b.free_frames()
+
+    def processes(self) -> list[Process]:
+        """Live processes, in pid order."""
+        return [self._process(pid) for pid in sorted(self._b.pids())]
+
+    def folio(self, pfn: int) -> FolioSnapshot:
+        """A snapshot of the folio that holds frame ``pfn``.
+
+        Raises:
+            InvalidArgumentError: the frame belongs to no allocated folio.
+        """
+        row = self._b.folio(_int("pfn", pfn))
+        head, order, ref, pages, large, entire, nr_mapped, slots, shared, ae, serial = row
+        return FolioSnapshot(
+            pfn=head,
+            order=order,
+            refcount=ref,
+            page_mapcounts=tuple(pages),
+            large_mapcount=large,
+            entire_mapcount=entire,
+            nr_pages_mapped=nr_mapped,
+            mm_ids=(MmIdSlot(*slots[0]), MmIdSlot(*slots[1])),
+            maybe_mapped_shared=shared,
+            anon_exclusive=tuple(ae),
+            serial=serial,
+        )
+
+    def stats(self) -> dict[str, object]:
+        """Event counters since the machine started (see DESIGN.md, Stats)."""
+        return self._b.stats()
+
+    def check(self) -> None:
+        """Recompute every counter from the page tables and verify the invariants.
+
+        Raises:
+            InvariantError: naming the first broken invariant.
+        """
+        self._b.check()
+
+    def __repr__(self) -> str:
+        return (
+            f"Machine(kernel={self.kernel!r}, backend={self.backend_name!r}, "
+            f"frames={self.total_frames}, processes={len(self._b.pids())})"
+        )
+
+
+class Process:
+    """A process of a :class:`Machine`. Get one from ``machine.init`` or :meth:`fork`."""
+
+    def __init__(self, machine: Machine, pid: int) -> None:
+        self.machine = machine
+        self.pid = pid
+
+    @property
+    def _b(self) -> Backend:
+        return self.machine._b
+
+    @property
+    def alive(self) -> bool:
+        return self.pid in self._b.pids()
+
+    @property
+    def mm_id(self) -> int:
+        """The MM id of this process's address space (as kept in folio owner slots)."""
+        return self._b.mm_id(self.pid)
+
+    def mmap(self, length: int) -> int:
+        """Map ``length`` bytes of private anonymous read/write memory; returns its address
+        (2 MiB aligned, placed top-down with a 2 MiB gap to the previous mapping)."""
+        return self._b.mmap(self.pid, _int("length", length))
+
+    def munmap(self, addr: int, length: int) -> None:
+        """Unmap ``[addr, addr + length)``; unmapped pages in the range are fine."""
+        self._b.munmap(self.pid, _int("addr", addr), _int("length", length))
+
+    def mprotect(self, addr: int, length: int, prot: Prot) -> None:
+        """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
+        self._b.mprotect(self.pid, _int("addr", addr), _int("length", length), _str("prot", prot))
+
+    def madvise(self, addr: int, length: int, advice: Advice) -> None:
+        """Apply ``MADV_<ADVICE>`` to a fully mapped range."""
+        self._b.madvise(
+            self.pid, _int("addr", addr), _int("length", length), _str("advice", advice)
+        )
+
+    def write(self, addr: int, length: int = PAGE_SIZE, value: int = 1) -> None:
+        """Store the 64-bit ``value`` at the first byte of every page of the range.
+
+        Raises:
+            SegmentationFault: a page is unmapped or not writable (nothing is written).
+            OutOfMemoryError: a fault found no memory (pages before it stay written).
+        """
+        self._b.write(self.pid, _int("addr", addr), _int("length", length), _int("value", value))
+
+    def read(self, addr: int, length: int = PAGE_SIZE) -> list[int]:
+        """Load the first 8 bytes of every page of the range."""
+        return self._b.read(self.pid, _int("addr", addr), _int("length", length))
+
+    def fork(self) -> Process:
+        """Fork; the child inherits every mapping but the ``dontfork`` ones."""
+        return self.machine._process(self._b.fork(self.pid))
+
+    def exit(self) -> None:
+        """Exit: tear down every mapping and the page tables, free the MM id."""
+        self._b.exit(self.pid)
+
+    def vmas(self) -> list[tuple[int, int, str, tuple[str, ...]]]:
+        """The VMAs as ``(start, end, prot, extra flags)``."""
+        return self._b.vmas(self.pid)
+
+    def translate(self, addr: int) -> Translation:
+        """Walk the page tables for ``addr`` without faulting."""
+        steps, pfn, size = self._b.translate(self.pid, _int("addr", addr))
+        return Translation(
+            addr=addr,
+            steps=tuple(WalkLevel(lvl, t, i, e, flag_names(e)) for lvl, t, i, e in steps),
+            pfn=pfn if pfn >= 0 else None,
+            page_size=size or None,
+        )
+
+    def observe(self, addr: int, length: int = PAGE_SIZE) -> list[PageObservation]:
+        """What ``/proc/<pid>/pagemap`` and ``/proc/kpage*`` would say of each page."""
+        rows = self._b.observe(self.pid, _int("addr", addr), _int("length", length))
+        out = []
+        for i, (present, kind, pfn, serial, pages, mapcount, excl, content) in enumerate(rows):
+            page_addr = addr + i * PAGE_SIZE
+            if not present:
+                out.append(PageObservation(page_addr, False, None, None, None, None, None, None,
+                                           None))
+                continue
+            kind_name: Literal["normal", "zero", "huge_zero"] = (
+                "zero" if kind == FRAME_ZERO else "huge_zero" if kind == FRAME_HUGE_ZERO
+                else "normal"
+            )
+            assert kind in (FRAME_NORMAL, FRAME_ZERO, FRAME_HUGE_ZERO)
+            out.append(PageObservation(page_addr, True, pfn, kind_name, serial, pages, mapcount,
+                                       excl, content))
+        return out
+
+    def __repr__(self) -> str:
+        return f"Process(pid={self.pid}, alive={self.alive})"

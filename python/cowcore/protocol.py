@@ -1,0 +1,215 @@
+"""The contract between the public API and a simulation backend, and the snapshot types.
+
+A backend (the pure-Python reference in :mod:`cowcore.reference`, or the Rust core behind
+:mod:`cowcore._cowcore`) implements :class:`Backend`. It addresses processes by pid and
+exchanges only plain values (ints, strings, tuples), so that the Rust binding never hands out
+live references into its state. :class:`cowcore.Machine` and :class:`cowcore.Process` wrap a
+backend, check argument types and turn the tuples into the frozen dataclasses defined here.
+
+Every method that changes state either completes or raises one of the exceptions of
+:mod:`cowcore.errors` and leaves the machine exactly as it was before the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+KernelProfile = Literal["6.12", "6.15"]
+"""Which kernel behaviour to follow: ``"6.12"`` never reuses a PTE-mapped large folio after
+fork; ``"6.15"`` tracks MM ids per large folio and reuses it when one mm owns every reference
+(the behaviour of every later kernel seen so far, 7.2 included)."""
+
+ThpMode = Literal["always", "madvise", "never"]
+"""Values of ``/sys/kernel/mm/transparent_hugepage/enabled``."""
+
+ThpSizeMode = Literal["always", "madvise", "inherit", "never"]
+"""Values of ``/sys/kernel/mm/transparent_hugepage/hugepages-<N>kB/enabled``."""
+
+Prot = Literal["none", "r", "rw"]
+"""Protections that ``mprotect`` accepts (PROT_NONE, PROT_READ, PROT_READ|PROT_WRITE)."""
+
+Advice = Literal[
+    "hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork"
+]
+"""The ``madvise`` advices that cowcore models."""
+
+THP_SIZES: dict[str, int] = {
+    "16K": 2,
+    "32K": 3,
+    "64K": 4,
+    "128K": 5,
+    "256K": 6,
+    "512K": 7,
+    "1M": 8,
+    "2M": 9,
+}
+"""The anonymous THP sizes of x86-64 with 4 KiB pages, by sysfs name, with their folio order.
+Order 1 is never used for anonymous THP (``THP_ORDERS_ALL_ANON``)."""
+
+POLICY_DEFAULTS: dict[KernelProfile, dict[str, bool]] = {
+    "6.12": {"cow_reuse_pte_mapped_thp": False, "huge_zero_wp_alloc": False},
+    "6.15": {"cow_reuse_pte_mapped_thp": True, "huge_zero_wp_alloc": True},
+}
+"""Policy toggles that are not sysfs settings, with their default under each profile.
+
+* ``cow_reuse_pte_mapped_thp``: a write fault may reuse a PTE-mapped large folio that one mm
+  maps exclusively (``__wp_can_reuse_large_anon_folio``, 6.15).
+* ``huge_zero_wp_alloc``: a write to the huge zero PMD allocates a fresh PMD-mapped THP
+  (``do_huge_zero_wp_pmd``, 6.14+) instead of splitting it and copying one 4 KiB page.
+"""
+
+FRAME_NONE = 0
+FRAME_NORMAL = 1
+FRAME_ZERO = 2
+FRAME_HUGE_ZERO = 3
+
+# An observation row as a backend returns it:
+# (present, frame_kind, pfn, serial, folio_pages, mapcount, exclusive, content)
+# frame_kind is one of FRAME_*; serial is the allocation serial of the folio (DESIGN.md), 0
+# for the zero pages; for a page that is not present every field after frame_kind is 0/False.
+ObservationRow = tuple[bool, int, int, int, int, int, bool, int]
+
+# A page-walk step: (level name, pfn of the table, index in it, the raw 64-bit entry).
+WalkStep = tuple[str, int, int, int]
+
+# translate(): (steps, leaf pfn or -1, page size in bytes or 0); no fault is taken.
+TranslationRow = tuple[list[WalkStep], int, int]
+
+# folio(pfn): see FolioSnapshot for the order of the fields.
+FolioRow = tuple[
+    int,  # head pfn
+    int,  # order
+    int,  # refcount
+    tuple[int, ...],  # per-page mapcount (logical, PTE mappings of that page)
+    int,  # large mapcount (logical); for order 0, the page's mapcount
+    int,  # entire mapcount (logical)
+    int,  # nr_pages_mapped (without the ENTIRELY_MAPPED bias)
+    tuple[tuple[int, int], tuple[int, int]],  # MM-ID slots: (mm id, logical count)
+    bool,  # maybe mapped shared bit
+    tuple[bool, ...],  # PageAnonExclusive per page
+    int,  # allocation serial
+]
+
+
+class Backend(Protocol):
+    """What a simulation backend provides. See :class:`cowcore.Machine` for the semantics."""
+
+    @property
+    def kernel(self) -> str: ...
+
+    @property
+    def levels(self) -> int: ...
+
+    @property
+    def total_frames(self) -> int: ...
+
+    def free_frames(self) -> int: ...
+
+    # -- policy --------------------------------------------------------------------------
+    def thp_enabled(self) -> str: ...
+    def set_thp_enabled(self, mode: str) -> None: ...
+    def thp_size(self, size: str) -> str: ...
+    def set_thp_size(self, size: str, mode: str) -> None: ...
+    def use_zero_page(self) -> bool: ...
+    def set_use_zero_page(self, on: bool) -> None: ...
+    def policy(self, name: str) -> bool: ...
+    def set_policy(self, name: str, value: bool) -> None: ...
+
+    # -- processes -----------------------------------------------------------------------
+    def init_pid(self) -> int: ...
+    def pids(self) -> list[int]: ...
+    def mm_id(self, pid: int) -> int: ...
+    def mmap(self, pid: int, length: int) -> int: ...
+    def munmap(self, pid: int, addr: int, length: int) -> None: ...
+    def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None: ...
+    def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
+    def write(self, pid: int, addr: int, length: int, value: int) -> None: ...
+    def read(self, pid: int, addr: int, length: int) -> list[int]: ...
+    def fork(self, pid: int) -> int: ...
+    def exit(self, pid: int) -> None: ...
+
+    # -- inspection ----------------------------------------------------------------------
+    def vmas(self, pid: int) -> list[tuple[int, int, str, tuple[str, ...]]]: ...
+    def translate(self, pid: int, addr: int) -> TranslationRow: ...
+    def observe(self, pid: int, addr: int, length: int) -> list[ObservationRow]: ...
+    def folio(self, pfn: int) -> FolioRow: ...
+    def stats(self) -> dict[str, object]: ...
+    def check(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WalkLevel:
+    """One step of a page walk: the table visited and the entry read from it."""
+
+    level: str
+    """``"pgd"``, ``"p4d"``, ``"pud"``, ``"pmd"`` or ``"pte"``."""
+    table_pfn: int
+    index: int
+    entry: int
+    """The raw 64-bit entry."""
+    flags: tuple[str, ...]
+    """The entry's set bits by name (``"P"``, ``"RW"``, ``"US"``, ``"A"``, ``"D"``, ``"PS"``...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """The result of walking the page tables for one virtual address (no fault is taken)."""
+
+    addr: int
+    steps: tuple[WalkLevel, ...]
+    pfn: int | None
+    """The frame that maps the 4 KiB page holding ``addr``, or ``None`` if nothing maps it."""
+    page_size: int | None
+    """4096 or 2097152 for a PMD leaf; ``None`` when not mapped."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageObservation:
+    """What ``observe`` reports of one page (the scenario format's page observation)."""
+
+    addr: int
+    present: bool
+    pfn: int | None
+    frame_kind: Literal["normal", "zero", "huge_zero"] | None
+    serial: int | None
+    """Allocation serial of the folio holding the frame (frames are named by (pfn, serial))."""
+    folio_pages: int | None
+    mapcount: int | None
+    """What ``/proc/kpagecount`` reports for the frame."""
+    exclusive: bool | None
+    """The pagemap ``PM_MMAP_EXCLUSIVE`` bit (not PageAnonExclusive)."""
+    content: int | None
+    """The 64-bit value at the first byte of the page."""
+
+
+@dataclass(frozen=True, slots=True)
+class MmIdSlot:
+    """One of a large folio's two MM-owner slots (``_mm_id[i]`` and ``_mm_id_mapcount[i]``)."""
+
+    mm_id: int
+    """0 (``MM_ID_DUMMY``) when the slot is free."""
+    mapcount: int
+    """Logical count of this mm's page-table entries that map the folio."""
+
+
+@dataclass(frozen=True, slots=True)
+class FolioSnapshot:
+    """A copy of a folio's counters, as ``struct folio`` holds them (logical, unbiased)."""
+
+    pfn: int
+    order: int
+    refcount: int
+    page_mapcounts: tuple[int, ...]
+    large_mapcount: int
+    entire_mapcount: int
+    nr_pages_mapped: int
+    mm_ids: tuple[MmIdSlot, MmIdSlot]
+    maybe_mapped_shared: bool
+    anon_exclusive: tuple[bool, ...]
+    serial: int
+
+    @property
+    def nr_pages(self) -> int:
+        """Pages in the folio (``folio_nr_pages``)."""
+        return 1 << self.order

@@ -1,0 +1,297 @@
+"""The reference backend: argument checks and the :class:`~cowcore.protocol.Backend` surface
+over :class:`~cowcore.reference.kernel.Kernel`."""
+
+from __future__ import annotations
+
+from cowcore.errors import (
+    InvalidAddressError,
+    InvalidArgumentError,
+    NoSuchProcessError,
+    SegmentationFault,
+)
+from cowcore.protocol import (
+    FRAME_HUGE_ZERO,
+    FRAME_NONE,
+    FRAME_NORMAL,
+    FRAME_ZERO,
+    POLICY_DEFAULTS,
+    THP_SIZES,
+    FolioRow,
+    KernelProfile,
+    ObservationRow,
+    TranslationRow,
+)
+from cowcore.reference import check as check_mod
+from cowcore.reference import fault, fork, vma_ops
+from cowcore.reference import paging as pg
+from cowcore.reference.kernel import Kernel
+from cowcore.reference.mm import Mm, Process
+
+U64 = 1 << 64
+THP_MODES = ("always", "madvise", "never")
+THP_SIZE_MODES = ("always", "madvise", "inherit", "never")
+PROTS = ("none", "r", "rw")
+ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
+
+
+def _user_limit(levels: int) -> int:
+    return 1 << (56 if levels == 5 else 47)
+
+
+class ReferenceBackend:
+    """Pure-Python simulation of one machine, written from kernel-semantics.md."""
+
+    def __init__(self, kernel: str, total_frames: int, levels: int) -> None:
+        if kernel not in POLICY_DEFAULTS:
+            raise InvalidArgumentError(f"unknown kernel profile {kernel!r}: use '6.12' or '6.15'")
+        if levels not in (4, 5):
+            raise InvalidArgumentError(f"levels must be 4 or 5, not {levels!r}")
+        if total_frames < 1024 or total_frames % 512:
+            raise InvalidArgumentError("memory must be a multiple of 2M and at least 4M")
+        profile: KernelProfile = "6.12" if kernel == "6.12" else "6.15"
+        self._k = Kernel(profile, total_frames, levels)
+
+    # -- machine -------------------------------------------------------------------------
+
+    @property
+    def kernel(self) -> str:
+        return self._k.profile
+
+    @property
+    def levels(self) -> int:
+        return self._k.levels
+
+    @property
+    def total_frames(self) -> int:
+        return self._k.phys.total_frames
+
+    def free_frames(self) -> int:
+        return self._k.phys.buddy.free_count
+
+    def thp_enabled(self) -> str:
+        return self._k.thp.enabled
+
+    def set_thp_enabled(self, mode: str) -> None:
+        if mode not in THP_MODES:
+            raise InvalidArgumentError(f"THP enabled must be one of {THP_MODES}, not {mode!r}")
+        self._k.thp.enabled = mode
+
+    def thp_size(self, size: str) -> str:
+        self._size(size)
+        return self._k.thp.sizes[size]
+
+    def set_thp_size(self, size: str, mode: str) -> None:
+        self._size(size)
+        if mode not in THP_SIZE_MODES:
+            raise InvalidArgumentError(
+                f"THP size mode must be one of {THP_SIZE_MODES}, not {mode!r}"
+            )
+        self._k.thp.sizes[size] = mode
+
+    @staticmethod
+    def _size(size: str) -> None:
+        if size not in THP_SIZES:
+            raise InvalidArgumentError(
+                f"unknown THP size {size!r}: one of {', '.join(THP_SIZES)}"
+            )
+
+    def use_zero_page(self) -> bool:
+        return self._k.thp.use_zero_page
+
+    def set_use_zero_page(self, on: bool) -> None:
+        self._k.thp.use_zero_page = bool(on)
+
+    def policy(self, name: str) -> bool:
+        self._policy_name(name)
+        return self._k.toggles[name]
+
+    def set_policy(self, name: str, value: bool) -> None:
+        self._policy_name(name)
+        self._k.toggles[name] = bool(value)
+
+    def _policy_name(self, name: str) -> None:
+        if name not in self._k.toggles:
+            raise InvalidArgumentError(
+                f"unknown policy {name!r}: one of {', '.join(sorted(self._k.toggles))}"
+            )
+
+    # -- processes -----------------------------------------------------------------------
+
+    def init_pid(self) -> int:
+        return self._k.init_pid
+
+    def pids(self) -> list[int]:
+        return [pid for pid, p in self._k.procs.items() if p.mm is not None]
+
+    def _proc(self, pid: int) -> tuple[Process, Mm]:
+        proc = self._k.procs.get(pid)
+        if proc is None:
+            raise NoSuchProcessError(f"no process with pid {pid}")
+        if proc.mm is None:
+            raise NoSuchProcessError(f"process {pid} has exited")
+        return proc, proc.mm
+
+    def _range(self, addr: int, length: int) -> tuple[int, int]:
+        if length <= 0 or length % pg.PAGE_SIZE:
+            raise InvalidArgumentError(
+                f"length must be a positive multiple of 4096, not {length}"
+            )
+        if addr < 0 or addr % pg.PAGE_SIZE:
+            raise InvalidArgumentError(f"address {addr:#x} is not 4096-aligned")
+        end = addr + length
+        if end > _user_limit(self._k.levels):
+            raise InvalidAddressError(f"[{addr:#x}, {end:#x}) is outside user space")
+        return addr, end
+
+    def mm_id(self, pid: int) -> int:
+        return self._proc(pid)[1].mm_id
+
+    def mmap(self, pid: int, length: int) -> int:
+        _, mm = self._proc(pid)
+        if length <= 0 or length % pg.PAGE_SIZE:
+            raise InvalidArgumentError(
+                f"length must be a positive multiple of 4096, not {length}"
+            )
+        return vma_ops.mmap(mm, length)
+
+    def munmap(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        vma_ops.munmap(self._k, mm, start, end)
+
+    def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        if prot not in PROTS:
+            raise InvalidArgumentError(f"prot must be one of {PROTS}, not {prot!r}")
+        vma_ops.mprotect(self._k, mm, start, end, prot)
+
+    def madvise(self, pid: int, addr: int, length: int, advice: str) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        if advice not in ADVICES:
+            raise InvalidArgumentError(f"advice must be one of {ADVICES}, not {advice!r}")
+        vma_ops.madvise(self._k, mm, start, end, advice)
+
+    def _check_access(self, mm: Mm, start: int, end: int, write: bool) -> None:
+        """``access_error`` for every page first, so that a failing call changes nothing."""
+        addr = start
+        while addr < end:
+            vma = mm.find_vma(addr)
+            if vma is None:
+                raise SegmentationFault(addr, "unmapped")
+            if (write and not vma.write) or not vma.read:
+                raise SegmentationFault(addr, "protection")
+            addr = vma.end
+
+    def write(self, pid: int, addr: int, length: int, value: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        if not 0 <= value < U64:
+            raise InvalidArgumentError(f"value must fit in 64 bits unsigned, not {value}")
+        self._check_access(mm, start, end, write=True)
+        for page in range(start, end, pg.PAGE_SIZE):
+            vma = mm.find_vma(page)
+            assert vma is not None
+            pfn = fault.access(self._k, mm, vma, page, write=True)
+            self._k.set_content(pfn, value)
+
+    def read(self, pid: int, addr: int, length: int) -> list[int]:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        self._check_access(mm, start, end, write=False)
+        values = []
+        for page in range(start, end, pg.PAGE_SIZE):
+            vma = mm.find_vma(page)
+            assert vma is not None
+            pfn = fault.access(self._k, mm, vma, page, write=False)
+            values.append(self._k.content(pfn))
+        return values
+
+    def fork(self, pid: int) -> int:
+        proc, _ = self._proc(pid)
+        return fork.fork(self._k, proc).pid
+
+    def exit(self, pid: int) -> None:
+        proc, _ = self._proc(pid)
+        vma_ops.exit_mm(self._k, proc)
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def vmas(self, pid: int) -> list[tuple[int, int, str, tuple[str, ...]]]:
+        _, mm = self._proc(pid)
+        out = []
+        for v in mm.vmas:
+            prot = "rw" if v.write else ("r" if v.read else "none")
+            extra = tuple(f for f in v.flags() if f not in ("read", "write"))
+            out.append((v.start, v.end, prot, extra))
+        return out
+
+    def translate(self, pid: int, addr: int) -> TranslationRow:
+        _, mm = self._proc(pid)
+        if addr < 0 or addr >= _user_limit(self._k.levels):
+            raise InvalidAddressError(f"{addr:#x} is outside user space")
+        res = pg.walk(self._k.phys.tables, mm.pgd, self._k.levels, addr)
+        if not pg.is_present(res.entry) or (res.level < self._k.levels - 1
+                                             and res.level != self._k.pmd_level()):
+            return res.steps, -1, 0
+        pfn = pg.entry_pfn(res.entry)
+        if res.level == self._k.pmd_level():
+            return res.steps, pfn + ((addr >> pg.PAGE_SHIFT) & 0x1FF), pg.PMD_SIZE
+        return res.steps, pfn, pg.PAGE_SIZE
+
+    def observe(self, pid: int, addr: int, length: int) -> list[ObservationRow]:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        k = self._k
+        rows: list[ObservationRow] = []
+        for page in range(start, end, pg.PAGE_SIZE):
+            res = pg.walk(k.phys.tables, mm.pgd, k.levels, page)
+            huge = res.level == k.pmd_level() and pg.is_huge(res.entry)
+            if not pg.is_present(res.entry) or not (huge or res.level == k.levels - 1):
+                rows.append((False, FRAME_NONE, 0, 0, 0, 0, False, 0))
+                continue
+            pfn = pg.entry_pfn(res.entry)
+            if huge:
+                pfn += (page >> pg.PAGE_SHIFT) & 0x1FF
+            if k.is_zero_pfn(pfn):
+                rows.append((True, FRAME_ZERO, pfn, 0, 1, 0, False, 0))
+                continue
+            if k.is_huge_zero_pfn(pfn):
+                rows.append((True, FRAME_HUGE_ZERO, pfn, 0, pg.HPAGE_PMD_NR, 0, False, 0))
+                continue
+            folio = k.page_folio[pfn]
+            mapcount = folio.precise_page_mapcount(pfn - folio.pfn)
+            exclusive_source = mapcount
+            if huge and k.profile != "6.12":
+                # pagemap_pmd_range() on newer kernels computes the exclusive bit once, from
+                # the PMD's first page, and reports it for all 512 entries (measured on 7.2).
+                exclusive_source = folio.precise_page_mapcount(0)
+            rows.append((True, FRAME_NORMAL, pfn, folio.serial, folio.nr_pages, mapcount,
+                         exclusive_source == 1, k.content(pfn)))
+        return rows
+
+    def folio(self, pfn: int) -> FolioRow:
+        f = self._k.page_folio.get(pfn)
+        if f is None:
+            raise InvalidArgumentError(f"frame {pfn} is not part of an allocated folio")
+        mapcount = f.large_mapcount if f.is_large else f.page_mapcount[0]
+        return (
+            f.pfn,
+            f.order,
+            f.refcount,
+            tuple(f.page_mapcount),
+            mapcount,
+            f.entire_mapcount,
+            f.nr_pages_mapped,
+            ((f.mm_ids[0], f.mm_id_mapcount[0]), (f.mm_ids[1], f.mm_id_mapcount[1])),
+            f.shared,
+            tuple(f.anon_exclusive),
+            f.serial,
+        )
+
+    def stats(self) -> dict[str, object]:
+        return self._k.stats.as_dict()
+
+    def check(self) -> None:
+        check_mod.check(self._k)

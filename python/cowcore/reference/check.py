@@ -1,0 +1,155 @@
+"""``Machine.check()`` for the reference: recompute every counter from the page tables.
+
+Verifies the invariants of kernel-semantics.md §1.3 (and the bookkeeping they rest on) from
+scratch and raises :class:`~cowcore.errors.InvariantError` naming the first broken one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from cowcore.errors import InvariantError
+from cowcore.reference import paging as pg
+from cowcore.reference.folio import Folio
+from cowcore.reference.kernel import Kernel
+from cowcore.reference.mm import Mm
+
+
+def _fail(name: str, message: str) -> None:
+    raise InvariantError(name, message)
+
+
+def check(k: Kernel) -> None:
+    """Raise :class:`InvariantError` if any invariant is broken."""
+    pte_maps: Counter[int] = Counter()  # pfn -> PTE mappings
+    pmd_maps: Counter[int] = Counter()  # head pfn -> PMD mappings
+    per_mm: dict[int, Counter[int]] = defaultdict(Counter)  # folio head -> mm id -> entries
+    tables_seen: set[int] = set()
+
+    for mm in k.live_mms():
+        _walk_mm(k, mm, pte_maps, pmd_maps, per_mm, tables_seen)
+
+    folios = {id(f): f for f in k.page_folio.values()}.values()
+    data_frames = 0
+    for folio in folios:
+        data_frames += folio.nr_pages
+        _check_folio(k, folio, pte_maps, pmd_maps, per_mm[folio.pfn])
+
+    for pfn in list(pte_maps) + list(pmd_maps):
+        if pfn not in k.page_folio:
+            _fail("mapped-frame-is-folio", f"frame {pfn} is mapped but belongs to no folio")
+
+    deposits = set(k.deposits.values())
+    if tables_seen & deposits:
+        _fail("deposit-unique", "a deposited table is also linked into a page table")
+    if set(k.phys.tables) != tables_seen | deposits:
+        leaked = set(k.phys.tables) - tables_seen - deposits
+        _fail("table-reachable", f"page-table frames not reachable from any mm: {sorted(leaked)}")
+
+    accounted = k.phys.buddy.free_count + len(k.phys.tables) + data_frames + 1 + pg.HPAGE_PMD_NR
+    if accounted != k.phys.total_frames:
+        _fail(
+            "frame-conservation",
+            f"free {k.phys.buddy.free_count} + tables {len(k.phys.tables)} + folios "
+            f"{data_frames} + zero pages {1 + pg.HPAGE_PMD_NR} != {k.phys.total_frames}",
+        )
+    for mm in k.live_mms():
+        if mm.mm_id not in k.mm_ids_in_use:
+            _fail("mm-id", f"mm id {mm.mm_id} in use but not allocated")
+    if len(k.mm_ids_in_use) != len(k.live_mms()):
+        _fail("mm-id", "an MM id is allocated for no live mm")
+
+
+def _walk_mm(
+    k: Kernel,
+    mm: Mm,
+    pte_maps: Counter[int],
+    pmd_maps: Counter[int],
+    per_mm: dict[int, Counter[int]],
+    tables_seen: set[int],
+) -> None:
+    def visit(level: int, table: int, base: int) -> None:
+        if table in tables_seen:
+            _fail("table-unique", f"table {table} linked twice")
+        tables_seen.add(table)
+        span = 1 << (pg.PAGE_SHIFT + 9 * (k.levels - 1 - level))
+        for idx, entry in enumerate(k.phys.tables[table]):
+            if not entry:
+                continue
+            addr = base + idx * span
+            if level < k.levels - 1 and not (level == k.pmd_level() and entry & pg.PS):
+                if entry & ~pg.PFN_MASK != pg.TABLE_ENTRY:
+                    _fail("table-entry", f"bad non-leaf entry {entry:#x} at {addr:#x}")
+                visit(level + 1, pg.entry_pfn(entry), addr)
+                continue
+            vma = mm.find_vma(addr)
+            if vma is None:
+                _fail("leaf-in-vma", f"mm {mm.mm_id} maps {addr:#x} outside every VMA")
+                return
+            pfn = pg.entry_pfn(entry)
+            huge = level == k.pmd_level()
+            if huge and (table, idx) not in k.deposits:
+                _fail("pmd-deposit", f"huge PMD at {addr:#x} has no deposited table")
+            if k.is_zero_pfn(pfn) or k.is_huge_zero_pfn(pfn):
+                if entry & pg.RW:
+                    _fail("zero-page-readonly", f"writable zero-page entry at {addr:#x}")
+                continue
+            folio = k.page_folio.get(pfn)
+            if folio is None:
+                _fail("mapped-frame-is-folio", f"{addr:#x} maps free frame {pfn}")
+                return
+            if huge:
+                pmd_maps[pfn] += 1
+            else:
+                pte_maps[pfn] += 1
+            per_mm[folio.pfn][mm.mm_id] += 1
+            if entry & pg.RW and not folio.anon_exclusive[pfn - folio.pfn]:
+                _fail("writable-implies-exclusive",
+                      f"{addr:#x} in mm {mm.mm_id} is writable but not anon-exclusive")
+            if not (vma.read) and entry & pg.P:
+                _fail("protnone", f"{addr:#x} is accessible in a PROT_NONE VMA")
+
+    visit(0, mm.pgd, 0)
+
+
+def _check_folio(
+    k: Kernel, f: Folio, pte_maps: Counter[int], pmd_maps: Counter[int], owners: Counter[int]
+) -> None:
+    where = f"folio {f.pfn} (order {f.order})"
+    ptes = [pte_maps[f.pfn + i] for i in range(f.nr_pages)]
+    pmds = pmd_maps[f.pfn]
+    if ptes != f.page_mapcount:
+        _fail("page-mapcount", f"{where}: per-page mapcounts {f.page_mapcount} != PTEs {ptes}")
+    if pmds != f.entire_mapcount:
+        _fail("entire-mapcount", f"{where}: entire {f.entire_mapcount} != PMDs {pmds}")
+    entries = sum(ptes) + pmds
+    if f.refcount != entries:
+        _fail("refcount", f"{where}: refcount {f.refcount} != mapping entries {entries} "
+                          "(one reference per mapping, no other holders are modelled)")
+    if entries == 0:
+        _fail("no-unmapped-folio", f"{where} is allocated but mapped by nothing")
+    if f.is_large:
+        if f.large_mapcount != entries:
+            _fail("large-mapcount", f"{where}: large {f.large_mapcount} != entries {entries}")
+        mapped_pages = sum(1 for c in ptes if c)
+        if f.nr_pages_mapped != mapped_pages:
+            _fail("nr-pages-mapped", f"{where}: {f.nr_pages_mapped} != {mapped_pages}")
+        slots = 0
+        for mm_id, count in zip(f.mm_ids, f.mm_id_mapcount, strict=True):
+            if (mm_id == 0) != (count == 0):
+                _fail("mm-id-slot", f"{where}: slot ({mm_id}, {count}) half free")
+            if mm_id:
+                if count > owners.get(mm_id, 0):
+                    _fail("mm-id-slot", f"{where}: slot of mm {mm_id} counts {count} > "
+                                        f"its {owners.get(mm_id, 0)} entries")
+                slots += count
+        if slots > entries:
+            _fail("mm-id-slot", f"{where}: slots count {slots} > {entries} entries")
+        if not f.shared and len([m for m, c in owners.items() if c]) > 1:
+            _fail("shared-bit", f"{where}: shared bit clear but mapped by mms {sorted(owners)}")
+    for i, ae in enumerate(f.anon_exclusive):
+        if ae and ptes[i] + pmds > 1:
+            _fail("anon-exclusive", f"{where}: page {i} is anon-exclusive but mapped "
+                                    f"{ptes[i] + pmds} times")
+    if any(f.anon_exclusive) and len([m for m, c in owners.items() if c]) > 1 and not f.is_large:
+        _fail("anon-exclusive", f"{where}: exclusive page mapped by several mms")

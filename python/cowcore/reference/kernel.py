@@ -1,0 +1,293 @@
+"""The reference machine's state and the mechanisms every operation shares.
+
+:class:`Kernel` owns physical memory, the folios, the processes, the THP policy and the
+counters. The operations live in modules named after the kernel code they model
+(:mod:`.fault`, :mod:`.fork`, :mod:`.zap`, :mod:`.vma_ops`); they all use the helpers here:
+folio allocation and release, page-table allocation with rollback, PMD split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cowcore.errors import OutOfMemoryError
+from cowcore.protocol import POLICY_DEFAULTS, THP_SIZES, KernelProfile
+from cowcore.reference import paging as pg
+from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
+from cowcore.reference.mm import Mm, Process, Vma
+from cowcore.reference.physmem import PhysMem
+
+SIZE_OF_ORDER = {order: name for name, order in THP_SIZES.items()}
+
+
+@dataclass(slots=True)
+class Stats:
+    """Event counters (mTHP per-size stats, vmstat, and the simulator's own)."""
+
+    anon_fault_alloc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    anon_fault_fallback: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(THP_SIZES, 0)
+    )
+    split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    thp_fault_alloc: int = 0
+    thp_split_pmd: int = 0
+    pgreuse: int = 0
+    cow_copy: int = 0
+    faults_read: int = 0
+    faults_write: int = 0
+    faults_wp: int = 0
+    huge_zero_write: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "anon_fault_alloc": dict(self.anon_fault_alloc),
+            "anon_fault_fallback": dict(self.anon_fault_fallback),
+            "split": dict(self.split),
+            "thp_fault_alloc": self.thp_fault_alloc,
+            "thp_split_pmd": self.thp_split_pmd,
+            "pgreuse": self.pgreuse,
+            "cow_copy": self.cow_copy,
+            "faults_read": self.faults_read,
+            "faults_write": self.faults_write,
+            "faults_wp": self.faults_wp,
+            "huge_zero_write": self.huge_zero_write,
+        }
+
+
+@dataclass(slots=True)
+class ThpPolicy:
+    """The sysfs THP knobs (``/sys/kernel/mm/transparent_hugepage``)."""
+
+    enabled: str = "never"
+    sizes: dict[str, str] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, "never"))
+    use_zero_page: bool = True
+
+    def allowable_orders(self, vma: Vma) -> list[int]:
+        """``thp_vma_allowable_orders`` for a page fault, highest first (KS §2.4 step A)."""
+        if vma.nohugepage:
+            return []
+        orders = []
+        for name, order in THP_SIZES.items():
+            mode = self.sizes[name]
+            allowed = mode == "always" or (mode == "madvise" and vma.hugepage)
+            if mode == "inherit":
+                allowed = self.enabled == "always" or (
+                    vma.hugepage and self.enabled in ("always", "madvise")
+                )
+            if allowed:
+                orders.append(order)
+        return sorted(orders, reverse=True)
+
+
+class Kernel:
+    """The whole simulated machine (reference backend)."""
+
+    def __init__(self, profile: KernelProfile, total_frames: int, levels: int) -> None:
+        self.profile: KernelProfile = profile
+        self.levels = levels
+        self.phys = PhysMem(total_frames)
+        self.page_folio: dict[int, Folio] = {}
+        """Every data frame that belongs to a folio -> that folio."""
+        self.serial = 0
+        self.stats = Stats()
+        self.thp = ThpPolicy()
+        self.toggles: dict[str, bool] = dict(POLICY_DEFAULTS[profile])
+        self.procs: dict[int, Process] = {}
+        self.next_pid = 1
+        self.mm_ids_in_use: set[int] = set()
+        self.deposits: dict[tuple[int, int], int] = {}
+        """PTE tables deposited with huge PMDs: (pmd table, index) -> table pfn
+        (``pgtable_trans_huge_deposit``)."""
+        # The shared zero page and the huge zero folio are allocated first (DESIGN.md).
+        self.zero_pfn = self.phys.buddy.alloc(0)
+        self.huge_zero_pfn = self.phys.buddy.alloc(HPAGE_PMD_ORDER)
+        self.init_pid = self.new_process(mmap_cursor=None).pid
+
+    # -- processes -----------------------------------------------------------------------
+
+    def alloc_mm_id(self) -> int:
+        """Lowest free MM id >= 1 (the kernel's IDA in ``mm_init``)."""
+        mm_id = 1
+        while mm_id in self.mm_ids_in_use:
+            mm_id += 1
+        self.mm_ids_in_use.add(mm_id)
+        return mm_id
+
+    def new_process(self, mmap_cursor: int | None) -> Process:
+        pgd = self.phys.alloc_table()
+        mm = Mm(mm_id=self.alloc_mm_id(), pgd=pgd)
+        if mmap_cursor is not None:
+            mm.mmap_cursor = mmap_cursor
+        proc = Process(pid=self.next_pid, mm=mm)
+        self.next_pid += 1
+        self.procs[proc.pid] = proc
+        return proc
+
+    def live_mms(self) -> list[Mm]:
+        return [p.mm for p in self.procs.values() if p.mm is not None]
+
+    # -- folios --------------------------------------------------------------------------
+
+    def alloc_folio(self, order: int) -> Folio:
+        """Allocate a zeroed folio; its refcount starts at 0 and callers add their refs."""
+        pfn = self.phys.alloc_data(order)
+        self.serial += 1
+        folio = Folio(pfn=pfn, order=order, serial=self.serial)
+        for p in range(pfn, pfn + (1 << order)):
+            self.page_folio[p] = folio
+        return folio
+
+    def put_folio(self, folio: Folio, refs: int) -> None:
+        """Drop references; the last one frees the folio (``folio_put_refs``)."""
+        folio.refcount -= refs
+        assert folio.refcount >= 0, "refcount underflow"
+        if folio.refcount == 0:
+            assert folio.mapcount() == 0 and folio.entire_mapcount == 0
+            for p in range(folio.pfn, folio.pfn + folio.nr_pages):
+                del self.page_folio[p]
+            self.phys.free_data(folio.pfn, folio.order)
+
+    def free_unused_folio(self, folio: Folio) -> None:
+        """Give back a folio that was allocated but never mapped (an aborted fault)."""
+        assert folio.refcount == 0 and folio.mapcount() == 0
+        for p in range(folio.pfn, folio.pfn + folio.nr_pages):
+            del self.page_folio[p]
+        self.phys.free_data(folio.pfn, folio.order)
+
+    def is_zero_pfn(self, pfn: int) -> bool:
+        return pfn == self.zero_pfn
+
+    def is_huge_zero_pfn(self, pfn: int) -> bool:
+        return self.huge_zero_pfn <= pfn < self.huge_zero_pfn + pg.HPAGE_PMD_NR
+
+    # -- page tables ---------------------------------------------------------------------
+
+    def entry(self, table: int, idx: int) -> int:
+        return self.phys.tables[table][idx]
+
+    def set_entry(self, table: int, idx: int, value: int) -> None:
+        self.phys.tables[table][idx] = value
+
+    def pmd_level(self) -> int:
+        return self.levels - 2
+
+    def table_for(
+        self, mm: Mm, addr: int, level: int, allocated: list[tuple[int, int, int]] | None
+    ) -> int | None:
+        """The table of ``level`` (0 = root) that covers ``addr``.
+
+        With ``allocated`` given, missing tables are allocated top-down and recorded there as
+        ``(parent table, index, new table)`` so that the caller can undo them on failure;
+        without it, ``None`` is returned when a table is missing. A huge PMD on the way
+        counts as missing for levels below the PMD.
+        """
+        table = mm.pgd
+        for lvl in range(level):
+            idx = pg.index_at(addr, self.levels, lvl)
+            entry = self.entry(table, idx)
+            if not pg.is_present(entry):
+                if allocated is None:
+                    return None
+                new = self.phys.alloc_table()
+                self.set_entry(table, idx, pg.make_entry(new, pg.TABLE_ENTRY))
+                allocated.append((table, idx, new))
+                table = new
+                continue
+            if lvl == self.pmd_level() and entry & pg.PS:
+                return None
+            table = pg.entry_pfn(entry)
+        return table
+
+    def undo_tables(self, allocated: list[tuple[int, int, int]]) -> None:
+        """Free tables that a failed operation allocated (they are still empty)."""
+        for parent, idx, table in reversed(allocated):
+            self.set_entry(parent, idx, 0)
+            self.phys.free_table(table)
+        allocated.clear()
+
+    def pmd_slot(self, mm: Mm, addr: int) -> tuple[int, int] | None:
+        """``(table, index)`` of the PMD entry covering ``addr``, if the PMD table exists."""
+        table = self.table_for(mm, addr, self.pmd_level(), None)
+        if table is None:
+            return None
+        return table, pg.index_at(addr, self.levels, self.pmd_level())
+
+    def pte_slot(self, mm: Mm, addr: int) -> tuple[int, int] | None:
+        """``(table, index)`` of the PTE for ``addr``, if a PTE table maps it."""
+        table = self.table_for(mm, addr, self.levels - 1, None)
+        if table is None:
+            return None
+        return table, pg.index_at(addr, self.levels, self.levels - 1)
+
+    # -- PMD split (mm/huge_memory.c __split_huge_pmd_locked, KS §6.1) --------------------
+
+    def split_huge_pmd(self, mm: Mm, addr: int, pmd_table: int, pmd_idx: int) -> None:
+        """Remap the huge PMD that maps ``addr`` by 512 PTEs, using its deposited table."""
+        pmd = self.entry(pmd_table, pmd_idx)
+        assert pg.is_huge(pmd)
+        vma = mm.find_vma(addr)
+        assert vma is not None, "a huge PMD outside any VMA"
+        prot = vma.page_prot()
+        deposit = self.deposits.pop((pmd_table, pmd_idx))
+        self.stats.thp_split_pmd += 1  # counted before the huge-zero special case
+        head = pg.entry_pfn(pmd)
+        ptes = self.phys.tables[deposit]
+        if self.is_huge_zero_pfn(head):
+            # __split_huge_zero_page_pmd: 512 special zero-page PTEs with vm_page_prot.
+            zero = pg.make_entry(self.zero_pfn, prot | pg.SPECIAL)
+            for i in range(pg.HPAGE_PMD_NR):
+                ptes[i] = zero
+        else:
+            folio = self.page_folio[head]
+            exclusive = folio.anon_exclusive[0]
+            folio.refcount += pg.HPAGE_PMD_NR - 1
+            folio.add_rmap_ptes(0, pg.HPAGE_PMD_NR, mm.mm_id, exclusive)
+            flags = prot
+            if pmd & pg.RW:
+                flags = pg.mkwrite(flags)
+            if not pmd & pg.A:
+                flags = pg.mkold(flags)
+            if pg.is_dirty(pmd):
+                flags = pg.mkdirty(flags)
+            if pmd & pg.SOFT_DIRTY:
+                flags |= pg.SOFT_DIRTY
+            for i in range(pg.HPAGE_PMD_NR):
+                ptes[i] = pg.make_entry(head + i, flags)
+            folio.remove_rmap_pmd(mm.mm_id)
+        self.set_entry(pmd_table, pmd_idx, pg.make_entry(deposit, pg.TABLE_ENTRY))
+
+    def split_pmd_at(self, mm: Mm, addr: int) -> None:
+        """Split the huge PMD covering ``addr`` if there is one (``split_huge_pmd_address``)."""
+        slot = self.pmd_slot(mm, addr)
+        if slot is not None and pg.is_huge(self.entry(*slot)):
+            self.split_huge_pmd(mm, addr, *slot)
+
+    def split_vma_boundary(self, mm: Mm, addr: int) -> None:
+        """Cut the VMA containing ``addr`` into two at ``addr`` (``__split_vma``).
+
+        A cut that is not 2 MiB aligned splits the huge PMD straddling it first
+        (``vma_adjust_trans_huge``).
+        """
+        vma = mm.find_vma(addr)
+        if vma is None or vma.start == addr:
+            return
+        if addr % pg.PMD_SIZE:
+            self.split_pmd_at(mm, addr)
+        upper = vma.copy(start=addr)
+        vma.end = addr
+        mm.insert(upper)
+
+    # -- single-frame helpers ------------------------------------------------------------
+
+    def content(self, pfn: int) -> int:
+        return self.phys.content.get(pfn, 0)
+
+    def set_content(self, pfn: int, value: int) -> None:
+        if value:
+            self.phys.content[pfn] = value
+        else:
+            self.phys.content.pop(pfn, None)
+
+    def require_frames(self, n: int) -> None:
+        if self.phys.buddy.free_count < n:
+            raise OutOfMemoryError(f"need {n} free frames, {self.phys.buddy.free_count} left")

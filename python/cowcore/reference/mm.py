@@ -1,0 +1,110 @@
+"""Address spaces: ``struct mm_struct`` and ``struct vm_area_struct`` (only what COW needs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from cowcore.reference.paging import PAGE_COPY, PAGE_NONE
+
+MMAP_TOP = 0x7F0000000000
+"""Where top-down mmap placement starts (DESIGN.md, Addresses)."""
+
+# VMA flags that the model keeps (include/linux/mm.h).
+VM_READ = "read"
+VM_WRITE = "write"
+VM_HUGEPAGE = "hugepage"
+VM_NOHUGEPAGE = "nohugepage"
+VM_DONTCOPY = "dontcopy"
+VM_WIPEONFORK = "wipeonfork"
+
+
+@dataclass(slots=True)
+class Vma:
+    """A ``vm_area_struct`` of a private anonymous mapping: ``[start, end)``."""
+
+    start: int
+    end: int
+    read: bool = True
+    write: bool = True
+    hugepage: bool = False
+    nohugepage: bool = False
+    dontcopy: bool = False
+    wipeonfork: bool = False
+    anon_vma: bool = False
+    """Whether the VMA has an ``anon_vma`` yet (set by the first allocating fault)."""
+
+    def flags(self) -> tuple[str, ...]:
+        names = (VM_READ, VM_WRITE, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_DONTCOPY, VM_WIPEONFORK)
+        values = (self.read, self.write, self.hugepage, self.nohugepage, self.dontcopy,
+                  self.wipeonfork)
+        return tuple(n for n, v in zip(names, values, strict=True) if v)
+
+    def same_flags(self, other: Vma) -> bool:
+        return self.flags() == other.flags()
+
+    def page_prot(self) -> int:
+        """``vm_page_prot``: PAGE_COPY for readable private mappings, PAGE_NONE otherwise."""
+        return PAGE_COPY if self.read else PAGE_NONE
+
+    def copy(self, **changes: object) -> Vma:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class Mm:
+    """An address space: id, page-table root, VMAs sorted by address, the mmap cursor."""
+
+    mm_id: int
+    pgd: int
+    vmas: list[Vma] = field(default_factory=list)
+    mmap_cursor: int = MMAP_TOP
+
+    def find_vma(self, addr: int) -> Vma | None:
+        """The VMA containing ``addr`` (``vma_lookup``)."""
+        for vma in self.vmas:
+            if vma.start <= addr < vma.end:
+                return vma
+            if vma.start > addr:
+                break
+        return None
+
+    def overlapping(self, start: int, end: int) -> list[Vma]:
+        return [v for v in self.vmas if v.start < end and v.end > start]
+
+    def covered(self, start: int, end: int) -> bool:
+        """Whether every page of ``[start, end)`` lies in some VMA."""
+        addr = start
+        for vma in self.vmas:
+            if vma.end <= addr:
+                continue
+            if vma.start > addr:
+                return False
+            addr = vma.end
+            if addr >= end:
+                return True
+        return addr >= end
+
+    def insert(self, vma: Vma) -> None:
+        self.vmas.append(vma)
+        self.vmas.sort(key=lambda v: v.start)
+
+    def merge_adjacent(self) -> None:
+        """Merge neighbouring VMAs with equal flags (``vma_merge``; anon_vmas are compatible:
+        within one mm they come from the same mapping or one of them has none)."""
+        merged: list[Vma] = []
+        for vma in self.vmas:
+            if merged and merged[-1].end == vma.start and merged[-1].same_flags(vma):
+                last = merged[-1]
+                last.end = vma.end
+                last.anon_vma = last.anon_vma or vma.anon_vma
+            else:
+                merged.append(vma)
+        self.vmas = merged
+
+
+@dataclass(slots=True)
+class Process:
+    """A simulated process: its pid and its mm (``None`` once it has exited)."""
+
+    pid: int
+    mm: Mm | None

@@ -1,0 +1,163 @@
+"""x86-64 page-table entries and the page walk (arch/x86/include/asm/pgtable_types.h).
+
+Entries are plain 64-bit integers with the hardware layout; tables are 512-entry frames in
+:class:`~cowcore.reference.physmem.PhysMem`. Four levels by default (PGD, PUD, PMD, PTE; the
+P4D is folded), five with LA57.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cowcore.x86 import (
+    A,
+    D,
+    FLAG_NAMES,
+    NX,
+    P,
+    PCD,
+    PFN_MASK,
+    PROTNONE,
+    PS,
+    PWT,
+    RW,
+    SAVED_DIRTY,
+    SOFT_DIRTY,
+    SPECIAL,
+    UFFD_WP,
+    US,
+    flag_names,
+)
+
+__all__ = ["FLAG_NAMES", "flag_names"]
+
+TABLE_ENTRY = P | RW | US | A | D
+"""A non-leaf entry (the kernel's ``_PAGE_TABLE``)."""
+
+PAGE_COPY = P | US | A | NX
+"""``vm_page_prot`` of a private readable mapping (writable or not: no RW, KS §8.3)."""
+
+PAGE_NONE = PROTNONE | A
+"""``vm_page_prot`` of a PROT_NONE mapping."""
+
+CHG_MASK = PFN_MASK | PCD | PWT | SPECIAL | A | D | SAVED_DIRTY | SOFT_DIRTY | UFFD_WP
+"""``_PAGE_CHG_MASK``: what ``pte_modify`` keeps from the old entry."""
+
+PMD_SHIFT = 21
+PMD_SIZE = 1 << PMD_SHIFT
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+HPAGE_PMD_NR = 512
+
+LEVEL_NAMES_4 = ("pgd", "pud", "pmd", "pte")
+LEVEL_NAMES_5 = ("pgd", "p4d", "pud", "pmd", "pte")
+
+
+def entry_pfn(entry: int) -> int:
+    return (entry & PFN_MASK) >> PAGE_SHIFT
+
+
+def make_entry(pfn: int, flags: int) -> int:
+    return (pfn << PAGE_SHIFT) | flags
+
+
+def is_present(entry: int) -> bool:
+    """``pte_present``: the hardware P bit, or a PROT_NONE entry (P=0, PROTNONE=1)."""
+    return bool(entry & (P | PROTNONE))
+
+
+def is_huge(entry: int) -> bool:
+    """A PMD leaf (``pmd_trans_huge``)."""
+    return is_present(entry) and bool(entry & PS)
+
+
+def is_writable(entry: int) -> bool:
+    return bool(entry & RW)
+
+
+def mkwrite(entry: int) -> int:
+    """``pte_mkwrite``: set RW and move SavedDirty back to Dirty."""
+    entry |= RW
+    if entry & SAVED_DIRTY:
+        entry = (entry & ~SAVED_DIRTY) | D
+    return entry
+
+
+def wrprotect(entry: int) -> int:
+    """``pte_wrprotect``: clear RW and move Dirty to SavedDirty (x86-64 since 6.6, KS §8.3)."""
+    entry &= ~RW
+    if entry & D:
+        entry = (entry & ~D) | SAVED_DIRTY
+    return entry
+
+
+def mkdirty(entry: int) -> int:
+    """``pte_mkdirty``: Dirty and soft-dirty; Dirty becomes SavedDirty on a read-only entry."""
+    if entry & RW:
+        return entry | D | SOFT_DIRTY
+    return (entry & ~D) | SAVED_DIRTY | SOFT_DIRTY
+
+
+def mkold(entry: int) -> int:
+    return entry & ~A
+
+
+def modify(entry: int, newprot: int) -> int:
+    """``pte_modify``: keep the PFN and software/status bits, take the rest from ``newprot``.
+
+    Like the kernel it never leaves Write=0 with Dirty=1: a read-only result holds its dirty
+    state in SavedDirty.
+    """
+    val = (entry & CHG_MASK) | (newprot & ~CHG_MASK)
+    if val & RW:
+        if val & SAVED_DIRTY:
+            val = (val & ~SAVED_DIRTY) | D
+    elif val & D:
+        val = (val & ~D) | SAVED_DIRTY
+    return val
+
+
+def is_dirty(entry: int) -> bool:
+    return bool(entry & (D | SAVED_DIRTY))
+
+
+@dataclass(slots=True)
+class WalkResult:
+    """Where the walk for one address ended.
+
+    ``table`` and ``index`` locate the last entry read (a PTE, a huge PMD, or the first
+    none entry met); ``level`` is its index in the level names (``levels - 1`` for a PTE).
+    ``steps`` lists ``(level name, table pfn, index, entry)`` from the top.
+    """
+
+    level: int
+    table: int
+    index: int
+    entry: int
+    steps: list[tuple[str, int, int, int]]
+
+
+def index_at(addr: int, levels: int, level: int) -> int:
+    """Index of ``addr`` in a table of ``level`` (0 = the root)."""
+    shift = PAGE_SHIFT + 9 * (levels - 1 - level)
+    return (addr >> shift) & 0x1FF
+
+
+def walk(tables: dict[int, list[int]], root: int, levels: int, addr: int) -> WalkResult:
+    """Read-only walk: follow non-leaf entries from the root until a leaf or a none entry.
+
+    Sets no bits and allocates nothing (``translate``/``observe``; the accessing walk lives in
+    :mod:`cowcore.reference.fault`).
+    """
+    names = LEVEL_NAMES_5 if levels == 5 else LEVEL_NAMES_4
+    table = root
+    steps: list[tuple[str, int, int, int]] = []
+    for level in range(levels):
+        idx = index_at(addr, levels, level)
+        entry = tables[table][idx]
+        steps.append((names[level], table, idx, entry))
+        last = level == levels - 1
+        if last or not is_present(entry) or (level == levels - 2 and entry & PS):
+            return WalkResult(level, table, idx, entry, steps)
+        table = entry_pfn(entry)
+    raise AssertionError("unreachable")

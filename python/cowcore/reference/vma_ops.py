@@ -1,0 +1,140 @@
+"""mmap, munmap, mprotect, madvise and exit on the reference machine (mm/mmap.c,
+mm/mprotect.c, mm/madvise.c, kernel/exit.c)."""
+
+from __future__ import annotations
+
+from cowcore.errors import InvalidAddressError
+from cowcore.reference import paging as pg
+from cowcore.reference.kernel import Kernel
+from cowcore.reference.mm import Mm, Process, Vma
+from cowcore.reference.zap import Gather, free_unused_tables, zap_range
+
+USER_START = 0x200000
+"""Lowest address mmap hands out (below it lie the NULL guard and the program image)."""
+
+
+def mmap(mm: Mm, length: int) -> int:
+    """A private anonymous read/write mapping, top-down and 2 MiB aligned (DESIGN.md)."""
+    start = (mm.mmap_cursor - length) & ~(pg.PMD_SIZE - 1)
+    if start < USER_START:
+        raise InvalidAddressError(f"no room for a mapping of {length} bytes (ENOMEM)")
+    mm.mmap_cursor = start - pg.PMD_SIZE
+    mm.insert(Vma(start=start, end=start + length))
+    return start
+
+
+def munmap(k: Kernel, mm: Mm, start: int, end: int) -> None:
+    """Unmap ``[start, end)``; pages that are not mapped are fine (KS §5)."""
+    k.split_vma_boundary(mm, start)
+    k.split_vma_boundary(mm, end)
+    tlb = Gather()
+    zap_range(k, mm, start, end, tlb)
+    mm.vmas = [v for v in mm.vmas if v.end <= start or v.start >= end]
+    tlb.finish(k)
+    free_unused_tables(k, mm, everything=False)
+
+
+def exit_mm(k: Kernel, proc: Process) -> None:
+    """``exit_mmap`` then ``__mmdrop``: zap everything, free the tables, free the MM id."""
+    mm = proc.mm
+    assert mm is not None
+    tlb = Gather()
+    for vma in mm.vmas:
+        zap_range(k, mm, vma.start, vma.end, tlb)
+    mm.vmas = []
+    tlb.finish(k)
+    free_unused_tables(k, mm, everything=True)
+    k.mm_ids_in_use.discard(mm.mm_id)
+    proc.mm = None
+
+
+def _require_mapped(mm: Mm, start: int, end: int, what: str) -> None:
+    if not mm.covered(start, end):
+        raise InvalidAddressError(
+            f"{what} [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)"
+        )
+
+
+def _apply_flags(k: Kernel, mm: Mm, start: int, end: int, changes: dict[str, bool]) -> list[Vma]:
+    """Set VMA flags over ``[start, end)``, splitting only the VMAs whose flags change
+    (``mprotect_fixup``/``madvise_update_vma`` return early otherwise). Returns the VMAs
+    that changed; the caller merges afterwards."""
+    changed: list[Vma] = []
+    for vma in list(mm.overlapping(start, end)):
+        if all(getattr(vma, name) == value for name, value in changes.items()):
+            continue
+        k.split_vma_boundary(mm, max(start, vma.start))
+        k.split_vma_boundary(mm, min(end, vma.end))
+    for vma in mm.overlapping(start, end):
+        if all(getattr(vma, name) == value for name, value in changes.items()):
+            continue
+        for name, value in changes.items():
+            setattr(vma, name, value)
+        changed.append(vma)
+    return changed
+
+
+def mprotect(k: Kernel, mm: Mm, start: int, end: int, prot: str) -> None:
+    """Change protection (mm/mprotect.c). Upgrading to read/write makes writable again only
+    the entries of anon-exclusive pages (``can_change_pte_writable``), so pages shared at
+    fork stay read-only and keep taking write faults."""
+    _require_mapped(mm, start, end, "mprotect")
+    changes = {"read": prot != "none", "write": prot == "rw"}
+    for vma in _apply_flags(k, mm, start, end, changes):
+        _change_protection(k, mm, vma)
+    mm.merge_adjacent()
+
+
+def _change_protection(k: Kernel, mm: Mm, vma: Vma) -> None:
+    """``change_protection`` over one VMA with its new ``vm_page_prot``."""
+    newprot = vma.page_prot()
+    addr = vma.start
+    while addr < vma.end:
+        pmd_end = min((addr | (pg.PMD_SIZE - 1)) + 1, vma.end)
+        slot = k.pmd_slot(mm, addr)
+        if slot is not None:
+            pmd = k.entry(*slot)
+            if pg.is_huge(pmd):
+                # change_huge_pmd(); VMA boundaries inside a THP split it earlier.
+                new = pg.modify(pmd, newprot | pg.PS)
+                if vma.write and _exclusive_anon(k, pg.entry_pfn(pmd)):
+                    new = pg.mkwrite(new)
+                k.set_entry(*slot, new)
+            elif pmd:
+                ptes = k.phys.tables[pg.entry_pfn(pmd)]
+                first = pg.index_at(addr, k.levels, k.levels - 1)
+                for i in range(first, first + (pmd_end - addr) // pg.PAGE_SIZE):
+                    if pg.is_present(ptes[i]):
+                        new = pg.modify(ptes[i], newprot)
+                        if vma.write and _exclusive_anon(k, pg.entry_pfn(new)):
+                            new = pg.mkwrite(new)
+                        ptes[i] = new
+        addr = pmd_end
+
+
+def _exclusive_anon(k: Kernel, pfn: int) -> bool:
+    """``can_change_pte_writable`` for a private mapping: an anon page that is AE."""
+    folio = k.page_folio.get(pfn)
+    return folio is not None and folio.anon_exclusive[pfn - folio.pfn]
+
+
+_ADVICE_FLAGS: dict[str, dict[str, bool]] = {
+    "hugepage": {"hugepage": True, "nohugepage": False},
+    "nohugepage": {"hugepage": False, "nohugepage": True},
+    "dontfork": {"dontcopy": True},
+    "dofork": {"dontcopy": False},
+    "wipeonfork": {"wipeonfork": True},
+    "keeponfork": {"wipeonfork": False},
+}
+
+
+def madvise(k: Kernel, mm: Mm, start: int, end: int, advice: str) -> None:
+    """MADV_DONTNEED zaps (keeping the VMAs and tables); the others change VMA flags."""
+    _require_mapped(mm, start, end, "madvise")
+    if advice == "dontneed":
+        tlb = Gather()
+        zap_range(k, mm, start, end, tlb)
+        tlb.finish(k)
+        return
+    _apply_flags(k, mm, start, end, _ADVICE_FLAGS[advice])
+    mm.merge_adjacent()

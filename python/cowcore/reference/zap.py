@@ -1,0 +1,142 @@
+"""Unmapping pages and freeing page tables (mm/memory.c zap path, mm/mmap.c; KS §5).
+
+``munmap``, ``exit`` and ``MADV_DONTNEED`` all zap: huge PMDs fully inside the range are
+removed whole (``zap_huge_pmd``), partially covered ones are split first; PTEs mapping
+consecutive pages of one folio are removed as one batch. The rmap is updated as entries are
+cleared; the folio references are dropped at the end of the call, as ``tlb_finish_mmu``
+does, and only then are page tables freed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cowcore.reference import paging as pg
+from cowcore.reference.folio import Folio
+from cowcore.reference.kernel import Kernel
+from cowcore.reference.mm import Mm
+
+
+@dataclass(slots=True)
+class Gather:
+    """An ``mmu_gather``: what to release once the entries are gone."""
+
+    refs: list[tuple[Folio, int]] = field(default_factory=list)
+    tables: list[int] = field(default_factory=list)
+
+    def finish(self, k: Kernel) -> None:
+        """``tlb_finish_mmu``: drop the folio references, then free gathered tables."""
+        for folio, nr in self.refs:
+            k.put_folio(folio, nr)
+        for table in self.tables:
+            k.phys.free_table(table)
+        self.refs.clear()
+        self.tables.clear()
+
+
+def zap_range(k: Kernel, mm: Mm, start: int, end: int, tlb: Gather) -> None:
+    """Clear every mapping in ``[start, end)`` (which VMAs cover, or not)."""
+    for vma in mm.overlapping(start, end):
+        lo, hi = max(start, vma.start), min(end, vma.end)
+        addr = lo
+        while addr < hi:
+            pmd_end = min((addr | (pg.PMD_SIZE - 1)) + 1, hi)
+            _zap_pmd(k, mm, addr, pmd_end, tlb)
+            addr = pmd_end
+
+
+def _zap_pmd(k: Kernel, mm: Mm, lo: int, hi: int, tlb: Gather) -> None:
+    """``zap_pmd_range`` for ``[lo, hi)`` inside one PMD."""
+    slot = k.pmd_slot(mm, lo)
+    if slot is None:
+        return
+    pmd = k.entry(*slot)
+    if pg.is_huge(pmd):
+        if hi - lo == pg.PMD_SIZE:
+            _zap_huge_pmd(k, mm, slot[0], slot[1], tlb)
+            return
+        k.split_huge_pmd(mm, lo, *slot)
+        pmd = k.entry(*slot)
+    if not pmd:
+        return
+    ptes = k.phys.tables[pg.entry_pfn(pmd)]
+    i = pg.index_at(lo, k.levels, k.levels - 1)
+    end = i + (hi - lo) // pg.PAGE_SIZE
+    while i < end:
+        pte = ptes[i]
+        if not pg.is_present(pte):
+            i += 1
+            continue
+        pfn = pg.entry_pfn(pte)
+        if k.is_zero_pfn(pfn):
+            ptes[i] = 0
+            i += 1
+            continue
+        folio = k.page_folio[pfn]
+        page = pfn - folio.pfn
+        nr = 1
+        if folio.is_large:  # folio_pte_batch(): any bits may differ, the PFNs must follow
+            limit = min(end - i, folio.nr_pages - page)
+            while (
+                nr < limit
+                and pg.is_present(ptes[i + nr])
+                and pg.entry_pfn(ptes[i + nr]) == pfn + nr
+            ):
+                nr += 1
+        for j in range(i, i + nr):
+            ptes[j] = 0
+        folio.remove_rmap_ptes(page, nr, mm.mm_id)
+        tlb.refs.append((folio, nr))
+        i += nr
+
+
+def _zap_huge_pmd(k: Kernel, mm: Mm, table: int, idx: int, tlb: Gather) -> None:
+    """``zap_huge_pmd``: remove a whole PMD mapping and its deposited table."""
+    pmd = k.entry(table, idx)
+    k.set_entry(table, idx, 0)
+    head = pg.entry_pfn(pmd)
+    if not k.is_huge_zero_pfn(head):
+        folio = k.page_folio[head]
+        folio.remove_rmap_pmd(mm.mm_id)
+        tlb.refs.append((folio, 1))
+    tlb.tables.append(k.deposits.pop((table, idx)))
+
+
+def free_unused_tables(k: Kernel, mm: Mm, everything: bool) -> None:
+    """Free page tables whose whole span no longer meets a VMA (``free_pgtables``).
+
+    With ``everything`` (exit), every table including the root goes. Order: lowest address
+    first, children before their parent.
+    """
+
+    def visit(level: int, table: int, base: int) -> None:
+        span = 1 << (pg.PAGE_SHIFT + 9 * (k.levels - 1 - level))
+        entries = k.phys.tables[table]
+        for idx, entry in enumerate(entries):
+            if level == k.levels - 1 or not pg.is_present(entry):
+                continue
+            if level == k.pmd_level() and entry & pg.PS:
+                continue
+            lo = base + idx * span
+            child = pg.entry_pfn(entry)
+            if everything or not mm.overlapping(lo, lo + span):
+                _free_subtree(k, level + 1, child)
+                entries[idx] = 0
+            else:
+                visit(level + 1, child, lo)
+
+    visit(0, mm.pgd, 0)
+    if everything:
+        k.phys.free_table(mm.pgd)
+
+
+def _free_subtree(k: Kernel, level: int, table: int) -> None:
+    entries = k.phys.tables[table]
+    if level < k.levels - 1:
+        for entry in entries:
+            if pg.is_present(entry):
+                assert not (level == k.pmd_level() and entry & pg.PS), "huge PMD left mapped"
+                _free_subtree(k, level + 1, pg.entry_pfn(entry))
+    else:
+        assert not any(entries), "freeing a PTE table that still maps pages"
+    k.phys.free_table(table)
