@@ -11,8 +11,8 @@ from __future__ import annotations
 
 __all__ = [
     "CowError",
-    "InvalidArgumentError",
     "InvalidAddressError",
+    "InvalidArgumentError",
     "InvariantError",
     "NoSuchProcessError",
     "OutOfMemoryError",

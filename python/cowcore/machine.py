@@ -42,6 +42,7 @@ from cowcore.protocol import (
     Translation,
     WalkLevel,
 )
+from cowcore.reference import ReferenceBackend
 from cowcore.units import parse_size
 from cowcore.x86 import flag_names
 
@@ -68,8 +69,6 @@ def _str(name: str, value: object) -> str:
 def make_backend(backend: str, kernel: str, total_frames: int, levels: int) -> Backend:
     """Instantiate a backend by name."""
     if backend == "reference":
-        from cowcore.reference import ReferenceBackend
-
         return ReferenceBackend(kernel, total_frames, levels)
     if backend == "rust":
         raise InvalidArgumentError(
@@ -148,25 +147,26 @@ class Policy:
     of PTE-mapped large folios; see :data:`cowcore.protocol.POLICY_DEFAULTS` for the list.
     """
 
-    __slots__ = ("_b",)
+    __slots__ = ("_backend",)
+    _backend: Backend
 
     def __init__(self, backend: Backend) -> None:
-        object.__setattr__(self, "_b", backend)
+        object.__setattr__(self, "_backend", backend)
 
     def __getattr__(self, name: str) -> bool:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._b.policy(name)
+        return self._backend.policy(name)
 
     def __setattr__(self, name: str, value: bool) -> None:
         if not isinstance(value, bool):
             raise InvalidArgumentError(f"policy {name} takes a bool")
-        self._b.set_policy(name, value)
+        self._backend.set_policy(name, value)
 
     def as_dict(self) -> dict[str, bool]:
         """Every toggle with its current value."""
         names = POLICY_DEFAULTS["6.15"]
-        return {name: self._b.policy(name) for name in names}
+        return {name: self._backend.policy(name) for name in names}
 
     def __repr__(self) -> str:
         return f"Policy({self.as_dict()!r})"
@@ -356,16 +356,23 @@ class Process:
         for i, (present, kind, pfn, serial, pages, mapcount, excl, content) in enumerate(rows):
             page_addr = addr + i * PAGE_SIZE
             if not present:
-                out.append(PageObservation(page_addr, False, None, None, None, None, None, None,
-                                           None))
+                out.append(
+                    PageObservation(page_addr, False, None, None, None, None, None, None, None)
+                )
                 continue
             kind_name: Literal["normal", "zero", "huge_zero"] = (
-                "zero" if kind == FRAME_ZERO else "huge_zero" if kind == FRAME_HUGE_ZERO
+                "zero"
+                if kind == FRAME_ZERO
+                else "huge_zero"
+                if kind == FRAME_HUGE_ZERO
                 else "normal"
             )
             assert kind in (FRAME_NORMAL, FRAME_ZERO, FRAME_HUGE_ZERO)
-            out.append(PageObservation(page_addr, True, pfn, kind_name, serial, pages, mapcount,
-                                       excl, content))
+            out.append(
+                PageObservation(
+                    page_addr, True, pfn, kind_name, serial, pages, mapcount, excl, content
+                )
+            )
         return out
 
     def __repr__(self) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from cowcore.errors import CowError, InvalidArgumentError, ScenarioError, SegmentationFault
 from cowcore.machine import Machine, Process
-from cowcore.protocol import THP_SIZES
+from cowcore.protocol import THP_SIZES, PageObservation
 from cowcore.units import parse_size
 
 Observation = dict[str, object]
@@ -29,8 +29,17 @@ MAX_MAPPING = 1 << 30
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROFILES = ("6.12", "6.15")
 ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
-PAGE_KEYS = ("proc", "map", "off", "present", "frame", "folio_pages", "mapcount", "exclusive",
-             "content")
+PAGE_KEYS = (
+    "proc",
+    "map",
+    "off",
+    "present",
+    "frame",
+    "folio_pages",
+    "mapcount",
+    "exclusive",
+    "content",
+)
 
 
 class ScenarioSyntaxError(CowError):
@@ -155,8 +164,10 @@ def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
     args: tuple[str | int, ...]
     if verb == "mmap":
         _arity(lineno, tokens, 4)
-        args = (_ident(lineno, rest[0], "mapping"),
-                _size(lineno, rest[1], "length", page_aligned=True, nonzero=True))
+        args = (
+            _ident(lineno, rest[0], "mapping"),
+            _size(lineno, rest[1], "length", page_aligned=True, nonzero=True),
+        )
     elif verb in ("munmap", "observe", "read"):
         _arity(lineno, tokens, 5)
         args = _range(lineno, rest)
@@ -305,14 +316,16 @@ class _Runner:
                 try:
                     p.write(addr, length, int(a[3]))
                 except SegmentationFault as exc:
-                    raise _RunError(f"SIGSEGV at offset {exc.addr - addr + off} of {name} "
-                                    f"({exc.reason})") from None
+                    raise _RunError(
+                        f"SIGSEGV at offset {exc.addr - addr + off} of {name} ({exc.reason})"
+                    ) from None
             elif st.verb == "read":
                 try:
                     p.read(addr, length)
                 except SegmentationFault as exc:
-                    raise _RunError(f"SIGSEGV at offset {exc.addr - addr + off} of {name} "
-                                    f"({exc.reason})") from None
+                    raise _RunError(
+                        f"SIGSEGV at offset {exc.addr - addr + off} of {name} ({exc.reason})"
+                    ) from None
             elif st.verb == "munmap":
                 p.munmap(addr, length)
             elif st.verb == "mprotect":
@@ -321,12 +334,11 @@ class _Runner:
                 p.madvise(addr, length, str(a[3]))  # type: ignore[arg-type]
 
     def page_observation(self, proc: str, name: str, off: int, o: object) -> Observation:
-        from cowcore.protocol import PageObservation
-
         assert isinstance(o, PageObservation)
         if not o.present:
-            return dict(zip(PAGE_KEYS, (proc, name, off, False, None, None, None, None, None),
-                            strict=True))
+            return dict(
+                zip(PAGE_KEYS, (proc, name, off, False, None, None, None, None, None), strict=True)
+            )
         if o.frame_kind == "zero":
             frame = "zero"
         elif o.frame_kind == "huge_zero":
@@ -336,8 +348,13 @@ class _Runner:
             frame = self.frame_names.get(key) or ""
             if not frame:
                 frame = self.frame_names[key] = f"f{len(self.frame_names)}"
-        return dict(zip(PAGE_KEYS, (proc, name, off, True, frame, o.folio_pages, o.mapcount,
-                                    o.exclusive, o.content), strict=True))
+        return dict(
+            zip(
+                PAGE_KEYS,
+                (proc, name, off, True, frame, o.folio_pages, o.mapcount, o.exclusive, o.content),
+                strict=True,
+            )
+        )
 
 
 KERNEL_STATS = ("anon_fault_alloc", "anon_fault_fallback", "split")
@@ -404,8 +421,9 @@ def compare_observations(expected: list[Observation], actual: list[Observation])
                 if isinstance(ev, dict) and isinstance(av, dict):
                     for size in set(ev) | set(av):
                         if ev.get(size, 0) != av.get(size, 0):
-                            diffs.append(f"#{i} stats {key}[{size}]: {ev.get(size, 0)} != "
-                                         f"{av.get(size, 0)}")
+                            diffs.append(
+                                f"#{i} stats {key}[{size}]: {ev.get(size, 0)} != {av.get(size, 0)}"
+                            )
                 elif ev != av:
                     diffs.append(f"#{i} stats {key}: {ev} != {av}")
             for key in VMSTAT_STATS:  # printed only when non-zero, so absence means 0

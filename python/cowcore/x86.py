@@ -41,7 +41,6 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
 )
 
 
-
 def flag_names(entry: int) -> tuple[str, ...]:
     """The names of the bits set in ``entry``, lowest bit first (the PFN is not a flag)."""
     return tuple(name for bit, name in FLAG_NAMES if entry & bit)

@@ -91,9 +91,7 @@ class ReferenceBackend:
     @staticmethod
     def _size(size: str) -> None:
         if size not in THP_SIZES:
-            raise InvalidArgumentError(
-                f"unknown THP size {size!r}: one of {', '.join(THP_SIZES)}"
-            )
+            raise InvalidArgumentError(f"unknown THP size {size!r}: one of {', '.join(THP_SIZES)}")
 
     def use_zero_page(self) -> bool:
         return self._k.thp.use_zero_page
@@ -133,9 +131,7 @@ class ReferenceBackend:
 
     def _range(self, addr: int, length: int) -> tuple[int, int]:
         if length <= 0 or length % pg.PAGE_SIZE:
-            raise InvalidArgumentError(
-                f"length must be a positive multiple of 4096, not {length}"
-            )
+            raise InvalidArgumentError(f"length must be a positive multiple of 4096, not {length}")
         if addr < 0 or addr % pg.PAGE_SIZE:
             raise InvalidArgumentError(f"address {addr:#x} is not 4096-aligned")
         end = addr + length
@@ -149,9 +145,7 @@ class ReferenceBackend:
     def mmap(self, pid: int, length: int) -> int:
         _, mm = self._proc(pid)
         if length <= 0 or length % pg.PAGE_SIZE:
-            raise InvalidArgumentError(
-                f"length must be a positive multiple of 4096, not {length}"
-            )
+            raise InvalidArgumentError(f"length must be a positive multiple of 4096, not {length}")
         return vma_ops.mmap(mm, length)
 
     def munmap(self, pid: int, addr: int, length: int) -> None:
@@ -232,8 +226,9 @@ class ReferenceBackend:
         if addr < 0 or addr >= _user_limit(self._k.levels):
             raise InvalidAddressError(f"{addr:#x} is outside user space")
         res = pg.walk(self._k.phys.tables, mm.pgd, self._k.levels, addr)
-        if not pg.is_present(res.entry) or (res.level < self._k.levels - 1
-                                             and res.level != self._k.pmd_level()):
+        if not pg.is_present(res.entry) or (
+            res.level < self._k.levels - 1 and res.level != self._k.pmd_level()
+        ):
             return res.steps, -1, 0
         pfn = pg.entry_pfn(res.entry)
         if res.level == self._k.pmd_level():
@@ -267,8 +262,18 @@ class ReferenceBackend:
                 # pagemap_pmd_range() on newer kernels computes the exclusive bit once, from
                 # the PMD's first page, and reports it for all 512 entries (measured on 7.2).
                 exclusive_source = folio.precise_page_mapcount(0)
-            rows.append((True, FRAME_NORMAL, pfn, folio.serial, folio.nr_pages, mapcount,
-                         exclusive_source == 1, k.content(pfn)))
+            rows.append(
+                (
+                    True,
+                    FRAME_NORMAL,
+                    pfn,
+                    folio.serial,
+                    folio.nr_pages,
+                    mapcount,
+                    exclusive_source == 1,
+                    k.content(pfn),
+                )
+            )
         return rows
 
     def folio(self, pfn: int) -> FolioRow:

@@ -104,8 +104,10 @@ def _walk_mm(
                 pte_maps[pfn] += 1
             per_mm[folio.pfn][mm.mm_id] += 1
             if entry & pg.RW and not folio.anon_exclusive[pfn - folio.pfn]:
-                _fail("writable-implies-exclusive",
-                      f"{addr:#x} in mm {mm.mm_id} is writable but not anon-exclusive")
+                _fail(
+                    "writable-implies-exclusive",
+                    f"{addr:#x} in mm {mm.mm_id} is writable but not anon-exclusive",
+                )
             if not (vma.read) and entry & pg.P:
                 _fail("protnone", f"{addr:#x} is accessible in a PROT_NONE VMA")
 
@@ -124,8 +126,11 @@ def _check_folio(
         _fail("entire-mapcount", f"{where}: entire {f.entire_mapcount} != PMDs {pmds}")
     entries = sum(ptes) + pmds
     if f.refcount != entries:
-        _fail("refcount", f"{where}: refcount {f.refcount} != mapping entries {entries} "
-                          "(one reference per mapping, no other holders are modelled)")
+        _fail(
+            "refcount",
+            f"{where}: refcount {f.refcount} != mapping entries {entries} "
+            "(one reference per mapping, no other holders are modelled)",
+        )
     if entries == 0:
         _fail("no-unmapped-folio", f"{where} is allocated but mapped by nothing")
     if f.is_large:
@@ -140,8 +145,11 @@ def _check_folio(
                 _fail("mm-id-slot", f"{where}: slot ({mm_id}, {count}) half free")
             if mm_id:
                 if count > owners.get(mm_id, 0):
-                    _fail("mm-id-slot", f"{where}: slot of mm {mm_id} counts {count} > "
-                                        f"its {owners.get(mm_id, 0)} entries")
+                    _fail(
+                        "mm-id-slot",
+                        f"{where}: slot of mm {mm_id} counts {count} > "
+                        f"its {owners.get(mm_id, 0)} entries",
+                    )
                 slots += count
         if slots > entries:
             _fail("mm-id-slot", f"{where}: slots count {slots} > {entries} entries")
@@ -149,7 +157,9 @@ def _check_folio(
             _fail("shared-bit", f"{where}: shared bit clear but mapped by mms {sorted(owners)}")
     for i, ae in enumerate(f.anon_exclusive):
         if ae and ptes[i] + pmds > 1:
-            _fail("anon-exclusive", f"{where}: page {i} is anon-exclusive but mapped "
-                                    f"{ptes[i] + pmds} times")
+            _fail(
+                "anon-exclusive",
+                f"{where}: page {i} is anon-exclusive but mapped {ptes[i] + pmds} times",
+            )
     if any(f.anon_exclusive) and len([m for m, c in owners.items() if c]) > 1 and not f.is_large:
         _fail("anon-exclusive", f"{where}: exclusive page mapped by several mms")

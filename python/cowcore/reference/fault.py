@@ -148,9 +148,7 @@ def anon_orders(k: Kernel, vma: Vma, addr: int, pte_table: int) -> list[int]:
     return orders
 
 
-def do_anonymous_page(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_table: int
-) -> None:
+def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_table: int) -> None:
     """A fault on a none PTE (KS §2.3, §2.4)."""
     prot = vma.page_prot()
     idx = pg.index_at(addr, k.levels, k.levels - 1)
@@ -216,9 +214,7 @@ def do_wp_page(k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int)
     wp_page_copy(k, mm, vma, pte_table, idx, None)
 
 
-def wp_page_copy(
-    k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Folio | None
-) -> None:
+def wp_page_copy(k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Folio | None) -> None:
     """Copy the page into a new order-0 folio and map it writable (KS §4.4).
 
     ``old`` is ``None`` for the zero page (the new page is zero-filled).

@@ -78,9 +78,7 @@ def _copy_level(
             _copy_level(k, src, dst, vma, level + 1, pg.entry_pfn(entry), child, addr)
 
 
-def _copy_huge_pmd(
-    k: Kernel, src: Mm, dst: Mm, src_table: int, dst_table: int, idx: int
-) -> None:
+def _copy_huge_pmd(k: Kernel, src: Mm, dst: Mm, src_table: int, dst_table: int, idx: int) -> None:
     """``copy_huge_pmd``: share a THP (or the huge zero page) as one PMD (KS §3.2)."""
     pmd = k.entry(src_table, idx)
     deposit = k.phys.alloc_table()

@@ -25,9 +25,7 @@ class Stats:
     """Event counters (mTHP per-size stats, vmstat, and the simulator's own)."""
 
     anon_fault_alloc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
-    anon_fault_fallback: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(THP_SIZES, 0)
-    )
+    anon_fault_fallback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
     split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
     thp_fault_alloc: int = 0
     thp_split_pmd: int = 0

@@ -35,8 +35,14 @@ class Vma:
 
     def flags(self) -> tuple[str, ...]:
         names = (VM_READ, VM_WRITE, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_DONTCOPY, VM_WIPEONFORK)
-        values = (self.read, self.write, self.hugepage, self.nohugepage, self.dontcopy,
-                  self.wipeonfork)
+        values = (
+            self.read,
+            self.write,
+            self.hugepage,
+            self.nohugepage,
+            self.dontcopy,
+            self.wipeonfork,
+        )
         return tuple(n for n, v in zip(names, values, strict=True) if v)
 
     def same_flags(self, other: Vma) -> bool:

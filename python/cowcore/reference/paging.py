@@ -10,11 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cowcore.x86 import (
-    A,
-    D,
     FLAG_NAMES,
     NX,
-    P,
     PCD,
     PFN_MASK,
     PROTNONE,
@@ -26,10 +23,32 @@ from cowcore.x86 import (
     SPECIAL,
     UFFD_WP,
     US,
+    A,
+    D,
+    P,
     flag_names,
 )
 
-__all__ = ["FLAG_NAMES", "flag_names"]
+# Re-exported so the reference modules can say ``pg.RW`` next to ``pg.mkwrite``.
+__all__ = [
+    "A",
+    "D",
+    "FLAG_NAMES",
+    "NX",
+    "P",
+    "PCD",
+    "PFN_MASK",
+    "PROTNONE",
+    "PS",
+    "PWT",
+    "RW",
+    "SAVED_DIRTY",
+    "SOFT_DIRTY",
+    "SPECIAL",
+    "UFFD_WP",
+    "US",
+    "flag_names",
+]
 
 TABLE_ENTRY = P | RW | US | A | D
 """A non-leaf entry (the kernel's ``_PAGE_TABLE``)."""

@@ -68,13 +68,13 @@ class BuddyAllocator:
         Raises:
             OutOfMemoryError: no free block of that order or larger.
         """
-        for j in range(order, MAX_ORDER + 1):
-            if self._free[j]:
-                pfn = self._pop_lowest(j)
+        for found in range(order, MAX_ORDER + 1):
+            if self._free[found]:
+                pfn = self._pop_lowest(found)
                 assert pfn is not None
-                while j > order:  # ``expand()``: keep the lower half, free the upper one
-                    j -= 1
-                    self._push(j, pfn + (1 << j))
+                # expand(): keep the lower half, give the upper halves back.
+                for half in range(found - 1, order - 1, -1):
+                    self._push(half, pfn + (1 << half))
                 self.free_count -= 1 << order
                 return pfn
         raise OutOfMemoryError(f"no free block of order {order} ({(1 << order) * 4} KiB)")

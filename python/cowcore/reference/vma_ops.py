@@ -50,9 +50,7 @@ def exit_mm(k: Kernel, proc: Process) -> None:
 
 def _require_mapped(mm: Mm, start: int, end: int, what: str) -> None:
     if not mm.covered(start, end):
-        raise InvalidAddressError(
-            f"{what} [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)"
-        )
+        raise InvalidAddressError(f"{what} [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)")
 
 
 def _apply_flags(k: Kernel, mm: Mm, start: int, end: int, changes: dict[str, bool]) -> list[Vma]:
@@ -63,8 +61,9 @@ def _apply_flags(k: Kernel, mm: Mm, start: int, end: int, changes: dict[str, boo
     for vma in list(mm.overlapping(start, end)):
         if all(getattr(vma, name) == value for name, value in changes.items()):
             continue
-        k.split_vma_boundary(mm, max(start, vma.start))
-        k.split_vma_boundary(mm, min(end, vma.end))
+        lo, hi = max(start, vma.start), min(end, vma.end)  # before the split moves vma.end
+        k.split_vma_boundary(mm, lo)
+        k.split_vma_boundary(mm, hi)
     for vma in mm.overlapping(start, end):
         if all(getattr(vma, name) == value for name, value in changes.items()):
             continue

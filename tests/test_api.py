@@ -1,0 +1,144 @@
+"""The public API's argument checking and error classes: bad input never changes state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import cowcore
+from cowcore import (
+    InvalidAddressError,
+    InvalidArgumentError,
+    InvariantError,
+    NoSuchProcessError,
+    SegmentationFault,
+)
+from tests.conftest import MachineFactory, MiB
+
+
+def test_machine_arguments() -> None:
+    with pytest.raises(InvalidArgumentError, match="profile"):
+        cowcore.Machine("6.13")
+    with pytest.raises(InvalidArgumentError, match="not available yet"):
+        cowcore.Machine(backend="rust")
+    with pytest.raises(InvalidArgumentError, match="unknown backend"):
+        cowcore.Machine(backend="qemu")
+    with pytest.raises(InvalidArgumentError, match="multiple of 2M"):
+        cowcore.Machine(memory="3M")
+    with pytest.raises(InvalidArgumentError, match="bad size"):
+        cowcore.Machine(memory="4 GB")
+    with pytest.raises(InvalidArgumentError, match="levels"):
+        cowcore.Machine(levels=3)
+    m = cowcore.Machine(memory=64 << 20)
+    assert m.total_frames == 16384 and m.kernel == "6.15" and m.levels == 4
+    assert "reference" in repr(m)
+
+
+def test_policy_defaults_follow_the_profile() -> None:
+    assert cowcore.Machine("6.12").policy.cow_reuse_pte_mapped_thp is False
+    m = cowcore.Machine("6.15")
+    assert m.policy.as_dict() == {"cow_reuse_pte_mapped_thp": True, "huge_zero_wp_alloc": True}
+    with pytest.raises(InvalidArgumentError, match="unknown policy"):
+        m.policy.no_such_toggle = True
+    with pytest.raises(InvalidArgumentError, match="bool"):
+        m.policy.cow_reuse_pte_mapped_thp = 1  # type: ignore[assignment]
+
+
+def test_thp_settings() -> None:
+    m = cowcore.Machine()
+    assert dict(m.thp.sizes) == dict.fromkeys(cowcore.protocol.THP_SIZES, "never")
+    assert m.thp.enabled == "never" and m.thp.use_zero_page
+    m.thp.sizes["64K"] = "inherit"
+    m.thp.set_size("2M", "madvise")
+    assert m.thp.sizes["64K"] == "inherit" and m.thp.sizes["2M"] == "madvise"
+    with pytest.raises(InvalidArgumentError, match="unknown THP size"):
+        m.thp.sizes["8K"] = "always"
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        m.thp.sizes["64K"] = "sometimes"
+    with pytest.raises(InvalidArgumentError):
+        m.thp.enabled = "inherit"  # type: ignore[assignment]
+
+
+BAD_CALLS: list[tuple[str, tuple[Any, ...], type[Exception]]] = [
+    ("mmap", (0,), InvalidArgumentError),
+    ("mmap", (1000,), InvalidArgumentError),
+    ("mmap", (-4096,), InvalidArgumentError),
+    ("mmap", ("2M",), InvalidArgumentError),
+    ("munmap", (1, 4096), InvalidArgumentError),
+    ("munmap", (0, 4095), InvalidArgumentError),
+    ("munmap", (1 << 47, 4096), InvalidAddressError),
+    ("write", (0, 4096), SegmentationFault),
+    ("write", (None, 4096), InvalidArgumentError),
+    ("write", (0, 4096, -1), InvalidArgumentError),
+    ("write", (0, 4096, 1 << 64), InvalidArgumentError),
+    ("write", (0, 4096, True), InvalidArgumentError),
+    ("read", (4096, 0), InvalidArgumentError),
+    ("mprotect", (0, 4096, "rwx"), InvalidArgumentError),
+    ("mprotect", (0, 4096, "r"), InvalidAddressError),
+    ("madvise", (0, 4096, "free"), InvalidArgumentError),
+    ("madvise", (0, 4096, "dontneed"), InvalidAddressError),
+    ("translate", (-1,), InvalidAddressError),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "exc"), BAD_CALLS)
+def test_bad_calls_raise_and_change_nothing(
+    make_machine: MachineFactory, method: str, args: tuple[Any, ...], exc: type[Exception]
+) -> None:
+    m = make_machine()
+    a = m.init.mmap(2 * MiB)
+    m.init.write(a)
+    before = (m.free_frames(), m.stats(), m.init.vmas(), m.init.observe(a, 8192))
+    with pytest.raises(exc):
+        getattr(m.init, method)(*args)
+    assert (m.free_frames(), m.stats(), m.init.vmas(), m.init.observe(a, 8192)) == before
+
+
+def test_exited_process_is_gone(make_machine: MachineFactory) -> None:
+    m = make_machine()
+    c = m.init.fork()
+    c.exit()
+    assert not c.alive
+    for call in (lambda: c.read(0), c.fork, c.exit, lambda: c.mmap(4096), lambda: c.mm_id):
+        with pytest.raises(NoSuchProcessError, match="exited"):
+            call()
+
+
+def test_segfault_reports_address_and_reason(make_machine: MachineFactory) -> None:
+    m = make_machine()
+    a = m.init.mmap(2 * MiB)
+    with pytest.raises(SegmentationFault, match="unmapped") as info:
+        m.init.read(a + 2 * MiB)
+    assert info.value.addr == a + 2 * MiB
+
+
+def test_folio_of_a_free_frame(make_machine: MachineFactory) -> None:
+    m = make_machine()
+    with pytest.raises(InvalidArgumentError, match="not part of an allocated folio"):
+        m.folio(m.total_frames - 1)
+
+
+def test_errors_share_one_hierarchy() -> None:
+    assert issubclass(InvalidAddressError, ValueError)
+    assert issubclass(cowcore.OutOfMemoryError, MemoryError)
+    assert issubclass(InvariantError, cowcore.CowError)
+    err = InvariantError("refcount", "folio 3")
+    assert err.invariant == "refcount" and "refcount: folio 3" in str(err)
+
+
+def test_check_detects_a_corrupted_counter() -> None:
+    """check() recomputes from the page tables: a tampered refcount is caught."""
+    m = cowcore.Machine(backend="reference")
+    a = m.init.mmap(2 * MiB)
+    m.init.write(a)
+    m.check()
+    kernel = m._b._k  # type: ignore[attr-defined]
+    folio = kernel.page_folio[m.init.translate(a).pfn]
+    folio.refcount += 1
+    with pytest.raises(InvariantError, match="refcount"):
+        m.check()
+    folio.refcount -= 1
+    folio.page_mapcount[0] += 1
+    with pytest.raises(InvariantError, match="page-mapcount"):
+        m.check()

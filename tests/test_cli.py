@@ -1,0 +1,60 @@
+"""The ``cowcore`` command line: output format, several files, errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cowcore.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "examples" / "seed.cow"
+
+
+def test_run_prints_observation_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(SEED)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 17
+    assert all(line == json.dumps(json.loads(line), separators=(",", ":")) for line in lines)
+    assert json.loads(lines[0])["folio_pages"] == 16
+
+
+def test_several_files_get_scenario_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.cow"
+    bad.write_text("P mmap A 2M\nP observe A 0 4K\nP write B 0 4K\n")
+    assert main(["run", str(SEED), str(bad)]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[0] == {"scenario": "seed"}
+    assert lines[18] == {"scenario": "bad"}
+    assert lines[-1] == {"error": "line 3: process P has no mapping B"}
+
+
+def test_kernel_override_and_check(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--kernel", "6.12", "--check", str(SEED)]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert first["folio_pages"] == 1, "6.12 copied the written page"
+
+
+def test_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "/nonexistent.cow"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_console_script_has_no_traceback_on_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "syntax.cow"
+    bad.write_text("P frobnicate\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cowcore", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == '{"error":"line 1: unknown verb \'frobnicate\'"}'
+    assert "Traceback" not in proc.stderr
