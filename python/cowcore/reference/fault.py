@@ -31,36 +31,52 @@ class Outcome(Enum):
 def access(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> int:
     """One user load or store to the page of ``addr``; returns the 4 KiB frame accessed.
 
+    Walks like the MMU: a leaf that allows the access gets Accessed (and Dirty for a store)
+    set; otherwise a page fault is raised with the x86 error code and handled by
+    :func:`handle_mm_fault`, and the access is retried, as the faulting instruction is.
     The caller has checked that ``vma`` allows the access (``access_error``). Raises
     :class:`OutOfMemoryError` with nothing changed when a fault cannot get memory.
     """
-    for _ in range(4):  # a fault resolves in at most: split, COW; plus the final access
+    for _ in range(4):  # a fault resolves in at most: split, copy; then the access succeeds
         pmd_slot = k.pmd_slot(mm, addr)
-        if pmd_slot is not None:
-            pmd = k.entry(*pmd_slot)
-            if pg.is_huge(pmd):
-                if write and not pmd & pg.RW:
-                    k.stats.faults_wp += 1
-                    do_huge_pmd_wp_page(k, mm, vma, addr, *pmd_slot)
-                    continue
-                # The MMU sets Accessed (and Dirty for a store) in the leaf.
+        if pmd_slot is not None and pg.is_huge(pmd := k.entry(*pmd_slot)):
+            if not write or pmd & pg.RW:
                 k.set_entry(*pmd_slot, pmd | pg.A | (pg.D if write else 0))
                 return pg.entry_pfn(pmd) + ((addr >> pg.PAGE_SHIFT) & 0x1FF)
+            handle_mm_fault(k, mm, vma, addr, PF_USER | PF_WRITE | PF_PROT)
+            continue
         pte_slot = k.pte_slot(mm, addr)
         pte = k.entry(*pte_slot) if pte_slot is not None else 0
-        if pte_slot is not None and pte & pg.P:
-            if write and not pte & pg.RW:
-                k.stats.faults_wp += 1
-                do_wp_page(k, mm, vma, addr, *pte_slot)
-                continue
+        if pte_slot is not None and pte & pg.P and (not write or pte & pg.RW):
             k.set_entry(*pte_slot, pte | pg.A | (pg.D if write else 0))
             return pg.entry_pfn(pte)
-        if write:
-            k.stats.faults_write += 1
-        else:
-            k.stats.faults_read += 1
-        handle_none_fault(k, mm, vma, addr, write)
+        code = PF_USER | (PF_WRITE if write else 0) | (PF_PROT if pte & pg.P else 0)
+        handle_mm_fault(k, mm, vma, addr, code)
     raise AssertionError(f"access to {addr:#x} did not resolve")
+
+
+def handle_mm_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, code: int) -> None:
+    """Dispatch one page fault by its x86 error code (``do_user_addr_fault`` ->
+    ``handle_mm_fault``): a protection fault on a write is a write-protect fault at the PMD
+    or PTE level; a not-present fault goes to the anonymous fault handlers."""
+    write = bool(code & PF_WRITE)
+    if code & PF_PROT:
+        assert write, "read faults on present entries are refused by access_error()"
+        k.stats.faults_wp += 1
+        pmd_slot = k.pmd_slot(mm, addr)
+        assert pmd_slot is not None
+        if pg.is_huge(k.entry(*pmd_slot)):
+            do_huge_pmd_wp_page(k, mm, vma, addr, *pmd_slot)
+            return
+        pte_slot = k.pte_slot(mm, addr)
+        assert pte_slot is not None
+        do_wp_page(k, mm, vma, addr, *pte_slot)
+        return
+    if write:
+        k.stats.faults_write += 1
+    else:
+        k.stats.faults_read += 1
+    handle_none_fault(k, mm, vma, addr, write)
 
 
 def handle_none_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> None:

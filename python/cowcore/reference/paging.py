@@ -31,11 +31,8 @@ from cowcore.x86 import (
 
 # Re-exported so the reference modules can say ``pg.RW`` next to ``pg.mkwrite``.
 __all__ = [
-    "A",
-    "D",
     "FLAG_NAMES",
     "NX",
-    "P",
     "PCD",
     "PFN_MASK",
     "PROTNONE",
@@ -47,6 +44,9 @@ __all__ = [
     "SPECIAL",
     "UFFD_WP",
     "US",
+    "A",
+    "D",
+    "P",
     "flag_names",
 ]
 
