@@ -24,6 +24,9 @@ HEAD = "thp size 32K always\nP mmap A 2M\n"
         ("kernel 6.12\nkernel 6.15\n", 2, "second 'kernel'"),
         ("9P exit\n", 1, "bad process name"),
         ("P madvise A 0 4K free\n", 1, "unknown advice"),
+        ("P write A 0 4K 007\n", 1, "bad value"),
+        ("P observe A 131072G 4K\n", 1, "beyond the address space"),
+        ("P observe A 131071G 2G\n", 1, "range is beyond"),
         ("P mprotect A 0 4K x\n", 1, "bad protection"),
     ],
 )
@@ -40,7 +43,8 @@ def test_syntax_errors_stop_before_anything_runs(text: str, line: int, message: 
     [
         ("Q write A 0 4K", "unknown process Q"),
         ("P write B 0 4K", "no mapping B"),
-        ("P write A 4M 4K", "exceeds mapping"),
+        ("P write A 4M 4K", "offset 4194304 is not mapped"),
+        ("P mprotect A 2M 4K r", "offset 2097152 is not mapped"),
         ("P mmap A 4K", "already has a mapping A"),
         ("P mmap B 2G", "over 1G"),
         ("P fork P", "already used"),
@@ -74,6 +78,16 @@ def test_frames_are_named_by_first_appearance_and_retired() -> None:
     frames = [o["frame"] for o in run_scenario(text)]
     # The freed frames come back from the allocator but are new frames to the format.
     assert frames == ["f0", "f1", "f0", "f2", "f3"]
+
+
+def test_ranges_past_the_mapping_end_behave_as_the_kernel_runner() -> None:
+    out = run_scenario(
+        "P mmap A 8K\nP write A 0 8K 3\nP observe A 4K 8K\nP munmap A 4K 1M\n"
+        "P observe A 0 8K\nthp size 2048K always\nstats\n"
+    )
+    assert [o.get("present") for o in out[:4]] == [True, False, True, False]
+    assert out[1]["off"] == 8192 and out[1]["frame"] is None
+    assert "error" not in out[-1]
 
 
 def test_observation_keys_and_absent_pages() -> None:

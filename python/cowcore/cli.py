@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cowcore.errors import CowError, ScenarioError
+from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.machine import BACKENDS
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
 
@@ -59,19 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run .cow scenarios and print their observations as JSON lines.",
     )
     run.add_argument("files", nargs="+", metavar="FILE", help="scenario files")
-    run.add_argument("--backend", default="reference", choices=BACKENDS,
-                     help="simulation backend (default: %(default)s)")
-    run.add_argument("--kernel", choices=("6.12", "6.15"), default=None,
-                     help="override the scenario's kernel profile")
-    run.add_argument("--check", action="store_true",
-                     help="verify every invariant after each statement")
+    run.add_argument(
+        "--backend",
+        default="reference",
+        choices=BACKENDS,
+        help="simulation backend (default: %(default)s)",
+    )
+    run.add_argument(
+        "--kernel",
+        choices=("6.12", "6.15"),
+        default=None,
+        help="override the scenario's kernel profile",
+    )
+    run.add_argument(
+        "--check", action="store_true", help="verify every invariant after each statement"
+    )
     run.set_defaults(func=_run)
-    try:
-        from cowcore.kernel.cli import register
-    except ImportError:  # pragma: no cover - the kernel runner ships with the package
-        pass
-    else:
-        register(sub)
+    register_kernel_commands(sub)
     return parser
 
 

@@ -26,6 +26,9 @@ Observation = dict[str, object]
 
 PAGE = 4096
 MAX_MAPPING = 1 << 30
+ADDRESS_LIMIT = 1 << 47
+"""x86-64 user space with 4-level paging ends here: a larger offset or length cannot be real."""
+VALUE = re.compile(r"^(0|[1-9][0-9]*)$")
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PROFILES = ("6.12", "6.15")
 ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
@@ -123,6 +126,8 @@ def _size(lineno: int, token: str, what: str, *, page_aligned: bool, nonzero: bo
         raise ScenarioSyntaxError(lineno, f"{what} {token} is not a multiple of 4K")
     if nonzero and value == 0:
         raise ScenarioSyntaxError(lineno, f"{what} must not be zero")
+    if value >= ADDRESS_LIMIT:
+        raise ScenarioSyntaxError(lineno, f"{what} {token} is beyond the address space")
     return value
 
 
@@ -142,6 +147,8 @@ def _range(lineno: int, tokens: Sequence[str]) -> tuple[str, int, int]:
     name = _ident(lineno, tokens[0], "mapping")
     off = _size(lineno, tokens[1], "offset", page_aligned=True, nonzero=False)
     length = _size(lineno, tokens[2], "length", page_aligned=True, nonzero=True)
+    if off + length > ADDRESS_LIMIT:
+        raise ScenarioSyntaxError(lineno, "range is beyond the address space")
     return name, off, length
 
 
@@ -175,7 +182,7 @@ def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
         _arity(lineno, tokens, 5, 6)
         value = 1
         if len(rest) == 4:
-            if not rest[3].isdigit() or int(rest[3]) >= 1 << 64:
+            if not VALUE.match(rest[3]) or int(rest[3]) >= 1 << 64:
                 raise ScenarioSyntaxError(lineno, f"bad value {rest[3]!r}: 0 .. 2^64-1")
             value = int(rest[3])
         args = (*_range(lineno, rest), value)
@@ -208,11 +215,17 @@ def _parse_thp(lineno: int, tokens: list[str]) -> Statement:
         return Statement(lineno, None, "thp_enabled", (tokens[2],))
     if len(tokens) >= 2 and tokens[1] == "size":
         _arity(lineno, tokens, 4)
-        if tokens[2] not in THP_SIZES:
+        # Any spelling of an allowed size works (2M or 2048K), as in the kernel runner.
+        by_bytes = {parse_size(name): name for name in THP_SIZES}
+        try:
+            size = by_bytes.get(parse_size(tokens[2]))
+        except InvalidArgumentError:
+            size = None
+        if size is None:
             raise ScenarioSyntaxError(lineno, f"bad THP size {tokens[2]!r}")
         if tokens[3] not in ("always", "madvise", "inherit", "never"):
             raise ScenarioSyntaxError(lineno, f"bad THP size mode {tokens[3]!r}")
-        return Statement(lineno, None, "thp_size", (tokens[2], tokens[3]))
+        return Statement(lineno, None, "thp_size", (size, tokens[3]))
     if len(tokens) >= 2 and tokens[1] == "zero_page":
         _arity(lineno, tokens, 3)
         if tokens[2] not in ("on", "off"):
@@ -266,14 +279,11 @@ class _Runner:
             raise _RunError(f"process {name} has exited")
         return proc
 
-    def span(self, pname: str, name: str, off: int, length: int) -> int:
+    def mapping(self, pname: str, name: str) -> tuple[int, int]:
         mapping = self.maps[pname].get(name)
         if mapping is None:
             raise _RunError(f"process {pname} has no mapping {name}")
-        start, size = mapping
-        if off + length > size:
-            raise _RunError(f"range {off}+{length} exceeds mapping {name} of {size} bytes")
-        return start + off
+        return mapping
 
     def step(self, st: Statement) -> None:
         m = self.machine
@@ -308,30 +318,44 @@ class _Runner:
             p.exit()
         else:
             name, off, length = str(a[0]), int(a[1]), int(a[2])
-            addr = self.span(st.proc, name, off, length)
-            if st.verb == "observe":
-                for i, o in enumerate(p.observe(addr, length)):
-                    self.emit(self.page_observation(st.proc, name, off + i * PAGE, o))
-            elif st.verb == "write":
-                try:
-                    p.write(addr, length, int(a[3]))
-                except SegmentationFault as exc:
-                    raise _RunError(
-                        f"SIGSEGV at offset {exc.addr - addr + off} of {name} ({exc.reason})"
-                    ) from None
-            elif st.verb == "read":
-                try:
+            self.ranged(st, p, name, off, length)
+
+    def ranged(self, st: Statement, p: Process, name: str, off: int, length: int) -> None:
+        """A statement on ``NAME OFF LEN``. Pages past the mapping's end are treated as the
+        kernel runner treats them: unmapped (observed as absent, skipped by munmap, an
+        error for every other verb)."""
+        assert st.proc is not None
+        start, size = self.mapping(st.proc, name)
+        inside = max(0, min(length, size - off))
+        if st.verb == "observe":
+            for i, o in enumerate(p.observe(start + off, inside) if inside else []):
+                self.emit(self.page_observation(st.proc, name, off + i * PAGE, o))
+            for page_off in range(off + inside, off + length, PAGE):
+                self.emit(
+                    dict(zip(PAGE_KEYS, (st.proc, name, page_off, False, *[None] * 5), strict=True))
+                )
+            return
+        if st.verb == "munmap":
+            if inside:
+                p.munmap(start + off, inside)
+            return
+        if inside < length:
+            raise _RunError(f"{st.verb} {name}: page at offset {off + inside} is not mapped")
+        addr = start + off
+        if st.verb in ("write", "read"):
+            try:
+                if st.verb == "write":
+                    p.write(addr, length, int(st.args[3]))
+                else:
                     p.read(addr, length)
-                except SegmentationFault as exc:
-                    raise _RunError(
-                        f"SIGSEGV at offset {exc.addr - addr + off} of {name} ({exc.reason})"
-                    ) from None
-            elif st.verb == "munmap":
-                p.munmap(addr, length)
-            elif st.verb == "mprotect":
-                p.mprotect(addr, length, str(a[3]))  # type: ignore[arg-type]
-            elif st.verb == "madvise":
-                p.madvise(addr, length, str(a[3]))  # type: ignore[arg-type]
+            except SegmentationFault as exc:
+                raise _RunError(
+                    f"SIGSEGV at offset {exc.addr - start} of {name} ({exc.reason})"
+                ) from None
+        elif st.verb == "mprotect":
+            p.mprotect(addr, length, str(st.args[3]))  # type: ignore[arg-type]
+        elif st.verb == "madvise":
+            p.madvise(addr, length, str(st.args[3]))  # type: ignore[arg-type]
 
     def page_observation(self, proc: str, name: str, off: int, o: object) -> Observation:
         assert isinstance(o, PageObservation)

@@ -1,0 +1,1083 @@
+/*
+ * cowcore kernel probe: runs as /init in a QEMU guest and plays `.cow` scenarios on the real
+ * kernel, printing the observations of docs/scenario-format.md to /dev/ttyS1.
+ *
+ * The Python runner (python/cowcore/kernel/runner.py) parses and syntax-checks the scenarios
+ * and compiles them into a simple line format (/scenarios in the initramfs):
+ *
+ *   S IDX                      a scenario begins (IDX echoed back as {"begin":IDX})
+ *   P IDX NAME                 process IDX is called NAME (process 0 exists from the start)
+ *   M IDX NAME                 mapping IDX is called NAME
+ *   K LINE FILE VALUE          write VALUE to /sys/kernel/mm/transparent_hugepage/FILE
+ *   X LINE                     stats
+ *   C LINE PROC VERB ARGS...   a process statement, names replaced by indices, sizes in bytes:
+ *                              mmap MAP LEN | munmap MAP OFF LEN | mprotect MAP OFF LEN r|rw|none
+ *                              madvise MAP OFF LEN ADVICE | write MAP OFF LEN VALUE
+ *                              read MAP OFF LEN | observe MAP OFF LEN | fork CHILD | exit
+ *   Z                          the scenario ends ({"end":IDX})
+ *
+ * Architecture: this process (the controller, PID 1) owns all the bookkeeping: which process
+ * exists, where each mapping lives and which of its pages are mapped with which protection
+ * (needed to report run-time errors *before* applying a statement, as the format requires),
+ * the frame names, and the counters. Every scenario process is a real process (a "worker")
+ * running a command loop fed over a pipe; `fork` really forks the worker, `exit` really exits
+ * and the controller waits for it (pidfd) so the address space is torn down before the next
+ * statement. Observations are read by the controller from /proc/<pid>/pagemap, /proc/<pid>/mem,
+ * /proc/kpageflags and /proc/kpagecount.
+ *
+ * Determinism rules (see also runner.py): every buffer this program uses is static and touched
+ * before the first scenario sets a THP knob, so that the probe itself never takes a fault that
+ * could allocate a large folio or bump a THP counter while a scenario runs; the probe never
+ * calls malloc or stdio after start-up.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define PAGE_SIZE 4096ULL
+#define PMD_SIZE (2ULL << 20)
+#define MAX_MAPPING (1ULL << 30) /* the format's limit: a mapping over 1G is an error */
+#define MAXPROC 64
+#define MAXMAP 64
+#define NAMELEN 64
+#define STATE_POOL (24u << 20)  /* per-page state bytes of all mappings of one scenario */
+#define NAME_SLOTS (1u << 19)   /* frame-name hash table (open addressing) */
+#define INPUT_MAX (8u << 20)
+#define THP "/sys/kernel/mm/transparent_hugepage/"
+
+/* /proc/<pid>/pagemap bits (Documentation/admin-guide/mm/pagemap.rst, fs/proc/task_mmu.c). */
+#define PM_PRESENT (1ULL << 63)
+#define PM_MMAP_EXCLUSIVE (1ULL << 56)
+#define PM_PFN_MASK ((1ULL << 55) - 1)
+/* /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h, fs/proc/page.c). */
+#define KPF_COMPOUND_HEAD 15
+#define KPF_COMPOUND_TAIL 16
+#define KPF_THP 22
+#define KPF_ZERO_PAGE 24
+
+/* Per-page state kept by the controller for every mapping (prot in the low two bits). */
+#define ST_UNMAPPED 0
+#define ST_NONE 1
+#define ST_R 2
+#define ST_RW 3
+#define ST_PROT 3
+#define ST_DONTFORK 4
+
+/* The mTHP sizes of the format, smallest first (hugepages-<kB>kB in sysfs). */
+static const unsigned size_kb[] = {16, 32, 64, 128, 256, 512, 1024, 2048};
+static const char *const size_name[] = {"16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"};
+#define NSIZES 8
+static const char *const stat_name[] = {"anon_fault_alloc", "anon_fault_fallback", "split"};
+#define NSTATS 3
+
+/* ---------------------------------------------------------------- worker protocol */
+
+enum op { OP_MMAP = 1, OP_MUNMAP, OP_MPROTECT, OP_MADVISE, OP_WRITE, OP_READ, OP_FORK, OP_EXIT };
+
+struct cmd {
+	uint32_t op;
+	uint32_t arg; /* prot / advice / child slot */
+	uint64_t addr, len, val;
+};
+
+enum rep_kind { REP_DONE = 0, REP_RETIRE = 1, REP_HELLO = 2 };
+
+struct rep {
+	int32_t kind;
+	int32_t err; /* errno of a failed system call (REP_DONE), 0 on success */
+	uint64_t val;
+};
+
+/* ---------------------------------------------------------------- controller state */
+
+struct mapping {
+	int exists;
+	uint64_t base, npages;
+	uint8_t *st; /* npages state bytes, from state_pool */
+};
+
+struct proc {
+	int state; /* 0 never existed, 1 alive, 2 exited */
+	pid_t pid;
+	int pidfd, pagemap_fd, mem_fd;
+	struct mapping map[MAXMAP];
+};
+
+struct name_slot {
+	uint64_t pfn; /* pfn + 1, 0 = empty */
+	int64_t name; /* frame number, -1 = retired */
+};
+
+static struct proc procs[MAXPROC];
+static char proc_name[MAXPROC][NAMELEN];
+static char map_name[MAXMAP][NAMELEN];
+static int cmd_pipe[MAXPROC][2], rep_pipe[MAXPROC][2];
+static uint8_t state_pool[STATE_POOL];
+static size_t state_used;
+static struct name_slot names[NAME_SLOTS];
+static uint32_t used_slot[NAME_SLOTS]; /* indices of the occupied slots, in insertion order */
+static size_t names_used;
+static int64_t next_frame;
+static uint64_t stat_base[NSIZES][NSTATS], vm_base[2];
+static char outbuf[1 << 16];
+static size_t outlen;
+static char vmstat_buf[1 << 16];
+static uint64_t kflags_block[512];
+static int out_fd = -1, kpageflags_fd = -1, kpagecount_fd = -1;
+static int scenario_failed; /* an error line was printed: skip to the end of the scenario */
+static int cur_line;
+
+/* ---------------------------------------------------------------- small helpers */
+
+static void die(const char *msg)
+{
+	/* Only for broken environments (no /proc, no serial port): report on the console. */
+	dprintf(2, "cowcore-probe: fatal: %s (errno %d)\n", msg, errno);
+	sync();
+	reboot(RB_POWER_OFF);
+	_exit(1);
+}
+
+static void out_flush(void)
+{
+	size_t done = 0;
+	while (done < outlen) {
+		ssize_t n = write(out_fd, outbuf + done, outlen - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die("write to output port");
+		done += (size_t)n;
+	}
+	outlen = 0;
+}
+
+static void out_str(const char *s)
+{
+	size_t n = strlen(s);
+	if (outlen + n > sizeof(outbuf))
+		out_flush();
+	memcpy(outbuf + outlen, s, n);
+	outlen += n;
+}
+
+static void out_u64(uint64_t v)
+{
+	char tmp[24];
+	int i = 23;
+	tmp[i] = 0;
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	out_str(tmp + i);
+}
+
+static void out_bool(int b) { out_str(b ? "true" : "false"); }
+
+/* Print {"error":"line N: MSG"} and stop the scenario (format: "Any error stops the run"). */
+static void scenario_error(const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	for (char *c = msg; *c; c++)
+		if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
+			*c = ' ';
+	out_str("{\"error\":\"line ");
+	out_u64((uint64_t)cur_line);
+	out_str(": ");
+	out_str(msg);
+	out_str("\"}\n");
+	out_flush();
+	scenario_failed = 1;
+}
+
+static int write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+static int read_u64_file(const char *path, uint64_t *v)
+{
+	char buf[64];
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	*v = strtoull(buf, NULL, 10);
+	return 0;
+}
+
+static int pread_u64(int fd, uint64_t off, uint64_t *v)
+{
+	return pread(fd, v, 8, (off_t)off) == 8 ? 0 : -1;
+}
+
+static int pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+/* ---------------------------------------------------------------- the worker */
+
+static sigjmp_buf fault_jmp;
+static void on_segv(int sig)
+{
+	(void)sig;
+	siglongjmp(fault_jmp, 1);
+}
+
+static void send_rep(int fd, int kind, int err, uint64_t val)
+{
+	struct rep r = {kind, err, val};
+	if (write(fd, &r, sizeof(r)) != (ssize_t)sizeof(r))
+		_exit(3);
+}
+
+/*
+ * Store VALUE at the first byte of every page, lowest address first. After each page, the
+ * frame that was mapped there before is reported if nothing maps it any more (kpagecount 0):
+ * a write can free a folio (a COW copy of its last mapped page) and the next page's fault can
+ * get the same frames back, so the frame's name must be retired within the statement.
+ * Returns 0, or EFAULT when the store faulted (SIGSEGV; the controller checks permissions
+ * first, so this only happens if its bookkeeping is wrong).
+ */
+static int do_write(const struct cmd *c, int pagemap, int out)
+{
+	if (sigsetjmp(fault_jmp, 1))
+		return EFAULT;
+	for (uint64_t off = 0; off < c->len; off += PAGE_SIZE) {
+		uint64_t va = c->addr + off, old = 0, cnt = 1;
+		if (pagemap >= 0)
+			pread_u64(pagemap, va / PAGE_SIZE * 8, &old);
+		*(volatile uint64_t *)va = c->val;
+		if ((old & PM_PRESENT) && (old & PM_PFN_MASK)) {
+			uint64_t pfn = old & PM_PFN_MASK;
+			if (pread_u64(kpagecount_fd, pfn * 8, &cnt) == 0 && cnt == 0)
+				send_rep(out, REP_RETIRE, 0, pfn);
+		}
+	}
+	return 0;
+}
+
+/* Load the first 8 bytes of every page, lowest address first (read faults). */
+static int do_read(const struct cmd *c)
+{
+	if (sigsetjmp(fault_jmp, 1))
+		return EFAULT;
+	for (uint64_t off = 0; off < c->len; off += PAGE_SIZE)
+		(void)*(volatile uint64_t *)(c->addr + off);
+	return 0;
+}
+
+/*
+ * A scenario process: executes the controller's commands in its own address space. Only the
+ * slot's pipes are used; the controller reads everything observable from outside.
+ */
+static void worker(int slot) __attribute__((noreturn));
+static void worker(int slot)
+{
+	int in = cmd_pipe[slot][0], out = rep_pipe[slot][1];
+	/* "self" is resolved at open time: a forked child must open its own pagemap. */
+	int pagemap = open("/proc/self/pagemap", O_RDONLY);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_segv;
+	sa.sa_flags = SA_NODEFER;
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+	signal(SIGCHLD, SIG_IGN); /* children are reaped by the kernel; the controller polls pidfds */
+	for (;;) {
+		struct cmd c;
+		ssize_t n = read(in, &c, sizeof(c));
+		if (n != (ssize_t)sizeof(c))
+			_exit(2);
+		int err = 0;
+		uint64_t val = 0;
+		switch (c.op) {
+		case OP_MMAP: {
+			/*
+			 * Reserve the mapping plus 2M on each side as PROT_NONE|MAP_NORESERVE guard, then
+			 * place the read/write mapping at a 2M-aligned address inside it. The guard keeps
+			 * the VMA from merging with a neighbour (its flags differ: no VM_ACCOUNT, and
+			 * VM_NORESERVE), because a merged VMA changes which folio sizes fit
+			 * (thp_vma_suitable_order() in include/linux/huge_mm.h).
+			 */
+			uint64_t span = c.len + 2 * PMD_SIZE;
+			void *res = mmap(NULL, span, PROT_NONE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (res == MAP_FAILED) {
+				err = errno;
+				break;
+			}
+			uint64_t start = ((uint64_t)res + PAGE_SIZE + PMD_SIZE - 1) & ~(PMD_SIZE - 1);
+			void *p = mmap((void *)start, c.len, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+			if (p == MAP_FAILED)
+				err = errno;
+			val = start;
+			break;
+		}
+		case OP_MUNMAP:
+			if (munmap((void *)c.addr, c.len))
+				err = errno;
+			break;
+		case OP_MPROTECT:
+			if (mprotect((void *)c.addr, c.len, (int)c.arg))
+				err = errno;
+			break;
+		case OP_MADVISE:
+			if (madvise((void *)c.addr, c.len, (int)c.arg))
+				err = errno;
+			break;
+		case OP_WRITE:
+			err = do_write(&c, pagemap, out);
+			break;
+		case OP_READ:
+			err = do_read(&c);
+			break;
+		case OP_FORK: {
+			pid_t pid = fork();
+			if (pid == 0) {
+				int child = (int)c.arg;
+				send_rep(rep_pipe[child][1], REP_HELLO, 0, (uint64_t)getpid());
+				close(pagemap);
+				worker(child);
+			}
+			if (pid < 0)
+				err = errno;
+			val = (uint64_t)pid;
+			break;
+		}
+		case OP_EXIT:
+			_exit(0);
+		default:
+			err = EINVAL;
+		}
+		send_rep(out, REP_DONE, err, val);
+	}
+}
+
+/* ---------------------------------------------------------------- talking to workers */
+
+/*
+ * Wait for one reply of process p. A worker that dies instead of answering (its pidfd becomes
+ * readable first) is reported as a scenario error.
+ */
+static int get_rep(int p, struct rep *r)
+{
+	for (;;) {
+		struct pollfd fds[2] = {{rep_pipe[p][0], POLLIN, 0}, {procs[p].pidfd, POLLIN, 0}};
+		int n = poll(fds, 2, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("poll");
+		if (fds[0].revents & POLLIN) {
+			if (read(rep_pipe[p][0], r, sizeof(*r)) != (ssize_t)sizeof(*r))
+				die("short reply");
+			return 0;
+		}
+		if (fds[1].revents) {
+			scenario_error("process %s died unexpectedly", proc_name[p]);
+			return -1;
+		}
+	}
+}
+
+static void send_cmd(int p, uint32_t op, uint32_t arg, uint64_t addr, uint64_t len, uint64_t val)
+{
+	struct cmd c = {op, arg, addr, len, val};
+	if (write(cmd_pipe[p][1], &c, sizeof(c)) != (ssize_t)sizeof(c))
+		die("write command");
+}
+
+static void retire_pfn(uint64_t pfn);
+
+/* Send a command and wait for its final reply, retiring frames reported on the way. */
+static int call(int p, uint32_t op, uint32_t arg, uint64_t addr, uint64_t len, uint64_t val,
+		struct rep *out)
+{
+	send_cmd(p, op, arg, addr, len, val);
+	for (;;) {
+		struct rep r;
+		if (get_rep(p, &r))
+			return -1;
+		if (r.kind == REP_RETIRE) {
+			retire_pfn(r.val);
+			continue;
+		}
+		if (out)
+			*out = r;
+		return 0;
+	}
+}
+
+/* Block until process p has exited: its mm is torn down (exit_mm() runs before
+ * exit_notify() wakes pidfd pollers, kernel/exit.c do_exit()). Then reap what we can. */
+static void wait_exit(int p)
+{
+	struct pollfd fd = {procs[p].pidfd, POLLIN, 0};
+	while (poll(&fd, 1, -1) < 0 && errno == EINTR)
+		;
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+	close(procs[p].pidfd);
+	close(procs[p].pagemap_fd);
+	close(procs[p].mem_fd);
+	procs[p].pidfd = procs[p].pagemap_fd = procs[p].mem_fd = -1;
+	procs[p].state = 2;
+}
+
+static void attach(int p, pid_t pid)
+{
+	char path[64];
+	procs[p].pid = pid;
+	procs[p].state = 1;
+	procs[p].pidfd = pidfd_open(pid);
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	procs[p].pagemap_fd = open(path, O_RDONLY);
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+	procs[p].mem_fd = open(path, O_RDONLY);
+	if (procs[p].pidfd < 0 || procs[p].pagemap_fd < 0 || procs[p].mem_fd < 0)
+		die("open /proc/<pid>/{pagemap,mem} or pidfd");
+}
+
+/* ---------------------------------------------------------------- frame names */
+
+static struct name_slot *name_lookup(uint64_t pfn, int insert)
+{
+	uint64_t h = (pfn * 0x9E3779B97F4A7C15ULL) >> 45;
+	for (uint64_t i = 0; i < NAME_SLOTS; i++) {
+		struct name_slot *s = &names[(h + i) & (NAME_SLOTS - 1)];
+		if (s->pfn == pfn + 1)
+			return s;
+		if (s->pfn == 0) {
+			if (!insert)
+				return NULL;
+			if (names_used * 4 > NAME_SLOTS * 3)
+				die("too many frames named");
+			used_slot[names_used++] = (uint32_t)(s - names);
+			s->pfn = pfn + 1;
+			s->name = -1;
+			return s;
+		}
+	}
+	return NULL;
+}
+
+static void retire_pfn(uint64_t pfn)
+{
+	struct name_slot *s = name_lookup(pfn, 0);
+	if (s)
+		s->name = -1;
+}
+
+/*
+ * A named frame is retired once nothing maps it any more (kpagecount 0: the page's mapcount,
+ * fs/proc/page.c kpagecount_read()); an anonymous page is never mapped again after that, so a
+ * later sighting of the same PFN is a new frame and gets a new name.
+ */
+static void retire_unmapped(void)
+{
+	for (size_t i = 0; i < names_used; i++) {
+		struct name_slot *s = &names[used_slot[i]];
+		uint64_t cnt;
+		if (s->name < 0)
+			continue;
+		if (pread_u64(kpagecount_fd, (s->pfn - 1) * 8, &cnt) == 0 && cnt == 0)
+			s->name = -1;
+	}
+}
+
+/* ---------------------------------------------------------------- observations */
+
+/*
+ * Pages in the folio holding pfn: find the compound head by walking back over tail pages and
+ * count the tails after it (kpageflags KPF_COMPOUND_HEAD/TAIL, set by stable_page_flags() in
+ * fs/proc/page.c). Anonymous folios are at most PMD-sized and naturally aligned, so one
+ * 512-entry block aligned to 2M holds the whole folio.
+ */
+static uint64_t folio_pages(uint64_t pfn, uint64_t *flags_out)
+{
+	uint64_t base = pfn & ~511ULL;
+	if (pread(kpageflags_fd, kflags_block, sizeof(kflags_block), (off_t)(base * 8)) !=
+	    (ssize_t)sizeof(kflags_block))
+		die("read /proc/kpageflags");
+	uint64_t i = pfn - base;
+	*flags_out = kflags_block[i];
+	if (!(kflags_block[i] & ((1ULL << KPF_COMPOUND_HEAD) | (1ULL << KPF_COMPOUND_TAIL))))
+		return 1;
+	while (i > 0 && (kflags_block[i] & (1ULL << KPF_COMPOUND_TAIL)))
+		i--;
+	uint64_t n = 1;
+	while (i + n < 512 && (kflags_block[i + n] & (1ULL << KPF_COMPOUND_TAIL)))
+		n++;
+	return n;
+}
+
+static void observe_page(int p, int m, uint64_t off)
+{
+	struct mapping *mp = &procs[p].map[m];
+	uint64_t idx = off / PAGE_SIZE, ent = 0;
+	out_str("{\"proc\":\"");
+	out_str(proc_name[p]);
+	out_str("\",\"map\":\"");
+	out_str(map_name[m]);
+	out_str("\",\"off\":");
+	out_u64(off);
+	/* Pages outside the mapping or unmapped by the scenario are not present (never read:
+	 * another mapping may have been placed in a hole). */
+	if (idx < mp->npages && (mp->st[idx] & ST_PROT) != ST_UNMAPPED)
+		if (pread_u64(procs[p].pagemap_fd, (mp->base / PAGE_SIZE + idx) * 8, &ent))
+			die("read pagemap");
+	if (!(ent & PM_PRESENT)) {
+		out_str(",\"present\":false,\"frame\":null,\"folio_pages\":null,\"mapcount\":null,"
+			"\"exclusive\":null,\"content\":null}\n");
+		return;
+	}
+	uint64_t pfn = ent & PM_PFN_MASK, flags = 0, count = 0, content = 0;
+	uint64_t npages = folio_pages(pfn, &flags);
+	if (pread_u64(kpagecount_fd, pfn * 8, &count))
+		die("read /proc/kpagecount");
+	/* A PROT_NONE page is read through FOLL_FORCE (proc_mem.force_override=always). */
+	if (pread_u64(procs[p].mem_fd, mp->base + off, &content))
+		content = 0;
+	out_str(",\"present\":true,\"frame\":\"");
+	if (flags & (1ULL << KPF_ZERO_PAGE)) {
+		/* stable_page_flags(): the huge zero folio has KPF_ZERO_PAGE and KPF_THP. */
+		out_str(flags & (1ULL << KPF_THP) ? "hzero" : "zero");
+	} else {
+		struct name_slot *s = name_lookup(pfn, 1);
+		if (s->name < 0)
+			s->name = next_frame++;
+		out_str("f");
+		out_u64((uint64_t)s->name);
+	}
+	out_str("\",\"folio_pages\":");
+	out_u64(npages);
+	out_str(",\"mapcount\":");
+	out_u64(count);
+	out_str(",\"exclusive\":");
+	out_bool(!!(ent & PM_MMAP_EXCLUSIVE));
+	out_str(",\"content\":");
+	out_u64(content);
+	out_str("}\n");
+}
+
+static int read_counters(uint64_t st[NSIZES][NSTATS], uint64_t vm[2])
+{
+	char path[128];
+	for (int s = 0; s < NSIZES; s++)
+		for (int k = 0; k < NSTATS; k++) {
+			snprintf(path, sizeof(path), THP "hugepages-%ukB/stats/%s", size_kb[s],
+				 stat_name[k]);
+			st[s][k] = 0;
+			read_u64_file(path, &st[s][k]);
+		}
+	int fd = open("/proc/vmstat", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, vmstat_buf, sizeof(vmstat_buf) - 1);
+	close(fd);
+	vmstat_buf[n > 0 ? n : 0] = 0;
+	vm[0] = vm[1] = 0;
+	for (char *line = vmstat_buf; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (!strncmp(line, "thp_fault_alloc ", 16))
+			vm[0] = strtoull(line + 16, NULL, 10);
+		else if (!strncmp(line, "thp_split_pmd ", 14))
+			vm[1] = strtoull(line + 14, NULL, 10);
+		line = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+static void print_stats(void)
+{
+	uint64_t st[NSIZES][NSTATS], vm[2];
+	read_counters(st, vm);
+	out_str("{\"stats\":{");
+	for (int k = 0; k < NSTATS; k++) {
+		out_str(k ? ",\"" : "\"");
+		out_str(stat_name[k]);
+		out_str("\":{");
+		int first = 1;
+		for (int s = 0; s < NSIZES; s++) {
+			uint64_t d = st[s][k] - stat_base[s][k];
+			if (!d)
+				continue;
+			out_str(first ? "\"" : ",\"");
+			out_str(size_name[s]);
+			out_str("\":");
+			out_u64(d);
+			first = 0;
+		}
+		out_str("}");
+	}
+	static const char *const vm_name[] = {"thp_fault_alloc", "thp_split_pmd"};
+	for (int k = 0; k < 2; k++) {
+		if (vm[k] == vm_base[k])
+			continue;
+		out_str(",\"");
+		out_str(vm_name[k]);
+		out_str("\":");
+		out_u64(vm[k] - vm_base[k]);
+	}
+	out_str("}}\n");
+}
+
+/* ---------------------------------------------------------------- statements */
+
+static int parse_idx(const char *tok, int max)
+{
+	char *end;
+	long v = tok ? strtol(tok, &end, 10) : -1;
+	if (!tok || *end || v < 0 || v >= max)
+		return -1;
+	return (int)v;
+}
+
+static uint64_t parse_u64(const char *tok) { return tok ? strtoull(tok, NULL, 10) : 0; }
+
+/* The process must exist and be alive (format: "an unknown process ... a process that has
+ * exited" are run-time errors). */
+static int live_proc(int p)
+{
+	if (procs[p].state == 0) {
+		scenario_error("unknown process %s", proc_name[p]);
+		return 0;
+	}
+	if (procs[p].state == 2) {
+		scenario_error("process %s has exited", proc_name[p]);
+		return 0;
+	}
+	return 1;
+}
+
+static struct mapping *get_map(int p, int m)
+{
+	if (!procs[p].map[m].exists) {
+		scenario_error("process %s has no mapping %s", proc_name[p], map_name[m]);
+		return NULL;
+	}
+	return &procs[p].map[m];
+}
+
+/* Every page of [off, off+len) must be mapped (need = 0) or allow the access (need = ST_R
+ * for a load, ST_RW for a store). */
+static int check_range(int p, int m, uint64_t off, uint64_t len, int need, const char *what)
+{
+	struct mapping *mp = &procs[p].map[m];
+	for (uint64_t o = off; o < off + len; o += PAGE_SIZE) {
+		uint64_t i = o / PAGE_SIZE;
+		int prot = i < mp->npages ? mp->st[i] & ST_PROT : ST_UNMAPPED;
+		if (prot == ST_UNMAPPED) {
+			scenario_error("%s %s %s: page at offset %llu is not mapped", proc_name[p],
+				       what, map_name[m], (unsigned long long)o);
+			return 0;
+		}
+		if ((need == ST_R && prot < ST_R) || (need == ST_RW && prot != ST_RW)) {
+			scenario_error("%s %s %s: page at offset %llu has no %s permission",
+				       proc_name[p], what, map_name[m], (unsigned long long)o,
+				       need == ST_RW ? "write" : "read");
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static uint8_t *pool_alloc(uint64_t n)
+{
+	if (state_used + n > STATE_POOL)
+		return NULL;
+	uint8_t *p = state_pool + state_used;
+	state_used += n;
+	return p;
+}
+
+static int sys_error(int err, const char *what)
+{
+	if (err)
+		scenario_error("%s failed: %s", what, strerror(err));
+	return err;
+}
+
+static void process_statement(int p, char **tok, int ntok)
+{
+	const char *verb = ntok > 0 ? tok[0] : "";
+	struct rep r;
+	if (!live_proc(p))
+		return;
+	if (!strcmp(verb, "fork")) {
+		int c = parse_idx(ntok > 1 ? tok[1] : NULL, MAXPROC);
+		if (c < 0)
+			die("bad fork statement");
+		if (procs[c].state != 0) {
+			scenario_error("fork: the name %s is already used", proc_name[c]);
+			return;
+		}
+		if (call(p, OP_FORK, (uint32_t)c, 0, 0, 0, &r) || sys_error(r.err, "fork"))
+			return;
+		struct rep hello;
+		procs[c].pidfd = -1;
+		if (read(rep_pipe[c][0], &hello, sizeof(hello)) != (ssize_t)sizeof(hello) ||
+		    hello.kind != REP_HELLO)
+			die("child hello");
+		attach(c, (pid_t)r.val);
+		/* dup_mmap() (kernel/fork.c): VM_DONTCOPY areas are not copied into the child. */
+		for (int m = 0; m < MAXMAP; m++) {
+			struct mapping *src = &procs[p].map[m], *dst = &procs[c].map[m];
+			*dst = *src;
+			if (!src->exists)
+				continue;
+			dst->st = pool_alloc(src->npages);
+			if (!dst->st) {
+				scenario_error("probe out of bookkeeping memory");
+				return;
+			}
+			for (uint64_t i = 0; i < src->npages; i++)
+				dst->st[i] = (src->st[i] & ST_DONTFORK) ? ST_UNMAPPED : src->st[i];
+		}
+		return;
+	}
+	if (!strcmp(verb, "exit")) {
+		send_cmd(p, OP_EXIT, 0, 0, 0, 0);
+		wait_exit(p);
+		return;
+	}
+	int m = parse_idx(ntok > 1 ? tok[1] : NULL, MAXMAP);
+	if (m < 0)
+		die("bad mapping index");
+	if (!strcmp(verb, "mmap")) {
+		uint64_t len = parse_u64(ntok > 2 ? tok[2] : NULL);
+		if (procs[p].map[m].exists) {
+			scenario_error("%s already has a mapping %s", proc_name[p], map_name[m]);
+			return;
+		}
+		if (len > MAX_MAPPING) {
+			scenario_error("mapping %s is over 1G", map_name[m]);
+			return;
+		}
+		uint8_t *st = pool_alloc(len / PAGE_SIZE);
+		if (!st) {
+			scenario_error("probe out of bookkeeping memory");
+			return;
+		}
+		if (call(p, OP_MMAP, 0, 0, len, 0, &r) || sys_error(r.err, "mmap"))
+			return;
+		memset(st, ST_RW, len / PAGE_SIZE);
+		procs[p].map[m] = (struct mapping){1, r.val, len / PAGE_SIZE, st};
+		return;
+	}
+	struct mapping *mp = get_map(p, m);
+	if (!mp)
+		return;
+	uint64_t off = parse_u64(ntok > 2 ? tok[2] : NULL), len = parse_u64(ntok > 3 ? tok[3] : NULL);
+	uint64_t first = off / PAGE_SIZE, n = len / PAGE_SIZE;
+	if (!strcmp(verb, "observe")) {
+		for (uint64_t o = off; o < off + len; o += PAGE_SIZE)
+			observe_page(p, m, o);
+		out_flush();
+		return;
+	}
+	if (!strcmp(verb, "munmap")) {
+		/* Unmapping unmapped pages is fine; only the part inside the mapping is touched. */
+		if (first >= mp->npages)
+			return;
+		if (first + n > mp->npages)
+			n = mp->npages - first;
+		if (call(p, OP_MUNMAP, 0, mp->base + off, n * PAGE_SIZE, 0, &r) ||
+		    sys_error(r.err, "munmap"))
+			return;
+		memset(mp->st + first, ST_UNMAPPED, n);
+		return;
+	}
+	if (!strcmp(verb, "mprotect")) {
+		const char *prot = ntok > 4 ? tok[4] : "";
+		int st = !strcmp(prot, "rw") ? ST_RW : !strcmp(prot, "r") ? ST_R : ST_NONE;
+		int pr = st == ST_RW ? PROT_READ | PROT_WRITE : st == ST_R ? PROT_READ : PROT_NONE;
+		if (!check_range(p, m, off, len, 0, "mprotect"))
+			return;
+		if (call(p, OP_MPROTECT, (uint32_t)pr, mp->base + off, len, 0, &r) ||
+		    sys_error(r.err, "mprotect"))
+			return;
+		for (uint64_t i = first; i < first + n; i++)
+			mp->st[i] = (uint8_t)((mp->st[i] & ~ST_PROT) | st);
+		return;
+	}
+	if (!strcmp(verb, "madvise")) {
+		static const struct {
+			const char *name;
+			int advice;
+		} advices[] = {{"hugepage", MADV_HUGEPAGE},     {"nohugepage", MADV_NOHUGEPAGE},
+			       {"dontneed", MADV_DONTNEED},     {"dontfork", MADV_DONTFORK},
+			       {"dofork", MADV_DOFORK},         {"wipeonfork", MADV_WIPEONFORK},
+			       {"keeponfork", MADV_KEEPONFORK}};
+		const char *name = ntok > 4 ? tok[4] : "";
+		int advice = -1;
+		for (size_t i = 0; i < sizeof(advices) / sizeof(advices[0]); i++)
+			if (!strcmp(name, advices[i].name))
+				advice = advices[i].advice;
+		if (advice < 0)
+			die("bad advice");
+		if (!check_range(p, m, off, len, 0, "madvise"))
+			return;
+		if (call(p, OP_MADVISE, (uint32_t)advice, mp->base + off, len, 0, &r) ||
+		    sys_error(r.err, "madvise"))
+			return;
+		for (uint64_t i = first; i < first + n; i++) {
+			if (advice == MADV_DONTFORK)
+				mp->st[i] |= ST_DONTFORK;
+			else if (advice == MADV_DOFORK)
+				mp->st[i] &= (uint8_t)~ST_DONTFORK;
+		}
+		return;
+	}
+	if (!strcmp(verb, "write") || !strcmp(verb, "read")) {
+		int w = verb[0] == 'w';
+		if (!check_range(p, m, off, len, w ? ST_RW : ST_R, verb))
+			return;
+		uint64_t val = w ? parse_u64(ntok > 4 ? tok[4] : "1") : 0;
+		if (call(p, w ? OP_WRITE : OP_READ, 0, mp->base + off, len, val, &r))
+			return;
+		if (r.err)
+			scenario_error("%s %s: unexpected fault (SIGSEGV)", proc_name[p], verb);
+		return;
+	}
+	die("unknown verb");
+}
+
+/* ---------------------------------------------------------------- scenarios */
+
+static void reset_knobs(void)
+{
+	char path[128];
+	/* Format: "At the start of a run every per-size setting is never, enabled is never and
+	 * use_zero_page is on". */
+	for (int s = 0; s < NSIZES; s++) {
+		snprintf(path, sizeof(path), THP "hugepages-%ukB/enabled", size_kb[s]);
+		write_file(path, "never");
+	}
+	write_file(THP "enabled", "never");
+	write_file(THP "use_zero_page", "1");
+}
+
+static void begin_scenario(const char *idx)
+{
+	out_str("{\"begin\":");
+	out_str(idx);
+	out_str("}\n");
+	out_flush();
+	memset(procs, 0, sizeof(procs));
+	for (size_t i = 0; i < names_used; i++)
+		names[used_slot[i]] = (struct name_slot){0, 0};
+	memset(proc_name, 0, sizeof(proc_name));
+	memset(map_name, 0, sizeof(map_name));
+	names_used = 0;
+	next_frame = 0;
+	state_used = 0;
+	scenario_failed = 0;
+	cur_line = 0;
+	reset_knobs();
+	/* Fresh pipes per scenario, so nothing stale from a killed worker survives. */
+	for (int p = 0; p < MAXPROC; p++) {
+		if (pipe2(cmd_pipe[p], O_CLOEXEC) || pipe2(rep_pipe[p], O_CLOEXEC))
+			die("pipe");
+		procs[p].pidfd = procs[p].pagemap_fd = procs[p].mem_fd = -1;
+	}
+	read_counters(stat_base, vm_base);
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0)
+		worker(0);
+	attach(0, pid);
+}
+
+static void end_scenario(const char *idx)
+{
+	for (int p = 0; p < MAXPROC; p++)
+		if (procs[p].state == 1) {
+			kill(procs[p].pid, SIGKILL);
+			wait_exit(p);
+		}
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+	for (int p = 0; p < MAXPROC; p++) {
+		close(cmd_pipe[p][0]);
+		close(cmd_pipe[p][1]);
+		close(rep_pipe[p][0]);
+		close(rep_pipe[p][1]);
+	}
+	out_str("{\"end\":");
+	out_str(idx);
+	out_str("}\n");
+	out_flush();
+}
+
+static int split(char *line, char **tok, int max)
+{
+	int n = 0;
+	for (char *s = strtok(line, " \t\r"); s && n < max; s = strtok(NULL, " \t\r"))
+		tok[n++] = s;
+	return n;
+}
+
+/* Touch the stack pages the workers and the controller will use, while THP is off. */
+static void __attribute__((noinline)) pretouch_stack(void)
+{
+	volatile char buf[256 << 10];
+	for (size_t i = 0; i < sizeof(buf); i += 512)
+		buf[i] = 0;
+}
+
+static void setup_system(void)
+{
+	mkdir("/proc", 0755);
+	mkdir("/sys", 0755);
+	mkdir("/dev", 0755);
+	mount("proc", "/proc", "proc", 0, NULL);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
+	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL) && errno != EBUSY) {
+		mknod("/dev/ttyS1", S_IFCHR | 0600, makedev(4, 65));
+		mknod("/dev/console", S_IFCHR | 0600, makedev(5, 1));
+	}
+	int con = open("/dev/console", O_RDWR);
+	if (con >= 0) {
+		dup2(con, 1);
+		dup2(con, 2);
+	}
+	out_fd = open("/dev/ttyS1", O_WRONLY | O_NOCTTY);
+	if (out_fd < 0)
+		die("open /dev/ttyS1");
+	struct termios t;
+	if (tcgetattr(out_fd, &t) == 0) {
+		cfmakeraw(&t);
+		cfsetospeed(&t, B115200);
+		tcsetattr(out_fd, TCSANOW, &t);
+	}
+	kpageflags_fd = open("/proc/kpageflags", O_RDONLY);
+	kpagecount_fd = open("/proc/kpagecount", O_RDONLY);
+	if (kpageflags_fd < 0 || kpagecount_fd < 0)
+		die("open /proc/kpageflags or /proc/kpagecount");
+	/* Large sparse mappings (up to 1G plus guards) must not fail on commit accounting. */
+	write_file("/proc/sys/vm/overcommit_memory", "1");
+	/*
+	 * khugepaged must never collapse behind a scenario's back: make its scans rare, tiny and
+	 * impossible to succeed (mm/khugepaged.c hpage_collapse_scan_pmd() refuses with any none,
+	 * shared or swap PTE when the max_ptes_* limits are 0). It is started once here, with
+	 * nothing to scan, so that its first pass happens now.
+	 */
+	write_file(THP "khugepaged/scan_sleep_millisecs", "4294967295");
+	write_file(THP "khugepaged/alloc_sleep_millisecs", "4294967295");
+	write_file(THP "khugepaged/pages_to_scan", "8");
+	write_file(THP "khugepaged/max_ptes_none", "0");
+	write_file(THP "khugepaged/max_ptes_swap", "0");
+	write_file(THP "khugepaged/max_ptes_shared", "0");
+	write_file(THP "khugepaged/defrag", "0");
+	reset_knobs();
+	/* Touch every buffer now, with every THP size off, so that the probe's own memory is
+	 * small pages that never fault during a scenario. */
+	memset(state_pool, 0, sizeof(state_pool));
+	memset(names, 0, sizeof(names));
+	memset(used_slot, 0, sizeof(used_slot));
+	memset(outbuf, 0, sizeof(outbuf));
+	memset(vmstat_buf, 0, sizeof(vmstat_buf));
+	memset(kflags_block, 0, sizeof(kflags_block));
+	pretouch_stack();
+}
+
+int main(void)
+{
+	static char input[INPUT_MAX];
+	setup_system();
+	memset(input, 0, sizeof(input));
+	int fd = open("/scenarios", O_RDONLY);
+	if (fd < 0)
+		die("open /scenarios");
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(fd, input + len, sizeof(input) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	input[len] = 0;
+	char idx[32] = "";
+	char *save = NULL;
+	for (char *line = strtok_r(input, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *tok[16];
+		int ntok = split(line, tok, 16);
+		if (ntok == 0)
+			continue;
+		char kind = tok[0][0];
+		if (kind == 'S') {
+			snprintf(idx, sizeof(idx), "%s", ntok > 1 ? tok[1] : "0");
+			begin_scenario(idx);
+		} else if (kind == 'Z') {
+			end_scenario(idx);
+		} else if (kind == 'P' && ntok >= 3) {
+			int p = parse_idx(tok[1], MAXPROC);
+			if (p >= 0)
+				snprintf(proc_name[p], NAMELEN, "%s", tok[2]);
+		} else if (kind == 'M' && ntok >= 3) {
+			int m = parse_idx(tok[1], MAXMAP);
+			if (m >= 0)
+				snprintf(map_name[m], NAMELEN, "%s", tok[2]);
+		} else if (scenario_failed) {
+			continue;
+		} else if (kind == 'K' && ntok >= 4) {
+			char path[160];
+			cur_line = atoi(tok[1]);
+			snprintf(path, sizeof(path), THP "%s", tok[2]);
+			if (write_file(path, tok[3]))
+				scenario_error("cannot write %s to %s", tok[3], path);
+		} else if (kind == 'X' && ntok >= 2) {
+			cur_line = atoi(tok[1]);
+			print_stats();
+			out_flush();
+		} else if (kind == 'C' && ntok >= 4) {
+			cur_line = atoi(tok[1]);
+			int p = parse_idx(tok[2], MAXPROC);
+			if (p < 0)
+				die("bad process index");
+			process_statement(p, tok + 3, ntok - 3);
+			if (!scenario_failed)
+				retire_unmapped();
+		}
+	}
+	out_str("{\"done\":true}\n");
+	out_flush();
+	tcdrain(out_fd);
+	sync();
+	reboot(RB_POWER_OFF);
+	return 0;
+}
