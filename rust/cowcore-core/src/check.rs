@@ -1,0 +1,402 @@
+//! `Machine::check`: recompute every counter from the page tables and compare.
+//!
+//! Checks the invariants of KS §1.3 (and the bookkeeping around them): one reference per
+//! mapping and no leaked folio, mapcounts (per page, large, entire, `_nr_pages_mapped`)
+//! equal to the entries that map the folio, sane MM-ID slots with no false-negative shared
+//! bit, "no writable PTE maps a page that is not anon-exclusive", an exclusive page mapped
+//! by one mm only, RSS, page tables reachable exactly once, deposits, and the free count.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::addr::VirtAddr;
+use crate::error::CowError;
+use crate::folio::{ENTIRELY_MAPPED, MM_ID_DUMMY};
+use crate::machine::Machine;
+use crate::paging::table::Level;
+use crate::physmem::{ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
+
+#[derive(Default)]
+struct FolioAcc {
+    ptes: u32,
+    pmds: u32,
+    per_mm: BTreeMap<u32, u32>,
+    pages: BTreeMap<u32, u32>,
+}
+
+struct Walk {
+    folios: BTreeMap<u32, FolioAcc>,
+    tables: BTreeSet<u32>,
+    exclusive_owner: BTreeMap<u32, u32>,
+    rss: u64,
+    huge: usize,
+}
+
+fn bad(name: &'static str, msg: String) -> CowError {
+    CowError::invariant(name, msg)
+}
+
+impl Machine {
+    /// Recomputes every counter from the page tables and compares (KS §1.3).
+    ///
+    /// # Errors
+    /// [`CowError::Invariant`] naming the first broken invariant.
+    pub fn check(&self) -> Result<(), CowError> {
+        let mut w = Walk {
+            folios: BTreeMap::new(),
+            tables: BTreeSet::new(),
+            exclusive_owner: BTreeMap::new(),
+            rss: 0,
+            huge: 0,
+        };
+        let mut ids = BTreeSet::new();
+        for mm in self.procs.iter().flatten() {
+            if !ids.insert(mm.mm_id) {
+                return Err(bad("mm-id", format!("mm id {} used twice", mm.mm_id)));
+            }
+            for pair in mm.vmas.windows(2) {
+                if pair[0].end > pair[1].start || pair[0].start >= pair[0].end {
+                    return Err(bad(
+                        "leaf-in-vma",
+                        format!("pid {}: VMAs overlap or are empty", mm.pid),
+                    ));
+                }
+            }
+            w.rss = 0;
+            if !w.tables.insert(mm.pgd) {
+                return Err(bad("table-unique", format!("PGD {} shared", mm.pgd)));
+            }
+            self.check_table(mm.pid, mm.mm_id, 0, mm.pgd, 0, &mut w)?;
+            if w.rss != mm.rss_anon {
+                return Err(bad(
+                    "rss",
+                    format!(
+                        "pid {}: MM_ANONPAGES {} but {} pages mapped",
+                        mm.pid, mm.rss_anon, w.rss
+                    ),
+                ));
+            }
+        }
+        if ids != self.used_mm_ids {
+            return Err(bad(
+                "mm-id",
+                format!("live ids {ids:?} vs allocated {:?}", self.used_mm_ids),
+            ));
+        }
+        for (head, acc) in &w.folios {
+            self.check_folio(*head, acc)?;
+        }
+        self.check_frames(&w)
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn check_table(
+        &self,
+        pid: u32,
+        mm_id: u32,
+        depth: usize,
+        table: u32,
+        base: u64,
+        w: &mut Walk,
+    ) -> Result<(), CowError> {
+        let (level, shift) = self.paging.table_levels()[depth];
+        let mm = self.mm(pid)?;
+        for idx in 0..512usize {
+            let e = self.entry(table, idx);
+            if e.is_none() {
+                continue;
+            }
+            let addr = base | ((idx as u64) << shift);
+            let leaf = level == Level::Pte || (level == Level::Pmd && e.is_huge());
+            if !leaf {
+                let t = e.pfn().as_u64() as u32;
+                if self.mem.state(t) != ST_TABLE || !w.tables.insert(t) {
+                    return Err(bad(
+                        "table-unique",
+                        format!("pid {pid}: table {t} at {addr:#x} bad or shared"),
+                    ));
+                }
+                self.check_table(pid, mm_id, depth + 1, t, addr, w)?;
+                continue;
+            }
+            if !e.is_present() {
+                return Err(bad(
+                    "table-entry",
+                    format!("pid {pid}: non-present entry at {addr:#x}"),
+                ));
+            }
+            let span = 1u64 << shift;
+            let Some(vi) = mm.find_vma(VirtAddr::new(addr)) else {
+                return Err(bad(
+                    "leaf-in-vma",
+                    format!("pid {pid}: leaf at {addr:#x} outside any VMA"),
+                ));
+            };
+            if mm.vmas[vi].end.as_u64() < addr + span {
+                return Err(bad(
+                    "leaf-in-vma",
+                    format!("pid {pid}: leaf at {addr:#x} crosses a VMA end"),
+                ));
+            }
+            let pfn = e.pfn().as_u64() as u32;
+            if level == Level::Pmd {
+                let key = Self::deposit_key(table, idx);
+                w.huge += 1;
+                match self.deposits.get(&key) {
+                    Some(&t) if self.mem.state(t) == ST_TABLE && w.tables.insert(t) => {}
+                    _ => {
+                        return Err(bad(
+                            "pmd-deposit",
+                            format!("pid {pid}: huge PMD at {addr:#x}"),
+                        ))
+                    }
+                }
+            }
+            if e.is_special() {
+                let ok = self.mem.state(pfn) == ST_ZERO
+                    && (if level == Level::Pmd {
+                        pfn == self.huge_zero_pfn
+                    } else {
+                        pfn == self.zero_pfn
+                    });
+                if !ok || e.is_writable() {
+                    return Err(bad(
+                        "zero-page-readonly",
+                        format!("pid {pid}: bad special entry at {addr:#x}"),
+                    ));
+                }
+                continue;
+            }
+            if self.mem.state(pfn) != ST_FOLIO {
+                return Err(bad(
+                    "mapped-frame-is-folio",
+                    format!("pid {pid}: entry at {addr:#x} maps a non-folio frame"),
+                ));
+            }
+            let head = self.mem.folio_head(pfn);
+            let acc = w.folios.entry(head).or_default();
+            *acc.per_mm.entry(mm_id).or_default() += 1;
+            if level == Level::Pmd {
+                if pfn != head || self.mem.order(head) != 9 {
+                    return Err(bad(
+                        "mapped-frame-is-folio",
+                        format!("pid {pid}: PMD at {addr:#x} maps no THP head"),
+                    ));
+                }
+                acc.pmds += 1;
+                w.rss += 512;
+            } else {
+                acc.ptes += 1;
+                *acc.pages.entry(pfn).or_default() += 1;
+                w.rss += 1;
+            }
+            // KS §1.3.4: a writable entry maps an exclusive page (the head for a PMD).
+            if e.is_writable() && !self.mem.anon_exclusive(pfn) {
+                return Err(bad(
+                    "writable-implies-exclusive",
+                    format!(
+                        "pid {pid}: writable entry at {addr:#x} maps non-exclusive frame {pfn}"
+                    ),
+                ));
+            }
+            if self.mem.anon_exclusive(pfn) {
+                if let Some(&other) = w.exclusive_owner.get(&pfn) {
+                    if other != mm_id {
+                        return Err(bad(
+                            "anon-exclusive",
+                            format!("exclusive frame {pfn} mapped by mm {other} and mm {mm_id}"),
+                        ));
+                    }
+                }
+                w.exclusive_owner.insert(pfn, mm_id);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_folio(&self, head: u32, acc: &FolioAcc) -> Result<(), CowError> {
+        let m = &self.mem;
+        let mappings = (acc.ptes + acc.pmds) as i32;
+        if m.refcount(head) != mappings {
+            return Err(bad(
+                "refcount",
+                format!(
+                    "folio {head}: refcount {} but {mappings} mappings",
+                    m.refcount(head)
+                ),
+            ));
+        }
+        let nr = 1u32 << m.order(head);
+        for p in head..head + nr {
+            let want = acc.pages.get(&p).copied().unwrap_or(0);
+            if m.page_mapcount(p) != want {
+                return Err(bad(
+                    "page-mapcount",
+                    format!(
+                        "frame {p}: page mapcount {} but {want} PTEs",
+                        m.page_mapcount(p)
+                    ),
+                ));
+            }
+        }
+        if !m.is_large(head) {
+            return Ok(());
+        }
+        if m.folio_mapcount(head) != mappings {
+            return Err(bad(
+                "large-mapcount",
+                format!(
+                    "folio {head}: large mapcount {} but {mappings}",
+                    m.folio_mapcount(head)
+                ),
+            ));
+        }
+        if m.entire_mapcount(head) != acc.pmds as i32 {
+            return Err(bad(
+                "entire-mapcount",
+                format!("folio {head}: {}", m.entire_mapcount(head)),
+            ));
+        }
+        let want_npm = acc.pages.len() as i32 + if acc.pmds > 0 { ENTIRELY_MAPPED } else { 0 };
+        if m.nr_pages_mapped_raw(head) != want_npm {
+            return Err(bad(
+                "nr-pages-mapped",
+                format!(
+                    "folio {head}: {:#x} want {want_npm:#x}",
+                    m.nr_pages_mapped_raw(head)
+                ),
+            ));
+        }
+        let s = m.slots(head);
+        let mut total = 0;
+        for i in 0..2 {
+            let (id, c) = (s.ids[i], s.counts[i]);
+            if (id == MM_ID_DUMMY) != (c == -1) || c < -1 {
+                return Err(bad(
+                    "mm-id-slot",
+                    format!("folio {head}: slot {i} = ({id}, {c})"),
+                ));
+            }
+            if id != MM_ID_DUMMY {
+                let actual = acc.per_mm.get(&id).copied().unwrap_or(0) as i32;
+                if c + 1 > actual {
+                    return Err(bad(
+                        "mm-id-slot",
+                        format!(
+                            "folio {head}: slot {i} mm {id} counts {} > {actual} entries",
+                            c + 1
+                        ),
+                    ));
+                }
+                total += c + 1;
+            }
+        }
+        if s.ids[0] != MM_ID_DUMMY && s.ids[0] == s.ids[1] {
+            return Err(bad(
+                "mm-id-slot",
+                format!("folio {head}: both slots hold mm {}", s.ids[0]),
+            ));
+        }
+        if total > mappings {
+            return Err(bad(
+                "mm-id-slot",
+                format!("folio {head}: slots {total} > {mappings}"),
+            ));
+        }
+        if !s.shared && acc.per_mm.len() > 1 {
+            return Err(bad(
+                "shared-bit",
+                format!(
+                    "folio {head}: mapped by {} mms but the shared bit is clear",
+                    acc.per_mm.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_frames(&self, w: &Walk) -> Result<(), CowError> {
+        let m = &self.mem;
+        let mut free = 0u64;
+        let mut p = 0u32;
+        while p < m.nr_frames() {
+            match m.state(p) {
+                ST_FREE => free += 1,
+                ST_TABLE => {
+                    if !w.tables.contains(&p) {
+                        return Err(bad(
+                            "table-reachable",
+                            format!("table frame {p} is not reachable"),
+                        ));
+                    }
+                }
+                ST_FOLIO => {
+                    let h = m.folio_head(p);
+                    if h == p && !w.folios.contains_key(&h) {
+                        return Err(bad(
+                            "no-unmapped-folio",
+                            format!("folio {h} is allocated but not mapped"),
+                        ));
+                    }
+                }
+                _ => {
+                    if p != self.zero_pfn
+                        && !(self.huge_zero_pfn..self.huge_zero_pfn + 512).contains(&p)
+                    {
+                        return Err(bad("zero-page-readonly", format!("frame {p} marked zero")));
+                    }
+                }
+            }
+            p += 1;
+        }
+        if free != m.nr_free() {
+            return Err(bad(
+                "frame-conservation",
+                format!("{free} free frames, allocator says {}", m.nr_free()),
+            ));
+        }
+        if self.deposits.len() != w.huge {
+            return Err(bad(
+                "pmd-deposit",
+                format!("{} deposits for {} huge PMDs", self.deposits.len(), w.huge),
+            ));
+        }
+        for &t in self.deposits.values() {
+            if (0..512).any(|i| !self.entry(t, i).is_none()) {
+                return Err(bad(
+                    "pmd-deposit",
+                    format!("deposited table {t} is not empty"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Machine, Profile, VirtAddr};
+
+    #[test]
+    fn detects_a_broken_refcount() {
+        let mut m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 1 << 20).unwrap();
+        m.write(1, a, 4096, 1).unwrap();
+        m.check().unwrap();
+        let pfn = m.translate(1, a).unwrap().pfn.unwrap().as_u64() as u32;
+        m.mem.ref_add(pfn, 1);
+        let e = m.check().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::CowError::Invariant {
+                    name: "refcount",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        m.mem.ref_add(pfn, -1);
+        m.check().unwrap();
+        let _ = VirtAddr::new(0);
+    }
+}

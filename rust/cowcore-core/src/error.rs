@@ -1,0 +1,97 @@
+//! The one error type of the core, [`CowError`].
+//!
+//! Each variant maps 1:1 onto an exception class of `python/cowcore/errors.py`, so the
+//! binding holds a single `match`. Every failing operation leaves the machine as it was
+//! (DESIGN.md "Errors"), except where DESIGN.md says otherwise (an OOM in the middle of a
+//! multi-page `write`/`read` keeps the pages before the failing one).
+
+use crate::addr::VirtAddr;
+
+/// Why a `read`/`write` was answered with SIGSEGV (`access_error()` in arch/x86/mm/fault.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SegvReason {
+    /// No VMA covers the address (`SEGV_MAPERR`).
+    Unmapped,
+    /// A VMA covers the address but forbids the access (`SEGV_ACCERR`).
+    Protection,
+}
+
+impl SegvReason {
+    /// The reason string of `cowcore.errors.SegmentationFault`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unmapped => "unmapped",
+            Self::Protection => "protection",
+        }
+    }
+}
+
+impl core::fmt::Display for SegvReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every error the core returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CowError {
+    /// The pid names no process, or one that has exited (`NoSuchProcessError`; the kernel's
+    /// `ESRCH`).
+    #[error("no process with pid {0}, or it has exited")]
+    NoSuchProcess(u32),
+    /// An argument has a bad value: a length that is zero or not a multiple of 4 KiB, a
+    /// misaligned address, an unknown name (`InvalidArgumentError`; `EINVAL`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A range outside user space, a range with unmapped pages where mapped pages are
+    /// required (`ENOMEM` of `mprotect`/`madvise`), or no room for `mmap`
+    /// (`InvalidAddressError`).
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    /// An access the kernel would answer with SIGSEGV (`SegmentationFault`).
+    #[error("segmentation fault at {addr}: {reason}")]
+    Segfault {
+        /// The faulting address (the first page of the range that fails the check).
+        addr: VirtAddr,
+        /// `unmapped` or `protection`.
+        reason: SegvReason,
+    },
+    /// No frame for a page table or an order-0 page (`OutOfMemoryError`; `VM_FAULT_OOM`).
+    #[error("out of memory")]
+    OutOfMemory,
+    /// [`crate::Machine::check`] found a broken invariant (`InvariantError`).
+    #[error("{name}: {msg}")]
+    Invariant {
+        /// Short name of the broken invariant (kernel-semantics.md §1.3).
+        name: &'static str,
+        /// What was found.
+        msg: String,
+    },
+}
+
+impl CowError {
+    /// Shorthand for an [`CowError::Invariant`].
+    pub(crate) fn invariant(name: &'static str, msg: impl Into<String>) -> Self {
+        Self::Invariant {
+            name,
+            msg: msg.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let e = CowError::Segfault {
+            addr: VirtAddr::new(0x1000),
+            reason: SegvReason::Unmapped,
+        };
+        assert_eq!(e.to_string(), "segmentation fault at 0x1000: unmapped");
+        assert_eq!(CowError::invariant("x", "y").to_string(), "x: y");
+        assert_eq!(SegvReason::Protection.as_str(), "protection");
+    }
+}

@@ -1,0 +1,635 @@
+//! Page faults: `handle_mm_fault()` and the anonymous fault handlers (KS §2, §4).
+//!
+//! A page access walks the tables like the MMU (`walk::hw_access`); when the walk faults,
+//! the handler runs and the access is retried (the retried instruction sets A, and D for a
+//! write). Counters: `faults_read` for a read fault, `faults_write` for a write fault on a
+//! not-present entry, `faults_wp` for a write to a present read-only entry.
+
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
+use crate::error::CowError;
+use crate::machine::Machine;
+use crate::mm::{VmFlags, Vma};
+use crate::paging::entry::{PageTableEntry, PteFlags};
+use crate::paging::table::{Level, Paging};
+use crate::paging::walk::{self, PF_PROT};
+use crate::stats::Stats;
+
+/// The context of one fault: the faulting mm and VMA.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FaultCtx {
+    pub pid: u32,
+    pub mm_id: u32,
+    pub pgd: u32,
+    pub vma: Vma,
+}
+
+impl Machine {
+    /// One page access (a load or a store of the first 8 bytes), faulting as needed.
+    ///
+    /// Each round walks like the MMU; a write to a present read-only leaf is a
+    /// write-protect fault (`faults_wp`, handled by `do_huge_pmd_wp_page`/`do_wp_page`), any
+    /// other fault is a not-present fault (`faults_read`/`faults_write`). A PMD write fault
+    /// that falls back (split) is retried as a new fault at the PTE level, as the reference
+    /// does, so it counts two write-protect faults.
+    pub(crate) fn access_page(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        write: bool,
+        value: u64,
+    ) -> Result<u64, CowError> {
+        let mm = self.mm(pid)?;
+        let vma = mm
+            .find_vma(addr)
+            .map(|i| mm.vmas[i])
+            .ok_or_else(|| CowError::invariant("access", format!("no VMA at {addr}")))?;
+        let ctx = FaultCtx {
+            pid,
+            mm_id: mm.mm_id,
+            pgd: mm.pgd,
+            vma,
+        };
+        for _ in 0..4 {
+            match walk::hw_access(&mut self.mem, self.paging, ctx.pgd, addr, write) {
+                Ok(pfn) => {
+                    let c = &mut self.mem.content[pfn as usize];
+                    if write {
+                        *c = value;
+                    }
+                    return Ok(*c);
+                }
+                Err(code) => {
+                    let leaf = walk::find_leaf(&self.mem, self.paging, ctx.pgd, addr);
+                    match leaf {
+                        Some(l) if write && code & PF_PROT != 0 && !l.entry.is_protnone() => {
+                            self.stats.faults_wp += 1;
+                            if l.level == Level::Pmd {
+                                self.do_huge_pmd_wp_page(&ctx, addr, l.table, l.index)?;
+                            } else {
+                                self.do_wp_page(&ctx, l.table, l.index)?;
+                            }
+                        }
+                        _ => {
+                            if write {
+                                self.stats.faults_write += 1;
+                            } else {
+                                self.stats.faults_read += 1;
+                            }
+                            self.handle_none_fault(&ctx, addr, write)?;
+                        }
+                    }
+                }
+            }
+        }
+        Err(CowError::invariant(
+            "fault-retry",
+            format!("access at {addr} keeps faulting"),
+        ))
+    }
+
+    fn add_rss(&mut self, pid: u32, delta: i64) {
+        if let Ok(mm) = self.mm_mut(pid) {
+            mm.rss_anon = mm.rss_anon.wrapping_add_signed(delta);
+        }
+    }
+
+    /// Marks the VMA holding `addr` as having an `anon_vma` (`anon_vma_prepare`).
+    fn mark_anon_vma(&mut self, pid: u32, addr: VirtAddr) {
+        if let Ok(mm) = self.mm_mut(pid) {
+            if let Some(i) = mm.find_vma(addr) {
+                mm.vmas[i].anon_vma = true;
+            }
+        }
+    }
+
+    /// `__handle_mm_fault` for a not-present PTE/PMD (KS §2.2): allocate the upper tables,
+    /// try a PMD THP where allowed, else `do_anonymous_page`. On failure every table this
+    /// fault allocated is freed again, so a failed access changes nothing.
+    fn handle_none_fault(
+        &mut self,
+        ctx: &FaultCtx,
+        addr: VirtAddr,
+        write: bool,
+    ) -> Result<(), CowError> {
+        let mut log = TableLog::default();
+        let r = self.none_fault_inner(ctx, addr, write, &mut log);
+        if r.is_err() {
+            for &(parent, idx, t) in log.items[..log.n].iter().rev() {
+                self.set_entry(parent, idx, PageTableEntry::NONE);
+                self.mem.free_table(t);
+            }
+        }
+        r
+    }
+
+    fn none_fault_inner(
+        &mut self,
+        ctx: &FaultCtx,
+        addr: VirtAddr,
+        write: bool,
+        log: &mut TableLog,
+    ) -> Result<(), CowError> {
+        let (pmd_t, pmd_i) = self.pmd_alloc_logged(ctx.pgd, addr, log)?;
+        let pmde = self.entry(pmd_t, pmd_i);
+        if pmde.is_none() {
+            let orders = self.policy.allowable_orders(ctx.vma.flags);
+            if orders & (1 << PMD_ORDER) != 0
+                && self.do_huge_pmd_anonymous_page(ctx, addr, write, pmd_t, pmd_i)?
+            {
+                return Ok(());
+            }
+            let t = self.alloc_table()?;
+            self.set_entry(pmd_t, pmd_i, PageTableEntry::table(Pfn::new(u64::from(t))));
+            log.push(pmd_t, pmd_i, t);
+        }
+        let pte_t = self.entry(pmd_t, pmd_i).pfn().as_u64() as u32;
+        self.do_anonymous_page(ctx, addr, write, pte_t)
+    }
+
+    /// `pmd_alloc` & co. with every allocation recorded in `log`.
+    fn pmd_alloc_logged(
+        &mut self,
+        pgd: u32,
+        addr: VirtAddr,
+        log: &mut TableLog,
+    ) -> Result<(u32, usize), CowError> {
+        let levels = self.paging.table_levels();
+        let mut table = pgd;
+        for &(_, shift) in &levels[..self.paging.pmd_depth()] {
+            let idx = Paging::index(addr, shift);
+            let e = self.entry(table, idx);
+            table = if e.is_none() {
+                let t = self.alloc_table()?;
+                self.set_entry(table, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+                log.push(table, idx, t);
+                t
+            } else {
+                e.pfn().as_u64() as u32
+            };
+        }
+        Ok((table, Paging::index(addr, 21)))
+    }
+
+    /// `do_anonymous_page` + `alloc_anon_folio` (KS §2.3, §2.4).
+    fn do_anonymous_page(
+        &mut self,
+        ctx: &FaultCtx,
+        addr: VirtAddr,
+        write: bool,
+        pte_t: u32,
+    ) -> Result<(), CowError> {
+        let prot = ctx.vma.page_prot();
+        if !write {
+            let e =
+                PageTableEntry::new(Pfn::new(u64::from(self.zero_pfn)), prot | PteFlags::SPECIAL);
+            self.set_entry(pte_t, Paging::index(addr, 12), e);
+            return Ok(());
+        }
+        let mut orders = self.anon_orders(&ctx.vma, addr, pte_t);
+        let mut chosen = None;
+        while orders != 0 {
+            let order = orders.ilog2();
+            if let Some(h) = self.alloc_folio(order) {
+                chosen = Some((h, order));
+                break;
+            }
+            Stats::count_mthp(&mut self.stats.anon_fault_fallback, order);
+            orders &= !(1 << order);
+        }
+        let (h, order) = match chosen {
+            Some(c) => c,
+            None => (self.alloc_folio(0).ok_or(CowError::OutOfMemory)?, 0),
+        };
+        let nr = 1u32 << order;
+        let base = addr.align_down(PAGE_SIZE << order);
+        let base_i = Paging::index(base, 12);
+        self.mem.ref_add(h, nr as i32 - 1);
+        self.add_rss(ctx.pid, i64::from(nr));
+        Stats::count_mthp(&mut self.stats.anon_fault_alloc, order);
+        self.mem.add_new_anon_rmap(h, ctx.mm_id);
+        let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), &ctx.vma);
+        for i in 0..nr {
+            self.set_entry(
+                pte_t,
+                base_i + i as usize,
+                e.with_pfn(Pfn::new(u64::from(h + i))),
+            );
+        }
+        self.mark_anon_vma(ctx.pid, addr);
+        Ok(())
+    }
+
+    /// The candidate mTHP orders of a write fault (KS §2.4 steps A–C): allowed by policy,
+    /// naturally aligned block inside the VMA, block of `pte_none` entries.
+    fn anon_orders(&self, vma: &Vma, addr: VirtAddr, pte_t: u32) -> u32 {
+        let mut orders = self.policy.allowable_orders(vma.flags) & ((1 << PMD_ORDER) - 1);
+        while orders != 0 {
+            let order = orders.ilog2();
+            let size = PAGE_SIZE << order;
+            let block = addr.align_down(size);
+            if block >= vma.start && block.as_u64() + size <= vma.end.as_u64() {
+                break;
+            }
+            orders &= !(1 << order);
+        }
+        while orders != 0 {
+            let order = orders.ilog2();
+            let first = Paging::index(addr.align_down(PAGE_SIZE << order), 12);
+            if (first..first + (1 << order)).all(|i| self.entry(pte_t, i).is_none()) {
+                break;
+            }
+            orders &= !(1 << order);
+        }
+        orders
+    }
+
+    /// `do_huge_pmd_anonymous_page` (KS §2.5). `Ok(false)` is `VM_FAULT_FALLBACK`.
+    fn do_huge_pmd_anonymous_page(
+        &mut self,
+        ctx: &FaultCtx,
+        addr: VirtAddr,
+        write: bool,
+        pmd_t: u32,
+        pmd_i: usize,
+    ) -> Result<bool, CowError> {
+        let haddr = addr.align_down(PMD_SIZE);
+        if haddr < ctx.vma.start || haddr.as_u64() + PMD_SIZE > ctx.vma.end.as_u64() {
+            return Ok(false);
+        }
+        let prot = ctx.vma.page_prot() | PteFlags::HUGE;
+        if !write && self.policy.use_zero_page {
+            let t = self.alloc_table()?;
+            let e = PageTableEntry::new(
+                Pfn::new(u64::from(self.huge_zero_pfn)),
+                prot | PteFlags::SPECIAL,
+            );
+            self.set_entry(pmd_t, pmd_i, e);
+            self.deposits.insert(Self::deposit_key(pmd_t, pmd_i), t);
+            self.mark_anon_vma(ctx.pid, addr); // anon_vma_prepare ran before the zero branch
+            return Ok(true);
+        }
+        let Some(h) = self.alloc_folio(PMD_ORDER) else {
+            Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
+            return Ok(false);
+        };
+        let t = match self.alloc_table() {
+            Ok(t) => t,
+            Err(e) => {
+                self.put_folio(h, 1);
+                return Err(e);
+            }
+        };
+        self.map_anon_folio_pmd(ctx, h, pmd_t, pmd_i);
+        self.deposits.insert(Self::deposit_key(pmd_t, pmd_i), t);
+        Ok(true)
+    }
+
+    /// `map_anon_folio_pmd`: map a fresh order-9 folio with a writable, dirty PMD.
+    fn map_anon_folio_pmd(&mut self, ctx: &FaultCtx, h: u32, pmd_t: u32, pmd_i: usize) {
+        let prot = ctx.vma.page_prot() | PteFlags::HUGE;
+        self.mem.add_new_anon_rmap(h, ctx.mm_id);
+        let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), &ctx.vma);
+        self.set_entry(pmd_t, pmd_i, e);
+        self.add_rss(ctx.pid, PMD_NR as i64);
+        self.stats.thp_fault_alloc += 1;
+        Stats::count_mthp(&mut self.stats.anon_fault_alloc, PMD_ORDER);
+        self.mark_anon_vma(ctx.pid, ctx.vma.start);
+    }
+
+    /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
+    fn do_wp_page(&mut self, ctx: &FaultCtx, pte_t: u32, pte_i: usize) -> Result<(), CowError> {
+        let pte = self.entry(pte_t, pte_i);
+        // vm_normal_page(): NULL for the zero page (special).
+        let page = (!pte.is_special()).then(|| pte.pfn().as_u64() as u32);
+        if let Some(p) = page {
+            let h = self.mem.folio_head(p);
+            let reuse = self.mem.anon_exclusive(p)
+                || if self.mem.is_large(h) {
+                    self.policy.cow_reuse_pte_mapped_thp && self.wp_can_reuse_large_anon_folio(h)
+                } else {
+                    // wp_can_reuse_anon_folio: only the mapping's own reference.
+                    self.mem.refcount(h) == 1
+                };
+            if reuse {
+                // wp_page_reuse.
+                self.mem.set_anon_exclusive(p, true);
+                let mut n = pte.mkyoung().mkdirty();
+                if ctx.vma.flags.contains(VmFlags::WRITE) {
+                    n = n.mkwrite();
+                }
+                self.set_entry(pte_t, pte_i, n);
+                self.stats.pgreuse += 1;
+                return Ok(());
+            }
+        }
+        self.wp_page_copy(ctx, pte_t, pte_i, page)
+    }
+
+    /// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3).
+    fn wp_can_reuse_large_anon_folio(&self, h: u32) -> bool {
+        let mapcount = self.mem.folio_mapcount(h);
+        if mapcount <= 1 || self.mem.slots(h).shared {
+            return false;
+        }
+        mapcount == self.mem.refcount(h)
+    }
+
+    /// `wp_page_copy` (KS §4.4): a new order-0 folio replaces the PTE; the old folio loses
+    /// its mapping and (at the end of the fault) the mapping's reference.
+    fn wp_page_copy(
+        &mut self,
+        ctx: &FaultCtx,
+        pte_t: u32,
+        pte_i: usize,
+        page: Option<u32>,
+    ) -> Result<(), CowError> {
+        let new = self.alloc_folio(0).ok_or(CowError::OutOfMemory)?;
+        let old_head = page.map(|p| self.mem.folio_head(p));
+        if let Some(h) = old_head {
+            self.mem.ref_add(h, 1); // folio_get before the copy
+        }
+        self.mem.content[new as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
+        let e = make_writable_dirty(
+            PageTableEntry::new(Pfn::new(u64::from(new)), ctx.vma.page_prot()),
+            &ctx.vma,
+        );
+        self.mem.add_new_anon_rmap(new, ctx.mm_id);
+        if page.is_none() {
+            self.add_rss(ctx.pid, 1);
+        }
+        self.set_entry(pte_t, pte_i, e);
+        if let (Some(p), Some(h)) = (page, old_head) {
+            self.mem.remove_rmap_ptes(h, p, 1, ctx.mm_id);
+            self.put_folio(h, 2);
+        }
+        self.stats.cow_copy += 1;
+        self.mark_anon_vma(ctx.pid, ctx.vma.start);
+        Ok(())
+    }
+
+    /// `do_huge_pmd_wp_page` (KS §4.5). `Ok(false)` is `VM_FAULT_FALLBACK` (PMD split).
+    fn do_huge_pmd_wp_page(
+        &mut self,
+        ctx: &FaultCtx,
+        addr: VirtAddr,
+        pmd_t: u32,
+        pmd_i: usize,
+    ) -> Result<bool, CowError> {
+        let pmde = self.entry(pmd_t, pmd_i);
+        let haddr = addr.align_down(PMD_SIZE);
+        if pmde.is_special() {
+            if self.policy.huge_zero_wp_alloc {
+                // do_huge_zero_wp_pmd.
+                if let Some(h) = self.alloc_folio(PMD_ORDER) {
+                    self.map_anon_folio_pmd(ctx, h, pmd_t, pmd_i);
+                    self.stats.huge_zero_write += 1;
+                    return Ok(true);
+                }
+                Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
+            }
+            self.split_huge_pmd(ctx.mm_id, &ctx.vma, pmd_t, pmd_i, haddr)?;
+            return Ok(false);
+        }
+        let h = pmde.pfn().as_u64() as u32;
+        if self.mem.anon_exclusive(h) || self.mem.refcount(h) == 1 {
+            self.mem.set_anon_exclusive(h, true);
+            let mut n = pmde.mkyoung().mkdirty();
+            if ctx.vma.flags.contains(VmFlags::WRITE) {
+                n = n.mkwrite();
+            }
+            self.set_entry(pmd_t, pmd_i, n);
+            // No PGREUSE here: the kernel counts it only in wp_page_reuse(), the PTE path.
+            return Ok(true);
+        }
+        self.split_huge_pmd(ctx.mm_id, &ctx.vma, pmd_t, pmd_i, haddr)?;
+        Ok(false)
+    }
+
+    /// `__split_huge_pmd_locked` (KS §6.1, non-freeze): the deposited table replaces the
+    /// PMD; a huge zero PMD becomes 512 zero-page PTEs; a THP PMD becomes 512 PTEs with the
+    /// PMD's write/young/dirty/soft-dirty bits, AE copied from the head to every page.
+    pub(crate) fn split_huge_pmd(
+        &mut self,
+        mm_id: u32,
+        vma: &Vma,
+        pmd_t: u32,
+        pmd_i: usize,
+        haddr: VirtAddr,
+    ) -> Result<(), CowError> {
+        let pmde = self.entry(pmd_t, pmd_i);
+        let t = self
+            .deposits
+            .remove(&Self::deposit_key(pmd_t, pmd_i))
+            .ok_or_else(|| {
+                CowError::invariant(
+                    "deposit",
+                    format!("huge PMD at {haddr} has no deposited table"),
+                )
+            })?;
+        self.stats.thp_split_pmd += 1;
+        let prot = vma.page_prot();
+        if pmde.is_special() {
+            let z =
+                PageTableEntry::new(Pfn::new(u64::from(self.zero_pfn)), prot | PteFlags::SPECIAL);
+            for i in 0..512 {
+                self.set_entry(t, i, z);
+            }
+        } else {
+            let h = pmde.pfn().as_u64() as u32;
+            let ae = self.mem.anon_exclusive(h);
+            self.mem.ref_add(h, PMD_NR as i32 - 1);
+            self.mem.add_anon_rmap_ptes(h, h, PMD_NR as u32, mm_id, ae);
+            let mut e = PageTableEntry::new(Pfn::new(u64::from(h)), prot);
+            if pmde.is_writable() {
+                e = e.mkwrite();
+            }
+            if !pmde.is_young() {
+                e = e.mkold();
+            }
+            if pmde.is_dirty() {
+                e = e.mkdirty();
+            }
+            if pmde.is_soft_dirty() {
+                e = e.mksoft_dirty();
+            }
+            for i in 0..512u32 {
+                self.set_entry(t, i as usize, e.with_pfn(Pfn::new(u64::from(h + i))));
+            }
+            self.mem.remove_rmap_pmd(h, mm_id);
+        }
+        self.set_entry(pmd_t, pmd_i, PageTableEntry::table(Pfn::new(u64::from(t))));
+        Ok(())
+    }
+}
+
+/// `maybe_mkwrite(pte_mkdirty(entry), vma)`.
+fn make_writable_dirty(e: PageTableEntry, vma: &Vma) -> PageTableEntry {
+    let d = e.mkdirty();
+    if vma.flags.contains(VmFlags::WRITE) {
+        d.mkwrite()
+    } else {
+        d
+    }
+}
+
+/// Tables allocated by one fault, to free again if the fault fails (at most one per level).
+#[derive(Debug, Default)]
+struct TableLog {
+    items: [(u32, usize, u32); 5],
+    n: usize,
+}
+
+impl TableLog {
+    fn push(&mut self, parent: u32, idx: usize, table: u32) {
+        self.items[self.n] = (parent, idx, table);
+        self.n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{CowError, Machine, Profile, ThpMode, ThpSizeMode, VirtAddr};
+
+    const K4: u64 = 4096;
+
+    fn machine(profile: Profile, mem: u64) -> (Machine, VirtAddr) {
+        let mut m = Machine::new(mem, 4, profile).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        (m, a)
+    }
+
+    fn pfn(m: &Machine, pid: u32, a: VirtAddr) -> u64 {
+        m.translate(pid, a).unwrap().pfn.unwrap().as_u64()
+    }
+
+    /// The seed commit: fork, child exit, parent write of a PTE-mapped 32K folio.
+    #[test]
+    fn seed_reuse_vs_copy() {
+        for (profile, reused) in [(Profile::V6_15, true), (Profile::V6_12, false)] {
+            let (mut m, a) = machine(profile, 16 << 20);
+            m.set_thp_size(3, ThpSizeMode::Always).unwrap();
+            m.write(1, a, 8 * K4, 1).unwrap();
+            let before = pfn(&m, 1, VirtAddr::new(a.as_u64() + 2 * K4));
+            let c = m.fork(1).unwrap();
+            m.exit(c).unwrap();
+            m.write(1, VirtAddr::new(a.as_u64() + 2 * K4), K4, 2)
+                .unwrap();
+            let after = pfn(&m, 1, VirtAddr::new(a.as_u64() + 2 * K4));
+            assert_eq!(before == after, reused, "{profile:?}");
+            assert_eq!(m.stats().pgreuse, u64::from(reused));
+            assert_eq!(m.stats().cow_copy, u64::from(!reused));
+            assert_eq!(m.stats().faults_wp, 1);
+            m.check().unwrap();
+        }
+    }
+
+    /// KS Appendix A step 3a: the child still maps the folio, so the parent copies and the
+    /// shared bit stays set.
+    #[test]
+    fn child_alive_copies() {
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        m.write(1, a, 16 * K4, 1).unwrap();
+        let head = pfn(&m, 1, a);
+        m.fork(1).unwrap();
+        m.write(1, VirtAddr::new(a.as_u64() + 3 * K4), K4, 9)
+            .unwrap();
+        let f = m.folio(crate::Pfn::new(head)).unwrap();
+        assert_eq!((f.refcount, f.large_mapcount), (31, 31));
+        assert_eq!(f.mm_ids, [(1, 15), (2, 16)]);
+        assert!(f.maybe_mapped_shared);
+        assert_eq!(m.stats().cow_copy, 1);
+        assert_eq!(
+            m.read(2, VirtAddr::new(a.as_u64() + 3 * K4), K4).unwrap(),
+            vec![1]
+        );
+        m.check().unwrap();
+    }
+
+    /// A write to the huge zero PMD: 6.15 maps a fresh THP, 6.12 splits and copies 4K.
+    #[test]
+    fn huge_zero_write_per_profile() {
+        for profile in [Profile::V6_15, Profile::V6_12] {
+            let (mut m, a) = machine(profile, 16 << 20);
+            m.set_thp_enabled(ThpMode::Always);
+            m.set_thp_size(9, ThpSizeMode::Inherit).unwrap();
+            m.read(1, a, K4).unwrap();
+            assert_eq!(
+                m.observe(1, a, K4).unwrap()[0].kind,
+                crate::FrameKind::HugeZero
+            );
+            m.write(1, a, K4, 5).unwrap();
+            let s = m.stats().clone();
+            if profile == Profile::V6_15 {
+                assert_eq!(
+                    (s.huge_zero_write, s.thp_fault_alloc, s.faults_wp),
+                    (1, 1, 1)
+                );
+                assert_eq!(m.translate(1, a).unwrap().page_size, Some(2 << 20));
+            } else {
+                assert_eq!((s.thp_split_pmd, s.cow_copy, s.faults_wp), (1, 1, 2));
+                let o = m.observe(1, VirtAddr::new(a.as_u64() + K4), K4).unwrap()[0];
+                assert_eq!(o.kind, crate::FrameKind::Zero);
+            }
+            m.check().unwrap();
+        }
+    }
+
+    /// No order-9 block: the 6.15 huge-zero write falls back (counted) to split + copy.
+    #[test]
+    fn huge_zero_write_fallback() {
+        let (mut m, a) = machine(Profile::V6_15, 4 << 20);
+        m.set_thp_size(9, ThpSizeMode::Always).unwrap();
+        m.read(1, a, K4).unwrap();
+        m.write(1, a, K4, 5).unwrap();
+        let s = m.stats();
+        assert_eq!(
+            (s.huge_zero_write, s.anon_fault_fallback[7], s.thp_split_pmd),
+            (0, 1, 1)
+        );
+        m.check().unwrap();
+    }
+
+    /// An OOM in a fault frees the tables it allocated: nothing changes.
+    #[test]
+    fn oom_is_atomic() {
+        let (mut m, a) = machine(Profile::V6_15, 4 << 20);
+        // Fill memory with order-0 pages.
+        let mut n = 0;
+        while m.free_frames() > 0 {
+            match m.write(1, VirtAddr::new(a.as_u64() + n * K4), K4, 1) {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    assert_eq!(e, CowError::OutOfMemory);
+                    break;
+                }
+            }
+        }
+        let b = m.mmap(1, 2 << 20).unwrap();
+        let free = m.free_frames();
+        let t = m.translate(1, b).unwrap();
+        assert_eq!(m.write(1, b, K4, 1), Err(CowError::OutOfMemory));
+        assert_eq!(m.free_frames(), free);
+        assert_eq!(m.translate(1, b).unwrap(), t);
+        m.check().unwrap();
+    }
+
+    /// mTHP order selection: a 128K VMA with 64K and 256K enabled uses 64K folios; a
+    /// zero-page PTE in the block forces order 0.
+    #[test]
+    fn order_selection() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        m.set_thp_size(6, ThpSizeMode::Always).unwrap();
+        let a = m.mmap(1, 128 << 10).unwrap();
+        m.read(1, VirtAddr::new(a.as_u64() + 64 * 1024), K4)
+            .unwrap();
+        m.write(1, a, 128 << 10, 1).unwrap();
+        let o = m.observe(1, a, 128 << 10).unwrap();
+        assert_eq!(o[0].folio_pages, 16);
+        assert_eq!(o[16].folio_pages, 1);
+        assert_eq!(o[17].folio_pages, 1);
+        assert_eq!(m.stats().anon_fault_alloc[2], 1);
+        m.check().unwrap();
+    }
+}

@@ -1,0 +1,474 @@
+//! Folio metadata and the rmap counter updates (mm/rmap.c, include/linux/rmap.h).
+//!
+//! Folios live in the per-frame arrays of [`PhysMem`]; the functions here are the kernel's
+//! counter updates on them, with `CONFIG_PAGE_MAPCOUNT` (per-page mapcounts and
+//! `_nr_pages_mapped` are maintained) and `CONFIG_MM_ID` (two MM-owner slots and the
+//! "maybe mapped shared" bit). Large mapcount, entire mapcount and slot counts are stored
+//! biased by −1 exactly as the kernel stores them (KS §1.2); per-page mapcounts are stored
+//! logically in the 24-bit field of the frame's `info` word.
+
+use crate::physmem::{PhysMem, AE_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO};
+
+/// `ENTIRELY_MAPPED`: the bias `_nr_pages_mapped` carries while a PMD maps the folio.
+pub const ENTIRELY_MAPPED: i32 = 0x80_0000;
+/// `FOLIO_PAGES_MAPPED`: mask of the page count in `_nr_pages_mapped`.
+pub const FOLIO_PAGES_MAPPED: i32 = ENTIRELY_MAPPED - 1;
+/// `MM_ID_DUMMY`: a free slot.
+pub const MM_ID_DUMMY: u32 = 0;
+/// `MM_ID_MASK`.
+const MM_ID_MASK: u64 = 0x7fff_ffff;
+/// `FOLIO_MM_IDS_SHARED_BITNUM`.
+const SHARED_BIT: u64 = 1 << 63;
+
+/// Packs the two `_mm_id_mapcount` slots (biased) into one word.
+#[must_use]
+pub(crate) fn pack_slot_counts(c0: i32, c1: i32) -> u64 {
+    u64::from(c0 as u32) | (u64::from(c1 as u32) << 32)
+}
+
+/// A snapshot of one folio's counters, logical (unbiased), as `FolioRow` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolioInfo {
+    /// Head frame.
+    pub pfn: u64,
+    /// Folio order.
+    pub order: u32,
+    /// `folio_ref_count`.
+    pub refcount: i64,
+    /// Per-page PTE mapcounts (logical).
+    pub page_mapcounts: Vec<u32>,
+    /// `folio_large_mapcount`; for an order-0 folio the page's mapcount.
+    pub large_mapcount: i64,
+    /// `folio_entire_mapcount`.
+    pub entire_mapcount: i64,
+    /// `_nr_pages_mapped & FOLIO_PAGES_MAPPED`.
+    pub nr_pages_mapped: i64,
+    /// MM-ID slots: `(mm id, logical count)`; `(0, 0)` when free.
+    pub mm_ids: [(u32, i64); 2],
+    /// The "maybe mapped shared" bit.
+    pub maybe_mapped_shared: bool,
+    /// `PageAnonExclusive` per page.
+    pub anon_exclusive: Vec<bool>,
+    /// Allocation serial.
+    pub serial: u64,
+}
+
+/// The MM-ID slot state of a large folio (the unpacked `_mm_ids`/`_mm_id_mapcount`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slots {
+    pub ids: [u32; 2],
+    pub counts: [i32; 2],
+    pub shared: bool,
+}
+
+impl PhysMem {
+    /// The head frame of the folio holding `pfn` (`page_folio`): folios are naturally
+    /// aligned buddy blocks, so the head is the frame rounded down to the folio size.
+    #[must_use]
+    pub(crate) fn folio_head(&self, pfn: u32) -> u32 {
+        let order = self.order(pfn);
+        pfn & !((1u32 << order) - 1)
+    }
+
+    /// Whether `pfn` belongs to an anonymous folio (not free, not a table or zero page).
+    #[must_use]
+    pub(crate) fn is_folio(&self, pfn: u32) -> bool {
+        self.state(pfn) == ST_FOLIO
+    }
+
+    /// `PageAnonExclusive`.
+    #[must_use]
+    pub(crate) fn anon_exclusive(&self, pfn: u32) -> bool {
+        self.info[pfn as usize] & AE_BIT != 0
+    }
+
+    /// `SetPageAnonExclusive` / `ClearPageAnonExclusive`.
+    pub(crate) fn set_anon_exclusive(&mut self, pfn: u32, on: bool) {
+        let i = &mut self.info[pfn as usize];
+        if on {
+            *i |= AE_BIT;
+        } else {
+            *i &= !AE_BIT;
+        }
+    }
+
+    /// The logical PTE mapcount of one page (`page->_mapcount + 1`).
+    #[must_use]
+    pub(crate) fn page_mapcount(&self, pfn: u32) -> u32 {
+        self.info[pfn as usize] >> MAPCOUNT_SHIFT
+    }
+
+    fn page_mapcount_inc(&mut self, pfn: u32) -> bool {
+        let i = &mut self.info[pfn as usize];
+        let c = *i >> MAPCOUNT_SHIFT;
+        debug_assert!(c < MAPCOUNT_MAX);
+        *i = (*i & ((1 << MAPCOUNT_SHIFT) - 1)) | ((c + 1) << MAPCOUNT_SHIFT);
+        c == 0
+    }
+
+    fn page_mapcount_dec(&mut self, pfn: u32) -> bool {
+        let i = &mut self.info[pfn as usize];
+        let c = *i >> MAPCOUNT_SHIFT;
+        debug_assert!(c > 0);
+        let n = c.saturating_sub(1);
+        *i = (*i & ((1 << MAPCOUNT_SHIFT) - 1)) | (n << MAPCOUNT_SHIFT);
+        n == 0
+    }
+
+    /// `folio_ref_count`.
+    #[must_use]
+    pub(crate) fn refcount(&self, head: u32) -> i32 {
+        self.count[head as usize]
+    }
+
+    /// `folio_ref_add` (negative to subtract); returns the new count.
+    pub(crate) fn ref_add(&mut self, head: u32, n: i32) -> i32 {
+        let c = &mut self.count[head as usize];
+        *c += n;
+        *c
+    }
+
+    /// `folio_test_large`.
+    #[must_use]
+    pub(crate) fn is_large(&self, head: u32) -> bool {
+        self.order(head) > 0
+    }
+
+    /// Raw (biased) `_large_mapcount`.
+    #[must_use]
+    pub(crate) fn large_mapcount_raw(&self, head: u32) -> i32 {
+        self.count[head as usize + 1]
+    }
+
+    /// `folio_mapcount`: logical large mapcount, or the page's mapcount for order 0.
+    #[must_use]
+    pub(crate) fn folio_mapcount(&self, head: u32) -> i32 {
+        if self.is_large(head) {
+            self.large_mapcount_raw(head) + 1
+        } else {
+            self.page_mapcount(head) as i32
+        }
+    }
+
+    /// `folio_entire_mapcount` (0 for order 0).
+    #[must_use]
+    pub(crate) fn entire_mapcount(&self, head: u32) -> i32 {
+        if self.is_large(head) {
+            self.count[head as usize + 2] + 1
+        } else {
+            0
+        }
+    }
+
+    /// Raw `_nr_pages_mapped` (with the `ENTIRELY_MAPPED` bias).
+    #[must_use]
+    pub(crate) fn nr_pages_mapped_raw(&self, head: u32) -> i32 {
+        if self.is_large(head) {
+            self.count[head as usize + 3]
+        } else {
+            0
+        }
+    }
+
+    /// The MM-ID slots of a large folio.
+    #[must_use]
+    pub(crate) fn slots(&self, head: u32) -> Slots {
+        let ids = self.word[head as usize + 1];
+        let counts = self.word[head as usize + 2];
+        Slots {
+            ids: [(ids & MM_ID_MASK) as u32, ((ids >> 32) & MM_ID_MASK) as u32],
+            counts: [counts as u32 as i32, (counts >> 32) as u32 as i32],
+            shared: ids & SHARED_BIT != 0,
+        }
+    }
+
+    fn set_slots(&mut self, head: u32, s: Slots) {
+        let ids = u64::from(s.ids[0]) | (u64::from(s.ids[1]) << 32);
+        self.word[head as usize + 1] = if s.shared { ids | SHARED_BIT } else { ids };
+        self.word[head as usize + 2] = pack_slot_counts(s.counts[0], s.counts[1]);
+    }
+
+    /// The allocation serial of the folio.
+    #[must_use]
+    pub(crate) fn serial(&self, head: u32) -> u64 {
+        self.word[head as usize]
+    }
+
+    /// `folio_maybe_mapped_shared` (6.15): small → mapcount > 1; large → mapcount > 1 and
+    /// the shared bit.
+    #[must_use]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn maybe_mapped_shared(&self, head: u32) -> bool {
+        let mc = self.folio_mapcount(head);
+        if !self.is_large(head) || mc <= 1 {
+            return mc > 1;
+        }
+        self.slots(head).shared
+    }
+
+    /// `folio_set_large_mapcount(folio, n, vma)` (rmap.h): only for a brand-new folio.
+    fn set_large_mapcount(&mut self, head: u32, n: i32, mm_id: u32) {
+        self.count[head as usize + 1] = n - 1;
+        let mut s = self.slots(head);
+        s.ids[0] = mm_id;
+        s.counts[0] = n - 1;
+        self.set_slots(head, s);
+    }
+
+    /// `folio_add_large_mapcount(folio, diff, vma)` (6.15, KS §1.5).
+    pub(crate) fn add_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
+        let new = self.count[head as usize + 1] + diff;
+        self.count[head as usize + 1] = new;
+        let mut s = self.slots(head);
+        if s.ids[0] == mm_id {
+            s.counts[0] += diff;
+        } else if s.ids[1] == mm_id {
+            s.counts[1] += diff;
+        } else if s.ids[0] == MM_ID_DUMMY {
+            s.ids[0] = mm_id;
+            s.counts[0] = diff - 1;
+            if new != diff - 1 {
+                s.shared = true;
+            }
+        } else if s.ids[1] == MM_ID_DUMMY {
+            s.ids[1] = mm_id;
+            s.counts[1] = diff - 1;
+            s.shared = true;
+        }
+        self.set_slots(head, s);
+    }
+
+    /// `folio_sub_large_mapcount(folio, diff, vma)` (6.15, KS §1.5).
+    pub(crate) fn sub_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
+        let new = self.count[head as usize + 1] - diff;
+        self.count[head as usize + 1] = new;
+        let mut s = self.slots(head);
+        for i in 0..2 {
+            if s.ids[i] == mm_id {
+                s.counts[i] -= diff;
+                if s.counts[i] >= 0 {
+                    self.set_slots(head, s);
+                    return;
+                }
+                s.counts[i] = -1;
+                s.ids[i] = MM_ID_DUMMY;
+                break;
+            }
+        }
+        if s.counts[0] == new || s.counts[1] == new {
+            s.shared = false;
+        }
+        self.set_slots(head, s);
+    }
+
+    /// `folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)`: the first mapping of a
+    /// new folio. Order 9 is assumed PMD-mapped (entire 1, large 1, AE on the head only);
+    /// smaller orders are PTE-mapped in full. Does not touch the refcount.
+    pub(crate) fn add_new_anon_rmap(&mut self, head: u32, mm_id: u32) {
+        let order = self.order(head);
+        if order == 0 {
+            self.page_mapcount_inc(head);
+            self.set_anon_exclusive(head, true);
+        } else if order < crate::addr::PMD_ORDER {
+            let nr = 1u32 << order;
+            for p in head..head + nr {
+                self.page_mapcount_inc(p);
+                self.set_anon_exclusive(p, true);
+            }
+            self.set_large_mapcount(head, nr as i32, mm_id);
+            self.count[head as usize + 3] = nr as i32;
+        } else {
+            self.count[head as usize + 2] = 0;
+            self.set_large_mapcount(head, 1, mm_id);
+            self.count[head as usize + 3] = ENTIRELY_MAPPED;
+            self.set_anon_exclusive(head, true);
+        }
+    }
+
+    /// `folio_add_anon_rmap_ptes(folio, page, nr, vma, addr, flags)` (PTE level): per-page
+    /// mapcounts, `_nr_pages_mapped`, then the large mapcount; AE on the nr pages if
+    /// `exclusive`.
+    pub(crate) fn add_anon_rmap_ptes(
+        &mut self,
+        head: u32,
+        first: u32,
+        nr: u32,
+        mm_id: u32,
+        exclusive: bool,
+    ) {
+        if self.is_large(head) {
+            let mut newly = 0;
+            for p in first..first + nr {
+                if self.page_mapcount_inc(p) {
+                    newly += 1;
+                }
+            }
+            self.count[head as usize + 3] += newly;
+            self.add_large_mapcount(head, nr as i32, mm_id);
+        } else {
+            self.page_mapcount_inc(head);
+        }
+        if exclusive {
+            for p in first..first + nr {
+                self.set_anon_exclusive(p, true);
+            }
+        }
+    }
+
+    /// `folio_remove_rmap_ptes(folio, page, nr, vma)`: large mapcount first, then the
+    /// per-page mapcounts and `_nr_pages_mapped`. Never touches the refcount.
+    pub(crate) fn remove_rmap_ptes(&mut self, head: u32, first: u32, nr: u32, mm_id: u32) {
+        if self.is_large(head) {
+            self.sub_large_mapcount(head, nr as i32, mm_id);
+            let mut last = 0;
+            for p in first..first + nr {
+                if self.page_mapcount_dec(p) {
+                    last += 1;
+                }
+            }
+            self.count[head as usize + 3] -= last;
+        } else {
+            self.page_mapcount_dec(head);
+        }
+    }
+
+    /// `folio_remove_rmap_pmd(folio, page, vma)`.
+    pub(crate) fn remove_rmap_pmd(&mut self, head: u32, mm_id: u32) {
+        self.sub_large_mapcount(head, 1, mm_id);
+        let e = &mut self.count[head as usize + 2];
+        *e -= 1;
+        if *e == -1 {
+            self.count[head as usize + 3] -= ENTIRELY_MAPPED;
+        }
+    }
+
+    /// `folio_try_dup_anon_rmap_ptes(folio, page, nr, dst_vma)` without pins: clear AE on
+    /// the pages, per-page mapcounts +1, then the large mapcount with the **child's** mm id.
+    pub(crate) fn dup_anon_rmap_ptes(&mut self, head: u32, first: u32, nr: u32, child: u32) {
+        for p in first..first + nr {
+            self.set_anon_exclusive(p, false);
+            self.page_mapcount_inc(p);
+        }
+        if self.is_large(head) {
+            self.add_large_mapcount(head, nr as i32, child);
+        }
+    }
+
+    /// `folio_try_dup_anon_rmap_pmd(folio, page, dst_vma)` without pins: clear AE on the
+    /// head, entire +1, large +1 with the child's mm id.
+    pub(crate) fn dup_anon_rmap_pmd(&mut self, head: u32, child: u32) {
+        self.set_anon_exclusive(head, false);
+        self.count[head as usize + 2] += 1;
+        self.add_large_mapcount(head, 1, child);
+    }
+
+    /// Snapshot of a folio's counters (the `FolioRow` of the protocol).
+    #[must_use]
+    pub(crate) fn folio_info(&self, head: u32) -> FolioInfo {
+        let order = self.order(head);
+        let nr = 1u32 << order;
+        let large = self.is_large(head);
+        let s = if large {
+            self.slots(head)
+        } else {
+            Slots {
+                ids: [0, 0],
+                counts: [-1, -1],
+                shared: false,
+            }
+        };
+        FolioInfo {
+            pfn: u64::from(head),
+            order,
+            refcount: i64::from(self.refcount(head)),
+            page_mapcounts: (head..head + nr).map(|p| self.page_mapcount(p)).collect(),
+            large_mapcount: i64::from(self.folio_mapcount(head)),
+            entire_mapcount: i64::from(self.entire_mapcount(head)),
+            nr_pages_mapped: i64::from(self.nr_pages_mapped_raw(head) & FOLIO_PAGES_MAPPED),
+            mm_ids: [
+                (s.ids[0], i64::from(s.counts[0]) + 1),
+                (s.ids[1], i64::from(s.counts[1]) + 1),
+            ],
+            maybe_mapped_shared: s.shared,
+            anon_exclusive: (head..head + nr).map(|p| self.anon_exclusive(p)).collect(),
+            serial: self.serial(head),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem_with_folio(order: u32) -> (PhysMem, u32) {
+        let mut m = PhysMem::new(2048);
+        let h = m.alloc_folio(order, 1).unwrap();
+        (m, h)
+    }
+
+    /// KS Appendix A, steps 1–4b (64 KiB mTHP, `PAGE_MAPCOUNT`).
+    #[test]
+    fn appendix_a_slots() {
+        let (mut m, h) = mem_with_folio(4);
+        m.ref_add(h, 15);
+        m.add_new_anon_rmap(h, 1);
+        let s = m.slots(h);
+        assert_eq!((s.ids, s.counts, s.shared), ([1, 0], [15, -1], false));
+        assert_eq!(m.folio_mapcount(h), 16);
+        // fork: child mm 2 dups the 16 PTEs in one batch.
+        m.ref_add(h, 16);
+        m.dup_anon_rmap_ptes(h, h, 16, 2);
+        let s = m.slots(h);
+        assert_eq!((s.ids, s.counts, s.shared), ([1, 2], [15, 15], true));
+        assert!(!m.anon_exclusive(h + 3));
+        assert_eq!(m.page_mapcount(h + 3), 2);
+        // child exits: its slot frees, slot0 owns all 16 → shared clears.
+        m.remove_rmap_ptes(h, h, 16, 2);
+        m.ref_add(h, -16);
+        let s = m.slots(h);
+        assert_eq!((s.ids, s.counts, s.shared), ([1, 0], [15, -1], false));
+        assert_eq!(m.folio_mapcount(h), m.refcount(h));
+        assert_eq!(m.nr_pages_mapped_raw(h), 16);
+    }
+
+    /// Three MMs: the untracked one leaves a stale shared bit (KS §1.5 consequences).
+    #[test]
+    fn untracked_mm_keeps_shared() {
+        let (mut m, h) = mem_with_folio(2);
+        m.add_new_anon_rmap(h, 1);
+        m.dup_anon_rmap_ptes(h, h, 4, 2);
+        m.dup_anon_rmap_ptes(h, h, 4, 3); // untracked
+        let s = m.slots(h);
+        assert_eq!((s.ids, s.shared), ([1, 2], true));
+        m.remove_rmap_ptes(h, h, 4, 1);
+        m.remove_rmap_ptes(h, h, 4, 2);
+        // Only mm 3 maps it now, untracked: both slots −1, large 3 (biased) → no clear.
+        let s = m.slots(h);
+        assert_eq!((s.ids, s.counts, s.shared), ([0, 0], [-1, -1], true));
+        assert!(m.maybe_mapped_shared(h));
+        m.remove_rmap_ptes(h, h, 3, 3);
+        assert!(!m.maybe_mapped_shared(h)); // mapcount 1
+        m.remove_rmap_ptes(h, h + 3, 1, 3);
+        assert!(!m.slots(h).shared);
+        assert_eq!(m.folio_mapcount(h), 0);
+    }
+
+    #[test]
+    fn pmd_rmap() {
+        let (mut m, h) = mem_with_folio(9);
+        m.add_new_anon_rmap(h, 1);
+        assert_eq!(m.entire_mapcount(h), 1);
+        assert_eq!(m.nr_pages_mapped_raw(h), ENTIRELY_MAPPED);
+        m.dup_anon_rmap_pmd(h, 2);
+        assert_eq!(m.folio_mapcount(h), 2);
+        assert!(m.slots(h).shared);
+        m.remove_rmap_pmd(h, 2);
+        assert!(!m.slots(h).shared);
+        m.remove_rmap_pmd(h, 1);
+        assert_eq!(m.nr_pages_mapped_raw(h), 0);
+        assert_eq!(m.entire_mapcount(h), 0);
+        let info = m.folio_info(h);
+        assert_eq!(info.mm_ids, [(0, 0), (0, 0)]);
+        assert_eq!(info.large_mapcount, 0);
+    }
+}

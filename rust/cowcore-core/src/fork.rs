@@ -1,0 +1,302 @@
+//! Fork: `dup_mmap` and `copy_page_range` (KS §3).
+//!
+//! The child gets a fresh mm (lowest free mm id, next pid) and a copy of the parent's VMAs
+//! in address order, minus `VM_DONTCOPY` ones; `VM_WIPEONFORK` VMAs are copied without page
+//! tables. Page tables are copied on demand, top-down, in address order; present PTEs of
+//! one large folio are copied in `folio_pte_batch` batches; writable COW entries are
+//! write-protected in both processes; the child's entries are old. Before anything
+//! changes, the page-table frames the child needs are counted and the fork fails as a
+//! whole if they are not free (DESIGN.md "Errors").
+
+use std::collections::BTreeSet;
+
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR};
+use crate::error::CowError;
+use crate::machine::Machine;
+use crate::mm::{Mm, VmFlags, Vma};
+use crate::paging::entry::PageTableEntry;
+use crate::paging::table::{Level, Paging};
+
+impl Machine {
+    /// Forks a process; returns the child's pid.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`]; [`CowError::OutOfMemory`] if the child's page tables
+    /// do not fit (nothing is changed then).
+    pub fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
+        let parent = self.mm(pid)?.clone();
+        let copied: Vec<_> = parent
+            .vmas
+            .iter()
+            .filter(|v| !v.flags.contains(VmFlags::DONTCOPY))
+            .map(|v| Vma {
+                anon_vma: v.anon_vma && !v.flags.contains(VmFlags::WIPEONFORK),
+                ..*v
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut need = 1u64; // the child's PGD
+                             // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
+        for v in copied.iter().filter(|v| v.anon_vma) {
+            need += self.count_copy(0, parent.pgd, v.start.as_u64(), v.end.as_u64(), &mut seen);
+        }
+        if self.mem.nr_free() < need {
+            return Err(CowError::OutOfMemory);
+        }
+        let child_pid = self.procs.len() as u32 + 1;
+        let mm_id = self.lowest_free_mm_id();
+        let pgd = self.alloc_table()?;
+        self.used_mm_ids.insert(mm_id);
+        self.procs.push(Some(Mm {
+            pid: child_pid,
+            mm_id,
+            pgd,
+            vmas: copied.clone(),
+            cursor: parent.cursor,
+            rss_anon: 0,
+        }));
+        let mut rss = 0;
+        // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
+        for v in copied.iter().filter(|v| v.anon_vma) {
+            rss += self.copy_level(0, parent.pgd, pgd, v.start.as_u64(), v.end.as_u64(), mm_id)?;
+        }
+        self.mm_mut(child_pid)?.rss_anon = rss;
+        Ok(child_pid)
+    }
+
+    /// Counts the child tables (and PMD deposits) that copying `[s, e)` below the parent
+    /// table `src` at `depth` allocates; `seen` holds the child tables already counted.
+    fn count_copy(
+        &self,
+        depth: usize,
+        src: u32,
+        s: u64,
+        e: u64,
+        seen: &mut BTreeSet<(usize, u64)>,
+    ) -> u64 {
+        let (level, shift) = self.paging.table_levels()[depth];
+        let span = 1u64 << shift;
+        let mut n = 0;
+        let mut a = s;
+        while a < e {
+            let base = a & !(span - 1);
+            let next = (base + span).min(e);
+            let ent = self.entry(src, Paging::index(VirtAddr::new(a), shift));
+            if !ent.is_none() {
+                if level == Level::Pmd && ent.is_huge() {
+                    n += 1; // deposit table
+                } else {
+                    if seen.insert((depth, base)) {
+                        n += 1;
+                    }
+                    if level != Level::Pmd {
+                        let child = ent.pfn().as_u64() as u32;
+                        n += self.count_copy(depth + 1, child, a, next, seen);
+                    }
+                }
+            }
+            a = next;
+        }
+        n
+    }
+
+    /// Returns the child table under entry `idx` of `dst`, allocating it if none.
+    fn child_table(&mut self, dst: u32, idx: usize) -> Result<u32, CowError> {
+        let e = self.entry(dst, idx);
+        if e.is_none() {
+            let t = self.alloc_table()?;
+            self.set_entry(dst, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+            Ok(t)
+        } else {
+            Ok(e.pfn().as_u64() as u32)
+        }
+    }
+
+    /// `copy_p4d_range`/`copy_pud_range`/`copy_pmd_range`: copies `[s, e)` from the parent
+    /// table `src` to the child table `dst` at `depth`. Returns the child's new anon pages.
+    fn copy_level(
+        &mut self,
+        depth: usize,
+        src: u32,
+        dst: u32,
+        s: u64,
+        e: u64,
+        child_id: u32,
+    ) -> Result<u64, CowError> {
+        let (level, shift) = self.paging.table_levels()[depth];
+        let span = 1u64 << shift;
+        let mut rss = 0;
+        let mut a = s;
+        while a < e {
+            let next = ((a & !(span - 1)) + span).min(e);
+            let idx = Paging::index(VirtAddr::new(a), shift);
+            let ent = self.entry(src, idx);
+            if !ent.is_none() {
+                if level == Level::Pmd {
+                    if ent.is_huge() {
+                        rss += self.copy_huge_pmd(src, dst, idx, child_id)?;
+                    } else {
+                        let child = self.child_table(dst, idx)?;
+                        rss += self.copy_pte_range(
+                            ent.pfn().as_u64() as u32,
+                            child,
+                            a,
+                            next,
+                            child_id,
+                        );
+                    }
+                } else {
+                    let child = self.child_table(dst, idx)?;
+                    rss += self.copy_level(
+                        depth + 1,
+                        ent.pfn().as_u64() as u32,
+                        child,
+                        a,
+                        next,
+                        child_id,
+                    )?;
+                }
+            }
+            a = next;
+        }
+        Ok(rss)
+    }
+
+    /// `copy_huge_pmd` (KS §3.2), without pins.
+    fn copy_huge_pmd(
+        &mut self,
+        src: u32,
+        dst: u32,
+        idx: usize,
+        child_id: u32,
+    ) -> Result<u64, CowError> {
+        let t = self.alloc_table()?;
+        let ent = self.entry(src, idx);
+        let mut rss = 0;
+        if !ent.is_special() {
+            let h = ent.pfn().as_u64() as u32;
+            self.mem.ref_add(h, 1);
+            self.mem.dup_anon_rmap_pmd(h, child_id);
+            rss = PMD_NR;
+        }
+        self.set_entry(src, idx, ent.wrprotect());
+        self.set_entry(dst, idx, ent.wrprotect().mkold());
+        self.deposits.insert(Self::deposit_key(dst, idx), t);
+        Ok(rss)
+    }
+
+    /// `copy_pte_range` → `copy_present_ptes` (KS §3.3), without pins or swap entries.
+    fn copy_pte_range(&mut self, src: u32, dst: u32, a: u64, e: u64, child_id: u32) -> u64 {
+        let mut i = Paging::index(VirtAddr::new(a), 12);
+        let end_i = i + ((e - a) / PAGE_SIZE) as usize;
+        let mut rss = 0;
+        while i < end_i {
+            let pte = self.entry(src, i);
+            if pte.is_none() {
+                i += 1;
+                continue;
+            }
+            if pte.is_special() {
+                // vm_normal_page() == NULL: copy the entry (never writable).
+                self.set_entry(dst, i, pte.mkold());
+                i += 1;
+                continue;
+            }
+            let p = pte.pfn().as_u64() as u32;
+            let h = self.mem.folio_head(p);
+            let nr = if self.mem.is_large(h) && end_i - i > 1 {
+                self.pte_batch(src, i, end_i, pte, h, false)
+            } else {
+                1
+            };
+            let any_writable = (i..i + nr).any(|j| self.entry(src, j).is_writable());
+            self.mem.ref_add(h, nr as i32);
+            self.mem.dup_anon_rmap_ptes(h, p, nr as u32, child_id);
+            rss += nr as u64;
+            let mut v = pte;
+            if any_writable {
+                v = v.mkwrite();
+                for j in i..i + nr {
+                    let s = self.entry(src, j);
+                    self.set_entry(src, j, s.wrprotect());
+                }
+                v = v.wrprotect();
+            }
+            v = v.mkold();
+            for j in 0..nr {
+                self.set_entry(dst, i + j, v.with_pfn(Pfn::new(u64::from(p) + j as u64)));
+            }
+            i += nr;
+        }
+        rss
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Advice, CowError, Machine, Profile, ThpSizeMode, VirtAddr};
+
+    const K4: u64 = 4096;
+
+    #[test]
+    fn fork_oom_changes_nothing() {
+        let mut m = Machine::new(4 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        let mut n = 0;
+        while m.free_frames() > 2 {
+            m.write(1, VirtAddr::new(a.as_u64() + n * K4), K4, 1)
+                .unwrap();
+            n += 1;
+        }
+        let free = m.free_frames();
+        assert_eq!(m.fork(1), Err(CowError::OutOfMemory));
+        assert_eq!(m.free_frames(), free);
+        assert_eq!(m.pids(), vec![1]);
+        m.check().unwrap();
+    }
+
+    #[test]
+    fn batch_dup_and_flags() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        m.set_thp_size(3, ThpSizeMode::Always).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        m.write(1, a, 8 * K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        m.write(1, a, K4, 2).unwrap(); // reuse: PTE 0 writable again, others R/O
+        let c2 = m.fork(1).unwrap();
+        let head = m.translate(1, a).unwrap().pfn.unwrap();
+        let f = m.folio(head).unwrap();
+        assert_eq!(f.mm_ids, [(1, 8), (2, 8)]); // mm id 2 is reused
+        assert_eq!(m.mm_id(c2).unwrap(), 2);
+        assert!(f.anon_exclusive.iter().all(|x| !x));
+        let t = m.translate(c2, a).unwrap();
+        let leaf = t.steps.last().unwrap().entry;
+        assert!(!leaf.is_writable() && !leaf.is_young() && leaf.is_dirty());
+        m.check().unwrap();
+    }
+
+    #[test]
+    fn dontfork_wipeonfork_and_zero_only_vmas() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 4 * K4).unwrap();
+        let z = m.mmap(1, 4 * K4).unwrap();
+        m.write(1, a, 4 * K4, 5).unwrap();
+        m.read(1, z, 4 * K4).unwrap(); // zero page only: no anon_vma, not copied
+        m.madvise(1, a, K4, Advice::WipeOnFork).unwrap();
+        m.madvise(1, VirtAddr::new(a.as_u64() + K4), K4, Advice::DontFork)
+            .unwrap();
+        let c = m.fork(1).unwrap();
+        let o = m.observe(c, a, K4).unwrap();
+        assert!(!o[0].present);
+        assert!(m.observe(c, VirtAddr::new(a.as_u64() + K4), K4).is_ok());
+        assert_eq!(m.vmas(c).unwrap().len(), 3);
+        assert!(
+            m.observe(c, VirtAddr::new(a.as_u64() + 2 * K4), 2 * K4)
+                .unwrap()[0]
+                .present
+        );
+        assert!(!m.observe(c, z, K4).unwrap()[0].present);
+        m.check().unwrap();
+    }
+}

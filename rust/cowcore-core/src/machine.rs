@@ -1,0 +1,705 @@
+//! The simulated machine: physical memory, processes and the public API.
+//!
+//! [`Machine`] is what the Python binding wraps: every method takes pids and plain values
+//! and returns plain Rust structs that map 1:1 onto the `Backend` protocol of
+//! `python/cowcore/protocol.py` (`ObservationRow`, `TranslationRow`, `FolioRow`, the stats
+//! dict). Every failing call leaves the machine as it was (DESIGN.md "Errors"), except that
+//! an out-of-memory error in a multi-page `read`/`write` keeps the pages already done.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
+use crate::error::{CowError, SegvReason};
+use crate::folio::FolioInfo;
+use crate::mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
+use crate::paging::entry::PageTableEntry;
+use crate::paging::table::{Level, Paging};
+use crate::paging::walk::{self, Translation};
+use crate::physmem::{PhysMem, ST_FOLIO, ST_ZERO};
+use crate::policy::{Policy, Profile, ThpMode, ThpSizeMode};
+use crate::stats::Stats;
+
+/// Lowest user address (`mmap_min_addr` is at least one page).
+pub const USER_START: u64 = 0x1000;
+/// The largest simulated RAM: 256 GiB (2^26 frames). Bounding it keeps every per-page
+/// mapcount within its 24-bit field (each mm that maps a page needs at least 4 table frames).
+pub const MAX_MEMORY: u64 = 256 << 30;
+/// Where the top-down `mmap` cursor starts (DESIGN.md "Addresses").
+pub const MMAP_BASE: u64 = 0x7f00_0000_0000;
+
+/// What kind of frame an observed page is (`FRAME_*` of the protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// Not present (`FRAME_NONE` = 0).
+    None = 0,
+    /// A frame of an anonymous folio (`FRAME_NORMAL` = 1).
+    Normal = 1,
+    /// The shared zero page (`FRAME_ZERO` = 2).
+    Zero = 2,
+    /// The huge zero folio (`FRAME_HUGE_ZERO` = 3).
+    HugeZero = 3,
+}
+
+/// One page of an `observe` (the protocol's `ObservationRow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// The page is mapped (a present or `PROT_NONE` entry).
+    pub present: bool,
+    /// The kind of frame.
+    pub kind: FrameKind,
+    /// The 4 KiB frame (0 when not present).
+    pub pfn: u64,
+    /// Allocation serial of the folio (0 for the zero pages and absent pages).
+    pub serial: u64,
+    /// Pages in the folio (1 for the zero page, 512 for the huge zero page).
+    pub folio_pages: u64,
+    /// `/proc/kpagecount`: own PTE mapcount plus the folio's entire mapcount.
+    pub mapcount: u64,
+    /// pagemap's `PM_MMAP_EXCLUSIVE`.
+    pub exclusive: bool,
+    /// The 64-bit value at the first byte of the page.
+    pub content: u64,
+}
+
+impl Observation {
+    const ABSENT: Self = Self {
+        present: false,
+        kind: FrameKind::None,
+        pfn: 0,
+        serial: 0,
+        folio_pages: 0,
+        mapcount: 0,
+        exclusive: false,
+        content: 0,
+    };
+}
+
+/// The simulated machine (one physical memory, many processes).
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub(crate) paging: Paging,
+    pub(crate) profile: Profile,
+    pub(crate) mem: PhysMem,
+    pub(crate) policy: Policy,
+    pub(crate) stats: Stats,
+    /// Processes by pid − 1 (`None` once exited).
+    pub(crate) procs: Vec<Option<Mm>>,
+    pub(crate) used_mm_ids: BTreeSet<u32>,
+    pub(crate) serial: u64,
+    /// Deposited PTE tables by PMD entry: key `(pmd table frame << 9) | index`.
+    pub(crate) deposits: BTreeMap<u64, u32>,
+    /// The `mmu_gather`: `(folio head, references)` to drop at the end of a zap.
+    pub(crate) gather: Vec<(u32, u32)>,
+    pub(crate) zero_pfn: u32,
+    pub(crate) huge_zero_pfn: u32,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Machine>();
+};
+
+/// Where the walk to a PMD entry stopped.
+pub(crate) enum PmdLoc {
+    /// The PMD table frame and the index of the entry.
+    Found(u32, usize),
+    /// An upper entry is none; nothing is mapped below `addr` up to this address.
+    Hole(u64),
+}
+
+impl Machine {
+    /// A machine with `memory` bytes of RAM, 4- or 5-level paging and a kernel profile.
+    /// Allocates the zero page (frame 0), the huge zero folio (order 9) and the first
+    /// process's PGD, in that order (DESIGN.md "Physical memory").
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] if `memory` is not a multiple of 2 MiB, is below 4 MiB
+    /// or above [`MAX_MEMORY`], or `levels` is not 4 or 5.
+    pub fn new(memory: u64, levels: u8, profile: Profile) -> Result<Self, CowError> {
+        let paging = Paging::new(levels)
+            .ok_or_else(|| CowError::InvalidArgument(format!("levels must be 4 or 5: {levels}")))?;
+        if memory % PMD_SIZE != 0 || !(2 * PMD_SIZE..=MAX_MEMORY).contains(&memory) {
+            return Err(CowError::InvalidArgument(format!(
+                "memory must be a multiple of 2M, at least 4M and at most 256G: {memory}"
+            )));
+        }
+        let mut mem = PhysMem::new((memory / PAGE_SIZE) as u32);
+        let zero = mem.alloc_block(0).ok_or(CowError::OutOfMemory)?;
+        mem.mark_zero(zero, 0);
+        let hz = mem.alloc_block(9).ok_or(CowError::OutOfMemory)?;
+        mem.mark_zero(hz, 9);
+        let pgd = mem.alloc_table().ok_or(CowError::OutOfMemory)?;
+        let init = Mm {
+            pid: 1,
+            mm_id: 1,
+            pgd,
+            vmas: Vec::new(),
+            cursor: MMAP_BASE,
+            rss_anon: 0,
+        };
+        Ok(Self {
+            paging,
+            profile,
+            mem,
+            policy: Policy::new(profile),
+            stats: Stats::default(),
+            procs: vec![Some(init)],
+            used_mm_ids: BTreeSet::from([1]),
+            serial: 0,
+            deposits: BTreeMap::new(),
+            gather: Vec::new(),
+            zero_pfn: zero,
+            huge_zero_pfn: hz,
+        })
+    }
+
+    // -- properties ----------------------------------------------------------------------
+
+    /// The kernel profile.
+    #[must_use]
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// 4 or 5.
+    #[must_use]
+    pub fn levels(&self) -> u8 {
+        self.paging.levels()
+    }
+
+    /// Total frames.
+    #[must_use]
+    pub fn total_frames(&self) -> u64 {
+        u64::from(self.mem.nr_frames())
+    }
+
+    /// Free frames.
+    #[must_use]
+    pub fn free_frames(&self) -> u64 {
+        self.mem.nr_free()
+    }
+
+    /// Read access to physical memory (for tests and benchmarks).
+    #[must_use]
+    pub fn physmem(&self) -> &PhysMem {
+        &self.mem
+    }
+
+    // -- policy --------------------------------------------------------------------------
+
+    /// `transparent_hugepage/enabled`.
+    #[must_use]
+    pub fn thp_enabled(&self) -> ThpMode {
+        self.policy.enabled
+    }
+
+    /// Sets `transparent_hugepage/enabled`.
+    pub fn set_thp_enabled(&mut self, mode: ThpMode) {
+        self.policy.enabled = mode;
+    }
+
+    /// `hugepages-<size>/enabled` of an order in 2..=9.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an order outside 2..=9.
+    pub fn thp_size(&self, order: u32) -> Result<ThpSizeMode, CowError> {
+        check_order(order)?;
+        Ok(self.policy.size_mode(order))
+    }
+
+    /// Sets `hugepages-<size>/enabled` of an order in 2..=9.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an order outside 2..=9.
+    pub fn set_thp_size(&mut self, order: u32, mode: ThpSizeMode) -> Result<(), CowError> {
+        check_order(order)?;
+        self.policy.sizes[(order - 2) as usize] = mode;
+        Ok(())
+    }
+
+    /// `transparent_hugepage/use_zero_page`.
+    #[must_use]
+    pub fn use_zero_page(&self) -> bool {
+        self.policy.use_zero_page
+    }
+
+    /// Sets `transparent_hugepage/use_zero_page`.
+    pub fn set_use_zero_page(&mut self, on: bool) {
+        self.policy.use_zero_page = on;
+    }
+
+    /// A policy toggle by name (`cow_reuse_pte_mapped_thp`).
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown name.
+    pub fn policy(&self, name: &str) -> Result<bool, CowError> {
+        self.policy.get(name)
+    }
+
+    /// Sets a policy toggle by name.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown name.
+    pub fn set_policy(&mut self, name: &str, value: bool) -> Result<(), CowError> {
+        self.policy.set(name, value)
+    }
+
+    // -- processes -----------------------------------------------------------------------
+
+    /// The pid of the first process (1).
+    #[must_use]
+    pub fn init_pid(&self) -> u32 {
+        1
+    }
+
+    /// Live pids, ascending.
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().flatten().map(|m| m.pid).collect()
+    }
+
+    /// The mm id of a process.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`].
+    pub fn mm_id(&self, pid: u32) -> Result<u32, CowError> {
+        Ok(self.mm(pid)?.mm_id)
+    }
+
+    /// A live process's address space.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`].
+    pub fn mm(&self, pid: u32) -> Result<&Mm, CowError> {
+        pid.checked_sub(1)
+            .and_then(|i| self.procs.get(i as usize))
+            .and_then(Option::as_ref)
+            .ok_or(CowError::NoSuchProcess(pid))
+    }
+
+    pub(crate) fn mm_mut(&mut self, pid: u32) -> Result<&mut Mm, CowError> {
+        pid.checked_sub(1)
+            .and_then(|i| self.procs.get_mut(i as usize))
+            .and_then(Option::as_mut)
+            .ok_or(CowError::NoSuchProcess(pid))
+    }
+
+    /// A new private anonymous read/write mapping of `length` bytes, placed top-down below
+    /// the process's cursor with a 2 MiB guard gap (DESIGN.md "Addresses"). Allocates
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`]; [`CowError::InvalidArgument`] for a length that is zero
+    /// or not a multiple of 4 KiB; [`CowError::InvalidAddress`] when there is no room.
+    pub fn mmap(&mut self, pid: u32, length: u64) -> Result<VirtAddr, CowError> {
+        let mm = self.mm_mut(pid)?;
+        if length == 0 || length % PAGE_SIZE != 0 {
+            return Err(CowError::InvalidArgument(format!("bad length {length}")));
+        }
+        let start = mm
+            .cursor
+            .checked_sub(length)
+            .map(|s| s & !(PMD_SIZE - 1))
+            .filter(|&s| s >= USER_START)
+            .ok_or_else(|| CowError::InvalidAddress("no room for the mapping".into()))?;
+        let vma = Vma {
+            start: VirtAddr::new(start),
+            end: VirtAddr::new(start + length),
+            flags: VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
+            anon_vma: false,
+        };
+        let i = mm.vmas.partition_point(|v| v.start < vma.start);
+        mm.vmas.insert(i, vma);
+        mm.cursor = start.saturating_sub(PMD_SIZE);
+        Ok(vma.start)
+    }
+
+    /// Checks `[addr, addr+length)`: page-aligned, non-empty, inside user space.
+    pub(crate) fn check_range(
+        &self,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<(VirtAddr, VirtAddr), CowError> {
+        if length == 0 || length % PAGE_SIZE != 0 {
+            return Err(CowError::InvalidArgument(format!("bad length {length}")));
+        }
+        if !addr.is_aligned(PAGE_SIZE) {
+            return Err(CowError::InvalidArgument(format!(
+                "address {addr} not 4K-aligned"
+            )));
+        }
+        let end = addr
+            .checked_add(length)
+            .filter(|e| addr.as_u64() >= USER_START && e.as_u64() <= self.paging.user_end())
+            .ok_or_else(|| {
+                CowError::InvalidAddress(format!("range at {addr} outside user space"))
+            })?;
+        Ok((addr, end))
+    }
+
+    /// Stores `value` at the first byte of every page of the range, lowest address first;
+    /// each page access faults as needed (DESIGN.md "Order of operations").
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], range errors, [`CowError::Segfault`] (checked for the
+    /// whole range first), [`CowError::OutOfMemory`] (pages before the failing one stay
+    /// written).
+    pub fn write(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        value: u64,
+    ) -> Result<(), CowError> {
+        let (start, end) = self.check_access(pid, addr, length, true)?;
+        let mut a = start;
+        while a < end {
+            self.access_page(pid, a, true, value)?;
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        Ok(())
+    }
+
+    /// Loads the first 8 bytes of every page of the range, lowest address first.
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub fn read(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<Vec<u64>, CowError> {
+        let (start, end) = self.check_access(pid, addr, length, false)?;
+        let mut out = Vec::with_capacity(((end.as_u64() - start.as_u64()) / PAGE_SIZE) as usize);
+        let mut a = start;
+        while a < end {
+            out.push(self.access_page(pid, a, false, 0)?);
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        Ok(out)
+    }
+
+    /// `access_error()` over the whole range before touching anything.
+    fn check_access(
+        &self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        write: bool,
+    ) -> Result<(VirtAddr, VirtAddr), CowError> {
+        let mm = self.mm(pid)?;
+        let (start, end) = self.check_range(addr, length)?;
+        let mut a = start;
+        while a < end {
+            let Some(i) = mm.find_vma(a) else {
+                return Err(CowError::Segfault {
+                    addr: a,
+                    reason: SegvReason::Unmapped,
+                });
+            };
+            let v = mm.vmas[i];
+            let need = if write { VmFlags::WRITE } else { VmFlags::READ };
+            if !v.flags.contains(need) {
+                return Err(CowError::Segfault {
+                    addr: a,
+                    reason: SegvReason::Protection,
+                });
+            }
+            a = v.end;
+        }
+        Ok((start, end))
+    }
+
+    /// The VMAs of a process.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`].
+    pub fn vmas(&self, pid: u32) -> Result<Vec<VmaInfo>, CowError> {
+        Ok(self
+            .mm(pid)?
+            .vmas
+            .iter()
+            .map(|v| VmaInfo {
+                start: v.start.as_u64(),
+                end: v.end.as_u64(),
+                prot: v.prot(),
+                flags: v.flags.names(),
+            })
+            .collect())
+    }
+
+    /// Walks the page tables for `addr` without faulting.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`]; [`CowError::InvalidAddress`] outside user space.
+    pub fn translate(&self, pid: u32, addr: VirtAddr) -> Result<Translation, CowError> {
+        let mm = self.mm(pid)?;
+        if addr.as_u64() >= self.paging.user_end() {
+            return Err(CowError::InvalidAddress(format!(
+                "{addr} outside user space"
+            )));
+        }
+        Ok(walk::translate(&self.mem, self.paging, mm.pgd, addr))
+    }
+
+    /// One observation per page of the range (the scenario format's page observation).
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], range errors.
+    pub fn observe(
+        &self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<Vec<Observation>, CowError> {
+        let mm = self.mm(pid)?;
+        let (start, end) = self.check_range(addr, length)?;
+        let mut out = Vec::with_capacity(((end.as_u64() - start.as_u64()) / PAGE_SIZE) as usize);
+        let mut a = start.as_u64();
+        while a < end.as_u64() {
+            out.push(self.observe_page(mm.pgd, VirtAddr::new(a)));
+            a += PAGE_SIZE;
+        }
+        Ok(out)
+    }
+
+    fn observe_page(&self, pgd: u32, addr: VirtAddr) -> Observation {
+        let Some(leaf) = walk::find_leaf(&self.mem, self.paging, pgd, addr) else {
+            return Observation::ABSENT;
+        };
+        let base = leaf.entry.pfn().as_u64() as u32;
+        let pmd = leaf.level == Level::Pmd;
+        let pfn = if pmd {
+            base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32
+        } else {
+            base
+        };
+        let m = &self.mem;
+        match m.state(pfn) {
+            ST_ZERO => {
+                let huge = m.order(pfn) == 9;
+                Observation {
+                    present: true,
+                    kind: if huge {
+                        FrameKind::HugeZero
+                    } else {
+                        FrameKind::Zero
+                    },
+                    pfn: u64::from(pfn),
+                    serial: 0,
+                    folio_pages: if huge { PMD_NR } else { 1 },
+                    mapcount: 0,
+                    exclusive: false,
+                    content: 0,
+                }
+            }
+            ST_FOLIO => {
+                let h = m.folio_head(pfn);
+                let entire = m.entire_mapcount(h) as u64;
+                let mapcount = u64::from(m.page_mapcount(pfn)) + entire;
+                // pagemap: 7.2 reports the first page's value for a whole PMD mapping.
+                let exclusive = if pmd && self.profile == Profile::V6_15 {
+                    u64::from(m.page_mapcount(h)) + entire == 1
+                } else {
+                    mapcount == 1
+                };
+                Observation {
+                    present: true,
+                    kind: FrameKind::Normal,
+                    pfn: u64::from(pfn),
+                    serial: m.serial(h),
+                    folio_pages: 1 << m.order(h),
+                    mapcount,
+                    exclusive,
+                    content: m.content[pfn as usize],
+                }
+            }
+            _ => Observation::ABSENT,
+        }
+    }
+
+    /// The counters of the folio holding frame `pfn`.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] if the frame is not part of an anonymous folio.
+    pub fn folio(&self, pfn: Pfn) -> Result<FolioInfo, CowError> {
+        let p = pfn.as_u64();
+        if p >= self.total_frames() || self.mem.state(p as u32) != ST_FOLIO {
+            return Err(CowError::InvalidArgument(format!(
+                "frame {pfn} is not part of an allocated folio"
+            )));
+        }
+        Ok(self.mem.folio_info(self.mem.folio_head(p as u32)))
+    }
+
+    /// The counters since the machine was created.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// `hugepages-<size>/enabled` by sysfs size name (`"64K"`).
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown size.
+    pub fn thp_size_by_name(&self, size: &str) -> Result<ThpSizeMode, CowError> {
+        self.thp_size(crate::policy::size_order(size)?)
+    }
+
+    /// Sets `hugepages-<size>/enabled` by sysfs size name (`"64K"`).
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown size.
+    pub fn set_thp_size_by_name(&mut self, size: &str, mode: ThpSizeMode) -> Result<(), CowError> {
+        let order = crate::policy::size_order(size)?;
+        self.set_thp_size(order, mode)
+    }
+
+    /// `mprotect` and `madvise` argument parsing helpers for bindings.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown name.
+    pub fn parse_prot(s: &str) -> Result<Prot, CowError> {
+        s.parse()
+    }
+
+    /// Parses an advice name.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown name.
+    pub fn parse_advice(s: &str) -> Result<Advice, CowError> {
+        s.parse()
+    }
+
+    // -- internals shared by fault/fork/zap ----------------------------------------------
+
+    /// Allocates a folio and stamps it with the next allocation serial.
+    pub(crate) fn alloc_folio(&mut self, order: u32) -> Option<u32> {
+        let h = self.mem.alloc_folio(order, self.serial + 1)?;
+        self.serial += 1;
+        Some(h)
+    }
+
+    /// Allocates a page-table frame.
+    pub(crate) fn alloc_table(&mut self) -> Result<u32, CowError> {
+        self.mem.alloc_table().ok_or(CowError::OutOfMemory)
+    }
+
+    /// `folio_put_refs`: drop `n` references, freeing the folio at zero.
+    pub(crate) fn put_folio(&mut self, head: u32, n: u32) {
+        if self.mem.ref_add(head, -(n as i32)) == 0 {
+            self.mem.free_folio(head);
+        }
+    }
+
+    /// Drops the references gathered by a zap (`tlb_finish_mmu`), in zap order.
+    pub(crate) fn flush_gather(&mut self) {
+        let g = std::mem::take(&mut self.gather);
+        for &(h, n) in &g {
+            self.put_folio(h, n);
+        }
+        self.gather = g;
+        self.gather.clear();
+    }
+
+    pub(crate) fn deposit_key(pmd_table: u32, idx: usize) -> u64 {
+        (u64::from(pmd_table) << 9) | idx as u64
+    }
+
+    pub(crate) fn entry(&self, table: u32, idx: usize) -> PageTableEntry {
+        PageTableEntry::from_raw(self.mem.entry(table, idx))
+    }
+
+    pub(crate) fn set_entry(&mut self, table: u32, idx: usize, e: PageTableEntry) {
+        self.mem.set_entry(table, idx, e.raw());
+    }
+
+    /// Walks to the PMD entry of `addr` without allocating.
+    pub(crate) fn pmd_loc(&self, pgd: u32, addr: u64) -> PmdLoc {
+        let levels = self.paging.table_levels();
+        let mut table = pgd;
+        for &(_, shift) in &levels[..self.paging.pmd_depth()] {
+            let e = self.entry(table, Paging::index(VirtAddr::new(addr), shift));
+            if e.is_none() {
+                let span = 1u64 << shift;
+                return PmdLoc::Hole((addr & !(span - 1)).saturating_add(span));
+            }
+            table = e.pfn().as_u64() as u32;
+        }
+        PmdLoc::Found(table, Paging::index(VirtAddr::new(addr), 21))
+    }
+
+    /// The lowest free mm id (`mm_alloc_id`: an IDA from `MM_ID_MIN`).
+    pub(crate) fn lowest_free_mm_id(&self) -> u32 {
+        let mut id = 1;
+        for &u in &self.used_mm_ids {
+            if u != id {
+                break;
+            }
+            id += 1;
+        }
+        id
+    }
+}
+
+fn check_order(order: u32) -> Result<(), CowError> {
+    if (2..=9).contains(&order) {
+        Ok(())
+    } else {
+        Err(CowError::InvalidArgument(format!(
+            "no THP size of order {order}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_layout() {
+        let m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
+        assert_eq!(m.zero_pfn, 0);
+        assert_eq!(m.huge_zero_pfn, 512);
+        assert_eq!(m.mm(1).unwrap().pgd, 1);
+        assert_eq!(m.free_frames(), 2048 - 514);
+        assert!(Machine::new(3 << 20, 4, Profile::V6_15).is_err());
+        assert!(Machine::new(8 << 20, 3, Profile::V6_15).is_err());
+        assert_eq!(m.mm(2).unwrap_err(), CowError::NoSuchProcess(2));
+        assert_eq!(m.mm(0).unwrap_err(), CowError::NoSuchProcess(0));
+    }
+
+    #[test]
+    fn mmap_placement() {
+        let mut m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        assert_eq!(a.as_u64(), MMAP_BASE - (2 << 20));
+        let b = m.mmap(1, 4096).unwrap();
+        assert_eq!(b.as_u64(), MMAP_BASE - (6 << 20));
+        assert!(matches!(m.mmap(1, 0), Err(CowError::InvalidArgument(_))));
+        assert!(matches!(
+            m.mmap(1, 1 << 50),
+            Err(CowError::InvalidAddress(_))
+        ));
+        assert_eq!(m.vmas(1).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn segfaults_checked_first() {
+        let mut m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 8192).unwrap();
+        let e = m.write(1, a, 3 * 4096, 1).unwrap_err();
+        assert_eq!(
+            e,
+            CowError::Segfault {
+                addr: VirtAddr::new(a.as_u64() + 8192),
+                reason: SegvReason::Unmapped
+            }
+        );
+        assert!(!m.observe(1, a, 4096).unwrap()[0].present);
+        assert!(matches!(
+            m.read(1, VirtAddr::new(0), 4096),
+            Err(CowError::InvalidAddress(_))
+        ));
+        assert!(matches!(
+            m.read(1, VirtAddr::new(0x1001), 4096),
+            Err(CowError::InvalidArgument(_))
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! The page walker: translation without faulting, and the hardware access check.
+//!
+//! Models the x86-64 MMU walk (KS §8.1): from the root, one entry per level, stopping at a
+//! none entry or a leaf (a 2 MiB PMD with PSE, or a PTE). A permitted access sets A (and D
+//! on a write) in the leaf like the hardware does; a forbidden one reports the page-fault
+//! error code of `arch/x86/include/asm/trap_pf.h` (KS §8.4).
+
+use super::entry::PageTableEntry;
+use super::table::{Level, Paging};
+use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
+use crate::physmem::PhysMem;
+
+/// `X86_PF_PROT`: the fault hit a present entry.
+pub const PF_PROT: u32 = 1 << 0;
+/// `X86_PF_WRITE`.
+pub const PF_WRITE: u32 = 1 << 1;
+/// `X86_PF_USER`.
+pub const PF_USER: u32 = 1 << 2;
+
+/// The x86 page-fault error code of a user access: 0x4 first read, 0x6 first write, 0x7 a
+/// write to a present read-only entry (a COW fault).
+#[must_use]
+pub const fn error_code(write: bool, present: bool) -> u32 {
+    let mut c = PF_USER;
+    if write {
+        c |= PF_WRITE;
+    }
+    if present {
+        c |= PF_PROT;
+    }
+    c
+}
+
+/// One step of a walk: level, table frame, index, raw entry (`WalkStep` of the protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkStep {
+    /// The level of the table.
+    pub level: Level,
+    /// The frame of the table.
+    pub table: Pfn,
+    /// The index in the table.
+    pub index: usize,
+    /// The entry read.
+    pub entry: PageTableEntry,
+}
+
+/// The result of a walk (`TranslationRow` of the protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translation {
+    /// The steps taken, top first.
+    pub steps: Vec<WalkStep>,
+    /// The 4 KiB frame mapping the address, if any (present or `PROT_NONE` leaf).
+    pub pfn: Option<Pfn>,
+    /// 4096 or 2 MiB when mapped.
+    pub page_size: Option<u64>,
+}
+
+/// Where a walk ended: the leaf entry's location (table frame and index) and level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leaf {
+    pub level: Level,
+    pub table: u32,
+    pub index: usize,
+    pub entry: PageTableEntry,
+}
+
+/// Walks without allocating; returns the leaf (present or `PROT_NONE`) mapping `addr`.
+pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Option<Leaf> {
+    let mut table = pgd;
+    for &(level, shift) in paging.table_levels() {
+        let index = Paging::index(addr, shift);
+        let entry = PageTableEntry::from_raw(mem.entry(table, index));
+        if entry.is_none() || !entry.is_present() {
+            return None;
+        }
+        if level == Level::Pte || (level == Level::Pmd && entry.is_huge()) {
+            return Some(Leaf {
+                level,
+                table,
+                index,
+                entry,
+            });
+        }
+        table = entry.pfn().as_u64() as u32;
+    }
+    None
+}
+
+/// Walks `addr` and records every step (`translate()`); takes no fault.
+pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Translation {
+    let mut steps = Vec::with_capacity(5);
+    let mut table = pgd;
+    for &(level, shift) in paging.table_levels() {
+        let index = Paging::index(addr, shift);
+        let entry = PageTableEntry::from_raw(mem.entry(table, index));
+        steps.push(WalkStep {
+            level,
+            table: Pfn::new(u64::from(table)),
+            index,
+            entry,
+        });
+        if !entry.is_present() {
+            break;
+        }
+        if level == Level::Pte {
+            return Translation {
+                steps,
+                pfn: Some(entry.pfn()),
+                page_size: Some(PAGE_SIZE),
+            };
+        }
+        if level == Level::Pmd && entry.is_huge() {
+            let off = (addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE;
+            return Translation {
+                steps,
+                pfn: entry.pfn().checked_add(off),
+                page_size: Some(PMD_SIZE),
+            };
+        }
+        table = entry.pfn().as_u64() as u32;
+    }
+    Translation {
+        steps,
+        pfn: None,
+        page_size: None,
+    }
+}
+
+/// The hardware access: if the leaf permits it (present with P, and RW for a write), set A
+/// (and D for a write) and return the 4 KiB frame; otherwise return the error code.
+pub(crate) fn hw_access(
+    mem: &mut PhysMem,
+    paging: Paging,
+    pgd: u32,
+    addr: VirtAddr,
+    write: bool,
+) -> Result<u32, u32> {
+    let Some(leaf) = find_leaf(mem, paging, pgd, addr) else {
+        return Err(error_code(write, false));
+    };
+    let e = leaf.entry;
+    if e.is_protnone() || (write && !e.is_writable()) {
+        return Err(error_code(write, true));
+    }
+    let mut n = e.mkyoung();
+    if write {
+        n = n.hw_dirty();
+    }
+    if n != e {
+        mem.set_entry(leaf.table, leaf.index, n.raw());
+    }
+    let base = e.pfn().as_u64() as u32;
+    Ok(if leaf.level == Level::Pmd {
+        base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32
+    } else {
+        base
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paging::entry::PAGE_COPY;
+
+    #[test]
+    fn codes() {
+        assert_eq!(error_code(false, false), 0x4);
+        assert_eq!(error_code(true, false), 0x6);
+        assert_eq!(error_code(true, true), 0x7);
+    }
+
+    #[test]
+    fn walk_sets_accessed_and_dirty() {
+        let mut mem = PhysMem::new(512);
+        let p = Paging::new(4).unwrap();
+        let t: Vec<u32> = (0..4).map(|_| mem.alloc_table().unwrap()).collect();
+        let a = VirtAddr::new(0x7f00_0020_3000);
+        for i in 0..3 {
+            let (_, s) = p.table_levels()[i];
+            let e = PageTableEntry::table(Pfn::new(u64::from(t[i + 1])));
+            mem.set_entry(t[i], Paging::index(a, s), e.raw());
+        }
+        let leaf = PageTableEntry::new(Pfn::new(100), PAGE_COPY).mkold();
+        mem.set_entry(t[3], 3, leaf.raw());
+        assert_eq!(hw_access(&mut mem, p, t[0], a, true), Err(0x7));
+        assert_eq!(hw_access(&mut mem, p, t[0], a, false), Ok(100));
+        assert!(PageTableEntry::from_raw(mem.entry(t[3], 3)).is_young());
+        let tr = translate(&mem, p, t[0], a);
+        assert_eq!(tr.steps.len(), 4);
+        assert_eq!(tr.pfn, Some(Pfn::new(100)));
+        assert_eq!(
+            hw_access(&mut mem, p, t[0], VirtAddr::new(0x1000), false),
+            Err(0x4)
+        );
+    }
+}
