@@ -17,27 +17,28 @@ from cowcore import (
 from tests.conftest import MachineFactory, MiB
 
 
-def test_machine_arguments() -> None:
+def test_machine_arguments(backend: str) -> None:
     with pytest.raises(InvalidArgumentError, match="profile"):
-        cowcore.Machine("6.13")
-    with pytest.raises(InvalidArgumentError, match="not available yet"):
-        cowcore.Machine(backend="rust")
+        cowcore.Machine("6.13", backend=backend)
+    assert cowcore.Machine().backend_name == cowcore.BACKENDS[0]
     with pytest.raises(InvalidArgumentError, match="unknown backend"):
         cowcore.Machine(backend="qemu")
     with pytest.raises(InvalidArgumentError, match="multiple of 2M"):
         cowcore.Machine(memory="3M")
+    with pytest.raises(InvalidArgumentError, match="256G"):
+        cowcore.Machine(memory="512G")
     with pytest.raises(InvalidArgumentError, match="bad size"):
         cowcore.Machine(memory="4 GB")
     with pytest.raises(InvalidArgumentError, match="levels"):
         cowcore.Machine(levels=3)
-    m = cowcore.Machine(memory=64 << 20)
+    m = cowcore.Machine(memory=64 << 20, backend=backend)
     assert m.total_frames == 16384 and m.kernel == "6.15" and m.levels == 4
-    assert "reference" in repr(m)
+    assert backend in repr(m)
 
 
-def test_policy_defaults_follow_the_profile() -> None:
-    assert cowcore.Machine("6.12").policy.cow_reuse_pte_mapped_thp is False
-    m = cowcore.Machine("6.15")
+def test_policy_defaults_follow_the_profile(backend: str) -> None:
+    assert cowcore.Machine("6.12", backend=backend).policy.cow_reuse_pte_mapped_thp is False
+    m = cowcore.Machine("6.15", backend=backend)
     assert m.policy.as_dict() == {"cow_reuse_pte_mapped_thp": True, "huge_zero_wp_alloc": True}
     with pytest.raises(InvalidArgumentError, match="unknown policy"):
         m.policy.no_such_toggle = True
@@ -45,8 +46,8 @@ def test_policy_defaults_follow_the_profile() -> None:
         m.policy.cow_reuse_pte_mapped_thp = 1  # type: ignore[assignment]
 
 
-def test_thp_settings() -> None:
-    m = cowcore.Machine()
+def test_thp_settings(backend: str) -> None:
+    m = cowcore.Machine(backend=backend)
     assert dict(m.thp.sizes) == dict.fromkeys(cowcore.protocol.THP_SIZES, "never")
     assert m.thp.enabled == "never" and m.thp.use_zero_page
     m.thp.sizes["64K"] = "inherit"
@@ -64,11 +65,15 @@ BAD_CALLS: list[tuple[str, tuple[Any, ...], type[Exception]]] = [
     ("mmap", (0,), InvalidArgumentError),
     ("mmap", (1000,), InvalidArgumentError),
     ("mmap", (-4096,), InvalidArgumentError),
+    ("munmap", (-4096, 4096), InvalidArgumentError),
+    ("munmap", (0, 4096), InvalidAddressError),
+    ("write", (4096, 4096, 1 << 70), InvalidArgumentError),
     ("mmap", ("2M",), InvalidArgumentError),
     ("munmap", (1, 4096), InvalidArgumentError),
     ("munmap", (0, 4095), InvalidArgumentError),
     ("munmap", (1 << 47, 4096), InvalidAddressError),
-    ("write", (0, 4096), SegmentationFault),
+    ("write", (0x1000, 4096), SegmentationFault),
+    ("write", (0, 4096), InvalidAddressError),
     ("write", (None, 4096), InvalidArgumentError),
     ("write", (0, 4096, -1), InvalidArgumentError),
     ("write", (0, 4096, 1 << 64), InvalidArgumentError),
@@ -78,7 +83,8 @@ BAD_CALLS: list[tuple[str, tuple[Any, ...], type[Exception]]] = [
     ("mprotect", (0, 4096, "r"), InvalidAddressError),
     ("madvise", (0, 4096, "free"), InvalidArgumentError),
     ("madvise", (0, 4096, "dontneed"), InvalidAddressError),
-    ("translate", (-1,), InvalidAddressError),
+    ("translate", (-1,), InvalidArgumentError),
+    ("translate", (1 << 47,), InvalidAddressError),
 ]
 
 

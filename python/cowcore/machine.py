@@ -46,34 +46,58 @@ from cowcore.reference import ReferenceBackend
 from cowcore.units import parse_size
 from cowcore.x86 import flag_names
 
-BackendName = Literal["reference"]
-BACKENDS: tuple[str, ...] = ("reference",)
-"""Backends that work in this build. The Rust core joins when it is proven equal to the
-reference (differential tests); until then asking for it is an error, not a silent fallback."""
+try:
+    from cowcore import _cowcore
+except ImportError:  # a source tree without the built extension: the reference still works
+    _cowcore = None  # type: ignore[assignment]
+
+BackendName = Literal["rust", "reference"]
+BACKENDS: tuple[str, ...] = (
+    (*_cowcore.backends(), "reference") if _cowcore is not None else ("reference",)
+)
+"""Backends that work in this build, the default first: the Rust core (``"rust"``) when the
+native extension is built, and the pure-Python reference it is proven equal to."""
+
+DEFAULT_BACKEND: str = BACKENDS[0]
 
 PAGE_SIZE = 4096
+MAX_MEMORY = 256 << 30
+"""The largest simulated machine (keeps every per-page counter within the core's fields)."""
+U64 = 1 << 64
 
 
 def _int(name: str, value: object) -> int:
+    """An unsigned 64-bit integer argument (addresses, lengths, values, frame numbers)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value < U64:
+        raise InvalidArgumentError(f"{name} must be in [0, 2^64), not {value}")
     return value
 
 
-def _str(name: str, value: object) -> str:
+def _str(name: str, value: object, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
+    if choices is not None and value not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+PROTS = ("none", "r", "rw")
+ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
 
 
 def make_backend(backend: str, kernel: str, total_frames: int, levels: int) -> Backend:
     """Instantiate a backend by name."""
     if backend == "reference":
         return ReferenceBackend(kernel, total_frames, levels)
+    if backend == "rust" and "rust" in BACKENDS:
+        native: Backend = _cowcore.Machine(kernel, total_frames, levels)
+        return native
     if backend == "rust":
         raise InvalidArgumentError(
-            "the 'rust' backend is not available yet: the Rust core is being proven equal to "
-            "the reference; use backend='reference'"
+            "the 'rust' backend needs the native extension, which this installation lacks "
+            "(build it with `pip install .`); use backend='reference'"
         )
     raise InvalidArgumentError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
 
@@ -178,7 +202,8 @@ class Machine:
     Args:
         kernel: ``"6.12"`` (PTE-mapped large folios are never reused after fork) or
             ``"6.15"`` (MM-ID tracking and their reuse; also every later kernel seen so far).
-        backend: which implementation simulates it; see :data:`BACKENDS`.
+        backend: which implementation simulates it: ``"rust"`` (the default when the native
+            extension is built) or ``"reference"``; see :data:`BACKENDS`.
         memory: physical memory, bytes or a size such as ``"4G"`` (a multiple of 2M, >= 4M).
         levels: page-table levels, 4 (default) or 5 (LA57).
 
@@ -190,13 +215,15 @@ class Machine:
         self,
         kernel: KernelProfile | str = "6.15",
         *,
-        backend: BackendName | str = "reference",
+        backend: BackendName | str = DEFAULT_BACKEND,
         memory: int | str = "4G",
         levels: int = 4,
     ) -> None:
         nbytes = parse_size(memory) if isinstance(memory, str) else _int("memory", memory)
-        if nbytes % (2 << 20) or nbytes < (4 << 20):
-            raise InvalidArgumentError(f"memory must be a multiple of 2M and >= 4M, not {nbytes}")
+        if nbytes % (2 << 20) or not (4 << 20) <= nbytes <= MAX_MEMORY:
+            raise InvalidArgumentError(
+                f"memory must be a multiple of 2M in [4M, 256G], not {nbytes}"
+            )
         self.backend_name = _str("backend", backend)
         self._b: Backend = make_backend(
             self.backend_name, _str("kernel", kernel), nbytes // PAGE_SIZE, _int("levels", levels)
@@ -306,12 +333,14 @@ class Process:
 
     def mprotect(self, addr: int, length: int, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
-        self._b.mprotect(self.pid, _int("addr", addr), _int("length", length), _str("prot", prot))
+        self._b.mprotect(
+            self.pid, _int("addr", addr), _int("length", length), _str("prot", prot, PROTS)
+        )
 
     def madvise(self, addr: int, length: int, advice: Advice) -> None:
         """Apply ``MADV_<ADVICE>`` to a fully mapped range."""
         self._b.madvise(
-            self.pid, _int("addr", addr), _int("length", length), _str("advice", advice)
+            self.pid, _int("addr", addr), _int("length", length), _str("advice", advice, ADVICES)
         )
 
     def write(self, addr: int, length: int = PAGE_SIZE, value: int = 1) -> None:
@@ -337,7 +366,7 @@ class Process:
 
     def vmas(self) -> list[tuple[int, int, str, tuple[str, ...]]]:
         """The VMAs as ``(start, end, prot, extra flags)``."""
-        return self._b.vmas(self.pid)
+        return [(s, e, p, tuple(f)) for s, e, p, f in self._b.vmas(self.pid)]
 
     def translate(self, addr: int) -> Translation:
         """Walk the page tables for ``addr`` without faulting."""

@@ -34,6 +34,10 @@ PROTS = ("none", "r", "rw")
 ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
 
 
+USER_START = 0x1000
+"""Page 0 is never user memory (``mmap_min_addr`` is at least one page)."""
+
+
 def _user_limit(levels: int) -> int:
     return 1 << (56 if levels == 5 else 47)
 
@@ -135,7 +139,7 @@ class ReferenceBackend:
         if addr < 0 or addr % pg.PAGE_SIZE:
             raise InvalidArgumentError(f"address {addr:#x} is not 4096-aligned")
         end = addr + length
-        if end > _user_limit(self._k.levels):
+        if addr < USER_START or end > _user_limit(self._k.levels):
             raise InvalidAddressError(f"[{addr:#x}, {end:#x}) is outside user space")
         return addr, end
 

@@ -1,8 +1,12 @@
-//! `cowcore._cowcore`: the thin PyO3 binding over `cowcore-core`.
+//! `cowcore._cowcore`: the thin `PyO3` binding over `cowcore-core`.
 //!
-//! The binding holds no simulation logic. Until the Rust core passes the differential suite
-//! against the pure-Python reference, it exposes only its version, so that packaging and
-//! import are exercised from day one without offering a backend that does not work.
+//! It holds no simulation logic: [`machine::PyMachine`] implements the `Backend` protocol of
+//! `python/cowcore/protocol.py` by extracting arguments, calling the core with the GIL
+//! released, and converting results to plain Python values; [`errors`] maps core errors to
+//! the exception classes defined in `python/cowcore/errors.py`.
+
+pub mod errors;
+pub mod machine;
 
 use pyo3::prelude::*;
 
@@ -11,19 +15,28 @@ use pyo3::prelude::*;
 mod _cowcore {
     use pyo3::prelude::*;
 
+    #[pymodule_export]
+    use crate::machine::PyMachine;
+
     /// The version of the Rust crates (also the package version: `dynamic = ["version"]`).
+    // Python's dunder name, not a Rust constant.
+    #[allow(non_upper_case_globals)]
     #[pymodule_export]
     const __version__: &str = env!("CARGO_PKG_VERSION");
 
-    /// Names of the backends this extension provides (none yet: the Rust core is not bound).
+    /// Names of the simulation backends this extension provides.
     #[pyfunction]
     fn backends() -> Vec<&'static str> {
-        Vec::new()
+        vec!["rust"]
     }
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("__doc__", "Native core of cowcore (PyO3 binding over cowcore-core).")?;
+        // setattr, not add: add() would also list __doc__ in __all__.
+        m.setattr(
+            "__doc__",
+            "Native core of cowcore (PyO3 binding over cowcore-core).",
+        )?;
         Ok(())
     }
 }

@@ -1,0 +1,319 @@
+//! `cowcore._cowcore.Machine`: the `Backend` protocol of `python/cowcore/protocol.py` over
+//! [`cowcore_core::Machine`].
+//!
+//! Each method extracts its arguments into Rust values, calls the core inside
+//! [`run_core`] (which releases the GIL and maps errors) and converts the result into plain
+//! Python values (ints, strings, tuples, dicts). No simulation logic lives here.
+
+use std::sync::{Mutex, MutexGuard};
+
+use cowcore_core::{
+    Machine, Observation, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::{invalid, PyCowError};
+
+/// One observation row: `(present, kind, pfn, serial, folio_pages, mapcount, exclusive,
+/// content)`.
+type ObservationRow = (bool, u8, u64, u64, u64, u64, bool, u64);
+/// One VMA: `(start, end, prot, extra flag names)`.
+type VmaRow = (u64, u64, &'static str, Vec<&'static str>);
+/// One walk step: `(level, table pfn, index, raw entry)`.
+type WalkRow = (&'static str, u64, usize, u64);
+/// MM-ID slots as `((id, count), (id, count))`.
+type SlotsRow = ((u32, i64), (u32, i64));
+/// `folio()`: see `FolioRow` in protocol.py.
+type FolioRow = (
+    u64,
+    u32,
+    i64,
+    Vec<u32>,
+    i64,
+    i64,
+    i64,
+    SlotsRow,
+    bool,
+    Vec<bool>,
+    u64,
+);
+
+/// Runs a core call with the GIL released and maps its error (polars' `enter_polars`).
+/// Every Python argument has been extracted before this is called.
+fn run_core<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, cowcore_core::CowError> + Send,
+) -> PyResult<T> {
+    py.detach(f).map_err(|e| PyCowError(e).into())
+}
+
+fn parse<T: std::str::FromStr<Err = cowcore_core::CowError>>(s: &str) -> PyResult<T> {
+    s.parse().map_err(|e| PyCowError(e).into())
+}
+
+/// A simulated machine run by the Rust core.
+#[pyclass(name = "Machine", module = "cowcore._cowcore", frozen)]
+#[derive(Debug)]
+pub struct PyMachine {
+    inner: Mutex<Machine>,
+}
+
+impl PyMachine {
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        // A panic while holding the lock would be a core bug; the state is still readable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn observation_row(o: &Observation) -> ObservationRow {
+        (
+            o.present,
+            o.kind as u8,
+            o.pfn,
+            o.serial,
+            o.folio_pages,
+            o.mapcount,
+            o.exclusive,
+            o.content,
+        )
+    }
+}
+
+#[pymethods]
+impl PyMachine {
+    /// A machine of `total_frames` 4 KiB frames with 4- or 5-level paging.
+    #[new]
+    fn new(py: Python<'_>, kernel: &str, total_frames: u64, levels: u8) -> PyResult<Self> {
+        let profile: Profile = parse(kernel)?;
+        let memory = total_frames
+            .checked_mul(cowcore_core::PAGE_SIZE)
+            .ok_or_else(|| invalid(format!("{total_frames} frames is too much memory")))?;
+        let machine = run_core(py, || Machine::new(memory, levels, profile))?;
+        Ok(Self {
+            inner: Mutex::new(machine),
+        })
+    }
+
+    #[getter]
+    fn kernel(&self) -> &'static str {
+        self.lock().profile().as_str()
+    }
+
+    #[getter]
+    fn levels(&self) -> u8 {
+        self.lock().levels()
+    }
+
+    #[getter]
+    fn total_frames(&self) -> u64 {
+        self.lock().total_frames()
+    }
+
+    fn free_frames(&self) -> u64 {
+        self.lock().free_frames()
+    }
+
+    fn thp_enabled(&self) -> &'static str {
+        self.lock().thp_enabled().as_str()
+    }
+
+    fn set_thp_enabled(&self, mode: &str) -> PyResult<()> {
+        let mode: ThpMode = parse(mode)?;
+        self.lock().set_thp_enabled(mode);
+        Ok(())
+    }
+
+    fn thp_size(&self, size: &str) -> PyResult<&'static str> {
+        Ok(self
+            .lock()
+            .thp_size_by_name(size)
+            .map_err(PyCowError)?
+            .as_str())
+    }
+
+    fn set_thp_size(&self, size: &str, mode: &str) -> PyResult<()> {
+        let mode: ThpSizeMode = parse(mode)?;
+        Ok(self
+            .lock()
+            .set_thp_size_by_name(size, mode)
+            .map_err(PyCowError)?)
+    }
+
+    fn use_zero_page(&self) -> bool {
+        self.lock().use_zero_page()
+    }
+
+    fn set_use_zero_page(&self, on: bool) {
+        self.lock().set_use_zero_page(on);
+    }
+
+    fn policy(&self, name: &str) -> PyResult<bool> {
+        Ok(self.lock().policy(name).map_err(PyCowError)?)
+    }
+
+    fn set_policy(&self, name: &str, value: bool) -> PyResult<()> {
+        Ok(self.lock().set_policy(name, value).map_err(PyCowError)?)
+    }
+
+    fn init_pid(&self) -> u32 {
+        self.lock().init_pid()
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.lock().pids()
+    }
+
+    fn mm_id(&self, pid: u32) -> PyResult<u32> {
+        Ok(self.lock().mm_id(pid).map_err(PyCowError)?)
+    }
+
+    fn mmap(&self, py: Python<'_>, pid: u32, length: u64) -> PyResult<u64> {
+        run_core(py, || self.lock().mmap(pid, length)).map(VirtAddr::as_u64)
+    }
+
+    fn munmap(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_core(py, || self.lock().munmap(pid, VirtAddr::new(addr), length))
+    }
+
+    fn mprotect(
+        &self,
+        py: Python<'_>,
+        pid: u32,
+        addr: u64,
+        length: u64,
+        prot: &str,
+    ) -> PyResult<()> {
+        let prot = Machine::parse_prot(prot).map_err(PyCowError)?;
+        run_core(py, || {
+            self.lock().mprotect(pid, VirtAddr::new(addr), length, prot)
+        })
+    }
+
+    fn madvise(
+        &self,
+        py: Python<'_>,
+        pid: u32,
+        addr: u64,
+        length: u64,
+        advice: &str,
+    ) -> PyResult<()> {
+        let advice = Machine::parse_advice(advice).map_err(PyCowError)?;
+        run_core(py, || {
+            self.lock()
+                .madvise(pid, VirtAddr::new(addr), length, advice)
+        })
+    }
+
+    fn write(&self, py: Python<'_>, pid: u32, addr: u64, length: u64, value: u64) -> PyResult<()> {
+        run_core(py, || {
+            self.lock().write(pid, VirtAddr::new(addr), length, value)
+        })
+    }
+
+    fn read(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<Vec<u64>> {
+        run_core(py, || self.lock().read(pid, VirtAddr::new(addr), length))
+    }
+
+    fn fork(&self, py: Python<'_>, pid: u32) -> PyResult<u32> {
+        run_core(py, || self.lock().fork(pid))
+    }
+
+    fn exit(&self, py: Python<'_>, pid: u32) -> PyResult<()> {
+        run_core(py, || self.lock().exit(pid))
+    }
+
+    fn vmas(&self, pid: u32) -> PyResult<Vec<VmaRow>> {
+        let vmas = self.lock().vmas(pid).map_err(PyCowError)?;
+        Ok(vmas
+            .into_iter()
+            .map(|v| (v.start, v.end, v.prot.as_str(), v.flags))
+            .collect())
+    }
+
+    fn translate(&self, pid: u32, addr: u64) -> PyResult<(Vec<WalkRow>, i64, u64)> {
+        let t: Translation = self
+            .lock()
+            .translate(pid, VirtAddr::new(addr))
+            .map_err(PyCowError)?;
+        let steps = t
+            .steps
+            .iter()
+            .map(|s| (s.level.name(), s.table.as_u64(), s.index, s.entry.raw()))
+            .collect();
+        let pfn = t.pfn.map_or(-1, |p| p.as_u64() as i64);
+        Ok((steps, pfn, t.page_size.unwrap_or(0)))
+    }
+
+    fn observe(
+        &self,
+        py: Python<'_>,
+        pid: u32,
+        addr: u64,
+        length: u64,
+    ) -> PyResult<Vec<ObservationRow>> {
+        let rows = run_core(py, || self.lock().observe(pid, VirtAddr::new(addr), length))?;
+        Ok(rows.iter().map(Self::observation_row).collect())
+    }
+
+    fn folio(&self, pfn: u64) -> PyResult<FolioRow> {
+        let f = self.lock().folio(Pfn::new(pfn)).map_err(PyCowError)?;
+        Ok((
+            f.pfn,
+            f.order,
+            f.refcount,
+            f.page_mapcounts,
+            f.large_mapcount,
+            f.entire_mapcount,
+            f.nr_pages_mapped,
+            (f.mm_ids[0], f.mm_ids[1]),
+            f.maybe_mapped_shared,
+            f.anon_exclusive,
+            f.serial,
+        ))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.lock().stats().clone();
+        let out = PyDict::new(py);
+        for (key, counts) in [
+            ("anon_fault_alloc", &s.anon_fault_alloc),
+            ("anon_fault_fallback", &s.anon_fault_fallback),
+            ("split", &s.split),
+        ] {
+            let sizes = PyDict::new(py);
+            for (name, value) in cowcore_core::Stats::by_size(counts) {
+                sizes.set_item(name, value)?;
+            }
+            out.set_item(key, sizes)?;
+        }
+        for (key, value) in [
+            ("thp_fault_alloc", s.thp_fault_alloc),
+            ("thp_split_pmd", s.thp_split_pmd),
+            ("pgreuse", s.pgreuse),
+            ("cow_copy", s.cow_copy),
+            ("faults_read", s.faults_read),
+            ("faults_write", s.faults_write),
+            ("faults_wp", s.faults_wp),
+            ("huge_zero_write", s.huge_zero_write),
+        ] {
+            out.set_item(key, value)?;
+        }
+        Ok(out)
+    }
+
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        run_core(py, || self.lock().check())
+    }
+
+    fn __repr__(&self) -> String {
+        let m = self.lock();
+        format!(
+            "<cowcore._cowcore.Machine kernel={} frames={} processes={}>",
+            m.profile().as_str(),
+            m.total_frames(),
+            m.pids().len()
+        )
+    }
+}

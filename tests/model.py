@@ -1,0 +1,332 @@
+"""A hypothesis state machine that drives one or more backends in lockstep.
+
+Every rule applies the same operation to a machine per backend and checks:
+
+* **agreement**: every backend returns the same value or raises the same exception (class,
+  and for a segmentation fault the address and reason);
+* **isolation**: every read returns what an independent model says the process may see: what
+  it wrote itself or inherited at fork, never another process's later write;
+* **invariants**: ``check()`` on every machine after every step, and, across backends, equal
+  observations of every mapped page (raw PFNs: the determinism contract of DESIGN.md makes
+  frames equal, not only equal up to renaming), equal page-table entries, equal folio
+  counters, equal statistics and equal free memory;
+* **conservation**: when every process has exited, all memory is free again.
+
+With one backend it is a property test of that backend; with several it is the differential
+test that keeps the Rust core equal to the pure-Python reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import cowcore
+from cowcore import CowError, InvalidAddressError, SegmentationFault
+from cowcore.protocol import THP_SIZES
+
+PAGE = 4096
+
+
+@dataclass
+class PageModel:
+    value: int = 0
+    prot: str = "rw"
+    dontfork: bool = False
+    wipeonfork: bool = False
+
+
+@dataclass
+class ProcModel:
+    procs: list[cowcore.Process]
+    pages: dict[int, PageModel] = field(default_factory=dict)
+    maps: list[tuple[int, int]] = field(default_factory=list)  # (start, npages)
+
+    @property
+    def alive(self) -> bool:
+        return self.procs[0].alive
+
+
+def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    """A call's result, or a comparable description of the exception it raised."""
+    try:
+        return "ok", call()
+    except SegmentationFault as exc:
+        return "raise", (type(exc).__name__, exc.addr, exc.reason)
+    except CowError as exc:
+        return "raise", (type(exc).__name__,)
+
+
+class LockstepModel(RuleBasedStateMachine):
+    """Subclasses set ``backends``; the first one's results are the ones checked."""
+
+    backends: ClassVar[tuple[str, ...]] = ("reference",)
+    memory: ClassVar[str] = "64M"
+
+    @initialize(
+        kernel=st.sampled_from(["6.12", "6.15"]),
+        levels=st.sampled_from([4, 4, 5]),
+        sizes=st.lists(st.sampled_from(list(THP_SIZES)), max_size=3, unique=True),
+    )
+    def start(self, kernel: str, levels: int, sizes: list[str]) -> None:
+        self.ms = [
+            cowcore.Machine(kernel, backend=b, memory=self.memory, levels=levels)
+            for b in self.backends
+        ]
+        for m in self.ms:  # most runs start with large folios on: they are what COW is about
+            for size in sizes:
+                m.thp.sizes[size] = "always"
+        self.free0 = self.ms[0].free_frames()
+        self.procs: list[ProcModel] = [ProcModel([m.init for m in self.ms])]
+        self.value = 0
+
+    # -- lockstep helpers ----------------------------------------------------------------
+
+    def each(self, call: Callable[[int], Any]) -> tuple[str, Any]:
+        """Run ``call(i)`` for every backend ``i``; all must agree; return the outcome."""
+        results = [outcome(lambda i=i: call(i)) for i in range(len(self.ms))]  # type: ignore[misc]
+        for name, res in zip(self.backends[1:], results[1:], strict=True):
+            assert res == results[0], (
+                f"{name} disagrees with {self.backends[0]}: {res!r} != {results[0]!r}"
+            )
+        return results[0]
+
+    def on_each(self, p: ProcModel, method: str, *args: Any) -> tuple[str, Any]:
+        """Call ``method`` on the process ``p`` of every backend (see :meth:`each`)."""
+        return self.each(lambda i: getattr(p.procs[i], method)(*args))
+
+    def live(self) -> list[ProcModel]:
+        return [p for p in self.procs if p.alive]
+
+    def mapped(self) -> list[ProcModel]:
+        return [p for p in self.live() if p.maps]
+
+    def pick_range(self, data: st.DataObject, p: ProcModel) -> tuple[int, int]:
+        start, npages = data.draw(st.sampled_from(p.maps))
+        first = data.draw(st.integers(0, npages - 1))
+        count = data.draw(st.integers(1, min(npages - first, 600)))
+        return start + first * PAGE, count
+
+    def expect_ok(self, res: tuple[str, Any], what: str) -> Any:
+        assert res[0] == "ok", f"{what} raised {res[1]}"
+        return res[1]
+
+    # -- rules ---------------------------------------------------------------------------
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data(), npages=st.sampled_from([1, 3, 16, 128, 512, 700, 1024]))
+    def mmap(self, data: st.DataObject, npages: int) -> None:
+        p = data.draw(st.sampled_from(self.live()))
+        addr = self.expect_ok(self.each(lambda i: p.procs[i].mmap(npages * PAGE)), "mmap")
+        p.maps.append((addr, npages))
+        for i in range(npages):
+            p.pages[addr + i * PAGE] = PageModel()
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def write(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        self.value += 1
+        value = self.value
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].write(addr, count * PAGE, value))
+        if any(pm is None or pm.prot != "rw" for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        self.expect_ok(res, "write")
+        for pm in pages:
+            assert pm is not None
+            pm.value = value
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def read(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].read(addr, count * PAGE))
+        if any(pm is None or pm.prot == "none" for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        assert self.expect_ok(res, "read") == [pm.value for pm in pages if pm]
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def munmap(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        self.expect_ok(self.each(lambda i: p.procs[i].munmap(addr, count * PAGE)), "munmap")
+        for i in range(count):
+            p.pages.pop(addr + i * PAGE, None)
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data(), prot=st.sampled_from(["none", "r", "rw"]))
+    def mprotect(self, data: st.DataObject, prot: str) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].mprotect(addr, count * PAGE, prot))  # type: ignore[arg-type]
+        if any(pm is None for pm in pages):
+            assert res == ("raise", (InvalidAddressError.__name__,)), res
+            return
+        self.expect_ok(res, "mprotect")
+        for pm in pages:
+            assert pm is not None
+            pm.prot = prot
+
+    @precondition(lambda self: self.mapped())
+    @rule(
+        data=st.data(),
+        advice=st.sampled_from(
+            [
+                "dontneed",
+                "dontneed",
+                "hugepage",
+                "nohugepage",
+                "dontfork",
+                "dofork",
+                "wipeonfork",
+                "keeponfork",
+            ]
+        ),
+    )
+    def madvise(self, data: st.DataObject, advice: str) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].madvise(addr, count * PAGE, advice))  # type: ignore[arg-type]
+        if any(pm is None for pm in pages):
+            assert res == ("raise", (InvalidAddressError.__name__,)), res
+            return
+        self.expect_ok(res, "madvise")
+        for pm in pages:
+            assert pm is not None
+            if advice == "dontneed":
+                pm.value = 0
+            elif advice in ("dontfork", "dofork"):
+                pm.dontfork = advice == "dontfork"
+            elif advice in ("wipeonfork", "keeponfork"):
+                pm.wipeonfork = advice == "wipeonfork"
+
+    @precondition(lambda self: self.live() and len(self.procs) < 12)
+    @rule(data=st.data())
+    def fork(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.live()))
+        children = [m_proc.fork() for m_proc in p.procs]
+        assert len({c.pid for c in children}) == 1, "pids differ between backends"
+        child = ProcModel(children, maps=list(p.maps))
+        for addr, pm in p.pages.items():
+            if not pm.dontfork:
+                child.pages[addr] = PageModel(
+                    0 if pm.wipeonfork else pm.value, pm.prot, False, pm.wipeonfork
+                )
+        self.procs.append(child)
+
+    @precondition(lambda self: self.mapped() and len(self.procs) < 12)
+    @rule(data=st.data(), unmap=st.booleans())
+    def fork_exit_rewrite(self, data: st.DataObject, unmap: bool) -> None:
+        """The seed commit's pattern, which random single steps rarely assemble: fork, the
+        child goes away (exit, or unmaps the range), the parent writes the range again."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        children = [proc.fork() for proc in p.procs]
+        self.procs.append(ProcModel(children))
+        if unmap:
+            self.expect_ok(self.each(lambda i: children[i].munmap(addr, count * PAGE)), "munmap")
+        self.expect_ok(self.each(lambda i: children[i].exit()), "exit")
+        self.value += 1
+        value = self.value
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].write(addr, count * PAGE, value))
+        if any(pm is None or pm.prot != "rw" for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        self.expect_ok(res, "write")
+        for pm in pages:
+            assert pm is not None
+            pm.value = value
+
+    @precondition(lambda self: len(self.live()) > 1)
+    @rule(data=st.data())
+    def exit(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.live()))
+        self.expect_ok(self.each(lambda i: p.procs[i].exit()), "exit")
+
+    @rule(
+        size=st.sampled_from(list(THP_SIZES)),
+        mode=st.sampled_from(["always", "always", "madvise", "inherit", "never"]),
+    )
+    def thp_size(self, size: str, mode: str) -> None:
+        for m in self.ms:
+            m.thp.sizes[size] = mode
+
+    @rule(mode=st.sampled_from(["always", "madvise", "never"]), zero=st.booleans())
+    def thp_global(self, mode: str, zero: bool) -> None:
+        for m in self.ms:
+            m.thp.enabled = mode  # type: ignore[assignment]
+            m.thp.use_zero_page = zero
+
+    @rule(reuse=st.booleans(), huge_zero=st.booleans())
+    def toggles(self, reuse: bool, huge_zero: bool) -> None:
+        for m in self.ms:
+            m.policy.cow_reuse_pte_mapped_thp = reuse
+            m.policy.huge_zero_wp_alloc = huge_zero
+
+    # -- checks --------------------------------------------------------------------------
+
+    @invariant()
+    def invariants_hold(self) -> None:
+        if not hasattr(self, "ms"):
+            return
+        for m in self.ms:
+            m.check()
+        if len(self.ms) > 1:
+            self.compare_backends()
+
+    def compare_backends(self) -> None:
+        first, *others = self.ms
+        snapshot = [self.snapshot(m, i) for i, m in enumerate(self.ms)]
+        for name, snap in zip(self.backends[1:], snapshot[1:], strict=True):
+            for key in snapshot[0]:
+                assert snap[key] == snapshot[0][key], f"{name} differs in {key}"
+        assert all(m.free_frames() == first.free_frames() for m in others)
+
+    def snapshot(self, m: cowcore.Machine, index: int) -> dict[str, Any]:
+        pages: list[Any] = []
+        walks: list[Any] = []
+        pfns: set[int] = set()
+        for p in self.live():
+            proc = p.procs[index]
+            pages.append(proc.vmas())
+            for start, npages in p.maps:
+                obs = proc.observe(start, npages * PAGE)
+                pages.append(obs)
+                pfns.update(o.pfn for o in obs if o.frame_kind == "normal" and o.pfn is not None)
+                walks.extend(proc.translate(start + k * PAGE) for k in (0, npages // 2, npages - 1))
+        folios = sorted({m.folio(pfn) for pfn in pfns}, key=lambda f: f.pfn)
+        return {"pages": pages, "walks": walks, "folios": folios, "stats": m.stats()}
+
+    def teardown(self) -> None:
+        if not hasattr(self, "ms"):
+            return
+        for p in self.live():
+            for addr, pm in sorted(p.pages.items()):
+                if pm.prot != "none":
+                    res = self.on_each(p, "read", addr)
+                    assert res == ("ok", [pm.value]), f"pid {p.procs[0].pid} at {addr:#x}"
+            self.on_each(p, "exit")
+        for m in self.ms:
+            m.check()
+            assert m.free_frames() == self.free0 + 1, "everything freed, the init PGD too"
+
+
+def skip_unless_backends(*names: str) -> None:
+    missing = [n for n in names if n not in cowcore.BACKENDS]
+    if missing:
+        pytest.skip(f"backend(s) {missing} not available in this build")
