@@ -27,7 +27,7 @@ from cowcore.errors import (
     ScenarioError,
     SegmentationFault,
 )
-from cowcore.machine import BACKENDS, Machine, Policy, Process, ThpSettings
+from cowcore.machine import BACKENDS, DEFAULT_BACKEND, Machine, Policy, Process, ThpSettings
 from cowcore.protocol import (
     FolioSnapshot,
     MmIdSlot,
@@ -50,6 +50,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_BACKEND",
     "CowError",
     "FolioSnapshot",
     "InvalidAddressError",

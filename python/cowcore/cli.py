@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
-from cowcore.machine import BACKENDS
+from cowcore.machine import BACKENDS, DEFAULT_BACKEND
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
 
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("files", nargs="+", metavar="FILE", help="scenario files")
     run.add_argument(
         "--backend",
-        default="reference",
+        default=DEFAULT_BACKEND,
         choices=BACKENDS,
         help="simulation backend (default: %(default)s)",
     )

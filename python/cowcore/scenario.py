@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cowcore.errors import CowError, InvalidArgumentError, ScenarioError, SegmentationFault
-from cowcore.machine import Machine, Process
+from cowcore.machine import DEFAULT_BACKEND, Machine, Process
 from cowcore.protocol import THP_SIZES, PageObservation
 from cowcore.units import parse_size
 
@@ -96,7 +96,7 @@ class Scenario:
     def run(
         self,
         *,
-        backend: str = "reference",
+        backend: str = DEFAULT_BACKEND,
         kernel: str | None = None,
         check: bool = False,
         on_observation: Callable[[Observation], None] | None = None,
@@ -404,7 +404,7 @@ def format_stats(stats: dict[str, object]) -> dict[str, object]:
 def run_scenario(
     text: str,
     *,
-    backend: str = "reference",
+    backend: str = DEFAULT_BACKEND,
     kernel: str | None = None,
     check: bool = False,
     name: str | None = None,
