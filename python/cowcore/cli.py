@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cowcore.bench import register as register_bench_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
     register_kernel_commands(sub)
+    register_bench_command(sub)
     return parser
 
 

@@ -38,17 +38,7 @@ impl Machine {
         write: bool,
         value: u64,
     ) -> Result<u64, CowError> {
-        let mm = self.mm(pid)?;
-        let vma = mm
-            .find_vma(addr)
-            .map(|i| mm.vmas[i])
-            .ok_or_else(|| CowError::invariant("access", format!("no VMA at {addr}")))?;
-        let ctx = FaultCtx {
-            pid,
-            mm_id: mm.mm_id,
-            pgd: mm.pgd,
-            vma,
-        };
+        let ctx = self.fault_ctx(pid, addr)?;
         for _ in 0..4 {
             match walk::hw_access(&mut self.mem, self.paging, ctx.pgd, addr, write) {
                 Ok(pfn) => {
@@ -85,6 +75,155 @@ impl Machine {
             "fault-retry",
             format!("access at {addr} keeps faulting"),
         ))
+    }
+
+    /// The context of a fault at `addr` (which `check_access` has found inside a VMA).
+    fn fault_ctx(&self, pid: u32, addr: VirtAddr) -> Result<FaultCtx, CowError> {
+        let mm = self.mm(pid)?;
+        let vma = mm
+            .find_vma(addr)
+            .map(|i| mm.vmas[i])
+            .ok_or_else(|| CowError::invariant("access", format!("no VMA at {addr}")))?;
+        Ok(FaultCtx {
+            pid,
+            mm_id: mm.mm_id,
+            pgd: mm.pgd,
+            vma,
+        })
+    }
+
+    /// The accesses of one `read`/`write` over `[start, end)`, lowest address first
+    /// (DESIGN.md "Order of operations"), the range already checked by `check_access`.
+    ///
+    /// The MMU's side of an access that does not fault (set A, and D for a write, on the
+    /// leaf; load or store the page's first 8 bytes) is done here inline for every page
+    /// of the 2 MiB region whose PTE table (or huge PMD) was found once, instead of a full
+    /// walk per page; the first page that would fault goes through [`Self::access_page`],
+    /// and the region is looked up again after it. Loaded values go to `out` when given.
+    pub(crate) fn access_range(
+        &mut self,
+        pid: u32,
+        start: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        value: u64,
+        mut out: Option<&mut Vec<u64>>,
+    ) -> Result<(), CowError> {
+        let pgd = self.mm(pid)?.pgd;
+        let (mut a, end) = (start.as_u64(), end.as_u64());
+        // The PMD entry's location for the current 2 MiB region. A fault never moves or
+        // frees an existing PMD table (it may fill the entry, or split it), so the location
+        // stays valid across the faults of the region; a hole is looked up again.
+        let mut loc: Option<(u64, u32, usize)> = None;
+        // The page whose fault `pte_fault` took last: if its retry does not go through, it
+        // takes the full path of `access_page` (which bounds the retries).
+        let mut retried = u64::MAX;
+        while a < end {
+            let region = a & !(PMD_SIZE - 1);
+            let region_end = (region + PMD_SIZE).min(end);
+            if loc.is_none_or(|(r, _, _)| r != region) {
+                loc = match self.pmd_loc(pgd, a) {
+                    crate::machine::PmdLoc::Found(t, i) => Some((region, t, i)),
+                    crate::machine::PmdLoc::Hole(_) => None,
+                };
+            }
+            if let Some((_, pmd_t, pmd_i)) = loc {
+                let pmde = self.entry(pmd_t, pmd_i);
+                if pmde.is_present() && !pmde.is_protnone() {
+                    if pmde.is_huge() {
+                        a = self.access_huge(pmd_t, pmd_i, a, region_end, write, value, &mut out);
+                        if a == region_end {
+                            continue;
+                        }
+                    } else {
+                        let t = pmde.pfn().as_u64() as u32;
+                        a = self
+                            .mem
+                            .access_ptes(t, a, region_end, write, value, &mut out);
+                        if a == region_end {
+                            continue;
+                        }
+                        if a != retried && self.pte_fault(pid, t, a, write)? {
+                            // The fault is handled; the retried access is the fast path's.
+                            retried = a;
+                            continue;
+                        }
+                    }
+                }
+            }
+            let v = self.access_page(pid, VirtAddr::new(a), write, value)?;
+            if let Some(o) = out.as_deref_mut() {
+                o.push(v);
+            }
+            a += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// The faults of a page whose PTE table `t` the caller has found, for the two cases
+    /// it can tell from the PTE alone: a none PTE (a not-present fault: `faults_read` or
+    /// `faults_write`, then `handle_none_fault`) and a write to a present, non-`PROT_NONE`,
+    /// read-only PTE (`faults_wp`, then `do_wp_page`). That is what [`Self::access_page`]
+    /// does for them after its two walks; here they take none. Returns `false` (nothing
+    /// done) for any other entry.
+    fn pte_fault(&mut self, pid: u32, t: u32, a: u64, write: bool) -> Result<bool, CowError> {
+        let addr = VirtAddr::new(a);
+        let i = Paging::index(addr, 12);
+        let e = PageTableEntry::from_raw(self.mem.table(t)[i]);
+        if e.is_none() {
+            let ctx = self.fault_ctx(pid, addr)?;
+            if write {
+                self.stats.faults_write += 1;
+            } else {
+                self.stats.faults_read += 1;
+            }
+            self.handle_none_fault(&ctx, addr, write)?;
+            return Ok(true);
+        }
+        if write && e.is_present() && !e.is_protnone() && !e.is_writable() {
+            let ctx = self.fault_ctx(pid, addr)?;
+            self.stats.faults_wp += 1;
+            self.do_wp_page(&ctx, t, i)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The non-faulting accesses through a huge PMD leaf from `a` to `end` (one 2 MiB
+    /// region); returns where it stopped (`a` itself if the leaf forbids the access).
+    #[allow(clippy::too_many_arguments)]
+    fn access_huge(
+        &mut self,
+        pmd_t: u32,
+        pmd_i: usize,
+        a: u64,
+        end: u64,
+        write: bool,
+        value: u64,
+        out: &mut Option<&mut Vec<u64>>,
+    ) -> u64 {
+        let e = self.entry(pmd_t, pmd_i);
+        if write && !e.is_writable() {
+            return a;
+        }
+        let mut n = e.mkyoung();
+        if write {
+            n = n.hw_dirty();
+        }
+        if n != e {
+            self.set_entry(pmd_t, pmd_i, n);
+        }
+        let base = e.pfn().as_u64() as usize;
+        let first = base + ((a & (PMD_SIZE - 1)) / PAGE_SIZE) as usize;
+        let pages = ((end - a) / PAGE_SIZE) as usize;
+        let c = &mut self.mem.content[first..first + pages];
+        if write {
+            c.fill(value);
+        }
+        if let Some(o) = out.as_deref_mut() {
+            o.extend_from_slice(c);
+        }
+        end
     }
 
     fn add_rss(&mut self, pid: u32, delta: i64) {

@@ -16,14 +16,17 @@ pub const FOLIO_PAGES_MAPPED: i32 = ENTIRELY_MAPPED - 1;
 /// `MM_ID_DUMMY`: a free slot.
 pub const MM_ID_DUMMY: u32 = 0;
 /// `MM_ID_MASK`.
-const MM_ID_MASK: u64 = 0x7fff_ffff;
-/// `FOLIO_MM_IDS_SHARED_BITNUM`.
-const SHARED_BIT: u64 = 1 << 63;
+const MM_ID_MASK: u32 = 0x7fff_ffff;
+/// `FOLIO_MM_IDS_SHARED_BITNUM` (bit 63 of the kernel's `_mm_ids`; bit 31 of MM id 0's
+/// word here).
+const SHARED_BIT: u32 = 1 << 31;
 
-/// Packs the two `_mm_id_mapcount` slots (biased) into one word.
+/// Packs the two `_mm_id_mapcount` slots (biased, each in `-1..=512`) into one word.
 #[must_use]
-pub(crate) fn pack_slot_counts(c0: i32, c1: i32) -> u64 {
-    u64::from(c0 as u32) | (u64::from(c1 as u32) << 32)
+pub(crate) fn pack_slot_counts(c0: i32, c1: i32) -> u32 {
+    debug_assert!((-1..=i32::from(i16::MAX)).contains(&c0));
+    debug_assert!((-1..=i32::from(i16::MAX)).contains(&c1));
+    u32::from(c0 as i16 as u16) | (u32::from(c1 as i16 as u16) << 16)
 }
 
 /// A snapshot of one folio's counters, logical (unbiased), as `FolioRow` reports them.
@@ -173,25 +176,34 @@ impl PhysMem {
     /// The MM-ID slots of a large folio.
     #[must_use]
     pub(crate) fn slots(&self, head: u32) -> Slots {
-        let ids = self.word[head as usize + 1];
-        let counts = self.word[head as usize + 2];
+        let h = head as usize;
+        let (id0, id1, counts) = (self.word[h + 1], self.word[h + 2], self.word[h + 3]);
         Slots {
-            ids: [(ids & MM_ID_MASK) as u32, ((ids >> 32) & MM_ID_MASK) as u32],
-            counts: [counts as u32 as i32, (counts >> 32) as u32 as i32],
-            shared: ids & SHARED_BIT != 0,
+            ids: [id0 & MM_ID_MASK, id1 & MM_ID_MASK],
+            counts: [
+                i32::from(counts as u16 as i16),
+                i32::from((counts >> 16) as u16 as i16),
+            ],
+            shared: id0 & SHARED_BIT != 0,
         }
     }
 
     fn set_slots(&mut self, head: u32, s: Slots) {
-        let ids = u64::from(s.ids[0]) | (u64::from(s.ids[1]) << 32);
-        self.word[head as usize + 1] = if s.shared { ids | SHARED_BIT } else { ids };
-        self.word[head as usize + 2] = pack_slot_counts(s.counts[0], s.counts[1]);
+        let h = head as usize;
+        self.word[h + 1] = if s.shared {
+            s.ids[0] | SHARED_BIT
+        } else {
+            s.ids[0]
+        };
+        self.word[h + 2] = s.ids[1];
+        self.word[h + 3] = pack_slot_counts(s.counts[0], s.counts[1]);
     }
 
     /// The allocation serial of the folio.
     #[must_use]
     pub(crate) fn serial(&self, head: u32) -> u64 {
-        self.word[head as usize]
+        let hi = self.serial_hi.get(head as usize).copied().unwrap_or(0);
+        u64::from(self.word[head as usize]) | (u64::from(hi) << 32)
     }
 
     /// `folio_maybe_mapped_shared` (6.15): small → mapcount > 1; large → mapcount > 1 and
@@ -345,9 +357,10 @@ impl PhysMem {
     /// `folio_try_dup_anon_rmap_ptes(folio, page, nr, dst_vma)` without pins: clear AE on
     /// the pages, per-page mapcounts +1, then the large mapcount with the **child's** mm id.
     pub(crate) fn dup_anon_rmap_ptes(&mut self, head: u32, first: u32, nr: u32, child: u32) {
-        for p in first..first + nr {
-            self.set_anon_exclusive(p, false);
-            self.page_mapcount_inc(p);
+        for i in &mut self.info[first as usize..(first + nr) as usize] {
+            // ClearPageAnonExclusive, then the page's mapcount + 1 (fork's hot loop).
+            debug_assert!(*i >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
+            *i = (*i & !AE_BIT) + (1 << MAPCOUNT_SHIFT);
         }
         if self.is_large(head) {
             self.add_large_mapcount(head, nr as i32, child);

@@ -43,6 +43,7 @@ impl Machine {
         if self.mem.nr_free() < need {
             return Err(CowError::OutOfMemory);
         }
+        self.mem.reserve_tables(need);
         let child_pid = self.procs.len() as u32 + 1;
         let mm_id = self.lowest_free_mm_id();
         let pgd = self.alloc_table()?;
@@ -191,11 +192,13 @@ impl Machine {
         let end_i = i + ((e - a) / PAGE_SIZE) as usize;
         let mut rss = 0;
         while i < end_i {
-            let pte = self.entry(src, i);
-            if pte.is_none() {
-                i += 1;
-                continue;
+            let (next, pages) = self.mem.copy_small_ptes(src, dst, i, end_i);
+            rss += pages;
+            i = next;
+            if i == end_i {
+                break;
             }
+            let pte = self.entry(src, i);
             if pte.is_special() {
                 // vm_normal_page() == NULL: copy the entry (never writable).
                 self.set_entry(dst, i, pte.mkold());
@@ -209,23 +212,17 @@ impl Machine {
             } else {
                 1
             };
-            let any_writable = (i..i + nr).any(|j| self.entry(src, j).is_writable());
+            let any_writable = self.mem.any_writable(src, i, nr);
             self.mem.ref_add(h, nr as i32);
             self.mem.dup_anon_rmap_ptes(h, p, nr as u32, child_id);
             rss += nr as u64;
             let mut v = pte;
             if any_writable {
                 v = v.mkwrite();
-                for j in i..i + nr {
-                    let s = self.entry(src, j);
-                    self.set_entry(src, j, s.wrprotect());
-                }
+                self.mem.wrprotect_ptes(src, i, nr);
                 v = v.wrprotect();
             }
-            v = v.mkold();
-            for j in 0..nr {
-                self.set_entry(dst, i + j, v.with_pfn(Pfn::new(u64::from(p) + j as u64)));
-            }
+            self.mem.set_ptes(dst, i, nr, v.mkold());
             i += nr;
         }
         rss

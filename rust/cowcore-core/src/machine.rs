@@ -352,12 +352,7 @@ impl Machine {
         value: u64,
     ) -> Result<(), CowError> {
         let (start, end) = self.check_access(pid, addr, length, true)?;
-        let mut a = start;
-        while a < end {
-            self.access_page(pid, a, true, value)?;
-            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
-        }
-        Ok(())
+        self.access_range(pid, start, end, true, value, None)
     }
 
     /// Loads the first 8 bytes of every page of the range, lowest address first.
@@ -366,12 +361,8 @@ impl Machine {
     /// As [`Self::write`].
     pub fn read(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<Vec<u64>, CowError> {
         let (start, end) = self.check_access(pid, addr, length, false)?;
-        let mut out = Vec::with_capacity(((end.as_u64() - start.as_u64()) / PAGE_SIZE) as usize);
-        let mut a = start;
-        while a < end {
-            out.push(self.access_page(pid, a, false, 0)?);
-            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
-        }
+        let mut out = Vec::with_capacity(capacity_hint(start, end));
+        self.access_range(pid, start, end, false, 0, Some(&mut out))?;
         Ok(out)
     }
 
@@ -450,7 +441,7 @@ impl Machine {
     ) -> Result<Vec<Observation>, CowError> {
         let mm = self.mm(pid)?;
         let (start, end) = self.check_range(addr, length)?;
-        let mut out = Vec::with_capacity(((end.as_u64() - start.as_u64()) / PAGE_SIZE) as usize);
+        let mut out = Vec::with_capacity(capacity_hint(start, end));
         let mut a = start.as_u64();
         while a < end.as_u64() {
             out.push(self.observe_page(mm.pgd, VirtAddr::new(a)));
@@ -638,6 +629,17 @@ impl Machine {
     }
 }
 
+/// How many results to reserve for a per-page call over `[start, end)`: the page count, but
+/// at most [`MAX_RESERVE`]. The range comes from the caller and may be huge (a `read` of a
+/// 16 TiB mapping that runs out of simulated memory after a few thousand pages): reserving
+/// it all up front would abort the host process instead of failing or growing as needed.
+fn capacity_hint(start: VirtAddr, end: VirtAddr) -> usize {
+    ((end.as_u64() - start.as_u64()) / PAGE_SIZE).min(MAX_RESERVE) as usize
+}
+
+/// The largest up-front reservation of [`capacity_hint`] (a 256 MiB range).
+const MAX_RESERVE: u64 = 1 << 16;
+
 fn check_order(order: u32) -> Result<(), CowError> {
     if (2..=9).contains(&order) {
         Ok(())
@@ -678,6 +680,21 @@ mod tests {
             Err(CowError::InvalidAddress(_))
         ));
         assert_eq!(m.vmas(1).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn huge_ranges_do_not_reserve_everything_up_front() {
+        // Regression: `read` reserved one slot per page of the range before the first
+        // access, so a 16 TiB read aborted the process (allocation failure) instead of
+        // running out of simulated memory.
+        let mut m = Machine::new(4 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 1 << 44).unwrap();
+        assert_eq!(m.read(1, a, 1 << 44), Err(CowError::OutOfMemory));
+        m.check().unwrap();
+        assert_eq!(
+            capacity_hint(a, VirtAddr::new(a.as_u64() + (1 << 44))),
+            1 << 16
+        );
     }
 
     #[test]

@@ -5,21 +5,28 @@
 //! lowest-addressed block of the smallest sufficient order and keeps the lower half of each
 //! split; a free merges with its buddy while the buddy is a free block of the same order.
 //!
-//! Memory layout (for 64 GiB = 16M frames): four arrays indexed by frame number, 24 bytes
-//! per frame in total, and no heap allocation per page:
-//! * `info: u32` — state (2 bits), order (4 bits), `PageAnonExclusive`, free-block head
-//!   marker, and the page's logical PTE mapcount in the top 24 bits;
+//! Memory layout (for 64 GiB = 16M frames): four arrays indexed by frame number, 20 bytes
+//! per frame in total, and no heap allocation per page. The arrays start zeroed and
+//! untouched (a free frame is all zeros), so the host pays RSS only for frames in use:
+//! * `info: u32` — state (2 bits), order (4 bits), `PageAnonExclusive`, and the page's
+//!   logical PTE mapcount in the top 24 bits (zero for a free frame: where free blocks
+//!   start is known from the free lists alone);
 //! * `count: i32` — the head's `_refcount`; in a large folio page 1 holds
 //!   `_large_mapcount`, page 2 `_entire_mapcount`, page 3 `_nr_pages_mapped` (the kernel
 //!   also keeps folio fields in tail `struct page`s);
-//! * `word: u64` — the head's allocation serial; page 1 holds `_mm_ids` (packed exactly
-//!   as the kernel packs it), page 2 `_mm_id_mapcount[2]`; for a page-table frame, the
-//!   slot of its 512 entries in the table pool;
+//! * `word: u32` — the low 32 bits of the head's allocation serial (the high bits live in
+//!   `serial_hi`, allocated only once a machine has made 2^32 folios); in a large folio
+//!   page 1 holds MM id 0 and the shared bit (bit 31), page 2 MM id 1, page 3 the two
+//!   biased `_mm_id_mapcount`s as `i16`s (one mm maps a folio at most 512 + 1 times); for a
+//!   page-table frame, the slot of its 512 entries in the table pool;
 //! * `content: u64` — the 64-bit value at the first byte of the page.
 //!
 //! Page tables live in a pool of 512-entry `u64` slots, one per table frame.
 
 use std::collections::BTreeSet;
+
+use crate::addr::Pfn;
+use crate::paging::entry::PageTableEntry;
 
 /// `MAX_PAGE_ORDER`: the largest buddy block is 2^10 frames (4 MiB).
 pub const MAX_ORDER: u32 = 10;
@@ -37,7 +44,6 @@ const STATE_MASK: u32 = 0b11;
 const ORDER_SHIFT: u32 = 2;
 const ORDER_MASK: u32 = 0b1111 << ORDER_SHIFT;
 pub(crate) const AE_BIT: u32 = 1 << 6;
-const FREE_HEAD_BIT: u32 = 1 << 7;
 pub(crate) const MAPCOUNT_SHIFT: u32 = 8;
 /// Largest logical per-page mapcount the 24-bit field holds.
 pub(crate) const MAPCOUNT_MAX: u32 = (1 << 24) - 1;
@@ -53,7 +59,9 @@ pub struct PhysMem {
     free_lists: Vec<BTreeSet<u32>>,
     pub(crate) info: Vec<u32>,
     pub(crate) count: Vec<i32>,
-    pub(crate) word: Vec<u64>,
+    pub(crate) word: Vec<u32>,
+    /// High 32 bits of folio serials by head frame; empty until a serial needs them.
+    pub(crate) serial_hi: Vec<u32>,
     pub(crate) content: Vec<u64>,
     tables: Vec<u64>,
     free_slots: Vec<u32>,
@@ -74,6 +82,7 @@ impl PhysMem {
             info: vec![0; n],
             count: vec![0; n],
             word: vec![0; n],
+            serial_hi: Vec::new(),
             content: vec![0; n],
             tables: Vec::new(),
             free_slots: Vec::new(),
@@ -104,14 +113,17 @@ impl PhysMem {
         self.nr_free
     }
 
+    /// Puts a free block on its list. Its frames' `info` is already `ST_FREE` (zero): the
+    /// free lists alone say where blocks start, so that booting a large machine writes no
+    /// per-frame word (the arrays stay untouched, and cost no RSS, until frames are used).
     fn push_free(&mut self, b: u32, order: u32) {
+        debug_assert_eq!(self.info[b as usize], ST_FREE);
         self.free_lists[order as usize].insert(b);
-        self.info[b as usize] = ST_FREE | (order << ORDER_SHIFT) | FREE_HEAD_BIT;
     }
 
-    fn is_free_head(&self, b: u32, order: u32) -> bool {
-        let i = self.info[b as usize];
-        i & FREE_HEAD_BIT != 0 && (i & ORDER_MASK) >> ORDER_SHIFT == order
+    /// Takes `b` off the free list of `order` if it heads a free block of that order.
+    fn take_free_head(&mut self, b: u32, order: u32) -> bool {
+        self.info[b as usize] & STATE_MASK == ST_FREE && self.free_lists[order as usize].remove(&b)
     }
 
     /// Allocates a block of `2^order` frames (`__rmqueue_smallest`): the lowest-addressed
@@ -120,7 +132,6 @@ impl PhysMem {
     pub(crate) fn alloc_block(&mut self, order: u32) -> Option<u32> {
         for j in order..=MAX_ORDER {
             if let Some(b) = self.free_lists[j as usize].pop_first() {
-                self.info[b as usize] = 0;
                 let mut k = j;
                 while k > order {
                     k -= 1;
@@ -144,12 +155,10 @@ impl PhysMem {
         while order < MAX_ORDER {
             let buddy = b ^ (1 << order);
             if u64::from(buddy) + (1u64 << order) > u64::from(self.nr_frames)
-                || !self.is_free_head(buddy, order)
+                || !self.take_free_head(buddy, order)
             {
                 break;
             }
-            self.free_lists[order as usize].remove(&buddy);
-            self.info[buddy as usize] = ST_FREE;
             b = b.min(buddy);
             order += 1;
         }
@@ -164,12 +173,19 @@ impl PhysMem {
         self.init_frames(h, order, ST_FOLIO);
         let hu = h as usize;
         self.count[hu] = 1;
-        self.word[hu] = serial;
+        self.word[hu] = serial as u32;
+        let hi = (serial >> 32) as u32;
+        if hi != 0 && self.serial_hi.is_empty() {
+            self.serial_hi = vec![0; self.nr_frames as usize];
+        }
+        if let Some(x) = self.serial_hi.get_mut(hu) {
+            *x = hi;
+        }
         if order >= 2 {
             self.count[hu + 1] = -1;
             self.count[hu + 2] = -1;
             self.count[hu + 3] = 0;
-            self.word[hu + 2] = crate::folio::pack_slot_counts(-1, -1);
+            self.word[hu + 3] = crate::folio::pack_slot_counts(-1, -1);
         }
         Some(h)
     }
@@ -204,14 +220,22 @@ impl PhysMem {
             self.tables.resize(self.tables.len() + ENTRIES, 0);
             s
         };
-        self.word[pfn as usize] = u64::from(slot);
+        self.word[pfn as usize] = slot;
         Some(pfn)
+    }
+
+    /// Makes room in the table pool for `n` more tables at once (fork knows how many the
+    /// child needs), instead of growing it table by table: each regrowth of a large pool
+    /// may copy it.
+    pub(crate) fn reserve_tables(&mut self, n: u64) {
+        let fresh = (n as usize).saturating_sub(self.free_slots.len());
+        self.tables.reserve(fresh * ENTRIES);
     }
 
     /// Frees a page-table frame (`pte_free`, `pmd_free`, ...).
     pub(crate) fn free_table(&mut self, pfn: u32) {
         debug_assert_eq!(self.state(pfn), ST_TABLE);
-        self.free_slots.push(self.word[pfn as usize] as u32);
+        self.free_slots.push(self.word[pfn as usize]);
         self.free_block(pfn, 0);
     }
 
@@ -225,6 +249,137 @@ impl PhysMem {
     pub(crate) fn set_entry(&mut self, table: u32, idx: usize, v: u64) {
         let slot = self.word[table as usize] as usize;
         self.tables[slot * ENTRIES + idx] = v;
+    }
+
+    /// The offset of table `table`'s first entry in the table pool.
+    fn table_base(&self, table: u32) -> usize {
+        self.word[table as usize] as usize * ENTRIES
+    }
+
+    /// The order-0 fast path of `copy_pte_range` → `copy_present_ptes` (KS §3.3): copies
+    /// entries `[i, end)` of the parent table `src` into the child table `dst` while each
+    /// is none or maps an order-0 folio (ref +1, `PageAnonExclusive` cleared, mapcount +1,
+    /// a writable entry write-protected in both, the child's entry old). Stops at the
+    /// first special entry or large folio, which the caller copies in a
+    /// `folio_pte_batch`; returns that index and the pages copied. Works on the table pool
+    /// and frame arrays directly: this loop is most of a fork's cost.
+    pub(crate) fn copy_small_ptes(
+        &mut self,
+        src: u32,
+        dst: u32,
+        mut i: usize,
+        end: usize,
+    ) -> (usize, u64) {
+        let (sb, db) = (self.table_base(src), self.table_base(dst));
+        debug_assert_ne!(sb, db);
+        // Both tables as slices (they are distinct slots of the pool), so that the loop
+        // has no bounds checks on them and no slot lookup per entry.
+        let (s_tab, d_tab) = if sb < db {
+            let (lo, hi) = self.tables.split_at_mut(db);
+            (&mut lo[sb..sb + ENTRIES], &mut hi[..ENTRIES])
+        } else {
+            let (lo, hi) = self.tables.split_at_mut(sb);
+            (&mut hi[..ENTRIES], &mut lo[db..db + ENTRIES])
+        };
+        let (info, count) = (&mut self.info, &mut self.count);
+        let mut pages = 0;
+        while i < end {
+            let pte = PageTableEntry::from_raw(s_tab[i]);
+            if pte.is_none() {
+                i += 1;
+                continue;
+            }
+            if pte.is_special() {
+                break;
+            }
+            let p = pte.pfn().as_u64() as usize;
+            let inf = info[p];
+            if inf & ORDER_MASK != 0 {
+                break;
+            }
+            debug_assert!(inf >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
+            count[p] += 1;
+            info[p] = (inf & !AE_BIT) + (1 << MAPCOUNT_SHIFT);
+            let mut v = pte;
+            if pte.is_writable() {
+                s_tab[i] = pte.wrprotect().raw();
+                v = v.mkwrite().wrprotect();
+            }
+            d_tab[i] = v.mkold().raw();
+            pages += 1;
+            i += 1;
+        }
+        (i, pages)
+    }
+
+    /// The non-faulting accesses through the PTE table `t` from address `a` to `end`
+    /// (inside one 2 MiB region), as `walk::hw_access` does them one by one: while the
+    /// entry permits the access, set A (and D for a write) and load or store the page's
+    /// first 8 bytes. Returns the address of the first page that would fault (or `end`).
+    pub(crate) fn access_ptes(
+        &mut self,
+        t: u32,
+        mut a: u64,
+        end: u64,
+        write: bool,
+        value: u64,
+        out: &mut Option<&mut Vec<u64>>,
+    ) -> u64 {
+        let b = self.table_base(t);
+        while a < end {
+            let i = b + ((a >> 12) & 511) as usize;
+            let e = PageTableEntry::from_raw(self.tables[i]);
+            if !e.is_present() || e.is_protnone() || (write && !e.is_writable()) {
+                break;
+            }
+            let n = if write {
+                e.mkyoung().hw_dirty()
+            } else {
+                e.mkyoung()
+            };
+            self.tables[i] = n.raw();
+            let c = &mut self.content[e.pfn().as_u64() as usize];
+            if write {
+                *c = value;
+            }
+            if let Some(o) = out.as_deref_mut() {
+                o.push(*c);
+            }
+            a += 4096;
+        }
+        a
+    }
+
+    /// The 512 entries of table `t`.
+    pub(crate) fn table(&self, t: u32) -> &[u64] {
+        let b = self.table_base(t);
+        &self.tables[b..b + ENTRIES]
+    }
+
+    /// Whether any of the `nr` entries from `i` of table `t` is writable.
+    pub(crate) fn any_writable(&self, t: u32, i: usize, nr: usize) -> bool {
+        let b = self.table_base(t) + i;
+        self.tables[b..b + nr]
+            .iter()
+            .any(|&e| PageTableEntry::from_raw(e).is_writable())
+    }
+
+    /// Write-protects the `nr` entries from `i` of table `t` (`wrprotect_ptes`).
+    pub(crate) fn wrprotect_ptes(&mut self, t: u32, i: usize, nr: usize) {
+        let b = self.table_base(t) + i;
+        for e in &mut self.tables[b..b + nr] {
+            *e = PageTableEntry::from_raw(*e).wrprotect().raw();
+        }
+    }
+
+    /// Sets the `nr` entries from `i` of table `t` to `v` with consecutive frames from
+    /// `v`'s (`set_ptes`).
+    pub(crate) fn set_ptes(&mut self, t: u32, i: usize, nr: usize, v: PageTableEntry) {
+        let b = self.table_base(t) + i;
+        let p0 = v.pfn().as_u64();
+        for (j, e) in self.tables[b..b + nr].iter_mut().enumerate() {
+            *e = v.with_pfn(Pfn::new(p0 + j as u64)).raw();
+        }
     }
 
     /// The state of a frame (`ST_*`).
@@ -292,6 +447,24 @@ mod tests {
         assert_eq!(m.alloc_block(10), None);
         assert_eq!(m.alloc_block(9), Some(0));
         assert_eq!(m.alloc_block(0), None);
+    }
+
+    #[test]
+    fn serials_past_u32_and_untouched_boot() {
+        let mut m = PhysMem::new(2048);
+        assert!(
+            m.info.iter().all(|&i| i == 0),
+            "boot writes no per-frame word"
+        );
+        let a = m.alloc_folio(0, 7).unwrap();
+        assert!(m.serial_hi.is_empty());
+        let b = m.alloc_folio(4, (3 << 32) | 9).unwrap();
+        assert_eq!(m.serial_hi.len(), 2048);
+        let c = m.alloc_folio(0, 11).unwrap();
+        assert_eq!(
+            (m.serial(a), m.serial(b), m.serial(c)),
+            (7, (3 << 32) | 9, 11)
+        );
     }
 
     #[test]

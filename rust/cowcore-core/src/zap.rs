@@ -12,6 +12,13 @@ use crate::machine::{Machine, PmdLoc};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
 
+/// Gathered references after which a zap drops them before it goes on (the kernel's
+/// `tlb_flush_mmu` when a batch is full), so that an `exit` of 8M pages does not hold 64 MiB
+/// of gather. Unobservable: a folio whose count reaches zero here has no mapping left to
+/// zap (refcount >= mapcount), and the buddy allocator's state depends only on which
+/// frames are free, not on the order they were freed in (merging is eager).
+const GATHER_BATCH: usize = 1 << 16;
+
 impl Machine {
     /// Unmaps `[addr, addr+length)`; unmapped pages in the range are fine.
     ///
@@ -112,6 +119,9 @@ impl Machine {
                 }
             }
             a = next;
+            if self.gather.len() >= GATHER_BATCH {
+                self.flush_gather();
+            }
         }
         let mm = self.mm_mut(pid)?;
         mm.rss_anon = mm.rss_anon.saturating_sub(freed_pages);
@@ -191,9 +201,10 @@ impl Machine {
         let p0 = e0.pfn().as_u64();
         let folio_end = u64::from(h) + (1u64 << self.mem.order(h));
         let expected = norm(e0);
+        let tab = self.mem.table(t);
         let mut n = 1;
         while i + n < end_i && p0 + (n as u64) < folio_end {
-            let e = self.entry(t, i + n);
+            let e = PageTableEntry::from_raw(tab[i + n]);
             let want = expected.with_pfn(crate::addr::Pfn::new(p0 + n as u64));
             if !e.is_present() || norm(e) != want {
                 break;

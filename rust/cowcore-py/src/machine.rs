@@ -48,6 +48,24 @@ fn run_core<T: Send>(
     py.detach(f).map_err(|e| PyCowError(e).into())
 }
 
+/// Ranges below this many bytes run with the GIL held: releasing and re-taking it costs
+/// about as much as such a call (a whole single-page `write` call takes ~0.1 µs, ~15 ns of
+/// it in the core; see BENCHMARKS.md, "What each optimisation bought"). 64 pages.
+const DETACH_BYTES: u64 = 64 * cowcore_core::PAGE_SIZE;
+
+/// [`run_core`] for a call over `length` bytes: small ranges keep the GIL.
+fn run_sized<T: Send>(
+    py: Python<'_>,
+    length: u64,
+    f: impl FnOnce() -> Result<T, cowcore_core::CowError> + Send,
+) -> PyResult<T> {
+    if length < DETACH_BYTES {
+        f().map_err(|e| PyCowError(e).into())
+    } else {
+        run_core(py, f)
+    }
+}
+
 fn parse<T: std::str::FromStr<Err = cowcore_core::CowError>>(s: &str) -> PyResult<T> {
     s.parse().map_err(|e| PyCowError(e).into())
 }
@@ -170,11 +188,13 @@ impl PyMachine {
     }
 
     fn mmap(&self, py: Python<'_>, pid: u32, length: u64) -> PyResult<u64> {
-        run_core(py, || self.lock().mmap(pid, length)).map(VirtAddr::as_u64)
+        run_sized(py, 0, || self.lock().mmap(pid, length)).map(VirtAddr::as_u64)
     }
 
     fn munmap(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
-        run_core(py, || self.lock().munmap(pid, VirtAddr::new(addr), length))
+        run_sized(py, length, || {
+            self.lock().munmap(pid, VirtAddr::new(addr), length)
+        })
     }
 
     fn mprotect(
@@ -207,13 +227,15 @@ impl PyMachine {
     }
 
     fn write(&self, py: Python<'_>, pid: u32, addr: u64, length: u64, value: u64) -> PyResult<()> {
-        run_core(py, || {
+        run_sized(py, length, || {
             self.lock().write(pid, VirtAddr::new(addr), length, value)
         })
     }
 
     fn read(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<Vec<u64>> {
-        run_core(py, || self.lock().read(pid, VirtAddr::new(addr), length))
+        run_sized(py, length, || {
+            self.lock().read(pid, VirtAddr::new(addr), length)
+        })
     }
 
     fn fork(&self, py: Python<'_>, pid: u32) -> PyResult<u32> {
@@ -253,7 +275,9 @@ impl PyMachine {
         addr: u64,
         length: u64,
     ) -> PyResult<Vec<ObservationRow>> {
-        let rows = run_core(py, || self.lock().observe(pid, VirtAddr::new(addr), length))?;
+        let rows = run_sized(py, length, || {
+            self.lock().observe(pid, VirtAddr::new(addr), length)
+        })?;
         Ok(rows.iter().map(Self::observation_row).collect())
     }
 

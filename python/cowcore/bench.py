@@ -1,0 +1,348 @@
+"""``cowcore bench``: the benchmark table of BENCHMARKS.md, measured in one run.
+
+Every workload goes through the public API (:class:`cowcore.Machine`), so the Rust core and
+the pure-Python reference do exactly the same work; the native baseline is
+``benches/native/cownative.c`` (the real kernel doing the same fork/write patterns), built
+with gcc when the source tree is at hand. Figures are per 4 KiB page (or per call) and the
+table prints ratios, which is what a shared, noisy machine can measure.
+
+The same workload functions are timed by pytest-benchmark in ``benches/``.
+
+Times are the CPU time of the measuring process (``time.process_time``; the native side uses
+``CLOCK_PROCESS_CPUTIME_ID``, which includes the kernel's work in the process's context,
+e.g. ``copy_page_range`` in the parent's ``fork``), so that other load on a shared machine
+does not count; each figure is the best of a few rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import cowcore
+
+MiB = 1 << 20
+GiB = 1 << 30
+PAGE = 4096
+
+Phases = dict[str, float]
+
+
+def _timed(phases: Phases, name: str, fn: Callable[[], object]) -> None:
+    t = time.process_time()
+    fn()
+    phases[name] = time.process_time() - t
+
+
+def fork_exit_rewrite(
+    backend: str, nbytes: int, size: str | None = None, memory: str = "4G"
+) -> Phases:
+    """Write all, fork, the child exits, write all again (every write a reuse fault)."""
+    m = cowcore.Machine("6.15", backend=backend, memory=memory)
+    if size:
+        m.thp.sizes[size] = "always"
+    p = m.init
+    a = p.mmap(nbytes)
+    out: Phases = {}
+    _timed(out, "first_write", lambda: p.write(a, nbytes))
+    child: list[cowcore.Process] = []
+    _timed(out, "fork", lambda: child.append(p.fork()))
+    _timed(out, "exit", child[0].exit)
+    _timed(out, "reuse", lambda: p.write(a, nbytes, value=2))
+    return out
+
+
+def cow_copy(backend: str, nbytes: int, size: str | None = None) -> Phases:
+    """Write all, fork, the parent writes all while the child lives (every write copies)."""
+    m = cowcore.Machine("6.15", backend=backend, memory="4G")
+    if size:
+        m.thp.sizes[size] = "always"
+    p = m.init
+    a = p.mmap(nbytes)
+    p.write(a, nbytes)
+    p.fork()
+    out: Phases = {}
+    _timed(out, "copy", lambda: p.write(a, nbytes, value=2))
+    return out
+
+
+def prefork_server(backend: str, nbytes: int, children: int = 64) -> Phases:
+    """A pre-fork server: the parent writes its heap, forks ``children`` workers; each reads
+    the whole heap, every 8th writes its first eighth (COW copies), then all exit."""
+    m = cowcore.Machine("6.15", backend=backend, memory="4G")
+    p = m.init
+    a = p.mmap(nbytes)
+    p.write(a, nbytes)
+
+    def serve() -> None:
+        kids = [p.fork() for _ in range(children)]
+        for i, k in enumerate(kids):
+            k.read(a, nbytes)
+            if i % 8 == 0:
+                k.write(a, nbytes // 8, value=i + 2)
+        for k in kids:
+            k.exit()
+
+    out: Phases = {}
+    _timed(out, "serve", serve)
+    return out
+
+
+def random_writes(backend: str, nbytes: int, writes: int, seed: int = 1) -> Phases:
+    """Write all, fork (the child lives), then ``writes`` single-page writes at random pages
+    of the parent, one API call each (copy faults at first, then plain stores)."""
+    m = cowcore.Machine("6.15", backend=backend, memory="4G")
+    p = m.init
+    a = p.mmap(nbytes)
+    p.write(a, nbytes)
+    p.fork()
+    rng = random.Random(seed)
+    addrs = [a + rng.randrange(nbytes // PAGE) * PAGE for _ in range(writes)]
+
+    def run() -> None:
+        w = p.write
+        for x in addrs:
+            w(x)
+
+    out: Phases = {}
+    _timed(out, "random", run)
+    return out
+
+
+def single_write(backend: str, calls: int) -> Phases:
+    """``calls`` single-page writes to one mapped, writable page (no fault): per-call cost."""
+    m = cowcore.Machine("6.15", backend=backend, memory="64M")
+    p = m.init
+    a = p.mmap(2 * MiB)
+    p.write(a)
+
+    def run() -> None:
+        w = p.write
+        for _ in range(calls):
+            w(a)
+
+    out: Phases = {}
+    _timed(out, "call", run)
+    return out
+
+
+# -- the native baseline ------------------------------------------------------------------
+
+
+def native_source() -> Path | None:
+    """``benches/native/cownative.c`` of the source tree this package was installed from."""
+    src = Path(__file__).resolve().parents[2] / "benches" / "native" / "cownative.c"
+    return src if src.exists() else None
+
+
+def native(mib: int, thp: bool = False) -> dict[str, float] | None:
+    """Runs the native baseline (ns per page); ``None`` without gcc or the source."""
+    src = native_source()
+    gcc = shutil.which("gcc")
+    if src is None or gcc is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "cownative"
+        subprocess.run([gcc, "-O2", "-o", str(exe), str(src)], check=True)
+        args = [str(exe), str(mib)] + (["thp"] if thp else [])
+        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def thp_setting() -> str:
+    """What the native side's THP knobs say (they may not be writable here)."""
+    base = Path("/sys/kernel/mm/transparent_hugepage")
+    try:
+        enabled = (base / "enabled").read_text().strip()
+        k64 = (base / "hugepages-64kB" / "enabled").read_text().strip()
+    except OSError:
+        return "unknown"
+    return f"enabled: {enabled}; hugepages-64kB: {k64}"
+
+
+# -- scale (one subprocess per size) -------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def scale_child(gib: int, memory: str) -> dict[str, float]:
+    """In a fresh process: ``gib`` GiB of 4K pages written, forked, the child exits, all
+    rewritten, on a machine of ``memory``. Returns seconds per phase and memory figures."""
+    before = _status_kib("VmRSS")
+    nbytes = gib * GiB
+    t = time.process_time()
+    m = cowcore.Machine("6.15", memory=memory)
+    boot = time.process_time() - t
+    after_boot = _status_kib("VmRSS")
+    p = m.init
+    a = p.mmap(nbytes)
+    out: dict[str, float] = {"boot": boot}
+    t = time.process_time()
+    p.write(a, nbytes)
+    out["first_write"] = time.process_time() - t
+    written = _status_kib("VmRSS")
+    t = time.process_time()
+    c = p.fork()
+    out["fork"] = time.process_time() - t
+    t = time.process_time()
+    c.exit()
+    out["exit"] = time.process_time() - t
+    t = time.process_time()
+    p.write(a, nbytes, value=2)
+    out["reuse"] = time.process_time() - t
+    peak = _status_kib("VmHWM")
+    out["boot_rss_mib"] = (after_boot - before) / 1024
+    out["written_growth_bytes_per_page"] = (written - before) * 1024 / (nbytes / PAGE)
+    out["peak_growth_bytes_per_page"] = (peak - before) * 1024 / (nbytes / PAGE)
+    out["peak_rss_mib"] = peak / 1024
+    return out
+
+
+def scale(gib: int, memory: str = "64G") -> dict[str, float]:
+    """Runs :func:`scale_child` in a subprocess so that runs don't share memory."""
+    code = f"import json, cowcore.bench as b; print(json.dumps(b.scale_child({gib}, {memory!r})))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+# -- the table --------------------------------------------------------------------------
+
+
+def _per_page(phases: Phases, nbytes: int) -> dict[str, float]:
+    return {k: v / (nbytes / PAGE) * 1e9 for k, v in phases.items()}
+
+
+def _best(fn: Callable[[], Phases], rounds: int) -> Phases:
+    best: Phases = {}
+    for _ in range(rounds):
+        for k, v in fn().items():
+            best[k] = min(best.get(k, v), v)
+    return best
+
+
+def table(
+    rust_mib: int = 1024, ref_mib: int = 16, rounds: int = 5, scale_gib: tuple[int, ...] = ()
+) -> str:
+    """Measures everything once and returns the Markdown table of BENCHMARKS.md."""
+    lines: list[str] = []
+    add = lines.append
+    nat4 = native(rust_mib)
+    natthp = native(rust_mib, thp=True)
+    add(f"rust at {rust_mib} MiB, reference at {ref_mib} MiB (same shape), best of {rounds}")
+    add(f"native THP: {thp_setting()}")
+    add("native 4K rows: MADV_NOHUGEPAGE; native 64K rows: MADV_HUGEPAGE, i.e. 2M PMD THPs")
+    add("(64K mTHP is `never` here and sysfs is read-only): informative, not like for like")
+    add("")
+    add(
+        "| workload | phase | rust ns/page | reference ns/page | ref/rust | native ns/page "
+        "| native/rust |"
+    )
+    add("|---|---|---:|---:|---:|---:|---:|")
+    native_key = {"fork": "fork", "reuse": "reuse", "copy": "copy", "first_write": "first_write"}
+
+    def row(
+        name: str, rust: dict[str, float], ref: dict[str, float], nat: dict[str, float] | None
+    ) -> None:
+        for phase, r in rust.items():
+            f = ref[phase]
+            n = nat.get(native_key.get(phase, ""), 0.0) if nat else 0.0
+            ncol = f"{n:.1f} | {n / r:.1f}x" if n else "- | -"
+            add(f"| {name} | {phase} | {r:.1f} | {f:.0f} | {f / r:.0f}x | {ncol} |")
+
+    for label, size, nat in (("4K pages", None, nat4), ("64K mTHP", "64K", natthp)):
+        rust = _per_page(
+            _best(partial(fork_exit_rewrite, "rust", rust_mib * MiB, size), rounds), rust_mib * MiB
+        )
+        ref = _per_page(
+            _best(partial(fork_exit_rewrite, "reference", ref_mib * MiB, size), 1), ref_mib * MiB
+        )
+        rust["total"] = sum(rust.values())
+        ref["total"] = sum(ref.values())
+        row(f"write, fork, exit, rewrite ({label})", rust, ref, nat)
+        rust = _per_page(
+            _best(partial(cow_copy, "rust", rust_mib * MiB, size), rounds), rust_mib * MiB
+        )
+        ref = _per_page(
+            _best(partial(cow_copy, "reference", ref_mib * MiB, size), 1), ref_mib * MiB
+        )
+        row(f"COW copy after fork ({label})", rust, ref, nat)
+    pre = 4 * MiB
+    rust = _per_page(_best(lambda: prefork_server("rust", pre), rounds), pre)
+    ref = _per_page(_best(lambda: prefork_server("reference", pre), 1), pre)
+    row("pre-fork server, 4 MiB, 64 children", rust, ref, None)
+    rand = 20000
+    rust = _per_page(_best(lambda: random_writes("rust", 64 * MiB, rand), rounds), rand * PAGE)
+    ref = _per_page(_best(lambda: random_writes("reference", 64 * MiB, rand), 1), rand * PAGE)
+    add("")
+    add("| per call | rust ns/call | reference ns/call | ref/rust |")
+    add("|---|---:|---:|---:|")
+    add(
+        f"| random single-page write after fork (64 MiB, {rand} calls) | {rust['random']:.0f} "
+        f"| {ref['random']:.0f} | {ref['random'] / rust['random']:.0f}x |"
+    )
+    calls = 200000
+    rust = _per_page(_best(lambda: single_write("rust", calls), rounds), calls * PAGE)
+    ref = _per_page(_best(lambda: single_write("reference", calls // 10), 1), calls // 10 * PAGE)
+    add(
+        f"| single-page write, no fault (`proc.write(addr)`) | {rust['call']:.0f} "
+        f"| {ref['call']:.0f} | {ref['call'] / rust['call']:.0f}x |"
+    )
+    if scale_gib:
+        add("")
+        add(
+            "| scale (64 GiB machine, 4K pages) | first write ns/page | fork ns/page "
+            "| exit ns/page | rewrite ns/page | RSS growth B/page after write "
+            "| peak growth B/page | peak RSS MiB |"
+        )
+        add("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for g in scale_gib:
+            s = scale(g)
+            n = g * GiB / PAGE
+            add(
+                f"| {g} GiB | {s['first_write'] / n * 1e9:.1f} | {s['fork'] / n * 1e9:.1f} "
+                f"| {s['exit'] / n * 1e9:.1f} | {s['reuse'] / n * 1e9:.1f} "
+                f"| {s['written_growth_bytes_per_page']:.1f} "
+                f"| {s['peak_growth_bytes_per_page']:.1f} | {s['peak_rss_mib']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``cowcore bench`` to the command line."""
+    p = sub.add_parser("bench", help="print the benchmark table (Rust, reference, native)")
+    p.add_argument("--mib", type=int, default=1024, help="Rust workload size (default 1024)")
+    p.add_argument("--ref-mib", type=int, default=16, help="reference size (default 16)")
+    p.add_argument("--rounds", type=int, default=5, help="best of N for Rust (default 5)")
+    p.add_argument("--scale", default="", help="GiB sizes for the scale runs, e.g. 1,4,16,32")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    sizes = tuple(int(x) for x in args.scale.split(",") if x)
+    print(table(args.mib, args.ref_mib, args.rounds, sizes), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="cowcore.bench")
+    register(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args(["bench", *sys.argv[1:]])
+    sys.exit(_main(ns))
