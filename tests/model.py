@@ -10,7 +10,10 @@ Every rule applies the same operation to a machine per backend and checks:
   observations of every mapped page (raw PFNs: the determinism contract of DESIGN.md makes
   frames equal, not only equal up to renaming), equal page-table entries, equal folio
   counters, equal statistics and equal free memory;
-* **conservation**: when every process has exited, all memory is free again.
+* **conservation**: when every process has exited, all memory is free again;
+* **exhaustion** (``may_oom``, small machines): an access or fork that finds no memory fails
+  the same way on every backend; a failed fork changes nothing, a failed ``write`` keeps the
+  pages before the failing one (the model learns which from ``observe``) and nothing after.
 
 With one backend it is a property test of that backend; with several it is the differential
 test that keeps the Rust core equal to the pure-Python reference.
@@ -23,11 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import cowcore
-from cowcore import CowError, InvalidAddressError, SegmentationFault
+from cowcore import CowError, InvalidAddressError, OutOfMemoryError, SegmentationFault
 from cowcore.protocol import THP_SIZES
 
 PAGE = 4096
@@ -67,6 +71,9 @@ class LockstepModel(RuleBasedStateMachine):
 
     backends: ClassVar[tuple[str, ...]] = ("reference",)
     memory: ClassVar[str] = "64M"
+    may_oom: ClassVar[bool] = False
+    """Small machines set it: then an ``OutOfMemoryError`` is an accepted outcome (the same
+    on every backend); otherwise it fails the run."""
 
     @initialize(
         kernel=st.sampled_from(["6.12", "6.15"]),
@@ -116,6 +123,29 @@ class LockstepModel(RuleBasedStateMachine):
         assert res[0] == "ok", f"{what} raised {res[1]}"
         return res[1]
 
+    def is_oom(self, res: tuple[str, Any]) -> bool:
+        """An accepted out-of-memory outcome (only on machines that may run out)."""
+        oom = res == ("raise", (OutOfMemoryError.__name__,))
+        if oom and self.may_oom:
+            event("out of memory")
+        return self.may_oom and oom
+
+    def do_fork(self, p: ProcModel) -> list[cowcore.Process] | None:
+        """Fork ``p`` on every backend; ``None`` when the fork found no memory (then it
+        must have changed nothing: no child, the parent as it was)."""
+        children: list[cowcore.Process] = []
+        free = [m.free_frames() for m in self.ms]
+        pids = [[q.pid for q in m.processes()] for m in self.ms]
+        res = self.each(lambda i: children.append(p.procs[i].fork()) or children[-1].pid)
+        if self.is_oom(res):
+            assert [m.free_frames() for m in self.ms] == free, "a failed fork allocated"
+            assert [[q.pid for q in m.processes()] for m in self.ms] == pids, (
+                "a failed fork left a child"
+            )
+            return None
+        self.expect_ok(res, "fork")
+        return children
+
     # -- rules ---------------------------------------------------------------------------
 
     @precondition(lambda self: self.live())
@@ -131,7 +161,12 @@ class LockstepModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def write(self, data: st.DataObject) -> None:
         p = data.draw(st.sampled_from(self.mapped()))
-        addr, count = self.pick_range(data, p)
+        self.write_range(p, *self.pick_range(data, p))
+
+    def write_range(self, p: ProcModel, addr: int, count: int) -> None:
+        """Write a fresh value over the range on every backend and record it in the model
+        (or expect the segmentation fault the model predicts; on a machine that may run out
+        of memory, an OOM keeps the pages before the failing one)."""
         self.value += 1
         value = self.value
         pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
@@ -139,8 +174,14 @@ class LockstepModel(RuleBasedStateMachine):
         if any(pm is None or pm.prot != "rw" for pm in pages):
             assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
             return
-        self.expect_ok(res, "write")
-        for pm in pages:
+        if self.is_oom(res):
+            # pages before the failing one hold the value, that one and the rest do not
+            done = [o.content == value for o in p.procs[0].observe(addr, count * PAGE)]
+            count = done.index(False)
+            assert not any(done[count:]), "a write went on after running out of memory"
+        else:
+            self.expect_ok(res, "write")
+        for pm in pages[:count]:
             assert pm is not None
             pm.value = value
 
@@ -153,6 +194,8 @@ class LockstepModel(RuleBasedStateMachine):
         res = self.each(lambda i: p.procs[i].read(addr, count * PAGE))
         if any(pm is None or pm.prot == "none" for pm in pages):
             assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        if self.is_oom(res):
             return
         assert self.expect_ok(res, "read") == [pm.value for pm in pages if pm]
 
@@ -218,8 +261,9 @@ class LockstepModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def fork(self, data: st.DataObject) -> None:
         p = data.draw(st.sampled_from(self.live()))
-        children = [m_proc.fork() for m_proc in p.procs]
-        assert len({c.pid for c in children}) == 1, "pids differ between backends"
+        children = self.do_fork(p)
+        if children is None:
+            return
         child = ProcModel(children, maps=list(p.maps))
         for addr, pm in p.pages.items():
             if not pm.dontfork:
@@ -235,22 +279,14 @@ class LockstepModel(RuleBasedStateMachine):
         child goes away (exit, or unmaps the range), the parent writes the range again."""
         p = data.draw(st.sampled_from(self.mapped()))
         addr, count = self.pick_range(data, p)
-        children = [proc.fork() for proc in p.procs]
+        children = self.do_fork(p)
+        if children is None:
+            return
         self.procs.append(ProcModel(children))
         if unmap:
             self.expect_ok(self.each(lambda i: children[i].munmap(addr, count * PAGE)), "munmap")
         self.expect_ok(self.each(lambda i: children[i].exit()), "exit")
-        self.value += 1
-        value = self.value
-        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
-        res = self.each(lambda i: p.procs[i].write(addr, count * PAGE, value))
-        if any(pm is None or pm.prot != "rw" for pm in pages):
-            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
-            return
-        self.expect_ok(res, "write")
-        for pm in pages:
-            assert pm is not None
-            pm.value = value
+        self.write_range(p, addr, count)
 
     @precondition(lambda self: len(self.live()) > 1)
     @rule(data=st.data())
@@ -319,6 +355,9 @@ class LockstepModel(RuleBasedStateMachine):
             for addr, pm in sorted(p.pages.items()):
                 if pm.prot != "none":
                     res = self.on_each(p, "read", addr)
+                    if self.is_oom(res):  # no memory to fault it in: look without faulting
+                        (o,) = p.procs[0].observe(addr)
+                        res = ("ok", [o.content if o.present else 0])
                     assert res == ("ok", [pm.value]), f"pid {p.procs[0].pid} at {addr:#x}"
             self.on_each(p, "exit")
         for m in self.ms:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Literal, cast
 
-from cowcore.errors import InvalidArgumentError
+from cowcore.errors import InvalidArgumentError, NoSuchProcessError
 from cowcore.protocol import (
     FRAME_HUGE_ZERO,
     FRAME_NORMAL,
@@ -68,6 +68,8 @@ U64 = 1 << 64
 
 def _int(name: str, value: object) -> int:
     """An unsigned 64-bit integer argument (addresses, lengths, values, frame numbers)."""
+    if type(value) is int and 0 <= value < U64:  # the common case, checked first: it is cheap
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
     if not 0 <= value < U64:
@@ -224,9 +226,12 @@ class Machine:
             raise InvalidArgumentError(
                 f"memory must be a multiple of 2M in [4M, 256G], not {nbytes}"
             )
+        if _int("levels", levels) not in (4, 5):
+            # checked here: the Rust binding takes a u8 and would raise OverflowError
+            raise InvalidArgumentError(f"levels must be 4 or 5, not {levels}")
         self.backend_name = _str("backend", backend)
         self._b: Backend = make_backend(
-            self.backend_name, _str("kernel", kernel), nbytes // PAGE_SIZE, _int("levels", levels)
+            self.backend_name, _str("kernel", kernel), nbytes // PAGE_SIZE, levels
         )
         self.thp = ThpSettings(self._b)
         self.policy = Policy(self._b)
@@ -306,12 +311,13 @@ class Process:
     """A process of a :class:`Machine`. Get one from ``machine.init`` or :meth:`fork`."""
 
     def __init__(self, machine: Machine, pid: int) -> None:
+        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 1 << 32:
+            # pids are u32 in the Rust core: without this, a bogus pid raised OverflowError
+            # there and NoSuchProcessError in the reference
+            raise NoSuchProcessError(f"no process with pid {pid!r}")
         self.machine = machine
         self.pid = pid
-
-    @property
-    def _b(self) -> Backend:
-        return self.machine._b
+        self._b: Backend = machine._b  # an attribute, not a property: read on every call
 
     @property
     def alive(self) -> bool:
@@ -350,6 +356,16 @@ class Process:
             SegmentationFault: a page is unmapped or not writable (nothing is written).
             OutOfMemoryError: a fault found no memory (pages before it stay written).
         """
+        if (
+            type(addr) is int
+            and type(length) is int
+            and type(value) is int
+            and 0 <= addr < U64
+            and 0 <= length < U64
+            and 0 <= value < U64
+        ):  # the checks of _int inlined: this call is the hot one in per-page loops
+            self._b.write(self.pid, addr, length, value)
+            return
         self._b.write(self.pid, _int("addr", addr), _int("length", length), _int("value", value))
 
     def read(self, addr: int, length: int = PAGE_SIZE) -> list[int]:

@@ -17,7 +17,14 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cowcore.errors import CowError, InvalidArgumentError, ScenarioError, SegmentationFault
+from cowcore.errors import (
+    CowError,
+    InvalidAddressError,
+    InvalidArgumentError,
+    OutOfMemoryError,
+    ScenarioError,
+    SegmentationFault,
+)
 from cowcore.machine import DEFAULT_BACKEND, Machine, Process
 from cowcore.protocol import THP_SIZES, PageObservation
 from cowcore.units import parse_size
@@ -238,6 +245,19 @@ class _RunError(Exception):
     """A run-time error of the statement being run (turned into the error observation)."""
 
 
+def _message(exc: Exception) -> str:
+    """The error observation's text: the runner's own messages, and for errors that come
+    from the backend a text of their class only, since each backend words its messages its
+    own way and a scenario's output must be the same on every backend."""
+    if isinstance(exc, _RunError):
+        return str(exc)
+    if isinstance(exc, OutOfMemoryError):
+        return "out of memory"
+    if isinstance(exc, InvalidAddressError):
+        return "invalid address (ENOMEM)"
+    return type(exc).__name__
+
+
 @dataclass(slots=True)
 class _Runner:
     kernel: str
@@ -265,8 +285,9 @@ class _Runner:
             try:
                 self.step(stmt)
             except (_RunError, CowError) as exc:
-                self.emit({"error": f"line {stmt.line}: {exc}"})
-                raise ScenarioError(stmt.line, str(exc), self.observations) from exc
+                message = _message(exc)
+                self.emit({"error": f"line {stmt.line}: {message}"})
+                raise ScenarioError(stmt.line, message, self.observations) from exc
             if self.check:
                 m.check()
         return self.observations
@@ -352,10 +373,16 @@ class _Runner:
                 raise _RunError(
                     f"SIGSEGV at offset {exc.addr - start} of {name} ({exc.reason})"
                 ) from None
-        elif st.verb == "mprotect":
-            p.mprotect(addr, length, str(st.args[3]))  # type: ignore[arg-type]
-        elif st.verb == "madvise":
-            p.madvise(addr, length, str(st.args[3]))  # type: ignore[arg-type]
+        else:
+            try:
+                if st.verb == "mprotect":
+                    p.mprotect(addr, length, str(st.args[3]))  # type: ignore[arg-type]
+                elif st.verb == "madvise":
+                    p.madvise(addr, length, str(st.args[3]))  # type: ignore[arg-type]
+            except InvalidAddressError:
+                raise _RunError(
+                    f"{st.verb} {name}: range includes unmapped pages (ENOMEM)"
+                ) from None
 
     def page_observation(self, proc: str, name: str, off: int, o: object) -> Observation:
         assert isinstance(o, PageObservation)

@@ -203,6 +203,20 @@ class Kernel:
             self.phys.free_table(table)
         allocated.clear()
 
+    def hole_end(self, mm: Mm, addr: int) -> int | None:
+        """Where the hole above the PMD level that holds ``addr`` ends, or ``None`` when the
+        PMD table covering ``addr`` exists. Range walks skip holes with it (as the kernel's
+        ``p?d_none_or_clear_bad`` loops do), so that a walk over a huge, mostly empty VMA
+        costs what is mapped, not what is reserved."""
+        table = mm.pgd
+        for lvl in range(self.pmd_level()):
+            entry = self.entry(table, pg.index_at(addr, self.levels, lvl))
+            if not pg.is_present(entry):
+                shift = pg.PAGE_SHIFT + 9 * (self.levels - 1 - lvl)
+                return ((addr >> shift) + 1) << shift
+            table = pg.entry_pfn(entry)
+        return None
+
     def pmd_slot(self, mm: Mm, addr: int) -> tuple[int, int] | None:
         """``(table, index)`` of the PMD entry covering ``addr``, if the PMD table exists."""
         table = self.table_for(mm, addr, self.pmd_level(), None)

@@ -89,6 +89,10 @@ def _change_protection(k: Kernel, mm: Mm, vma: Vma) -> None:
     newprot = vma.page_prot()
     addr = vma.start
     while addr < vma.end:
+        skip = k.hole_end(mm, addr)
+        if skip is not None:
+            addr = skip
+            continue
         pmd_end = min((addr | (pg.PMD_SIZE - 1)) + 1, vma.end)
         slot = k.pmd_slot(mm, addr)
         if slot is not None:

@@ -40,6 +40,10 @@ def zap_range(k: Kernel, mm: Mm, start: int, end: int, tlb: Gather) -> None:
         lo, hi = max(start, vma.start), min(end, vma.end)
         addr = lo
         while addr < hi:
+            skip = k.hole_end(mm, addr)
+            if skip is not None:
+                addr = skip
+                continue
             pmd_end = min((addr | (pg.PMD_SIZE - 1)) + 1, hi)
             _zap_pmd(k, mm, addr, pmd_end, tlb)
             addr = pmd_end
