@@ -185,6 +185,52 @@ class LockstepModel(RuleBasedStateMachine):
             assert pm is not None
             pm.value = value
 
+    def pick_pages(self, data: st.DataObject, p: ProcModel) -> list[int]:
+        """Scattered page addresses inside ``p``'s mappings (some may be unmapped since)."""
+        picks = data.draw(
+            st.lists(
+                st.tuples(st.sampled_from(p.maps), st.integers(0, 1 << 20)), min_size=1, max_size=16
+            )
+        )
+        return [start + (k % npages) * PAGE for (start, npages), k in picks]
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def write_pages(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addrs = self.pick_pages(data, p)
+        self.value += 1
+        value = self.value
+        pages = [p.pages.get(a) for a in addrs]
+        res = self.each(lambda i: p.procs[i].write_pages(addrs, value))
+        if any(pm is None or pm.prot != "rw" for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        if self.is_oom(res):
+            # the pages written before the failing one hold the value (values are unique)
+            for a, pm in zip(addrs, pages, strict=True):
+                if pm is not None and p.procs[0].observe(a)[0].content == value:
+                    pm.value = value
+            return
+        self.expect_ok(res, "write_pages")
+        for pm in pages:
+            assert pm is not None
+            pm.value = value
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def read_pages(self, data: st.DataObject) -> None:
+        p = data.draw(st.sampled_from(self.mapped()))
+        addrs = self.pick_pages(data, p)
+        pages = [p.pages.get(a) for a in addrs]
+        res = self.each(lambda i: p.procs[i].read_pages(addrs))
+        if any(pm is None or pm.prot == "none" for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        if self.is_oom(res):
+            return
+        assert self.expect_ok(res, "read_pages") == [pm.value for pm in pages if pm]
+
     @precondition(lambda self: self.mapped())
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:

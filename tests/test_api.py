@@ -148,3 +148,25 @@ def test_check_detects_a_corrupted_counter() -> None:
     folio.page_mapcount[0] += 1
     with pytest.raises(InvariantError, match="page-mapcount"):
         m.check()
+
+
+def test_batch_page_calls(make_machine: MachineFactory) -> None:
+    """write_pages/read_pages: scattered pages in the given order, checked before touching."""
+    m = make_machine()
+    p = m.init
+    a = p.mmap(2 * MiB)
+    p.write_pages([a + 8192, a, a + 8192], value=5)
+    assert p.read_pages([a, a + 4096, a + 8192]) == [5, 0, 5]
+    assert p.read_pages([]) == []
+    p.mprotect(a + 4096, 4096, "r")
+    before = (m.free_frames(), m.stats(), p.observe(a, 3 * 4096))
+    with pytest.raises(SegmentationFault) as info:
+        p.write_pages([a + 8192, a + 4096], value=7)
+    assert info.value.addr == a + 4096 and info.value.reason == "protection"
+    assert (m.free_frames(), m.stats(), p.observe(a, 3 * 4096)) == before
+    with pytest.raises(InvalidArgumentError):
+        p.write_pages([a + 1])
+    with pytest.raises(InvalidArgumentError):
+        p.read_pages([a, "0"])  # type: ignore[list-item]
+    with pytest.raises(InvalidAddressError):
+        p.read_pages([0])

@@ -97,9 +97,12 @@ def prefork_server(backend: str, nbytes: int, children: int = 64) -> Phases:
     return out
 
 
-def random_writes(backend: str, nbytes: int, writes: int, seed: int = 1) -> Phases:
+def random_writes(
+    backend: str, nbytes: int, writes: int, seed: int = 1, batch: bool = False
+) -> Phases:
     """Write all, fork (the child lives), then ``writes`` single-page writes at random pages
-    of the parent, one API call each (copy faults at first, then plain stores)."""
+    of the parent (copy faults at first, then plain stores): one API call each, or with
+    ``batch`` one ``write_pages`` call for all of them."""
     m = cowcore.Machine("6.15", backend=backend, memory="4G")
     p = m.init
     a = p.mmap(nbytes)
@@ -109,6 +112,9 @@ def random_writes(backend: str, nbytes: int, writes: int, seed: int = 1) -> Phas
     addrs = [a + rng.randrange(nbytes // PAGE) * PAGE for _ in range(writes)]
 
     def run() -> None:
+        if batch:
+            p.write_pages(addrs)
+            return
         w = p.write
         for x in addrs:
             w(x)
@@ -297,6 +303,16 @@ def table(
     add(
         f"| random single-page write after fork (64 MiB, {rand} calls) | {rust['random']:.0f} "
         f"| {ref['random']:.0f} | {ref['random'] / rust['random']:.0f}x |"
+    )
+    rust = _per_page(
+        _best(lambda: random_writes("rust", 64 * MiB, rand, batch=True), rounds), rand * PAGE
+    )
+    ref = _per_page(
+        _best(lambda: random_writes("reference", 64 * MiB, rand, batch=True), 1), rand * PAGE
+    )
+    add(
+        f"| random writes after fork, one `write_pages` call (64 MiB, {rand} pages) "
+        f"| {rust['random']:.0f} | {ref['random']:.0f} | {ref['random'] / rust['random']:.0f}x |"
     )
     calls = 200000
     rust = _per_page(_best(lambda: single_write("rust", calls), rounds), calls * PAGE)

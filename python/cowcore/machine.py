@@ -20,7 +20,7 @@ backend's plain tuples into frozen dataclasses. Values are checked by the backen
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Literal, cast
 
 from cowcore.errors import InvalidArgumentError, NoSuchProcessError
@@ -371,6 +371,25 @@ class Process:
     def read(self, addr: int, length: int = PAGE_SIZE) -> list[int]:
         """Load the first 8 bytes of every page of the range."""
         return self._b.read(self.pid, _int("addr", addr), _int("length", length))
+
+    def write_pages(self, addrs: Iterable[int], value: int = 1) -> None:
+        """Store ``value`` at the first byte of each page in ``addrs``, in the order given.
+
+        The batch form of :meth:`write` for scattered pages: one call into the backend
+        instead of one per page. Every address must be 4096-aligned; every page is checked
+        before any is touched.
+
+        Raises:
+            SegmentationFault: a page is unmapped or not writable (nothing is written).
+            OutOfMemoryError: a fault found no memory (earlier pages stay written).
+        """
+        pages = [_int("addr", a) for a in addrs]
+        self._b.write_pages(self.pid, pages, _int("value", value))
+
+    def read_pages(self, addrs: Iterable[int]) -> list[int]:
+        """Load the first 8 bytes of each page in ``addrs``, in the order given (the batch
+        form of :meth:`read`)."""
+        return self._b.read_pages(self.pid, [_int("addr", a) for a in addrs])
 
     def fork(self) -> Process:
         """Fork; the child inherits every mapping but the ``dontfork`` ones."""

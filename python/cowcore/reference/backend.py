@@ -206,6 +206,32 @@ class ReferenceBackend:
             values.append(self._k.content(pfn))
         return values
 
+    def _pages(self, mm: Mm, addrs: list[int], write: bool) -> None:
+        """Check every page of a batch before touching any (as ``write``/``read`` do)."""
+        for addr in addrs:
+            start, end = self._range(addr, pg.PAGE_SIZE)
+            self._check_access(mm, start, end, write=write)
+
+    def write_pages(self, pid: int, addrs: list[int], value: int) -> None:
+        _, mm = self._proc(pid)
+        if not 0 <= value < U64:
+            raise InvalidArgumentError(f"value must fit in 64 bits unsigned, not {value}")
+        self._pages(mm, addrs, write=True)
+        for addr in addrs:
+            vma = mm.find_vma(addr)
+            assert vma is not None
+            self._k.set_content(fault.access(self._k, mm, vma, addr, write=True), value)
+
+    def read_pages(self, pid: int, addrs: list[int]) -> list[int]:
+        _, mm = self._proc(pid)
+        self._pages(mm, addrs, write=False)
+        values = []
+        for addr in addrs:
+            vma = mm.find_vma(addr)
+            assert vma is not None
+            values.append(self._k.content(fault.access(self._k, mm, vma, addr, write=False)))
+        return values
+
     def fork(self, pid: int) -> int:
         proc, _ = self._proc(pid)
         return fork.fork(self._k, proc).pid

@@ -366,6 +366,52 @@ impl Machine {
         Ok(out)
     }
 
+    /// Stores `value` at the first byte of each page in `addrs`, in the order given: the
+    /// batch form of [`Self::write`] for scattered pages (one call instead of one per page).
+    /// Every page is checked (alignment, user range, `access_error()`) before any is
+    /// touched.
+    ///
+    /// # Errors
+    /// As [`Self::write`]; the first failing page in `addrs` order is reported.
+    pub fn write_pages(
+        &mut self,
+        pid: u32,
+        addrs: &[VirtAddr],
+        value: u64,
+    ) -> Result<(), CowError> {
+        for &a in addrs {
+            self.check_access(pid, a, PAGE_SIZE, true)?;
+        }
+        for &a in addrs {
+            self.access_range(
+                pid,
+                a,
+                VirtAddr::new(a.as_u64() + PAGE_SIZE),
+                true,
+                value,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Loads the first 8 bytes of each page in `addrs`, in the order given (the batch form
+    /// of [`Self::read`]).
+    ///
+    /// # Errors
+    /// As [`Self::write_pages`].
+    pub fn read_pages(&mut self, pid: u32, addrs: &[VirtAddr]) -> Result<Vec<u64>, CowError> {
+        for &a in addrs {
+            self.check_access(pid, a, PAGE_SIZE, false)?;
+        }
+        let mut out = Vec::with_capacity(addrs.len());
+        for &a in addrs {
+            let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+            self.access_range(pid, a, end, false, 0, Some(&mut out))?;
+        }
+        Ok(out)
+    }
+
     /// `access_error()` over the whole range before touching anything.
     fn check_access(
         &self,

@@ -232,6 +232,18 @@ impl PyMachine {
         })
     }
 
+    fn write_pages(&self, py: Python<'_>, pid: u32, addrs: Vec<u64>, value: u64) -> PyResult<()> {
+        let addrs: Vec<VirtAddr> = addrs.into_iter().map(VirtAddr::new).collect();
+        let bytes = (addrs.len() as u64).saturating_mul(cowcore_core::PAGE_SIZE);
+        run_sized(py, bytes, || self.lock().write_pages(pid, &addrs, value))
+    }
+
+    fn read_pages(&self, py: Python<'_>, pid: u32, addrs: Vec<u64>) -> PyResult<Vec<u64>> {
+        let addrs: Vec<VirtAddr> = addrs.into_iter().map(VirtAddr::new).collect();
+        let bytes = (addrs.len() as u64).saturating_mul(cowcore_core::PAGE_SIZE);
+        run_sized(py, bytes, || self.lock().read_pages(pid, &addrs))
+    }
+
     fn read(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<Vec<u64>> {
         run_sized(py, length, || {
             self.lock().read(pid, VirtAddr::new(addr), length)
