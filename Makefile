@@ -16,10 +16,10 @@ test-long:     ## the long property/differential profile (thousands of examples)
 lint:          ## every static check CI runs
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	ruff check python tests benches && ruff format --check python tests benches
+	ruff check python tests benches fuzz && ruff format --check python tests benches fuzz
 	mypy --strict python/cowcore
 format:        ## apply formatters
-	cargo fmt --all && ruff check --fix python tests benches && ruff format python tests benches
+	cargo fmt --all && ruff check --fix python tests benches fuzz && ruff format python tests benches fuzz
 bench:         ## benchmarks (see BENCHMARKS.md)
 	$(PY) -m pytest benches --benchmark-enable
 kernels:       ## fetch the 6.12 and 7.x kernels into .kernels/
