@@ -25,10 +25,12 @@ from typing import Literal, cast
 
 from cowcore.errors import InvalidArgumentError, NoSuchProcessError
 from cowcore.protocol import (
+    ADVICES,
     FRAME_HUGE_ZERO,
     FRAME_NORMAL,
     FRAME_ZERO,
     POLICY_DEFAULTS,
+    PROTS,
     THP_SIZES,
     Advice,
     Backend,
@@ -83,10 +85,6 @@ def _str(name: str, value: object, choices: tuple[str, ...] | None = None) -> st
     if choices is not None and value not in choices:
         raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
-
-
-PROTS = ("none", "r", "rw")
-ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
 
 
 def make_backend(backend: str, kernel: str, total_frames: int, levels: int) -> Backend:

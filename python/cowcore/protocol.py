@@ -13,7 +13,7 @@ Every method that changes state either completes or raises one of the exceptions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 KernelProfile = Literal["6.12", "6.15"]
 """Which kernel behaviour to follow: ``"6.12"`` never reuses a PTE-mapped large folio after
@@ -33,6 +33,13 @@ Advice = Literal[
     "hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork"
 ]
 """The ``madvise`` advices that cowcore models."""
+
+KERNEL_PROFILES: tuple[str, ...] = get_args(KernelProfile)
+THP_MODES: tuple[str, ...] = get_args(ThpMode)
+THP_SIZE_MODES: tuple[str, ...] = get_args(ThpSizeMode)
+PROTS: tuple[str, ...] = get_args(Prot)
+ADVICES: tuple[str, ...] = get_args(Advice)
+"""The values of the types above as tuples, for the checks that every layer makes."""
 
 THP_SIZES: dict[str, int] = {
     "16K": 2,

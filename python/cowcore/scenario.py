@@ -26,7 +26,15 @@ from cowcore.errors import (
     SegmentationFault,
 )
 from cowcore.machine import DEFAULT_BACKEND, Machine, Process
-from cowcore.protocol import THP_SIZES, PageObservation
+from cowcore.protocol import (
+    ADVICES,
+    KERNEL_PROFILES,
+    PROTS,
+    THP_MODES,
+    THP_SIZE_MODES,
+    THP_SIZES,
+    PageObservation,
+)
 from cowcore.units import parse_size
 
 Observation = dict[str, object]
@@ -37,8 +45,6 @@ ADDRESS_LIMIT = 1 << 47
 """x86-64 user space with 4-level paging ends here: a larger offset or length cannot be real."""
 VALUE = re.compile(r"^(0|[1-9][0-9]*)$")
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-PROFILES = ("6.12", "6.15")
-ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
 PAGE_KEYS = (
     "proc",
     "map",
@@ -163,7 +169,7 @@ def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
     head = tokens[0]
     if head == "kernel":
         _arity(lineno, tokens, 2)
-        if tokens[1] not in PROFILES:
+        if tokens[1] not in KERNEL_PROFILES:
             raise ScenarioSyntaxError(lineno, f"unknown kernel profile {tokens[1]!r}")
         return Statement(lineno, None, "kernel", (tokens[1],))
     if head == "stats":
@@ -195,7 +201,7 @@ def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
         args = (*_range(lineno, rest), value)
     elif verb == "mprotect":
         _arity(lineno, tokens, 6)
-        if rest[3] not in ("r", "rw", "none"):
+        if rest[3] not in PROTS:
             raise ScenarioSyntaxError(lineno, f"bad protection {rest[3]!r}")
         args = (*_range(lineno, rest), rest[3])
     elif verb == "madvise":
@@ -217,7 +223,7 @@ def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
 def _parse_thp(lineno: int, tokens: list[str]) -> Statement:
     if len(tokens) >= 2 and tokens[1] == "enabled":
         _arity(lineno, tokens, 3)
-        if tokens[2] not in ("always", "madvise", "never"):
+        if tokens[2] not in THP_MODES:
             raise ScenarioSyntaxError(lineno, f"bad THP mode {tokens[2]!r}")
         return Statement(lineno, None, "thp_enabled", (tokens[2],))
     if len(tokens) >= 2 and tokens[1] == "size":
@@ -230,7 +236,7 @@ def _parse_thp(lineno: int, tokens: list[str]) -> Statement:
             size = None
         if size is None:
             raise ScenarioSyntaxError(lineno, f"bad THP size {tokens[2]!r}")
-        if tokens[3] not in ("always", "madvise", "inherit", "never"):
+        if tokens[3] not in THP_SIZE_MODES:
             raise ScenarioSyntaxError(lineno, f"bad THP size mode {tokens[3]!r}")
         return Statement(lineno, None, "thp_size", (size, tokens[3]))
     if len(tokens) >= 2 and tokens[1] == "zero_page":

@@ -10,11 +10,15 @@ from cowcore.errors import (
     SegmentationFault,
 )
 from cowcore.protocol import (
+    ADVICES,
     FRAME_HUGE_ZERO,
     FRAME_NONE,
     FRAME_NORMAL,
     FRAME_ZERO,
     POLICY_DEFAULTS,
+    PROTS,
+    THP_MODES,
+    THP_SIZE_MODES,
     THP_SIZES,
     FolioRow,
     KernelProfile,
@@ -28,10 +32,6 @@ from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Process
 
 U64 = 1 << 64
-THP_MODES = ("always", "madvise", "never")
-THP_SIZE_MODES = ("always", "madvise", "inherit", "never")
-PROTS = ("none", "r", "rw")
-ADVICES = ("hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork")
 
 
 USER_START = 0x1000

@@ -90,10 +90,6 @@ def is_huge(entry: int) -> bool:
     return is_present(entry) and bool(entry & PS)
 
 
-def is_writable(entry: int) -> bool:
-    return bool(entry & RW)
-
-
 def mkwrite(entry: int) -> int:
     """``pte_mkwrite``: set RW and move SavedDirty back to Dirty."""
     entry |= RW
