@@ -247,6 +247,11 @@ def _parse_thp(lineno: int, tokens: list[str]) -> Statement:
     raise ScenarioSyntaxError(lineno, f"bad thp statement {' '.join(tokens)!r}")
 
 
+def _absent_page(proc: str, name: str, off: int) -> Observation:
+    """The observation of a page that nothing maps: every key after ``present`` is null."""
+    return dict(zip(PAGE_KEYS, (proc, name, off, False, None, None, None, None, None), strict=True))
+
+
 class _RunError(Exception):
     """A run-time error of the statement being run (turned into the error observation)."""
 
@@ -358,9 +363,7 @@ class _Runner:
             for i, o in enumerate(p.observe(start + off, inside) if inside else []):
                 self.emit(self.page_observation(st.proc, name, off + i * PAGE, o))
             for page_off in range(off + inside, off + length, PAGE):
-                self.emit(
-                    dict(zip(PAGE_KEYS, (st.proc, name, page_off, False, *[None] * 5), strict=True))
-                )
+                self.emit(_absent_page(st.proc, name, page_off))
             return
         if st.verb == "munmap":
             if inside:
@@ -393,9 +396,7 @@ class _Runner:
     def page_observation(self, proc: str, name: str, off: int, o: object) -> Observation:
         assert isinstance(o, PageObservation)
         if not o.present:
-            return dict(
-                zip(PAGE_KEYS, (proc, name, off, False, None, None, None, None, None), strict=True)
-            )
+            return _absent_page(proc, name, off)
         if o.frame_kind == "zero":
             frame = "zero"
         elif o.frame_kind == "huge_zero":
