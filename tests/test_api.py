@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import pytest
@@ -158,6 +159,11 @@ def test_batch_page_calls(make_machine: MachineFactory) -> None:
     p.write_pages([a + 8192, a, a + 8192], value=5)
     assert p.read_pages([a, a + 4096, a + 8192]) == [5, 0, 5]
     assert p.read_pages([]) == []
+    # any iterable of ints, int subclasses included (bool excepted: see test_bad_input)
+    p.write_pages((x for x in [a + 4096]), value=6)
+    assert p.read_pages((a + 4096, a)) == [6, 5]
+    assert p.read_pages([enum.IntEnum("Page", {"A": a + 4096}).A]) == [6]
+    p.write_pages([], value=1)
     p.mprotect(a + 4096, 4096, "r")
     before = (m.free_frames(), m.stats(), p.observe(a, 3 * 4096))
     with pytest.raises(SegmentationFault) as info:

@@ -119,6 +119,60 @@ def cases() -> list[Case]:
                 NoSuchProcessError,
             ),
         ]
+    # the batch calls: a bad item anywhere fails the whole batch before any page is touched
+    # (the first item is a valid, untouched page, so a partial batch would change state)
+    batches: dict[str, Callable[[World, list[Any]], object]] = {
+        "write_pages": lambda w, addrs: w.p.write_pages(addrs, 9),
+        "read_pages": lambda w, addrs: w.p.read_pages(addrs),
+    }
+    for meth, batch in batches.items():
+        for what, value, exc in BAD_INTS:
+            out.append(
+                (
+                    f"{meth}-item-{what}",
+                    lambda w, b=batch, v=value: b(w, [w.a + 200 * PAGE, v]),
+                    exc,
+                )
+            )
+        bad_pages: list[tuple[str, Callable[[World], int], type[Exception]]] = [
+            ("misaligned", lambda w: w.a + 1, InvalidArgumentError),
+            ("zero", lambda w: 0, InvalidAddressError),
+            ("beyond-user", lambda w: USER_END, InvalidAddressError),
+            ("last-page-beyond-user", lambda w: U64 - PAGE, InvalidAddressError),
+            ("unmapped", lambda w: w.a + 2 * MiB, SegmentationFault),
+            ("protnone", lambda w: w.a + MiB, SegmentationFault),
+        ]
+        for what, page, exc in bad_pages:
+            out.append(
+                (
+                    f"{meth}-page-{what}",
+                    lambda w, b=batch, pg=page: b(w, [w.a + 200 * PAGE, pg(w)]),
+                    exc,
+                )
+            )
+        out.append(
+            (
+                f"{meth}-exited",
+                lambda w, m=meth: getattr(w.dead, m)([w.a]),
+                NoSuchProcessError,
+            )
+        )
+        for what, arg in (("int", 4096), ("None", None)):
+            out.append(
+                (
+                    f"{meth}-not-iterable-{what}",
+                    lambda w, m=meth, a=arg: getattr(w.p, m)(a),
+                    InvalidArgumentError,
+                )
+            )
+    for what, value, _ in BAD_INTS:
+        out.append(
+            (
+                f"write_pages-value-{what}",
+                lambda w, v=value: w.p.write_pages([w.a + 200 * PAGE], v),
+                InvalidArgumentError,
+            )
+        )
     # the verbs' own arguments
     for what, value, _ in BAD_INTS:
         out.append(

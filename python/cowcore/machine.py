@@ -79,6 +79,20 @@ def _int(name: str, value: object) -> int:
     return value
 
 
+def _list(name: str, values: Iterable[int]) -> list[int]:
+    """The addresses of a batch call as a list (the list itself when given one). The items
+    are checked by the backend, as :func:`_int` would check each (an ``int`` in
+    ``[0, 2^64)``), so that a batch crosses into the Rust core without a Python loop."""
+    if type(values) is list:
+        return values
+    try:
+        return list(values)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{name} must be an iterable of ints, not {type(values).__name__}"
+        ) from None
+
+
 def _str(name: str, value: object, choices: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
@@ -381,13 +395,12 @@ class Process:
             SegmentationFault: a page is unmapped or not writable (nothing is written).
             OutOfMemoryError: a fault found no memory (earlier pages stay written).
         """
-        pages = [_int("addr", a) for a in addrs]
-        self._b.write_pages(self.pid, pages, _int("value", value))
+        self._b.write_pages(self.pid, _list("addrs", addrs), _int("value", value))
 
     def read_pages(self, addrs: Iterable[int]) -> list[int]:
         """Load the first 8 bytes of each page in ``addrs``, in the order given (the batch
         form of :meth:`read`)."""
-        return self._b.read_pages(self.pid, [_int("addr", a) for a in addrs])
+        return self._b.read_pages(self.pid, _list("addrs", addrs))
 
     def fork(self) -> Process:
         """Fork; the child inherits every mapping but the ``dontfork`` ones."""

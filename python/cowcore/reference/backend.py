@@ -207,7 +207,13 @@ class ReferenceBackend:
         return values
 
     def _pages(self, mm: Mm, addrs: list[int], write: bool) -> None:
-        """Check every page of a batch before touching any (as ``write``/``read`` do)."""
+        """Check every page of a batch before touching any (as ``write``/``read`` do): each
+        item an ``int`` (not a ``bool``) in ``[0, 2^64)``, then its page."""
+        for i, addr in enumerate(addrs):
+            if isinstance(addr, bool) or not isinstance(addr, int):
+                raise InvalidArgumentError(f"addrs[{i}] must be an int, not {type(addr).__name__}")
+            if not 0 <= addr < U64:
+                raise InvalidArgumentError(f"addrs[{i}] must be in [0, 2^64), not {addr}")
         for addr in addrs:
             start, end = self._range(addr, pg.PAGE_SIZE)
             self._check_access(mm, start, end, write=write)
