@@ -157,6 +157,15 @@ def cases() -> list[Case]:
                 NoSuchProcessError,
             )
         )
+        # regression: the Rust core checked the process only per page, so an empty batch
+        # of an exited process succeeded there (the reference raised)
+        out.append(
+            (
+                f"{meth}-exited-empty",
+                lambda w, m=meth: getattr(w.dead, m)([]),
+                NoSuchProcessError,
+            )
+        )
         for what, arg in (("int", 4096), ("None", None)):
             out.append(
                 (

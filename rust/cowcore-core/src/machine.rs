@@ -379,9 +379,7 @@ impl Machine {
         addrs: &[VirtAddr],
         value: u64,
     ) -> Result<(), CowError> {
-        for &a in addrs {
-            self.check_access(pid, a, PAGE_SIZE, true)?;
-        }
+        self.check_pages(pid, addrs, true)?;
         for &a in addrs {
             self.access_range(
                 pid,
@@ -401,15 +399,30 @@ impl Machine {
     /// # Errors
     /// As [`Self::write_pages`].
     pub fn read_pages(&mut self, pid: u32, addrs: &[VirtAddr]) -> Result<Vec<u64>, CowError> {
-        for &a in addrs {
-            self.check_access(pid, a, PAGE_SIZE, false)?;
-        }
+        self.check_pages(pid, addrs, false)?;
         let mut out = Vec::with_capacity(addrs.len());
         for &a in addrs {
             let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
             self.access_range(pid, a, end, false, 0, Some(&mut out))?;
         }
         Ok(out)
+    }
+
+    /// [`Self::check_access`] for each page of a batch, in order. The process is checked
+    /// first, so that an empty batch of an exited process fails as a non-empty one does.
+    /// A page inside the VMA that let the previous page through needs no VMA lookup:
+    /// scattered pages mostly fall in a few large VMAs.
+    fn check_pages(&self, pid: u32, addrs: &[VirtAddr], write: bool) -> Result<(), CowError> {
+        let mm = self.mm(pid)?;
+        let mut last: Option<(VirtAddr, VirtAddr)> = None;
+        for &a in addrs {
+            if last.is_some_and(|(s, e)| s <= a && a < e) && a.is_aligned(PAGE_SIZE) {
+                continue; // inside user space and permitted, as the previous page was
+            }
+            self.check_access(pid, a, PAGE_SIZE, write)?;
+            last = mm.find_vma(a).map(|i| (mm.vmas[i].start, mm.vmas[i].end));
+        }
+        Ok(())
     }
 
     /// `access_error()` over the whole range before touching anything.
