@@ -74,6 +74,16 @@ def test_random_writes_after_fork(benchmark: BenchmarkFixture, backend: str) -> 
 
 
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
+def test_random_writes_after_fork_batch(benchmark: BenchmarkFixture, backend: str) -> None:
+    """The same 20 000 random writes in one ``write_pages`` call."""
+    benchmark.group = "call"
+    phases = benchmark.pedantic(
+        bench.random_writes, (backend, 64 << 20, 20000, 1, True), rounds=rounds_for(backend)
+    )
+    _record(benchmark, phases, 20000)
+
+
+@pytest.mark.parametrize("backend", cowcore.BACKENDS)
 def test_single_page_write(benchmark: BenchmarkFixture, backend: str) -> None:
     """``proc.write(addr)`` on a mapped writable page: the per-call overhead."""
     benchmark.group = "call"

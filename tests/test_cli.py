@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import cowcore
 from cowcore.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +59,35 @@ def test_console_script_has_no_traceback_on_errors(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stdout.strip() == '{"error":"line 1: unknown verb \'frobnicate\'"}'
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(
+    "rust" not in cowcore.BACKENDS, reason="the table compares Rust with the reference"
+)
+def test_bench_prints_every_row_with_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cowcore bench`` at toy sizes: every workload row is there, each ratio a positive
+    number computed from the two columns beside it (no times are checked)."""
+    assert main(["bench", "--mib", "4", "--ref-mib", "1", "--rounds", "1"]) == 0
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| ") and not line.startswith("| workload") and "---" not in line
+    ]
+    labels = {r[0] for r in rows}
+    for want in (
+        "write, fork, exit, rewrite (4K pages)",
+        "COW copy after fork (64K mTHP)",
+        "pre-fork server, 4 MiB, 64 children",
+        "random writes after fork, one `write_pages` call (64 MiB, 20000 pages)",
+        "single-page write, no fault (`proc.write(addr)`)",
+    ):
+        assert want in labels
+    fault_rows = [r for r in rows if len(r) == 7]
+    call_rows = [r for r in rows if len(r) == 4 and r[0] != "per call"]
+    assert len(fault_rows) == 13 and len(call_rows) == 3
+    for r in fault_rows:
+        rust, ref, ratio = float(r[2]), float(r[3]), float(r[4].rstrip("x"))
+        assert rust > 0 and ratio == pytest.approx(ref / rust, rel=0.01, abs=1)
+    for r in call_rows:
+        rust, ref, ratio = float(r[1]), float(r[2]), float(r[3].rstrip("x"))
+        assert rust > 0 and ratio == pytest.approx(ref / rust, rel=0.01, abs=1)
