@@ -1,13 +1,15 @@
 """Before/after: the same workloads on two builds of cowcore, alternating, in one run.
 
-    python benches/compare_builds.py BEFORE_SITE [--mib 1024] [--rounds 3]
+    python benches/compare_builds.py BEFORE_SITE [--mib 1024] [--rounds 3] [--kinds 4K,batch]
 
 ``BEFORE_SITE`` is a directory with another build of the ``cowcore`` package on it (e.g.
 ``git archive <rev> | tar -x -C /tmp/base && cd /tmp/base && maturin build --release`` and
 ``pip install --no-deps --target BEFORE_SITE`` the wheel); the installed build is "after".
 Each measurement runs in a fresh subprocess, before and after alternating, best of
 ``--rounds``, in CPU time of the process (``time.process_time``). Prints ns per 4 KiB page
-(per call for ``call``) and the speed-up. The
+(per call for ``call``; per page of the batch for ``batch``: 20 000 random pages of 64 MiB
+after a fork in one ``write_pages`` call, then the same pages again, which no longer fault)
+and the speed-up. The
 workloads are written out here, not imported from :mod:`cowcore.bench`, so that they also
 run on builds that predate it.
 """
@@ -39,6 +41,19 @@ if kind in ("4K", "64K"):
     c = p.fork()
     t = time.process_time(); p.write(a, n, value=3); out["copy"] = time.process_time() - t
     out = {k: v / pages * 1e9 for k, v in out.items()}
+elif kind == "batch":
+    import random
+    n = 64 << 20
+    m = cowcore.Machine("6.15", memory="4G")
+    p = m.init
+    a = p.mmap(n)
+    p.write(a, n)
+    p.fork()
+    rng = random.Random(1)
+    addrs = [a + rng.randrange(n // 4096) * 4096 for _ in range(20000)]
+    t = time.process_time(); p.write_pages(addrs); out["write_pages"] = time.process_time() - t
+    t = time.process_time(); p.write_pages(addrs, 2); out["again"] = time.process_time() - t
+    out = {k: v / len(addrs) * 1e9 for k, v in out.items()}
 else:
     m = cowcore.Machine("6.15", memory="64M")
     p = m.init
@@ -75,10 +90,15 @@ def main() -> int:
     ap.add_argument("before_site")
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--kinds",
+        default="4K,64K,call,batch",
+        help="workloads, comma-separated (batch needs write_pages on both builds)",
+    )
     args = ap.parse_args()
     print("| workload | phase | before ns | after ns | speed-up |")
     print("|---|---|---:|---:|---:|")
-    for kind in ("4K", "64K", "call"):
+    for kind in args.kinds.split(","):
         best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
         for _ in range(args.rounds):
             for label, site in (("before", args.before_site), ("after", None)):
