@@ -18,6 +18,7 @@ lint:          ## every static check CI runs
 	cargo clippy --workspace --all-targets -- -D warnings
 	ruff check python tests benches fuzz && ruff format --check python tests benches fuzz
 	mypy --strict python/cowcore
+	mypy --strict tests benches
 format:        ## apply formatters
 	cargo fmt --all && ruff check --fix python tests benches fuzz && ruff format python tests benches fuzz
 bench:         ## benchmarks (see BENCHMARKS.md)

@@ -8,8 +8,11 @@ the reference a smaller one of the same shape: compare ``extra_info['ns_per_page
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar, TypeVarTuple, cast
 
 import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
 
 MiB = 1 << 20
 RUST_BYTES = int(os.environ.get("COWCORE_BENCH_MIB", "1024")) * MiB
@@ -24,6 +27,17 @@ def size_for(backend: str) -> int:
 
 def rounds_for(backend: str) -> int:
     return 3 if backend == "rust" else 1
+
+
+R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
+
+
+def pedantic(benchmark: BenchmarkFixture, target: Callable[[*Ts], R], *args: *Ts, rounds: int) -> R:
+    """``benchmark.pedantic(target, args, rounds=rounds)`` with types: pytest-benchmark's
+    method is unannotated. Returns what ``target`` returned (of its last round)."""
+    result = benchmark.pedantic(target, args, rounds=rounds)  # type: ignore[no-untyped-call]
+    return cast(R, result)
 
 
 @pytest.fixture(scope="session")

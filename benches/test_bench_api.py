@@ -11,7 +11,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 import cowcore
-from conftest import RUST_BYTES, rounds_for, size_for
+from conftest import RUST_BYTES, pedantic, rounds_for, size_for
 from cowcore import bench
 
 PAGE = 4096
@@ -28,8 +28,8 @@ def test_fork_exit_rewrite(benchmark: BenchmarkFixture, backend: str, size: str 
     """Write all, fork, the child exits, write all (reuse faults)."""
     benchmark.group = "fault"
     n = size_for(backend)
-    phases = benchmark.pedantic(
-        bench.fork_exit_rewrite, (backend, n, size), rounds=rounds_for(backend)
+    phases = pedantic(
+        benchmark, bench.fork_exit_rewrite, backend, n, size, rounds=rounds_for(backend)
     )
     _record(benchmark, phases, n / PAGE)
 
@@ -40,7 +40,7 @@ def test_cow_copy(benchmark: BenchmarkFixture, backend: str, size: str | None) -
     """Write all, fork, the parent writes all while the child lives (copy faults)."""
     benchmark.group = "fault"
     n = size_for(backend)
-    phases = benchmark.pedantic(bench.cow_copy, (backend, n, size), rounds=rounds_for(backend))
+    phases = pedantic(benchmark, bench.cow_copy, backend, n, size, rounds=rounds_for(backend))
     _record(benchmark, phases, n / PAGE)
 
 
@@ -56,29 +56,36 @@ def test_fork_only(benchmark: BenchmarkFixture, backend: str) -> None:
     def fork_and_exit() -> None:
         m.init.fork().exit()
 
-    benchmark.pedantic(fork_and_exit, rounds=rounds_for(backend))
+    pedantic(benchmark, fork_and_exit, rounds=rounds_for(backend))
 
 
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
 def test_prefork_server(benchmark: BenchmarkFixture, backend: str) -> None:
     """One parent, 64 children reading 4 MiB, every 8th writing an eighth of it."""
     benchmark.group = "fork"
-    benchmark.pedantic(bench.prefork_server, (backend, 4 << 20), rounds=rounds_for(backend))
+    pedantic(benchmark, bench.prefork_server, backend, 4 << 20, rounds=rounds_for(backend))
 
 
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
 def test_random_writes_after_fork(benchmark: BenchmarkFixture, backend: str) -> None:
     """20 000 single-page writes at random pages of 64 MiB after a fork (one call each)."""
     benchmark.group = "call"
-    benchmark.pedantic(bench.random_writes, (backend, 64 << 20, 20000), rounds=rounds_for(backend))
+    pedantic(benchmark, bench.random_writes, backend, 64 << 20, 20000, rounds=rounds_for(backend))
 
 
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
 def test_random_writes_after_fork_batch(benchmark: BenchmarkFixture, backend: str) -> None:
     """The same 20 000 random writes in one ``write_pages`` call."""
     benchmark.group = "call"
-    phases = benchmark.pedantic(
-        bench.random_writes, (backend, 64 << 20, 20000, 1, True), rounds=rounds_for(backend)
+    phases = pedantic(
+        benchmark,
+        bench.random_writes,
+        backend,
+        64 << 20,
+        20000,
+        1,
+        True,
+        rounds=rounds_for(backend),
     )
     _record(benchmark, phases, 20000)
 
@@ -99,7 +106,7 @@ def test_native_baseline(benchmark: BenchmarkFixture, thp: bool) -> None:
     if bench.native_source() is None:
         pytest.skip("benches/native/cownative.c is not at hand")
     benchmark.group = "native"
-    result = benchmark.pedantic(bench.native, (RUST_BYTES >> 20, thp), rounds=1)
+    result = pedantic(benchmark, bench.native, RUST_BYTES >> 20, thp, rounds=1)
     if result is None:
         pytest.skip("gcc is not installed")
     benchmark.extra_info.update(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from conftest import pedantic
 from cowcore import bench
 
 
@@ -17,4 +18,4 @@ def test_scale(benchmark: BenchmarkFixture, scale_sizes: list[int]) -> None:
         result = bench.scale(gib)
         for k, v in result.items():
             benchmark.extra_info[f"{gib}G_{k}"] = v
-    benchmark.pedantic(lambda: None, rounds=1)
+    pedantic(benchmark, lambda: None, rounds=1)

@@ -136,7 +136,12 @@ class LockstepModel(RuleBasedStateMachine):
         children: list[cowcore.Process] = []
         free = [m.free_frames() for m in self.ms]
         pids = [[q.pid for q in m.processes()] for m in self.ms]
-        res = self.each(lambda i: children.append(p.procs[i].fork()) or children[-1].pid)
+
+        def fork(i: int) -> int:
+            children.append(p.procs[i].fork())
+            return children[-1].pid
+
+        res = self.each(fork)
         if self.is_oom(res):
             assert [m.free_frames() for m in self.ms] == free, "a failed fork allocated"
             assert [[q.pid for q in m.processes()] for m in self.ms] == pids, (

@@ -162,7 +162,11 @@ def test_batch_page_calls(make_machine: MachineFactory) -> None:
     # any iterable of ints, int subclasses included (bool excepted: see test_bad_input)
     p.write_pages((x for x in [a + 4096]), value=6)
     assert p.read_pages((a + 4096, a)) == [6, 5]
-    assert p.read_pages([enum.IntEnum("Page", {"A": a + 4096}).A]) == [6]
+
+    class Page(enum.IntEnum):
+        A = a + 4096
+
+    assert p.read_pages([Page.A]) == [6]
     p.write_pages([], value=1)
     p.mprotect(a + 4096, 4096, "r")
     before = (m.free_frames(), m.stats(), p.observe(a, 3 * 4096))

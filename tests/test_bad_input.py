@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -34,6 +34,8 @@ MiB = 1 << 20
 PAGE = 4096
 U64 = 1 << 64
 USER_END = 1 << 47
+
+T = TypeVar("T")
 
 
 class World:
@@ -57,7 +59,8 @@ class World:
         for proc in m.processes():
             vmas = proc.vmas()
             pages = [proc.observe(s, e - s) for s, e, _, _ in vmas]
-            pfns = {o.pfn for obs in pages for o in obs if o.frame_kind == "normal"}
+            # a "normal" frame is a present page: its pfn is set
+            pfns = {cast(int, o.pfn) for obs in pages for o in obs if o.frame_kind == "normal"}
             folios = sorted({m.folio(pfn) for pfn in pfns}, key=lambda f: f.pfn)
             walks = [proc.translate(self.a + k * PAGE) for k in (0, 1, 256)]
             procs.append((proc.pid, proc.mm_id, vmas, pages, folios, walks))
@@ -78,6 +81,104 @@ BAD_INTS: list[tuple[str, object, type[Exception]]] = [
 ]
 
 
+def bind(call: Callable[[World, T], object], arg: T) -> Callable[[World], object]:
+    """``call`` with its second argument fixed: a case built in a loop keeps that loop's
+    value (what the ``lambda w, v=v: ...`` idiom does, but typed)."""
+    return lambda w: call(w, arg)
+
+
+def ranged_cases(meth: str, extra: tuple[object, ...]) -> list[Case]:
+    """The cases of ``meth(addr, length, *extra)``."""
+
+    def call(w: World, **kw: object) -> object:
+        args = {"addr": w.a, "length": PAGE, **kw}
+        return getattr(w.p, meth)(args["addr"], args["length"], *extra)
+
+    out: list[Case] = []
+    for what, value, exc in BAD_INTS:
+        out.append((f"{meth}-addr-{what}", bind(lambda w, v: call(w, addr=v), value), exc))
+        out.append((f"{meth}-length-{what}", bind(lambda w, v: call(w, length=v), value), exc))
+    out += [
+        (f"{meth}-addr-misaligned", lambda w: call(w, addr=w.a + 1), InvalidArgumentError),
+        (f"{meth}-length-misaligned", lambda w: call(w, length=100), InvalidArgumentError),
+        (f"{meth}-length-zero", lambda w: call(w, length=0), InvalidArgumentError),
+        (f"{meth}-addr-zero", lambda w: call(w, addr=0), InvalidAddressError),
+        (f"{meth}-beyond-user", lambda w: call(w, addr=USER_END), InvalidAddressError),
+        (
+            f"{meth}-end-beyond-user",
+            lambda w: call(w, addr=USER_END - PAGE, length=2 * PAGE),
+            InvalidAddressError,
+        ),
+        (
+            f"{meth}-wraps",
+            lambda w: call(w, addr=U64 - PAGE, length=2 * PAGE),
+            InvalidAddressError,
+        ),
+        (
+            f"{meth}-exited",
+            lambda w: getattr(w.dead, meth)(w.a, PAGE, *extra),
+            NoSuchProcessError,
+        ),
+    ]
+    return out
+
+
+def batch_cases(meth: str, batch: Callable[[World, list[Any]], object]) -> list[Case]:
+    """The cases of the batch call ``meth``: a bad item anywhere fails the whole batch before
+    any page is touched (the first item is a valid, untouched page, so a partial batch would
+    change state)."""
+    out: list[Case] = []
+    for what, value, exc in BAD_INTS:
+        out.append(
+            (
+                f"{meth}-item-{what}",
+                bind(lambda w, v: batch(w, [w.a + 200 * PAGE, v]), value),
+                exc,
+            )
+        )
+    bad_pages: list[tuple[str, Callable[[World], int], type[Exception]]] = [
+        ("misaligned", lambda w: w.a + 1, InvalidArgumentError),
+        ("zero", lambda w: 0, InvalidAddressError),
+        ("beyond-user", lambda w: USER_END, InvalidAddressError),
+        ("last-page-beyond-user", lambda w: U64 - PAGE, InvalidAddressError),
+        ("unmapped", lambda w: w.a + 2 * MiB, SegmentationFault),
+        ("protnone", lambda w: w.a + MiB, SegmentationFault),
+    ]
+    for what, page, exc in bad_pages:
+        out.append(
+            (
+                f"{meth}-page-{what}",
+                bind(lambda w, pg: batch(w, [w.a + 200 * PAGE, pg(w)]), page),
+                exc,
+            )
+        )
+    out.append(
+        (
+            f"{meth}-exited",
+            lambda w: getattr(w.dead, meth)([w.a]),
+            NoSuchProcessError,
+        )
+    )
+    # regression: the Rust core checked the process only per page, so an empty batch
+    # of an exited process succeeded there (the reference raised)
+    out.append(
+        (
+            f"{meth}-exited-empty",
+            lambda w: getattr(w.dead, meth)([]),
+            NoSuchProcessError,
+        )
+    )
+    for what, arg in (("int", 4096), ("None", None)):
+        out.append(
+            (
+                f"{meth}-not-iterable-{what}",
+                bind(lambda w, a: getattr(w.p, meth)(a), arg),
+                InvalidArgumentError,
+            )
+        )
+    return out
+
+
 def cases() -> list[Case]:
     out: list[Case] = []
     ranged: dict[str, tuple[object, ...]] = {
@@ -89,96 +190,18 @@ def cases() -> list[Case]:
         "observe": (),
     }
     for meth, extra in ranged.items():
-
-        def call(w: World, meth: str = meth, extra: tuple[object, ...] = extra, **kw: Any) -> Any:
-            args = {"addr": w.a, "length": PAGE, **kw}
-            return getattr(w.p, meth)(args["addr"], args["length"], *extra)
-
-        for what, value, exc in BAD_INTS:
-            out.append((f"{meth}-addr-{what}", lambda w, c=call, v=value: c(w, addr=v), exc))
-            out.append((f"{meth}-length-{what}", lambda w, c=call, v=value: c(w, length=v), exc))
-        out += [
-            (f"{meth}-addr-misaligned", lambda w, c=call: c(w, addr=w.a + 1), InvalidArgumentError),
-            (f"{meth}-length-misaligned", lambda w, c=call: c(w, length=100), InvalidArgumentError),
-            (f"{meth}-length-zero", lambda w, c=call: c(w, length=0), InvalidArgumentError),
-            (f"{meth}-addr-zero", lambda w, c=call: c(w, addr=0), InvalidAddressError),
-            (f"{meth}-beyond-user", lambda w, c=call: c(w, addr=USER_END), InvalidAddressError),
-            (
-                f"{meth}-end-beyond-user",
-                lambda w, c=call: c(w, addr=USER_END - PAGE, length=2 * PAGE),
-                InvalidAddressError,
-            ),
-            (
-                f"{meth}-wraps",
-                lambda w, c=call: c(w, addr=U64 - PAGE, length=2 * PAGE),
-                InvalidAddressError,
-            ),
-            (
-                f"{meth}-exited",
-                lambda w, m=meth, e=extra: getattr(w.dead, m)(w.a, PAGE, *e),
-                NoSuchProcessError,
-            ),
-        ]
-    # the batch calls: a bad item anywhere fails the whole batch before any page is touched
-    # (the first item is a valid, untouched page, so a partial batch would change state)
+        out += ranged_cases(meth, extra)
     batches: dict[str, Callable[[World, list[Any]], object]] = {
         "write_pages": lambda w, addrs: w.p.write_pages(addrs, 9),
         "read_pages": lambda w, addrs: w.p.read_pages(addrs),
     }
     for meth, batch in batches.items():
-        for what, value, exc in BAD_INTS:
-            out.append(
-                (
-                    f"{meth}-item-{what}",
-                    lambda w, b=batch, v=value: b(w, [w.a + 200 * PAGE, v]),
-                    exc,
-                )
-            )
-        bad_pages: list[tuple[str, Callable[[World], int], type[Exception]]] = [
-            ("misaligned", lambda w: w.a + 1, InvalidArgumentError),
-            ("zero", lambda w: 0, InvalidAddressError),
-            ("beyond-user", lambda w: USER_END, InvalidAddressError),
-            ("last-page-beyond-user", lambda w: U64 - PAGE, InvalidAddressError),
-            ("unmapped", lambda w: w.a + 2 * MiB, SegmentationFault),
-            ("protnone", lambda w: w.a + MiB, SegmentationFault),
-        ]
-        for what, page, exc in bad_pages:
-            out.append(
-                (
-                    f"{meth}-page-{what}",
-                    lambda w, b=batch, pg=page: b(w, [w.a + 200 * PAGE, pg(w)]),
-                    exc,
-                )
-            )
-        out.append(
-            (
-                f"{meth}-exited",
-                lambda w, m=meth: getattr(w.dead, m)([w.a]),
-                NoSuchProcessError,
-            )
-        )
-        # regression: the Rust core checked the process only per page, so an empty batch
-        # of an exited process succeeded there (the reference raised)
-        out.append(
-            (
-                f"{meth}-exited-empty",
-                lambda w, m=meth: getattr(w.dead, m)([]),
-                NoSuchProcessError,
-            )
-        )
-        for what, arg in (("int", 4096), ("None", None)):
-            out.append(
-                (
-                    f"{meth}-not-iterable-{what}",
-                    lambda w, m=meth, a=arg: getattr(w.p, m)(a),
-                    InvalidArgumentError,
-                )
-            )
+        out += batch_cases(meth, batch)
     for what, value, _ in BAD_INTS:
         out.append(
             (
                 f"write_pages-value-{what}",
-                lambda w, v=value: w.p.write_pages([w.a + 200 * PAGE], v),
+                bind(lambda w, v: w.p.write_pages([w.a + 200 * PAGE], v), value),  # type: ignore[arg-type]
                 InvalidArgumentError,
             )
         )
@@ -187,24 +210,30 @@ def cases() -> list[Case]:
         out.append(
             (
                 f"write-value-{what}",
-                lambda w, v=value: w.p.write(w.a, PAGE, v),
+                bind(lambda w, v: w.p.write(w.a, PAGE, v), value),  # type: ignore[arg-type]
                 InvalidArgumentError,
             )
         )
-        out.append((f"mmap-{what}", lambda w, v=value: w.p.mmap(v), InvalidArgumentError))
-        out.append((f"translate-{what}", lambda w, v=value: w.p.translate(v), InvalidArgumentError))
-        out.append((f"folio-{what}", lambda w, v=value: w.m.folio(v), InvalidArgumentError))
+        out.append((f"mmap-{what}", bind(lambda w, v: w.p.mmap(v), value), InvalidArgumentError))  # type: ignore[arg-type]
+        out.append(
+            (f"translate-{what}", bind(lambda w, v: w.p.translate(v), value), InvalidArgumentError)  # type: ignore[arg-type]
+        )
+        out.append((f"folio-{what}", bind(lambda w, v: w.m.folio(v), value), InvalidArgumentError))  # type: ignore[arg-type]
     for name in ("rwx", "R", "", "read", "none ", None, 1):
         out.append(
             (
                 f"mprotect-{name!r}",
-                lambda w, n=name: w.p.mprotect(w.a, PAGE, n),
+                bind(lambda w, n: w.p.mprotect(w.a, PAGE, n), name),  # type: ignore[arg-type]
                 InvalidArgumentError,
             )
         )
     for name in ("free", "DONTNEED", "", "cold", None, 4):
         out.append(
-            (f"madvise-{name!r}", lambda w, n=name: w.p.madvise(w.a, PAGE, n), InvalidArgumentError)
+            (
+                f"madvise-{name!r}",
+                bind(lambda w, n: w.p.madvise(w.a, PAGE, n), name),  # type: ignore[arg-type]
+                InvalidArgumentError,
+            )
         )
     out += [
         ("mmap-zero", lambda w: w.p.mmap(0), InvalidArgumentError),
@@ -244,7 +273,7 @@ def cases() -> list[Case]:
             InvalidArgumentError,
         ),
         ("thp-size-get-unknown", lambda w: w.m.thp.sizes["4M"], InvalidArgumentError),
-        ("thp-size-type", lambda w: w.m.thp.sizes.__setitem__(64, "always"), InvalidArgumentError),
+        ("thp-size-type", lambda w: w.m.thp.sizes.__setitem__(64, "always"), InvalidArgumentError),  # type: ignore[index]
         (
             "thp-size-mode",
             lambda w: w.m.thp.sizes.__setitem__("64K", "sometimes"),
@@ -252,7 +281,7 @@ def cases() -> list[Case]:
         ),
         (
             "thp-size-mode-type",
-            lambda w: w.m.thp.sizes.__setitem__("64K", True),
+            lambda w: w.m.thp.sizes.__setitem__("64K", True),  # type: ignore[assignment]
             InvalidArgumentError,
         ),
         ("thp-set-size", lambda w: w.m.thp.set_size("64K", "Always"), InvalidArgumentError),  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ def test_everything_is_freed_when_every_process_exits(
     backend: str, profile: str, setup: dict[str, object], program: list[Op], order: list[int]
 ) -> None:
     m = cowcore.Machine(profile, backend=backend, memory="8M")
-    run = Runner(m, setup)  # type: ignore[arg-type]
+    run = Runner(m, setup)
     for op in program:
         run.apply(op)
         m.check()
@@ -57,7 +57,7 @@ def test_munmap_of_everything_frees_every_table_but_the_pgd(
     """munmap frees tables whose span no longer overlaps a VMA (DESIGN.md): once every
     process has unmapped everything, only their PGDs are still allocated."""
     m = cowcore.Machine(profile, backend=backend, memory="8M")
-    run = Runner(m, setup)  # type: ignore[arg-type]
+    run = Runner(m, setup)
     for op in program:
         run.apply(op)
     live = run.live()

@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cowcore
 from cowcore import Scenario, ScenarioError, ScenarioSyntaxError
-from cowcore.scenario import dumps
+from cowcore.scenario import Observation, dumps
 
 PROCS = ["P", "P", "P", "C", "C", "D", "E"]
 MAPS = ["A", "A", "A", "B", "Z"]
@@ -50,7 +51,7 @@ def statement(draw: st.DrawFn) -> str:
     def rng() -> str:
         return f"{name} {tok(OFFSETS)} {tok(LENGTHS)}"
 
-    choices = [
+    choices: list[Callable[[], str]] = [
         lambda: f"{proc} mmap {name} {tok(MMAP_LENGTHS)}",
         lambda: f"{proc} write {rng()}",
         lambda: f"{proc} write {rng()} {tok(VALUES)}",
@@ -72,7 +73,7 @@ def statement(draw: st.DrawFn) -> str:
         lambda: f"kernel {tok(KERNELS)}",
         lambda: "# a comment",
     ]
-    return str(choices[draw(st.integers(0, len(choices) - 1))]())
+    return choices[draw(st.integers(0, len(choices) - 1))]()
 
 
 scenarios = st.lists(statement(), min_size=1, max_size=25).map(
@@ -128,7 +129,8 @@ def test_token_soup_parses_or_fails_cleanly(tokens: list[str]) -> None:
 
 @given(scenarios)
 def test_every_backend_prints_the_same_lines(text: str) -> None:
-    outs = {}
+    outs: dict[str, list[Observation]] = {}
+    failed: ScenarioError | None
     for backend in cowcore.BACKENDS:
         try:
             scenario = Scenario.parse(text)

@@ -26,7 +26,7 @@ def test_no_write_crosses_between_processes(
     backend: str, profile: str, setup: dict[str, object], program: list[Op]
 ) -> None:
     m = cowcore.Machine(profile, backend=backend, memory="64M")
-    run = Runner(m, setup)  # type: ignore[arg-type]
+    run = Runner(m, setup)
     for op in program:
         run.apply(op)
         run.check_isolation()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cowcore import Scenario, ScenarioSyntaxError, compare_observations, run_scenario
+from cowcore.scenario import Observation
 
 HEAD = "thp size 32K always\nP mmap A 2M\n"
 
@@ -142,7 +143,7 @@ def test_children_inherit_mapping_names() -> None:
 
 
 def test_compare_observations() -> None:
-    page = {
+    page: Observation = {
         "proc": "P",
         "map": "A",
         "off": 0,
@@ -153,8 +154,13 @@ def test_compare_observations() -> None:
         "exclusive": True,
         "content": 1,
     }
-    stats = {"stats": {"anon_fault_alloc": {"32K": 1}, "anon_fault_fallback": {}, "split": {}}}
-    mine = {
+    counters: dict[str, object] = {
+        "anon_fault_alloc": {"32K": 1},
+        "anon_fault_fallback": {},
+        "split": {},
+    }
+    stats: Observation = {"stats": counters}
+    mine: Observation = {
         "stats": {
             "anon_fault_alloc": {"32K": 1, "64K": 0},
             "anon_fault_fallback": {},
@@ -164,7 +170,7 @@ def test_compare_observations() -> None:
     }
     assert compare_observations([page, stats], [page, mine]) == []
     assert compare_observations([page], [{**page, "frame": "f1"}])
-    assert compare_observations([stats], [{"stats": {**stats["stats"], "thp_split_pmd": 1}}])
+    assert compare_observations([stats], [{"stats": {**counters, "thp_split_pmd": 1}}])
     assert compare_observations([{"error": "line 3: x"}], [{"error": "line 3: y"}]) == []
     assert compare_observations([{"error": "line 3: x"}], [{"error": "line 4: x"}])
     assert compare_observations([page], [])
