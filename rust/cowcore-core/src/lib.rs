@@ -27,6 +27,7 @@ pub mod paging;
 pub mod physmem;
 pub mod policy;
 pub mod stats;
+mod table_pool;
 mod zap;
 
 pub use addr::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE, PMD_SIZE};

@@ -21,12 +21,15 @@
 //!   page-table frame, the slot of its 512 entries in the table pool;
 //! * `content: u64` — the 64-bit value at the first byte of the page.
 //!
-//! Page tables live in a pool of 512-entry `u64` slots, one per table frame.
+//! Page tables live in a pool of 512-entry `u64` slots, one per table frame
+//! ([`crate::table_pool`]).
 
 use std::collections::BTreeSet;
 
 use crate::addr::Pfn;
 use crate::paging::entry::PageTableEntry;
+use crate::table_pool::TablePool;
+pub use crate::table_pool::ENTRIES;
 
 /// `MAX_PAGE_ORDER`: the largest buddy block is 2^10 frames (4 MiB).
 pub const MAX_ORDER: u32 = 10;
@@ -48,9 +51,6 @@ pub(crate) const MAPCOUNT_SHIFT: u32 = 8;
 /// Largest logical per-page mapcount the 24-bit field holds.
 pub(crate) const MAPCOUNT_MAX: u32 = (1 << 24) - 1;
 
-/// Entries in one page table.
-pub const ENTRIES: usize = 512;
-
 /// The simulated physical memory.
 #[derive(Debug, Clone)]
 pub struct PhysMem {
@@ -63,7 +63,7 @@ pub struct PhysMem {
     /// High 32 bits of folio serials by head frame; empty until a serial needs them.
     pub(crate) serial_hi: Vec<u32>,
     pub(crate) content: Vec<u64>,
-    tables: Vec<u64>,
+    tables: TablePool,
     free_slots: Vec<u32>,
 }
 
@@ -84,7 +84,7 @@ impl PhysMem {
             word: vec![0; n],
             serial_hi: Vec::new(),
             content: vec![0; n],
-            tables: Vec::new(),
+            tables: TablePool::new(n),
             free_slots: Vec::new(),
         };
         let mut pos: u64 = 0;
@@ -212,24 +212,20 @@ impl PhysMem {
         let pfn = self.alloc_block(0)?;
         self.init_frames(pfn, 0, ST_TABLE);
         let slot = if let Some(s) = self.free_slots.pop() {
-            let base = s as usize * ENTRIES;
-            self.tables[base..base + ENTRIES].fill(0);
+            self.tables.table_mut(s).fill(0);
             s
         } else {
-            let s = (self.tables.len() / ENTRIES) as u32;
-            self.tables.resize(self.tables.len() + ENTRIES, 0);
-            s
+            self.tables.fresh_slot() // zero-filled by the host
         };
         self.word[pfn as usize] = slot;
         Some(pfn)
     }
 
     /// Makes room in the table pool for `n` more tables at once (fork knows how many the
-    /// child needs), instead of growing it table by table: each regrowth of a large pool
-    /// may copy it.
+    /// child needs), so that their host memory is mapped in whole chunks up front.
     pub(crate) fn reserve_tables(&mut self, n: u64) {
         let fresh = (n as usize).saturating_sub(self.free_slots.len());
-        self.tables.reserve(fresh * ENTRIES);
+        self.tables.reserve(fresh);
     }
 
     /// Frees a page-table frame (`pte_free`, `pmd_free`, ...).
@@ -242,18 +238,17 @@ impl PhysMem {
     /// Reads entry `idx` of the table in frame `table`.
     #[must_use]
     pub(crate) fn entry(&self, table: u32, idx: usize) -> u64 {
-        self.tables[self.word[table as usize] as usize * ENTRIES + idx]
+        self.tables.get(self.word[table as usize], idx)
     }
 
     /// Writes entry `idx` of the table in frame `table`.
     pub(crate) fn set_entry(&mut self, table: u32, idx: usize, v: u64) {
-        let slot = self.word[table as usize] as usize;
-        self.tables[slot * ENTRIES + idx] = v;
+        self.tables.set(self.word[table as usize], idx, v);
     }
 
-    /// The offset of table `table`'s first entry in the table pool.
-    fn table_base(&self, table: u32) -> usize {
-        self.word[table as usize] as usize * ENTRIES
+    /// The table pool slot of table `table`.
+    fn slot(&self, table: u32) -> u32 {
+        self.word[table as usize]
     }
 
     /// The order-0 fast path of `copy_pte_range` → `copy_present_ptes` (KS §3.3): copies
@@ -270,17 +265,10 @@ impl PhysMem {
         mut i: usize,
         end: usize,
     ) -> (usize, u64) {
-        let (sb, db) = (self.table_base(src), self.table_base(dst));
-        debug_assert_ne!(sb, db);
+        let (ss, ds) = (self.slot(src), self.slot(dst));
         // Both tables as slices (they are distinct slots of the pool), so that the loop
         // has no bounds checks on them and no slot lookup per entry.
-        let (s_tab, d_tab) = if sb < db {
-            let (lo, hi) = self.tables.split_at_mut(db);
-            (&mut lo[sb..sb + ENTRIES], &mut hi[..ENTRIES])
-        } else {
-            let (lo, hi) = self.tables.split_at_mut(sb);
-            (&mut hi[..ENTRIES], &mut lo[db..db + ENTRIES])
-        };
+        let (s_tab, d_tab) = self.tables.two_tables_mut(ss, ds);
         let (info, count) = (&mut self.info, &mut self.count);
         let mut pages = 0;
         while i < end {
@@ -325,10 +313,11 @@ impl PhysMem {
         value: u64,
         out: &mut Option<&mut Vec<u64>>,
     ) -> u64 {
-        let b = self.table_base(t);
+        let slot = self.slot(t);
+        let tab = self.tables.table_mut(slot);
         while a < end {
-            let i = b + ((a >> 12) & 511) as usize;
-            let e = PageTableEntry::from_raw(self.tables[i]);
+            let i = ((a >> 12) & 511) as usize;
+            let e = PageTableEntry::from_raw(tab[i]);
             if !e.is_present() || e.is_protnone() || (write && !e.is_writable()) {
                 break;
             }
@@ -337,7 +326,7 @@ impl PhysMem {
             } else {
                 e.mkyoung()
             };
-            self.tables[i] = n.raw();
+            tab[i] = n.raw();
             let c = &mut self.content[e.pfn().as_u64() as usize];
             if write {
                 *c = value;
@@ -352,22 +341,20 @@ impl PhysMem {
 
     /// The 512 entries of table `t`.
     pub(crate) fn table(&self, t: u32) -> &[u64] {
-        let b = self.table_base(t);
-        &self.tables[b..b + ENTRIES]
+        self.tables.table(self.slot(t))
     }
 
     /// Whether any of the `nr` entries from `i` of table `t` is writable.
     pub(crate) fn any_writable(&self, t: u32, i: usize, nr: usize) -> bool {
-        let b = self.table_base(t) + i;
-        self.tables[b..b + nr]
+        self.table(t)[i..i + nr]
             .iter()
             .any(|&e| PageTableEntry::from_raw(e).is_writable())
     }
 
     /// Write-protects the `nr` entries from `i` of table `t` (`wrprotect_ptes`).
     pub(crate) fn wrprotect_ptes(&mut self, t: u32, i: usize, nr: usize) {
-        let b = self.table_base(t) + i;
-        for e in &mut self.tables[b..b + nr] {
+        let slot = self.slot(t);
+        for e in &mut self.tables.table_mut(slot)[i..i + nr] {
             *e = PageTableEntry::from_raw(*e).wrprotect().raw();
         }
     }
@@ -375,9 +362,12 @@ impl PhysMem {
     /// Sets the `nr` entries from `i` of table `t` to `v` with consecutive frames from
     /// `v`'s (`set_ptes`).
     pub(crate) fn set_ptes(&mut self, t: u32, i: usize, nr: usize, v: PageTableEntry) {
-        let b = self.table_base(t) + i;
+        let slot = self.slot(t);
         let p0 = v.pfn().as_u64();
-        for (j, e) in self.tables[b..b + nr].iter_mut().enumerate() {
+        for (j, e) in self.tables.table_mut(slot)[i..i + nr]
+            .iter_mut()
+            .enumerate()
+        {
             *e = v.with_pfn(Pfn::new(p0 + j as u64)).raw();
         }
     }
