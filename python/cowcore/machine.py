@@ -32,6 +32,7 @@ from cowcore.protocol import (
     POLICY_DEFAULTS,
     PROTS,
     THP_SIZES,
+    U64,
     Advice,
     Backend,
     FolioSnapshot,
@@ -44,6 +45,7 @@ from cowcore.protocol import (
     Translation,
     WalkLevel,
 )
+from cowcore.protocol import check_u64 as _int
 from cowcore.reference import ReferenceBackend
 from cowcore.units import parse_size
 from cowcore.x86 import flag_names
@@ -65,18 +67,6 @@ DEFAULT_BACKEND: str = BACKENDS[0]
 PAGE_SIZE = 4096
 MAX_MEMORY = 256 << 30
 """The largest simulated machine (keeps every per-page counter within the core's fields)."""
-U64 = 1 << 64
-
-
-def _int(name: str, value: object) -> int:
-    """An unsigned 64-bit integer argument (addresses, lengths, values, frame numbers)."""
-    if type(value) is int and 0 <= value < U64:  # the common case, checked first: it is cheap
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
-    if not 0 <= value < U64:
-        raise InvalidArgumentError(f"{name} must be in [0, 2^64), not {value}")
-    return value
 
 
 def _list(name: str, values: Iterable[int]) -> list[int]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
+from cowcore.errors import InvalidArgumentError
+
 KernelProfile = Literal["6.12", "6.15"]
 """Which kernel behaviour to follow: ``"6.12"`` never reuses a PTE-mapped large folio after
 fork; ``"6.15"`` tracks MM ids per large folio and reuses it when one mm owns every reference
@@ -65,6 +67,22 @@ POLICY_DEFAULTS: dict[KernelProfile, dict[str, bool]] = {
 * ``huge_zero_wp_alloc``: a write to the huge zero PMD allocates a fresh PMD-mapped THP
   (``do_huge_zero_wp_pmd``, 6.14+) instead of splitting it and copying one 4 KiB page.
 """
+
+U64 = 1 << 64
+
+
+def check_u64(name: str, value: object) -> int:
+    """An unsigned 64-bit integer argument (addresses, lengths, values, frame numbers): an
+    ``int``, not a ``bool``, in ``[0, 2^64)``; otherwise :class:`InvalidArgumentError`. The
+    facade checks its arguments with it, and the reference the items of a batch call."""
+    if type(value) is int and 0 <= value < U64:  # the common case, checked first: it is cheap
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value < U64:
+        raise InvalidArgumentError(f"{name} must be in [0, 2^64), not {value}")
+    return value
+
 
 FRAME_NONE = 0
 FRAME_NORMAL = 1

@@ -20,19 +20,18 @@ from cowcore.protocol import (
     THP_MODES,
     THP_SIZE_MODES,
     THP_SIZES,
+    U64,
     FolioRow,
     KernelProfile,
     ObservationRow,
     TranslationRow,
+    check_u64,
 )
 from cowcore.reference import check as check_mod
 from cowcore.reference import fault, fork, vma_ops
 from cowcore.reference import paging as pg
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Process
-
-U64 = 1 << 64
-
 
 USER_START = 0x1000
 """Page 0 is never user memory (``mmap_min_addr`` is at least one page)."""
@@ -210,10 +209,7 @@ class ReferenceBackend:
         """Check every page of a batch before touching any (as ``write``/``read`` do): each
         item an ``int`` (not a ``bool``) in ``[0, 2^64)``, then its page."""
         for i, addr in enumerate(addrs):
-            if isinstance(addr, bool) or not isinstance(addr, int):
-                raise InvalidArgumentError(f"addrs[{i}] must be an int, not {type(addr).__name__}")
-            if not 0 <= addr < U64:
-                raise InvalidArgumentError(f"addrs[{i}] must be in [0, 2^64), not {addr}")
+            check_u64(f"addrs[{i}]", addr)
         for addr in addrs:
             start, end = self._range(addr, pg.PAGE_SIZE)
             self._check_access(mm, start, end, write=write)
