@@ -416,11 +416,11 @@ impl Machine {
         let mm = self.mm(pid)?;
         let mut last: Option<(VirtAddr, VirtAddr)> = None;
         for &a in addrs {
-            if last.is_some_and(|(s, e)| s <= a && a < e) && a.is_aligned(PAGE_SIZE) {
-                continue; // inside user space and permitted, as the previous page was
+            self.check_range(a, PAGE_SIZE)?;
+            if !last.is_some_and(|(s, e)| s <= a && a < e) {
+                let v = access_error(mm, a, write)?;
+                last = Some((v.start, v.end));
             }
-            self.check_access(pid, a, PAGE_SIZE, write)?;
-            last = mm.find_vma(a).map(|i| (mm.vmas[i].start, mm.vmas[i].end));
         }
         Ok(())
     }
@@ -437,21 +437,7 @@ impl Machine {
         let (start, end) = self.check_range(addr, length)?;
         let mut a = start;
         while a < end {
-            let Some(i) = mm.find_vma(a) else {
-                return Err(CowError::Segfault {
-                    addr: a,
-                    reason: SegvReason::Unmapped,
-                });
-            };
-            let v = mm.vmas[i];
-            let need = if write { VmFlags::WRITE } else { VmFlags::READ };
-            if !v.flags.contains(need) {
-                return Err(CowError::Segfault {
-                    addr: a,
-                    reason: SegvReason::Protection,
-                });
-            }
-            a = v.end;
+            a = access_error(mm, a, write)?.end;
         }
         Ok((start, end))
     }
@@ -686,6 +672,26 @@ impl Machine {
         }
         id
     }
+}
+
+/// `access_error()` for the page at `addr`: the VMA holding it, which must permit the
+/// access; otherwise the segfault the access takes.
+fn access_error(mm: &Mm, addr: VirtAddr, write: bool) -> Result<&Vma, CowError> {
+    let Some(i) = mm.find_vma(addr) else {
+        return Err(CowError::Segfault {
+            addr,
+            reason: SegvReason::Unmapped,
+        });
+    };
+    let v = &mm.vmas[i];
+    let need = if write { VmFlags::WRITE } else { VmFlags::READ };
+    if !v.flags.contains(need) {
+        return Err(CowError::Segfault {
+            addr,
+            reason: SegvReason::Protection,
+        });
+    }
+    Ok(v)
 }
 
 /// How many results to reserve for a per-page call over `[start, end)`: the page count, but

@@ -238,12 +238,12 @@ impl PhysMem {
     /// Reads entry `idx` of the table in frame `table`.
     #[must_use]
     pub(crate) fn entry(&self, table: u32, idx: usize) -> u64 {
-        self.tables.get(self.word[table as usize], idx)
+        self.tables.get(self.slot(table), idx)
     }
 
     /// Writes entry `idx` of the table in frame `table`.
     pub(crate) fn set_entry(&mut self, table: u32, idx: usize, v: u64) {
-        self.tables.set(self.word[table as usize], idx, v);
+        self.tables.set(self.slot(table), idx, v);
     }
 
     /// The table pool slot of table `table`.
