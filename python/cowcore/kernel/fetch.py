@@ -227,18 +227,28 @@ def _extract_binary(apt: _Apt, image_deb: Path, debs: Path, dest: Path) -> None:
     m = re.search(r"(linux-binary-\S+) \(= ([^)]+)\)", proc.stdout)
     if m is None:
         raise FetchError(f"{image_deb.name} holds no vmlinuz and depends on no linux-binary-*")
-    binary, version = m.group(1), m.group(2)
-    for old in debs.glob(f"{binary}_*.deb"):
+    _unpack(_download(apt, m.group(1), m.group(2), debs), dest)
+
+
+def _download(apt: _Apt, package: str, version: str, debs: Path) -> Path:
+    """``apt-get download package=version`` into ``debs`` (an older copy removed first);
+    returns the ``.deb``."""
+    for old in debs.glob(f"{package}_*.deb"):
         old.unlink()
-    apt.run("apt-get", "download", "-q", f"{binary}={version}", cwd=debs)
-    found = sorted(debs.glob(f"{binary}_*.deb"))
+    apt.run("apt-get", "download", "-q", f"{package}={version}", cwd=debs)
+    found = sorted(debs.glob(f"{package}_*.deb"))
     if not found:
-        raise FetchError(f"apt-get download {binary}={version} produced no .deb")
+        raise FetchError(f"apt-get download {package}={version} produced no .deb")
+    return found[-1]
+
+
+def _unpack(deb: Path, dest: Path) -> None:
+    """``dpkg-deb -x deb dest``."""
     proc = subprocess.run(
-        ["dpkg-deb", "-x", str(found[-1]), str(dest)], capture_output=True, text=True, check=False
+        ["dpkg-deb", "-x", str(deb), str(dest)], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
-        raise FetchError(f"dpkg-deb -x {found[-1]} failed: {proc.stderr.strip()}")
+        raise FetchError(f"dpkg-deb -x {deb} failed: {proc.stderr.strip()}")
 
 
 def _find_vmlinuz(dest: Path, release: str) -> Path | None:
@@ -343,27 +353,15 @@ def fetch_kernels(
                 )
             debs = directory / "debs"
             debs.mkdir(exist_ok=True)
-            for old in debs.glob(f"{package}_*.deb"):
-                old.unlink()
-            apt.run("apt-get", "download", "-q", f"{package}={version}", cwd=debs)
-            found = sorted(debs.glob(f"{package}_*.deb"))
-            if not found:
-                raise FetchError(f"apt-get download {package}={version} produced no .deb")
+            image_deb = _download(apt, package, version, debs)
             if dest.exists():
                 shutil.rmtree(dest)
             dest.mkdir(parents=True)
-            proc = subprocess.run(
-                ["dpkg-deb", "-x", str(found[-1]), str(dest)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise FetchError(f"dpkg-deb -x {found[-1]} failed: {proc.stderr.strip()}")
+            _unpack(image_deb, dest)
             if _find_vmlinuz(dest, release) is None:
                 # Newer Debian kernels (6.19+) split the image: linux-image-* is a small
                 # package depending on linux-binary-* (the vmlinuz) and linux-modules-*.
-                _extract_binary(apt, found[-1], debs, dest)
+                _extract_binary(apt, image_deb, debs, dest)
             vmlinuz = _find_vmlinuz(dest, release)
             if vmlinuz is None:
                 raise FetchError(f"{package} (and its linux-binary) hold no vmlinuz")
