@@ -15,18 +15,17 @@ import sys
 from pathlib import Path
 
 from cowcore.kernel.fetch import FetchError, fetch_kernels, load_kernels
-from cowcore.kernel.runner import DEFAULT_TIMEOUT, RunnerError, repo_root, run_files
+from cowcore.kernel.runner import DEFAULT_TIMEOUT, RunnerError, run_files
 
 __all__ = ["default_kernels_dir", "main", "register", "resolve_kernel"]
 
 
 def default_kernels_dir() -> Path:
-    """``$COWCORE_KERNELS_DIR``, else ``.kernels`` at the repository root (or the cwd)."""
+    """``$COWCORE_KERNELS_DIR``, else ``.kernels`` in the current directory."""
     env = os.environ.get("COWCORE_KERNELS_DIR")
     if env:
         return Path(env)
-    root = repo_root()
-    return (root if root is not None else Path.cwd()) / ".kernels"
+    return Path.cwd() / ".kernels"
 
 
 def resolve_kernel(value: str) -> Path:

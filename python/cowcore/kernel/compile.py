@@ -1,6 +1,6 @@
 """Parse and syntax-check `.cow` scenarios and compile them for the probe.
 
-The probe (``tests/kernel/probe/probe.c``) is kept simple by doing the language work here: this
+The probe (``probe.c`` in this package) is kept simple by doing the language work here: this
 module applies the lexical and syntax rules of ``docs/scenario-format.md`` and turns a scenario
 into a line format with names replaced by indices and sizes by byte counts (described at the top
 of ``probe.c``). Syntax errors are found before anything runs, exactly as the format requires:

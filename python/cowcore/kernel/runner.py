@@ -1,10 +1,10 @@
 """Run `.cow` scenarios on a real Linux kernel in QEMU (``cowcore kernel run``).
 
 Steps: compile the scenarios (syntax errors are answered here, without the kernel), build the
-static probe (``tests/kernel/probe/probe.c``) with ``gcc -static`` into a cache directory, pack
-it as ``/init`` with the compiled scenarios into an initramfs, boot the kernel once for all of
-them, and split what the probe printed on the guest's second serial port into one list of
-observation lines per scenario.
+static probe (``probe.c``, shipped in this package) with ``gcc -static`` into the user's cache
+directory (:mod:`cowcore.kernel.build`), pack it as ``/init`` with the compiled scenarios into
+an initramfs, boot the kernel once for all of them, and split what the probe printed on the
+guest's second serial port into one list of observation lines per scenario.
 
 QEMU runs with TCG (``-accel tcg -cpu max``): KVM on the project's machines fails with an
 emulation error in the kernel's decompressor, and TCG boots a Debian kernel to ``/init`` in a
@@ -15,15 +15,21 @@ one the probe's JSON lines, so that kernel messages can never interleave with ob
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 import time
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from cowcore.kernel.build import (
+    BuildError,
+    CompilerNotFoundError,
+    build_c,
+    cache_dir,
+    package_source,
+)
 from cowcore.kernel.compile import CompiledScenario, ScenarioSyntaxError, compile_scenario
 from cowcore.kernel.initramfs import write_initramfs
 
@@ -35,7 +41,6 @@ __all__ = [
     "build_probe",
     "cache_dir",
     "probe_source",
-    "repo_root",
     "run_files",
     "run_scenario",
     "run_texts",
@@ -77,64 +82,25 @@ class RunResult:
     boot_seconds: float
 
 
-def repo_root() -> Path | None:
-    """The source checkout this package runs from (the directory holding ``tests/kernel``)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "tests" / "kernel" / "probe" / "probe.c").is_file():
-            return parent
-    return None
-
-
-def probe_source() -> Path:
-    """``probe.c``: ``$COWCORE_PROBE_SRC`` or ``tests/kernel/probe/probe.c`` of the checkout."""
-    env = os.environ.get("COWCORE_PROBE_SRC")
-    if env:
-        return Path(env)
-    root = repo_root()
-    if root is None:
-        raise RunnerError(
-            "cannot find tests/kernel/probe/probe.c: run from a cowcore checkout or set "
-            "COWCORE_PROBE_SRC"
-        )
-    return root / "tests" / "kernel" / "probe" / "probe.c"
-
-
-def cache_dir() -> Path:
-    """Build artifacts: ``$COWCORE_KERNEL_CACHE``, else ``.kernels/build`` of the checkout."""
-    env = os.environ.get("COWCORE_KERNEL_CACHE")
-    if env:
-        return Path(env)
-    root = repo_root()
-    if root is not None:
-        return root / ".kernels" / "build"
-    return Path.home() / ".cache" / "cowcore" / "kernel"
+def probe_source() -> Traversable:
+    """``probe.c``, shipped in this package (``cowcore/kernel/probe.c``)."""
+    try:
+        return package_source(__package__ or "cowcore.kernel", "probe.c")
+    except BuildError as err:
+        raise RunnerError(str(err)) from None
 
 
 def build_probe(cache: Path | None = None) -> Path:
-    """Compile the probe (static, so it runs as /init with no libraries); cached by source hash."""
-    src = probe_source()
-    if not src.is_file():
-        raise RunnerError(f"probe source {src} does not exist")
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise RunnerError("gcc not found: the probe is built with gcc -static (apt install gcc)")
-    cache = cache or cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(src.read_bytes() + " ".join(PROBE_CFLAGS).encode()).hexdigest()[:16]
-    binary = cache / f"probe-{digest}"
-    if binary.is_file():
-        return binary
-    tmp = cache / f".probe-{digest}.{os.getpid()}"
-    proc = subprocess.run(
-        [gcc, *PROBE_CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise RunnerError(f"building the probe failed:\n{proc.stderr.strip()}")
-    if proc.stderr.strip():
-        raise RunnerError(f"the probe must build without warnings:\n{proc.stderr.strip()}")
-    tmp.replace(binary)
-    return binary
+    """Compile the probe (static, so it runs as /init with no libraries) into the cache
+    directory of :func:`cowcore.kernel.build.cache_dir`; cached by source hash."""
+    try:
+        return build_c(probe_source(), "probe", PROBE_CFLAGS, cache)
+    except CompilerNotFoundError:
+        raise RunnerError(
+            "gcc not found: the probe is built with gcc -static (apt install gcc libc6-dev)"
+        ) from None
+    except BuildError as err:
+        raise RunnerError(str(err)) from None
 
 
 def _tail(path: Path, lines: int = 40) -> str:
