@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,28 @@ def test_bench_prints_every_row_with_ratios(capsys: pytest.CaptureFixture[str]) 
     for r in fault_rows:
         rust, ref, ratio = float(r[2]), float(r[3]), float(r[4].rstrip("x"))
         assert rust > 0 and ratio == pytest.approx(ref / rust, rel=0.01, abs=1)
+    if shutil.which("gcc") is not None:  # the native baseline ships in the package
+        native = [r for r in fault_rows if r[1] in ("first_write", "fork", "reuse", "copy")]
+        assert native and all(float(r[5]) > 0 for r in native), native
     for r in call_rows:
         rust, ref, ratio = float(r[1]), float(r[2]), float(r[3].rstrip("x"))
         assert rust > 0 and ratio == pytest.approx(ref / rust, rel=0.01, abs=1)
+
+
+@pytest.mark.skipif(
+    "rust" not in cowcore.BACKENDS, reason="the table compares Rust with the reference"
+)
+def test_bench_without_gcc_says_why_native_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without gcc the native columns are ``-`` and stderr says that gcc is missing (it used
+    to leave the columns empty without a word)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no gcc
+    monkeypatch.setenv("COWCORE_KERNEL_CACHE", str(tmp_path / "cache"))  # no cached build
+    assert main(["bench", "--mib", "4", "--ref-mib", "1", "--rounds", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("gcc not found") == 1, err
+    assert "cowcore bench: no native baseline" in err
+    assert "native: not measured (gcc not found" in out
+    rows = [line for line in out.splitlines() if line.startswith("| write, fork, exit")]
+    assert rows and all(line.endswith("| - | - |") for line in rows), rows

@@ -9,6 +9,7 @@ files into the user's cache, and that nothing under the repository is read or co
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -90,6 +91,27 @@ def test_probe_builds_from_the_installed_package(installed: tuple[Run, Path]) ->
     assert len(calls) == 1
     assert str(tmp_path / "site" / "cowcore" / "kernel" / "probe.c") in calls[0]
     assert str(REPO) not in calls[0]
+
+
+@needs_gcc
+def test_native_baseline_builds_from_the_installed_package(
+    installed: tuple[Run, Path],
+) -> None:
+    run, tmp_path = installed
+    proc = run("import json, cowcore.bench as b\nprint(json.dumps(b.native(2)))\n")
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    phases = ("first_write", "fork", "reuse", "copy")
+    assert all(figures[k] > 0 for k in phases), figures
+    calls = _gcc_calls(tmp_path)
+    assert len(calls) == 1
+    assert str(tmp_path / "site" / "cowcore" / "cownative.c") in calls[0]
+    assert str(REPO) not in calls[0]
+    built = list((tmp_path / "home" / ".cache" / "cowcore").glob("cownative-*"))
+    assert len(built) == 1
+    # A second run uses the cached binary: gcc is not called again.
+    assert run("import cowcore.bench as b\nb.native(2)\n").returncode == 0
+    assert len(_gcc_calls(tmp_path)) == 1
 
 
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,12 @@
 """``cowcore bench``: the benchmark table of BENCHMARKS.md, measured in one run.
 
 Every workload goes through the public API (:class:`cowcore.Machine`), so the Rust core and
-the pure-Python reference do exactly the same work; the native baseline is
-``benches/native/cownative.c`` (the real kernel doing the same fork/write patterns), built
-with gcc when the source tree is at hand. Figures are per 4 KiB page (or per call) and the
-table prints ratios, which is what a shared, noisy machine can measure.
+the pure-Python reference do exactly the same work; the native baseline is ``cownative.c``,
+shipped in this package (the real kernel doing the same fork/write patterns), built with the
+host's gcc into the user's cache directory (:mod:`cowcore.kernel.build`) on first use; without
+gcc the native columns stay empty and ``cowcore bench`` says why on stderr. Figures are per
+4 KiB page (or per call) and the table prints ratios, which is what a shared, noisy machine can
+measure.
 
 The same workload functions are timed by pytest-benchmark in ``benches/``.
 
@@ -19,16 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import cowcore
+from cowcore.kernel.build import BuildError, build_c, package_source
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -144,25 +145,41 @@ def single_write(backend: str, calls: int) -> Phases:
 # -- the native baseline ------------------------------------------------------------------
 
 
-def native_source() -> Path | None:
-    """``benches/native/cownative.c`` of the source tree this package was installed from."""
-    src = Path(__file__).resolve().parents[2] / "benches" / "native" / "cownative.c"
-    return src if src.exists() else None
+NATIVE_CFLAGS = ["-O2", "-Wall", "-Wextra"]
 
 
-def native(mib: int, thp: bool = False) -> dict[str, float] | None:
-    """Runs the native baseline (ns per page); ``None`` without gcc or the source."""
-    src = native_source()
-    gcc = shutil.which("gcc")
-    if src is None or gcc is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = Path(tmp) / "cownative"
-        subprocess.run([gcc, "-O2", "-o", str(exe), str(src)], check=True)
-        args = [str(exe), str(mib)] + (["thp"] if thp else [])
-        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    result: dict[str, float] = json.loads(out)
+class NativeBaselineError(Exception):
+    """The native baseline could not be built or run; the message says why."""
+
+
+def native(mib: int, thp: bool = False) -> dict[str, float]:
+    """Run the native baseline on ``mib`` MiB: nanoseconds per 4 KiB page by phase.
+
+    Raises:
+        NativeBaselineError: gcc is missing, the build failed, or the program failed.
+    """
+    try:
+        exe = build_c(package_source("cowcore", "cownative.c"), "cownative", NATIVE_CFLAGS)
+    except BuildError as err:
+        raise NativeBaselineError(str(err)) from None
+    args = [str(exe), str(mib)] + (["thp"] if thp else [])
+    proc = subprocess.run(args, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NativeBaselineError(
+            f"{' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()}"
+        )
+    result: dict[str, float] = json.loads(proc.stdout)
     return result
+
+
+def _native_or_note(mib: int, thp: bool, notes: list[str]) -> dict[str, float] | None:
+    """:func:`native`, or None with the reason appended to ``notes`` (once per reason)."""
+    try:
+        return native(mib, thp)
+    except NativeBaselineError as err:
+        if str(err) not in notes:
+            notes.append(str(err))
+        return None
 
 
 def thp_setting() -> str:
@@ -250,9 +267,14 @@ def table(
     """Measures everything once and returns the Markdown table of BENCHMARKS.md."""
     lines: list[str] = []
     add = lines.append
-    nat4 = native(rust_mib)
-    natthp = native(rust_mib, thp=True)
+    notes: list[str] = []
+    nat4 = _native_or_note(rust_mib, False, notes)
+    natthp = _native_or_note(rust_mib, True, notes)
+    for note in notes:
+        print(f"cowcore bench: no native baseline: {note}", file=sys.stderr, flush=True)
     add(f"rust at {rust_mib} MiB, reference at {ref_mib} MiB (same shape), best of {rounds}")
+    if notes:
+        add("native: not measured (" + "; ".join(n.splitlines()[0] for n in notes) + ")")
     add(f"native THP: {thp_setting()}")
     add("native 4K rows: MADV_NOHUGEPAGE; native 64K rows: MADV_HUGEPAGE, i.e. 2M PMD THPs")
     add("(64K mTHP is `never` here and sysfs is read-only): informative, not like for like")
