@@ -60,7 +60,9 @@ def kernels() -> dict[str, Kernel]:
     directory = _kernels_dir()
     fetched = {k.series: k for k in load_kernels(directory)}
     if not fetched:
-        _unavailable(f"no kernels in {directory} (run `cowcore kernel fetch {directory}`)")
+        _unavailable(
+            f"no kernels in {directory} (run `cowcore kernel fetch --kernels {directory}`)"
+        )
     usable = {s: k for s, k in fetched.items() if s in _recorded_series()}
     if _required():
         missing = [s for s in fetched if s not in usable]
@@ -68,7 +70,8 @@ def kernels() -> dict[str, Kernel]:
             pytest.fail(
                 f"fetched kernel line(s) {missing} have no recordings in {EXPECTED}: record "
                 "them with `cowcore kernel run tests/kernel/scenarios/*.cow --kernel X.Y "
-                "--out tests/kernel/expected/X.Y` (twice, check identical)"
+                f"--kernels {directory} --out tests/kernel/expected/X.Y` (twice, check "
+                "identical)"
             )
         if "6.12" not in usable or not any(s.startswith("7.") for s in usable):
             pytest.fail(f"need a 6.12 and a 7.x kernel with recordings, have {sorted(usable)}")

@@ -177,3 +177,143 @@ def test_syntax_error_scenarios_match_recordings() -> None:
         for series in (HERE / "expected").iterdir():
             recorded = (series / f"{name}.jsonl").read_text().splitlines()
             assert [json.loads(x) for x in recorded] == [error]
+
+
+# -- where kernels live: fetch and run agree --------------------------------------------------
+
+
+def _fake_kernels(directory: Path, series: list[str]) -> dict[str, Path]:
+    """A kernels directory as ``fetch`` leaves it (manifest and vmlinuz files), without apt."""
+    rows, paths = [], {}
+    for s in series:
+        vmlinuz = directory / s / "boot" / f"vmlinuz-{s}.1-amd64"
+        vmlinuz.parent.mkdir(parents=True)
+        vmlinuz.write_bytes(b"not a kernel")
+        rows.append(
+            {
+                "series": s,
+                "package": f"linux-image-{s}.1-amd64",
+                "version": f"{s}.1-1",
+                "vmlinuz": str(vmlinuz.relative_to(directory)),
+            }
+        )
+        paths[s] = vmlinuz
+    (directory / "kernels.json").write_text(json.dumps(rows))
+    return paths
+
+
+@pytest.fixture
+def no_kernels_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME, no kernels or XDG variables, and a working directory that is not the
+    checkout; returns the default kernels directory under that HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("COWCORE_KERNELS_DIR", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return tmp_path / "home" / ".local" / "share" / "cowcore" / "kernels"
+
+
+def test_kernels_dir_option_then_env_then_data_dir(
+    no_kernels_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = cli.choose_kernels_dir(None)
+    assert chosen.path == no_kernels_env and chosen.chosen_by.startswith("the default")
+    monkeypatch.setenv("XDG_DATA_HOME", "relative")  # ignored, as the XDG spec says
+    assert cli.choose_kernels_dir(None).path == no_kernels_env
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert cli.choose_kernels_dir(None).path == tmp_path / "data" / "cowcore" / "kernels"
+    monkeypatch.setenv("COWCORE_KERNELS_DIR", str(tmp_path / "env"))
+    assert cli.choose_kernels_dir(None) == cli.KernelsDir(tmp_path / "env", "$COWCORE_KERNELS_DIR")
+    assert cli.choose_kernels_dir("opt") == cli.KernelsDir(Path("opt"), "--kernels")
+
+
+@pytest.mark.parametrize("how", ["option", "positional", "env", "default"])
+def test_fetch_and_run_agree_on_the_kernels_dir(
+    how: str,
+    no_kernels_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What ``fetch`` reports is what ``run --kernel X.Y`` boots, however the directory is
+    given (a complete directory makes ``fetch`` a no-op, so no apt runs here)."""
+    directory = no_kernels_env if how == "default" else tmp_path / "kernels"
+    paths = _fake_kernels(directory, ["6.12", "7.3"])
+    fetch_args = {
+        "option": ["--kernels", str(directory)],
+        "positional": [str(directory)],
+        "env": [],
+        "default": [],
+    }[how]
+    if how == "env":
+        monkeypatch.setenv("COWCORE_KERNELS_DIR", str(directory))
+    assert cli.main(["fetch", *fetch_args]) == 0
+    fetched = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert fetched == [str(paths["6.12"]), str(paths["7.3"])]
+    run_option = str(directory) if how in ("option", "positional") else None
+    kernels = cli.choose_kernels_dir(run_option)
+    assert cli.resolve_kernel("6.12", kernels) == paths["6.12"]
+    assert cli.resolve_kernel("7.3", kernels) == paths["7.3"]
+
+
+def test_fetch_refuses_two_different_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["fetch", str(tmp_path / "a"), "--kernels", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "two kernels directories" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("how", "chosen_by"),
+    [
+        ("option", "(--kernels)"),
+        ("env", "($COWCORE_KERNELS_DIR)"),
+        ("default", "(the default; choose another with --kernels DIR or $COWCORE_KERNELS_DIR)"),
+    ],
+)
+def test_missing_kernel_says_where_it_looked(
+    how: str,
+    chosen_by: str,
+    no_kernels_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    directory = no_kernels_env if how == "default" else tmp_path / "kernels"
+    _fake_kernels(directory, ["6.12"])
+    argv = ["run", str(HERE / "scenarios" / "seed-32K.cow"), "--kernel", "7.3"]
+    if how == "option":
+        argv += ["--kernels", str(directory)]
+    if how == "env":
+        monkeypatch.setenv("COWCORE_KERNELS_DIR", str(directory))
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"no fetched 7.3 kernel in {directory} {chosen_by}" in err
+    assert "fetched there: 6.12" in err
+    fetch = "cowcore kernel fetch" + (f" --kernels {directory}" if how == "option" else "")
+    assert f"`{fetch} --also 7.3`" in err
+    assert "Traceback" not in err
+
+
+def test_missing_kernel_names_the_lines_that_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """6.15 is a simulator profile, never a Debian kernel: the message names the fetched
+    lines and what fetch can get, and points at the 7.x kernel rather than at a fetch that
+    cannot succeed."""
+    _fake_kernels(tmp_path, ["6.12", "7.2", "7.3"])
+    seed = str(HERE / "scenarios" / "seed-32K.cow")
+    assert cli.main(["run", seed, "--kernel", "6.15", "--kernels", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "fetched there: 6.12, 7.2, 7.3" in err
+    assert "6.12 from Debian trixie and the newest 7.x from trixie-backports or unstable" in err
+    assert "`--also X.Y`" in err
+    assert "use --kernel 7.3" in err
+    assert "--also 6.15" not in err
+    empty = tmp_path / "empty"
+    assert cli.main(["run", seed, "--kernel", "6.15", "--kernels", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert "fetched there: none" in err
+    assert f"get one with `cowcore kernel fetch --kernels {empty}`" in err

@@ -1,10 +1,11 @@
 """The real-kernel conformance runner: plays `.cow` scenarios on Linux in QEMU.
 
-``cowcore kernel fetch DIR`` downloads two Debian kernels (before and after the COW reuse of
-PTE-mapped large folios), ``cowcore kernel run FILE... --kernel VMLINUZ`` boots one with a
-static probe as ``/init`` and prints the observations that the kernel itself reports, in the
-format of ``docs/scenario-format.md``. The recordings in ``tests/kernel/expected/`` come from
-here. This package imports nothing else from cowcore, so it works while the simulator does not.
+``cowcore kernel fetch`` downloads two Debian kernels (before and after the COW reuse of
+PTE-mapped large folios) into the kernels directory; ``cowcore kernel run FILE... --kernel X.Y``
+boots one (or any ``vmlinuz``) with a static probe as ``/init`` and prints the observations
+that the kernel itself reports, in the format of ``docs/scenario-format.md``. The recordings
+in ``tests/kernel/expected/`` come from here. This package imports nothing else from cowcore,
+so it works while the simulator does not.
 """
 
 from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario

@@ -1,7 +1,7 @@
 """Standalone entry point.
 
 ``python -m cowcore.kernel run FILE... --kernel VMLINUZ`` and
-``python -m cowcore.kernel fetch DIR``.
+``python -m cowcore.kernel fetch [--kernels DIR]``.
 """
 
 import sys

@@ -4,48 +4,127 @@
 ``main(argv)`` runs it standalone (``python -m cowcore.kernel ...``). Expected failures
 (missing qemu, missing kernel, boot timeout, bad files) print one clear message to stderr and
 exit with status 1, without a traceback.
+
+The kernels directory, which ``fetch`` fills and ``run --kernel X.Y`` reads, is chosen the same
+way by both: ``--kernels DIR``, else ``$COWCORE_KERNELS_DIR``, else the user's data directory
+(``$XDG_DATA_HOME/cowcore/kernels``, else ``~/.local/share/cowcore/kernels``). A source
+checkout's ``.kernels`` is used only when named (``.ci/run`` and the test suite do).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
 from pathlib import Path
 
-from cowcore.kernel.fetch import FetchError, fetch_kernels, load_kernels
+from cowcore.kernel.compile import PROFILES
+from cowcore.kernel.fetch import FetchError, fetch_kernels, fetchable_lines, load_kernels
 from cowcore.kernel.runner import DEFAULT_TIMEOUT, RunnerError, run_files
 
-__all__ = ["default_kernels_dir", "main", "register", "resolve_kernel"]
+__all__ = [
+    "KERNELS_ENV",
+    "KernelsDir",
+    "choose_kernels_dir",
+    "default_kernels_dir",
+    "main",
+    "register",
+    "resolve_kernel",
+]
+
+KERNELS_ENV = "COWCORE_KERNELS_DIR"
+_LINE = re.compile(r"\d+\.\d+")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelsDir:
+    """The kernels directory that ``fetch`` fills and ``run`` reads, and how it was chosen
+    (``--kernels``, ``$COWCORE_KERNELS_DIR`` or the default), for messages."""
+
+    path: Path
+    chosen_by: str
 
 
 def default_kernels_dir() -> Path:
-    """``$COWCORE_KERNELS_DIR``, else ``.kernels`` in the current directory."""
-    env = os.environ.get("COWCORE_KERNELS_DIR")
+    """``$XDG_DATA_HOME/cowcore/kernels`` (when that is an absolute path, as the XDG base
+    directory specification requires), else ``~/.local/share/cowcore/kernels``.
+
+    Kernels are data the user downloaded once and keeps (tens of MB), not a cache that may
+    vanish, hence the data directory; one place for every working directory and checkout.
+    """
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "cowcore" / "kernels"
+
+
+def choose_kernels_dir(option: str | None) -> KernelsDir:
+    """The kernels directory: the ``--kernels`` option, else ``$COWCORE_KERNELS_DIR``, else
+    :func:`default_kernels_dir`. ``fetch`` and ``run`` both choose it this way, so that
+    ``run --kernel X.Y`` finds what ``fetch`` got."""
+    if option:
+        return KernelsDir(Path(option), "--kernels")
+    env = os.environ.get(KERNELS_ENV)
     if env:
-        return Path(env)
-    return Path.cwd() / ".kernels"
+        return KernelsDir(Path(env), f"${KERNELS_ENV}")
+    return KernelsDir(
+        default_kernels_dir(), f"the default; choose another with --kernels DIR or ${KERNELS_ENV}"
+    )
 
 
-def resolve_kernel(value: str) -> Path:
-    """A vmlinuz path, or a kernel line such as ``6.12`` looked up in the fetched kernels."""
+def _fetch_command(kernels: KernelsDir, also: str | None) -> str:
+    """The ``cowcore kernel fetch`` command that fills ``kernels`` (plus ``--also``)."""
+    where = f" --kernels {kernels.path}" if kernels.chosen_by == "--kernels" else ""
+    return f"cowcore kernel fetch{where}" + (f" --also {also}" if also else "")
+
+
+def resolve_kernel(value: str, kernels: KernelsDir | None = None) -> Path:
+    """A vmlinuz path, or a kernel line such as ``6.12`` looked up in the fetched kernels.
+
+    Raises:
+        RunnerError: no such file, or no such line fetched; the message says where it looked
+            (and how that directory was chosen), which lines are there, and which lines
+            ``cowcore kernel fetch`` can get.
+    """
     path = Path(value)
     if path.is_file():
         return path
-    if re.fullmatch(r"\d+\.\d+", value):
-        directory = default_kernels_dir()
-        for kernel in load_kernels(directory):
-            if kernel.series == value:
-                return kernel.vmlinuz
-        raise RunnerError(
-            f"no fetched {value} kernel in {directory} (run `cowcore kernel fetch {directory}`)"
+    if not _LINE.fullmatch(value):
+        raise RunnerError(f"--kernel {value}: no such file, and not a kernel line such as 6.12")
+    kernels = kernels or choose_kernels_dir(None)
+    fetched = load_kernels(kernels.path)
+    for kernel in fetched:
+        if kernel.series == value:
+            return kernel.vmlinuz
+    have = ", ".join(k.series for k in fetched) or "none"
+    lines = [
+        f"no fetched {value} kernel in {kernels.path} ({kernels.chosen_by})",
+        f"fetched there: {have}",
+        f"`cowcore kernel fetch` gets {fetchable_lines()}",
+    ]
+    if value in PROFILES and value != "6.12":
+        newer = [k.series for k in fetched if k.series.startswith("7.")]
+        lines.append(
+            f"{value} is the simulator's behaviour profile (`kernel {value}`), not a kernel "
+            "line that Debian's suites carry: the real kernels behind it are the 7.x lines"
+            + (
+                f"; use --kernel {newer[-1]}"
+                if newer
+                else f"; get one with `{_fetch_command(kernels, None)}`"
+            )
         )
-    raise RunnerError(f"kernel {value} does not exist")
+    elif value == "6.12":
+        lines.append(f"get it with `{_fetch_command(kernels, None)}`")
+    else:
+        lines.append(
+            f"try `{_fetch_command(kernels, value)}` (it fails if Debian has no {value} image)"
+        )
+    raise RunnerError("\n  ".join(lines))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    vmlinuz = resolve_kernel(args.kernel)
+    vmlinuz = resolve_kernel(args.kernel, choose_kernels_dir(args.kernels))
     paths = [Path(f) for f in args.files]
     result = run_files(
         paths, vmlinuz, timeout=args.timeout, keep_dir=Path(args.keep) if args.keep else None
@@ -69,10 +148,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    kernels = fetch_kernels(Path(args.dir), refresh=args.refresh, also=args.also)
+    if args.dir and args.kernels and Path(args.dir) != Path(args.kernels):
+        raise FetchError(
+            f"two kernels directories given: DIR {args.dir} and --kernels {args.kernels}"
+        )
+    directory = choose_kernels_dir(args.kernels or args.dir).path
+    kernels = fetch_kernels(directory, refresh=args.refresh, also=args.also)
     for kernel in kernels:
         print(f"{kernel.series} {kernel.version} {kernel.vmlinuz}")
     return 0
+
+
+_KERNELS_HELP = (
+    f"the kernels directory (default: ${KERNELS_ENV}, else $XDG_DATA_HOME/cowcore/kernels, "
+    "else ~/.local/share/cowcore/kernels); fetch and run agree on it"
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,8 +186,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kernel",
         required=True,
         metavar="VMLINUZ",
-        help="a vmlinuz, or a fetched kernel line such as 6.12",
+        help="a vmlinuz, or a fetched kernel line such as 6.12 (looked up in the kernels "
+        "directory)",
     )
+    run.add_argument("--kernels", metavar="DIR", help=_KERNELS_HELP)
     run.add_argument("--out", metavar="DIR", help="also write DIR/NAME.jsonl per scenario")
     run.add_argument(
         "--timeout",
@@ -112,10 +204,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "fetch",
         help="download the 6.12 and newest 7.x Debian kernels",
         description="Download the newest 6.12 kernel of Debian trixie and "
-        "the newest 7.x of unstable/trixie-backports into DIR (apt with a "
+        "the newest 7.x of unstable/trixie-backports into the kernels directory (apt with a "
         "private configuration); print series, version and vmlinuz path.",
     )
-    fetch.add_argument("dir", metavar="DIR")
+    fetch.add_argument(
+        "dir",
+        nargs="?",
+        metavar="DIR",
+        help="the kernels directory (the same as --kernels DIR, kept for older scripts)",
+    )
+    fetch.add_argument("--kernels", metavar="DIR", help=_KERNELS_HELP)
     fetch.add_argument(
         "--also",
         action="append",

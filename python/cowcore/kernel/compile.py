@@ -20,6 +20,7 @@ import re
 
 __all__ = [
     "PAGE",
+    "PROFILES",
     "CompiledScenario",
     "ScenarioSyntaxError",
     "compile_scenario",
@@ -41,7 +42,8 @@ _THP_SIZES = {
     s: f"hugepages-{s // 1024}kB"
     for s in (16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20)
 }
-_PROFILES = {"6.12", "6.15"}
+# The simulator's behaviour profiles that a `kernel` statement may name.
+PROFILES = frozenset({"6.12", "6.15"})
 _ENABLED = {"always", "madvise", "never"}
 _SIZE_ENABLED = {"always", "madvise", "inherit", "never"}
 _PROTS = {"r", "rw", "none"}
@@ -136,8 +138,8 @@ class _Compiler:
     def statement(self, words: list[str]) -> None:
         head, args = words[0], words[1:]
         if head == "kernel":
-            if len(args) != 1 or args[0] not in _PROFILES:
-                raise self.error("kernel wants one of " + " ".join(sorted(_PROFILES)))
+            if len(args) != 1 or args[0] not in PROFILES:
+                raise self.error("kernel wants one of " + " ".join(sorted(PROFILES)))
             return  # the kernel runner ignores the profile
         if head == "stats":
             if args:

@@ -1,4 +1,4 @@
-"""Fetch the two reference kernels from Debian's package archive (``cowcore kernel fetch DIR``).
+"""Fetch the two reference kernels from Debian's package archive (``cowcore kernel fetch``).
 
 The conformance suite compares the simulator with two real kernels: one from before the COW
 reuse of PTE-mapped large folios (the 6.12 kernel of Debian *trixie*) and one after it (the
@@ -21,12 +21,27 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
-__all__ = ["FetchError", "Kernel", "archive_uri", "fetch_kernels", "load_kernels"]
+__all__ = [
+    "FetchError",
+    "Kernel",
+    "archive_uri",
+    "fetch_kernels",
+    "fetchable_lines",
+    "load_kernels",
+]
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MANIFEST = "kernels.json"
+# The suites of the private sources list: trixie for the 6.12 line; unstable and
+# trixie-backports for the newest 7.x line. ``--also X.Y`` looks in all of them.
+SUITES = ("trixie", "trixie-backports", "unstable")
+# Before the reuse change: the 6.12 kernel of trixie.
+OLD_LINE_SUITES = frozenset({"trixie"})
+# After it: the newest 7.x of unstable (also named sid) or trixie-backports.
+NEW_LINE_SUITES = frozenset({"unstable", "sid", "trixie-backports"})
 
 # The package names of a Debian amd64 kernel image: linux-image-6.12.117+deb13-amd64 (the
 # signed image) or the same with "-unsigned" (older: linux-image-6.1.0-18-amd64). The
@@ -139,10 +154,8 @@ class _Apt:
         status = root / "status"
         if not status.exists():
             status.write_text("")
-        # trixie for the 6.12 line; unstable and trixie-backports for the newest 7.x line.
-        suites = ["trixie", "trixie-backports", "unstable"]
         (root / "sources.list").write_text(
-            "".join(f"deb [signed-by={signed_by}] {uri} {s} main\n" for s in suites)
+            "".join(f"deb [signed-by={signed_by}] {uri} {s} main\n" for s in SUITES)
         )
         self.options = [
             f"-oDir::Etc::SourceList={root / 'sources.list'}",
@@ -196,7 +209,7 @@ def _madison(apt: _Apt, packages: list[str]) -> list[tuple[str, str, str]]:
 
 
 def _choose(
-    apt: _Apt, names: list[str], want: re.Pattern[str], suites: set[str]
+    apt: _Apt, names: list[str], want: re.Pattern[str], suites: AbstractSet[str]
 ) -> tuple[str, str, str]:
     """Newest ``(package, version, suite)`` among image packages matching ``want``."""
     best: tuple[str, str, str] | None = None
@@ -285,6 +298,15 @@ def load_kernels(directory: Path) -> list[Kernel]:
     return [k for k in kernels if k.vmlinuz.is_file()]
 
 
+def fetchable_lines() -> str:
+    """What ``cowcore kernel fetch`` can get, in words (for error messages)."""
+    return (
+        f"6.12 from Debian {' or '.join(sorted(OLD_LINE_SUITES))} and the newest 7.x from "
+        f"{' or '.join(s for s in SUITES if s in NEW_LINE_SUITES)}; "
+        f"`--also X.Y` adds the newest X.Y that {', '.join(SUITES)} carry (if any)"
+    )
+
+
 def _have(kernels: list[Kernel], also: list[str]) -> bool:
     """Whether ``kernels`` covers the 6.12 line, a 7.x line and every series in ``also``."""
     series = {k.series for k in kernels}
@@ -327,13 +349,8 @@ def fetch_kernels(
     names = sorted(
         n for n in apt.run("apt-cache", "pkgnames", "linux-image-").split() if _IMAGE_RE.match(n)
     )
-    all_suites = {"trixie", "unstable", "sid", "trixie-backports"}
-    lines = [
-        # Before the reuse change: the 6.12 kernel of trixie.
-        (_line_re("6", "12"), {"trixie"}),
-        # After it: the newest 7.x of unstable or trixie-backports.
-        (_line_re("7", r"\d+"), all_suites - {"trixie"}),
-    ]
+    all_suites = OLD_LINE_SUITES | NEW_LINE_SUITES
+    lines = [(_line_re("6", "12"), OLD_LINE_SUITES), (_line_re("7", r"\d+"), NEW_LINE_SUITES)]
     for a in also:
         major, minor = a.split(".")
         lines.append((_line_re(major, minor), all_suites))
