@@ -49,8 +49,21 @@ def test_policy_defaults_follow_the_profile(backend: str) -> None:
 
 def test_thp_settings(backend: str) -> None:
     m = cowcore.Machine(backend=backend)
-    assert dict(m.thp.sizes) == dict.fromkeys(cowcore.protocol.THP_SIZES, "never")
+    # The kernel's boot defaults: only the PMD size inherits the top-level setting.
+    boot = dict.fromkeys(cowcore.protocol.THP_SIZES, "never") | {"2M": "inherit"}
+    assert dict(m.thp.sizes) == boot
     assert m.thp.enabled == "never" and m.thp.use_zero_page
+
+
+def test_enabled_always_alone_gives_a_pmd_thp(backend: str) -> None:
+    """As on a freshly booted kernel, ``enabled = "always"`` alone gives 2M THPs."""
+    m = cowcore.Machine(backend=backend)
+    m.thp.enabled = "always"
+    p = m.init
+    a = p.mmap(2 << 20)
+    p.write(a)
+    assert m.folio(p.translate(a).pfn).order == 9
+    assert m.stats()["thp_fault_alloc"] == 1
     m.thp.sizes["64K"] = "inherit"
     m.thp.set_size("2M", "madvise")
     assert m.thp.sizes["64K"] == "inherit" and m.thp.sizes["2M"] == "madvise"

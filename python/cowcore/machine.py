@@ -135,8 +135,9 @@ class ThpSizes(MutableMapping[str, str]):
 class ThpSettings:
     """The ``/sys/kernel/mm/transparent_hugepage`` knobs of a machine.
 
-    A new machine starts with every knob at ``never`` and ``use_zero_page`` on, like the start
-    of a scenario: say what you want.
+    A new machine starts as a freshly booted kernel and a scenario do: ``enabled`` at ``never``,
+    the ``2M`` size at ``inherit`` (so ``enabled = "always"`` alone gives PMD THPs), every other
+    size at ``never``, and ``use_zero_page`` on.
     """
 
     def __init__(self, backend: Backend) -> None:

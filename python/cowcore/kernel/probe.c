@@ -879,11 +879,11 @@ static void process_statement(int p, char **tok, int ntok)
 static void reset_knobs(void)
 {
 	char path[128];
-	/* Format: "At the start of a run every per-size setting is never, enabled is never and
-	 * use_zero_page is on". */
+	/* Format: "At the start of a run the per-size settings are the kernel's boot defaults: 2M
+	 * is inherit and every other size never. enabled is never and use_zero_page is on". */
 	for (int s = 0; s < NSIZES; s++) {
 		snprintf(path, sizeof(path), THP "hugepages-%ukB/enabled", size_kb[s]);
-		write_file(path, "never");
+		write_file(path, size_kb[s] == 2048 ? "inherit" : "never");
 	}
 	write_file(THP "enabled", "never");
 	write_file(THP "use_zero_page", "1");

@@ -57,7 +57,11 @@ class ThpPolicy:
     """The sysfs THP knobs (``/sys/kernel/mm/transparent_hugepage``)."""
 
     enabled: str = "never"
-    sizes: dict[str, str] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, "never"))
+    # The boot defaults (hugepage_init_sysfs() in mm/huge_memory.c): the PMD size inherits the
+    # top-level setting, every mTHP size is never.
+    sizes: dict[str, str] = field(
+        default_factory=lambda: {name: "inherit" if name == "2M" else "never" for name in THP_SIZES}
+    )
     use_zero_page: bool = True
 
     def allowable_orders(self, vma: Vma) -> list[int]:

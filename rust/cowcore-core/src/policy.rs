@@ -154,12 +154,22 @@ pub const POLICY_NAMES: [&str; 2] = ["cow_reuse_pte_mapped_thp", "huge_zero_wp_a
 /// `THP_ORDERS_ALL_ANON`: orders 2..=9.
 pub const THP_ORDERS_ALL_ANON: u32 = 0b11_1111_1100;
 
+/// The per-size modes a freshly booted kernel has: `2M` (order 9, the last slot) at `inherit`,
+/// every mTHP size `never`.
+const BOOT_SIZES: [ThpSizeMode; 8] = {
+    let mut sizes = [ThpSizeMode::Never; 8];
+    sizes[7] = ThpSizeMode::Inherit;
+    sizes
+};
+
 /// The THP settings and toggles of one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// `transparent_hugepage/enabled` (starts `never`, as a scenario run does).
     pub enabled: ThpMode,
-    /// Per-size modes for orders 2..=9 (all start `never`).
+    /// Per-size modes for orders 2..=9: the kernel's boot defaults, `2M` at `inherit` and every
+    /// other size `never` (`hugepage_init_sysfs()` in mm/huge_memory.c sets only the PMD order to
+    /// inherit).
     pub sizes: [ThpSizeMode; 8],
     /// `transparent_hugepage/use_zero_page` (starts on).
     pub use_zero_page: bool,
@@ -177,7 +187,7 @@ impl Policy {
     pub fn new(profile: Profile) -> Self {
         Self {
             enabled: ThpMode::Never,
-            sizes: [ThpSizeMode::Never; 8],
+            sizes: BOOT_SIZES,
             use_zero_page: true,
             cow_reuse_pte_mapped_thp: profile == Profile::V6_15,
             huge_zero_wp_alloc: profile == Profile::V6_15,
@@ -260,8 +270,9 @@ mod tests {
         let mut p = Policy::new(Profile::V6_12);
         assert!(!p.cow_reuse_pte_mapped_thp);
         assert_eq!(p.allowable_orders(VmFlags::empty()), 0);
+        assert_eq!(p.size_mode(9), ThpSizeMode::Inherit, "2M boots at inherit");
+        assert!((2..9).all(|order| p.size_mode(order) == ThpSizeMode::Never));
         p.sizes[2] = ThpSizeMode::Always; // 64K
-        p.sizes[7] = ThpSizeMode::Inherit; // 2M
         assert_eq!(p.allowable_orders(VmFlags::empty()), 1 << 4);
         p.enabled = ThpMode::Madvise;
         assert_eq!(p.allowable_orders(VmFlags::empty()), 1 << 4);
