@@ -83,12 +83,29 @@ def test_frames_are_named_by_first_appearance_and_retired() -> None:
 
 def test_ranges_past_the_mapping_end_behave_as_the_kernel_runner() -> None:
     out = run_scenario(
-        "P mmap A 8K\nP write A 0 8K 3\nP observe A 4K 8K\nP munmap A 4K 1M\n"
+        "P mmap A 8K\nP write A 0 8K 3\nP observe A 4K 4K\nP munmap A 4K 1M\n"
         "P observe A 0 8K\nthp size 2048K always\nstats\n"
     )
-    assert [o.get("present") for o in out[:4]] == [True, False, True, False]
-    assert out[1]["off"] == 8192 and out[1]["frame"] is None
+    assert [o.get("present") for o in out[:3]] == [True, True, False]
+    assert out[2]["off"] == 4096 and out[2]["frame"] is None
     assert "error" not in out[-1]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("P mmap A 8K\nP observe A 4K 8K\n", 2),
+        ("P mmap A 8K\nP observe A 8K 4K\n", 2),
+        # The mapping as created counts, not what is left of it after munmap.
+        ("P mmap A 8K\nP munmap A 0 8K\nP observe A 0 8K\nP observe A 0 12K\n", 4),
+        # A huge range on a small mapping is refused before anything is observed.
+        ("P mmap A 2M\nP observe A 0 1024G\n", 2),
+    ],
+)
+def test_observe_must_lie_inside_the_mapping_as_created(text: str, line: int) -> None:
+    out = run_scenario(text)
+    assert out[-1]["error"].startswith(f"line {line}: observe A: the range ends at offset")
+    assert "past the end of the mapping as created" in out[-1]["error"]
 
 
 def test_observation_keys_and_absent_pages() -> None:

@@ -353,17 +353,21 @@ class _Runner:
             self.ranged(st, p, name, off, length)
 
     def ranged(self, st: Statement, p: Process, name: str, off: int, length: int) -> None:
-        """A statement on ``NAME OFF LEN``. Pages past the mapping's end are treated as the
-        kernel runner treats them: unmapped (observed as absent, skipped by munmap, an
-        error for every other verb)."""
+        """A statement on ``NAME OFF LEN``. An ``observe`` must lie inside the mapping as
+        created, so that one line can never ask for more observations than the mapping has
+        pages; pages past the mapping's end are otherwise treated as the kernel runner treats
+        them: unmapped (skipped by munmap, an error for every other verb)."""
         assert st.proc is not None
         start, size = self.mapping(st.proc, name)
         inside = max(0, min(length, size - off))
         if st.verb == "observe":
-            for i, o in enumerate(p.observe(start + off, inside) if inside else []):
+            if inside < length:
+                raise _RunError(
+                    f"observe {name}: the range ends at offset {off + length}, past the end of "
+                    f"the mapping as created ({size} bytes)"
+                )
+            for i, o in enumerate(p.observe(start + off, length)):
                 self.emit(self.page_observation(st.proc, name, off + i * PAGE, o))
-            for page_off in range(off + inside, off + length, PAGE):
-                self.emit(_absent_page(st.proc, name, page_off))
             return
         if st.verb == "munmap":
             if inside:

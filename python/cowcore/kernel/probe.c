@@ -552,8 +552,8 @@ static void observe_page(int p, int m, uint64_t off)
 	out_str(map_name[m]);
 	out_str("\",\"off\":");
 	out_u64(off);
-	/* Pages outside the mapping or unmapped by the scenario are not present (never read:
-	 * another mapping may have been placed in a hole). */
+	/* Pages unmapped by the scenario are not present (never read: another mapping may have
+	 * been placed in a hole). */
 	if (idx < mp->npages && (mp->st[idx] & ST_PROT) != ST_UNMAPPED)
 		if (pread_u64(procs[p].pagemap_fd, (mp->base / PAGE_SIZE + idx) * 8, &ent))
 			die("read pagemap");
@@ -802,6 +802,14 @@ static void process_statement(int p, char **tok, int ntok)
 	uint64_t off = parse_u64(ntok > 2 ? tok[2] : NULL), len = parse_u64(ntok > 3 ? tok[3] : NULL);
 	uint64_t first = off / PAGE_SIZE, n = len / PAGE_SIZE;
 	if (!strcmp(verb, "observe")) {
+		/* Format: an observe range must lie inside the mapping as created. */
+		if (first + n > mp->npages) {
+			scenario_error("observe %s: the range ends at offset %llu, past the end of "
+				       "the mapping as created (%llu bytes)",
+				       map_name[m], (unsigned long long)(off + len),
+				       (unsigned long long)(mp->npages * PAGE_SIZE));
+			return;
+		}
 		for (uint64_t o = off; o < off + len; o += PAGE_SIZE)
 			observe_page(p, m, o);
 		out_flush();
