@@ -5,6 +5,12 @@ For every kernel fetched by ``cowcore kernel fetch`` (``$COWCORE_KERNELS_DIR``, 
 all scenarios of ``tests/kernel/scenarios/`` run in one boot and every scenario's observation
 lines must equal its ``.jsonl`` recording byte for byte.
 
+A fetched line with no recordings yet (Debian published a newer 7.x than the recordings) is
+checked against the recordings of the newest recorded line of the same major version: if they
+agree the suite passes with a notice saying so, and if they do not it fails with the exact
+command that records the new line. So a landing never depends on what the archive published
+that day, and a behaviour change in a new kernel is never missed.
+
 Without qemu or kernels the tests are skipped with the reason; in CI (``CI`` set) with
 ``COWCORE_REQUIRE_KERNELS=1`` that is a failure instead, so a broken CI setup cannot pass
 silently.
@@ -50,9 +56,28 @@ def _scenario_files() -> list[Path]:
     return sorted(SCENARIOS.glob("*.cow"))
 
 
+def _series_key(series: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in series.split("."))
+
+
+def newest_recorded_line(series: str, recorded: list[str]) -> str | None:
+    """The newest recorded line of the same major version as ``series`` and older than it."""
+    key = _series_key(series)
+    older = [s for s in recorded if _series_key(s)[0] == key[0] and _series_key(s) < key]
+    return max(older, key=_series_key, default=None)
+
+
+def record_command(series: str) -> str:
+    """The command that records a kernel line (run it twice and check the output is equal)."""
+    return (
+        f"cowcore kernel run tests/kernel/scenarios/*.cow --kernel {series} "
+        f"--kernels {_kernels_dir()} --out tests/kernel/expected/{series}"
+    )
+
+
 @pytest.fixture(scope="module")
-def kernels() -> dict[str, Kernel]:
-    """The fetched kernels that have recordings, by series."""
+def fetched() -> dict[str, Kernel]:
+    """Every fetched kernel, by series (skips, or fails in CI, when none can run)."""
     if shutil.which("qemu-system-x86_64") is None:
         _unavailable("qemu-system-x86_64 is not installed (apt install qemu-system-x86)")
     if shutil.which("gcc") is None:
@@ -63,19 +88,22 @@ def kernels() -> dict[str, Kernel]:
         _unavailable(
             f"no kernels in {directory} (run `cowcore kernel fetch --kernels {directory}`)"
         )
-    usable = {s: k for s, k in fetched.items() if s in _recorded_series()}
     if _required():
-        missing = [s for s in fetched if s not in usable]
-        if missing:
+        recorded = _recorded_series()
+        checkable = [
+            s for s in fetched if s in recorded or newest_recorded_line(s, recorded) is not None
+        ]
+        if "6.12" not in checkable or not any(s.startswith("7.") for s in checkable):
             pytest.fail(
-                f"fetched kernel line(s) {missing} have no recordings in {EXPECTED}: record "
-                "them with `cowcore kernel run tests/kernel/scenarios/*.cow --kernel X.Y "
-                f"--kernels {directory} --out tests/kernel/expected/X.Y` (twice, check "
-                "identical)"
+                f"need a 6.12 and a 7.x kernel that recordings can check, have {sorted(fetched)}"
             )
-        if "6.12" not in usable or not any(s.startswith("7.") for s in usable):
-            pytest.fail(f"need a 6.12 and a 7.x kernel with recordings, have {sorted(usable)}")
-    return usable
+    return fetched
+
+
+@pytest.fixture(scope="module")
+def kernels(fetched: dict[str, Kernel]) -> dict[str, Kernel]:
+    """The fetched kernels that have recordings, by series."""
+    return {s: k for s, k in fetched.items() if s in _recorded_series()}
 
 
 _runs: dict[str, RunResult] = {}
@@ -97,19 +125,66 @@ def test_suite_size() -> None:
         assert recorded == names, f"expected/{series} does not match scenarios/"
 
 
+def _mismatches(result: RunResult, series: str) -> list[str]:
+    """The scenarios whose fresh output differs from the recordings of ``series``."""
+    return [
+        name
+        for name, lines in zip(result.names, result.lines, strict=True)
+        if lines != (EXPECTED / series / f"{name}.jsonl").read_text().splitlines()
+    ]
+
+
 @pytest.mark.parametrize("series", _recorded_series())
 def test_kernel_matches_recordings(kernels: dict[str, Kernel], series: str) -> None:
     """A fresh run on the real kernel prints exactly the recorded observations."""
     if series not in kernels:
-        if _required() and (series == "6.12" or not any(s.startswith("7.") for s in kernels)):
+        if _required() and series == "6.12":
             pytest.fail(f"no fetched {series} kernel")
         pytest.skip(f"no fetched {series} kernel in {_kernels_dir()}")
-    result = _run(kernels[series])
-    mismatches: list[str] = []
-    for name, lines in zip(result.names, result.lines, strict=True):
-        expected = (EXPECTED / series / f"{name}.jsonl").read_text().splitlines()
-        if lines != expected:
-            mismatches.append(name)
+    mismatches = _mismatches(_run(kernels[series]), series)
     assert not mismatches, f"{series}: fresh kernel output differs from the recordings of " + (
         ", ".join(mismatches)
     )
+
+
+def test_unrecorded_lines_match_the_newest_recorded_line(
+    fetched: dict[str, Kernel], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fetched line without recordings must print what the newest recorded line printed."""
+    recorded = _recorded_series()
+    unrecorded = sorted((s for s in fetched if s not in recorded), key=_series_key)
+    if not unrecorded:
+        pytest.skip("every fetched kernel line has recordings")
+    failures: list[str] = []
+    for series in unrecorded:
+        base = newest_recorded_line(series, recorded)
+        if base is None:
+            failures.append(
+                f"{series} has no recordings and no older {_series_key(series)[0]}.x line to be "
+                f"checked against: record it with `{record_command(series)}` (twice, identical)"
+            )
+            continue
+        mismatches = _mismatches(_run(fetched[series]), base)
+        if mismatches:
+            failures.append(
+                f"{fetched[series].version} differs from the {base} recordings in "
+                f"{', '.join(mismatches)}: the new kernel behaves differently; record it with "
+                f"`{record_command(series)}` (twice, identical) and look at what changed"
+            )
+            continue
+        with capsys.disabled():
+            print(
+                f"\nnotice: kernel {fetched[series].version} has no recordings of its own; it "
+                f"printed exactly the {base} recordings for all {len(_scenario_files())} "
+                f"scenarios (record it with `{record_command(series)}`)"
+            )
+    assert not failures, "\n".join(failures)
+
+
+def test_newest_recorded_line() -> None:
+    """The line an unrecorded kernel is checked against: same major, newest older line."""
+    recorded = ["6.12", "7.2", "7.3"]
+    assert newest_recorded_line("7.4", recorded) == "7.3"
+    assert newest_recorded_line("7.10", [*recorded, "7.9"]) == "7.9"
+    assert newest_recorded_line("7.1", recorded) is None
+    assert newest_recorded_line("8.0", recorded) is None
