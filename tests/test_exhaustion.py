@@ -74,6 +74,29 @@ def test_oom_at_the_faulting_page(make_machine: MachineFactory, profile: str) ->
     m.check()
 
 
+@pytest.mark.parametrize("call", ["read", "read_pages"])
+def test_a_failed_read_keeps_the_faults_before_it(
+    make_machine: MachineFactory, profile: str, call: str
+) -> None:
+    """A read that runs out of memory for a page table at page k keeps pages 0..k-1 mapped
+    (the zero page), as DESIGN.md and the README say: each page access is atomic."""
+    m = make_machine(profile, memory="4M")
+    p = m.init
+    b = p.mmap(4 * MiB)
+    p.write(b, PAGE, 1)  # the PTE table of b's first 2M block now exists
+    fill(p, 4 * MiB)
+    start = b + 2 * MiB - 8 * PAGE  # 8 pages in that table, then a block without one
+    with pytest.raises(OutOfMemoryError):
+        if call == "read":
+            p.read(start, 16 * PAGE)
+        else:
+            p.read_pages([start + i * PAGE for i in range(16)])
+    obs = p.observe(start, 16 * PAGE)
+    assert [o.frame_kind for o in obs[:8]] == ["zero"] * 8
+    assert not any(o.present for o in obs[8:])
+    m.check()
+
+
 def test_oom_then_freeing_lets_it_continue(make_machine: MachineFactory, profile: str) -> None:
     m = make_machine(profile, memory="4M")
     a, done = fill(m.init, 4 * MiB)
