@@ -3,10 +3,13 @@ the shape of the recordings."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from cowcore.kernel import cli
 from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_size
 from cowcore.kernel.fetch import archive_uri
 from cowcore.kernel.initramfs import write_initramfs
-from cowcore.kernel.runner import RunnerError, _split
+from cowcore.kernel.runner import Progress, RunnerError, _split
 
 HERE = Path(__file__).resolve().parent
 PAGE_KEYS = [
@@ -317,3 +320,147 @@ def test_missing_kernel_names_the_lines_that_exist(
     err = capsys.readouterr().err
     assert "fetched there: none" in err
     assert f"get one with `cowcore kernel fetch --kernels {empty}`" in err
+
+
+# -- kernel run with a stand-in QEMU: exit status, progress, undecodable files ----------------
+
+FAKE_QEMU = """\
+import json, os, sys, time
+args = sys.argv[1:]
+console, output = [args[i + 1][len("file:"):] for i, a in enumerate(args) if a == "-serial"]
+with open(console, "w") as f:
+    f.write("fake kernel booted\\n")
+with open(output, "w") as out:
+    for i, lines in enumerate(json.loads(os.environ["FAKE_PROBE_OUTPUT"])):
+        out.write(json.dumps({"begin": i}) + "\\n")
+        out.writelines(line + "\\n" for line in lines)
+        out.flush()
+        time.sleep(float(os.environ.get("FAKE_PROBE_DELAY", "0")))
+        out.write(json.dumps({"end": i}) + "\\n")
+        out.flush()
+    out.write('{"done":true}\\n')
+"""
+OBS = '{"proc":"P","map":"A","off":0,"present":false}'
+ERR = '{"error":"line 2: process P has no mapping B"}'
+
+
+class FakeTty(io.StringIO):
+    """A stderr that claims to be a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Put stand-ins for qemu-system-x86_64 and gcc first on PATH; the returned function sets
+    what the fake probe prints per scenario and returns a vmlinuz to pass as --kernel."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    qemu = tools / "qemu-system-x86_64"
+    qemu.write_text(f"#!{sys.executable}\n{FAKE_QEMU}")
+    gcc = tools / "gcc"  # writes its -o file: the probe's contents do not matter here
+    gcc.write_text('#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\necho probe > "$2"\n')
+    for tool in (qemu, gcc):
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("COWCORE_KERNEL_CACHE", str(tmp_path / "cache"))
+    vmlinuz = tmp_path / "vmlinuz"
+    vmlinuz.write_bytes(b"not a kernel")
+
+    def configure(outputs: list[list[str]], delay: float = 0.0) -> Path:
+        monkeypatch.setenv("FAKE_PROBE_OUTPUT", json.dumps(outputs))
+        monkeypatch.setenv("FAKE_PROBE_DELAY", str(delay))
+        return vmlinuz
+
+    return configure
+
+
+def _scenarios(tmp_path: Path, *texts: bytes) -> list[str]:
+    paths = []
+    for i, text in enumerate(texts):
+        path = tmp_path / f"s{i}.cow"
+        path.write_bytes(text)
+        paths.append(str(path))
+    return paths
+
+
+GOOD = b"P mmap A 2M\nP observe A 0 4K\n"
+
+
+def test_kernel_run_exits_1_after_a_scenario_error(
+    fake_qemu: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Status 1 as `cowcore run` has it, with every scenario's output printed and written."""
+    vmlinuz = fake_qemu([[ERR], [OBS]])
+    files = _scenarios(tmp_path, b"P mmap A 2M\nP write B 0 4K\n", GOOD)
+    out_dir = tmp_path / "out"
+    assert cli.main(["run", *files, "--kernel", str(vmlinuz), "--out", str(out_dir)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ['{"scenario":"s0"}', ERR, '{"scenario":"s1"}', OBS]
+    assert (out_dir / "s0.jsonl").read_text() == ERR + "\n"
+    assert (out_dir / "s1.jsonl").read_text() == OBS + "\n"
+    assert "1 with an error" in captured.err
+    # Without an error the status stays 0.
+    fake_qemu([[OBS]])
+    assert cli.main(["run", files[1], "--kernel", str(vmlinuz)]) == 0
+
+
+def test_kernel_run_exits_1_after_a_syntax_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A syntax error never reaches the kernel (no boot here), and is still status 1."""
+    (vmlinuz := tmp_path / "vmlinuz").write_bytes(b"")
+    files = _scenarios(tmp_path, b"P frobnicate\n")
+    assert cli.main(["run", *files, "--kernel", str(vmlinuz)]) == 1
+    assert capsys.readouterr().out == '{"error":"line 1: unknown verb \'frobnicate\'"}\n'
+
+
+def test_kernel_run_shows_progress_on_a_terminal(
+    fake_qemu: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vmlinuz = fake_qemu([[OBS], [OBS], [OBS]], delay=0.3)
+    files = _scenarios(tmp_path, GOOD, GOOD, GOOD)
+    tty = FakeTty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert cli.main(["run", *files, "--kernel", str(vmlinuz)]) == 0
+    err = tty.getvalue()
+    updates = [u for u in err.split("\r") if u.strip()]
+    assert updates[0].startswith(f"cowcore kernel run: booting {vmlinuz}, 0s")
+    assert any(u.startswith("cowcore kernel run: 3/3 scenarios, ") for u in updates)
+    done = [int(u.split()[3].split("/")[0]) for u in updates if "scenarios, " in u]
+    assert done == sorted(done), "the count only grows"
+    # The line is blanked before the summary, which starts at the line's beginning.
+    last = err.rsplit("\r", 1)[1]
+    assert last.startswith("cowcore kernel run: 3 scenario(s) on ") and last.endswith("s\n")
+    assert len(capsys.readouterr().out.splitlines()) == 6
+
+
+def test_kernel_run_shows_no_progress_when_stderr_is_not_a_terminal(
+    fake_qemu: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vmlinuz = fake_qemu([[OBS]], delay=0.3)
+    assert cli.main(["run", *_scenarios(tmp_path, GOOD), "--kernel", str(vmlinuz)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.startswith("cowcore kernel run: 1 scenario(s) on ") and err.count("\n") == 1
+
+
+def test_progress_line_counts_and_clears() -> None:
+    tty = FakeTty()
+    line = cli.ProgressLine(tty, "6.12")
+    line(Progress(booted=False, done=0, total=12, seconds=1.2))
+    line(Progress(booted=True, done=5, total=12, seconds=10.6))
+    line.clear()
+    longest = "cowcore kernel run: 5/12 scenarios, 11s"
+    assert tty.getvalue() == (
+        "\rcowcore kernel run: booting 6.12, 1s\r" + longest + "\r" + " " * len(longest) + "\r"
+    )
+    quiet = io.StringIO()
+    silent = cli.ProgressLine(quiet, "6.12")
+    silent(Progress(booted=True, done=1, total=1, seconds=1.0))
+    silent.clear()
+    assert quiet.getvalue() == ""

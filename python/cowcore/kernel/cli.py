@@ -3,7 +3,9 @@
 ``register(subparsers)`` adds the ``kernel`` sub-command to the main ``cowcore`` parser;
 ``main(argv)`` runs it standalone (``python -m cowcore.kernel ...``). Expected failures
 (missing qemu, missing kernel, boot timeout, bad files) print one clear message to stderr and
-exit with status 1, without a traceback.
+exit with status 1, without a traceback. ``kernel run`` also exits with status 1 when a
+scenario printed an error line, as ``cowcore run`` does, after printing every scenario's output
+and writing the ``--out`` files. On a terminal it keeps one progress line on stderr.
 
 The kernels directory, which ``fetch`` fills and ``run --kernel X.Y`` reads, is chosen the same
 way by both: ``--kernels DIR``, else ``$COWCORE_KERNELS_DIR``, else the user's data directory
@@ -15,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from cowcore.kernel.compile import PROFILES
 from cowcore.kernel.fetch import FetchError, fetch_kernels, fetchable_lines, load_kernels
-from cowcore.kernel.runner import DEFAULT_TIMEOUT, RunnerError, run_files
+from cowcore.kernel.runner import DEFAULT_TIMEOUT, Progress, RunnerError, run_files
 
 __all__ = [
     "KERNELS_ENV",
     "KernelsDir",
+    "ProgressLine",
     "choose_kernels_dir",
     "default_kernels_dir",
     "main",
@@ -123,28 +128,84 @@ def resolve_kernel(value: str, kernels: KernelsDir | None = None) -> Path:
     raise RunnerError("\n  ".join(lines))
 
 
+class ProgressLine:
+    """A one-line progress report on a terminal, rewritten in place (``\\r``): the boot, then
+    scenarios done of the total, with the seconds since QEMU started. A stream that is not a
+    terminal (a log file, a CI pipe) gets nothing, so that logs hold only real messages."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream = stream
+        self.label = label
+        self.active = stream.isatty()
+        self.width = 0
+
+    def __call__(self, progress: Progress) -> None:
+        """Show ``progress`` (a :data:`~cowcore.kernel.runner.ProgressCallback`)."""
+        if not self.active:
+            return
+        if progress.booted:
+            state = f"{progress.done}/{progress.total} scenarios"
+        else:
+            state = f"booting {self.label}"
+        self._write(f"cowcore kernel run: {state}, {progress.seconds:.0f}s")
+
+    def clear(self) -> None:
+        """Blank the line and return to its start, so the next message prints cleanly."""
+        if self.active and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+    def _write(self, text: str) -> None:
+        # Padded to the longest text so far: a shorter line must cover a longer one.
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = max(self.width, len(text))
+
+
+def _has_error(lines: list[str]) -> bool:
+    """Whether a scenario's output holds an error line (``{"error":"line N: ..."}``)."""
+    for line in lines:
+        obj = json.loads(line)
+        if isinstance(obj, dict) and "error" in obj:
+            return True
+    return False
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     vmlinuz = resolve_kernel(args.kernel, choose_kernels_dir(args.kernels))
     paths = [Path(f) for f in args.files]
-    result = run_files(
-        paths, vmlinuz, timeout=args.timeout, keep_dir=Path(args.keep) if args.keep else None
-    )
+    line = ProgressLine(sys.stderr, args.kernel)
+    try:
+        result = run_files(
+            paths,
+            vmlinuz,
+            timeout=args.timeout,
+            keep_dir=Path(args.keep) if args.keep else None,
+            progress=line,
+        )
+    finally:
+        line.clear()
     out_dir = Path(args.out) if args.out else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     several = len(paths) > 1
+    failed = 0
     for name, lines in zip(result.names, result.lines, strict=True):
         if several:
-            sys.stdout.write('{"scenario":"' + name + '"}\n')
+            sys.stdout.write(json.dumps({"scenario": name}, separators=(",", ":")) + "\n")
         sys.stdout.write("".join(line + "\n" for line in lines))
         if out_dir is not None:
             (out_dir / f"{name}.jsonl").write_text("".join(line + "\n" for line in lines))
+        failed += _has_error(lines)
     sys.stdout.flush()
     print(
-        f"cowcore kernel run: {len(paths)} scenario(s) on {vmlinuz} in {result.boot_seconds:.1f}s",
+        f"cowcore kernel run: {len(paths)} scenario(s) on {vmlinuz} in {result.boot_seconds:.1f}s"
+        + (f", {failed} with an error" if failed else ""),
         file=sys.stderr,
     )
-    return 0
+    # The same contract as `cowcore run`: a scenario error is status 1 (after all the output).
+    return 1 if failed else 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -179,7 +240,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run scenarios on a kernel, print the observations",
         description="Boot KERNEL once, run every FILE in fresh processes, "
         'print the observation lines (a {"scenario":NAME} line before each '
-        "file's observations when several files are given).",
+        "file's observations when several files are given). Exit status 1 when a scenario "
+        "printed an error line (after all the output), as `cowcore run`. On a terminal, "
+        "stderr shows the progress (boot, scenarios done, seconds).",
     )
     run.add_argument("files", nargs="+", metavar="FILE", help=".cow scenario files")
     run.add_argument(

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
@@ -30,12 +31,18 @@ from cowcore.kernel.build import (
     cache_dir,
     package_source,
 )
-from cowcore.kernel.compile import CompiledScenario, ScenarioSyntaxError, compile_scenario
+from cowcore.kernel.compile import (
+    CompiledScenario,
+    ScenarioSyntaxError,
+    compile_scenario,
+)
 from cowcore.kernel.initramfs import write_initramfs
 
 __all__ = [
     "KERNEL_ARGS",
     "QEMU_ARGS",
+    "Progress",
+    "ProgressCallback",
     "RunResult",
     "RunnerError",
     "build_probe",
@@ -111,14 +118,70 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.replace("\r", "").splitlines()[-lines:])
 
 
-def _boot(vmlinuz: Path, initrd: Path, workdir: Path, timeout: float) -> tuple[str, float]:
-    """Boot once; return what the probe printed on the second serial port and the seconds."""
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far one boot has got, reported while QEMU runs (for a progress line).
+
+    ``booted`` turns true when the probe has printed its first line (the kernel is up and
+    ``/init`` runs); ``done`` counts the scenarios whose end marker has arrived, of ``total``
+    run in this boot; ``seconds`` since QEMU started.
+    """
+
+    booted: bool
+    done: int
+    total: int
+    seconds: float
+
+
+ProgressCallback = Callable[[Progress], None]
+POLL_SECONDS = 0.2
+
+
+class _OutputWatcher:
+    """Follows the probe's output file while QEMU writes it, counting ended scenarios."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.booted = False
+        self.done = 0
+
+    def poll(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # an unfinished line waits for the next poll
+        self.booted = self.booted or bool(data)
+        self.done += sum(1 for line in lines if line.strip().startswith(b'{"end":'))
+
+
+def _boot(
+    vmlinuz: Path,
+    initrd: Path,
+    workdir: Path,
+    timeout: float,
+    total: int = 0,
+    progress: ProgressCallback | None = None,
+) -> tuple[str, float]:
+    """Boot once; return what the probe printed on the second serial port and the seconds.
+
+    QEMU's output file is followed while it runs, so that ``progress`` (if given) hears of
+    the boot and of every finished scenario, at most every ``POLL_SECONDS``; it is called
+    once before QEMU starts and once after it exits, whatever happened in between.
+    """
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise RunnerError(
             "qemu-system-x86_64 not found (apt install qemu-system-x86); it boots the kernel"
         )
     console, output = workdir / "console.log", workdir / "output.jsonl"
+    qemu_log = workdir / "qemu.log"
     cmd = [
         qemu,
         *QEMU_ARGS,
@@ -133,24 +196,40 @@ def _boot(vmlinuz: Path, initrd: Path, workdir: Path, timeout: float) -> tuple[s
         "-serial",
         f"file:{output}",
     ]
+    watcher = _OutputWatcher(output)
+
+    def report(seconds: float) -> None:
+        if progress is not None:
+            watcher.poll()
+            progress(Progress(watcher.booted, watcher.done, total, seconds))
+
+    report(0.0)
     start = time.monotonic()
-    try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise RunnerError(
-            f"the kernel run did not finish within {timeout:.0f}s; console tail:\n" + _tail(console)
-        ) from None
+    # QEMU's own messages go to a file, not a pipe: nobody reads a pipe while we poll.
+    with qemu_log.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            while True:
+                try:
+                    returncode = proc.wait(timeout=POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() - start > timeout:
+                    raise RunnerError(
+                        f"the kernel run did not finish within {timeout:.0f}s; console tail:\n"
+                        + _tail(console)
+                    )
+                report(time.monotonic() - start)
+        finally:  # a timeout, an error in the callback, Ctrl-C: never leave QEMU running
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     seconds = time.monotonic() - start
-    if proc.returncode != 0:
+    report(seconds)
+    if returncode != 0:
         raise RunnerError(
-            f"qemu failed (exit {proc.returncode}): {proc.stderr.strip()[-1000:]}\n"
+            f"qemu failed (exit {returncode}): {_tail(qemu_log, 20)[-1000:]}\n"
             f"console tail:\n{_tail(console)}"
         )
     text = output.read_text(errors="replace") if output.exists() else ""
@@ -197,21 +276,36 @@ def run_texts(
     timeout: float = DEFAULT_TIMEOUT,
     cache: Path | None = None,
     keep_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Run ``(name, text)`` scenarios in one boot of ``vmlinuz``; observation lines of each.
 
     Every scenario runs in fresh processes with the THP settings reset; a scenario with a
     syntax error is answered without the kernel. ``keep_dir`` keeps the initramfs and logs.
+    ``progress`` hears how the boot goes (see :class:`Progress`); there is no boot, and no
+    call, when every scenario has a syntax error.
     """
-    if not vmlinuz.is_file():
-        raise RunnerError(f"kernel {vmlinuz} does not exist (see `cowcore kernel fetch`)")
-    compiled: list[CompiledScenario | ScenarioSyntaxError] = []
+    compiled: list[tuple[str, CompiledScenario | ScenarioSyntaxError]] = []
     for name, text in scenarios:
         try:
-            compiled.append(compile_scenario(name, text))
+            compiled.append((name, compile_scenario(name, text)))
         except ScenarioSyntaxError as err:
-            compiled.append(err)
-    to_run = [c for c in compiled if isinstance(c, CompiledScenario)]
+            compiled.append((name, err))
+    return _run_compiled(compiled, vmlinuz, timeout, cache, keep_dir, progress)
+
+
+def _run_compiled(
+    compiled: list[tuple[str, CompiledScenario | ScenarioSyntaxError]],
+    vmlinuz: Path,
+    timeout: float,
+    cache: Path | None,
+    keep_dir: Path | None,
+    progress: ProgressCallback | None,
+) -> RunResult:
+    """Boot once for the compiled scenarios; a syntax error is its scenario's whole output."""
+    if not vmlinuz.is_file():
+        raise RunnerError(f"kernel {vmlinuz} does not exist (see `cowcore kernel fetch`)")
+    to_run = [c for _, c in compiled if isinstance(c, CompiledScenario)]
     results: list[list[str]] = []
     boot_seconds = 0.0
     outputs: list[list[str]] = []
@@ -223,15 +317,15 @@ def run_texts(
             work.mkdir(parents=True, exist_ok=True)
             initrd = work / "initramfs.cpio"
             write_initramfs(initrd, probe.read_bytes(), {"scenarios": payload})
-            text, boot_seconds = _boot(vmlinuz, initrd, work, timeout)
+            text, boot_seconds = _boot(vmlinuz, initrd, work, timeout, len(to_run), progress)
         outputs = _split(text, len(to_run))
     it = iter(outputs)
-    for item in compiled:
+    for _, item in compiled:
         if isinstance(item, ScenarioSyntaxError):
             results.append([json.dumps(item.observation(), separators=(",", ":"))])
         else:
             results.append(next(it))
-    return RunResult([name for name, _ in scenarios], results, boot_seconds)
+    return RunResult([name for name, _ in compiled], results, boot_seconds)
 
 
 def run_files(
@@ -240,6 +334,7 @@ def run_files(
     timeout: float = DEFAULT_TIMEOUT,
     cache: Path | None = None,
     keep_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunResult:
     """Run scenario files (named after the file without ``.cow``) in one boot."""
     scenarios: list[tuple[str, str]] = []
@@ -250,7 +345,9 @@ def run_files(
             raise RunnerError(f"cannot read {path}: {err.strerror}") from None
         name = path.name[:-4] if path.name.endswith(".cow") else path.name
         scenarios.append((name, text))
-    return run_texts(scenarios, vmlinuz, timeout=timeout, cache=cache, keep_dir=keep_dir)
+    return run_texts(
+        scenarios, vmlinuz, timeout=timeout, cache=cache, keep_dir=keep_dir, progress=progress
+    )
 
 
 def run_scenario(
