@@ -62,6 +62,44 @@ def test_console_script_has_no_traceback_on_errors(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b"P mmap A 2M\n\xff\n", 2),
+        (b"\xc3", 1),  # a sequence cut short by the end of the file
+        (b"# caf\xc3\xa9\r\nP mmap A 2M\r\nP write A 0 4K # \xe9t\xe9\n", 3),  # CRLF, Latin-1
+        (b"P mmap A 2M\rP observe A 0 4K\x00\r\x80", 3),  # a lone CR ends a line too
+    ],
+)
+def test_undecodable_file_is_an_error_line(
+    data: bytes, line: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not UTF-8 gets the contract's error line (naming the file and the line
+    of its first undecodable byte) and status 1; the files after it still run."""
+    bad = tmp_path / "bad.cow"
+    bad.write_bytes(data)
+    assert main(["run", str(bad), str(SEED)]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[0] == {"scenario": "bad"}
+    assert set(lines[1]) == {"error"}
+    assert lines[1]["error"].startswith(f"line {line}: {bad} is not UTF-8 text (byte 0x")
+    assert lines[2] == {"scenario": "seed"} and len(lines) == 20
+
+
+def test_undecodable_file_from_the_console_script(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.cow"
+    bad.write_bytes(b"# r\xe9sum\xe9\nP mmap A 2M\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cowcore", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout) == {"error": f"line 1: {bad} is not UTF-8 text (byte 0xe9)"}
+    assert proc.stderr == ""
+
+
 @pytest.mark.skipif(
     "rust" not in cowcore.BACKENDS, reason="the table compares Rust with the reference"
 )

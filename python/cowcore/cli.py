@@ -14,6 +14,7 @@ from pathlib import Path
 from cowcore.bench import register as register_bench_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
+from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
 
@@ -26,10 +27,18 @@ def _run(args: argparse.Namespace) -> int:
         if many:
             print(dumps({"scenario": name}), flush=True)
         try:
-            text = Path(path).read_text()
+            data = Path(path).read_bytes()
         except OSError as exc:
             print(f"cowcore: cannot read {path}: {exc.strerror}", file=sys.stderr)
             return 2
+        try:
+            # Decoded here rather than by the parser, with the kernel runner's rule, so that
+            # both commands answer a file that is not UTF-8 with the same error line.
+            text = decode_scenario(data, path)
+        except ScenarioEncodingError as exc:
+            print(dumps({"error": str(exc)}), flush=True)
+            status = 1
+            continue
         try:
             scenario = Scenario.parse(text, name)
             scenario.run(

@@ -416,6 +416,35 @@ def test_kernel_run_exits_1_after_a_syntax_error(
     assert capsys.readouterr().out == '{"error":"line 1: unknown verb \'frobnicate\'"}\n'
 
 
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b"P mmap A 2M\n\xff\n", 2),
+        (b"\xc3", 1),  # a truncated sequence at the end of the file
+        (b"# caf\xc3\xa9 ok\r\nP mmap A 2M\r\nP write A 0 4K # \xe9\n", 3),  # CRLF, Latin-1
+        (b"P mmap A 2M\rP observe A 0 4K\x00\r\x80", 3),  # CR alone ends a line too
+    ],
+)
+def test_kernel_run_undecodable_file_is_one_error_line(
+    data: bytes,
+    line: int,
+    fake_qemu: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not a traceback: the file's output is one error line naming the file and the line of
+    its first undecodable byte; the other files still run; status 1."""
+    vmlinuz = fake_qemu([[OBS]])
+    bad, good = _scenarios(tmp_path, data, GOOD)
+    assert cli.main(["run", bad, good, "--kernel", str(vmlinuz)]) == 1
+    captured = capsys.readouterr()
+    out = [json.loads(x) for x in captured.out.splitlines()]
+    assert out[0] == {"scenario": "s0"} and out[2:] == [{"scenario": "s1"}, json.loads(OBS)]
+    assert set(out[1]) == {"error"}
+    assert out[1]["error"].startswith(f"line {line}: {bad} is not UTF-8 text (byte 0x")
+    assert "Traceback" not in captured.err
+
+
 def test_kernel_run_shows_progress_on_a_terminal(
     fake_qemu: Callable[..., Path],
     tmp_path: Path,

@@ -22,8 +22,10 @@ __all__ = [
     "PAGE",
     "PROFILES",
     "CompiledScenario",
+    "ScenarioEncodingError",
     "ScenarioSyntaxError",
     "compile_scenario",
+    "decode_scenario",
     "parse_size",
 ]
 
@@ -62,6 +64,32 @@ class ScenarioSyntaxError(Exception):
     def observation(self) -> dict[str, str]:
         """The error line exactly as the format prints it."""
         return {"error": f"line {self.line}: {self.message}"}
+
+
+class ScenarioEncodingError(ScenarioSyntaxError):
+    """A scenario file that is not UTF-8 text; ``line`` holds its first undecodable byte."""
+
+
+def decode_scenario(data: bytes, label: str) -> str:
+    """The text of a scenario file, which must be UTF-8.
+
+    Shared by ``cowcore run`` and ``cowcore kernel run`` so that both answer a file that is not
+    text with the same error line (decoding is file handling, not modelled behaviour, so the
+    oracle and the simulator may share it). Lines are counted as the parsers count them
+    (``str.splitlines``), so the number agrees with any later syntax error.
+
+    Raises:
+        ScenarioEncodingError: at the line of the first byte that is not UTF-8; the message
+            names ``label`` (the file as the user gave it) and the byte.
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start].decode("utf-8")  # valid: the error is the first one
+        line = len((before + "x").splitlines())
+        raise ScenarioEncodingError(
+            line, f"{label} is not UTF-8 text (byte 0x{data[err.start]:02x})"
+        ) from None
 
 
 @dataclasses.dataclass

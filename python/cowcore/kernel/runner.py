@@ -35,6 +35,7 @@ from cowcore.kernel.compile import (
     CompiledScenario,
     ScenarioSyntaxError,
     compile_scenario,
+    decode_scenario,
 )
 from cowcore.kernel.initramfs import write_initramfs
 
@@ -336,18 +337,23 @@ def run_files(
     keep_dir: Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> RunResult:
-    """Run scenario files (named after the file without ``.cow``) in one boot."""
-    scenarios: list[tuple[str, str]] = []
+    """Run scenario files (named after the file without ``.cow``) in one boot.
+
+    A file that is not UTF-8 is answered like a syntax error, without the kernel:
+    ``{"error":"line N: FILE is not UTF-8 text (byte 0x..)"}`` at its first undecodable byte.
+    """
+    compiled: list[tuple[str, CompiledScenario | ScenarioSyntaxError]] = []
     for path in paths:
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except OSError as err:
             raise RunnerError(f"cannot read {path}: {err.strerror}") from None
         name = path.name[:-4] if path.name.endswith(".cow") else path.name
-        scenarios.append((name, text))
-    return run_texts(
-        scenarios, vmlinuz, timeout=timeout, cache=cache, keep_dir=keep_dir, progress=progress
-    )
+        try:
+            compiled.append((name, compile_scenario(name, decode_scenario(data, str(path)))))
+        except ScenarioSyntaxError as err:
+            compiled.append((name, err))
+    return _run_compiled(compiled, vmlinuz, timeout, cache, keep_dir, progress)
 
 
 def run_scenario(
