@@ -21,8 +21,8 @@
 //!   page-table frame, the slot of its 512 entries in the table pool;
 //! * `content: u64` — the 64-bit value at the first byte of the page.
 //!
-//! Page tables live in a pool of 512-entry `u64` slots, one per table frame
-//! ([`crate::table_pool`]).
+//! Page tables live in a pool of 512-entry `u64` slots, one per table frame (the private
+//! `table_pool` module).
 
 use std::collections::BTreeSet;
 
