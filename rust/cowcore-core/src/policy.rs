@@ -168,7 +168,7 @@ pub struct Policy {
     /// `transparent_hugepage/enabled` (starts `never`, as a scenario run does).
     pub enabled: ThpMode,
     /// Per-size modes for orders 2..=9: the kernel's boot defaults, `2M` at `inherit` and every
-    /// other size `never` (`hugepage_init_sysfs()` in mm/huge_memory.c sets only the PMD order to
+    /// other size `never` (`hugepage_init_sysfs()` in `mm/huge_memory.c` sets only the PMD order to
     /// inherit).
     pub sizes: [ThpSizeMode; 8],
     /// `transparent_hugepage/use_zero_page` (starts on).
