@@ -1,14 +1,26 @@
-//! cowcore-core: the pure-Rust simulation core of cowcore.
+// The crate's front page is its README (what it models, an example that runs as a doctest,
+// the determinism contract, MSRV), so crates.io and docs.rs show the same text.
+#![doc = include_str!("../README.md")]
 //!
-//! It models Linux anonymous memory and copy-on-write on x86-64: page tables stored in
-//! simulated physical frames, folios with the kernel's counters (refcount, per-page and
-//! large mapcounts, MM-ID owner slots), fork, the COW write fault that reuses or copies
-//! (including Linux 6.15's reuse of PTE-mapped THPs), unmapping and THP splitting. The
-//! behaviour follows `docs/kernel-semantics.md` ("KS §n" in comments) and the determinism
-//! contract of `DESIGN.md`, so that it matches the pure-Python reference bit for bit.
+//! ## Where things are
 //!
-//! The entry point is [`Machine`]: methods take pids and plain values and return plain
-//! structs that map 1:1 onto the Python `Backend` protocol.
+//! The behaviour follows `docs/kernel-semantics.md` of the cowcore repository ("KS §n" in
+//! comments) and the determinism contract of its `DESIGN.md`, so that it matches cowcore's
+//! pure-Python reference bit for bit.
+//!
+//! * [`Machine`] ([`machine`]) is the entry point: its methods take pids and plain values and
+//!   return plain structs that map 1:1 onto cowcore's Python `Backend` protocol. Faults,
+//!   fork, unmapping and `mprotect`/`madvise` are further `impl Machine` blocks in private
+//!   modules named after what they model (`fault`, `fork`, `zap`, `mprotect`);
+//!   [`Machine::check`] is in [`check`].
+//! * [`addr`]: the [`VirtAddr`], [`PhysAddr`] and [`Pfn`] newtypes.
+//! * [`paging`]: [`PageTableEntry`] and [`PteFlags`] with the real x86-64 bits, the levels,
+//!   and the result of a walk ([`Translation`]).
+//! * [`folio`]: [`FolioInfo`], a snapshot of a folio's counters; [`physmem`]: the buddy
+//!   allocator and the per-frame arrays.
+//! * [`mm`]: address spaces ([`Mm`], [`Vma`]), [`Prot`] and [`Advice`].
+//! * [`policy`]: the kernel [`Profile`], the THP sysfs knobs and the toggles ([`Policy`]).
+//! * [`error`]: [`CowError`], the one error type; [`stats`]: the event counters.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 // Page-walk loops use the kernel's own short names (addr a, end e, table t, index i).
