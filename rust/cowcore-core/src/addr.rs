@@ -19,6 +19,18 @@ pub const PMD_ORDER: u32 = 9;
 pub const PMD_NR: u64 = 512;
 
 /// A user virtual address (a `unsigned long address` in `struct vm_fault`).
+///
+/// # Examples
+///
+/// ```rust
+/// use cowcore_core::{VirtAddr, PMD_SIZE};
+///
+/// let a = VirtAddr::new(0x7f00_0020_1234);
+/// assert_eq!(a.align_down(PMD_SIZE), VirtAddr::new(0x7f00_0020_0000));
+/// assert_eq!(a.checked_add(0x1000), Some(VirtAddr::new(0x7f00_0020_2234)));
+/// assert_eq!(VirtAddr::new(u64::MAX).checked_add(1), None); // no silent wrap
+/// assert_eq!(a.to_string(), "0x7f0000201234");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct VirtAddr(u64);
 

@@ -34,6 +34,42 @@ impl core::fmt::Display for SegvReason {
 }
 
 /// Every error the core returns.
+///
+/// # Examples
+///
+/// Match on the variant; the messages are for people and may change.
+///
+/// ```rust
+/// use cowcore_core::{CowError, Machine, Profile, Prot, SegvReason, VirtAddr};
+///
+/// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+/// let a = m.mmap(1, 4096)?;
+/// match m.write(1, a, 2 * 4096, 1) {
+///     Err(CowError::Segfault { addr, reason: SegvReason::Unmapped }) => {
+///         assert_eq!(addr.as_u64(), a.as_u64() + 4096); // the first page with no VMA
+///     }
+///     other => panic!("expected SIGSEGV, got {other:?}"),
+/// }
+/// // The whole range was checked first: the mapped page was not written either.
+/// assert!(!m.observe(1, a, 4096)?[0].present);
+///
+/// m.mprotect(1, a, 4096, Prot::Read)?;
+/// let e = m.write(1, a, 4096, 1).unwrap_err();
+/// assert_eq!(e, CowError::Segfault { addr: a, reason: SegvReason::Protection });
+///
+/// assert!(matches!(m.mmap(1, 100), Err(CowError::InvalidArgument(_))));
+/// assert!(matches!(m.read(1, VirtAddr::new(0), 4096), Err(CowError::InvalidAddress(_))));
+/// assert_eq!(m.fork(7), Err(CowError::NoSuchProcess(7)));
+///
+/// // 4 MiB leave 510 free frames after boot: a 1024-page write runs out part way, keeping
+/// // the pages it had written, and every invariant still holds.
+/// let mut small = Machine::new(4 << 20, 4, Profile::V6_15)?;
+/// let b = small.mmap(1, 4 << 20)?;
+/// assert_eq!(small.write(1, b, 4 << 20, 1), Err(CowError::OutOfMemory));
+/// assert!(small.observe(1, b, 4096)?[0].present);
+/// small.check()?;
+/// # Ok::<(), CowError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CowError {
     /// The pid names no process, or one that has exited (`NoSuchProcessError`; the kernel's

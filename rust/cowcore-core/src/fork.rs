@@ -23,6 +23,34 @@ impl Machine {
     /// # Errors
     /// [`CowError::NoSuchProcess`]; [`CowError::OutOfMemory`] if the child's page tables
     /// do not fit (nothing is changed then).
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4096)?;
+    /// m.write(1, a, 4096, 7)?;
+    /// let pfn = m.translate(1, a)?.pfn.expect("mapped");
+    /// let child = m.fork(1)?;
+    /// assert_eq!(child, 2); // pids in fork order, never reused
+    /// // Both map the same frame: one more reference and one more mapping.
+    /// assert_eq!(m.translate(child, a)?.pfn, Some(pfn));
+    /// let f = m.folio(pfn)?;
+    /// assert_eq!((f.refcount, f.large_mapcount), (2, 2));
+    ///
+    /// // The child's write takes the COW fault and gets a copy; the parent keeps the frame.
+    /// m.write(child, a, 4096, 9)?;
+    /// assert_ne!(m.translate(child, a)?.pfn, Some(pfn));
+    /// assert_eq!((m.read(1, a, 4096)?, m.read(child, a, 4096)?), (vec![7], vec![9]));
+    /// assert_eq!((m.folio(pfn)?.refcount, m.stats().cow_copy), (1, 1));
+    /// // The parent's frame has one reference left, so its write reuses it (`wp_page_reuse`).
+    /// m.write(1, a, 4096, 8)?;
+    /// assert_eq!(m.translate(1, a)?.pfn, Some(pfn));
+    /// assert_eq!(m.stats().pgreuse, 1);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
         let parent = self.mm(pid)?.clone();
         let copied: Vec<_> = parent

@@ -109,12 +109,32 @@ pub(crate) enum PmdLoc {
 
 impl Machine {
     /// A machine with `memory` bytes of RAM, 4- or 5-level paging and a kernel profile.
-    /// Allocates the zero page (frame 0), the huge zero folio (order 9) and the first
-    /// process's PGD, in that order (DESIGN.md "Physical memory").
+    /// Allocates the zero page (order 0), the huge zero folio (order 9) and the first
+    /// process's PGD, in that order (DESIGN.md "Physical memory"); with `memory` a multiple
+    /// of 4 MiB that puts the zero page at frame 0 and the huge zero folio at 512..1023.
     ///
     /// # Errors
     /// [`CowError::InvalidArgument`] if `memory` is not a multiple of 2 MiB, is below 4 MiB
     /// or above [`MAX_MEMORY`], or `levels` is not 4 or 5.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{CowError, Machine, Profile};
+    ///
+    /// let m = Machine::new(8 << 20, 4, Profile::V6_15)?; // 8 MiB: 2048 frames
+    /// assert_eq!(m.total_frames(), 2048);
+    /// // Taken at boot: the zero page, the huge zero folio (512 frames) and pid 1's PGD.
+    /// assert_eq!(m.free_frames(), 2048 - 1 - 512 - 1);
+    /// assert_eq!(m.pids(), [m.init_pid()]);
+    /// assert_eq!((m.levels(), m.profile()), (4, Profile::V6_15));
+    ///
+    /// let odd_size = Machine::new(3 << 20, 4, Profile::V6_15);
+    /// assert!(matches!(odd_size, Err(CowError::InvalidArgument(_))));
+    /// let three_levels = Machine::new(8 << 20, 3, Profile::V6_15);
+    /// assert!(matches!(three_levels, Err(CowError::InvalidArgument(_))));
+    /// # Ok::<(), CowError>(())
+    /// ```
     pub fn new(memory: u64, levels: u8, profile: Profile) -> Result<Self, CowError> {
         let paging = Paging::new(levels)
             .ok_or_else(|| CowError::InvalidArgument(format!("levels must be 4 or 5: {levels}")))?;
@@ -194,6 +214,28 @@ impl Machine {
     }
 
     /// Sets `transparent_hugepage/enabled`.
+    ///
+    /// # Examples
+    ///
+    /// With `enabled` at `always` and `hugepages-2048kB/enabled` at `inherit`, the first
+    /// fault in a 2 MiB-aligned VMA maps a whole PMD-sized THP (`do_huge_pmd_anonymous_page`):
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile, ThpMode, ThpSizeMode, PMD_SIZE};
+    ///
+    /// let mut m = Machine::new(16 << 20, 4, Profile::V6_15)?;
+    /// assert_eq!(m.thp_enabled(), ThpMode::Never);
+    /// m.set_thp_enabled(ThpMode::Always);
+    /// m.set_thp_size_by_name("2M", ThpSizeMode::Inherit)?;
+    /// let a = m.mmap(1, PMD_SIZE)?;
+    /// m.write(1, a, 4096, 1)?;
+    /// let t = m.translate(1, a)?;
+    /// assert_eq!(t.page_size, Some(PMD_SIZE)); // a PMD leaf: the walk stops above the PTEs
+    /// let f = m.folio(t.pfn.expect("mapped"))?;
+    /// assert_eq!((f.order, f.entire_mapcount), (9, 1));
+    /// assert_eq!(m.stats().thp_fault_alloc, 1);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn set_thp_enabled(&mut self, mode: ThpMode) {
         self.policy.enabled = mode;
     }
@@ -211,6 +253,25 @@ impl Machine {
     ///
     /// # Errors
     /// [`CowError::InvalidArgument`] for an order outside 2..=9.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{CowError, Machine, Profile, ThpSizeMode};
+    ///
+    /// let mut m = Machine::new(16 << 20, 4, Profile::V6_15)?;
+    /// assert_eq!(m.thp_size(4)?, ThpSizeMode::Never); // order 4 is the 64K size
+    /// m.set_thp_size(4, ThpSizeMode::Always)?;
+    /// assert_eq!(m.thp_size_by_name("64K")?, ThpSizeMode::Always);
+    /// let a = m.mmap(1, 2 << 20)?;
+    /// m.write(1, a, 4096, 1)?; // one fault maps a whole 64K folio: 16 PTEs
+    /// assert_eq!(m.stats().anon_fault_alloc[4 - 2], 1);
+    /// assert_eq!(m.observe(1, a, 16 * 4096)?.iter().filter(|o| o.folio_pages == 16).count(), 16);
+    ///
+    /// let order_1 = m.set_thp_size(1, ThpSizeMode::Always);
+    /// assert!(matches!(order_1, Err(CowError::InvalidArgument(_))));
+    /// # Ok::<(), CowError>(())
+    /// ```
     pub fn set_thp_size(&mut self, order: u32, mode: ThpSizeMode) -> Result<(), CowError> {
         check_order(order)?;
         self.policy.sizes[(order - 2) as usize] = mode;
@@ -240,6 +301,31 @@ impl Machine {
     ///
     /// # Errors
     /// [`CowError::InvalidArgument`] for an unknown name.
+    ///
+    /// # Examples
+    ///
+    /// The 6.12 profile with 6.15's reuse rule turned on reuses a PTE-mapped large folio:
+    ///
+    /// ```rust
+    /// use cowcore_core::{CowError, Machine, Profile, ThpSizeMode};
+    ///
+    /// let mut m = Machine::new(16 << 20, 4, Profile::V6_12)?;
+    /// assert!(!m.policy("cow_reuse_pte_mapped_thp")?);
+    /// m.set_policy("cow_reuse_pte_mapped_thp", true)?;
+    /// m.set_thp_size_by_name("64K", ThpSizeMode::Always)?;
+    /// let a = m.mmap(1, 2 << 20)?;
+    /// m.write(1, a, 4096, 1)?;
+    /// let pfn = m.translate(1, a)?.pfn;
+    /// let child = m.fork(1)?;
+    /// m.exit(child)?;
+    /// m.write(1, a, 4096, 2)?;
+    /// assert_eq!(m.translate(1, a)?.pfn, pfn); // reused, not copied
+    /// assert_eq!((m.stats().pgreuse, m.stats().cow_copy), (1, 0));
+    ///
+    /// let unknown = m.set_policy("cow_reuse_everything", true);
+    /// assert!(matches!(unknown, Err(CowError::InvalidArgument(_))));
+    /// # Ok::<(), CowError>(())
+    /// ```
     pub fn set_policy(&mut self, name: &str, value: bool) -> Result<(), CowError> {
         self.policy.set(name, value)
     }
@@ -291,6 +377,25 @@ impl Machine {
     /// # Errors
     /// [`CowError::NoSuchProcess`]; [`CowError::InvalidArgument`] for a length that is zero
     /// or not a multiple of 4 KiB; [`CowError::InvalidAddress`] when there is no room.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::machine::MMAP_BASE;
+    /// use cowcore_core::{Machine, Profile, Prot};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let free = m.free_frames();
+    /// let a = m.mmap(1, 4 << 20)?;
+    /// assert_eq!(a.as_u64(), MMAP_BASE - (4 << 20));
+    /// // The next mapping goes below a 2 MiB guard gap, 2 MiB-aligned: no merging.
+    /// let b = m.mmap(1, 4096)?;
+    /// assert_eq!(b.as_u64(), a.as_u64() - (4 << 20));
+    /// let vmas = m.vmas(1)?;
+    /// assert_eq!((vmas.len(), vmas[0].start, vmas[0].prot), (2, b.as_u64(), Prot::ReadWrite));
+    /// assert_eq!(m.free_frames(), free); // nothing is allocated before the first fault
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn mmap(&mut self, pid: u32, length: u64) -> Result<VirtAddr, CowError> {
         let mm = self.mm_mut(pid)?;
         if length == 0 || length % PAGE_SIZE != 0 {
@@ -344,6 +449,22 @@ impl Machine {
     /// [`CowError::NoSuchProcess`], range errors, [`CowError::Segfault`] (checked for the
     /// whole range first), [`CowError::OutOfMemory`] (pages before the failing one stay
     /// written).
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 3 * 4096)?;
+    /// m.write(1, a, 2 * 4096, 7)?; // two write faults (do_anonymous_page): two 4K folios
+    /// assert_eq!(m.stats().faults_write, 2);
+    /// assert_eq!(m.read(1, a, 3 * 4096)?, [7, 7, 0]);
+    /// m.write(1, a, 4096, 8)?; // the PTE is writable now: no fault
+    /// assert_eq!(m.stats().faults_write, 2);
+    /// assert_eq!(m.read(1, a, 4096)?, [8]);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn write(
         &mut self,
         pid: u32,
@@ -359,6 +480,29 @@ impl Machine {
     ///
     /// # Errors
     /// As [`Self::write`].
+    ///
+    /// # Examples
+    ///
+    /// A read fault on an untouched page maps the shared zero page; the first write then
+    /// copies it (`wp_page_copy`):
+    ///
+    /// ```rust
+    /// use cowcore_core::{CowError, FrameKind, Machine, Pfn, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4096)?;
+    /// assert_eq!(m.read(1, a, 4096)?, [0]);
+    /// assert_eq!(m.stats().faults_read, 1);
+    /// let o = m.observe(1, a, 4096)?[0];
+    /// assert_eq!((o.kind, o.pfn), (FrameKind::Zero, 0));
+    /// // The zero page is not an anonymous folio.
+    /// assert!(matches!(m.folio(Pfn::new(0)), Err(CowError::InvalidArgument(_))));
+    ///
+    /// m.write(1, a, 4096, 5)?;
+    /// assert_eq!(m.observe(1, a, 4096)?[0].kind, FrameKind::Normal);
+    /// assert_eq!((m.stats().faults_wp, m.stats().cow_copy), (1, 1));
+    /// # Ok::<(), CowError>(())
+    /// ```
     pub fn read(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<Vec<u64>, CowError> {
         let (start, end) = self.check_access(pid, addr, length, false)?;
         let mut out = Vec::with_capacity(capacity_hint(start, end));
@@ -464,6 +608,35 @@ impl Machine {
     ///
     /// # Errors
     /// [`CowError::NoSuchProcess`]; [`CowError::InvalidAddress`] outside user space.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Level, Machine, Profile, PteFlags};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4096)?;
+    /// let t = m.translate(1, a)?; // nothing mapped: the walk stops at the PGD's none entry
+    /// assert_eq!((t.steps.len(), t.pfn), (1, None));
+    ///
+    /// m.write(1, a, 4096, 1)?;
+    /// let t = m.translate(1, a)?;
+    /// let levels: Vec<Level> = t.steps.iter().map(|s| s.level).collect();
+    /// assert_eq!(levels, [Level::Pgd, Level::Pud, Level::Pmd, Level::Pte]);
+    /// assert_eq!(t.page_size, Some(4096));
+    /// let pte = t.steps[3].entry;
+    /// assert_eq!(Some(pte.pfn()), t.pfn);
+    /// assert!(pte.flags().contains(PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::DIRTY));
+    ///
+    /// // After fork both processes map the frame write-protected, for COW.
+    /// let child = m.fork(1)?;
+    /// for pid in [1, child] {
+    ///     let t2 = m.translate(pid, a)?;
+    ///     assert_eq!(t2.pfn, t.pfn);
+    ///     assert!(!t2.steps[3].entry.is_writable());
+    /// }
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn translate(&self, pid: u32, addr: VirtAddr) -> Result<Translation, CowError> {
         let mm = self.mm(pid)?;
         if addr.as_u64() >= self.paging.user_end() {
@@ -554,6 +727,33 @@ impl Machine {
     ///
     /// # Errors
     /// [`CowError::InvalidArgument`] if the frame is not part of an anonymous folio.
+    ///
+    /// # Examples
+    ///
+    /// A 64K folio before and after fork: every PTE mapping holds one reference, and the
+    /// MM-ID slots count the mappings of each mm:
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile, ThpSizeMode};
+    ///
+    /// let mut m = Machine::new(16 << 20, 4, Profile::V6_15)?;
+    /// m.set_thp_size_by_name("64K", ThpSizeMode::Always)?;
+    /// let a = m.mmap(1, 2 << 20)?;
+    /// m.write(1, a, 4096, 1)?;
+    /// let pfn = m.translate(1, a)?.pfn.expect("mapped");
+    /// let f = m.folio(pfn)?;
+    /// assert_eq!((f.order, f.refcount, f.large_mapcount), (4, 16, 16));
+    /// assert_eq!(f.mm_ids, [(m.mm_id(1)?, 16), (0, 0)]);
+    /// assert!(!f.maybe_mapped_shared && f.anon_exclusive.iter().all(|&x| x));
+    ///
+    /// let child = m.fork(1)?;
+    /// let f = m.folio(pfn)?;
+    /// assert_eq!((f.refcount, f.large_mapcount), (32, 32));
+    /// assert_eq!(f.mm_ids, [(m.mm_id(1)?, 16), (m.mm_id(child)?, 16)]);
+    /// assert!(f.maybe_mapped_shared && f.page_mapcounts.iter().all(|&c| c == 2));
+    /// assert!(f.anon_exclusive.iter().all(|&x| !x)); // fork cleared PageAnonExclusive
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn folio(&self, pfn: Pfn) -> Result<FolioInfo, CowError> {
         let p = pfn.as_u64();
         if p >= self.total_frames() || self.mem.state(p as u32) != ST_FOLIO {

@@ -9,6 +9,25 @@ use crate::mm::VmFlags;
 use core::str::FromStr;
 
 /// Which kernel behaviour to follow (DESIGN.md "Profiles").
+///
+/// # Examples
+///
+/// The profile sets the defaults of the toggles (the crate README shows what the reuse
+/// toggle changes):
+///
+/// ```rust
+/// use cowcore_core::{Machine, Profile};
+///
+/// let p: Profile = "6.12".parse()?;
+/// assert_eq!((p, p.as_str()), (Profile::V6_12, "6.12"));
+/// assert!("6.13".parse::<Profile>().is_err());
+/// for (profile, on) in [(Profile::V6_12, false), (Profile::V6_15, true)] {
+///     let m = Machine::new(8 << 20, 4, profile)?;
+///     assert_eq!(m.policy("cow_reuse_pte_mapped_thp")?, on);
+///     assert_eq!(m.policy("huge_zero_wp_alloc")?, on);
+/// }
+/// # Ok::<(), cowcore_core::CowError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Profile {
     /// Linux 6.10–6.14: a PTE-mapped large folio is never reused; a huge-zero write splits.
@@ -236,6 +255,20 @@ impl Policy {
 
     /// `__thp_vma_allowable_orders()` for an anonymous VMA in the page-fault path: the
     /// bitmask of orders (2..=9) that sysfs and the VMA flags allow.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Policy, Profile, ThpMode, ThpSizeMode, VmFlags};
+    ///
+    /// let mut p = Policy::new(Profile::V6_15);
+    /// p.sizes[4 - 2] = ThpSizeMode::Always; // 64K (order 4)
+    /// p.sizes[9 - 2] = ThpSizeMode::Inherit; // 2M (order 9) follows `enabled`
+    /// p.enabled = ThpMode::Madvise;
+    /// assert_eq!(p.allowable_orders(VmFlags::empty()), 1 << 4);
+    /// assert_eq!(p.allowable_orders(VmFlags::HUGEPAGE), (1 << 4) | (1 << 9)); // MADV_HUGEPAGE
+    /// assert_eq!(p.allowable_orders(VmFlags::HUGEPAGE | VmFlags::NOHUGEPAGE), 0);
+    /// ```
     #[must_use]
     pub fn allowable_orders(&self, vm_flags: VmFlags) -> u32 {
         if vm_flags.contains(VmFlags::NOHUGEPAGE) {

@@ -53,6 +53,27 @@ impl Machine {
     ///
     /// # Errors
     /// [`CowError::NoSuchProcess`].
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 16 * 4096)?;
+    /// m.write(1, a, 16 * 4096, 1)?;
+    /// let free = m.free_frames();
+    /// let child = m.fork(1)?; // the child's page tables: PGD, PUD, PMD and PTE tables
+    /// assert_eq!(m.free_frames(), free - 4);
+    /// m.write(child, a, 4096, 2)?; // and a COW copy of one page
+    /// m.exit(child)?;
+    /// // The copy and the tables are freed; the shared pages lose the child's references.
+    /// assert_eq!(m.free_frames(), free);
+    /// assert_eq!(m.folio(m.translate(1, a)?.pfn.expect("mapped"))?.refcount, 1);
+    /// assert_eq!(m.pids(), [1]);
+    /// assert!(m.exit(child).is_err()); // the pid is gone for good
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
     pub fn exit(&mut self, pid: u32) -> Result<(), CowError> {
         let mm = self.mm(pid)?;
         let (pgd, mm_id) = (mm.pgd, mm.mm_id);
