@@ -78,6 +78,9 @@ def test_compile_names_and_lines() -> None:
         "P exit now",  # extra token
         "9P exit",  # bad identifier
         "stats now",
+        "P write A 0 4K " + "9" * 5000,  # past int()'s 4300 digits: a ValueError once
+        "P write A " + "9" * 5000 + "K 4K",
+        "thp size " + "9" * 5000 + "K always",
     ],
 )
 def test_syntax_errors(line: str) -> None:

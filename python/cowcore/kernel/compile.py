@@ -104,12 +104,23 @@ class CompiledScenario:
         return "".join(f"{line}\n" for line in [f"S {index}", *self.lines, "Z"])
 
 
+# More significant digits than this make a number above 2^64, beyond every limit checked here;
+# such a number is not converted exactly (``int()`` refuses strings of over 4300 digits).
+_MAX_DIGITS = 20
+
+
 def parse_size(token: str) -> int | None:
-    """Bytes of a size token (decimal with an optional K, M or G suffix), or None."""
+    """Bytes of a size token (decimal with an optional K, M or G suffix), or None.
+
+    A number of more than 20 significant digits comes back as ``2**70`` times the suffix:
+    the exact value does not matter, it is beyond the address space either way.
+    """
     m = _SIZE.match(token)
     if m is None:
         return None
-    return int(m.group(1)) * _SUFFIX[m.group(2)]
+    digits = m.group(1).lstrip("0")
+    number = 1 << 70 if len(digits) > _MAX_DIGITS else int(digits or "0")
+    return number * _SUFFIX[m.group(2)]
 
 
 class _Compiler:
@@ -213,7 +224,11 @@ class _Compiler:
             m, off, length = self.range(rest, verb)
             value = 1
             if len(rest) == 4:
-                if not _VALUE.match(rest[3]) or int(rest[3]) >= 1 << 64:
+                if (
+                    not _VALUE.match(rest[3])
+                    or len(rest[3]) > _MAX_DIGITS
+                    or int(rest[3]) >= 1 << 64
+                ):
                     raise self.error(f"bad value {rest[3]!r}")
                 value = int(rest[3])
             out = [verb, str(m), str(off), str(length), str(value)]
