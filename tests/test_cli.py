@@ -100,6 +100,25 @@ def test_undecodable_file_from_the_console_script(tmp_path: Path) -> None:
     assert proc.stderr == ""
 
 
+@pytest.mark.xfail(
+    raises=ValueError,
+    strict=True,
+    reason="scenario.py (write VALUE) and units.parse_size convert number tokens with int(), "
+    "which raises ValueError past 4300 digits; found by tests/test_fuzz_cli.py",
+)
+@pytest.mark.parametrize(
+    "statement", ["P write A 0 4K " + "9" * 5000, "P write A " + "9" * 5000 + "K 4K"]
+)
+def test_huge_number_is_an_error_line(
+    statement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cow = tmp_path / "huge.cow"
+    cow.write_text(f"P mmap A 2M\n{statement}\n")
+    assert main(["run", str(cow)]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["error"].startswith("line 2: ")
+
+
 @pytest.mark.skipif(
     "rust" not in cowcore.BACKENDS, reason="the table compares Rust with the reference"
 )
