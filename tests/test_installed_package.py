@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cowcore.kernel.build import cache_dir
+from cowcore.kernel.fetch import load_kernels
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "python" / "cowcore"
@@ -125,3 +126,30 @@ def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.M
     assert cache_dir() == tmp_path / "xdg" / "cowcore"
     monkeypatch.setenv("COWCORE_KERNEL_CACHE", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"
+
+
+def _kernels_with_612() -> Path | None:
+    """The kernels directory of the live kernel tests (``$COWCORE_KERNELS_DIR``, else the
+    checkout's ``.kernels``) if it holds a fetched 6.12."""
+    directory = Path(os.environ.get("COWCORE_KERNELS_DIR") or REPO / ".kernels")
+    return directory if any(k.series == "6.12" for k in load_kernels(directory)) else None
+
+
+@needs_gcc
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu is not installed")
+@pytest.mark.skipif(_kernels_with_612() is None, reason="no fetched 6.12 kernel")
+def test_kernel_run_from_the_installed_package(installed: tuple[Run, Path]) -> None:
+    """``cowcore kernel run`` end to end from the copy, in an empty directory: the 6.12
+    recording of seed-32K, with the kernels directory given by ``--kernels``."""
+    run, tmp_path = installed
+    kernels = _kernels_with_612()
+    scenario = REPO / "tests" / "kernel" / "scenarios" / "seed-32K.cow"
+    proc = run(
+        "import sys\nfrom cowcore.cli import main\n"
+        f"sys.exit(main(['kernel', 'run', {str(scenario)!r}, '--kernel', '6.12', "
+        f"'--kernels', {str(kernels)!r}]))\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = REPO / "tests" / "kernel" / "expected" / "6.12" / "seed-32K.jsonl"
+    assert proc.stdout == expected.read_text()
+    assert str(REPO) not in "".join(_gcc_calls(tmp_path))
