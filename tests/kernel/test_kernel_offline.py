@@ -486,6 +486,7 @@ def test_progress_line_counts_and_clears() -> None:
     line = cli.ProgressLine(tty, "6.12")
     line(Progress(booted=False, done=0, total=12, seconds=1.2))
     line(Progress(booted=True, done=5, total=12, seconds=10.6))
+    line(Progress(booted=True, done=5, total=12, seconds=10.9))  # the same text: not rewritten
     line.clear()
     longest = "cowcore kernel run: 5/12 scenarios, 11s"
     assert tty.getvalue() == (

@@ -138,6 +138,7 @@ class ProgressLine:
         self.label = label
         self.active = stream.isatty()
         self.width = 0
+        self.last = ""
 
     def __call__(self, progress: Progress) -> None:
         """Show ``progress`` (a :data:`~cowcore.kernel.runner.ProgressCallback`)."""
@@ -155,8 +156,12 @@ class ProgressLine:
             self.stream.write("\r" + " " * self.width + "\r")
             self.stream.flush()
             self.width = 0
+            self.last = ""
 
     def _write(self, text: str) -> None:
+        if text == self.last:  # polled five times a second: most polls change nothing
+            return
+        self.last = text
         # Padded to the longest text so far: a shorter line must cover a longer one.
         self.stream.write("\r" + text.ljust(self.width))
         self.stream.flush()
