@@ -41,7 +41,7 @@ def test_policy_defaults_follow_the_profile(backend: str) -> None:
     assert cowcore.Machine("6.12", backend=backend).policy.cow_reuse_pte_mapped_thp is False
     m = cowcore.Machine("6.15", backend=backend)
     assert m.policy.as_dict() == {"cow_reuse_pte_mapped_thp": True, "huge_zero_wp_alloc": True}
-    with pytest.raises(InvalidArgumentError, match="unknown policy"):
+    with pytest.raises(InvalidArgumentError, match="policy must be one of cow_reuse"):
         m.policy.no_such_toggle = True
     with pytest.raises(InvalidArgumentError, match="bool"):
         m.policy.cow_reuse_pte_mapped_thp = 1  # type: ignore[assignment]
@@ -62,12 +62,14 @@ def test_enabled_always_alone_gives_a_pmd_thp(backend: str) -> None:
     p = m.init
     a = p.mmap(2 << 20)
     p.write(a)
-    assert m.folio(p.translate(a).pfn).order == 9
+    pfn = p.translate(a).pfn
+    assert pfn is not None
+    assert m.folio(pfn).order == 9
     assert m.stats()["thp_fault_alloc"] == 1
     m.thp.sizes["64K"] = "inherit"
     m.thp.set_size("2M", "madvise")
     assert m.thp.sizes["64K"] == "inherit" and m.thp.sizes["2M"] == "madvise"
-    with pytest.raises(InvalidArgumentError, match="unknown THP size"):
+    with pytest.raises(InvalidArgumentError, match="THP size must be one of 16K, 32K"):
         m.thp.sizes["8K"] = "always"
     with pytest.raises(InvalidArgumentError, match="mode"):
         m.thp.sizes["64K"] = "sometimes"
@@ -113,6 +115,77 @@ def test_bad_calls_raise_and_change_nothing(
     with pytest.raises(exc):
         getattr(m.init, method)(*args)
     assert (m.free_frames(), m.stats(), m.init.vmas(), m.init.observe(a, 8192)) == before
+
+
+RULES: list[tuple[str, tuple[Any, ...], type[Exception], str]] = [
+    # regression (issue 10): the core said "bad length 107374182"
+    (
+        "mmap",
+        (107374182,),
+        InvalidArgumentError,
+        "length 107374182 is not a multiple of the page size (4096)",
+    ),
+    ("mmap", (0,), InvalidArgumentError, "length must be positive"),
+    ("read", (0x7F0000001000, 0), InvalidArgumentError, "length must be positive"),
+    (
+        "munmap",
+        (0x7F0000001000, 100),
+        InvalidArgumentError,
+        "length 100 is not a multiple of the page size (4096)",
+    ),
+    (
+        "munmap",
+        (0x7F0000000001, 4096),
+        InvalidArgumentError,
+        "address 0x7f0000000001 is not a multiple of the page size (4096)",
+    ),
+    (
+        "observe",
+        (0, 4096),
+        InvalidAddressError,
+        "range [0x0, 0x1000) is outside user space [0x1000, 0x800000000000)",
+    ),
+    (
+        "translate",
+        (1 << 47,),
+        InvalidAddressError,
+        "address 0x800000000000 is outside user space, which ends at 0x800000000000",
+    ),
+    (
+        "mprotect",
+        (0x1000, 4096, "r"),
+        InvalidAddressError,
+        "mprotect [0x1000, 0x2000) includes unmapped pages (ENOMEM)",
+    ),
+    (
+        "mmap",
+        (1 << 47,),
+        InvalidAddressError,
+        "no room for a mapping of 140737488355328 bytes below 0x7effffc00000 (ENOMEM)",
+    ),
+    (
+        "write",
+        (4096, 4096, 1 << 64),
+        InvalidArgumentError,
+        "value must be in [0, 2^64), not 18446744073709551616",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "exc", "message"), RULES)
+def test_errors_say_the_rule(
+    make_machine: MachineFactory,
+    method: str,
+    args: tuple[Any, ...],
+    exc: type[Exception],
+    message: str,
+) -> None:
+    """The message names the rule broken, in the same words on every backend."""
+    m = make_machine()
+    m.init.mmap(2 * MiB)  # below the cursor: the next mapping goes below 0x7effffc00000
+    with pytest.raises(exc) as info:
+        getattr(m.init, method)(*args)
+    assert str(info.value) == message
 
 
 def test_exited_process_is_gone(make_machine: MachineFactory) -> None:

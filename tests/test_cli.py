@@ -100,14 +100,14 @@ def test_undecodable_file_from_the_console_script(tmp_path: Path) -> None:
     assert proc.stderr == ""
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="scenario.py (write VALUE) and units.parse_size convert number tokens with int(), "
-    "which raises ValueError past 4300 digits; found by tests/test_fuzz_cli.py",
-)
 @pytest.mark.parametrize(
-    "statement", ["P write A 0 4K " + "9" * 5000, "P write A " + "9" * 5000 + "K 4K"]
+    "statement",
+    [
+        "P write A 0 4K " + "9" * 5000,
+        "P write A " + "9" * 5000 + "K 4K",
+        "P write A 0 4K " + "1" + "0" * 20,
+        "P mmap B " + "4" * 21 + "K",
+    ],
 )
 def test_huge_number_is_an_error_line(
     statement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

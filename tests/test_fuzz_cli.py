@@ -44,11 +44,6 @@ SEPARATORS += ["\x1c", "\x85", "\u2028", "  \n"]
 JUNK = [b"\xff", b"\xc3", b"\xe9", b"\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x00"]
 
 
-# The simulator's parser converts number tokens with int(), which refuses more than 4300
-# digits (ValueError, tests/test_cli.py::test_huge_number_is_an_error_line, xfail until
-# scenario.py and units.py check the length first); its fuzzing keeps numbers below that.
-# The kernel compiler takes numbers of any length.
-SIMULATOR_MAX_DIGITS = 4000
 ANY_DIGITS = 100_000
 
 
@@ -84,7 +79,7 @@ def _run_cli(path: Path) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-@given(cow_files(max_digits=SIMULATOR_MAX_DIGITS))
+@given(cow_files())
 def test_cowcore_run_handles_any_file(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.cow"

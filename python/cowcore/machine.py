@@ -29,8 +29,11 @@ from cowcore.protocol import (
     FRAME_HUGE_ZERO,
     FRAME_NORMAL,
     FRAME_ZERO,
+    KERNEL_PROFILES,
     POLICY_DEFAULTS,
     PROTS,
+    THP_MODES,
+    THP_SIZE_MODES,
     THP_SIZES,
     U64,
     Advice,
@@ -83,7 +86,13 @@ def _list(name: str, values: Iterable[int]) -> list[int]:
         ) from None
 
 
+_THP_SIZE_NAMES = tuple(THP_SIZES)
+_POLICY_NAMES = tuple(POLICY_DEFAULTS["6.15"])
+
+
 def _str(name: str, value: object, choices: tuple[str, ...] | None = None) -> str:
+    """A name argument: a ``str``, one of ``choices`` when given (the facade checks every
+    name, so that both backends report a bad one in the same words)."""
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
     if choices is not None and value not in choices:
@@ -114,10 +123,12 @@ class ThpSizes(MutableMapping[str, str]):
         self._b = backend
 
     def __getitem__(self, size: str) -> str:
-        return self._b.thp_size(_str("size", size))
+        return self._b.thp_size(_str("THP size", size, _THP_SIZE_NAMES))
 
     def __setitem__(self, size: str, mode: str) -> None:
-        self._b.set_thp_size(_str("size", size), _str("mode", mode))
+        self._b.set_thp_size(
+            _str("THP size", size, _THP_SIZE_NAMES), _str("THP size mode", mode, THP_SIZE_MODES)
+        )
 
     def __delitem__(self, size: str) -> None:
         raise TypeError("THP sizes cannot be removed; set them to 'never'")
@@ -151,7 +162,7 @@ class ThpSettings:
 
     @enabled.setter
     def enabled(self, mode: ThpMode) -> None:
-        self._b.set_thp_enabled(_str("mode", mode))
+        self._b.set_thp_enabled(_str("THP enabled", mode, THP_MODES))
 
     @property
     def use_zero_page(self) -> bool:
@@ -185,9 +196,10 @@ class Policy:
     def __getattr__(self, name: str) -> bool:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._backend.policy(name)
+        return self._backend.policy(_str("policy", name, _POLICY_NAMES))
 
     def __setattr__(self, name: str, value: bool) -> None:
+        _str("policy", name, _POLICY_NAMES)
         if not isinstance(value, bool):
             raise InvalidArgumentError(f"policy {name} takes a bool")
         self._backend.set_policy(name, value)
@@ -234,7 +246,10 @@ class Machine:
             raise InvalidArgumentError(f"levels must be 4 or 5, not {levels}")
         self.backend_name = _str("backend", backend)
         self._b: Backend = make_backend(
-            self.backend_name, _str("kernel", kernel), nbytes // PAGE_SIZE, levels
+            self.backend_name,
+            _str("kernel profile", kernel, KERNEL_PROFILES),
+            nbytes // PAGE_SIZE,
+            levels,
         )
         self.thp = ThpSettings(self._b)
         self.policy = Policy(self._b)

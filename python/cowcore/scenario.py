@@ -35,7 +35,7 @@ from cowcore.protocol import (
     THP_SIZES,
     PageObservation,
 )
-from cowcore.units import parse_size
+from cowcore.units import MAX_DIGITS, parse_size
 
 Observation = dict[str, object]
 
@@ -133,8 +133,8 @@ class Scenario:
 def _size(lineno: int, token: str, what: str, *, page_aligned: bool, nonzero: bool) -> int:
     try:
         value = parse_size(token)
-    except InvalidArgumentError:
-        raise ScenarioSyntaxError(lineno, f"bad {what} {token!r}") from None
+    except InvalidArgumentError as err:
+        raise ScenarioSyntaxError(lineno, f"bad {what}: {err}") from None
     if page_aligned and value % PAGE:
         raise ScenarioSyntaxError(lineno, f"{what} {token} is not a multiple of 4K")
     if nonzero and value == 0:
@@ -195,9 +195,11 @@ def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
         _arity(lineno, tokens, 5, 6)
         value = 1
         if len(rest) == 4:
-            if not VALUE.match(rest[3]) or int(rest[3]) >= 1 << 64:
-                raise ScenarioSyntaxError(lineno, f"bad value {rest[3]!r}: 0 .. 2^64-1")
+            if not VALUE.match(rest[3]) or len(rest[3].lstrip("0")) > MAX_DIGITS:
+                raise ScenarioSyntaxError(lineno, f"bad value {rest[3][:24]!r}: 0 .. 2^64-1")
             value = int(rest[3])
+            if value >= 1 << 64:
+                raise ScenarioSyntaxError(lineno, f"bad value {rest[3]!r}: 0 .. 2^64-1")
         args = (*_range(lineno, rest), value)
     elif verb == "mprotect":
         _arity(lineno, tokens, 6)

@@ -19,7 +19,27 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text)
     if m is None:
         raise InvalidArgumentError(f"bad size {text!r}: a decimal number with optional K, M or G")
-    return int(m.group(1)) * _MULT[m.group(2)]
+    return decimal(m.group(1), "size") * _MULT[m.group(2)]
+
+
+MAX_DIGITS = 20
+"""No quantity of the model needs more digits (2^64 has 20); longer numbers are refused
+before conversion, since ``int()`` refuses more than 4300 digits with a ``ValueError``."""
+
+
+def decimal(digits: str, what: str) -> int:
+    """A string of ASCII digits as an int, refusing more than :data:`MAX_DIGITS` significant
+    digits with an :class:`InvalidArgumentError` (leading zeros do not count).
+
+    Raises:
+        InvalidArgumentError: the number has more than :data:`MAX_DIGITS` digits.
+    """
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > MAX_DIGITS:
+        raise InvalidArgumentError(
+            f"bad {what} {digits[:12]}...: more than {MAX_DIGITS} digits (at most 2^64-1)"
+        )
+    return int(significant)
 
 
 def format_size(nbytes: int) -> str:

@@ -37,8 +37,24 @@ USER_START = 0x1000
 """Page 0 is never user memory (``mmap_min_addr`` is at least one page)."""
 
 
+MAX_FRAMES = (256 << 30) // pg.PAGE_SIZE
+"""The largest machine, 256 GiB (the core's ``MAX_MEMORY``)."""
+
+
 def _user_limit(levels: int) -> int:
     return 1 << (56 if levels == 5 else 47)
+
+
+def _length(length: int) -> None:
+    """A range's length: positive and a whole number of pages. The messages say the rule
+    broken, in the words of the core's ``check_length`` (both backends raise the same message
+    for the same mistake; tests/test_bad_input.py compares them)."""
+    if length <= 0:
+        raise InvalidArgumentError("length must be positive")
+    if length % pg.PAGE_SIZE:
+        raise InvalidArgumentError(
+            f"length {length} is not a multiple of the page size ({pg.PAGE_SIZE})"
+        )
 
 
 class ReferenceBackend:
@@ -49,8 +65,10 @@ class ReferenceBackend:
             raise InvalidArgumentError(f"unknown kernel profile {kernel!r}: use '6.12' or '6.15'")
         if levels not in (4, 5):
             raise InvalidArgumentError(f"levels must be 4 or 5, not {levels!r}")
-        if total_frames < 1024 or total_frames % 512:
-            raise InvalidArgumentError("memory must be a multiple of 2M and at least 4M")
+        if total_frames < 1024 or total_frames % 512 or total_frames > MAX_FRAMES:
+            raise InvalidArgumentError(
+                f"memory must be a multiple of 2M in [4M, 256G], not {total_frames * pg.PAGE_SIZE}"
+            )
         profile: KernelProfile = "6.12" if kernel == "6.12" else "6.15"
         self._k = Kernel(profile, total_frames, levels)
 
@@ -133,13 +151,19 @@ class ReferenceBackend:
         return proc, proc.mm
 
     def _range(self, addr: int, length: int) -> tuple[int, int]:
-        if length <= 0 or length % pg.PAGE_SIZE:
-            raise InvalidArgumentError(f"length must be a positive multiple of 4096, not {length}")
-        if addr < 0 or addr % pg.PAGE_SIZE:
-            raise InvalidArgumentError(f"address {addr:#x} is not 4096-aligned")
+        """``[addr, addr + length)``: page-aligned, non-empty, inside user space (the core's
+        ``check_range``, with its messages)."""
+        _length(length)
+        if addr % pg.PAGE_SIZE:
+            raise InvalidArgumentError(
+                f"address {addr:#x} is not a multiple of the page size ({pg.PAGE_SIZE})"
+            )
         end = addr + length
-        if addr < USER_START or end > _user_limit(self._k.levels):
-            raise InvalidAddressError(f"[{addr:#x}, {end:#x}) is outside user space")
+        limit = _user_limit(self._k.levels)
+        if addr < USER_START or end > limit:
+            raise InvalidAddressError(
+                f"range [{addr:#x}, {end:#x}) is outside user space [{USER_START:#x}, {limit:#x})"
+            )
         return addr, end
 
     def mm_id(self, pid: int) -> int:
@@ -147,8 +171,7 @@ class ReferenceBackend:
 
     def mmap(self, pid: int, length: int) -> int:
         _, mm = self._proc(pid)
-        if length <= 0 or length % pg.PAGE_SIZE:
-            raise InvalidArgumentError(f"length must be a positive multiple of 4096, not {length}")
+        _length(length)
         return vma_ops.mmap(mm, length)
 
     def munmap(self, pid: int, addr: int, length: int) -> None:
@@ -255,8 +278,11 @@ class ReferenceBackend:
 
     def translate(self, pid: int, addr: int) -> TranslationRow:
         _, mm = self._proc(pid)
-        if addr < 0 or addr >= _user_limit(self._k.levels):
-            raise InvalidAddressError(f"{addr:#x} is outside user space")
+        limit = _user_limit(self._k.levels)
+        if not 0 <= addr < limit:
+            raise InvalidAddressError(
+                f"address {addr:#x} is outside user space, which ends at {limit:#x}"
+            )
         res = pg.walk(self._k.phys.tables, mm.pgd, self._k.levels, addr)
         if not pg.is_present(res.entry) or (
             res.level < self._k.levels - 1 and res.level != self._k.pmd_level()

@@ -17,7 +17,9 @@ def mmap(mm: Mm, length: int) -> int:
     """A private anonymous read/write mapping, top-down and 2 MiB aligned (DESIGN.md)."""
     start = (mm.mmap_cursor - length) & ~(pg.PMD_SIZE - 1)
     if start < USER_START:
-        raise InvalidAddressError(f"no room for a mapping of {length} bytes (ENOMEM)")
+        raise InvalidAddressError(
+            f"no room for a mapping of {length} bytes below {mm.mmap_cursor:#x} (ENOMEM)"
+        )
     mm.mmap_cursor = start - pg.PMD_SIZE
     mm.insert(Vma(start=start, end=start + length))
     return start

@@ -72,10 +72,13 @@ impl core::fmt::Display for SegvReason {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CowError {
-    /// The pid names no process, or one that has exited (`NoSuchProcessError`; the kernel's
-    /// `ESRCH`).
-    #[error("no process with pid {0}, or it has exited")]
+    /// The pid names no process (`NoSuchProcessError`; the kernel's `ESRCH`).
+    #[error("no process with pid {0}")]
     NoSuchProcess(u32),
+    /// The pid names a process that has exited (`NoSuchProcessError` too: the two differ only
+    /// in the message, which says which it is, as the reference's does).
+    #[error("process {0} has exited")]
+    ProcessExited(u32),
     /// An argument has a bad value: a length that is zero or not a multiple of 4 KiB, a
     /// misaligned address, an unknown name (`InvalidArgumentError`; `EINVAL`).
     #[error("invalid argument: {0}")]
@@ -129,5 +132,13 @@ mod tests {
         assert_eq!(e.to_string(), "segmentation fault at 0x1000: unmapped");
         assert_eq!(CowError::invariant("x", "y").to_string(), "x: y");
         assert_eq!(SegvReason::Protection.as_str(), "protection");
+        assert_eq!(
+            CowError::NoSuchProcess(9).to_string(),
+            "no process with pid 9"
+        );
+        assert_eq!(
+            CowError::ProcessExited(2).to_string(),
+            "process 2 has exited"
+        );
     }
 }

@@ -136,11 +136,12 @@ impl Machine {
     /// # Ok::<(), CowError>(())
     /// ```
     pub fn new(memory: u64, levels: u8, profile: Profile) -> Result<Self, CowError> {
-        let paging = Paging::new(levels)
-            .ok_or_else(|| CowError::InvalidArgument(format!("levels must be 4 or 5: {levels}")))?;
+        let paging = Paging::new(levels).ok_or_else(|| {
+            CowError::InvalidArgument(format!("levels must be 4 or 5, not {levels}"))
+        })?;
         if memory % PMD_SIZE != 0 || !(2 * PMD_SIZE..=MAX_MEMORY).contains(&memory) {
             return Err(CowError::InvalidArgument(format!(
-                "memory must be a multiple of 2M, at least 4M and at most 256G: {memory}"
+                "memory must be a multiple of 2M in [4M, 256G], not {memory}"
             )));
         }
         let mut mem = PhysMem::new((memory / PAGE_SIZE) as u32);
@@ -355,19 +356,25 @@ impl Machine {
     /// A live process's address space.
     ///
     /// # Errors
-    /// [`CowError::NoSuchProcess`].
+    /// [`CowError::NoSuchProcess`] for a pid never given out, [`CowError::ProcessExited`]
+    /// for one that has exited.
     pub fn mm(&self, pid: u32) -> Result<&Mm, CowError> {
-        pid.checked_sub(1)
-            .and_then(|i| self.procs.get(i as usize))
-            .and_then(Option::as_ref)
-            .ok_or(CowError::NoSuchProcess(pid))
+        match pid.checked_sub(1).and_then(|i| self.procs.get(i as usize)) {
+            Some(Some(mm)) => Ok(mm),
+            Some(None) => Err(CowError::ProcessExited(pid)),
+            None => Err(CowError::NoSuchProcess(pid)),
+        }
     }
 
     pub(crate) fn mm_mut(&mut self, pid: u32) -> Result<&mut Mm, CowError> {
-        pid.checked_sub(1)
+        match pid
+            .checked_sub(1)
             .and_then(|i| self.procs.get_mut(i as usize))
-            .and_then(Option::as_mut)
-            .ok_or(CowError::NoSuchProcess(pid))
+        {
+            Some(Some(mm)) => Ok(mm),
+            Some(None) => Err(CowError::ProcessExited(pid)),
+            None => Err(CowError::NoSuchProcess(pid)),
+        }
     }
 
     /// A new private anonymous read/write mapping of `length` bytes, placed top-down below
@@ -398,15 +405,17 @@ impl Machine {
     /// ```
     pub fn mmap(&mut self, pid: u32, length: u64) -> Result<VirtAddr, CowError> {
         let mm = self.mm_mut(pid)?;
-        if length == 0 || length % PAGE_SIZE != 0 {
-            return Err(CowError::InvalidArgument(format!("bad length {length}")));
-        }
-        let start = mm
-            .cursor
+        check_length(length)?;
+        let cursor = mm.cursor;
+        let start = cursor
             .checked_sub(length)
             .map(|s| s & !(PMD_SIZE - 1))
             .filter(|&s| s >= USER_START)
-            .ok_or_else(|| CowError::InvalidAddress("no room for the mapping".into()))?;
+            .ok_or_else(|| {
+                CowError::InvalidAddress(format!(
+                    "no room for a mapping of {length} bytes below {cursor:#x} (ENOMEM)"
+                ))
+            })?;
         let vma = Vma {
             start: VirtAddr::new(start),
             end: VirtAddr::new(start + length),
@@ -419,25 +428,31 @@ impl Machine {
         Ok(vma.start)
     }
 
-    /// Checks `[addr, addr+length)`: page-aligned, non-empty, inside user space.
+    /// Checks `[addr, addr+length)`: page-aligned, non-empty, inside user space. The
+    /// messages say the rule broken, in the words of the reference's `_range` (the two
+    /// backends raise the same message for the same mistake).
     pub(crate) fn check_range(
         &self,
         addr: VirtAddr,
         length: u64,
     ) -> Result<(VirtAddr, VirtAddr), CowError> {
-        if length == 0 || length % PAGE_SIZE != 0 {
-            return Err(CowError::InvalidArgument(format!("bad length {length}")));
-        }
+        check_length(length)?;
         if !addr.is_aligned(PAGE_SIZE) {
             return Err(CowError::InvalidArgument(format!(
-                "address {addr} not 4K-aligned"
+                "address {addr} is not a multiple of the page size ({PAGE_SIZE})"
             )));
         }
+        let user_end = self.paging.user_end();
         let end = addr
             .checked_add(length)
-            .filter(|e| addr.as_u64() >= USER_START && e.as_u64() <= self.paging.user_end())
+            .filter(|e| addr.as_u64() >= USER_START && e.as_u64() <= user_end)
             .ok_or_else(|| {
-                CowError::InvalidAddress(format!("range at {addr} outside user space"))
+                // u128: the end of a range that wraps past 2^64 is printed as is
+                let end = u128::from(addr.as_u64()) + u128::from(length);
+                CowError::InvalidAddress(format!(
+                    "range [{addr}, {end:#x}) is outside user space \
+                     [{USER_START:#x}, {user_end:#x})"
+                ))
             })?;
         Ok((addr, end))
     }
@@ -639,9 +654,10 @@ impl Machine {
     /// ```
     pub fn translate(&self, pid: u32, addr: VirtAddr) -> Result<Translation, CowError> {
         let mm = self.mm(pid)?;
-        if addr.as_u64() >= self.paging.user_end() {
+        let user_end = self.paging.user_end();
+        if addr.as_u64() >= user_end {
             return Err(CowError::InvalidAddress(format!(
-                "{addr} outside user space"
+                "address {addr} is outside user space, which ends at {user_end:#x}"
             )));
         }
         Ok(walk::translate(&self.mem, self.paging, mm.pgd, addr))
@@ -758,7 +774,7 @@ impl Machine {
         let p = pfn.as_u64();
         if p >= self.total_frames() || self.mem.state(p as u32) != ST_FOLIO {
             return Err(CowError::InvalidArgument(format!(
-                "frame {pfn} is not part of an allocated folio"
+                "frame {p} is not part of an allocated folio"
             )));
         }
         Ok(self.mem.folio_info(self.mem.folio_head(p as u32)))
@@ -905,6 +921,19 @@ fn capacity_hint(start: VirtAddr, end: VirtAddr) -> usize {
 /// The largest up-front reservation of [`capacity_hint`] (a 256 MiB range).
 const MAX_RESERVE: u64 = 1 << 16;
 
+/// A range's length: positive and a whole number of pages (the messages are the reference's).
+fn check_length(length: u64) -> Result<(), CowError> {
+    if length == 0 {
+        return Err(CowError::InvalidArgument("length must be positive".into()));
+    }
+    if length % PAGE_SIZE != 0 {
+        return Err(CowError::InvalidArgument(format!(
+            "length {length} is not a multiple of the page size ({PAGE_SIZE})"
+        )));
+    }
+    Ok(())
+}
+
 fn check_order(order: u32) -> Result<(), CowError> {
     if (2..=9).contains(&order) {
         Ok(())
@@ -930,6 +959,50 @@ mod tests {
         assert!(Machine::new(8 << 20, 3, Profile::V6_15).is_err());
         assert_eq!(m.mm(2).unwrap_err(), CowError::NoSuchProcess(2));
         assert_eq!(m.mm(0).unwrap_err(), CowError::NoSuchProcess(0));
+    }
+
+    #[test]
+    fn argument_errors_say_the_rule() {
+        // Regression (issue 10): "bad length 107374182" did not say what was wrong. These
+        // are also the reference's messages (tests/test_bad_input.py compares them).
+        let mut m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
+        let msg = |e: CowError| match e {
+            CowError::InvalidArgument(s) | CowError::InvalidAddress(s) => s,
+            other => other.to_string(),
+        };
+        assert_eq!(msg(m.mmap(1, 0).unwrap_err()), "length must be positive");
+        assert_eq!(
+            msg(m.mmap(1, 107_374_182).unwrap_err()),
+            "length 107374182 is not a multiple of the page size (4096)"
+        );
+        let a = m.mmap(1, 8192).unwrap();
+        assert_eq!(
+            msg(m.read(1, VirtAddr::new(a.as_u64() + 1), 4096).unwrap_err()),
+            format!(
+                "address {:#x} is not a multiple of the page size (4096)",
+                a.as_u64() + 1
+            )
+        );
+        assert_eq!(
+            msg(m.read(1, VirtAddr::new(u64::MAX - 4095), 8192).unwrap_err()),
+            "range [0xfffffffffffff000, 0x10000000000001000) is outside user space \
+             [0x1000, 0x800000000000)"
+        );
+        assert_eq!(
+            msg(m.translate(1, VirtAddr::new(1 << 47)).unwrap_err()),
+            "address 0x800000000000 is outside user space, which ends at 0x800000000000"
+        );
+        assert_eq!(
+            msg(m.folio(Pfn::new(4095)).unwrap_err()),
+            "frame 4095 is not part of an allocated folio"
+        );
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        assert_eq!(m.mm(c).unwrap_err(), CowError::ProcessExited(c));
+        assert_eq!(
+            msg(m.mmap(c, 4096).unwrap_err()),
+            format!("process {c} has exited")
+        );
     }
 
     #[test]

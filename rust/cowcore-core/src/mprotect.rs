@@ -26,7 +26,7 @@ impl Machine {
         length: u64,
         prot: Prot,
     ) -> Result<(), CowError> {
-        let (start, end) = self.checked_mapped_range(pid, addr, length)?;
+        let (start, end) = self.checked_mapped_range("mprotect", pid, addr, length)?;
         let changed = self.change_vma_flags(pid, start, end, |f| {
             (f - (VmFlags::READ | VmFlags::WRITE)) | prot.vm_flags()
         })?;
@@ -47,7 +47,7 @@ impl Machine {
         length: u64,
         advice: Advice,
     ) -> Result<(), CowError> {
-        let (start, end) = self.checked_mapped_range(pid, addr, length)?;
+        let (start, end) = self.checked_mapped_range("madvise", pid, addr, length)?;
         if advice == Advice::DontNeed {
             return self.madvise_dontneed(pid, start, end);
         }
@@ -55,8 +55,11 @@ impl Machine {
         Ok(())
     }
 
+    /// The checked range of `op` (`"mprotect"` or `"madvise"`, for the message), which must
+    /// be fully mapped.
     fn checked_mapped_range(
         &self,
+        op: &str,
         pid: u32,
         addr: VirtAddr,
         length: u64,
@@ -65,7 +68,7 @@ impl Machine {
         let (start, end) = self.check_range(addr, length)?;
         if !mm.fully_mapped(start, end) {
             return Err(CowError::InvalidAddress(format!(
-                "range {start}..{end} includes unmapped pages (ENOMEM)"
+                "{op} [{start}, {end}) includes unmapped pages (ENOMEM)"
             )));
         }
         Ok((start, end))

@@ -27,9 +27,13 @@ impl From<PyCowError> for PyErr {
     fn from(err: PyCowError) -> Self {
         let message = err.0.to_string();
         match err.0 {
-            CowError::NoSuchProcess(_) => NoSuchProcessError::new_err(message),
-            CowError::InvalidArgument(_) => InvalidArgumentError::new_err(message),
-            CowError::InvalidAddress(_) => InvalidAddressError::new_err(message),
+            CowError::NoSuchProcess(_) | CowError::ProcessExited(_) => {
+                NoSuchProcessError::new_err(message)
+            }
+            // Without the Display prefix ("invalid argument: "): the class says it, and the
+            // reference raises the bare message.
+            CowError::InvalidArgument(msg) => InvalidArgumentError::new_err(msg),
+            CowError::InvalidAddress(msg) => InvalidAddressError::new_err(msg),
             CowError::Segfault { addr, reason } => {
                 SegmentationFault::new_err((addr.as_u64(), reason.to_string(), message))
             }
