@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+import numpy as np
 import pytest
 
 import cowcore
@@ -78,6 +79,10 @@ BAD_INTS: list[tuple[str, object, type[Exception]]] = [
     ("float", 4096.0, InvalidArgumentError),
     ("None", None, InvalidArgumentError),
     ("bool", True, InvalidArgumentError),
+    # int-likes (operator.index) are accepted, so their bad values fail as ints do
+    ("np-negative", np.int64(-PAGE), InvalidArgumentError),
+    ("np-bool", np.True_, InvalidArgumentError),
+    ("np-float", np.float64(4096.0), InvalidArgumentError),
 ]
 
 
@@ -168,7 +173,32 @@ def batch_cases(meth: str, batch: Callable[[World, list[Any]], object]) -> list[
             NoSuchProcessError,
         )
     )
-    for what, arg in (("int", 4096), ("None", None)):
+    # buffers of 64-bit integers are read without a Python loop: their bad items fail as a
+    # list's do (a negative int64 as a negative int), and a 2-D buffer is refused
+    buffers: list[tuple[str, Callable[[World], Any], type[Exception]]] = [
+        ("int64-negative", lambda w: np.array([w.a + 200 * PAGE, -PAGE]), InvalidArgumentError),
+        (
+            "uint64-misaligned",
+            lambda w: np.array([w.a + 200 * PAGE, w.a + 1], np.uint64),
+            InvalidArgumentError,
+        ),
+        (
+            "uint64-unmapped",
+            lambda w: np.array([w.a + 200 * PAGE, w.a + 2 * MiB], np.uint64),
+            SegmentationFault,
+        ),
+        (
+            "uint64-beyond-user",
+            lambda w: np.array([w.a + 200 * PAGE, USER_END], np.uint64),
+            InvalidAddressError,
+        ),
+        ("2d", lambda w: np.array([[w.a + 200 * PAGE, w.a]], np.uint64), InvalidArgumentError),
+        ("float64", lambda w: np.array([w.a + 200 * PAGE, 1.0]), InvalidArgumentError),
+        ("bool", lambda w: np.array([True]), InvalidArgumentError),
+    ]
+    for what, make, exc in buffers:
+        out.append((f"{meth}-buffer-{what}", bind(lambda w, mk: batch(w, mk(w)), make), exc))
+    for what, arg in (("int", 4096), ("None", None), ("np-scalar", np.uint64(4096))):
         out.append(
             (
                 f"{meth}-not-iterable-{what}",

@@ -5,7 +5,7 @@ use it through :class:`cowcore.Machine` (``backend="rust"``), which checks argum
 returns dataclasses. Errors are the classes of :mod:`cowcore.errors`.
 """
 
-from typing import final
+from typing import Any, final
 
 __all__ = ["Machine", "__version__", "backends"]
 
@@ -53,8 +53,20 @@ class Machine:
     def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
     def write(self, pid: int, addr: int, length: int, value: int) -> None: ...
     def read(self, pid: int, addr: int, length: int) -> list[int]: ...
-    def write_pages(self, pid: int, addrs: list[int], value: int) -> None: ...
-    def read_pages(self, pid: int, addrs: list[int]) -> list[int]: ...
+    def write_pages(self, pid: int, addrs: list[Any] | memoryview, value: int) -> None:
+        """Store ``value`` at each page of ``addrs``: a ``list`` whose items are ints (or
+        have ``__index__``; not ``bool``) in ``[0, 2^64)``, or an object exporting a
+        one-dimensional buffer of 64-bit integers (format ``q``, ``Q``, ``l`` or ``L``,
+        contiguous or strided), read in one copy; a negative signed item is refused as a
+        negative int is.
+
+        Raises:
+            InvalidArgumentError: a bad item, naming its index, or an ``addrs`` of another
+                type or buffer format.
+        """
+    def read_pages(self, pid: int, addrs: list[Any] | memoryview) -> list[int]:
+        """Load the first 8 bytes of each page of ``addrs`` (as :meth:`write_pages` takes
+        them)."""
     def fork(self, pid: int) -> int: ...
     def exit(self, pid: int) -> None: ...
     def vmas(self, pid: int) -> list[tuple[int, int, str, tuple[str, ...]]]: ...

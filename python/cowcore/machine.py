@@ -16,12 +16,19 @@ Example::
 
 Both backends sit behind the same classes; this module checks argument *types* and turns the
 backend's plain tuples into frozen dataclasses. Values are checked by the backend itself.
+
+Wherever the API takes an int, it takes anything :func:`operator.index` accepts (numpy
+integers such as ``np.uint64(4096)``, ``IntEnum`` members), but not a ``bool``. The batch
+calls (:meth:`Process.write_pages`, :meth:`Process.read_pages`) also take a buffer of 64-bit
+integers (a numpy ``int64``/``uint64`` array, ``array('q')``/``array('Q')``), which the
+backend reads in one copy.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Literal, cast
+from typing import Any, Literal, SupportsIndex, cast
 
 from cowcore.errors import InvalidArgumentError, NoSuchProcessError
 from cowcore.protocol import (
@@ -47,6 +54,7 @@ from cowcore.protocol import (
     ThpSizeMode,
     Translation,
     WalkLevel,
+    batch_view,
 )
 from cowcore.protocol import check_u64 as _int
 from cowcore.reference import ReferenceBackend
@@ -72,15 +80,26 @@ MAX_MEMORY = 256 << 30
 """The largest simulated machine (keeps every per-page counter within the core's fields)."""
 
 
-def _list(name: str, values: Iterable[int]) -> list[int]:
-    """The addresses of a batch call as a list (the list itself when given one). The items
-    are checked by the backend, as :func:`_int` would check each (an ``int`` in
-    ``[0, 2^64)``), so that a batch crosses into the Rust core without a Python loop."""
+def _addrs(name: str, values: Iterable[SupportsIndex]) -> list[Any] | memoryview:
+    """The addresses of a batch call as the backend takes them: the list itself when given
+    one; a view of a one-dimensional buffer of 64-bit integers (a numpy ``int64``/``uint64``
+    array, ``array('q')``/``array('Q')``, such a memoryview; strided ones too), which the
+    backend reads in one copy; otherwise a list of the items (any other iterable, including a
+    buffer of other items, e.g. ``bytes``, ``array('I')`` or a big-endian numpy array, is
+    iterated). The items are checked by the backend, as :func:`_int` would check each, so
+    that a batch crosses into the Rust core without a Python loop.
+
+    Raises:
+        InvalidArgumentError: not iterable, or a buffer of more than one dimension.
+    """
     if type(values) is list:
         return values
+    view = batch_view(name, values)
+    if view is not None:
+        return view
     try:
         return list(values)
-    except TypeError:
+    except (TypeError, NotImplementedError):  # memoryview raises the latter for some formats
         raise InvalidArgumentError(
             f"{name} must be an iterable of ints, not {type(values).__name__}"
         ) from None
@@ -233,23 +252,24 @@ class Machine:
         kernel: KernelProfile | str = "6.15",
         *,
         backend: BackendName | str = DEFAULT_BACKEND,
-        memory: int | str = "4G",
-        levels: int = 4,
+        memory: SupportsIndex | str = "4G",
+        levels: SupportsIndex = 4,
     ) -> None:
         nbytes = parse_size(memory) if isinstance(memory, str) else _int("memory", memory)
         if nbytes % (2 << 20) or not (4 << 20) <= nbytes <= MAX_MEMORY:
             raise InvalidArgumentError(
                 f"memory must be a multiple of 2M in [4M, 256G], not {nbytes}"
             )
-        if _int("levels", levels) not in (4, 5):
+        nlevels = _int("levels", levels)
+        if nlevels not in (4, 5):
             # checked here: the Rust binding takes a u8 and would raise OverflowError
-            raise InvalidArgumentError(f"levels must be 4 or 5, not {levels}")
+            raise InvalidArgumentError(f"levels must be 4 or 5, not {nlevels}")
         self.backend_name = _str("backend", backend)
         self._b: Backend = make_backend(
             self.backend_name,
             _str("kernel profile", kernel, KERNEL_PROFILES),
             nbytes // PAGE_SIZE,
-            levels,
+            nlevels,
         )
         self.thp = ThpSettings(self._b)
         self.policy = Policy(self._b)
@@ -284,7 +304,7 @@ class Machine:
         """Live processes, in pid order."""
         return [self._process(pid) for pid in sorted(self._b.pids())]
 
-    def folio(self, pfn: int) -> FolioSnapshot:
+    def folio(self, pfn: SupportsIndex) -> FolioSnapshot:
         """A snapshot of the folio that holds frame ``pfn``.
 
         Raises:
@@ -328,13 +348,17 @@ class Machine:
 class Process:
     """A process of a :class:`Machine`. Get one from ``machine.init`` or :meth:`fork`."""
 
-    def __init__(self, machine: Machine, pid: int) -> None:
-        if isinstance(pid, bool) or not isinstance(pid, int) or not 0 <= pid < 1 << 32:
+    def __init__(self, machine: Machine, pid: SupportsIndex) -> None:
+        try:
+            n = -1 if isinstance(pid, bool) else operator.index(pid)
+        except TypeError:
+            n = -1
+        if not 0 <= n < 1 << 32:
             # pids are u32 in the Rust core: without this, a bogus pid raised OverflowError
             # there and NoSuchProcessError in the reference
             raise NoSuchProcessError(f"no process with pid {pid!r}")
         self.machine = machine
-        self.pid = pid
+        self.pid = n
         self._b: Backend = machine._b  # an attribute, not a property: read on every call
 
     @property
@@ -346,28 +370,30 @@ class Process:
         """The MM id of this process's address space (as kept in folio owner slots)."""
         return self._b.mm_id(self.pid)
 
-    def mmap(self, length: int) -> int:
+    def mmap(self, length: SupportsIndex) -> int:
         """Map ``length`` bytes of private anonymous read/write memory; returns its address
         (2 MiB aligned, placed top-down with a 2 MiB gap to the previous mapping)."""
         return self._b.mmap(self.pid, _int("length", length))
 
-    def munmap(self, addr: int, length: int) -> None:
+    def munmap(self, addr: SupportsIndex, length: SupportsIndex) -> None:
         """Unmap ``[addr, addr + length)``; unmapped pages in the range are fine."""
         self._b.munmap(self.pid, _int("addr", addr), _int("length", length))
 
-    def mprotect(self, addr: int, length: int, prot: Prot) -> None:
+    def mprotect(self, addr: SupportsIndex, length: SupportsIndex, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
         self._b.mprotect(
             self.pid, _int("addr", addr), _int("length", length), _str("prot", prot, PROTS)
         )
 
-    def madvise(self, addr: int, length: int, advice: Advice) -> None:
+    def madvise(self, addr: SupportsIndex, length: SupportsIndex, advice: Advice) -> None:
         """Apply ``MADV_<ADVICE>`` to a fully mapped range."""
         self._b.madvise(
             self.pid, _int("addr", addr), _int("length", length), _str("advice", advice, ADVICES)
         )
 
-    def write(self, addr: int, length: int = PAGE_SIZE, value: int = 1) -> None:
+    def write(
+        self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE, value: SupportsIndex = 1
+    ) -> None:
         """Store the 64-bit ``value`` at the first byte of every page of the range.
 
         Raises:
@@ -386,27 +412,33 @@ class Process:
             return
         self._b.write(self.pid, _int("addr", addr), _int("length", length), _int("value", value))
 
-    def read(self, addr: int, length: int = PAGE_SIZE) -> list[int]:
+    def read(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> list[int]:
         """Load the first 8 bytes of every page of the range."""
         return self._b.read(self.pid, _int("addr", addr), _int("length", length))
 
-    def write_pages(self, addrs: Iterable[int], value: int = 1) -> None:
+    def write_pages(self, addrs: Iterable[SupportsIndex], value: SupportsIndex = 1) -> None:
         """Store ``value`` at the first byte of each page in ``addrs``, in the order given.
 
         The batch form of :meth:`write` for scattered pages: one call into the backend
-        instead of one per page. Every address must be 4096-aligned; every page is checked
-        before any is touched.
+        instead of one per page. ``addrs`` is any iterable of ints (items as :meth:`write`
+        takes an address: numpy integers too); a one-dimensional buffer of 64-bit integers
+        (a numpy ``int64``/``uint64`` array, ``array('q')``/``array('Q')``, a memoryview of
+        format ``q``/``Q``/``l``/``L``) is read in one copy, with no Python object per page.
+        Every address must be 4096-aligned; every page is checked before any is touched.
 
         Raises:
+            InvalidArgumentError: an item that is not an int in ``[0, 2^64)`` (a negative
+                ``int64`` too), or a misaligned address.
             SegmentationFault: a page is unmapped or not writable (nothing is written).
             OutOfMemoryError: a fault found no memory (earlier pages stay written).
         """
-        self._b.write_pages(self.pid, _list("addrs", addrs), _int("value", value))
+        self._b.write_pages(self.pid, _addrs("addrs", addrs), _int("value", value))
 
-    def read_pages(self, addrs: Iterable[int]) -> list[int]:
+    def read_pages(self, addrs: Iterable[SupportsIndex]) -> list[int]:
         """Load the first 8 bytes of each page in ``addrs``, in the order given (the batch
-        form of :meth:`read`)."""
-        return self._b.read_pages(self.pid, _list("addrs", addrs))
+        form of :meth:`read`; ``addrs`` as :meth:`write_pages` takes them). The result has
+        one int per address given, so it is never larger than the caller's own batch."""
+        return self._b.read_pages(self.pid, _addrs("addrs", addrs))
 
     def fork(self) -> Process:
         """Fork; the child inherits every mapping but the ``dontfork`` ones."""
@@ -420,22 +452,26 @@ class Process:
         """The VMAs as ``(start, end, prot, extra flags)``."""
         return [(s, e, p, tuple(f)) for s, e, p, f in self._b.vmas(self.pid)]
 
-    def translate(self, addr: int) -> Translation:
+    def translate(self, addr: SupportsIndex) -> Translation:
         """Walk the page tables for ``addr`` without faulting."""
-        steps, pfn, size = self._b.translate(self.pid, _int("addr", addr))
+        va = _int("addr", addr)
+        steps, pfn, size = self._b.translate(self.pid, va)
         return Translation(
-            addr=addr,
+            addr=va,
             steps=tuple(WalkLevel(lvl, t, i, e, flag_names(e)) for lvl, t, i, e in steps),
             pfn=pfn if pfn >= 0 else None,
             page_size=size or None,
         )
 
-    def observe(self, addr: int, length: int = PAGE_SIZE) -> list[PageObservation]:
+    def observe(
+        self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE
+    ) -> list[PageObservation]:
         """What ``/proc/<pid>/pagemap`` and ``/proc/kpage*`` would say of each page."""
-        rows = self._b.observe(self.pid, _int("addr", addr), _int("length", length))
+        start = _int("addr", addr)
+        rows = self._b.observe(self.pid, start, _int("length", length))
         out = []
         for i, (present, kind, pfn, serial, pages, mapcount, excl, content) in enumerate(rows):
-            page_addr = addr + i * PAGE_SIZE
+            page_addr = start + i * PAGE_SIZE
             if not present:
                 out.append(
                     PageObservation(page_addr, False, None, None, None, None, None, None, None)

@@ -12,8 +12,10 @@ Every method that changes state either completes or raises one of the exceptions
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from cowcore.errors import InvalidArgumentError
 
@@ -72,16 +74,81 @@ U64 = 1 << 64
 
 
 def check_u64(name: str, value: object) -> int:
-    """An unsigned 64-bit integer argument (addresses, lengths, values, frame numbers): an
-    ``int``, not a ``bool``, in ``[0, 2^64)``; otherwise :class:`InvalidArgumentError`. The
-    facade checks its arguments with it, and the reference the items of a batch call."""
+    """An unsigned 64-bit integer argument (addresses, lengths, values, frame numbers), as an
+    ``int``: anything :func:`operator.index` accepts (``int``, numpy integers such as
+    ``np.uint64``, ``IntEnum``), but not a ``bool``, in ``[0, 2^64)``; otherwise
+    :class:`InvalidArgumentError`. The facade checks its arguments with it, and the reference
+    the items of a batch call (the Rust binding's ``list_addrs`` applies the same rules)."""
     if type(value) is int and 0 <= value < U64:  # the common case, checked first: it is cheap
         return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
-    if not 0 <= value < U64:
-        raise InvalidArgumentError(f"{name} must be in [0, 2^64), not {value}")
-    return value
+    if isinstance(value, bool):  # an int, but True is not an address
+        raise InvalidArgumentError(f"{name} must be an int, not bool")
+    try:
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}") from None
+    if not 0 <= n < U64:
+        raise InvalidArgumentError(f"{name} must be in [0, 2^64), not {n}")
+    return n
+
+
+BATCH_FORMATS = frozenset({"q", "Q", "l", "L", "@q", "@Q", "@l", "@L"})
+"""Buffer formats a batch call reads directly (with 8-byte items): 64-bit integers in native
+byte order, as numpy ``int64``/``uint64`` arrays (``l``/``L`` on Linux), ``array('q')`` and
+``array('Q')`` export them."""
+
+BATCH_TYPES = (
+    "must be a list of ints or a one-dimensional buffer of 64-bit integers (format q, Q, l or L)"
+)
+
+
+def batch_view(name: str, values: object) -> memoryview | None:
+    """``values`` as a view of 64-bit integers, when it exports one: a one-dimensional buffer
+    (contiguous or strided) of a format in :data:`BATCH_FORMATS` with 8-byte items. ``None``
+    for an object that exports no buffer, or a buffer of other items (``bytes``,
+    ``array('I')``, a big-endian numpy array), which a caller may still iterate.
+
+    Raises:
+        InvalidArgumentError: a buffer of more than one dimension (iterating it would give
+            rows, not addresses).
+    """
+    try:
+        view = memoryview(values)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    if view.ndim > 1:
+        raise InvalidArgumentError(
+            f"{name} must be one-dimensional, not a {view.ndim}-dimensional buffer"
+        )
+    if view.ndim == 1 and view.itemsize == 8 and view.format in BATCH_FORMATS:
+        return view
+    return None
+
+
+def check_batch(name: str, values: object) -> list[int]:
+    """The addresses of a batch call as a backend takes them (the reference's rules; the Rust
+    binding's ``page_addrs`` applies the same, with the same messages): a ``list`` whose items
+    each pass :func:`check_u64`, or a buffer that :func:`batch_view` accepts, whose signed
+    items must not be negative.
+
+    Raises:
+        InvalidArgumentError: naming the first bad item (``addrs[3] must be ...``), or the
+            type or format of an argument that is neither.
+    """
+    if isinstance(values, list):
+        return [check_u64(f"{name}[{i}]", v) for i, v in enumerate(values)]
+    view = batch_view(name, values)
+    if view is None:
+        what = type(values).__name__
+        with contextlib.suppress(TypeError):  # a buffer: say what its items are
+            what += f" of format '{memoryview(values).format}'"  # type: ignore[arg-type]
+        raise InvalidArgumentError(f"{name} {BATCH_TYPES}, not {what}")
+    items: list[int] = view.tolist()
+    if view.format[-1] in "ql":
+        for i, v in enumerate(items):
+            if v < 0:
+                raise InvalidArgumentError(f"{name}[{i}] must be in [0, 2^64), not {v}")
+    return items
 
 
 FRAME_NONE = 0
@@ -151,10 +218,11 @@ class Backend(Protocol):
     def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
     def write(self, pid: int, addr: int, length: int, value: int) -> None: ...
     def read(self, pid: int, addr: int, length: int) -> list[int]: ...
-    # The batch calls check their items themselves (InvalidArgumentError for an item that
-    # is not an int in [0, 2^64)): the facade passes the caller's list through untouched.
-    def write_pages(self, pid: int, addrs: list[int], value: int) -> None: ...
-    def read_pages(self, pid: int, addrs: list[int]) -> list[int]: ...
+    # The batch calls check their items themselves (check_batch: InvalidArgumentError for an
+    # item that is not an int in [0, 2^64)): the facade passes the caller's list, or a view
+    # of a buffer of 64-bit integers, through untouched.
+    def write_pages(self, pid: int, addrs: list[Any] | memoryview, value: int) -> None: ...
+    def read_pages(self, pid: int, addrs: list[Any] | memoryview) -> list[int]: ...
     def fork(self, pid: int) -> int: ...
     def exit(self, pid: int) -> None: ...
 

@@ -3,6 +3,8 @@ over :class:`~cowcore.reference.kernel.Kernel`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from cowcore.errors import (
     InvalidAddressError,
     InvalidArgumentError,
@@ -25,7 +27,7 @@ from cowcore.protocol import (
     KernelProfile,
     ObservationRow,
     TranslationRow,
-    check_u64,
+    check_batch,
 )
 from cowcore.reference import check as check_mod
 from cowcore.reference import fault, fork, vma_ops
@@ -228,30 +230,31 @@ class ReferenceBackend:
             values.append(self._k.content(pfn))
         return values
 
-    def _pages(self, mm: Mm, addrs: list[int], write: bool) -> None:
-        """Check every page of a batch before touching any (as ``write``/``read`` do): each
-        item an ``int`` (not a ``bool``) in ``[0, 2^64)``, then its page."""
-        for i, addr in enumerate(addrs):
-            check_u64(f"addrs[{i}]", addr)
-        for addr in addrs:
+    def _pages(self, pid: int, addrs: list[Any] | memoryview, write: bool) -> tuple[Mm, list[int]]:
+        """The process and the pages of a batch, every page checked before any is touched
+        (as ``write``/``read`` do): first the items, as arguments (``check_batch``: a list of
+        ints or a buffer of 64-bit integers; the binding extracts them before it calls the
+        core), then the process, then each page."""
+        pages = check_batch("addrs", addrs)
+        _, mm = self._proc(pid)
+        for addr in pages:
             start, end = self._range(addr, pg.PAGE_SIZE)
             self._check_access(mm, start, end, write=write)
+        return mm, pages
 
-    def write_pages(self, pid: int, addrs: list[int], value: int) -> None:
-        _, mm = self._proc(pid)
+    def write_pages(self, pid: int, addrs: list[Any] | memoryview, value: int) -> None:
         if not 0 <= value < U64:
             raise InvalidArgumentError(f"value must fit in 64 bits unsigned, not {value}")
-        self._pages(mm, addrs, write=True)
-        for addr in addrs:
+        mm, pages = self._pages(pid, addrs, write=True)
+        for addr in pages:
             vma = mm.find_vma(addr)
             assert vma is not None
             self._k.set_content(fault.access(self._k, mm, vma, addr, write=True), value)
 
-    def read_pages(self, pid: int, addrs: list[int]) -> list[int]:
-        _, mm = self._proc(pid)
-        self._pages(mm, addrs, write=False)
+    def read_pages(self, pid: int, addrs: list[Any] | memoryview) -> list[int]:
+        mm, pages = self._pages(pid, addrs, write=False)
         values = []
-        for addr in addrs:
+        for addr in pages:
             vma = mm.find_vma(addr)
             assert vma is not None
             values.append(self._k.content(fault.access(self._k, mm, vma, addr, write=False)))

@@ -10,8 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 use cowcore_core::{
     Machine, Observation, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr,
 };
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMemoryView};
 
 use crate::errors::{invalid, PyCowError};
 
@@ -68,32 +70,134 @@ fn run_sized<T: Send>(
 
 /// The addresses of a batch call (`write_pages`, `read_pages`), checked here rather than
 /// in the Python facade so that the whole batch crosses into Rust once (issue 5: a
-/// per-element check in Python cost about 75 ns per page, more than the fault). Each item
-/// must be an `int` (not a `bool`) in `[0, 2^64)`, as the facade's `_int` requires of a
-/// single address; the reference backend checks the same in `reference/backend.py`.
-fn page_addrs(addrs: &Bound<'_, PyList>) -> PyResult<Vec<VirtAddr>> {
+/// per-element check in Python cost about 75 ns per page, more than the fault). `addrs` is
+/// a `list` or a one-dimensional buffer of 64-bit integers (issue 10: numpy arrays,
+/// `array('Q')`); the reference backend applies the same rules, with the same messages, in
+/// `reference/backend.py` (`_pages`).
+fn page_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<VirtAddr>> {
+    match addrs.cast::<PyList>() {
+        Ok(list) => list_addrs(list),
+        Err(_) => buffer_addrs(addrs),
+    }
+}
+
+/// The items of a list of addresses. Each must be an `int` or have `__index__` (numpy
+/// integers, `IntEnum`), not be a `bool`, and lie in `[0, 2^64)`, as the facade's `_int`
+/// (`check_u64` in protocol.py) requires of a single address.
+fn list_addrs(addrs: &Bound<'_, PyList>) -> PyResult<Vec<VirtAddr>> {
     let mut out = Vec::with_capacity(addrs.len());
     for (i, item) in addrs.iter().enumerate() {
-        // An exact `int` is the common case and needs only a type-pointer compare.
-        if !item.is_exact_instance_of::<PyInt>()
-            && (item.is_instance_of::<PyBool>() || !item.is_instance_of::<PyInt>())
-        {
-            let ty = item.get_type().name()?;
-            return Err(invalid(format!("addrs[{i}] must be an int, not {ty}")));
+        // An exact `int` is the common case and needs only a type-pointer compare. `i64`
+        // first: PyO3 reads it with `PyLong_AsLong`, which is several times faster than the
+        // `PyLong_AsUnsignedLongLong` of a `u64` (it goes through a byte array); the top
+        // half of the `u64` range and every other type take `index_item`.
+        if item.is_exact_instance_of::<PyInt>() {
+            if let Ok(v @ 0..) = item.extract::<i64>() {
+                out.push(VirtAddr::new(v as u64));
+                continue;
+            }
         }
-        // `i64` first: PyO3 reads it with `PyLong_AsLong`, which is several times faster
-        // than the `PyLong_AsUnsignedLongLong` of a `u64` (it goes through a byte array);
-        // the top half of the `u64` range takes the slow way.
-        let v = match item.extract::<i64>() {
-            Ok(v) if v >= 0 => v as u64,
-            _ => item
-                .extract::<u64>()
-                .map_err(|_| invalid(format!("addrs[{i}] must be in [0, 2^64), not {item}")))?,
-        };
-        out.push(VirtAddr::new(v));
+        out.push(VirtAddr::new(index_item(&item, i)?));
     }
     Ok(out)
 }
+
+/// An item that is not a non-negative `int` below 2^63: an int subclass, an object with
+/// `__index__`, or a bad item (the error names it as `check_u64` does).
+#[cold]
+fn index_item(item: &Bound<'_, PyAny>, i: usize) -> PyResult<u64> {
+    let py = item.py();
+    if item.is_instance_of::<PyBool>() {
+        return Err(invalid(format!("addrs[{i}] must be an int, not bool")));
+    }
+    // `u64` extraction calls `__index__` (`PyNumber_Index`) on a non-int first.
+    match item.extract::<u64>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+            // the value as `operator.index` gives it, as the reference prints it
+            let value = py.import("operator")?.getattr("index")?.call1((item,))?;
+            Err(invalid(format!(
+                "addrs[{i}] must be in [0, 2^64), not {value}"
+            )))
+        }
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => {
+            let ty = item.get_type().name()?;
+            Err(invalid(format!("addrs[{i}] must be an int, not {ty}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The addresses of a buffer: one-dimensional (contiguous or strided), items of format
+/// `q`, `Q`, `l` or `L` (native byte order) and 8 bytes. Copied in one
+/// `PyBuffer_ToContiguous`, with no Python object per item; negative signed items fail as
+/// negative ints do. A misaligned buffer (which `PyBuffer<T>` refuses) is read through
+/// `memoryview.tolist()`, as the reference reads every buffer.
+fn buffer_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<VirtAddr>> {
+    let py = addrs.py();
+    let Ok(buf) = PyUntypedBuffer::get(addrs) else {
+        // Not a buffer, or one `PyBuffer` refuses (a 0-dimensional one has no shape): the
+        // message names the format when there is one, as the reference's does.
+        let ty = addrs.get_type().name()?;
+        return Err(invalid(match PyMemoryView::from(addrs) {
+            Ok(view) => format!(
+                "{BATCH_TYPES}, not {ty} of format '{}'",
+                view.getattr("format")?
+            ),
+            Err(_) => format!("{BATCH_TYPES}, not {ty}"),
+        }));
+    };
+    if buf.dimensions() > 1 {
+        return Err(invalid(format!(
+            "addrs must be one-dimensional, not a {}-dimensional buffer",
+            buf.dimensions()
+        )));
+    }
+    let format = buf.format().to_bytes();
+    let code = match format {
+        [c] | [b'@', c] => *c,
+        _ => 0,
+    };
+    if buf.dimensions() != 1 || buf.item_size() != 8 || !b"qQlL".contains(&code) {
+        let ty = addrs.get_type().name()?;
+        let format = String::from_utf8_lossy(format);
+        return Err(invalid(format!(
+            "{BATCH_TYPES}, not {ty} of format '{format}'"
+        )));
+    }
+    let signed = matches!(code, b'q' | b'l');
+    let values: Vec<u64> = if signed {
+        let Ok(typed) = buf.as_typed::<i64>() else {
+            return list_addrs(&misaligned(addrs)?);
+        };
+        let values = typed.to_vec(py)?;
+        if let Some(i) = values.iter().position(|&v| v < 0) {
+            return Err(invalid(format!(
+                "addrs[{i}] must be in [0, 2^64), not {}",
+                values[i]
+            )));
+        }
+        values.into_iter().map(|v| v as u64).collect()
+    } else {
+        let Ok(typed) = buf.as_typed::<u64>() else {
+            return list_addrs(&misaligned(addrs)?);
+        };
+        typed.to_vec(py)?
+    };
+    Ok(values.into_iter().map(VirtAddr::new).collect())
+}
+
+/// A buffer whose items are not 8-byte aligned, as a list of ints (`memoryview.tolist()`).
+#[cold]
+fn misaligned<'py>(addrs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    Ok(PyMemoryView::from(addrs)?
+        .call_method0("tolist")?
+        .cast_into::<PyList>()?)
+}
+
+/// What a batch call's `addrs` may be (the start of the message for anything else).
+const BATCH_TYPES: &str =
+    "addrs must be a list of ints or a one-dimensional buffer of 64-bit integers (format q, Q, l or L)";
 
 fn parse<T: std::str::FromStr<Err = cowcore_core::CowError>>(s: &str) -> PyResult<T> {
     s.parse().map_err(|e| PyCowError(e).into())
@@ -265,7 +369,7 @@ impl PyMachine {
         &self,
         py: Python<'_>,
         pid: u32,
-        addrs: &Bound<'_, PyList>,
+        addrs: &Bound<'_, PyAny>,
         value: u64,
     ) -> PyResult<()> {
         let addrs = page_addrs(addrs)?;
@@ -273,12 +377,7 @@ impl PyMachine {
         run_sized(py, bytes, || self.lock().write_pages(pid, &addrs, value))
     }
 
-    fn read_pages(
-        &self,
-        py: Python<'_>,
-        pid: u32,
-        addrs: &Bound<'_, PyList>,
-    ) -> PyResult<Vec<u64>> {
+    fn read_pages(&self, py: Python<'_>, pid: u32, addrs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         let addrs = page_addrs(addrs)?;
         let bytes = (addrs.len() as u64).saturating_mul(cowcore_core::PAGE_SIZE);
         run_sized(py, bytes, || self.lock().read_pages(pid, &addrs))
