@@ -27,7 +27,15 @@ from cowcore.errors import (
     ScenarioError,
     SegmentationFault,
 )
-from cowcore.machine import BACKENDS, DEFAULT_BACKEND, Machine, Policy, Process, ThpSettings
+from cowcore.machine import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    MAX_RESULT_PAGES,
+    Machine,
+    Policy,
+    Process,
+    ThpSettings,
+)
 from cowcore.protocol import (
     FolioSnapshot,
     MmIdSlot,
@@ -51,6 +59,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "MAX_RESULT_PAGES",
     "CowError",
     "FolioSnapshot",
     "InvalidAddressError",

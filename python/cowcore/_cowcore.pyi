@@ -74,7 +74,9 @@ class Machine:
         """The page walk for ``addr``: (steps, leaf pfn or -1, page size or 0)."""
     def observe(
         self, pid: int, addr: int, length: int
-    ) -> list[tuple[bool, int, int, int, int, int, bool, int]]: ...
+    ) -> list[tuple[bool, int, int, int, int, int, bool, int]]:
+        """One row per page of the range, built in full: the caller bounds ``length``
+        (``cowcore.Process.observe`` allows at most ``MAX_RESULT_PAGES`` pages)."""
     def folio(
         self, pfn: int
     ) -> tuple[

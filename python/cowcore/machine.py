@@ -21,7 +21,9 @@ Wherever the API takes an int, it takes anything :func:`operator.index` accepts 
 integers such as ``np.uint64(4096)``, ``IntEnum`` members), but not a ``bool``. The batch
 calls (:meth:`Process.write_pages`, :meth:`Process.read_pages`) also take a buffer of 64-bit
 integers (a numpy ``int64``/``uint64`` array, ``array('q')``/``array('Q')``), which the
-backend reads in one copy.
+backend reads in one copy. A call whose result would be a list of more than
+:data:`MAX_RESULT_PAGES` pages is refused; :meth:`Process.observe_iter` reads a larger range
+in chunks.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from cowcore.protocol import (
     FolioSnapshot,
     KernelProfile,
     MmIdSlot,
+    ObservationRow,
     PageObservation,
     Prot,
     ThpMode,
@@ -58,7 +61,7 @@ from cowcore.protocol import (
 )
 from cowcore.protocol import check_u64 as _int
 from cowcore.reference import ReferenceBackend
-from cowcore.units import parse_size
+from cowcore.units import format_size, parse_size
 from cowcore.x86 import flag_names
 
 try:
@@ -78,6 +81,21 @@ DEFAULT_BACKEND: str = BACKENDS[0]
 PAGE_SIZE = 4096
 MAX_MEMORY = 256 << 30
 """The largest simulated machine (keeps every per-page counter within the core's fields)."""
+
+USER_START = 0x1000
+"""The lowest user address (DESIGN.md "Addresses"); user space ends at 2^47, or 2^56 with 5
+levels."""
+
+MAX_RESULT_PAGES = 1 << 20
+"""The most pages one :meth:`Process.observe` or :meth:`Process.read` reports: 4 GiB of range.
+A list of observations costs about 200 bytes of host memory per page (the observation and
+its ints), so a call over a huge mapping (``observe(a, 1 << 40)``: 2^28 pages) would take the
+host down rather than fail; a longer call raises :class:`InvalidArgumentError` naming this
+limit. :meth:`Process.observe_iter` reads a range of any length in chunks."""
+
+OBSERVE_CHUNK = 1 << 16
+"""Pages per backend call of :meth:`Process.observe_iter` unless told otherwise (256 MiB of
+range, a few MB of host memory per chunk)."""
 
 
 def _addrs(name: str, values: Iterable[SupportsIndex]) -> list[Any] | memoryview:
@@ -413,8 +431,20 @@ class Process:
         self._b.write(self.pid, _int("addr", addr), _int("length", length), _int("value", value))
 
     def read(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> list[int]:
-        """Load the first 8 bytes of every page of the range."""
-        return self._b.read(self.pid, _int("addr", addr), _int("length", length))
+        """Load the first 8 bytes of every page of the range.
+
+        At most :data:`MAX_RESULT_PAGES` pages (4 GiB) per call: read a longer range in
+        pieces (each piece is checked for faults before its first page is touched).
+
+        Raises:
+            InvalidArgumentError: a bad range, or one longer than :data:`MAX_RESULT_PAGES`
+                pages.
+            SegmentationFault: a page is unmapped or not readable (nothing is read).
+            OutOfMemoryError: a fault found no memory (pages before it stay faulted in).
+        """
+        start, nbytes = _int("addr", addr), _int("length", length)
+        self._check_result_size("read", start, nbytes)
+        return self._b.read(self.pid, start, nbytes)
 
     def write_pages(self, addrs: Iterable[SupportsIndex], value: SupportsIndex = 1) -> None:
         """Store ``value`` at the first byte of each page in ``addrs``, in the order given.
@@ -466,31 +496,107 @@ class Process:
     def observe(
         self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE
     ) -> list[PageObservation]:
-        """What ``/proc/<pid>/pagemap`` and ``/proc/kpage*`` would say of each page."""
-        start = _int("addr", addr)
-        rows = self._b.observe(self.pid, start, _int("length", length))
-        out = []
-        for i, (present, kind, pfn, serial, pages, mapcount, excl, content) in enumerate(rows):
-            page_addr = start + i * PAGE_SIZE
-            if not present:
-                out.append(
-                    PageObservation(page_addr, False, None, None, None, None, None, None, None)
-                )
-                continue
-            kind_name: Literal["normal", "zero", "huge_zero"] = (
-                "zero"
-                if kind == FRAME_ZERO
-                else "huge_zero"
-                if kind == FRAME_HUGE_ZERO
-                else "normal"
+        """What ``/proc/<pid>/pagemap`` and ``/proc/kpage*`` would say of each page.
+
+        At most :data:`MAX_RESULT_PAGES` pages (4 GiB) per call; :meth:`observe_iter` takes
+        a range of any length.
+
+        Raises:
+            InvalidArgumentError: a bad range, or one longer than :data:`MAX_RESULT_PAGES`
+                pages.
+        """
+        start, nbytes = _int("addr", addr), _int("length", length)
+        self._check_result_size("observe", start, nbytes)
+        return _observations(start, self._b.observe(self.pid, start, nbytes))
+
+    def observe_iter(
+        self,
+        addr: SupportsIndex,
+        length: SupportsIndex = PAGE_SIZE,
+        *,
+        chunk: SupportsIndex = OBSERVE_CHUNK,
+    ) -> Iterator[PageObservation]:
+        """:meth:`observe` for a range of any length: the observations one by one, read
+        ``chunk`` pages per backend call (at most :data:`MAX_RESULT_PAGES`), so that host
+        memory holds one chunk at a time.
+
+        The arguments and the range are checked now, before the first observation, with the
+        errors :meth:`observe` raises; each chunk is read when the iteration reaches it, so a
+        change made to the machine meanwhile shows in the chunks read after it (and one that
+        ends the process ends the iteration with :class:`NoSuchProcessError`).
+
+        Raises:
+            InvalidArgumentError: a bad range, or ``chunk`` outside ``[1, MAX_RESULT_PAGES]``.
+        """
+        start, nbytes = _int("addr", addr), _int("length", length)
+        pages = _int("chunk", chunk)
+        if not 1 <= pages <= MAX_RESULT_PAGES:
+            raise InvalidArgumentError(
+                f"chunk must be in [1, {MAX_RESULT_PAGES}] pages, not {pages}"
             )
-            assert kind in (FRAME_NORMAL, FRAME_ZERO, FRAME_HUGE_ZERO)
-            out.append(
-                PageObservation(
-                    page_addr, True, pfn, kind_name, serial, pages, mapcount, excl, content
-                )
-            )
-        return out
+        step = pages * PAGE_SIZE
+        if nbytes <= step or not self._range_ok(start, nbytes):
+            # one call: a short range, or a bad one, which the backend rejects before
+            # looking at a page (with the message observe() gives)
+            first = self._b.observe(self.pid, start, nbytes)
+        else:
+            first = self._b.observe(self.pid, start, step)  # also checks the process
+        return self._observe_chunks(start, start + nbytes, step, first)
+
+    def _observe_chunks(
+        self, start: int, end: int, step: int, first: list[ObservationRow]
+    ) -> Iterator[PageObservation]:
+        """The generator behind :meth:`observe_iter`, given its first chunk."""
+        yield from _observations(start, first)
+        for at in range(start + len(first) * PAGE_SIZE, end, step):
+            yield from _observations(at, self._b.observe(self.pid, at, min(step, end - at)))
+
+    def _range_ok(self, addr: int, length: int) -> bool:
+        """Whether the backends accept ``[addr, addr + length)`` as a range: a positive whole
+        number of pages, page-aligned, inside user space (DESIGN.md "Errors", "Addresses";
+        ``check_range`` in the core, ``_range`` in the reference)."""
+        user_end = 1 << (56 if self.machine.levels == 5 else 47)
+        return (
+            length > 0
+            and length % PAGE_SIZE == 0
+            and addr % PAGE_SIZE == 0
+            and addr >= USER_START
+            and addr + length <= user_end
+        )
+
+    def _check_result_size(self, call: str, addr: int, length: int) -> None:
+        """Refuse a range of more than :data:`MAX_RESULT_PAGES` pages, whose per-page result
+        the host might not hold. A bad range gets the backend's own error first (it is
+        rejected before any page is looked at)."""
+        if length <= MAX_RESULT_PAGES * PAGE_SIZE:
+            return
+        if not self._range_ok(addr, length):
+            self._b.observe(self.pid, addr, length)  # raises the range's error
+        self._b.mm_id(self.pid)  # a bad process gets its error too
+        raise InvalidArgumentError(
+            f"{call} of {length} bytes is {length // PAGE_SIZE} pages, more than one call "
+            f"returns (MAX_RESULT_PAGES = {MAX_RESULT_PAGES}, "
+            f"{format_size(MAX_RESULT_PAGES * PAGE_SIZE)} of range): "
+            + ("use observe_iter()" if call == "observe" else "read it in pieces")
+        )
 
     def __repr__(self) -> str:
         return f"Process(pid={self.pid}, alive={self.alive})"
+
+
+def _observations(addr: int, rows: list[ObservationRow]) -> list[PageObservation]:
+    """The backend's observation rows of the pages from ``addr`` on, as dataclasses."""
+    out = []
+    for i, (present, kind, pfn, serial, pages, mapcount, excl, content) in enumerate(rows):
+        page_addr = addr + i * PAGE_SIZE
+        if not present:
+            out.append(PageObservation(page_addr, False, None, None, None, None, None, None, None))
+            continue
+        kind_name: Literal["normal", "zero", "huge_zero"] = (
+            "zero" if kind == FRAME_ZERO else "huge_zero" if kind == FRAME_HUGE_ZERO else "normal"
+        )
+        assert kind in (FRAME_NORMAL, FRAME_ZERO, FRAME_HUGE_ZERO)
+        out.append(
+            PageObservation(page_addr, True, pfn, kind_name, serial, pages, mapcount, excl, content)
+        )
+    return out
