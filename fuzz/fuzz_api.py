@@ -1,20 +1,25 @@
 """atheris harness: random public-API calls with random arguments, every backend in
 lockstep. Each call must succeed or raise a ``CowError`` subclass, the same outcome on
-every backend; ``check()`` holds after every call; when every process has exited all
-memory is free. See fuzz/README.md.
+every backend (class and message; an out-of-memory error's message may differ);
+``check()`` holds after every call; when every process has exited all memory is free.
+Ints are passed as ints or numpy integers, and the batch calls' addresses as lists, numpy
+arrays, ``array('Q')``/``array('q')`` or tuples. See fuzz/README.md.
 """
 
 # ruff: noqa: B023 (each call closure runs within its own loop iteration)
 from __future__ import annotations
 
+import array
+import itertools
 import sys
 from typing import Any
 
 import atheris
+import numpy as np
 
 with atheris.instrument_imports():
     import cowcore
-    from cowcore import CowError, SegmentationFault
+    from cowcore import CowError, OutOfMemoryError, SegmentationFault
 
 PAGE = 4096
 MiB = 1 << 20
@@ -63,10 +68,50 @@ METHODS = [
     "exit",
     "translate",
     "observe",
+    "observe_iter",
+    "write_pages",
+    "read_pages",
     "folio",
     "thp",
     "policy",
 ]
+INT_TYPES = ["int", "int", "int", "uint64", "int64", "uint32", "bool_"]
+CONTAINERS = ["list", "list", "uint64", "int64", "array-Q", "array-q", "strided", "big-endian"]
+CONTAINERS += ["uint32", "float64", "2d", "tuple", "scalars"]
+
+
+def as_int_type(kind: str, value: Any) -> Any:
+    """``value`` as a numpy scalar of ``kind`` when it is an int that fits; else as is."""
+    if kind == "int" or type(value) is not int:
+        return value
+    if kind == "bool_":
+        return np.bool_(value) if value in (0, 1) else value
+    info = np.iinfo(kind)
+    return getattr(np, kind)(value) if info.min <= value <= info.max else value
+
+
+def container(kind: str, values: list[Any]) -> Any:
+    """The addresses of a batch call in a container of ``kind`` (a list when they do not
+    fit it). Made afresh for each backend: the call may consume it."""
+    makers: dict[str, Any] = {
+        "uint64": lambda: np.array(values, dtype=np.uint64),
+        "int64": lambda: np.array(values, dtype=np.int64),
+        "array-Q": lambda: array.array("Q", values),
+        "array-q": lambda: array.array("q", values),
+        "strided": lambda: np.repeat(np.array(values, dtype=np.uint64), 2)[::2],
+        "big-endian": lambda: np.array(values, dtype=">u8"),
+        "uint32": lambda: np.array(values, dtype=np.uint32),
+        "float64": lambda: np.array(values, dtype=np.float64),
+        "2d": lambda: np.array([values], dtype=np.uint64),
+        "tuple": lambda: tuple(values),
+        "scalars": lambda: [as_int_type("uint64", v) for v in values],
+    }
+    if kind not in makers:
+        return values
+    try:
+        return makers[kind]()
+    except (OverflowError, TypeError, ValueError):
+        return values
 
 
 def arguments(fdp: atheris.FuzzedDataProvider, maps: list[int]) -> tuple[Any, Any]:
@@ -85,9 +130,11 @@ def outcome(call: Any) -> tuple[str, Any]:
     try:
         return "ok", call()
     except SegmentationFault as exc:
-        return "raise", (type(exc).__name__, exc.addr, exc.reason)
-    except CowError as exc:
+        return "raise", (type(exc).__name__, exc.addr, exc.reason, str(exc))
+    except OutOfMemoryError as exc:  # the reference names the frames it needed
         return "raise", (type(exc).__name__,)
+    except CowError as exc:
+        return "raise", (type(exc).__name__, str(exc))
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
@@ -101,7 +148,10 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
         method = fdp.PickValueInList(METHODS)
         who = fdp.ConsumeIntInRange(0, 63)
         addr, length = arguments(fdp, maps)
-        extra: Any = fdp.ConsumeIntInRange(0, 1 << 64)
+        addr = as_int_type(fdp.PickValueInList(INT_TYPES), addr)
+        extra: Any = as_int_type(fdp.PickValueInList(INT_TYPES), fdp.ConsumeIntInRange(0, 1 << 64))
+        batch: list[Any] = [arguments(fdp, maps)[0] for _ in range(fdp.ConsumeIntInRange(0, 12))]
+        kind = fdp.PickValueInList(CONTAINERS)
         if method == "mmap":
             length = fdp.PickValueInList([PAGE, 64 << 10, 2 * MiB, 4 * MiB, 1 << 46, 0, -1, "x"])
         elif method == "mprotect":
@@ -121,6 +171,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
             )
         elif method in ("thp", "policy"):
             extra = (fdp.ConsumeIntInRange(0, 9), fdp.ConsumeIntInRange(0, 5))
+        elif method == "observe_iter":
+            extra = fdp.PickValueInList([1, 3, 64, 1 << 16, 0, -1, (1 << 20) + 1, None])
 
         def call(i: int) -> Any:
             m, ps = ms[i], procs[i]
@@ -145,6 +197,12 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
                 return None
             if method == "translate":
                 return p.translate(addr)
+            if method == "observe_iter":
+                return list(itertools.islice(p.observe_iter(addr, length, chunk=extra), 80))
+            if method == "write_pages":
+                return p.write_pages(container(kind, batch), extra)
+            if method == "read_pages":
+                return p.read_pages(container(kind, batch))
             if method in ("write", "mprotect", "madvise"):
                 return getattr(p, method)(addr, length, extra)
             return getattr(p, method)(addr, length)

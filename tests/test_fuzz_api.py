@@ -3,19 +3,26 @@ near misses, wrong types) on every backend in lockstep.
 
 Every call either succeeds or raises a ``CowError`` subclass (never a ``TypeError``,
 ``OverflowError``, ``PanicException``...); every backend gives the same outcome (value, or
-exception class and, for a segmentation fault, address and reason); ``check()`` holds
-after every call; and at the end every backend is in the same state.
+exception class and message and, for a segmentation fault, address and reason; an
+out-of-memory error's message is the one thing that may differ); ``check()`` holds after
+every call; and at the end every backend is in the same state.
+
+Arguments are ints or numpy integers (which the API takes as ints), and the batch calls get
+their addresses as lists, numpy arrays, ``array('Q')``/``array('q')`` and other iterables.
 """
 
 from __future__ import annotations
 
+import array
+import itertools
 from typing import Any
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
 import cowcore
-from cowcore import CowError, SegmentationFault
+from cowcore import CowError, OutOfMemoryError, SegmentationFault
 
 PAGE = 4096
 MiB = 1 << 20
@@ -81,6 +88,28 @@ ADVICES = st.sampled_from(
     ]
 )
 VALUES = st.sampled_from([0, 1, 7, (1 << 64) - 1, 1 << 64, -1, None, 2.5])
+INT_TYPES = st.sampled_from(["int", "int", "int", "uint64", "int64", "uint32", "bool_"])
+"""How an int argument is passed: as is, or as a numpy scalar of that type (when the value
+fits it; ``bool_`` when it is 0 or 1, which must be refused as ``bool`` is)."""
+CONTAINERS = st.sampled_from(
+    [
+        "list",
+        "list",
+        "uint64",
+        "int64",
+        "array-Q",
+        "array-q",
+        "strided",
+        "big-endian",
+        "uint32",
+        "float64",
+        "2d",
+        "tuple",
+        "generator",
+        "scalars",
+    ]
+)
+"""How a batch call's addresses are passed (a container that cannot hold them is a list)."""
 
 
 @st.composite
@@ -96,6 +125,7 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
     )
     if draw(st.integers(0, 5)) == 0:
         addr = ("raw", draw(RAW))
+    addr = ("as", draw(INT_TYPES), addr)
     method = draw(
         st.sampled_from(
             [
@@ -112,6 +142,9 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
                 "exit",
                 "translate",
                 "observe",
+                "observe_iter",
+                "write_pages",
+                "read_pages",
                 "folio",
                 "thp",
                 "policy",
@@ -127,7 +160,26 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
     if method == "madvise":
         return method, which, (addr, draw(LENGTHS), draw(ADVICES))
     if method == "write":
-        return method, which, (addr, draw(LENGTHS), draw(VALUES))
+        return method, which, (addr, draw(LENGTHS), ("as", draw(INT_TYPES), draw(VALUES)))
+    if method == "observe_iter":
+        chunk = draw(st.sampled_from([1, 3, 64, 1 << 16, 0, -1, (1 << 20) + 1, None]))
+        return method, which, (addr, draw(LENGTHS), chunk)
+    if method in ("write_pages", "read_pages"):
+        # pages of the known mappings, with now and then a raw value among them
+        pages: list[Any] = draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, 1 << 16),
+                    st.integers(-4, 600),
+                    st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2048]),
+                ).map(lambda t: ("map", *t)),
+                max_size=12,
+            )
+        )
+        if pages and draw(st.integers(0, 5)) == 0:
+            pages[draw(st.integers(0, len(pages) - 1))] = ("raw", draw(RAW))
+        value = draw(st.sampled_from([1, 7, (1 << 64) - 1]) | VALUES)
+        return method, which, (("batch", draw(CONTAINERS), pages), ("as", draw(INT_TYPES), value))
     if method == "translate":
         return method, which, (addr,)
     if method == "folio":
@@ -142,6 +194,41 @@ def calls(draw: st.DrawFn) -> tuple[Any, ...]:
     return method, which, ()
 
 
+def as_int_type(kind: str, value: Any) -> Any:
+    """``value`` as a numpy scalar of ``kind`` when it is an int that fits; else as is."""
+    if kind == "int" or type(value) is not int:
+        return value
+    if kind == "bool_":
+        return np.bool_(value) if value in (0, 1) else value
+    info = np.iinfo(kind)
+    return getattr(np, kind)(value) if info.min <= value <= info.max else value
+
+
+def container(kind: str, values: list[Any]) -> Any:
+    """The addresses of a batch call in a container of ``kind`` (a list when they do not
+    fit it: numpy would raise before the call)."""
+    makers: dict[str, Any] = {
+        "uint64": lambda: np.array(values, dtype=np.uint64),
+        "int64": lambda: np.array(values, dtype=np.int64),
+        "array-Q": lambda: array.array("Q", values),
+        "array-q": lambda: array.array("q", values),
+        "strided": lambda: np.repeat(np.array(values, dtype=np.uint64), 2)[::2],
+        "big-endian": lambda: np.array(values, dtype=">u8"),
+        "uint32": lambda: np.array(values, dtype=np.uint32),
+        "float64": lambda: np.array(values, dtype=np.float64),
+        "2d": lambda: np.array([values], dtype=np.uint64),
+        "tuple": lambda: tuple(values),
+        "generator": lambda: (v for v in values),
+        "scalars": lambda: [as_int_type("uint64", v) for v in values],
+    }
+    if kind not in makers:
+        return values
+    try:
+        return makers[kind]()
+    except (OverflowError, TypeError, ValueError):
+        return values
+
+
 class Side:
     """One backend's machine and the mappings it made."""
 
@@ -151,6 +238,10 @@ class Side:
         self.procs = [self.m.init]
 
     def resolve(self, a: Any) -> Any:
+        if isinstance(a, tuple) and a and a[0] == "as":
+            return as_int_type(a[1], self.resolve(a[2]))
+        if isinstance(a, tuple) and a and a[0] == "batch":
+            return container(a[1], [self.resolve(x) for x in a[2]])
         if isinstance(a, tuple) and a and a[0] == "raw":
             return a[1]
         if isinstance(a, tuple) and a and a[0] == "map":
@@ -182,6 +273,12 @@ class Side:
             return None
         if method == "exit" and len(self.m.processes()) == 1 and p.alive:
             return None  # keep one process, so the run goes on
+        if method == "observe_iter":
+            return list(itertools.islice(p.observe_iter(args[0], args[1], chunk=args[2]), 80))
+        if method == "write_pages":
+            return p.write_pages(*args)
+        if method == "read_pages":
+            return p.read_pages(args[0])
         return getattr(p, method)(*args)
 
     def state(self) -> Any:
@@ -196,9 +293,11 @@ def outcome(side: Side, call: tuple[Any, ...]) -> tuple[str, Any]:
     try:
         return "ok", side.call(*call)
     except SegmentationFault as exc:
-        return "raise", (type(exc).__name__, exc.addr, exc.reason)
-    except CowError as exc:
+        return "raise", (type(exc).__name__, exc.addr, exc.reason, str(exc))
+    except OutOfMemoryError as exc:  # the reference names the frames it needed
         return "raise", (type(exc).__name__,)
+    except CowError as exc:
+        return "raise", (type(exc).__name__, str(exc))
     except TypeError as exc:  # only `del thp.sizes[...]` may raise it; never called here
         raise AssertionError(f"{call} raised {exc!r}") from exc
 
