@@ -51,10 +51,17 @@ from cowcore.scenario import (
     run_scenario,
 )
 
+# The version lives only in Cargo.toml (``[workspace.package]``): the native extension is built
+# with it (``env!("CARGO_PKG_VERSION")``) and maturin writes it into the package metadata. The
+# extension's copy first, as it is the code running, even from a source tree or a copy of the
+# package without metadata; then the metadata (a build without the extension).
 try:
-    __version__ = version("cowcore")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0+unknown"
+    from cowcore._cowcore import __version__
+except ImportError:
+    try:
+        __version__ = version("cowcore")
+    except PackageNotFoundError:  # a source tree without the extension, never installed
+        __version__ = "0+unknown"
 
 __all__ = [
     "BACKENDS",
