@@ -16,7 +16,7 @@ test-long:     ## the long property/differential profile (thousands of examples)
 lint:          ## every static check CI runs
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc -p cowcore-core --no-deps
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 	ruff check python tests benches fuzz && ruff format --check python tests benches fuzz
 	mypy --strict python/cowcore
 	mypy --strict tests benches

@@ -86,11 +86,13 @@ def test_a_failed_read_keeps_the_faults_before_it(
     p.write(b, PAGE, 1)  # the PTE table of b's first 2M block now exists
     fill(p, 4 * MiB)
     start = b + 2 * MiB - 8 * PAGE  # 8 pages in that table, then a block without one
+    pages = [start + i * PAGE for i in range(16)]
+
+    def read() -> list[int]:
+        return p.read(start, 16 * PAGE) if call == "read" else p.read_pages(pages)
+
     with pytest.raises(OutOfMemoryError):
-        if call == "read":
-            p.read(start, 16 * PAGE)
-        else:
-            p.read_pages([start + i * PAGE for i in range(16)])
+        read()
     obs = p.observe(start, 16 * PAGE)
     assert [o.frame_kind for o in obs[:8]] == ["zero"] * 8
     assert not any(o.present for o in obs[8:])

@@ -103,9 +103,9 @@ def test_ranges_past_the_mapping_end_behave_as_the_kernel_runner() -> None:
     ],
 )
 def test_observe_must_lie_inside_the_mapping_as_created(text: str, line: int) -> None:
-    out = run_scenario(text)
-    assert out[-1]["error"].startswith(f"line {line}: observe A: the range ends at offset")
-    assert "past the end of the mapping as created" in out[-1]["error"]
+    error = str(run_scenario(text)[-1]["error"])
+    assert error.startswith(f"line {line}: observe A: the range ends at offset")
+    assert "past the end of the mapping as created" in error
 
 
 def test_observation_keys_and_absent_pages() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import cowcore
+from cowcore.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,3 +46,11 @@ def test_version_without_package_metadata(tmp_path: Path) -> None:
         check=True,
     )
     assert out.stdout.strip() == cargo_version()
+
+
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cowcore --version`` prints the one version (Cargo's) and exits 0."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"cowcore {cowcore.__version__}\n"

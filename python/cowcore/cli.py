@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cowcore import __version__
 from cowcore.bench import register as register_bench_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cowcore",
         description="Simulate Linux anonymous memory, fork and copy-on-write on x86-64.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",

@@ -2,7 +2,7 @@
 //! [`cowcore_core::Machine`].
 //!
 //! Each method extracts its arguments into Rust values, calls the core inside
-//! [`run_core`] (which releases the GIL and maps errors) and converts the result into plain
+//! `run_core` (which releases the GIL and maps errors) and converts the result into plain
 //! Python values (ints, strings, tuples, dicts). No simulation logic lives here.
 
 use std::sync::{Mutex, MutexGuard};
