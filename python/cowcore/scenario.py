@@ -8,14 +8,22 @@ observation is ``{"error": "line N: ..."}``.
 Frames are named by first appearance (``f0``, ``f1``, ...); a frame is identified by its PFN
 *and* the allocation serial of its folio, so a frame that is freed and handed out again gets
 a new name, as the format requires. The zero pages are ``zero`` and ``hzero``.
+
+Every statement kind is a frozen dataclass (``Mmap``, ``Write``, ``ThpSize``, ...), and one
+table, ``VERBS``, drives both halves: each row gives the statement's syntax (from which the
+parser takes the verb's words and arity), its argument parser and the runner's method for it.
+The kernel runner's compiler (``cowcore.kernel.compile``) keeps its own parser on purpose (it is
+the oracle); tests/test_scenario_verbs.py checks that the two accept the same statements.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from cowcore.errors import (
     CowError,
@@ -33,7 +41,12 @@ from cowcore.protocol import (
     THP_MODES,
     THP_SIZE_MODES,
     THP_SIZES,
+    Advice,
+    KernelProfile,
     PageObservation,
+    Prot,
+    ThpMode,
+    ThpSizeMode,
 )
 from cowcore.units import MAX_DIGITS, parse_size
 
@@ -67,14 +80,144 @@ class ScenarioSyntaxError(CowError):
         super().__init__(f"line {line}: {message}")
 
 
+# The statements, one frozen dataclass per kind, each with the 1-based ``line`` it came from.
+# What each one means is in docs/scenario-format.md; how each is spelled, parsed and run is
+# its row of ``VERBS`` (below the runner).
+
+
 @dataclass(frozen=True, slots=True)
-class Statement:
-    """One parsed statement: ``proc`` is ``None`` for global statements."""
+class Kernel:
+    """``kernel PROFILE``: read by ``Scenario.parse`` (the profile to run); running it does
+    nothing."""
 
     line: int
-    proc: str | None
-    verb: str
-    args: tuple[str | int, ...]
+    profile: KernelProfile
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """``stats``: one observation of the counters."""
+
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThpEnabled:
+    """``thp enabled MODE``: ``transparent_hugepage/enabled``."""
+
+    line: int
+    mode: ThpMode
+
+
+@dataclass(frozen=True, slots=True)
+class ThpSize:
+    """``thp size SIZE MODE``; ``size`` is the canonical name (``2M`` for ``2048K``)."""
+
+    line: int
+    size: str
+    mode: ThpSizeMode
+
+
+@dataclass(frozen=True, slots=True)
+class ThpZeroPage:
+    """``thp zero_page on|off``: ``transparent_hugepage/use_zero_page``."""
+
+    line: int
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Mmap:
+    """``PROC mmap NAME LEN``."""
+
+    line: int
+    proc: str
+    name: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ranged:
+    """A statement on a range ``NAME OFF LEN`` of one of ``proc``'s mappings."""
+
+    line: int
+    proc: str
+    name: str
+    off: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Munmap(Ranged):
+    """``PROC munmap NAME OFF LEN``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Ranged):
+    """``PROC read NAME OFF LEN``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observe(Ranged):
+    """``PROC observe NAME OFF LEN``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Write(Ranged):
+    """``PROC write NAME OFF LEN [VALUE]`` (``value`` 1 when the line gives none)."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mprotect(Ranged):
+    """``PROC mprotect NAME OFF LEN r|rw|none``."""
+
+    prot: Prot
+
+
+@dataclass(frozen=True, slots=True)
+class Madvise(Ranged):
+    """``PROC madvise NAME OFF LEN ADVICE``."""
+
+    advice: Advice
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """``PROC fork CHILD``."""
+
+    line: int
+    proc: str
+    child: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """``PROC exit``."""
+
+    line: int
+    proc: str
+
+
+Statement: TypeAlias = (
+    Kernel
+    | Stats
+    | ThpEnabled
+    | ThpSize
+    | ThpZeroPage
+    | Mmap
+    | Munmap
+    | Read
+    | Observe
+    | Write
+    | Mprotect
+    | Madvise
+    | Fork
+    | Exit
+)
+"""One parsed statement (``Scenario.statements`` holds them in order)."""
+S = TypeVar("S", bound=Statement)
 
 
 @dataclass(slots=True)
@@ -99,10 +242,10 @@ class Scenario:
             if not tokens:
                 continue
             stmt = _parse_statement(lineno, tokens)
-            if stmt.verb == "kernel":
+            if isinstance(stmt, Kernel):
                 if kernel is not None:
                     raise ScenarioSyntaxError(lineno, "a second 'kernel' statement")
-                kernel = str(stmt.args[0])
+                kernel = stmt.profile
             statements.append(stmt)
         return cls(statements, kernel, name)
 
@@ -165,88 +308,119 @@ def _range(lineno: int, tokens: Sequence[str]) -> tuple[str, int, int]:
     return name, off, length
 
 
+# Argument parsers, one per verb: ``(line, proc, args)`` to a statement, where ``args`` are the
+# tokens after the verb's words (their number is already checked against the verb's syntax)
+# and ``proc`` is the process name ("" for a global statement). The order of the checks is
+# the order of the error messages a line with several faults gets: keep it.
+
+
+def _parse_kernel(lineno: int, _proc: str, args: Sequence[str]) -> Kernel:
+    if args[0] not in KERNEL_PROFILES:
+        raise ScenarioSyntaxError(lineno, f"unknown kernel profile {args[0]!r}")
+    return Kernel(lineno, cast(KernelProfile, args[0]))
+
+
+def _parse_stats(lineno: int, _proc: str, _args: Sequence[str]) -> Stats:
+    return Stats(lineno)
+
+
+def _parse_thp_enabled(lineno: int, _proc: str, args: Sequence[str]) -> ThpEnabled:
+    if args[0] not in THP_MODES:
+        raise ScenarioSyntaxError(lineno, f"bad THP mode {args[0]!r}")
+    return ThpEnabled(lineno, cast(ThpMode, args[0]))
+
+
+def _parse_thp_size(lineno: int, _proc: str, args: Sequence[str]) -> ThpSize:
+    # Any spelling of an allowed size works (2M or 2048K), as in the kernel runner.
+    by_bytes = {parse_size(name): name for name in THP_SIZES}
+    try:
+        size = by_bytes.get(parse_size(args[0]))
+    except InvalidArgumentError:
+        size = None
+    if size is None:
+        raise ScenarioSyntaxError(lineno, f"bad THP size {args[0]!r}")
+    if args[1] not in THP_SIZE_MODES:
+        raise ScenarioSyntaxError(lineno, f"bad THP size mode {args[1]!r}")
+    return ThpSize(lineno, size, cast(ThpSizeMode, args[1]))
+
+
+def _parse_thp_zero_page(lineno: int, _proc: str, args: Sequence[str]) -> ThpZeroPage:
+    if args[0] not in ("on", "off"):
+        raise ScenarioSyntaxError(lineno, f"bad zero_page setting {args[0]!r}")
+    return ThpZeroPage(lineno, args[0] == "on")
+
+
+def _parse_mmap(lineno: int, proc: str, args: Sequence[str]) -> Mmap:
+    name = _ident(lineno, args[0], "mapping")
+    return Mmap(
+        lineno, proc, name, _size(lineno, args[1], "length", page_aligned=True, nonzero=True)
+    )
+
+
+def _parse_munmap(lineno: int, proc: str, args: Sequence[str]) -> Munmap:
+    return Munmap(lineno, proc, *_range(lineno, args))
+
+
+def _parse_read(lineno: int, proc: str, args: Sequence[str]) -> Read:
+    return Read(lineno, proc, *_range(lineno, args))
+
+
+def _parse_observe(lineno: int, proc: str, args: Sequence[str]) -> Observe:
+    return Observe(lineno, proc, *_range(lineno, args))
+
+
+def _parse_write(lineno: int, proc: str, args: Sequence[str]) -> Write:
+    value = 1
+    if len(args) == 4:
+        if not VALUE.match(args[3]) or len(args[3].lstrip("0")) > MAX_DIGITS:
+            raise ScenarioSyntaxError(lineno, f"bad value {args[3][:24]!r}: 0 .. 2^64-1")
+        value = int(args[3])
+        if value >= 1 << 64:
+            raise ScenarioSyntaxError(lineno, f"bad value {args[3]!r}: 0 .. 2^64-1")
+    return Write(lineno, proc, *_range(lineno, args), value)
+
+
+def _parse_mprotect(lineno: int, proc: str, args: Sequence[str]) -> Mprotect:
+    if args[3] not in PROTS:
+        raise ScenarioSyntaxError(lineno, f"bad protection {args[3]!r}")
+    return Mprotect(lineno, proc, *_range(lineno, args), cast(Prot, args[3]))
+
+
+def _parse_madvise(lineno: int, proc: str, args: Sequence[str]) -> Madvise:
+    if args[3] not in ADVICES:
+        raise ScenarioSyntaxError(lineno, f"unknown advice {args[3]!r}")
+    return Madvise(lineno, proc, *_range(lineno, args), cast(Advice, args[3]))
+
+
+def _parse_fork(lineno: int, proc: str, args: Sequence[str]) -> Fork:
+    return Fork(lineno, proc, _ident(lineno, args[0], "process"))
+
+
+def _parse_exit(lineno: int, proc: str, _args: Sequence[str]) -> Exit:
+    return Exit(lineno, proc)
+
+
 def _parse_statement(lineno: int, tokens: list[str]) -> Statement:
+    """One statement through the verb table: a global statement is found by its first word
+    (and its second, for ``thp``), a process statement by the word after the process name."""
     head = tokens[0]
-    if head == "kernel":
-        _arity(lineno, tokens, 2)
-        if tokens[1] not in KERNEL_PROFILES:
-            raise ScenarioSyntaxError(lineno, f"unknown kernel profile {tokens[1]!r}")
-        return Statement(lineno, None, "kernel", (tokens[1],))
-    if head == "stats":
-        _arity(lineno, tokens, 1)
-        return Statement(lineno, None, "stats", ())
-    if head == "thp":
-        return _parse_thp(lineno, tokens)
-    proc = _ident(lineno, head, "process")
-    if len(tokens) < 2:
-        raise ScenarioSyntaxError(lineno, f"'{head}' needs a verb")
-    verb, rest = tokens[1], tokens[2:]
-    args: tuple[str | int, ...]
-    if verb == "mmap":
-        _arity(lineno, tokens, 4)
-        args = (
-            _ident(lineno, rest[0], "mapping"),
-            _size(lineno, rest[1], "length", page_aligned=True, nonzero=True),
-        )
-    elif verb in ("munmap", "observe", "read"):
-        _arity(lineno, tokens, 5)
-        args = _range(lineno, rest)
-    elif verb == "write":
-        _arity(lineno, tokens, 5, 6)
-        value = 1
-        if len(rest) == 4:
-            if not VALUE.match(rest[3]) or len(rest[3].lstrip("0")) > MAX_DIGITS:
-                raise ScenarioSyntaxError(lineno, f"bad value {rest[3][:24]!r}: 0 .. 2^64-1")
-            value = int(rest[3])
-            if value >= 1 << 64:
-                raise ScenarioSyntaxError(lineno, f"bad value {rest[3]!r}: 0 .. 2^64-1")
-        args = (*_range(lineno, rest), value)
-    elif verb == "mprotect":
-        _arity(lineno, tokens, 6)
-        if rest[3] not in PROTS:
-            raise ScenarioSyntaxError(lineno, f"bad protection {rest[3]!r}")
-        args = (*_range(lineno, rest), rest[3])
-    elif verb == "madvise":
-        _arity(lineno, tokens, 6)
-        if rest[3] not in ADVICES:
-            raise ScenarioSyntaxError(lineno, f"unknown advice {rest[3]!r}")
-        args = (*_range(lineno, rest), rest[3])
-    elif verb == "fork":
-        _arity(lineno, tokens, 3)
-        args = (_ident(lineno, rest[0], "process"),)
-    elif verb == "exit":
-        _arity(lineno, tokens, 2)
-        args = ()
+    if head in _GLOBAL_HEADS:
+        verb = _GLOBAL.get(tuple(tokens[:1])) or _GLOBAL.get(tuple(tokens[:2]))
+        if verb is None:
+            raise ScenarioSyntaxError(lineno, f"bad {head} statement {' '.join(tokens)!r}")
+        proc = ""
     else:
-        raise ScenarioSyntaxError(lineno, f"unknown verb {verb!r}")
-    return Statement(lineno, proc, verb, args)
-
-
-def _parse_thp(lineno: int, tokens: list[str]) -> Statement:
-    if len(tokens) >= 2 and tokens[1] == "enabled":
-        _arity(lineno, tokens, 3)
-        if tokens[2] not in THP_MODES:
-            raise ScenarioSyntaxError(lineno, f"bad THP mode {tokens[2]!r}")
-        return Statement(lineno, None, "thp_enabled", (tokens[2],))
-    if len(tokens) >= 2 and tokens[1] == "size":
-        _arity(lineno, tokens, 4)
-        # Any spelling of an allowed size works (2M or 2048K), as in the kernel runner.
-        by_bytes = {parse_size(name): name for name in THP_SIZES}
-        try:
-            size = by_bytes.get(parse_size(tokens[2]))
-        except InvalidArgumentError:
-            size = None
-        if size is None:
-            raise ScenarioSyntaxError(lineno, f"bad THP size {tokens[2]!r}")
-        if tokens[3] not in THP_SIZE_MODES:
-            raise ScenarioSyntaxError(lineno, f"bad THP size mode {tokens[3]!r}")
-        return Statement(lineno, None, "thp_size", (size, tokens[3]))
-    if len(tokens) >= 2 and tokens[1] == "zero_page":
-        _arity(lineno, tokens, 3)
-        if tokens[2] not in ("on", "off"):
-            raise ScenarioSyntaxError(lineno, f"bad zero_page setting {tokens[2]!r}")
-        return Statement(lineno, None, "thp_zero_page", (tokens[2],))
-    raise ScenarioSyntaxError(lineno, f"bad thp statement {' '.join(tokens)!r}")
+        proc = _ident(lineno, head, "process")
+        if len(tokens) < 2:
+            raise ScenarioSyntaxError(lineno, f"'{head}' needs a verb")
+        verb = _PROCESS.get((tokens[1],))
+        if verb is None:
+            raise ScenarioSyntaxError(lineno, f"unknown verb {tokens[1]!r}")
+    skip = len(verb.words) + (1 if verb.process else 0)
+    low, high = verb.arity
+    _arity(lineno, tokens, skip + low, skip + high)
+    stmt: Statement = verb.parse(lineno, proc, tokens[skip:])
+    return stmt
 
 
 def _absent_page(proc: str, name: str, off: int) -> Observation:
@@ -320,84 +494,121 @@ class _Runner:
         return mapping
 
     def step(self, st: Statement) -> None:
-        m = self.machine
-        assert m is not None
-        if st.proc is None:
-            if st.verb == "thp_enabled":
-                m.thp.enabled = str(st.args[0])  # type: ignore[assignment]
-            elif st.verb == "thp_size":
-                m.thp.sizes[str(st.args[0])] = str(st.args[1])
-            elif st.verb == "thp_zero_page":
-                m.thp.use_zero_page = st.args[0] == "on"
-            elif st.verb == "stats":
-                self.emit({"stats": format_stats(m.stats())})
-            return
-        p = self.proc(st.proc)
-        a = st.args
-        if st.verb == "mmap":
-            name, length = str(a[0]), int(a[1])
-            if name in self.maps[st.proc]:
-                raise _RunError(f"process {st.proc} already has a mapping {name}")
-            if length > MAX_MAPPING:
-                raise _RunError(f"mapping {name} of {length} bytes is over 1G")
-            self.maps[st.proc][name] = (p.mmap(length), length)
-        elif st.verb == "fork":
-            child = str(a[0])
-            if child in self.used_names:
-                raise _RunError(f"process name {child} was already used")
-            self.procs[child] = p.fork()
-            self.used_names.add(child)
-            self.maps[child] = dict(self.maps[st.proc])
-        elif st.verb == "exit":
-            p.exit()
-        else:
-            name, off, length = str(a[0]), int(a[1]), int(a[2])
-            self.ranged(st, p, name, off, length)
+        """Run one statement (its row of ``VERBS``); on an error it changes nothing."""
+        _BY_KIND[type(st)].run(self, st)
 
-    def ranged(self, st: Statement, p: Process, name: str, off: int, length: int) -> None:
-        """A statement on ``NAME OFF LEN``. An ``observe`` must lie inside the mapping as
-        created, so that one line can never ask for more observations than the mapping has
-        pages; pages past the mapping's end are otherwise treated as the kernel runner treats
-        them: unmapped (skipped by munmap, an error for every other verb)."""
-        assert st.proc is not None
-        start, size = self.mapping(st.proc, name)
-        inside = max(0, min(length, size - off))
-        if st.verb == "observe":
-            if inside < length:
-                raise _RunError(
-                    f"observe {name}: the range ends at offset {off + length}, past the end of "
-                    f"the mapping as created ({size} bytes)"
-                )
-            for i, o in enumerate(p.observe(start + off, length)):
-                self.emit(self.page_observation(st.proc, name, off + i * PAGE, o))
-            return
-        if st.verb == "munmap":
-            if inside:
-                p.munmap(start + off, inside)
-            return
-        if inside < length:
-            raise _RunError(f"{st.verb} {name}: page at offset {off + inside} is not mapped")
-        addr = start + off
-        if st.verb in ("write", "read"):
-            try:
-                if st.verb == "write":
-                    p.write(addr, length, int(st.args[3]))
-                else:
-                    p.read(addr, length)
-            except SegmentationFault as exc:
-                raise _RunError(
-                    f"SIGSEGV at offset {exc.addr - start} of {name} ({exc.reason})"
-                ) from None
-        else:
-            try:
-                if st.verb == "mprotect":
-                    p.mprotect(addr, length, str(st.args[3]))  # type: ignore[arg-type]
-                elif st.verb == "madvise":
-                    p.madvise(addr, length, str(st.args[3]))  # type: ignore[arg-type]
-            except InvalidAddressError:
-                raise _RunError(
-                    f"{st.verb} {name}: range includes unmapped pages (ENOMEM)"
-                ) from None
+    # The runner methods, one per verb (the ``run`` column of ``VERBS``).
+
+    def run_kernel(self, st: Kernel) -> None:
+        """Nothing to do: ``Scenario.parse`` has read the profile."""
+
+    def run_stats(self, st: Stats) -> None:
+        self.emit({"stats": format_stats(self.m.stats())})
+
+    def run_thp_enabled(self, st: ThpEnabled) -> None:
+        self.m.thp.enabled = st.mode
+
+    def run_thp_size(self, st: ThpSize) -> None:
+        self.m.thp.sizes[st.size] = st.mode
+
+    def run_thp_zero_page(self, st: ThpZeroPage) -> None:
+        self.m.thp.use_zero_page = st.on
+
+    def run_mmap(self, st: Mmap) -> None:
+        p = self.proc(st.proc)
+        if st.name in self.maps[st.proc]:
+            raise _RunError(f"process {st.proc} already has a mapping {st.name}")
+        if st.length > MAX_MAPPING:
+            raise _RunError(f"mapping {st.name} of {st.length} bytes is over 1G")
+        self.maps[st.proc][st.name] = (p.mmap(st.length), st.length)
+
+    def run_fork(self, st: Fork) -> None:
+        p = self.proc(st.proc)
+        if st.child in self.used_names:
+            raise _RunError(f"process name {st.child} was already used")
+        self.procs[st.child] = p.fork()
+        self.used_names.add(st.child)
+        self.maps[st.child] = dict(self.maps[st.proc])
+
+    def run_exit(self, st: Exit) -> None:
+        self.proc(st.proc).exit()
+
+    def run_observe(self, st: Observe) -> None:
+        """An ``observe`` must lie inside the mapping as created, so that one line can never
+        ask for more observations than the mapping has pages."""
+        p, start, size, inside = self.ranged(st)
+        if inside < st.length:
+            raise _RunError(
+                f"observe {st.name}: the range ends at offset {st.off + st.length}, past the end "
+                f"of the mapping as created ({size} bytes)"
+            )
+        for i, o in enumerate(p.observe(start + st.off, st.length)):
+            self.emit(self.page_observation(st.proc, st.name, st.off + i * PAGE, o))
+
+    def run_munmap(self, st: Munmap) -> None:
+        p, start, _, inside = self.ranged(st)
+        if inside:
+            p.munmap(start + st.off, inside)
+
+    def run_write(self, st: Write) -> None:
+        p, start = self.mapped(st, "write")
+        with self.sigsegv(st, start):
+            p.write(start + st.off, st.length, st.value)
+
+    def run_read(self, st: Read) -> None:
+        p, start = self.mapped(st, "read")
+        with self.sigsegv(st, start):
+            p.read(start + st.off, st.length)
+
+    def run_mprotect(self, st: Mprotect) -> None:
+        p, start = self.mapped(st, "mprotect")
+        with self.enomem(st, "mprotect"):
+            p.mprotect(start + st.off, st.length, st.prot)
+
+    def run_madvise(self, st: Madvise) -> None:
+        p, start = self.mapped(st, "madvise")
+        with self.enomem(st, "madvise"):
+            p.madvise(start + st.off, st.length, st.advice)
+
+    # Helpers of the ranged verbs.
+
+    @property
+    def m(self) -> Machine:
+        assert self.machine is not None
+        return self.machine
+
+    def ranged(self, st: Ranged) -> tuple[Process, int, int, int]:
+        """The process, the mapping's start and size as created, and how many bytes of the
+        range lie inside it. Pages past the mapping's end are treated as the kernel runner
+        treats them: unmapped (skipped by munmap, an error for every other verb)."""
+        p = self.proc(st.proc)
+        start, size = self.mapping(st.proc, st.name)
+        return p, start, size, max(0, min(st.length, size - st.off))
+
+    def mapped(self, st: Ranged, verb: str) -> tuple[Process, int]:
+        """``ranged`` for a verb that needs every page of the range inside the mapping."""
+        p, start, _, inside = self.ranged(st)
+        if inside < st.length:
+            raise _RunError(f"{verb} {st.name}: page at offset {st.off + inside} is not mapped")
+        return p, start
+
+    @staticmethod
+    @contextmanager
+    def sigsegv(st: Ranged, start: int) -> Iterator[None]:
+        try:
+            yield
+        except SegmentationFault as exc:
+            raise _RunError(
+                f"SIGSEGV at offset {exc.addr - start} of {st.name} ({exc.reason})"
+            ) from None
+
+    @staticmethod
+    @contextmanager
+    def enomem(st: Ranged, verb: str) -> Iterator[None]:
+        try:
+            yield
+        except InvalidAddressError:
+            raise _RunError(f"{verb} {st.name}: range includes unmapped pages (ENOMEM)") from None
 
     def page_observation(self, proc: str, name: str, off: int, o: object) -> Observation:
         assert isinstance(o, PageObservation)
@@ -419,6 +630,74 @@ class _Runner:
                 strict=True,
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Verb(Generic[S]):
+    """One row of the verb table: how a statement is written, parsed and run.
+
+    ``syntax`` is the statement as docs/scenario-format.md writes it in its tables (``P`` for the
+    process, upper-case words and ``a|b`` choices for arguments, ``[VALUE]`` for an optional one):
+    the words before the first argument say where the parser looks the verb up, and the count of
+    arguments is the statement's arity. ``parse`` builds the statement from the arguments;
+    ``run`` is the runner's method for it.
+    """
+
+    syntax: str
+    kind: type[S]
+    parse: Callable[[int, str, Sequence[str]], S]
+    run: Callable[[_Runner, S], None]
+
+    @property
+    def process(self) -> bool:
+        """A process statement (``PROC VERB ...``), not a global one."""
+        return self.syntax.startswith("P ")
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The literal words that name the verb: ``("thp", "size")``, ``("mmap",)``."""
+        tokens = self.syntax.split()[1 if self.process else 0 :]
+        words = []
+        for token in tokens:
+            if not re.fullmatch(r"[a-z_]+", token):
+                break
+            words.append(token)
+        return tuple(words)
+
+    @property
+    def arity(self) -> tuple[int, int]:
+        """The fewest and the most argument tokens after the words."""
+        args = self.syntax.split()[len(self.words) + (1 if self.process else 0) :]
+        optional = sum(1 for a in args if a.startswith("["))
+        return len(args) - optional, len(args)
+
+
+VERBS: tuple[Verb[Any], ...] = (
+    Verb("kernel PROFILE", Kernel, _parse_kernel, _Runner.run_kernel),
+    Verb(
+        "thp enabled always|madvise|never", ThpEnabled, _parse_thp_enabled, _Runner.run_thp_enabled
+    ),
+    Verb(
+        "thp size SIZE always|madvise|inherit|never", ThpSize, _parse_thp_size, _Runner.run_thp_size
+    ),
+    Verb("thp zero_page on|off", ThpZeroPage, _parse_thp_zero_page, _Runner.run_thp_zero_page),
+    Verb("stats", Stats, _parse_stats, _Runner.run_stats),
+    Verb("P mmap NAME LEN", Mmap, _parse_mmap, _Runner.run_mmap),
+    Verb("P munmap NAME OFF LEN", Munmap, _parse_munmap, _Runner.run_munmap),
+    Verb("P mprotect NAME OFF LEN r|rw|none", Mprotect, _parse_mprotect, _Runner.run_mprotect),
+    Verb("P madvise NAME OFF LEN ADVICE", Madvise, _parse_madvise, _Runner.run_madvise),
+    Verb("P write NAME OFF LEN [VALUE]", Write, _parse_write, _Runner.run_write),
+    Verb("P read NAME OFF LEN", Read, _parse_read, _Runner.run_read),
+    Verb("P fork C", Fork, _parse_fork, _Runner.run_fork),
+    Verb("P exit", Exit, _parse_exit, _Runner.run_exit),
+    Verb("P observe NAME OFF LEN", Observe, _parse_observe, _Runner.run_observe),
+)
+"""Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
+statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""
+_GLOBAL = {v.words: v for v in VERBS if not v.process}
+_GLOBAL_HEADS = frozenset(words[0] for words in _GLOBAL)
+_PROCESS = {v.words: v for v in VERBS if v.process}
+_BY_KIND: dict[type[Any], Verb[Any]] = {v.kind: v for v in VERBS}
 
 
 KERNEL_STATS = ("anon_fault_alloc", "anon_fault_fallback", "split")
