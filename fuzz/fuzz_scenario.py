@@ -1,15 +1,16 @@
 """atheris harness: the scenario parser and runner on arbitrary bytes.
 
 The input is decoded as text; half the time it is used as is (the parser must return or
-raise ``ScenarioSyntaxError``), half the time its bytes pick statements from the grammar's
-own tokens, so that most inputs parse and run. A parsed scenario runs on every backend with
-``check()`` after each statement; the outputs must be identical, and only ``CowError``
-subclasses may escape. See fuzz/README.md.
+raise ``ScenarioSyntaxError``), half the time its bytes pick statements of every verb from
+the grammar's own tokens (``tests/strategies.py``), so that most inputs parse and run. A
+parsed scenario runs on every backend with ``check()`` after each statement; the outputs
+must be identical, and only ``CowError`` subclasses may escape. See fuzz/README.md.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import atheris
 
@@ -17,52 +18,30 @@ with atheris.instrument_imports():
     import cowcore
     from cowcore import CowError, Scenario, ScenarioError, ScenarioSyntaxError
 
-PROCS = ["P", "C", "D", "E"]
-MAPS = ["A", "B"]
-OFFSETS = ["0", "4K", "8K", "60K", "64K", "1M", "2044K", "2M", "3000", "-4K"]
-LENGTHS = ["4K", "8K", "16K", "64K", "128K", "1M", "2M", "2G", "0", "100"]
-WORDS = {
-    "size": ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M", "8K"],
-    "mode": ["always", "madvise", "inherit", "never", "bad"],
-    "prot": ["r", "rw", "none", "x"],
-    "advice": [
-        "hugepage",
-        "nohugepage",
-        "dontneed",
-        "dontfork",
-        "dofork",
-        "wipeonfork",
-        "keeponfork",
-        "free",
-    ],
-}
+# The statements and their tokens are the tests' (tests/strategies.py, built from the verb
+# table of cowcore.scenario): a new verb is fuzzed here without an edit.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.strategies import FORMS, SCENARIO_TOKENS, scenario_statement
 
 
 def grammar(fdp: atheris.FuzzedDataProvider) -> str:
+    """A 2M mapping, then up to 30 statements of any verb of the verb table, their arguments
+    picked from the tests' token tables (an invalid one a time in 40, so that most scenarios
+    parse and run), a write's value from 0 .. 2^64."""
+
+    def pick(key: str) -> str | None:
+        if key.startswith("[") and fdp.ConsumeBool():
+            return None
+        if key == "[VALUE]":
+            return str(fdp.ConsumeIntInRange(0, 1 << 64))  # 2^64 itself is invalid
+        valid, invalid = SCENARIO_TOKENS[key]
+        pool = invalid if invalid and fdp.ConsumeIntInRange(0, 39) == 0 else valid
+        return str(fdp.PickValueInList(pool))
+
     lines = ["P mmap A 2M"]
     for _ in range(fdp.ConsumeIntInRange(0, 30)):
-        pick = fdp.PickValueInList
-        proc, name = pick(PROCS), pick(MAPS)
-        rng = f"{name} {pick(OFFSETS)} {pick(LENGTHS)}"
-        verb = fdp.ConsumeIntInRange(0, 12)
-        lines.append(
-            [
-                f"{proc} mmap {name} {pick(LENGTHS)}",
-                f"{proc} write {rng} {fdp.ConsumeIntInRange(0, 1 << 64)}",
-                f"{proc} read {rng}",
-                # observe prints a line per page even past the mapping's end: keep it short
-                f"{proc} observe {name} {pick(OFFSETS)} {pick(LENGTHS[:-3])}",
-                f"{proc} munmap {rng}",
-                f"{proc} mprotect {rng} {pick(WORDS['prot'])}",
-                f"{proc} madvise {rng} {pick(WORDS['advice'])}",
-                f"{proc} fork {pick(PROCS)}",
-                f"{proc} exit",
-                f"thp size {pick(WORDS['size'])} {pick(WORDS['mode'])}",
-                f"thp enabled {pick(WORDS['mode'])}",
-                f"thp zero_page {pick(['on', 'off'])}",
-                "stats",
-            ][verb]
-        )
+        _, form = FORMS[fdp.ConsumeIntInRange(0, len(FORMS) - 1)]
+        lines.append(scenario_statement(form, pick))
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import cowcore
 from cowcore import CowError, InvalidAddressError, OutOfMemoryError, SegmentationFault
-from cowcore.protocol import THP_SIZES
+from tests import strategies as gen
 
 PAGE = 4096
 
@@ -79,11 +79,7 @@ class LockstepModel(RuleBasedStateMachine):
     """Small machines set it: then an ``OutOfMemoryError`` is an accepted outcome (the same
     on every backend); otherwise it fails the run."""
 
-    @initialize(
-        kernel=st.sampled_from(["6.12", "6.15"]),
-        levels=st.sampled_from([4, 4, 5]),
-        sizes=st.lists(st.sampled_from(list(THP_SIZES)), max_size=3, unique=True),
-    )
+    @initialize(kernel=gen.kernels, levels=gen.levels, sizes=gen.large_sizes)
     def start(self, kernel: str, levels: int, sizes: list[str]) -> None:
         self.ms = [
             cowcore.Machine(kernel, backend=b, memory=self.memory, levels=levels)
@@ -158,7 +154,7 @@ class LockstepModel(RuleBasedStateMachine):
     # -- rules ---------------------------------------------------------------------------
 
     @precondition(lambda self: self.live())
-    @rule(data=st.data(), npages=st.sampled_from([1, 3, 16, 128, 512, 700, 1024]))
+    @rule(data=st.data(), npages=gen.mmap_pages)
     def mmap(self, data: st.DataObject, npages: int) -> None:
         p = data.draw(st.sampled_from(self.live()))
         addr = self.expect_ok(self.each(lambda i: p.procs[i].mmap(npages * PAGE)), "mmap")
@@ -264,7 +260,7 @@ class LockstepModel(RuleBasedStateMachine):
             p.pages.pop(addr + i * PAGE, None)
 
     @precondition(lambda self: self.mapped())
-    @rule(data=st.data(), prot=st.sampled_from(["none", "r", "rw"]))
+    @rule(data=st.data(), prot=gen.prots)
     def mprotect(self, data: st.DataObject, prot: str) -> None:
         p = data.draw(st.sampled_from(self.mapped()))
         addr, count = self.pick_range(data, p)
@@ -279,21 +275,7 @@ class LockstepModel(RuleBasedStateMachine):
             pm.prot = prot
 
     @precondition(lambda self: self.mapped())
-    @rule(
-        data=st.data(),
-        advice=st.sampled_from(
-            [
-                "dontneed",
-                "dontneed",
-                "hugepage",
-                "nohugepage",
-                "dontfork",
-                "dofork",
-                "wipeonfork",
-                "keeponfork",
-            ]
-        ),
-    )
+    @rule(data=st.data(), advice=gen.advices)
     def madvise(self, data: st.DataObject, advice: str) -> None:
         p = data.draw(st.sampled_from(self.mapped()))
         addr, count = self.pick_range(data, p)
@@ -349,15 +331,12 @@ class LockstepModel(RuleBasedStateMachine):
         p = data.draw(st.sampled_from(self.live()))
         self.expect_ok(self.each(lambda i: p.procs[i].exit()), "exit")
 
-    @rule(
-        size=st.sampled_from(list(THP_SIZES)),
-        mode=st.sampled_from(["always", "always", "madvise", "inherit", "never"]),
-    )
+    @rule(size=gen.thp_sizes, mode=gen.size_modes)
     def thp_size(self, size: str, mode: str) -> None:
         for m in self.ms:
             m.thp.sizes[size] = mode
 
-    @rule(mode=st.sampled_from(["always", "madvise", "never"]), zero=st.booleans())
+    @rule(mode=gen.thp_modes, zero=st.booleans())
     def thp_global(self, mode: str, zero: bool) -> None:
         for m in self.ms:
             m.thp.enabled = mode  # type: ignore[assignment]
