@@ -647,29 +647,27 @@ class Verb(Generic[S]):
     kind: type[S]
     parse: Callable[[int, str, Sequence[str]], S]
     run: Callable[[_Runner, S], None]
+    process: bool = field(init=False)
+    """A process statement (``PROC VERB ...``), not a global one."""
+    words: tuple[str, ...] = field(init=False)
+    """The literal words that name the verb: ``("thp", "size")``, ``("mmap",)``."""
+    arity: tuple[int, int] = field(init=False)
+    """The fewest and the most argument tokens after the words."""
 
-    @property
-    def process(self) -> bool:
-        """A process statement (``PROC VERB ...``), not a global one."""
-        return self.syntax.startswith("P ")
-
-    @property
-    def words(self) -> tuple[str, ...]:
-        """The literal words that name the verb: ``("thp", "size")``, ``("mmap",)``."""
-        tokens = self.syntax.split()[1 if self.process else 0 :]
-        words = []
+    def __post_init__(self) -> None:
+        # Derived once from the syntax (frozen: set through object.__setattr__).
+        process = self.syntax.startswith("P ")
+        tokens = self.syntax.split()[1 if process else 0 :]
+        words: list[str] = []
         for token in tokens:
             if not re.fullmatch(r"[a-z_]+", token):
                 break
             words.append(token)
-        return tuple(words)
-
-    @property
-    def arity(self) -> tuple[int, int]:
-        """The fewest and the most argument tokens after the words."""
-        args = self.syntax.split()[len(self.words) + (1 if self.process else 0) :]
+        args = tokens[len(words) :]
         optional = sum(1 for a in args if a.startswith("["))
-        return len(args) - optional, len(args)
+        object.__setattr__(self, "process", process)
+        object.__setattr__(self, "words", tuple(words))
+        object.__setattr__(self, "arity", (len(args) - optional, len(args)))
 
 
 VERBS: tuple[Verb[Any], ...] = (
