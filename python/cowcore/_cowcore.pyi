@@ -1,11 +1,22 @@
 """Stubs for the native extension ``cowcore._cowcore`` (rust/cowcore-py).
 
 :class:`Machine` implements the :class:`cowcore.protocol.Backend` protocol over the Rust core;
-use it through :class:`cowcore.Machine` (``backend="rust"``), which checks argument types and
-returns dataclasses. Errors are the classes of :mod:`cowcore.errors`.
+use it through :class:`cowcore.Machine` (``backend="rust"``), which checks argument types.
+Results are plain values or the records of :mod:`cowcore.protocol`, which the extension imports
+and constructs; errors are the classes of :mod:`cowcore.errors`.
 """
 
 from typing import Any, final
+
+from cowcore.protocol import (
+    FolioSnapshot,
+    KernelConfig,
+    PageObservation,
+    PolicySpec,
+    Stats,
+    Translation,
+    VmaInfo,
+)
 
 __all__ = ["Machine", "__version__", "backends"]
 
@@ -36,12 +47,17 @@ class Machine:
     @property
     def total_frames(self) -> int: ...
     def free_frames(self) -> int: ...
+    def config(self) -> KernelConfig:
+        """The capabilities of the machine's profile (``Profile::config`` in policy.rs)."""
     def thp_enabled(self) -> str: ...
     def set_thp_enabled(self, mode: str) -> None: ...
     def thp_size(self, size: str) -> str: ...
     def set_thp_size(self, size: str, mode: str) -> None: ...
     def use_zero_page(self) -> bool: ...
     def set_use_zero_page(self, on: bool) -> None: ...
+    def policies(self) -> tuple[PolicySpec, ...]:
+        """The core's policy table (``POLICIES`` in policy.rs), each toggle with its default
+        under every profile."""
     def policy(self, name: str) -> bool: ...
     def set_policy(self, name: str, value: bool) -> None: ...
     def init_pid(self) -> int: ...
@@ -69,28 +85,12 @@ class Machine:
         them)."""
     def fork(self, pid: int) -> int: ...
     def exit(self, pid: int) -> None: ...
-    def vmas(self, pid: int) -> list[tuple[int, int, str, tuple[str, ...]]]: ...
-    def translate(self, pid: int, addr: int) -> tuple[list[tuple[str, int, int, int]], int, int]:
-        """The page walk for ``addr``: (steps, leaf pfn or -1, page size or 0)."""
-    def observe(
-        self, pid: int, addr: int, length: int
-    ) -> list[tuple[bool, int, int, int, int, int, bool, int]]:
-        """One row per page of the range, built in full: the caller bounds ``length``
+    def vmas(self, pid: int) -> list[VmaInfo]: ...
+    def translate(self, pid: int, addr: int) -> Translation:
+        """The page walk for ``addr`` (no fault is taken)."""
+    def observe(self, pid: int, addr: int, length: int) -> list[PageObservation]:
+        """One record per page of the range, built in full: the caller bounds ``length``
         (``cowcore.Process.observe`` allows at most ``MAX_RESULT_PAGES`` pages)."""
-    def folio(
-        self, pfn: int
-    ) -> tuple[
-        int,
-        int,
-        int,
-        tuple[int, ...],
-        int,
-        int,
-        int,
-        tuple[tuple[int, int], tuple[int, int]],
-        bool,
-        tuple[bool, ...],
-        int,
-    ]: ...
-    def stats(self) -> dict[str, object]: ...
+    def folio(self, pfn: int) -> FolioSnapshot: ...
+    def stats(self) -> Stats: ...
     def check(self) -> None: ...

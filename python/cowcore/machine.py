@@ -14,8 +14,8 @@ Example::
     p.write(a)                        # 6.15: reused in place; 6.12: copied
     print(m.folio(p.translate(a).pfn))
 
-Both backends sit behind the same classes; this module checks argument *types* and turns the
-backend's plain tuples into frozen dataclasses. Values are checked by the backend itself.
+Both backends sit behind the same classes; this module checks argument *types*; the backends
+check values and return the frozen records of :mod:`cowcore.protocol` themselves.
 
 Wherever the API takes an int, it takes anything :func:`operator.index` accepts (numpy
 integers such as ``np.uint64(4096)``, ``IntEnum`` members), but not a ``bool``. The batch
@@ -28,18 +28,13 @@ in chunks.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, Literal, SupportsIndex, cast
 
-from cowcore.errors import InvalidArgumentError, NoSuchProcessError
+from cowcore.errors import InvalidArgumentError
 from cowcore.protocol import (
     ADVICES,
-    FRAME_HUGE_ZERO,
-    FRAME_NORMAL,
-    FRAME_ZERO,
     KERNEL_PROFILES,
-    POLICY_DEFAULTS,
     PROTS,
     THP_MODES,
     THP_SIZE_MODES,
@@ -48,21 +43,23 @@ from cowcore.protocol import (
     Advice,
     Backend,
     FolioSnapshot,
+    KernelConfig,
     KernelProfile,
-    MmIdSlot,
-    ObservationRow,
     PageObservation,
+    PolicySpec,
     Prot,
+    Stats,
     ThpMode,
     ThpSizeMode,
     Translation,
-    WalkLevel,
+    VmaInfo,
     batch_view,
+    check_levels,
+    check_pid,
 )
 from cowcore.protocol import check_u64 as _int
 from cowcore.reference import ReferenceBackend
 from cowcore.units import format_size, parse_size
-from cowcore.x86 import flag_names
 
 try:
     from cowcore import _cowcore
@@ -124,7 +121,6 @@ def _addrs(name: str, values: Iterable[SupportsIndex]) -> list[Any] | memoryview
 
 
 _THP_SIZE_NAMES = tuple(THP_SIZES)
-_POLICY_NAMES = tuple(POLICY_DEFAULTS["6.15"])
 
 
 def _str(name: str, value: object, choices: tuple[str, ...] | None = None) -> str:
@@ -221,30 +217,39 @@ class Policy:
     """Behaviour toggles that are not sysfs knobs; defaults come from the kernel profile.
 
     ``machine.policy.cow_reuse_pte_mapped_thp = False`` gives 6.15 everything but the reuse
-    of PTE-mapped large folios; see :data:`cowcore.protocol.POLICY_DEFAULTS` for the list.
+    of PTE-mapped large folios. :attr:`specs` lists the toggles with their docs and defaults
+    (the backend's table: :data:`cowcore.protocol.POLICIES` for the reference, the Rust
+    core's ``POLICIES`` for the native backend; the two are equal).
     """
 
-    __slots__ = ("_backend",)
+    __slots__ = ("_backend", "_names", "specs")
     _backend: Backend
+    _names: tuple[str, ...]
+    specs: tuple[PolicySpec, ...]
 
     def __init__(self, backend: Backend) -> None:
+        specs = backend.policies()
         object.__setattr__(self, "_backend", backend)
+        object.__setattr__(self, "specs", specs)
+        object.__setattr__(self, "_names", tuple(spec.name for spec in specs))
 
     def __getattr__(self, name: str) -> bool:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self._backend.policy(_str("policy", name, _POLICY_NAMES))
+        return self._backend.policy(_str("policy", name, self._names))
 
     def __setattr__(self, name: str, value: bool) -> None:
-        _str("policy", name, _POLICY_NAMES)
+        _str("policy", name, self._names)
         if not isinstance(value, bool):
             raise InvalidArgumentError(f"policy {name} takes a bool")
         self._backend.set_policy(name, value)
 
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *self._names]
+
     def as_dict(self) -> dict[str, bool]:
         """Every toggle with its current value."""
-        names = POLICY_DEFAULTS["6.15"]
-        return {name: self._backend.policy(name) for name in names}
+        return {name: self._backend.policy(name) for name in self._names}
 
     def __repr__(self) -> str:
         return f"Policy({self.as_dict()!r})"
@@ -278,10 +283,7 @@ class Machine:
             raise InvalidArgumentError(
                 f"memory must be a multiple of 2M in [4M, 256G], not {nbytes}"
             )
-        nlevels = _int("levels", levels)
-        if nlevels not in (4, 5):
-            # checked here: the Rust binding takes a u8 and would raise OverflowError
-            raise InvalidArgumentError(f"levels must be 4 or 5, not {nlevels}")
+        nlevels = check_levels(levels)
         self.backend_name = _str("backend", backend)
         self._b: Backend = make_backend(
             self.backend_name,
@@ -306,6 +308,11 @@ class Machine:
         return cast(KernelProfile, self._b.kernel)
 
     @property
+    def config(self) -> KernelConfig:
+        """What the profile's kernel does (its capabilities; DESIGN.md "Profiles")."""
+        return self._b.config()
+
+    @property
     def levels(self) -> int:
         return self._b.levels
 
@@ -328,24 +335,11 @@ class Machine:
         Raises:
             InvalidArgumentError: the frame belongs to no allocated folio.
         """
-        row = self._b.folio(_int("pfn", pfn))
-        head, order, ref, pages, large, entire, nr_mapped, slots, shared, ae, serial = row
-        return FolioSnapshot(
-            pfn=head,
-            order=order,
-            refcount=ref,
-            page_mapcounts=tuple(pages),
-            large_mapcount=large,
-            entire_mapcount=entire,
-            nr_pages_mapped=nr_mapped,
-            mm_ids=(MmIdSlot(*slots[0]), MmIdSlot(*slots[1])),
-            maybe_mapped_shared=shared,
-            anon_exclusive=tuple(ae),
-            serial=serial,
-        )
+        return self._b.folio(_int("pfn", pfn))
 
-    def stats(self) -> dict[str, object]:
-        """Event counters since the machine started (see DESIGN.md, Stats)."""
+    def stats(self) -> Stats:
+        """Event counters since the machine started (see DESIGN.md, Stats): a record that is
+        also a mapping (``m.stats().pgreuse``, ``m.stats()["pgreuse"]``)."""
         return self._b.stats()
 
     def check(self) -> None:
@@ -367,16 +361,8 @@ class Process:
     """A process of a :class:`Machine`. Get one from ``machine.init`` or :meth:`fork`."""
 
     def __init__(self, machine: Machine, pid: SupportsIndex) -> None:
-        try:
-            n = -1 if isinstance(pid, bool) else operator.index(pid)
-        except TypeError:
-            n = -1
-        if not 0 <= n < 1 << 32:
-            # pids are u32 in the Rust core: without this, a bogus pid raised OverflowError
-            # there and NoSuchProcessError in the reference
-            raise NoSuchProcessError(f"no process with pid {pid!r}")
         self.machine = machine
-        self.pid = n
+        self.pid = check_pid(pid)
         self._b: Backend = machine._b  # an attribute, not a property: read on every call
 
     @property
@@ -478,20 +464,13 @@ class Process:
         """Exit: tear down every mapping and the page tables, free the MM id."""
         self._b.exit(self.pid)
 
-    def vmas(self) -> list[tuple[int, int, str, tuple[str, ...]]]:
-        """The VMAs as ``(start, end, prot, extra flags)``."""
-        return [(s, e, p, tuple(f)) for s, e, p, f in self._b.vmas(self.pid)]
+    def vmas(self) -> list[VmaInfo]:
+        """The VMAs as ``(start, end, prot, extra flags)`` named tuples."""
+        return self._b.vmas(self.pid)
 
     def translate(self, addr: SupportsIndex) -> Translation:
         """Walk the page tables for ``addr`` without faulting."""
-        va = _int("addr", addr)
-        steps, pfn, size = self._b.translate(self.pid, va)
-        return Translation(
-            addr=va,
-            steps=tuple(WalkLevel(lvl, t, i, e, flag_names(e)) for lvl, t, i, e in steps),
-            pfn=pfn if pfn >= 0 else None,
-            page_size=size or None,
-        )
+        return self._b.translate(self.pid, _int("addr", addr))
 
     def observe(
         self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE
@@ -507,7 +486,7 @@ class Process:
         """
         start, nbytes = _int("addr", addr), _int("length", length)
         self._check_result_size("observe", start, nbytes)
-        return _observations(start, self._b.observe(self.pid, start, nbytes))
+        return self._b.observe(self.pid, start, nbytes)
 
     def observe_iter(
         self,
@@ -544,12 +523,12 @@ class Process:
         return self._observe_chunks(start, start + nbytes, step, first)
 
     def _observe_chunks(
-        self, start: int, end: int, step: int, first: list[ObservationRow]
+        self, start: int, end: int, step: int, first: list[PageObservation]
     ) -> Iterator[PageObservation]:
         """The generator behind :meth:`observe_iter`, given its first chunk."""
-        yield from _observations(start, first)
+        yield from first
         for at in range(start + len(first) * PAGE_SIZE, end, step):
-            yield from _observations(at, self._b.observe(self.pid, at, min(step, end - at)))
+            yield from self._b.observe(self.pid, at, min(step, end - at))
 
     def _range_ok(self, addr: int, length: int) -> bool:
         """Whether the backends accept ``[addr, addr + length)`` as a range: a positive whole
@@ -582,21 +561,3 @@ class Process:
 
     def __repr__(self) -> str:
         return f"Process(pid={self.pid}, alive={self.alive})"
-
-
-def _observations(addr: int, rows: list[ObservationRow]) -> list[PageObservation]:
-    """The backend's observation rows of the pages from ``addr`` on, as dataclasses."""
-    out = []
-    for i, (present, kind, pfn, serial, pages, mapcount, excl, content) in enumerate(rows):
-        page_addr = addr + i * PAGE_SIZE
-        if not present:
-            out.append(PageObservation(page_addr, False, None, None, None, None, None, None, None))
-            continue
-        kind_name: Literal["normal", "zero", "huge_zero"] = (
-            "zero" if kind == FRAME_ZERO else "huge_zero" if kind == FRAME_HUGE_ZERO else "normal"
-        )
-        assert kind in (FRAME_NORMAL, FRAME_ZERO, FRAME_HUGE_ZERO)
-        out.append(
-            PageObservation(page_addr, True, pfn, kind_name, serial, pages, mapcount, excl, content)
-        )
-    return out

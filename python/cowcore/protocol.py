@@ -1,10 +1,16 @@
 """The contract between the public API and a simulation backend, and the snapshot types.
 
 A backend (the pure-Python reference in :mod:`cowcore.reference`, or the Rust core behind
-:mod:`cowcore._cowcore`) implements :class:`Backend`. It addresses processes by pid and
-exchanges only plain values (ints, strings, tuples), so that the Rust binding never hands out
-live references into its state. :class:`cowcore.Machine` and :class:`cowcore.Process` wrap a
-backend, check argument types and turn the tuples into the frozen dataclasses defined here.
+:mod:`cowcore._cowcore`) implements :class:`Backend`, the union of the concern-sized protocols
+:class:`SysfsBackend`, :class:`AddressSpaceBackend`, :class:`AccessBackend`,
+:class:`InspectionBackend` and :class:`EventsBackend`. It addresses processes by pid and
+returns plain values (ints, strings, lists) or the frozen snapshot records declared here
+(:class:`PageObservation`, :class:`Translation`, :class:`FolioSnapshot`, :class:`VmaInfo`,
+:class:`Stats`, :class:`PolicySpec`), which both backends construct: the fields of each
+record are declared once, in this module, with ``None`` for an absent value (the Rust binding
+imports the classes, as it imports the exceptions of :mod:`cowcore.errors`). No live
+reference into a backend's state ever crosses. :class:`cowcore.Machine` and
+:class:`cowcore.Process` wrap a backend and check argument types.
 
 Every method that changes state either completes or raises one of the exceptions of
 :mod:`cowcore.errors` and leaves the machine exactly as it was before the call.
@@ -14,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
-from cowcore.errors import InvalidArgumentError
+from cowcore.errors import InvalidArgumentError, NoSuchProcessError
+from cowcore.x86 import flag_names
 
 KernelProfile = Literal["6.12", "6.15"]
 """Which kernel behaviour to follow: ``"6.12"`` never reuses a PTE-mapped large folio after
@@ -58,17 +66,94 @@ THP_SIZES: dict[str, int] = {
 """The anonymous THP sizes of x86-64 with 4 KiB pages, by sysfs name, with their folio order.
 Order 1 is never used for anonymous THP (``THP_ORDERS_ALL_ANON``)."""
 
-POLICY_DEFAULTS: dict[KernelProfile, dict[str, bool]] = {
-    "6.12": {"cow_reuse_pte_mapped_thp": False, "huge_zero_wp_alloc": False},
-    "6.15": {"cow_reuse_pte_mapped_thp": True, "huge_zero_wp_alloc": True},
-}
-"""Policy toggles that are not sysfs settings, with their default under each profile.
 
-* ``cow_reuse_pte_mapped_thp``: a write fault may reuse a PTE-mapped large folio that one mm
-  maps exclusively (``__wp_can_reuse_large_anon_folio``, 6.15).
-* ``huge_zero_wp_alloc``: a write to the huge zero PMD allocates a fresh PMD-mapped THP
-  (``do_huge_zero_wp_pmd``, 6.14+) instead of splitting it and copying one 4 KiB page.
-"""
+@dataclass(frozen=True, slots=True)
+class KernelConfig:
+    """What one kernel profile does (DESIGN.md "Profiles"): the profile resolved once into
+    capabilities, so that code asks ``cfg.reuses_pte_mapped_large_folios`` rather than
+    comparing versions. Where a policy toggle can override a capability, the toggle takes
+    its default from it and the code asks the toggle."""
+
+    profile: str
+    per_page_mapcounts: bool
+    """Each page of a large folio keeps its own mapcount (``CONFIG_PAGE_MAPCOUNT``)."""
+    mm_ids: bool
+    """Large folios keep two MM-owner slots and the shared bit (``CONFIG_MM_ID``); the
+    simulator maintains them under every profile, as bookkeeping."""
+    anon_thp_orders: tuple[int, ...]
+    """The anonymous large-folio orders that exist (``THP_ORDERS_ALL_ANON``)."""
+    reuses_pte_mapped_large_folios: bool
+    """``do_wp_page`` may reuse a PTE-mapped large folio (``__wp_can_reuse_large_anon_folio``,
+    6.15); the default of ``cow_reuse_pte_mapped_thp``."""
+    allocates_on_huge_zero_write: bool
+    """A write to the huge zero PMD allocates a THP (``do_huge_zero_wp_pmd``); the default of
+    ``huge_zero_wp_alloc``."""
+    pagemap_pmd_exclusive_from_first_page: bool
+    """pagemap reports a PMD mapping's exclusive bit once, from its first page, for all 512
+    entries (``pagemap_pmd_range()``, measured on 7.2); before, per 4 KiB page."""
+
+
+KERNEL_CONFIGS: dict[str, KernelConfig] = {
+    "6.12": KernelConfig(
+        profile="6.12",
+        per_page_mapcounts=True,
+        mm_ids=True,
+        anon_thp_orders=(2, 3, 4, 5, 6, 7, 8, 9),
+        reuses_pte_mapped_large_folios=False,
+        allocates_on_huge_zero_write=False,
+        pagemap_pmd_exclusive_from_first_page=False,
+    ),
+    "6.15": KernelConfig(
+        profile="6.15",
+        per_page_mapcounts=True,
+        mm_ids=True,
+        anon_thp_orders=(2, 3, 4, 5, 6, 7, 8, 9),
+        reuses_pte_mapped_large_folios=True,
+        allocates_on_huge_zero_write=True,
+        pagemap_pmd_exclusive_from_first_page=True,
+    ),
+}
+"""Each profile's capabilities, declared for Python (the reference's copy; the Rust core's is
+``Profile::config`` in policy.rs, exported as ``cowcore._cowcore.Machine.config()``;
+``tests/test_records.py`` checks that the two agree)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """One policy toggle: a behaviour that is not a sysfs setting, with a default per kernel
+    profile (``machine.policy.<name>``, the scenario ``policy`` statement)."""
+
+    name: str
+    doc: str
+    """What it changes, naming the kernel function."""
+    defaults: Mapping[str, bool]
+    """Its default under each kernel profile (the profile's capability it overrides)."""
+
+
+POLICIES: tuple[PolicySpec, ...] = (
+    PolicySpec(
+        "cow_reuse_pte_mapped_thp",
+        "a write fault may reuse a PTE-mapped large folio that one mm maps exclusively "
+        "(__wp_can_reuse_large_anon_folio, 6.15)",
+        {"6.12": False, "6.15": True},
+    ),
+    PolicySpec(
+        "huge_zero_wp_alloc",
+        "a write to the huge zero PMD allocates a fresh PMD-mapped THP "
+        "(do_huge_zero_wp_pmd, 6.14+) instead of splitting it and copying one 4 KiB page",
+        {"6.12": False, "6.15": True},
+    ),
+)
+"""The policy toggles, declared once for Python: the reference backend's table and the one
+the docs print. The Rust core declares its own (``POLICIES`` in ``rust/cowcore-core/src/
+policy.rs``, exported as ``cowcore._cowcore.Machine.policies()``), so that the reference stays
+independent of it; ``tests/test_api.py`` checks that the two are equal. The facade validates
+names against the table of the backend it runs (:meth:`SysfsBackend.policies`)."""
+
+POLICY_DEFAULTS: dict[str, dict[str, bool]] = {
+    kernel: {spec.name: spec.defaults[kernel] for spec in POLICIES} for kernel in KERNEL_PROFILES
+}
+""":data:`POLICIES` as ``{profile: {toggle: default}}`` (derived, not declared)."""
 
 U64 = 1 << 64
 
@@ -89,6 +174,35 @@ def check_u64(name: str, value: object) -> int:
         raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}") from None
     if not 0 <= n < U64:
         raise InvalidArgumentError(f"{name} must be in [0, 2^64), not {n}")
+    return n
+
+
+PID_LIMIT = 1 << 32
+"""pids are below 2^32 (``pid_t`` is 32 bits; the Rust core keeps them as ``u32``)."""
+
+LEVELS: tuple[int, ...] = (4, 5)
+"""Page-table levels a machine may have (4, or 5 with LA57)."""
+
+
+def check_pid(value: object) -> int:
+    """A pid argument as an ``int``: anything :func:`operator.index` accepts but a ``bool``;
+    one that cannot name a process (negative, ``>= 2^32``, not an integer) raises
+    :class:`NoSuchProcessError`, as an unused pid does, from either backend."""
+    try:
+        n = -1 if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        n = -1
+    if not 0 <= n < PID_LIMIT:
+        raise NoSuchProcessError(f"no process with pid {value!r}")
+    return n
+
+
+def check_levels(value: object) -> int:
+    """A page-table level count: an int in :data:`LEVELS`, else
+    :class:`InvalidArgumentError`."""
+    n = check_u64("levels", value)
+    if n not in LEVELS:
+        raise InvalidArgumentError(f"levels must be 4 or 5, not {n}")
     return n
 
 
@@ -151,41 +265,8 @@ def check_batch(name: str, values: object) -> list[int]:
     return items
 
 
-FRAME_NONE = 0
-FRAME_NORMAL = 1
-FRAME_ZERO = 2
-FRAME_HUGE_ZERO = 3
-
-# An observation row as a backend returns it:
-# (present, frame_kind, pfn, serial, folio_pages, mapcount, exclusive, content)
-# frame_kind is one of FRAME_*; serial is the allocation serial of the folio (DESIGN.md), 0
-# for the zero pages; for a page that is not present every field after frame_kind is 0/False.
-ObservationRow = tuple[bool, int, int, int, int, int, bool, int]
-
-# A page-walk step: (level name, pfn of the table, index in it, the raw 64-bit entry).
-WalkStep = tuple[str, int, int, int]
-
-# translate(): (steps, leaf pfn or -1, page size in bytes or 0); no fault is taken.
-TranslationRow = tuple[list[WalkStep], int, int]
-
-# folio(pfn): see FolioSnapshot for the order of the fields.
-FolioRow = tuple[
-    int,  # head pfn
-    int,  # order
-    int,  # refcount
-    tuple[int, ...],  # per-page mapcount (logical, PTE mappings of that page)
-    int,  # large mapcount (logical); for order 0, the page's mapcount
-    int,  # entire mapcount (logical)
-    int,  # nr_pages_mapped (without the ENTIRELY_MAPPED bias)
-    tuple[tuple[int, int], tuple[int, int]],  # MM-ID slots: (mm id, logical count)
-    bool,  # maybe mapped shared bit
-    tuple[bool, ...],  # PageAnonExclusive per page
-    int,  # allocation serial
-]
-
-
-class Backend(Protocol):
-    """What a simulation backend provides. See :class:`cowcore.Machine` for the semantics."""
+class SysfsBackend(Protocol):
+    """The machine's fixed shape, its sysfs THP settings and its policy toggles."""
 
     @property
     def kernel(self) -> str: ...
@@ -196,19 +277,27 @@ class Backend(Protocol):
     @property
     def total_frames(self) -> int: ...
 
-    def free_frames(self) -> int: ...
+    def config(self) -> KernelConfig:
+        """The capabilities of the machine's kernel profile."""
+        ...
 
-    # -- policy --------------------------------------------------------------------------
     def thp_enabled(self) -> str: ...
     def set_thp_enabled(self, mode: str) -> None: ...
     def thp_size(self, size: str) -> str: ...
     def set_thp_size(self, size: str, mode: str) -> None: ...
     def use_zero_page(self) -> bool: ...
     def set_use_zero_page(self, on: bool) -> None: ...
+    def policies(self) -> tuple[PolicySpec, ...]:
+        """The backend's table of policy toggles (the same under every profile)."""
+        ...
+
     def policy(self, name: str) -> bool: ...
     def set_policy(self, name: str, value: bool) -> None: ...
 
-    # -- processes -----------------------------------------------------------------------
+
+class AddressSpaceBackend(Protocol):
+    """Processes and their mappings."""
+
     def init_pid(self) -> int: ...
     def pids(self) -> list[int]: ...
     def mm_id(self, pid: int) -> int: ...
@@ -216,6 +305,13 @@ class Backend(Protocol):
     def munmap(self, pid: int, addr: int, length: int) -> None: ...
     def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None: ...
     def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
+    def fork(self, pid: int) -> int: ...
+    def exit(self, pid: int) -> None: ...
+
+
+class AccessBackend(Protocol):
+    """Loads and stores, which fault pages in."""
+
     def write(self, pid: int, addr: int, length: int, value: int) -> None: ...
     def read(self, pid: int, addr: int, length: int) -> list[int]: ...
     # The batch calls check their items themselves (check_batch: InvalidArgumentError for an
@@ -223,16 +319,40 @@ class Backend(Protocol):
     # of a buffer of 64-bit integers, through untouched.
     def write_pages(self, pid: int, addrs: list[Any] | memoryview, value: int) -> None: ...
     def read_pages(self, pid: int, addrs: list[Any] | memoryview) -> list[int]: ...
-    def fork(self, pid: int) -> int: ...
-    def exit(self, pid: int) -> None: ...
 
-    # -- inspection ----------------------------------------------------------------------
-    def vmas(self, pid: int) -> list[tuple[int, int, str, tuple[str, ...]]]: ...
-    def translate(self, pid: int, addr: int) -> TranslationRow: ...
-    def observe(self, pid: int, addr: int, length: int) -> list[ObservationRow]: ...
-    def folio(self, pfn: int) -> FolioRow: ...
-    def stats(self) -> dict[str, object]: ...
+
+class InspectionBackend(Protocol):
+    """Snapshots of the state, which change nothing (no fault is taken)."""
+
+    def free_frames(self) -> int: ...
+    def vmas(self, pid: int) -> list[VmaInfo]: ...
+    def translate(self, pid: int, addr: int) -> Translation: ...
+    def observe(self, pid: int, addr: int, length: int) -> list[PageObservation]: ...
+    def folio(self, pfn: int) -> FolioSnapshot: ...
     def check(self) -> None: ...
+
+
+class EventsBackend(Protocol):
+    """What happened since the machine started."""
+
+    def stats(self) -> Stats: ...
+
+
+class Backend(
+    SysfsBackend, AddressSpaceBackend, AccessBackend, InspectionBackend, EventsBackend, Protocol
+):
+    """What a simulation backend provides. See :class:`cowcore.Machine` for the semantics."""
+
+
+class VmaInfo(NamedTuple):
+    """One VMA of a process (a tuple, as ``Process.vmas()`` has always returned)."""
+
+    start: int
+    end: int
+    prot: str
+    """``"none"``, ``"r"`` or ``"rw"``."""
+    flags: tuple[str, ...]
+    """The VMA flags beyond the protection (``"hugepage"``, ``"dontfork"``, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +365,12 @@ class WalkLevel:
     index: int
     entry: int
     """The raw 64-bit entry."""
-    flags: tuple[str, ...]
-    """The entry's set bits by name (``"P"``, ``"RW"``, ``"US"``, ``"A"``, ``"D"``, ``"PS"``...)."""
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The entry's set bits by name (``"P"``, ``"RW"``, ``"US"``, ``"A"``, ``"D"``,
+        ``"PS"``...)."""
+        return flag_names(self.entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,3 +434,54 @@ class FolioSnapshot:
     def nr_pages(self) -> int:
         """Pages in the folio (``folio_nr_pages``)."""
         return 1 << self.order
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Stats(Mapping[str, object]):
+    """Event counters since the machine started (DESIGN.md "Stats").
+
+    A record with a field per counter (``stats.pgreuse``) that is also a read-only mapping
+    (``stats["pgreuse"]``, ``dict(stats)``, ``stats.items()``; equal to any mapping with the
+    same items), as ``stats()`` returned a ``dict`` before.
+    """
+
+    anon_fault_alloc: Mapping[str, int]
+    """``MTHP_STAT_ANON_FAULT_ALLOC`` by size name (every size, zero included)."""
+    anon_fault_fallback: Mapping[str, int]
+    """``MTHP_STAT_ANON_FAULT_FALLBACK`` by size name."""
+    split: Mapping[str, int]
+    """``MTHP_STAT_SPLIT`` by size name (folio splits)."""
+    thp_fault_alloc: int
+    """``THP_FAULT_ALLOC``."""
+    thp_split_pmd: int
+    """``THP_SPLIT_PMD``."""
+    pgreuse: int
+    """``PGREUSE``: reuse in ``do_wp_page`` (a PMD reuse does not count it)."""
+    cow_copy: int
+    """Copies made by ``wp_page_copy``."""
+    faults_read: int
+    """Faults taken on read accesses."""
+    faults_write: int
+    """Faults taken on write accesses to a not-present entry."""
+    faults_wp: int
+    """Write-protect faults (a write to a present read-only entry)."""
+    huge_zero_write: int
+    """``do_huge_zero_wp_pmd`` allocations."""
+
+    def __getitem__(self, key: str) -> object:
+        if key not in STATS_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STATS_KEYS)
+
+    def __len__(self) -> int:
+        return len(STATS_KEYS)
+
+    def __repr__(self) -> str:
+        return f"Stats({', '.join(f'{k}={v!r}' for k, v in self.items())})"
+
+
+STATS_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Stats))
+"""The keys of :class:`Stats`, in order (its field names)."""

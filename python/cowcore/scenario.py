@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar, cast
@@ -703,7 +703,7 @@ VMSTAT_STATS = ("thp_fault_alloc", "thp_split_pmd")
 EXTRA_STATS = ("pgreuse", "cow_copy")
 
 
-def format_stats(stats: dict[str, object]) -> dict[str, object]:
+def format_stats(stats: Mapping[str, object]) -> dict[str, object]:
     """The ``stats`` observation: per-size maps holding only the non-zero sizes, then the
     vmstat counters and the simulator's extras when non-zero."""
     out: dict[str, object] = {}

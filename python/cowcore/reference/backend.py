@@ -13,20 +13,24 @@ from cowcore.errors import (
 )
 from cowcore.protocol import (
     ADVICES,
-    FRAME_HUGE_ZERO,
-    FRAME_NONE,
-    FRAME_NORMAL,
-    FRAME_ZERO,
-    POLICY_DEFAULTS,
+    KERNEL_CONFIGS,
+    KERNEL_PROFILES,
+    POLICIES,
     PROTS,
     THP_MODES,
     THP_SIZE_MODES,
     THP_SIZES,
     U64,
-    FolioRow,
+    FolioSnapshot,
+    KernelConfig,
     KernelProfile,
-    ObservationRow,
-    TranslationRow,
+    MmIdSlot,
+    PageObservation,
+    PolicySpec,
+    Stats,
+    Translation,
+    VmaInfo,
+    WalkLevel,
     check_batch,
 )
 from cowcore.reference import check as check_mod
@@ -63,7 +67,7 @@ class ReferenceBackend:
     """Pure-Python simulation of one machine, written from kernel-semantics.md."""
 
     def __init__(self, kernel: str, total_frames: int, levels: int) -> None:
-        if kernel not in POLICY_DEFAULTS:
+        if kernel not in KERNEL_PROFILES:
             raise InvalidArgumentError(f"unknown kernel profile {kernel!r}: use '6.12' or '6.15'")
         if levels not in (4, 5):
             raise InvalidArgumentError(f"levels must be 4 or 5, not {levels!r}")
@@ -73,6 +77,7 @@ class ReferenceBackend:
             )
         profile: KernelProfile = "6.12" if kernel == "6.12" else "6.15"
         self._k = Kernel(profile, total_frames, levels)
+        self._cfg = KERNEL_CONFIGS[profile]
 
     # -- machine -------------------------------------------------------------------------
 
@@ -90,6 +95,9 @@ class ReferenceBackend:
 
     def free_frames(self) -> int:
         return self._k.phys.buddy.free_count
+
+    def config(self) -> KernelConfig:
+        return self._cfg
 
     def thp_enabled(self) -> str:
         return self._k.thp.enabled
@@ -121,6 +129,9 @@ class ReferenceBackend:
 
     def set_use_zero_page(self, on: bool) -> None:
         self._k.thp.use_zero_page = bool(on)
+
+    def policies(self) -> tuple[PolicySpec, ...]:
+        return POLICIES
 
     def policy(self, name: str) -> bool:
         self._policy_name(name)
@@ -270,16 +281,16 @@ class ReferenceBackend:
 
     # -- inspection ----------------------------------------------------------------------
 
-    def vmas(self, pid: int) -> list[tuple[int, int, str, tuple[str, ...]]]:
+    def vmas(self, pid: int) -> list[VmaInfo]:
         _, mm = self._proc(pid)
         out = []
         for v in mm.vmas:
             prot = "rw" if v.write else ("r" if v.read else "none")
             extra = tuple(f for f in v.flags() if f not in ("read", "write"))
-            out.append((v.start, v.end, prot, extra))
+            out.append(VmaInfo(v.start, v.end, prot, extra))
         return out
 
-    def translate(self, pid: int, addr: int) -> TranslationRow:
+    def translate(self, pid: int, addr: int) -> Translation:
         _, mm = self._proc(pid)
         limit = _user_limit(self._k.levels)
         if not 0 <= addr < limit:
@@ -287,47 +298,51 @@ class ReferenceBackend:
                 f"address {addr:#x} is outside user space, which ends at {limit:#x}"
             )
         res = pg.walk(self._k.phys.tables, mm.pgd, self._k.levels, addr)
+        steps = tuple(WalkLevel(*step) for step in res.steps)
         if not pg.is_present(res.entry) or (
             res.level < self._k.levels - 1 and res.level != self._k.pmd_level()
         ):
-            return res.steps, -1, 0
+            return Translation(addr, steps, None, None)
         pfn = pg.entry_pfn(res.entry)
         if res.level == self._k.pmd_level():
-            return res.steps, pfn + ((addr >> pg.PAGE_SHIFT) & 0x1FF), pg.PMD_SIZE
-        return res.steps, pfn, pg.PAGE_SIZE
+            return Translation(addr, steps, pfn + ((addr >> pg.PAGE_SHIFT) & 0x1FF), pg.PMD_SIZE)
+        return Translation(addr, steps, pfn, pg.PAGE_SIZE)
 
-    def observe(self, pid: int, addr: int, length: int) -> list[ObservationRow]:
+    def observe(self, pid: int, addr: int, length: int) -> list[PageObservation]:
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)
         k = self._k
-        rows: list[ObservationRow] = []
+        rows: list[PageObservation] = []
         for page in range(start, end, pg.PAGE_SIZE):
             res = pg.walk(k.phys.tables, mm.pgd, k.levels, page)
             huge = res.level == k.pmd_level() and pg.is_huge(res.entry)
             if not pg.is_present(res.entry) or not (huge or res.level == k.levels - 1):
-                rows.append((False, FRAME_NONE, 0, 0, 0, 0, False, 0))
+                rows.append(PageObservation(page, False, None, None, None, None, None, None, None))
                 continue
             pfn = pg.entry_pfn(res.entry)
             if huge:
                 pfn += (page >> pg.PAGE_SHIFT) & 0x1FF
             if k.is_zero_pfn(pfn):
-                rows.append((True, FRAME_ZERO, pfn, 0, 1, 0, False, 0))
+                rows.append(PageObservation(page, True, pfn, "zero", 0, 1, 0, False, 0))
                 continue
             if k.is_huge_zero_pfn(pfn):
-                rows.append((True, FRAME_HUGE_ZERO, pfn, 0, pg.HPAGE_PMD_NR, 0, False, 0))
+                rows.append(
+                    PageObservation(page, True, pfn, "huge_zero", 0, pg.HPAGE_PMD_NR, 0, False, 0)
+                )
                 continue
             folio = k.page_folio[pfn]
             mapcount = folio.precise_page_mapcount(pfn - folio.pfn)
             exclusive_source = mapcount
-            if huge and k.profile != "6.12":
+            if huge and self._cfg.pagemap_pmd_exclusive_from_first_page:
                 # pagemap_pmd_range() on newer kernels computes the exclusive bit once, from
                 # the PMD's first page, and reports it for all 512 entries (measured on 7.2).
                 exclusive_source = folio.precise_page_mapcount(0)
             rows.append(
-                (
+                PageObservation(
+                    page,
                     True,
-                    FRAME_NORMAL,
                     pfn,
+                    "normal",
                     folio.serial,
                     folio.nr_pages,
                     mapcount,
@@ -337,27 +352,43 @@ class ReferenceBackend:
             )
         return rows
 
-    def folio(self, pfn: int) -> FolioRow:
+    def folio(self, pfn: int) -> FolioSnapshot:
         f = self._k.page_folio.get(pfn)
         if f is None:
             raise InvalidArgumentError(f"frame {pfn} is not part of an allocated folio")
         mapcount = f.large_mapcount if f.is_large else f.page_mapcount[0]
-        return (
-            f.pfn,
-            f.order,
-            f.refcount,
-            tuple(f.page_mapcount),
-            mapcount,
-            f.entire_mapcount,
-            f.nr_pages_mapped,
-            ((f.mm_ids[0], f.mm_id_mapcount[0]), (f.mm_ids[1], f.mm_id_mapcount[1])),
-            f.shared,
-            tuple(f.anon_exclusive),
-            f.serial,
+        return FolioSnapshot(
+            pfn=f.pfn,
+            order=f.order,
+            refcount=f.refcount,
+            page_mapcounts=tuple(f.page_mapcount),
+            large_mapcount=mapcount,
+            entire_mapcount=f.entire_mapcount,
+            nr_pages_mapped=f.nr_pages_mapped,
+            mm_ids=(
+                MmIdSlot(f.mm_ids[0], f.mm_id_mapcount[0]),
+                MmIdSlot(f.mm_ids[1], f.mm_id_mapcount[1]),
+            ),
+            maybe_mapped_shared=f.shared,
+            anon_exclusive=tuple(f.anon_exclusive),
+            serial=f.serial,
         )
 
-    def stats(self) -> dict[str, object]:
-        return self._k.stats.as_dict()
+    def stats(self) -> Stats:
+        s = self._k.stats
+        return Stats(
+            anon_fault_alloc=dict(s.anon_fault_alloc),
+            anon_fault_fallback=dict(s.anon_fault_fallback),
+            split=dict(s.split),
+            thp_fault_alloc=s.thp_fault_alloc,
+            thp_split_pmd=s.thp_split_pmd,
+            pgreuse=s.pgreuse,
+            cow_copy=s.cow_copy,
+            faults_read=s.faults_read,
+            faults_write=s.faults_write,
+            faults_wp=s.faults_wp,
+            huge_zero_write=s.huge_zero_write,
+        )
 
     def check(self) -> None:
         check_mod.check(self._k)

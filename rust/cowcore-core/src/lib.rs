@@ -49,5 +49,7 @@ pub use machine::{FrameKind, Machine, Observation};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
 pub use paging::{Level, PageTableEntry, PteFlags, Translation, WalkStep};
 pub use physmem::PhysMem;
-pub use policy::{Policy, Profile, ThpMode, ThpSizeMode, THP_SIZES};
+pub use policy::{
+    KernelConfig, Policy, PolicySpec, Profile, ThpMode, ThpSizeMode, POLICIES, THP_SIZES,
+};
 pub use stats::Stats;

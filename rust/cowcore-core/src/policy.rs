@@ -38,6 +38,9 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Every profile, oldest first.
+    pub const ALL: [Self; 2] = [Self::V6_12, Self::V6_15];
+
     /// `"6.12"` or `"6.15"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -45,6 +48,126 @@ impl Profile {
             Self::V6_12 => "6.12",
             Self::V6_15 => "6.15",
         }
+    }
+
+    /// What this profile's kernel does, resolved once: code asks the [`KernelConfig`] a
+    /// capability question rather than comparing profiles.
+    #[must_use]
+    pub const fn config(self) -> KernelConfig {
+        match self {
+            Self::V6_12 => KernelConfig {
+                profile: self,
+                per_page_mapcounts: true,
+                mm_ids: true,
+                anon_thp_orders: THP_ORDERS_ALL_ANON,
+                reuses_pte_mapped_large_folios: false,
+                allocates_on_huge_zero_write: false,
+                pagemap_pmd_exclusive_from_first_page: false,
+            },
+            Self::V6_15 => KernelConfig {
+                profile: self,
+                per_page_mapcounts: true,
+                mm_ids: true,
+                anon_thp_orders: THP_ORDERS_ALL_ANON,
+                reuses_pte_mapped_large_folios: true,
+                allocates_on_huge_zero_write: true,
+                pagemap_pmd_exclusive_from_first_page: true,
+            },
+        }
+    }
+}
+
+/// The capabilities of one kernel profile (DESIGN.md "Profiles"), resolved once from a
+/// [`Profile`] by [`Profile::config`]. Every behaviour that differs between kernels is a
+/// question asked of this value (`cfg.reuses_pte_mapped_large_folios()`), never a comparison
+/// of versions at the call site, so that a new profile is one more row in [`Profile::config`].
+///
+/// Where a capability can also be switched per machine, a policy toggle ([`POLICIES`]) takes
+/// its default from it, and the code asks the toggle.
+///
+/// # Examples
+///
+/// ```rust
+/// use cowcore_core::Profile;
+///
+/// let (old, new) = (Profile::V6_12.config(), Profile::V6_15.config());
+/// assert!(!old.reuses_pte_mapped_large_folios() && new.reuses_pte_mapped_large_folios());
+/// assert!(new.pagemap_pmd_exclusive_from_first_page());
+/// assert!(new.has_thp_order(4) && !new.has_thp_order(1) && !new.has_thp_order(10));
+/// assert_eq!(new.profile(), Profile::V6_15);
+/// ```
+// Independent yes/no capabilities, one per kernel behaviour: not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelConfig {
+    profile: Profile,
+    per_page_mapcounts: bool,
+    mm_ids: bool,
+    anon_thp_orders: u32,
+    reuses_pte_mapped_large_folios: bool,
+    allocates_on_huge_zero_write: bool,
+    pagemap_pmd_exclusive_from_first_page: bool,
+}
+
+impl KernelConfig {
+    /// The profile this configuration was resolved from (for display only).
+    #[must_use]
+    pub const fn profile(self) -> Profile {
+        self.profile
+    }
+
+    /// Each page of a large folio keeps its own mapcount (`page->_mapcount`,
+    /// `CONFIG_PAGE_MAPCOUNT`); `/proc/kpagecount` and the pagemap exclusive bit read it.
+    /// True under every profile modelled.
+    #[must_use]
+    pub const fn per_page_mapcounts(self) -> bool {
+        self.per_page_mapcounts
+    }
+
+    /// Large folios keep two MM-owner slots and the "maybe mapped shared" bit
+    /// (`folio->_mm_id[]`, `CONFIG_MM_ID`, 6.15). The simulator maintains them under every
+    /// profile (they are bookkeeping that only the reuse decision reads), so this is true
+    /// for both; a profile without them would turn it off.
+    #[must_use]
+    pub const fn mm_ids(self) -> bool {
+        self.mm_ids
+    }
+
+    /// The anonymous large-folio orders that exist (`THP_ORDERS_ALL_ANON`: orders 2..=9 on
+    /// x86-64 with 4 KiB pages), as a bitmask.
+    #[must_use]
+    pub const fn anon_thp_orders(self) -> u32 {
+        self.anon_thp_orders
+    }
+
+    /// Whether anonymous folios of `order` exist (a `hugepages-<N>kB` directory).
+    #[must_use]
+    pub const fn has_thp_order(self, order: u32) -> bool {
+        order < 32 && self.anon_thp_orders & (1 << order) != 0
+    }
+
+    /// `do_wp_page` may reuse a PTE-mapped large folio that one mm maps exclusively
+    /// (`__wp_can_reuse_large_anon_folio`, 6.15); before that it always copies. The
+    /// default of the `cow_reuse_pte_mapped_thp` toggle.
+    #[must_use]
+    pub const fn reuses_pte_mapped_large_folios(self) -> bool {
+        self.reuses_pte_mapped_large_folios
+    }
+
+    /// A write to the huge zero PMD allocates a fresh PMD-mapped THP
+    /// (`do_huge_zero_wp_pmd`, ≈6.14+); before that it splits the PMD and copies one
+    /// 4 KiB page. The default of the `huge_zero_wp_alloc` toggle.
+    #[must_use]
+    pub const fn allocates_on_huge_zero_write(self) -> bool {
+        self.allocates_on_huge_zero_write
+    }
+
+    /// pagemap reports the exclusive bit (`PM_MMAP_EXCLUSIVE`) of a PMD mapping once, from
+    /// its first page, for all 512 entries (`pagemap_pmd_range()`, measured on 7.2); before,
+    /// per 4 KiB page.
+    #[must_use]
+    pub const fn pagemap_pmd_exclusive_from_first_page(self) -> bool {
+        self.pagemap_pmd_exclusive_from_first_page
     }
 }
 
@@ -167,9 +290,6 @@ pub fn size_name(order: u32) -> &'static str {
     THP_SIZES[(order - 2) as usize].0
 }
 
-/// Names of the policy toggles ([`Policy::get`]).
-pub const POLICY_NAMES: [&str; 2] = ["cow_reuse_pte_mapped_thp", "huge_zero_wp_alloc"];
-
 /// `THP_ORDERS_ALL_ANON`: orders 2..=9.
 pub const THP_ORDERS_ALL_ANON: u32 = 0b11_1111_1100;
 
@@ -180,6 +300,78 @@ const BOOT_SIZES: [ThpSizeMode; 8] = {
     sizes[7] = ThpSizeMode::Inherit;
     sizes
 };
+
+/// One policy toggle: a behaviour that is not a sysfs setting, with a default per profile.
+/// Declared once, in [`POLICIES`]: [`Policy::new`], [`Policy::get`] and [`Policy::set`] work
+/// from it, the binding exports it (`cowcore._cowcore.Machine.policies()`), and the Python
+/// facade and the docs read that.
+#[derive(Clone, Copy)]
+pub struct PolicySpec {
+    /// The toggle's name (`machine.policy.<name>` in Python, the scenario `policy` statement).
+    pub name: &'static str,
+    /// One line on what it changes, naming the kernel function.
+    pub doc: &'static str,
+    /// Its default under a kernel configuration (the capability it overrides).
+    default: fn(KernelConfig) -> bool,
+    /// The field of [`Policy`] that holds it.
+    field: fn(&mut Policy) -> &mut bool,
+}
+
+impl PolicySpec {
+    /// The toggle's default under `cfg`.
+    #[must_use]
+    pub fn default_for(&self, cfg: KernelConfig) -> bool {
+        (self.default)(cfg)
+    }
+
+    /// The toggle of that name.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for an unknown name.
+    pub fn find(name: &str) -> Result<&'static Self, CowError> {
+        POLICIES
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| CowError::InvalidArgument(format!("unknown policy {name:?}")))
+    }
+}
+
+impl core::fmt::Debug for PolicySpec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PolicySpec")
+            .field("name", &self.name)
+            .field("doc", &self.doc)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every policy toggle, in the order they are listed (DESIGN.md "Profiles").
+///
+/// # Examples
+///
+/// ```rust
+/// use cowcore_core::{Profile, POLICIES};
+///
+/// let reuse = POLICIES.iter().find(|p| p.name == "cow_reuse_pte_mapped_thp").unwrap();
+/// assert!(!reuse.default_for(Profile::V6_12.config()));
+/// assert!(reuse.default_for(Profile::V6_15.config()));
+/// ```
+pub const POLICIES: &[PolicySpec] = &[
+    PolicySpec {
+        name: "cow_reuse_pte_mapped_thp",
+        doc: "a write fault may reuse a PTE-mapped large folio that one mm maps exclusively \
+              (__wp_can_reuse_large_anon_folio, 6.15)",
+        default: KernelConfig::reuses_pte_mapped_large_folios,
+        field: |p| &mut p.cow_reuse_pte_mapped_thp,
+    },
+    PolicySpec {
+        name: "huge_zero_wp_alloc",
+        doc: "a write to the huge zero PMD allocates a fresh PMD-mapped THP \
+              (do_huge_zero_wp_pmd, 6.14+) instead of splitting it and copying one 4 KiB page",
+        default: KernelConfig::allocates_on_huge_zero_write,
+        field: |p| &mut p.huge_zero_wp_alloc,
+    },
+];
 
 /// The THP settings and toggles of one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,13 +396,24 @@ impl Policy {
     /// The start-of-run settings under `profile`.
     #[must_use]
     pub fn new(profile: Profile) -> Self {
-        Self {
+        Self::with_config(profile.config())
+    }
+
+    /// The start-of-run settings of a kernel configured as `cfg`: sysfs as booted, every
+    /// toggle of [`POLICIES`] at its default.
+    #[must_use]
+    pub fn with_config(cfg: KernelConfig) -> Self {
+        let mut policy = Self {
             enabled: ThpMode::Never,
             sizes: BOOT_SIZES,
             use_zero_page: true,
-            cow_reuse_pte_mapped_thp: profile == Profile::V6_15,
-            huge_zero_wp_alloc: profile == Profile::V6_15,
+            cow_reuse_pte_mapped_thp: false,
+            huge_zero_wp_alloc: false,
+        };
+        for spec in POLICIES {
+            *(spec.field)(&mut policy) = spec.default_for(cfg);
         }
+        policy
     }
 
     /// The mode of one order (2..=9).
@@ -219,38 +422,24 @@ impl Policy {
         self.sizes[(order - 2) as usize]
     }
 
-    /// A toggle by name (`cow_reuse_pte_mapped_thp`, `huge_zero_wp_alloc`).
+    /// A toggle of [`POLICIES`] by name.
     ///
     /// # Errors
     /// [`CowError::InvalidArgument`] for an unknown name.
     pub fn get(&self, name: &str) -> Result<bool, CowError> {
-        match name {
-            "cow_reuse_pte_mapped_thp" => Ok(self.cow_reuse_pte_mapped_thp),
-            "huge_zero_wp_alloc" => Ok(self.huge_zero_wp_alloc),
-            _ => Err(CowError::InvalidArgument(format!(
-                "unknown policy {name:?}"
-            ))),
-        }
+        let spec = PolicySpec::find(name)?;
+        // `field` hands out the place for writing; reading it from a copy keeps one accessor
+        // per toggle (a `Policy` is a few bytes, and this is not a hot path).
+        Ok(*(spec.field)(&mut self.clone()))
     }
 
-    /// Sets a toggle by name.
+    /// Sets a toggle of [`POLICIES`] by name.
     ///
     /// # Errors
     /// [`CowError::InvalidArgument`] for an unknown name.
     pub fn set(&mut self, name: &str, value: bool) -> Result<(), CowError> {
-        match name {
-            "cow_reuse_pte_mapped_thp" => {
-                self.cow_reuse_pte_mapped_thp = value;
-                Ok(())
-            }
-            "huge_zero_wp_alloc" => {
-                self.huge_zero_wp_alloc = value;
-                Ok(())
-            }
-            _ => Err(CowError::InvalidArgument(format!(
-                "unknown policy {name:?}"
-            ))),
-        }
+        *(PolicySpec::find(name)?.field)(self) = value;
+        Ok(())
     }
 
     /// `__thp_vma_allowable_orders()` for an anonymous VMA in the page-fault path: the
@@ -320,5 +509,56 @@ mod tests {
         assert!("sometimes".parse::<ThpMode>().is_err());
         assert_eq!("6.15".parse::<Profile>().unwrap(), Profile::V6_15);
         assert!(p.set("nope", true).is_err());
+    }
+
+    #[test]
+    fn policy_table_drives_new_get_set() {
+        let names: Vec<_> = POLICIES.iter().map(|p| p.name).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "policy names are unique");
+        for profile in Profile::ALL {
+            let cfg = profile.config();
+            assert_eq!(cfg.profile(), profile);
+            let mut p = Policy::new(profile);
+            for spec in POLICIES {
+                assert_eq!(
+                    p.get(spec.name).unwrap(),
+                    spec.default_for(cfg),
+                    "{}",
+                    spec.name
+                );
+                let flipped = !spec.default_for(cfg);
+                p.set(spec.name, flipped).unwrap();
+                assert_eq!(p.get(spec.name).unwrap(), flipped);
+                // each toggle has its own field: the others keep their defaults
+                for other in POLICIES.iter().filter(|o| o.name != spec.name) {
+                    assert_eq!(p.get(other.name).unwrap(), other.default_for(cfg));
+                }
+                p.set(spec.name, !flipped).unwrap();
+            }
+            assert_eq!(p, Policy::new(profile));
+        }
+        assert!(Policy::new(Profile::V6_12).get("nope").is_err());
+    }
+
+    #[test]
+    fn capabilities_per_profile() {
+        let (old, new) = (Profile::V6_12.config(), Profile::V6_15.config());
+        assert!(!old.reuses_pte_mapped_large_folios());
+        assert!(!old.allocates_on_huge_zero_write());
+        assert!(!old.pagemap_pmd_exclusive_from_first_page());
+        assert!(new.reuses_pte_mapped_large_folios());
+        assert!(new.allocates_on_huge_zero_write());
+        assert!(new.pagemap_pmd_exclusive_from_first_page());
+        for cfg in [old, new] {
+            assert!(cfg.per_page_mapcounts() && cfg.mm_ids());
+            assert_eq!(cfg.anon_thp_orders(), THP_ORDERS_ALL_ANON);
+            for &(_, order) in &THP_SIZES {
+                assert!(cfg.has_thp_order(order));
+            }
+            assert!(!cfg.has_thp_order(0) && !cfg.has_thp_order(1) && !cfg.has_thp_order(40));
+        }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! It holds no simulation logic: [`machine::PyMachine`] implements the `Backend` protocol of
 //! `python/cowcore/protocol.py` by extracting arguments, calling the core with the GIL
-//! released, and converting results to plain Python values; [`errors`] maps core errors to
+//! released, and converting results to plain Python values or the records of
+//! `cowcore.protocol` ([`records`]); [`errors`] maps core errors to
 //! the exception classes defined in `python/cowcore/errors.py`.
 
 pub mod errors;
 pub mod machine;
+pub mod records;
 
 use pyo3::prelude::*;
 

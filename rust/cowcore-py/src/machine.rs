@@ -3,43 +3,19 @@
 //!
 //! Each method extracts its arguments into Rust values, calls the core inside
 //! `run_core` (which releases the GIL and maps errors) and converts the result into plain
-//! Python values (ints, strings, tuples, dicts). No simulation logic lives here.
+//! Python values (ints, strings, lists) or the snapshot records of `cowcore.protocol`
+//! (built in [`crate::records`]). No simulation logic lives here.
 
 use std::sync::{Mutex, MutexGuard};
 
-use cowcore_core::{
-    Machine, Observation, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr,
-};
+use cowcore_core::{Machine, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyMemoryView};
+use pyo3::types::{PyBool, PyInt, PyList, PyMemoryView, PyTuple};
 
 use crate::errors::{invalid, PyCowError};
-
-/// One observation row: `(present, kind, pfn, serial, folio_pages, mapcount, exclusive,
-/// content)`.
-type ObservationRow = (bool, u8, u64, u64, u64, u64, bool, u64);
-/// One VMA: `(start, end, prot, extra flag names)`.
-type VmaRow = (u64, u64, &'static str, Vec<&'static str>);
-/// One walk step: `(level, table pfn, index, raw entry)`.
-type WalkRow = (&'static str, u64, usize, u64);
-/// MM-ID slots as `((id, count), (id, count))`.
-type SlotsRow = ((u32, i64), (u32, i64));
-/// `folio()`: see `FolioRow` in protocol.py.
-type FolioRow = (
-    u64,
-    u32,
-    i64,
-    Vec<u32>,
-    i64,
-    i64,
-    i64,
-    SlotsRow,
-    bool,
-    Vec<bool>,
-    u64,
-);
+use crate::records;
 
 /// Runs a core call with the GIL released and maps its error (polars' `enter_polars`).
 /// Every Python argument has been extracted before this is called.
@@ -217,19 +193,6 @@ impl PyMachine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    fn observation_row(o: &Observation) -> ObservationRow {
-        (
-            o.present,
-            o.kind as u8,
-            o.pfn,
-            o.serial,
-            o.folio_pages,
-            o.mapcount,
-            o.exclusive,
-            o.content,
-        )
-    }
 }
 
 #[pymethods]
@@ -260,6 +223,11 @@ impl PyMachine {
     #[getter]
     fn total_frames(&self) -> u64 {
         self.lock().total_frames()
+    }
+
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let cfg = self.lock().profile().config();
+        records::kernel_config(py, cfg)
     }
 
     fn free_frames(&self) -> u64 {
@@ -298,6 +266,13 @@ impl PyMachine {
 
     fn set_use_zero_page(&self, on: bool) {
         self.lock().set_use_zero_page(on);
+    }
+
+    // An instance method, as the `Backend` protocol has it: the table is the core's, the same
+    // for every machine.
+    #[allow(clippy::unused_self)]
+    fn policies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        records::policies(py)
     }
 
     fn policy(&self, name: &str) -> PyResult<bool> {
@@ -397,85 +372,40 @@ impl PyMachine {
         run_core(py, || self.lock().exit(pid))
     }
 
-    fn vmas(&self, pid: u32) -> PyResult<Vec<VmaRow>> {
+    fn vmas<'py>(&self, py: Python<'py>, pid: u32) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let vmas = self.lock().vmas(pid).map_err(PyCowError)?;
-        Ok(vmas
-            .into_iter()
-            .map(|v| (v.start, v.end, v.prot.as_str(), v.flags))
-            .collect())
+        records::vmas(py, &vmas)
     }
 
-    fn translate(&self, pid: u32, addr: u64) -> PyResult<(Vec<WalkRow>, i64, u64)> {
+    fn translate<'py>(&self, py: Python<'py>, pid: u32, addr: u64) -> PyResult<Bound<'py, PyAny>> {
         let t: Translation = self
             .lock()
             .translate(pid, VirtAddr::new(addr))
             .map_err(PyCowError)?;
-        let steps = t
-            .steps
-            .iter()
-            .map(|s| (s.level.name(), s.table.as_u64(), s.index, s.entry.raw()))
-            .collect();
-        let pfn = t.pfn.map_or(-1, |p| p.as_u64() as i64);
-        Ok((steps, pfn, t.page_size.unwrap_or(0)))
+        records::translation(py, addr, &t)
     }
 
-    fn observe(
+    fn observe<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         pid: u32,
         addr: u64,
         length: u64,
-    ) -> PyResult<Vec<ObservationRow>> {
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let rows = run_sized(py, length, || {
             self.lock().observe(pid, VirtAddr::new(addr), length)
         })?;
-        Ok(rows.iter().map(Self::observation_row).collect())
+        records::observations(py, addr, &rows)
     }
 
-    fn folio(&self, pfn: u64) -> PyResult<FolioRow> {
+    fn folio<'py>(&self, py: Python<'py>, pfn: u64) -> PyResult<Bound<'py, PyAny>> {
         let f = self.lock().folio(Pfn::new(pfn)).map_err(PyCowError)?;
-        Ok((
-            f.pfn,
-            f.order,
-            f.refcount,
-            f.page_mapcounts,
-            f.large_mapcount,
-            f.entire_mapcount,
-            f.nr_pages_mapped,
-            (f.mm_ids[0], f.mm_ids[1]),
-            f.maybe_mapped_shared,
-            f.anon_exclusive,
-            f.serial,
-        ))
+        records::folio_snapshot(py, &f)
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.lock().stats().clone();
-        let out = PyDict::new(py);
-        for (key, counts) in [
-            ("anon_fault_alloc", &s.anon_fault_alloc),
-            ("anon_fault_fallback", &s.anon_fault_fallback),
-            ("split", &s.split),
-        ] {
-            let sizes = PyDict::new(py);
-            for (name, value) in cowcore_core::Stats::by_size(counts) {
-                sizes.set_item(name, value)?;
-            }
-            out.set_item(key, sizes)?;
-        }
-        for (key, value) in [
-            ("thp_fault_alloc", s.thp_fault_alloc),
-            ("thp_split_pmd", s.thp_split_pmd),
-            ("pgreuse", s.pgreuse),
-            ("cow_copy", s.cow_copy),
-            ("faults_read", s.faults_read),
-            ("faults_write", s.faults_write),
-            ("faults_wp", s.faults_wp),
-            ("huge_zero_write", s.huge_zero_write),
-        ] {
-            out.set_item(key, value)?;
-        }
-        Ok(out)
+        records::stats(py, &s)
     }
 
     fn check(&self, py: Python<'_>) -> PyResult<()> {

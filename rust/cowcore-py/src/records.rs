@@ -1,0 +1,191 @@
+//! The snapshot records a call returns, built from core values.
+//!
+//! Each record's fields are declared once, as a frozen dataclass (or `NamedTuple`) in
+//! `python/cowcore/protocol.py`, which the reference backend constructs too; the binding
+//! imports the classes (once, as `errors.rs` imports the exception classes) and calls them
+//! with the fields in their declared order. An absent value is `None`, never a sentinel.
+
+use cowcore_core::{
+    FolioInfo, FrameKind, KernelConfig, Observation, Profile, Stats, Translation, VmaInfo,
+    PAGE_SIZE, POLICIES, THP_SIZES,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{intern, Py};
+
+/// A record class of `cowcore.protocol`, imported on first use.
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, "cowcore.protocol", name)
+}
+
+macro_rules! record_class {
+    ($fn:ident, $name:literal) => {
+        #[doc = concat!("`cowcore.protocol.", $name, "`.")]
+        fn $fn(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+            static CELL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+            class(py, &CELL, $name)
+        }
+    };
+}
+
+record_class!(page_observation_class, "PageObservation");
+record_class!(walk_level_class, "WalkLevel");
+record_class!(translation_class, "Translation");
+record_class!(mm_id_slot_class, "MmIdSlot");
+record_class!(folio_snapshot_class, "FolioSnapshot");
+record_class!(vma_info_class, "VmaInfo");
+record_class!(stats_class, "Stats");
+record_class!(policy_spec_class, "PolicySpec");
+record_class!(kernel_config_class, "KernelConfig");
+
+/// `PageObservation`s of the pages from `addr` on, one per core observation.
+pub(crate) fn observations<'py>(
+    py: Python<'py>,
+    addr: u64,
+    rows: &[Observation],
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let cls = page_observation_class(py)?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut page = addr;
+    for o in rows {
+        let kind = match o.kind {
+            FrameKind::None => None,
+            FrameKind::Normal => Some(intern!(py, "normal")),
+            FrameKind::Zero => Some(intern!(py, "zero")),
+            FrameKind::HugeZero => Some(intern!(py, "huge_zero")),
+        };
+        out.push(match kind {
+            Some(kind) if o.present => cls.call1((
+                page,
+                true,
+                o.pfn,
+                kind,
+                o.serial,
+                o.folio_pages,
+                o.mapcount,
+                o.exclusive,
+                o.content,
+            ))?,
+            _ => {
+                let none = py.None();
+                cls.call1((page, false, &none, &none, &none, &none, &none, &none, &none))?
+            }
+        });
+        page = page.wrapping_add(PAGE_SIZE);
+    }
+    Ok(out)
+}
+
+/// A `Translation` of `addr` with its `WalkLevel` steps.
+pub(crate) fn translation<'py>(
+    py: Python<'py>,
+    addr: u64,
+    t: &Translation,
+) -> PyResult<Bound<'py, PyAny>> {
+    let step = walk_level_class(py)?;
+    let steps = t
+        .steps
+        .iter()
+        .map(|s| step.call1((s.level.name(), s.table.as_u64(), s.index, s.entry.raw())))
+        .collect::<PyResult<Vec<_>>>()?;
+    translation_class(py)?.call1((
+        addr,
+        PyTuple::new(py, steps)?,
+        t.pfn.map(cowcore_core::Pfn::as_u64),
+        t.page_size,
+    ))
+}
+
+/// A `FolioSnapshot` with its two `MmIdSlot`s.
+pub(crate) fn folio_snapshot<'py>(py: Python<'py>, f: &FolioInfo) -> PyResult<Bound<'py, PyAny>> {
+    let slot = mm_id_slot_class(py)?;
+    let slots = (slot.call1(f.mm_ids[0])?, slot.call1(f.mm_ids[1])?);
+    folio_snapshot_class(py)?.call1((
+        f.pfn,
+        f.order,
+        f.refcount,
+        PyTuple::new(py, &f.page_mapcounts)?,
+        f.large_mapcount,
+        f.entire_mapcount,
+        f.nr_pages_mapped,
+        slots,
+        f.maybe_mapped_shared,
+        PyTuple::new(py, &f.anon_exclusive)?,
+        f.serial,
+    ))
+}
+
+/// `VmaInfo`s.
+pub(crate) fn vmas<'py>(py: Python<'py>, vmas: &[VmaInfo]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let cls = vma_info_class(py)?;
+    vmas.iter()
+        .map(|v| {
+            let flags = PyTuple::new(py, &v.flags)?;
+            cls.call1((v.start, v.end, v.prot.as_str(), flags))
+        })
+        .collect()
+}
+
+/// The `Stats` record; the per-size counters as dicts by size name, every size present.
+pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAny>> {
+    let sizes = |counts: &[u64; 8]| -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, value) in Stats::by_size(counts) {
+            d.set_item(name, value)?;
+        }
+        Ok(d)
+    };
+    stats_class(py)?.call1((
+        sizes(&s.anon_fault_alloc)?,
+        sizes(&s.anon_fault_fallback)?,
+        sizes(&s.split)?,
+        s.thp_fault_alloc,
+        s.thp_split_pmd,
+        s.pgreuse,
+        s.cow_copy,
+        s.faults_read,
+        s.faults_write,
+        s.faults_wp,
+        s.huge_zero_write,
+    ))
+}
+
+/// The core's policy table ([`POLICIES`]) as `PolicySpec` records, with each toggle's
+/// default under every profile.
+pub(crate) fn policies(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    let cls = policy_spec_class(py)?;
+    let specs = POLICIES
+        .iter()
+        .map(|spec| {
+            let defaults = PyDict::new(py);
+            for profile in Profile::ALL {
+                defaults.set_item(profile.as_str(), spec.default_for(profile.config()))?;
+            }
+            cls.call1((spec.name, spec.doc, defaults))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, specs)
+}
+
+/// A profile's capabilities ([`KernelConfig`]) as the `KernelConfig` record.
+pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound<'_, PyAny>> {
+    let orders: Vec<u32> = THP_SIZES
+        .iter()
+        .map(|&(_, order)| order)
+        .filter(|&order| cfg.has_thp_order(order))
+        .collect();
+    kernel_config_class(py)?.call1((
+        cfg.profile().as_str(),
+        cfg.per_page_mapcounts(),
+        cfg.mm_ids(),
+        PyTuple::new(py, orders)?,
+        cfg.reuses_pte_mapped_large_folios(),
+        cfg.allocates_on_huge_zero_write(),
+        cfg.pagemap_pmd_exclusive_from_first_page(),
+    ))
+}
