@@ -110,7 +110,7 @@ class _CheckOps(WalkOps):
 
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         entry = self.k.entry(table, idx)
-        if not entry & pg.PS:
+        if pg.is_present(entry) and not entry & pg.PS:
             self.table_entry(self.k.pmd_level(), table, idx, addr, end)
             return WalkAction.SUBTREE
         self._leaf(entry, addr, deposited=(table, idx) in self.k.deposits)
@@ -124,6 +124,8 @@ class _CheckOps(WalkOps):
         """A PTE (``deposited`` is ``None``) or a huge PMD (whether its table is deposited)."""
         k, mm = self.k, self.mm
         huge = deposited is not None
+        if not pg.is_present(entry):
+            _fail("entry-kind", f"mm {mm.mm_id}: {pg.entry_kind(entry).value} entry at {addr:#x}")
         vma = mm.find_vma(addr)
         if vma is None:
             _fail("leaf-in-vma", f"mm {mm.mm_id} maps {addr:#x} outside every VMA")

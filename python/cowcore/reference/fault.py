@@ -56,46 +56,62 @@ def access(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> int:
 
 
 def handle_mm_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, code: int) -> None:
-    """Dispatch one page fault by its x86 error code (``do_user_addr_fault`` ->
-    ``handle_mm_fault``): a protection fault on a write is a write-protect fault at the PMD
-    or PTE level; a not-present fault goes to the anonymous fault handlers."""
+    """One page fault with its x86 error code (``do_user_addr_fault`` -> ``handle_mm_fault``):
+    counted by type, then dispatched on what the entries are (``__handle_mm_fault``)."""
     write = bool(code & PF_WRITE)
     if code & PF_PROT:
         assert write, "read faults on present entries are refused by access_error()"
         k.stats.faults_wp += 1
-        pmd_slot = k.pmd_slot(mm, addr)
-        assert pmd_slot is not None
-        if pg.is_huge(k.entry(*pmd_slot)):
-            do_huge_pmd_wp_page(k, mm, vma, addr, *pmd_slot)
-            return
-        pte_slot = k.pte_slot(mm, addr)
-        assert pte_slot is not None
-        do_wp_page(k, mm, vma, addr, *pte_slot)
-        return
-    if write:
+    elif write:
         k.stats.faults_write += 1
     else:
         k.stats.faults_read += 1
-    handle_none_fault(k, mm, vma, addr, write)
-
-
-def handle_none_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> None:
-    """``__handle_mm_fault`` for an address whose PTE (or PMD) is none (KS §2.2)."""
     allocated: list[tuple[int, int, int]] = []
     try:
-        pmd_table = k.table_for(mm, addr, k.pmd_level(), allocated)
-        assert pmd_table is not None
-        pmd_idx = pg.index_at(addr, k.levels, k.pmd_level())
-        if k.entry(pmd_table, pmd_idx) == 0 and HPAGE_PMD_ORDER in k.thp.allowable_orders(vma):
-            outcome = do_huge_pmd_anonymous_page(k, mm, vma, addr, write, pmd_table, pmd_idx)
-            if outcome is Outcome.DONE:
-                return
-        pte_table = k.table_for(mm, addr, k.levels - 1, allocated)
-        assert pte_table is not None
-        do_anonymous_page(k, mm, vma, addr, write, pte_table)
+        _handle_fault(k, mm, vma, addr, write, allocated)
     except OutOfMemoryError:
         k.undo_tables(allocated)
         raise
+
+
+def _handle_fault(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, allocated: list[tuple[int, int, int]]
+) -> None:
+    """``__handle_mm_fault``: allocate the tables down to the PMD, dispatch on the PMD's
+    kind, then allocate the PTE table and dispatch on the PTE's (``handle_pte_fault``).
+    Tables allocated here are recorded in ``allocated`` for the caller to undo on OOM."""
+    pmd_table = k.table_for(mm, addr, k.pmd_level(), allocated)
+    assert pmd_table is not None
+    pmd_idx = pg.index_at(addr, k.levels, k.pmd_level())
+    pmd = k.entry(pmd_table, pmd_idx)
+    match pg.entry_kind(pmd):
+        case pg.EntryKind.NONE:
+            if HPAGE_PMD_ORDER in k.thp.allowable_orders(vma):
+                outcome = do_huge_pmd_anonymous_page(k, mm, vma, addr, write, pmd_table, pmd_idx)
+                if outcome is Outcome.DONE:
+                    return
+        case pg.EntryKind.PRESENT if pmd & pg.PS:
+            assert write and not pmd & pg.RW, "the access would have succeeded"
+            do_huge_pmd_wp_page(k, mm, vma, addr, pmd_table, pmd_idx)
+            return
+        case pg.EntryKind.PRESENT:
+            pass  # a PTE table: the fault is handled at the PTE level
+        case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
+            raise pg.not_modelled(pmd, addr, "huge PMD fault")  # do_huge_pmd_device_private...
+    pte_table = k.table_for(mm, addr, k.levels - 1, allocated)
+    assert pte_table is not None
+    pte_idx = pg.index_at(addr, k.levels, k.levels - 1)
+    pte = k.entry(pte_table, pte_idx)
+    match pg.entry_kind(pte):
+        case pg.EntryKind.NONE:
+            do_anonymous_page(k, mm, vma, addr, write, pte_table)  # do_pte_missing
+        case pg.EntryKind.PRESENT if pte & pg.P:
+            assert write and not pte & pg.RW, "the access would have succeeded"
+            do_wp_page(k, mm, vma, addr, pte_table, pte_idx)
+        case pg.EntryKind.PRESENT:
+            raise pg.not_modelled(pte, addr, "PROT_NONE PTE fault")  # do_numa_page
+        case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
+            raise pg.not_modelled(pte, addr, "PTE fault")  # do_swap_page
 
 
 def do_huge_pmd_anonymous_page(

@@ -60,14 +60,13 @@ class _CopyOps(WalkOps):
         """The child's table at each level for the parent table being walked there."""
 
     def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
-        if pg.is_present(self.k.entry(table, idx)):
-            self.dst_tables[level + 1] = _child_table(self.k, self.dst_tables[level], idx)
+        self.dst_tables[level + 1] = _child_table(self.k, self.dst_tables[level], idx)
 
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         level = self.k.pmd_level()
         pmd = self.k.entry(table, idx)
         if not pg.is_present(pmd):
-            return WalkAction.CONTINUE
+            raise pg.not_modelled(pmd, addr, "fork")  # copy_huge_pmd's migration entry case
         if pmd & pg.PS:
             _copy_huge_pmd(self.k, self.dst, table, self.dst_tables[level], idx)
             return WalkAction.CONTINUE
@@ -76,6 +75,8 @@ class _CopyOps(WalkOps):
 
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
         dst_tab = self.k.phys.tables[self.dst_tables[-1]]
+        if not pg.is_present(ptes[i]):
+            raise pg.not_modelled(ptes[i], addr, "fork")  # copy_nonpresent_pte
         return _copy_present_ptes(self.k, self.dst, ptes, dst_tab, i, end)
 
 
@@ -99,8 +100,6 @@ def _copy_present_ptes(
     """``copy_present_ptes`` for the batch that starts at ``src_tab[i]`` (``end`` bounds it);
     returns the number of PTEs copied."""
     pte = src_tab[i]
-    if not pg.is_present(pte):
-        return 1
     pfn = pg.entry_pfn(pte)
     if k.is_zero_pfn(pfn):
         dst_tab[i] = pg.mkold(pte)  # no folio: just copy the special entry
@@ -154,15 +153,15 @@ class _CountOps(WalkOps):
         self.deposits = 0
 
     def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
-        if pg.is_present(self.k.entry(table, idx)):
-            base = addr & ~((1 << level_shift(self.k, level)) - 1)
-            self.needed.add((level + 1, base))
+        base = addr & ~((1 << level_shift(self.k, level)) - 1)
+        self.needed.add((level + 1, base))
 
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         pmd = self.k.entry(table, idx)
-        if pg.is_present(pmd):
-            if pmd & pg.PS:
-                self.deposits += 1
-            else:
-                self.table_entry(self.k.pmd_level(), table, idx, addr, end)
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "fork")
+        if pmd & pg.PS:
+            self.deposits += 1
+        else:
+            self.table_entry(self.k.pmd_level(), table, idx, addr, end)
         return WalkAction.CONTINUE

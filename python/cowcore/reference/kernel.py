@@ -181,23 +181,28 @@ class Kernel:
         With ``allocated`` given, missing tables are allocated top-down and recorded there as
         ``(parent table, index, new table)`` so that the caller can undo them on failure;
         without it, ``None`` is returned when a table is missing. A huge PMD on the way
-        counts as missing for levels below the PMD.
+        counts as missing for levels below the PMD. An entry that is neither none nor present
+        raises :class:`InvariantError` (``entry-kind``): it is never taken for a hole.
         """
         table = mm.pgd
         for lvl in range(level):
             idx = pg.index_at(addr, self.levels, lvl)
             entry = self.entry(table, idx)
-            if not pg.is_present(entry):
+            # By kind (paging.entry_kind), tested in the order of frequency: this is the
+            # hottest loop of the reference.
+            if pg.is_present(entry):
+                if lvl == self.pmd_level() and entry & pg.PS:
+                    return None
+                table = pg.entry_pfn(entry)
+            elif not entry:
                 if allocated is None:
                     return None
-                new = self.phys.alloc_table()
+                new = self.phys.alloc_table()  # __pud_alloc/__pmd_alloc/__pte_alloc
                 self.set_entry(table, idx, pg.make_entry(new, pg.TABLE_ENTRY))
                 allocated.append((table, idx, new))
                 table = new
-                continue
-            if lvl == self.pmd_level() and entry & pg.PS:
-                return None
-            table = pg.entry_pfn(entry)
+            else:  # a swap or migration entry: never a hole to fill
+                raise pg.not_modelled(entry, addr, "page walk")
         return table
 
     def undo_tables(self, allocated: list[tuple[int, int, int]]) -> None:
@@ -206,20 +211,6 @@ class Kernel:
             self.set_entry(parent, idx, 0)
             self.phys.free_table(table)
         allocated.clear()
-
-    def hole_end(self, mm: Mm, addr: int) -> int | None:
-        """Where the hole above the PMD level that holds ``addr`` ends, or ``None`` when the
-        PMD table covering ``addr`` exists. Range walks skip holes with it (as the kernel's
-        ``p?d_none_or_clear_bad`` loops do), so that a walk over a huge, mostly empty VMA
-        costs what is mapped, not what is reserved."""
-        table = mm.pgd
-        for lvl in range(self.pmd_level()):
-            entry = self.entry(table, pg.index_at(addr, self.levels, lvl))
-            if not pg.is_present(entry):
-                shift = pg.PAGE_SHIFT + 9 * (self.levels - 1 - lvl)
-                return ((addr >> shift) + 1) << shift
-            table = pg.entry_pfn(entry)
-        return None
 
     def pmd_slot(self, mm: Mm, addr: int) -> tuple[int, int] | None:
         """``(table, index)`` of the PMD entry covering ``addr``, if the PMD table exists."""

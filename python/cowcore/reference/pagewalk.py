@@ -45,19 +45,22 @@ class WalkOps:
     vma: Vma | None = None
 
     def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
-        """``pgd_entry``/``p4d_entry``/``pud_entry``: the non-none entry ``idx`` of ``table``
+        """``pgd_entry``/``p4d_entry``/``pud_entry``: the present entry ``idx`` of ``table``
         at ``level`` (above the PMD), covering ``[addr, end)`` of the walk. Called before the
-        walk descends into the table it points to (it descends only if the entry is
-        present)."""
+        walk descends into the table it points to. (An entry there that is neither none nor
+        present raises :class:`InvariantError`: no kind of swap entry lives above the PMD.)"""
 
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         """``pmd_entry``: the non-none PMD ``idx`` of ``table``, covering ``[addr, end)``: a
-        huge leaf (``pmd_trans_huge``) or a PTE table. The walk re-reads the entry after the
-        callback, so a callback may split a huge PMD and return ``SUBTREE``."""
+        huge leaf (``pmd_trans_huge``), a PTE table, or (none exist yet) a PMD migration
+        entry, which the client must refuse or handle. The walk re-reads the entry after the
+        callback, so a callback may split a huge PMD and return ``SUBTREE``; it descends only
+        into a present table."""
         return WalkAction.SUBTREE
 
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
-        """``pte_entry``: the non-none PTE ``ptes[i]`` that maps ``addr``; the walked range
+        """``pte_entry``: the non-none PTE ``ptes[i]`` for ``addr`` (present, or a swap entry
+        that the client must refuse or handle, see ``paging.entry_kind``); the walked range
         ends at index ``end`` of the same table. Returns how many PTEs it handled (at least
         one), so that a client can take a ``folio_pte_batch`` at once. None PTEs are not
         reported (no client needs them)."""
@@ -119,10 +122,11 @@ def _walk_level(k: Kernel, level: int, table: int, start: int, end: int, ops: Wa
                 entry = entries[idx]  # the callback may have split or cleared it
                 if pg.is_present(entry) and not entry & pg.PS:
                     _walk_ptes(k, pg.entry_pfn(entry), addr, nxt, ops)
-        else:
+        elif pg.is_present(entry):
             ops.table_entry(level, table, idx, addr, nxt)
-            if pg.is_present(entry):
-                _walk_level(k, level + 1, pg.entry_pfn(entry), addr, nxt, ops)
+            _walk_level(k, level + 1, pg.entry_pfn(entry), addr, nxt, ops)
+        else:
+            raise pg.not_modelled(entry, addr, "page walk")  # no swap entries above the PMD
         addr = nxt
 
 

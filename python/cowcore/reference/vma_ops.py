@@ -101,7 +101,9 @@ class _ChangeProtOps(WalkOps):
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         """``change_huge_pmd``; VMA boundaries inside a THP split it earlier."""
         pmd = self.k.entry(table, idx)
-        if not pg.is_huge(pmd):
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "mprotect")  # change_huge_pmd's migration case
+        if not pmd & pg.PS:
             return WalkAction.SUBTREE
         new = pg.modify(pmd, self.newprot | pg.PS)
         if self.writable and _exclusive_anon(self.k, pg.entry_pfn(pmd)):
@@ -111,11 +113,12 @@ class _ChangeProtOps(WalkOps):
 
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
         """``change_pte_range`` for one present PTE."""
-        if pg.is_present(ptes[i]):
-            new = pg.modify(ptes[i], self.newprot)
-            if self.writable and _exclusive_anon(self.k, pg.entry_pfn(new)):
-                new = pg.mkwrite(new)
-            ptes[i] = new
+        if not pg.is_present(ptes[i]):
+            raise pg.not_modelled(ptes[i], addr, "mprotect")  # change_pte_range's swap case
+        new = pg.modify(ptes[i], self.newprot)
+        if self.writable and _exclusive_anon(self.k, pg.entry_pfn(new)):
+            new = pg.mkwrite(new)
+        ptes[i] = new
         return 1
 
 

@@ -50,7 +50,10 @@ class _ZapOps(WalkOps):
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         """A huge PMD fully inside the range goes whole (``zap_huge_pmd``); one partly inside
         is split first (``__split_huge_pmd``) and its PTEs are zapped."""
-        if pg.is_huge(self.k.entry(table, idx)):
+        pmd = self.k.entry(table, idx)
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "zap")  # zap_huge_pmd's migration entry case
+        if pmd & pg.PS:
             if end - addr == pg.PMD_SIZE:
                 _zap_huge_pmd(self.k, self.mm, table, idx, self.tlb)
                 return WalkAction.CONTINUE
@@ -62,7 +65,7 @@ class _ZapOps(WalkOps):
         and remove their rmap; the references go to the gather."""
         pte = ptes[i]
         if not pg.is_present(pte):
-            return 1
+            raise pg.not_modelled(pte, addr, "zap")  # zap_nonpresent_ptes
         k = self.k
         pfn = pg.entry_pfn(pte)
         if k.is_zero_pfn(pfn):
