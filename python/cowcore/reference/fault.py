@@ -11,8 +11,9 @@ from enum import Enum
 
 from cowcore.errors import OutOfMemoryError
 from cowcore.reference import paging as pg
+from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
-from cowcore.reference.kernel import SIZE_OF_ORDER, Kernel
+from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Vma
 
 # x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
@@ -61,11 +62,11 @@ def handle_mm_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, code: int) -> None:
     write = bool(code & PF_WRITE)
     if code & PF_PROT:
         assert write, "read faults on present entries are refused by access_error()"
-        k.stats.faults_wp += 1
+        k.emit(Event(EventKind.FAULTS_WP))
     elif write:
-        k.stats.faults_write += 1
+        k.emit(Event(EventKind.FAULTS_WRITE))
     else:
-        k.stats.faults_read += 1
+        k.emit(Event(EventKind.FAULTS_READ))
     allocated: list[tuple[int, int, int]] = []
     try:
         _handle_fault(k, mm, vma, addr, write, allocated)
@@ -129,7 +130,8 @@ def do_huge_pmd_anonymous_page(
         vma.anon_vma = True  # anon_vma_prepare() ran before the zero-page branch
         return Outcome.DONE
     if not k.phys.buddy.can_allocate(HPAGE_PMD_ORDER):
-        k.stats.anon_fault_fallback["2M"] += 1  # vma_alloc_anon_folio_pmd() failure
+        # vma_alloc_anon_folio_pmd() failure
+        k.emit(Event(EventKind.ANON_FAULT_FALLBACK, HPAGE_PMD_ORDER))
         return Outcome.FALLBACK
     folio = k.alloc_folio(HPAGE_PMD_ORDER)
     try:
@@ -152,8 +154,8 @@ def map_anon_folio_pmd(
     if vma.write:
         entry = pg.mkwrite(entry)
     k.set_entry(pmd_table, pmd_idx, entry)
-    k.stats.thp_fault_alloc += 1
-    k.stats.anon_fault_alloc["2M"] += 1
+    k.emit(Event(EventKind.THP_FAULT_ALLOC))
+    k.emit(Event(EventKind.ANON_FAULT_ALLOC, HPAGE_PMD_ORDER))
     vma.anon_vma = True
 
 
@@ -194,7 +196,7 @@ def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_t
         if k.phys.buddy.can_allocate(order):
             folio = k.alloc_folio(order)
             break
-        k.stats.anon_fault_fallback[SIZE_OF_ORDER[order]] += 1
+        k.emit(Event(EventKind.ANON_FAULT_FALLBACK, order))
     if folio is None:
         folio = k.alloc_folio(0)  # OutOfMemoryError propagates: VM_FAULT_OOM
     nr = folio.nr_pages
@@ -207,7 +209,7 @@ def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_t
     for i in range(nr):
         k.set_entry(pte_table, first + i, pg.make_entry(folio.pfn + i, flags))
     if folio.order:
-        k.stats.anon_fault_alloc[SIZE_OF_ORDER[folio.order]] += 1
+        k.emit(Event(EventKind.ANON_FAULT_ALLOC, folio.order))
     vma.anon_vma = True
 
 
@@ -239,7 +241,7 @@ def do_wp_page(k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int)
             folio.anon_exclusive[page] = True
             # wp_page_reuse(): young, dirty, writable.
             k.set_entry(pte_table, idx, pg.mkwrite(pg.mkdirty(pte | pg.A)))
-            k.stats.pgreuse += 1
+            k.emit(Event(EventKind.PGREUSE))
             return
         wp_page_copy(k, mm, vma, pte_table, idx, folio)
         return
@@ -266,7 +268,7 @@ def wp_page_copy(k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Fol
         old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id)
         k.put_folio(old, 1)
     vma.anon_vma = True
-    k.stats.cow_copy += 1
+    k.emit(Event(EventKind.COW_COPY))
 
 
 def do_huge_pmd_wp_page(
@@ -281,9 +283,9 @@ def do_huge_pmd_wp_page(
             if k.phys.buddy.can_allocate(HPAGE_PMD_ORDER):
                 folio = k.alloc_folio(HPAGE_PMD_ORDER)
                 map_anon_folio_pmd(k, mm, vma, folio, pmd_table, pmd_idx)
-                k.stats.huge_zero_write += 1
+                k.emit(Event(EventKind.HUGE_ZERO_WRITE))
                 return
-            k.stats.anon_fault_fallback["2M"] += 1
+            k.emit(Event(EventKind.ANON_FAULT_FALLBACK, HPAGE_PMD_ORDER))
         k.split_huge_pmd(mm, addr, pmd_table, pmd_idx)
         return
     folio = k.page_folio[head]
