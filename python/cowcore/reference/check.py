@@ -73,13 +73,10 @@ def _walk_mm(
     if mm.pgd in tables_seen:
         _fail("table-unique", f"table {mm.pgd} linked twice")
     tables_seen.add(mm.pgd)
-    walk_pgd_range(
-        k,
-        mm.pgd,
-        0,
-        address_space_end(k),
-        _CheckOps(k, mm, pte_maps, pmd_maps, per_mm, tables_seen),
-    )
+    ops = _CheckOps(k, mm, pte_maps, pmd_maps, per_mm, tables_seen)
+    walk_pgd_range(k, mm.pgd, 0, address_space_end(k), ops)
+    if ops.rss != mm.rss_anon:
+        _fail("rss", f"mm {mm.mm_id}: rss_anon {mm.rss_anon} != {ops.rss} mapped anon pages")
 
 
 class _CheckOps(WalkOps):
@@ -97,6 +94,8 @@ class _CheckOps(WalkOps):
         self.k, self.mm = k, mm
         self.pte_maps, self.pmd_maps, self.per_mm = pte_maps, pmd_maps, per_mm
         self.tables_seen = tables_seen
+        self.rss = 0
+        """Anonymous pages mapped (MM_ANONPAGES recomputed: 512 per huge PMD)."""
 
     def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
         """A non-leaf entry: the ``_PAGE_TABLE`` flags, and a table no other entry links."""
@@ -143,8 +142,10 @@ class _CheckOps(WalkOps):
             return
         if huge:
             self.pmd_maps[pfn] += 1
+            self.rss += pg.HPAGE_PMD_NR
         else:
             self.pte_maps[pfn] += 1
+            self.rss += 1
         self.per_mm[folio.pfn][mm.mm_id] += 1
         if entry & pg.RW and not folio.anon_exclusive[pfn - folio.pfn]:
             _fail(

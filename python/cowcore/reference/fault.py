@@ -154,6 +154,7 @@ def map_anon_folio_pmd(
     if vma.write:
         entry = pg.mkwrite(entry)
     k.set_entry(pmd_table, pmd_idx, entry)
+    mm.rss_anon += pg.HPAGE_PMD_NR  # add_mm_counter(mm, MM_ANONPAGES, HPAGE_PMD_NR)
     k.emit(Event(EventKind.THP_FAULT_ALLOC))
     k.emit(Event(EventKind.ANON_FAULT_ALLOC, HPAGE_PMD_ORDER))
     vma.anon_vma = True
@@ -208,6 +209,7 @@ def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_t
         flags = pg.mkwrite(pg.mkdirty(flags))
     for i in range(nr):
         k.set_entry(pte_table, first + i, pg.make_entry(folio.pfn + i, flags))
+    mm.rss_anon += nr  # add_mm_counter(vma->vm_mm, MM_ANONPAGES, nr_pages)
     if folio.order:
         k.emit(Event(EventKind.ANON_FAULT_ALLOC, folio.order))
     vma.anon_vma = True
@@ -267,6 +269,8 @@ def wp_page_copy(k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Fol
     if old is not None:
         old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id)
         k.put_folio(old, 1)
+    else:
+        mm.rss_anon += 1  # inc_mm_counter(mm, MM_ANONPAGES): the zero page was not counted
     vma.anon_vma = True
     k.emit(Event(EventKind.COW_COPY))
 

@@ -89,6 +89,7 @@ def _copy_huge_pmd(k: Kernel, dst: Mm, src_table: int, dst_table: int, idx: int)
         folio = k.page_folio[head]
         folio.refcount += 1
         folio.dup_pmd(dst.mm_id)
+        dst.rss_anon += pg.HPAGE_PMD_NR  # add_mm_counter(dst_mm, MM_ANONPAGES, HPAGE_PMD_NR)
     k.set_entry(src_table, idx, pg.wrprotect(pmd))
     k.set_entry(dst_table, idx, pg.mkold(pg.wrprotect(pmd)))
     k.deposits[(dst_table, idx)] = deposit
@@ -120,6 +121,7 @@ def _copy_present_ptes(
             nr += 1
     folio.refcount += nr
     folio.dup_ptes(page, nr, dst.mm_id)
+    dst.rss_anon += nr  # copy_present_ptes: add_mm_counter(dst_vma->vm_mm, MM_ANONPAGES, nr)
     any_writable = any(src_tab[j] & pg.RW for j in range(i, i + nr))
     value = pte | (pg.RW if any_writable else 0)
     if any_writable:  # __copy_present_ptes(): write-protect both sides of a COW mapping

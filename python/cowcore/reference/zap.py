@@ -85,6 +85,7 @@ class _ZapOps(WalkOps):
         for j in range(i, i + nr):
             ptes[j] = 0
         folio.remove_rmap_ptes(page, nr, self.mm.mm_id)
+        self.mm.rss_anon -= nr  # add_mm_counter(mm, MM_ANONPAGES, -nr)
         self.tlb.refs.append((folio, nr))
         return nr
 
@@ -97,6 +98,7 @@ def _zap_huge_pmd(k: Kernel, mm: Mm, table: int, idx: int, tlb: Gather) -> None:
     if not k.is_huge_zero_pfn(head):
         folio = k.page_folio[head]
         folio.remove_rmap_pmd(mm.mm_id)
+        mm.rss_anon -= pg.HPAGE_PMD_NR  # add_mm_counter(mm, MM_ANONPAGES, -HPAGE_PMD_NR)
         tlb.refs.append((folio, 1))
     tlb.tables.append(k.deposits.pop((table, idx)))
 
