@@ -98,7 +98,7 @@ def _handle_fault(
         case pg.EntryKind.PRESENT:
             pass  # a PTE table: the fault is handled at the PTE level
         case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
-            raise pg.not_modelled(pmd, addr, "huge PMD fault")  # do_huge_pmd_device_private...
+            raise pg.not_modelled(pmd, addr, "PMD fault")  # is_swap_pmd: pmd_migration_entry_wait
     pte_table = k.table_for(mm, addr, k.levels - 1, allocated)
     assert pte_table is not None
     pte_idx = pg.index_at(addr, k.levels, k.levels - 1)
