@@ -13,6 +13,7 @@ from cowcore.reference import paging as pg
 from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm
+from cowcore.reference.pagewalk import WalkAction, WalkOps, address_space_end, walk_pgd_range
 
 
 def _fail(name: str, message: str) -> None:
@@ -68,50 +69,91 @@ def _walk_mm(
     per_mm: dict[int, Counter[int]],
     tables_seen: set[int],
 ) -> None:
-    def visit(level: int, table: int, base: int) -> None:
-        if table in tables_seen:
-            _fail("table-unique", f"table {table} linked twice")
-        tables_seen.add(table)
-        span = 1 << (pg.PAGE_SHIFT + 9 * (k.levels - 1 - level))
-        for idx, entry in enumerate(k.phys.tables[table]):
-            if not entry:
-                continue
-            addr = base + idx * span
-            if level < k.levels - 1 and not (level == k.pmd_level() and entry & pg.PS):
-                if entry & ~pg.PFN_MASK != pg.TABLE_ENTRY:
-                    _fail("table-entry", f"bad non-leaf entry {entry:#x} at {addr:#x}")
-                visit(level + 1, pg.entry_pfn(entry), addr)
-                continue
-            vma = mm.find_vma(addr)
-            if vma is None:
-                _fail("leaf-in-vma", f"mm {mm.mm_id} maps {addr:#x} outside every VMA")
-                return
-            pfn = pg.entry_pfn(entry)
-            huge = level == k.pmd_level()
-            if huge and (table, idx) not in k.deposits:
-                _fail("pmd-deposit", f"huge PMD at {addr:#x} has no deposited table")
-            if k.is_zero_pfn(pfn) or k.is_huge_zero_pfn(pfn):
-                if entry & pg.RW:
-                    _fail("zero-page-readonly", f"writable zero-page entry at {addr:#x}")
-                continue
-            folio = k.page_folio.get(pfn)
-            if folio is None:
-                _fail("mapped-frame-is-folio", f"{addr:#x} maps free frame {pfn}")
-                return
-            if huge:
-                pmd_maps[pfn] += 1
-            else:
-                pte_maps[pfn] += 1
-            per_mm[folio.pfn][mm.mm_id] += 1
-            if entry & pg.RW and not folio.anon_exclusive[pfn - folio.pfn]:
-                _fail(
-                    "writable-implies-exclusive",
-                    f"{addr:#x} in mm {mm.mm_id} is writable but not anon-exclusive",
-                )
-            if not (vma.read) and entry & pg.P:
-                _fail("protnone", f"{addr:#x} is accessible in a PROT_NONE VMA")
+    """Walk every table of ``mm`` over the whole address space, counting its mappings."""
+    if mm.pgd in tables_seen:
+        _fail("table-unique", f"table {mm.pgd} linked twice")
+    tables_seen.add(mm.pgd)
+    ops = _CheckOps(k, mm, pte_maps, pmd_maps, per_mm, tables_seen)
+    walk_pgd_range(k, mm.pgd, 0, address_space_end(k), ops)
+    if ops.rss != mm.rss_anon:
+        _fail("rss", f"mm {mm.mm_id}: rss_anon {mm.rss_anon} != {ops.rss} mapped anon pages")
 
-    visit(0, mm.pgd, 0)
+
+class _CheckOps(WalkOps):
+    """The per-entry checks of one mm's tables, and the counts the folio checks compare."""
+
+    def __init__(
+        self,
+        k: Kernel,
+        mm: Mm,
+        pte_maps: Counter[int],
+        pmd_maps: Counter[int],
+        per_mm: dict[int, Counter[int]],
+        tables_seen: set[int],
+    ) -> None:
+        self.k, self.mm = k, mm
+        self.pte_maps, self.pmd_maps, self.per_mm = pte_maps, pmd_maps, per_mm
+        self.tables_seen = tables_seen
+        self.rss = 0
+        """Anonymous pages mapped (MM_ANONPAGES recomputed: 512 per huge PMD)."""
+
+    def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
+        """A non-leaf entry: the ``_PAGE_TABLE`` flags, and a table no other entry links."""
+        entry = self.k.entry(table, idx)
+        if entry & ~pg.PFN_MASK != pg.TABLE_ENTRY:
+            _fail("table-entry", f"bad non-leaf entry {entry:#x} at {addr:#x}")
+        child = pg.entry_pfn(entry)
+        if child in self.tables_seen:
+            _fail("table-unique", f"table {child} linked twice")
+        self.tables_seen.add(child)
+
+    def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
+        entry = self.k.entry(table, idx)
+        if pg.is_present(entry) and not entry & pg.PS:
+            self.table_entry(self.k.pmd_level(), table, idx, addr, end)
+            return WalkAction.SUBTREE
+        self._leaf(entry, addr, deposited=(table, idx) in self.k.deposits)
+        return WalkAction.CONTINUE
+
+    def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
+        self._leaf(ptes[i], addr, deposited=None)
+        return 1
+
+    def _leaf(self, entry: int, addr: int, deposited: bool | None) -> None:
+        """A PTE (``deposited`` is ``None``) or a huge PMD (whether its table is deposited)."""
+        k, mm = self.k, self.mm
+        huge = deposited is not None
+        if not pg.is_present(entry):
+            _fail("entry-kind", f"mm {mm.mm_id}: {pg.entry_kind(entry).value} entry at {addr:#x}")
+        vma = mm.find_vma(addr)
+        if vma is None:
+            _fail("leaf-in-vma", f"mm {mm.mm_id} maps {addr:#x} outside every VMA")
+            return
+        pfn = pg.entry_pfn(entry)
+        if huge and not deposited:
+            _fail("pmd-deposit", f"huge PMD at {addr:#x} has no deposited table")
+        if k.is_zero_pfn(pfn) or k.is_huge_zero_pfn(pfn):
+            if entry & pg.RW:
+                _fail("zero-page-readonly", f"writable zero-page entry at {addr:#x}")
+            return
+        folio = k.page_folio.get(pfn)
+        if folio is None:
+            _fail("mapped-frame-is-folio", f"{addr:#x} maps free frame {pfn}")
+            return
+        if huge:
+            self.pmd_maps[pfn] += 1
+            self.rss += pg.HPAGE_PMD_NR
+        else:
+            self.pte_maps[pfn] += 1
+            self.rss += 1
+        self.per_mm[folio.pfn][mm.mm_id] += 1
+        if entry & pg.RW and not folio.anon_exclusive[pfn - folio.pfn]:
+            _fail(
+                "writable-implies-exclusive",
+                f"{addr:#x} in mm {mm.mm_id} is writable but not anon-exclusive",
+            )
+        if not (vma.read) and entry & pg.P:
+            _fail("protnone", f"{addr:#x} is accessible in a PROT_NONE VMA")
 
 
 def _check_folio(

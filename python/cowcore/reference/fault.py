@@ -11,8 +11,9 @@ from enum import Enum
 
 from cowcore.errors import OutOfMemoryError
 from cowcore.reference import paging as pg
+from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
-from cowcore.reference.kernel import SIZE_OF_ORDER, Kernel
+from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Vma
 
 # x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
@@ -56,46 +57,62 @@ def access(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> int:
 
 
 def handle_mm_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, code: int) -> None:
-    """Dispatch one page fault by its x86 error code (``do_user_addr_fault`` ->
-    ``handle_mm_fault``): a protection fault on a write is a write-protect fault at the PMD
-    or PTE level; a not-present fault goes to the anonymous fault handlers."""
+    """One page fault with its x86 error code (``do_user_addr_fault`` -> ``handle_mm_fault``):
+    counted by type, then dispatched on what the entries are (``__handle_mm_fault``)."""
     write = bool(code & PF_WRITE)
     if code & PF_PROT:
         assert write, "read faults on present entries are refused by access_error()"
-        k.stats.faults_wp += 1
-        pmd_slot = k.pmd_slot(mm, addr)
-        assert pmd_slot is not None
-        if pg.is_huge(k.entry(*pmd_slot)):
-            do_huge_pmd_wp_page(k, mm, vma, addr, *pmd_slot)
-            return
-        pte_slot = k.pte_slot(mm, addr)
-        assert pte_slot is not None
-        do_wp_page(k, mm, vma, addr, *pte_slot)
-        return
-    if write:
-        k.stats.faults_write += 1
+        k.emit(Event(EventKind.FAULTS_WP))
+    elif write:
+        k.emit(Event(EventKind.FAULTS_WRITE))
     else:
-        k.stats.faults_read += 1
-    handle_none_fault(k, mm, vma, addr, write)
-
-
-def handle_none_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> None:
-    """``__handle_mm_fault`` for an address whose PTE (or PMD) is none (KS §2.2)."""
+        k.emit(Event(EventKind.FAULTS_READ))
     allocated: list[tuple[int, int, int]] = []
     try:
-        pmd_table = k.table_for(mm, addr, k.pmd_level(), allocated)
-        assert pmd_table is not None
-        pmd_idx = pg.index_at(addr, k.levels, k.pmd_level())
-        if k.entry(pmd_table, pmd_idx) == 0 and HPAGE_PMD_ORDER in k.thp.allowable_orders(vma):
-            outcome = do_huge_pmd_anonymous_page(k, mm, vma, addr, write, pmd_table, pmd_idx)
-            if outcome is Outcome.DONE:
-                return
-        pte_table = k.table_for(mm, addr, k.levels - 1, allocated)
-        assert pte_table is not None
-        do_anonymous_page(k, mm, vma, addr, write, pte_table)
+        _handle_fault(k, mm, vma, addr, write, allocated)
     except OutOfMemoryError:
         k.undo_tables(allocated)
         raise
+
+
+def _handle_fault(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, allocated: list[tuple[int, int, int]]
+) -> None:
+    """``__handle_mm_fault``: allocate the tables down to the PMD, dispatch on the PMD's
+    kind, then allocate the PTE table and dispatch on the PTE's (``handle_pte_fault``).
+    Tables allocated here are recorded in ``allocated`` for the caller to undo on OOM."""
+    pmd_table = k.table_for(mm, addr, k.pmd_level(), allocated)
+    assert pmd_table is not None
+    pmd_idx = pg.index_at(addr, k.levels, k.pmd_level())
+    pmd = k.entry(pmd_table, pmd_idx)
+    match pg.entry_kind(pmd):
+        case pg.EntryKind.NONE:
+            if HPAGE_PMD_ORDER in k.thp.allowable_orders(vma):
+                outcome = do_huge_pmd_anonymous_page(k, mm, vma, addr, write, pmd_table, pmd_idx)
+                if outcome is Outcome.DONE:
+                    return
+        case pg.EntryKind.PRESENT if pmd & pg.PS:
+            assert write and not pmd & pg.RW, "the access would have succeeded"
+            do_huge_pmd_wp_page(k, mm, vma, addr, pmd_table, pmd_idx)
+            return
+        case pg.EntryKind.PRESENT:
+            pass  # a PTE table: the fault is handled at the PTE level
+        case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
+            raise pg.not_modelled(pmd, addr, "PMD fault")  # is_swap_pmd: pmd_migration_entry_wait
+    pte_table = k.table_for(mm, addr, k.levels - 1, allocated)
+    assert pte_table is not None
+    pte_idx = pg.index_at(addr, k.levels, k.levels - 1)
+    pte = k.entry(pte_table, pte_idx)
+    match pg.entry_kind(pte):
+        case pg.EntryKind.NONE:
+            do_anonymous_page(k, mm, vma, addr, write, pte_table)  # do_pte_missing
+        case pg.EntryKind.PRESENT if pte & pg.P:
+            assert write and not pte & pg.RW, "the access would have succeeded"
+            do_wp_page(k, mm, vma, addr, pte_table, pte_idx)
+        case pg.EntryKind.PRESENT:
+            raise pg.not_modelled(pte, addr, "PROT_NONE PTE fault")  # do_numa_page
+        case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
+            raise pg.not_modelled(pte, addr, "PTE fault")  # do_swap_page
 
 
 def do_huge_pmd_anonymous_page(
@@ -113,7 +130,8 @@ def do_huge_pmd_anonymous_page(
         vma.anon_vma = True  # anon_vma_prepare() ran before the zero-page branch
         return Outcome.DONE
     if not k.phys.buddy.can_allocate(HPAGE_PMD_ORDER):
-        k.stats.anon_fault_fallback["2M"] += 1  # vma_alloc_anon_folio_pmd() failure
+        # vma_alloc_anon_folio_pmd() failure
+        k.emit(Event(EventKind.ANON_FAULT_FALLBACK, HPAGE_PMD_ORDER))
         return Outcome.FALLBACK
     folio = k.alloc_folio(HPAGE_PMD_ORDER)
     try:
@@ -136,8 +154,9 @@ def map_anon_folio_pmd(
     if vma.write:
         entry = pg.mkwrite(entry)
     k.set_entry(pmd_table, pmd_idx, entry)
-    k.stats.thp_fault_alloc += 1
-    k.stats.anon_fault_alloc["2M"] += 1
+    mm.rss_anon += pg.HPAGE_PMD_NR  # add_mm_counter(mm, MM_ANONPAGES, HPAGE_PMD_NR)
+    k.emit(Event(EventKind.THP_FAULT_ALLOC))
+    k.emit(Event(EventKind.ANON_FAULT_ALLOC, HPAGE_PMD_ORDER))
     vma.anon_vma = True
 
 
@@ -178,7 +197,7 @@ def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_t
         if k.phys.buddy.can_allocate(order):
             folio = k.alloc_folio(order)
             break
-        k.stats.anon_fault_fallback[SIZE_OF_ORDER[order]] += 1
+        k.emit(Event(EventKind.ANON_FAULT_FALLBACK, order))
     if folio is None:
         folio = k.alloc_folio(0)  # OutOfMemoryError propagates: VM_FAULT_OOM
     nr = folio.nr_pages
@@ -190,8 +209,9 @@ def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_t
         flags = pg.mkwrite(pg.mkdirty(flags))
     for i in range(nr):
         k.set_entry(pte_table, first + i, pg.make_entry(folio.pfn + i, flags))
+    mm.rss_anon += nr  # add_mm_counter(vma->vm_mm, MM_ANONPAGES, nr_pages)
     if folio.order:
-        k.stats.anon_fault_alloc[SIZE_OF_ORDER[folio.order]] += 1
+        k.emit(Event(EventKind.ANON_FAULT_ALLOC, folio.order))
     vma.anon_vma = True
 
 
@@ -223,7 +243,7 @@ def do_wp_page(k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int)
             folio.anon_exclusive[page] = True
             # wp_page_reuse(): young, dirty, writable.
             k.set_entry(pte_table, idx, pg.mkwrite(pg.mkdirty(pte | pg.A)))
-            k.stats.pgreuse += 1
+            k.emit(Event(EventKind.PGREUSE))
             return
         wp_page_copy(k, mm, vma, pte_table, idx, folio)
         return
@@ -249,8 +269,10 @@ def wp_page_copy(k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Fol
     if old is not None:
         old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id)
         k.put_folio(old, 1)
+    else:
+        mm.rss_anon += 1  # inc_mm_counter(mm, MM_ANONPAGES): the zero page was not counted
     vma.anon_vma = True
-    k.stats.cow_copy += 1
+    k.emit(Event(EventKind.COW_COPY))
 
 
 def do_huge_pmd_wp_page(
@@ -265,9 +287,9 @@ def do_huge_pmd_wp_page(
             if k.phys.buddy.can_allocate(HPAGE_PMD_ORDER):
                 folio = k.alloc_folio(HPAGE_PMD_ORDER)
                 map_anon_folio_pmd(k, mm, vma, folio, pmd_table, pmd_idx)
-                k.stats.huge_zero_write += 1
+                k.emit(Event(EventKind.HUGE_ZERO_WRITE))
                 return
-            k.stats.anon_fault_fallback["2M"] += 1
+            k.emit(Event(EventKind.ANON_FAULT_FALLBACK, HPAGE_PMD_ORDER))
         k.split_huge_pmd(mm, addr, pmd_table, pmd_idx)
         return
     folio = k.page_folio[head]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from cowcore.reference import paging as pg
 from cowcore.reference.kernel import Kernel
-from cowcore.reference.mm import Mm, Process, Vma
+from cowcore.reference.mm import Mm, Process
+from cowcore.reference.pagewalk import WalkAction, WalkOps, level_shift, walk_page_vma
 
 # Bits that may differ inside one fork batch (``folio_pte_batch``: Accessed and Write are
 # ignored, soft-dirty is ignored while soft-dirty tracking is off; Dirty must match for
@@ -35,13 +36,8 @@ def fork(k: Kernel, parent: Process) -> Process:
             cvma.anon_vma = False  # the child starts this range afresh
             continue
         if vma.anon_vma:  # vma_needs_copy()
-            _copy_level(k, parent.mm, child.mm, vma, 0, parent.mm.pgd, child.mm.pgd, 0)
+            walk_page_vma(k, parent.mm, vma, _CopyOps(k, child.mm))
     return child
-
-
-def _span(k: Kernel, level: int) -> int:
-    """Bytes covered by one entry of a table of ``level`` (0 = the root)."""
-    return 1 << (pg.PAGE_SHIFT + 9 * (k.levels - 1 - level))
 
 
 def _child_table(k: Kernel, dst_table: int, idx: int) -> int:
@@ -53,32 +49,38 @@ def _child_table(k: Kernel, dst_table: int, idx: int) -> int:
     return new
 
 
-def _copy_level(
-    k: Kernel, src: Mm, dst: Mm, vma: Vma, level: int, src_table: int, dst_table: int, base: int
-) -> None:
-    """Copy the entries of one table that fall inside ``vma`` (copy_p4d/pud/pmd_range)."""
-    span = _span(k, level)
-    first = max(vma.start, base)
-    last = min(vma.end, base + span * 512)
-    for idx in range((first - base) // span, (last - 1 - base) // span + 1):
-        addr = base + idx * span
-        entry = k.entry(src_table, idx)
-        if not pg.is_present(entry):
-            continue
-        if level == k.pmd_level():
-            if entry & pg.PS:
-                _copy_huge_pmd(k, src, dst, src_table, dst_table, idx)
-                continue
-            child_ptes = _child_table(k, dst_table, idx)
-            lo = max(vma.start, addr)
-            hi = min(vma.end, addr + span)
-            _copy_pte_range(k, dst, pg.entry_pfn(entry), child_ptes, lo, hi)
-        else:
-            child = _child_table(k, dst_table, idx)
-            _copy_level(k, src, dst, vma, level + 1, pg.entry_pfn(entry), child, addr)
+class _CopyOps(WalkOps):
+    """``copy_page_range`` as a walk of the parent's tables: each present entry above the
+    PTEs gets its child table (``copy_p4d/pud/pmd_range`` allocate them on the way down),
+    huge PMDs are shared whole, PTEs in batches."""
+
+    def __init__(self, k: Kernel, dst: Mm) -> None:
+        self.k, self.dst = k, dst
+        self.dst_tables = [dst.pgd] + [0] * (k.levels - 1)
+        """The child's table at each level for the parent table being walked there."""
+
+    def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
+        self.dst_tables[level + 1] = _child_table(self.k, self.dst_tables[level], idx)
+
+    def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
+        level = self.k.pmd_level()
+        pmd = self.k.entry(table, idx)
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "fork")  # copy_huge_pmd's migration entry case
+        if pmd & pg.PS:
+            _copy_huge_pmd(self.k, self.dst, table, self.dst_tables[level], idx)
+            return WalkAction.CONTINUE
+        self.dst_tables[level + 1] = _child_table(self.k, self.dst_tables[level], idx)
+        return WalkAction.SUBTREE
+
+    def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
+        dst_tab = self.k.phys.tables[self.dst_tables[-1]]
+        if not pg.is_present(ptes[i]):
+            raise pg.not_modelled(ptes[i], addr, "fork")  # copy_nonpresent_pte
+        return _copy_present_ptes(self.k, self.dst, ptes, dst_tab, i, end)
 
 
-def _copy_huge_pmd(k: Kernel, src: Mm, dst: Mm, src_table: int, dst_table: int, idx: int) -> None:
+def _copy_huge_pmd(k: Kernel, dst: Mm, src_table: int, dst_table: int, idx: int) -> None:
     """``copy_huge_pmd``: share a THP (or the huge zero page) as one PMD (KS §3.2)."""
     pmd = k.entry(src_table, idx)
     deposit = k.phys.alloc_table()
@@ -87,79 +89,81 @@ def _copy_huge_pmd(k: Kernel, src: Mm, dst: Mm, src_table: int, dst_table: int, 
         folio = k.page_folio[head]
         folio.refcount += 1
         folio.dup_pmd(dst.mm_id)
+        dst.rss_anon += pg.HPAGE_PMD_NR  # add_mm_counter(dst_mm, MM_ANONPAGES, HPAGE_PMD_NR)
     k.set_entry(src_table, idx, pg.wrprotect(pmd))
     k.set_entry(dst_table, idx, pg.mkold(pg.wrprotect(pmd)))
     k.deposits[(dst_table, idx)] = deposit
 
 
-def _copy_pte_range(k: Kernel, dst: Mm, src_ptes: int, dst_ptes: int, lo: int, hi: int) -> None:
-    """``copy_pte_range`` -> ``copy_present_ptes`` over ``[lo, hi)`` of one PTE table."""
-    src_tab = k.phys.tables[src_ptes]
-    dst_tab = k.phys.tables[dst_ptes]
-    i = pg.index_at(lo, k.levels, k.levels - 1)
-    end = i + (hi - lo) // pg.PAGE_SIZE
-    while i < end:
-        pte = src_tab[i]
-        if not pg.is_present(pte):
-            i += 1
-            continue
-        pfn = pg.entry_pfn(pte)
-        if k.is_zero_pfn(pfn):
-            dst_tab[i] = pg.mkold(pte)  # no folio: just copy the special entry
-            i += 1
-            continue
-        folio = k.page_folio[pfn]
-        page = pfn - folio.pfn
-        nr = 1
-        if folio.is_large:
-            limit = min(end - i, folio.nr_pages - page)
-            while nr < limit:
-                nxt = src_tab[i + nr]
-                if (
-                    not pg.is_present(nxt)
-                    or pg.entry_pfn(nxt) != pfn + nr
-                    or (nxt & ~_BATCH_IGNORE) != (pte & ~_BATCH_IGNORE)
-                ):
-                    break
-                nr += 1
-        folio.refcount += nr
-        folio.dup_ptes(page, nr, dst.mm_id)
-        any_writable = any(src_tab[j] & pg.RW for j in range(i, i + nr))
-        value = pte | (pg.RW if any_writable else 0)
-        if any_writable:  # __copy_present_ptes(): write-protect both sides of a COW mapping
-            for j in range(i, i + nr):
-                src_tab[j] = pg.wrprotect(src_tab[j])
-            value = pg.wrprotect(value)
-        value = pg.mkold(value)
-        flags = value & ~pg.PFN_MASK
-        for j in range(nr):
-            dst_tab[i + j] = pg.make_entry(pfn + j, flags)
-        i += nr
+def _copy_present_ptes(
+    k: Kernel, dst: Mm, src_tab: list[int], dst_tab: list[int], i: int, end: int
+) -> int:
+    """``copy_present_ptes`` for the batch that starts at ``src_tab[i]`` (``end`` bounds it);
+    returns the number of PTEs copied."""
+    pte = src_tab[i]
+    pfn = pg.entry_pfn(pte)
+    if k.is_zero_pfn(pfn):
+        dst_tab[i] = pg.mkold(pte)  # no folio: just copy the special entry
+        return 1
+    folio = k.page_folio[pfn]
+    page = pfn - folio.pfn
+    nr = 1
+    if folio.is_large:
+        limit = min(end - i, folio.nr_pages - page)
+        while nr < limit:
+            nxt = src_tab[i + nr]
+            if (
+                not pg.is_present(nxt)
+                or pg.entry_pfn(nxt) != pfn + nr
+                or (nxt & ~_BATCH_IGNORE) != (pte & ~_BATCH_IGNORE)
+            ):
+                break
+            nr += 1
+    folio.refcount += nr
+    folio.dup_ptes(page, nr, dst.mm_id)
+    dst.rss_anon += nr  # copy_present_ptes: add_mm_counter(dst_vma->vm_mm, MM_ANONPAGES, nr)
+    any_writable = any(src_tab[j] & pg.RW for j in range(i, i + nr))
+    value = pte | (pg.RW if any_writable else 0)
+    if any_writable:  # __copy_present_ptes(): write-protect both sides of a COW mapping
+        for j in range(i, i + nr):
+            src_tab[j] = pg.wrprotect(src_tab[j])
+        value = pg.wrprotect(value)
+    value = pg.mkold(value)
+    flags = value & ~pg.PFN_MASK
+    for j in range(nr):
+        dst_tab[i + j] = pg.make_entry(pfn + j, flags)
+    return nr
 
 
 def _count_child_tables(k: Kernel, mm: Mm) -> int:
-    """How many frames fork will allocate for the child's tables (a dry run of the copy)."""
-    needed: set[tuple[int, int]] = set()  # (level of the table, base address it covers)
-    deposits = 0
-
-    def visit(level: int, table: int, base: int, vma: Vma) -> None:
-        nonlocal deposits
-        span = _span(k, level)
-        first = max(vma.start, base)
-        last = min(vma.end, base + span * 512)
-        for idx in range((first - base) // span, (last - 1 - base) // span + 1):
-            entry = k.entry(table, idx)
-            if not pg.is_present(entry):
-                continue
-            addr = base + idx * span
-            if level == k.pmd_level() and entry & pg.PS:
-                deposits += 1
-                continue
-            needed.add((level + 1, addr))
-            if level < k.pmd_level():
-                visit(level + 1, pg.entry_pfn(entry), addr, vma)
-
+    """How many frames fork will allocate for the child's tables (a dry run of the copy:
+    the same walk, counting instead of allocating)."""
+    ops = _CountOps(k)
     for vma in mm.vmas:
         if not vma.dontcopy and not vma.wipeonfork and vma.anon_vma:
-            visit(0, mm.pgd, 0, vma)
-    return len(needed) + deposits
+            walk_page_vma(k, mm, vma, ops)
+    return len(ops.needed) + ops.deposits
+
+
+class _CountOps(WalkOps):
+    """Counts the child tables (by level and the base address they cover; VMAs sharing a
+    table count it once) and the PMD deposits that :class:`_CopyOps` would allocate."""
+
+    def __init__(self, k: Kernel) -> None:
+        self.k = k
+        self.needed: set[tuple[int, int]] = set()
+        self.deposits = 0
+
+    def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
+        base = addr & ~((1 << level_shift(self.k, level)) - 1)
+        self.needed.add((level + 1, base))
+
+    def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
+        pmd = self.k.entry(table, idx)
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "fork")
+        if pmd & pg.PS:
+            self.deposits += 1
+        else:
+            self.table_entry(self.k.pmd_level(), table, idx, addr, end)
+        return WalkAction.CONTINUE

@@ -1,55 +1,24 @@
 """The reference machine's state and the mechanisms every operation shares.
 
 :class:`Kernel` owns physical memory, the folios, the processes, the THP policy and the
-counters. The operations live in modules named after the kernel code they model
-(:mod:`.fault`, :mod:`.fork`, :mod:`.zap`, :mod:`.vma_ops`); they all use the helpers here:
-folio allocation and release, page-table allocation with rollback, PMD split.
+event channel (:mod:`.events`), whose fold is the counters. The operations live in modules
+named after the kernel code they model (:mod:`.fault`, :mod:`.fork`, :mod:`.zap`,
+:mod:`.vma_ops`); they all use the helpers here: events, folio allocation and release,
+page-table allocation with rollback, PMD split; the range walks use :mod:`.pagewalk`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cowcore.errors import OutOfMemoryError
 from cowcore.protocol import POLICY_DEFAULTS, THP_SIZES, KernelProfile
 from cowcore.reference import paging as pg
+from cowcore.reference.events import Event, EventKind, Stats
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
 from cowcore.reference.mm import Mm, Process, Vma
 from cowcore.reference.physmem import PhysMem
-
-SIZE_OF_ORDER = {order: name for name, order in THP_SIZES.items()}
-
-
-@dataclass(slots=True)
-class Stats:
-    """Event counters (mTHP per-size stats, vmstat, and the simulator's own)."""
-
-    anon_fault_alloc: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
-    anon_fault_fallback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
-    split: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
-    thp_fault_alloc: int = 0
-    thp_split_pmd: int = 0
-    pgreuse: int = 0
-    cow_copy: int = 0
-    faults_read: int = 0
-    faults_write: int = 0
-    faults_wp: int = 0
-    huge_zero_write: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "anon_fault_alloc": dict(self.anon_fault_alloc),
-            "anon_fault_fallback": dict(self.anon_fault_fallback),
-            "split": dict(self.split),
-            "thp_fault_alloc": self.thp_fault_alloc,
-            "thp_split_pmd": self.thp_split_pmd,
-            "pgreuse": self.pgreuse,
-            "cow_copy": self.cow_copy,
-            "faults_read": self.faults_read,
-            "faults_write": self.faults_write,
-            "faults_wp": self.faults_wp,
-            "huge_zero_write": self.huge_zero_write,
-        }
 
 
 @dataclass(slots=True)
@@ -92,6 +61,9 @@ class Kernel:
         """Every data frame that belongs to a folio -> that folio."""
         self.serial = 0
         self.stats = Stats()
+        """The fold of every event emitted so far (:meth:`emit`)."""
+        self.listeners: list[Callable[[Event], None]] = []
+        """Called with each event after it is counted; none by default."""
         self.thp = ThpPolicy()
         self.toggles: dict[str, bool] = dict(POLICY_DEFAULTS[profile])
         self.procs: dict[int, Process] = {}
@@ -104,6 +76,15 @@ class Kernel:
         self.zero_pfn = self.phys.buddy.alloc(0)
         self.huge_zero_pfn = self.phys.buddy.alloc(HPAGE_PMD_ORDER)
         self.init_pid = self.new_process(mmap_cursor=None).pid
+
+    # -- events ------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """The one channel of everything counted: fold ``event`` into :attr:`stats`, then
+        hand it to the listeners."""
+        self.stats.count(event)
+        for listener in self.listeners:
+            listener(event)
 
     # -- processes -----------------------------------------------------------------------
 
@@ -181,23 +162,28 @@ class Kernel:
         With ``allocated`` given, missing tables are allocated top-down and recorded there as
         ``(parent table, index, new table)`` so that the caller can undo them on failure;
         without it, ``None`` is returned when a table is missing. A huge PMD on the way
-        counts as missing for levels below the PMD.
+        counts as missing for levels below the PMD. An entry that is neither none nor present
+        raises :class:`InvariantError` (``entry-kind``): it is never taken for a hole.
         """
         table = mm.pgd
         for lvl in range(level):
             idx = pg.index_at(addr, self.levels, lvl)
             entry = self.entry(table, idx)
-            if not pg.is_present(entry):
+            # By kind (paging.entry_kind), tested in the order of frequency: this is the
+            # hottest loop of the reference.
+            if pg.is_present(entry):
+                if lvl == self.pmd_level() and entry & pg.PS:
+                    return None
+                table = pg.entry_pfn(entry)
+            elif not entry:
                 if allocated is None:
                     return None
-                new = self.phys.alloc_table()
+                new = self.phys.alloc_table()  # __pud_alloc/__pmd_alloc/__pte_alloc
                 self.set_entry(table, idx, pg.make_entry(new, pg.TABLE_ENTRY))
                 allocated.append((table, idx, new))
                 table = new
-                continue
-            if lvl == self.pmd_level() and entry & pg.PS:
-                return None
-            table = pg.entry_pfn(entry)
+            else:  # a swap or migration entry: never a hole to fill
+                raise pg.not_modelled(entry, addr, "page walk")
         return table
 
     def undo_tables(self, allocated: list[tuple[int, int, int]]) -> None:
@@ -206,20 +192,6 @@ class Kernel:
             self.set_entry(parent, idx, 0)
             self.phys.free_table(table)
         allocated.clear()
-
-    def hole_end(self, mm: Mm, addr: int) -> int | None:
-        """Where the hole above the PMD level that holds ``addr`` ends, or ``None`` when the
-        PMD table covering ``addr`` exists. Range walks skip holes with it (as the kernel's
-        ``p?d_none_or_clear_bad`` loops do), so that a walk over a huge, mostly empty VMA
-        costs what is mapped, not what is reserved."""
-        table = mm.pgd
-        for lvl in range(self.pmd_level()):
-            entry = self.entry(table, pg.index_at(addr, self.levels, lvl))
-            if not pg.is_present(entry):
-                shift = pg.PAGE_SHIFT + 9 * (self.levels - 1 - lvl)
-                return ((addr >> shift) + 1) << shift
-            table = pg.entry_pfn(entry)
-        return None
 
     def pmd_slot(self, mm: Mm, addr: int) -> tuple[int, int] | None:
         """``(table, index)`` of the PMD entry covering ``addr``, if the PMD table exists."""
@@ -245,7 +217,7 @@ class Kernel:
         assert vma is not None, "a huge PMD outside any VMA"
         prot = vma.page_prot()
         deposit = self.deposits.pop((pmd_table, pmd_idx))
-        self.stats.thp_split_pmd += 1  # counted before the huge-zero special case
+        self.emit(Event(EventKind.THP_SPLIT_PMD))  # counted before the huge-zero case
         head = pg.entry_pfn(pmd)
         ptes = self.phys.tables[deposit]
         if self.is_huge_zero_pfn(head):

@@ -58,12 +58,21 @@ class Vma:
 
 @dataclass(slots=True)
 class Mm:
-    """An address space: id, page-table root, VMAs sorted by address, the mmap cursor."""
+    """An address space: id, page-table root, VMAs sorted by address, the mmap cursor, and
+    its count of mapped anonymous pages."""
 
     mm_id: int
     pgd: int
     vmas: list[Vma] = field(default_factory=list)
     mmap_cursor: int = MMAP_TOP
+    rss_anon: int = 0
+    """``MM_ANONPAGES`` (``get_mm_counter(mm, MM_ANONPAGES)``, the RssAnon of
+    /proc/PID/status in pages): +1 per anonymous page a PTE maps, +512 per PMD-mapped THP;
+    the zero pages are not counted. Updated where the kernel calls ``add_mm_counter`` /
+    ``inc_mm_counter``: do_anonymous_page, wp_page_copy (from the zero page only: a copy
+    of an anonymous page replaces one anonymous page by another), map_anon_folio_pmd,
+    zap_present_ptes / zap_huge_pmd, copy_present_ptes / copy_huge_pmd (the child's); a PMD
+    split leaves it as it is. ``check()`` recomputes it from the page tables."""
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr`` (``vma_lookup``)."""

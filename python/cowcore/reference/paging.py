@@ -8,7 +8,9 @@ P4D is folded), five with LA57.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
+from cowcore.errors import InvariantError
 from cowcore.x86 import (
     FLAG_NAMES,
     NX,
@@ -83,6 +85,51 @@ def make_entry(pfn: int, flags: int) -> int:
 def is_present(entry: int) -> bool:
     """``pte_present``: the hardware P bit, or a PROT_NONE entry (P=0, PROTNONE=1)."""
     return bool(entry & (P | PROTNONE))
+
+
+class EntryKind(Enum):
+    """What a page-table entry is, as the fault and zap paths ask before anything else."""
+
+    NONE = "none"
+    """``pte_none``: nothing mapped, nothing remembered."""
+    PRESENT = "present"
+    """``pte_present``: maps a frame (or a table), PROT_NONE entries included."""
+    SWAP = "swap"
+    """``is_swap_pte``: not present and not none, a swap entry (``do_swap_page``). The model
+    creates none yet; every handler refuses one rather than overwrite it."""
+    MIGRATION = "migration"
+    """A swap-format entry of a migration type (``is_migration_entry``); refused alike."""
+
+
+SWP_TYPE_BITS = 5
+"""x86-64 keeps the swap type in the top five bits of a not-present entry
+(``__swp_type`` in arch/x86/include/asm/pgtable_64.h)."""
+
+SWP_MIGRATION_TYPES = range(25, 28)
+"""``SWP_MIGRATION_READ``, ``_READ_EXCLUSIVE``, ``_WRITE`` (include/linux/swap.h): the three
+types after ``MAX_SWAPFILES`` (24 with device-private, hwpoison and PTE-marker types
+configured, as in the Debian kernels) and ``SWP_HWPOISON``."""
+
+
+def entry_kind(entry: int) -> EntryKind:
+    """Classify an entry (``pte_none``, ``pte_present``, ``is_swap_pte``,
+    ``is_migration_entry``)."""
+    if not entry:
+        return EntryKind.NONE
+    if is_present(entry):
+        return EntryKind.PRESENT
+    if entry >> (64 - SWP_TYPE_BITS) in SWP_MIGRATION_TYPES:
+        return EntryKind.MIGRATION
+    return EntryKind.SWAP
+
+
+def not_modelled(entry: int, addr: int, where: str) -> InvariantError:
+    """The error for a not-present, non-none entry met by ``where``: the model has no swap
+    and no migration, so such an entry means broken state; it is never treated as none."""
+    kind = entry_kind(entry).value
+    return InvariantError(
+        "entry-kind", f"{where}: {kind} entry {entry:#x} at {addr:#x} (not modelled)"
+    )
 
 
 def is_huge(entry: int) -> bool:

@@ -7,6 +7,7 @@ from cowcore.errors import InvalidAddressError
 from cowcore.reference import paging as pg
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Process, Vma
+from cowcore.reference.pagewalk import WalkAction, WalkOps, walk_page_vma
 from cowcore.reference.zap import Gather, free_unused_tables, zap_range
 
 USER_START = 0x200000
@@ -87,34 +88,38 @@ def mprotect(k: Kernel, mm: Mm, start: int, end: int, prot: str) -> None:
 
 
 def _change_protection(k: Kernel, mm: Mm, vma: Vma) -> None:
-    """``change_protection`` over one VMA with its new ``vm_page_prot``."""
-    newprot = vma.page_prot()
-    addr = vma.start
-    while addr < vma.end:
-        skip = k.hole_end(mm, addr)
-        if skip is not None:
-            addr = skip
-            continue
-        pmd_end = min((addr | (pg.PMD_SIZE - 1)) + 1, vma.end)
-        slot = k.pmd_slot(mm, addr)
-        if slot is not None:
-            pmd = k.entry(*slot)
-            if pg.is_huge(pmd):
-                # change_huge_pmd(); VMA boundaries inside a THP split it earlier.
-                new = pg.modify(pmd, newprot | pg.PS)
-                if vma.write and _exclusive_anon(k, pg.entry_pfn(pmd)):
-                    new = pg.mkwrite(new)
-                k.set_entry(*slot, new)
-            elif pmd:
-                ptes = k.phys.tables[pg.entry_pfn(pmd)]
-                first = pg.index_at(addr, k.levels, k.levels - 1)
-                for i in range(first, first + (pmd_end - addr) // pg.PAGE_SIZE):
-                    if pg.is_present(ptes[i]):
-                        new = pg.modify(ptes[i], newprot)
-                        if vma.write and _exclusive_anon(k, pg.entry_pfn(new)):
-                            new = pg.mkwrite(new)
-                        ptes[i] = new
-        addr = pmd_end
+    """``change_protection`` over one VMA with its new ``vm_page_prot``: a page walk."""
+    walk_page_vma(k, mm, vma, _ChangeProtOps(k, vma.page_prot(), vma.write))
+
+
+class _ChangeProtOps(WalkOps):
+    """``change_pmd_range`` -> ``change_huge_pmd`` / ``change_pte_range``."""
+
+    def __init__(self, k: Kernel, newprot: int, writable: bool) -> None:
+        self.k, self.newprot, self.writable = k, newprot, writable
+
+    def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
+        """``change_huge_pmd``; VMA boundaries inside a THP split it earlier."""
+        pmd = self.k.entry(table, idx)
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "mprotect")  # change_huge_pmd's migration case
+        if not pmd & pg.PS:
+            return WalkAction.SUBTREE
+        new = pg.modify(pmd, self.newprot | pg.PS)
+        if self.writable and _exclusive_anon(self.k, pg.entry_pfn(pmd)):
+            new = pg.mkwrite(new)
+        self.k.set_entry(table, idx, new)
+        return WalkAction.CONTINUE
+
+    def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
+        """``change_pte_range`` for one present PTE."""
+        if not pg.is_present(ptes[i]):
+            raise pg.not_modelled(ptes[i], addr, "mprotect")  # change_pte_range's swap case
+        new = pg.modify(ptes[i], self.newprot)
+        if self.writable and _exclusive_anon(self.k, pg.entry_pfn(new)):
+            new = pg.mkwrite(new)
+        ptes[i] = new
+        return 1
 
 
 def _exclusive_anon(k: Kernel, pfn: int) -> bool:

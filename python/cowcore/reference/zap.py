@@ -15,6 +15,7 @@ from cowcore.reference import paging as pg
 from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm
+from cowcore.reference.pagewalk import WalkAction, WalkOps, walk_page_range
 
 
 @dataclass(slots=True)
@@ -35,47 +36,41 @@ class Gather:
 
 
 def zap_range(k: Kernel, mm: Mm, start: int, end: int, tlb: Gather) -> None:
-    """Clear every mapping in ``[start, end)`` (which VMAs cover, or not)."""
-    for vma in mm.overlapping(start, end):
-        lo, hi = max(start, vma.start), min(end, vma.end)
-        addr = lo
-        while addr < hi:
-            skip = k.hole_end(mm, addr)
-            if skip is not None:
-                addr = skip
-                continue
-            pmd_end = min((addr | (pg.PMD_SIZE - 1)) + 1, hi)
-            _zap_pmd(k, mm, addr, pmd_end, tlb)
-            addr = pmd_end
+    """``unmap_page_range`` over every VMA that meets ``[start, end)``: a walk whose
+    callbacks are ``zap_pmd_range``'s PMD step and ``zap_pte_range``'s PTE step."""
+    walk_page_range(k, mm, start, end, _ZapOps(k, mm, tlb))
 
 
-def _zap_pmd(k: Kernel, mm: Mm, lo: int, hi: int, tlb: Gather) -> None:
-    """``zap_pmd_range`` for ``[lo, hi)`` inside one PMD."""
-    slot = k.pmd_slot(mm, lo)
-    if slot is None:
-        return
-    pmd = k.entry(*slot)
-    if pg.is_huge(pmd):
-        if hi - lo == pg.PMD_SIZE:
-            _zap_huge_pmd(k, mm, slot[0], slot[1], tlb)
-            return
-        k.split_huge_pmd(mm, lo, *slot)
-        pmd = k.entry(*slot)
-    if not pmd:
-        return
-    ptes = k.phys.tables[pg.entry_pfn(pmd)]
-    i = pg.index_at(lo, k.levels, k.levels - 1)
-    end = i + (hi - lo) // pg.PAGE_SIZE
-    while i < end:
+class _ZapOps(WalkOps):
+    """The zap as a page walk (``zap_pmd_range`` -> ``zap_pte_range``)."""
+
+    def __init__(self, k: Kernel, mm: Mm, tlb: Gather) -> None:
+        self.k, self.mm, self.tlb = k, mm, tlb
+
+    def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
+        """A huge PMD fully inside the range goes whole (``zap_huge_pmd``); one partly inside
+        is split first (``__split_huge_pmd``) and its PTEs are zapped."""
+        pmd = self.k.entry(table, idx)
+        if not pg.is_present(pmd):
+            raise pg.not_modelled(pmd, addr, "zap")  # zap_huge_pmd's migration entry case
+        if pmd & pg.PS:
+            if end - addr == pg.PMD_SIZE:
+                _zap_huge_pmd(self.k, self.mm, table, idx, self.tlb)
+                return WalkAction.CONTINUE
+            self.k.split_huge_pmd(self.mm, addr, table, idx)
+        return WalkAction.SUBTREE
+
+    def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
+        """``zap_present_ptes``: clear a batch of PTEs mapping consecutive pages of one folio
+        and remove their rmap; the references go to the gather."""
         pte = ptes[i]
         if not pg.is_present(pte):
-            i += 1
-            continue
+            raise pg.not_modelled(pte, addr, "zap")  # zap_nonpresent_ptes
+        k = self.k
         pfn = pg.entry_pfn(pte)
         if k.is_zero_pfn(pfn):
             ptes[i] = 0
-            i += 1
-            continue
+            return 1
         folio = k.page_folio[pfn]
         page = pfn - folio.pfn
         nr = 1
@@ -89,9 +84,10 @@ def _zap_pmd(k: Kernel, mm: Mm, lo: int, hi: int, tlb: Gather) -> None:
                 nr += 1
         for j in range(i, i + nr):
             ptes[j] = 0
-        folio.remove_rmap_ptes(page, nr, mm.mm_id)
-        tlb.refs.append((folio, nr))
-        i += nr
+        folio.remove_rmap_ptes(page, nr, self.mm.mm_id)
+        self.mm.rss_anon -= nr  # add_mm_counter(mm, MM_ANONPAGES, -nr)
+        self.tlb.refs.append((folio, nr))
+        return nr
 
 
 def _zap_huge_pmd(k: Kernel, mm: Mm, table: int, idx: int, tlb: Gather) -> None:
@@ -102,6 +98,7 @@ def _zap_huge_pmd(k: Kernel, mm: Mm, table: int, idx: int, tlb: Gather) -> None:
     if not k.is_huge_zero_pfn(head):
         folio = k.page_folio[head]
         folio.remove_rmap_pmd(mm.mm_id)
+        mm.rss_anon -= pg.HPAGE_PMD_NR  # add_mm_counter(mm, MM_ANONPAGES, -HPAGE_PMD_NR)
         tlb.refs.append((folio, 1))
     tlb.tables.append(k.deposits.pop((table, idx)))
 

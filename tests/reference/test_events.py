@@ -1,0 +1,110 @@
+"""The reference's event channel: the counters are the fold of the events emitted."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cowcore.errors import CowError, InvariantError
+from cowcore.reference.backend import ReferenceBackend
+from cowcore.reference.events import PER_SIZE, Event, EventKind, Stats
+
+MB = 1 << 20
+PAGE = 4096
+
+
+def recording(ref: ReferenceBackend) -> list[Event]:
+    events: list[Event] = []
+    ref._k.listeners.append(events.append)
+    return events
+
+
+def test_a_scenario_emits_every_kind_and_folds_to_the_stats() -> None:
+    ref = ReferenceBackend("6.15", 4096, 4)  # 16 MiB
+    events = recording(ref)
+    pid = ref.init_pid()
+    ref.set_thp_enabled("always")
+    a = ref.mmap(pid, 8 * MB)
+    ref.write(pid, a, PAGE, 1)  # THP_FAULT_ALLOC, ANON_FAULT_ALLOC(9)
+    ref.read(pid, a + 2 * MB, PAGE)  # FAULTS_READ: the huge zero PMD
+    ref.write(pid, a + 2 * MB, PAGE, 2)  # FAULTS_WP, HUGE_ZERO_WRITE
+    ref.set_policy("huge_zero_wp_alloc", False)
+    ref.read(pid, a + 4 * MB, PAGE)
+    ref.write(pid, a + 4 * MB, PAGE, 3)  # THP_SPLIT_PMD, then COW_COPY of the zero page
+    ref.set_thp_enabled("never")
+    ref.set_thp_size("64K", "always")
+    ref.write(pid, a + 6 * MB, PAGE, 4)  # ANON_FAULT_ALLOC(4)
+    ref.write(pid, a + 6 * MB + 64 * 1024, PAGE, 4)
+    child = ref.fork(pid)
+    ref.write(pid, a + 4 * MB, PAGE, 5)  # COW_COPY (shared order-0 folio)
+    ref.write(child, a + 4 * MB, PAGE, 6)  # PGREUSE (now only the child maps it)
+    # Exhaust memory so that mTHP and PMD allocations fall back (ANON_FAULT_FALLBACK).
+    b = ref.mmap(pid, 16 * MB)
+    ref.set_thp_size("2M", "always")
+    pages = 0
+    while ref.free_frames() > 4:  # down to single frames: 64K fails, order 0 does not
+        ref.write(pid, b + pages * PAGE, PAGE, 7)
+        pages += 1
+    ref.check()
+
+    kinds = {e.kind for e in events}
+    assert kinds == set(EventKind) - {EventKind.SPLIT}  # no path splits a folio yet
+    assert {e.order for e in events if e.kind is EventKind.ANON_FAULT_FALLBACK} >= {4, 9}
+    assert all((e.kind in PER_SIZE) == (e.order >= 2) for e in events)
+    assert Stats.fold(events).as_dict() == ref.stats()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["write", "read", "fork", "dontneed", "munmap", "mprotect", "thp"]),
+            st.integers(0, 1023),
+            st.integers(1, 64),
+        ),
+        max_size=30,
+    )
+)
+def test_random_programs_fold_to_the_stats(ops: list[tuple[str, int, int]]) -> None:
+    ref = ReferenceBackend("6.12", 2048, 4)
+    events = recording(ref)
+    pid = ref.init_pid()
+    base = ref.mmap(pid, 4 * MB)
+    pids = [pid]
+    for op, page, drawn in ops:
+        count = min(drawn, 1024 - page)
+        addr, length = base + page * PAGE, count * PAGE
+        p = pids[page % len(pids)]
+        try:
+            if op == "write":
+                ref.write(p, addr, length, page + 1)
+            elif op == "read":
+                ref.read(p, addr, length)
+            elif op == "fork":
+                pids.append(ref.fork(p))
+            elif op == "dontneed":
+                ref.madvise(p, addr, length, "dontneed")
+            elif op == "munmap":
+                ref.munmap(p, addr, length)
+            elif op == "mprotect":
+                ref.mprotect(p, addr, length, "r" if count % 2 else "rw")
+            else:
+                ref.set_thp_enabled("always" if count % 2 else "never")
+                ref.set_thp_size("16K", "always" if count % 3 else "never")
+        except InvariantError:
+            raise
+        except CowError:  # segfaults, OOM, unmapped ranges: refused, state unchanged
+            pass
+        assert Stats.fold(events).as_dict() == ref.stats()
+    ref.check()
+
+
+def test_no_listener_by_default_and_listeners_see_every_event() -> None:
+    ref = ReferenceBackend("6.15", 1024, 4)
+    assert ref._k.listeners == []
+    first, second = recording(ref), recording(ref)
+    pid = ref.init_pid()
+    a = ref.mmap(pid, 2 * MB)
+    ref.write(pid, a, 4 * PAGE, 1)
+    assert first == second == [Event(EventKind.FAULTS_WRITE)] * 4
+    assert ref.stats()["faults_write"] == 4
