@@ -13,7 +13,7 @@
 //!   fork, unmapping and `mprotect`/`madvise` are further `impl Machine` blocks in private
 //!   modules named after what they model (`fault`, `fork`, `zap`, `mprotect`);
 //!   [`Machine::check`] is in [`check`].
-//! * [`addr`]: the [`VirtAddr`], [`PhysAddr`] and [`Pfn`] newtypes.
+//! * [`addr`]: the [`VirtAddr`] and [`Pfn`] newtypes.
 //! * [`paging`]: [`PageTableEntry`] and [`PteFlags`] with the real x86-64 bits, the levels,
 //!   and the result of a walk ([`Translation`]).
 //! * [`folio`]: [`FolioInfo`], a snapshot of a folio's counters; [`physmem`]: the buddy
@@ -42,7 +42,7 @@ pub mod stats;
 mod table_pool;
 mod zap;
 
-pub use addr::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE, PMD_SIZE};
+pub use addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
 pub use error::{CowError, SegvReason};
 pub use folio::FolioInfo;
 pub use machine::{FrameKind, Machine, Observation};

@@ -40,6 +40,11 @@ pub enum FrameKind {
     HugeZero = 3,
 }
 
+impl FrameKind {
+    /// Every kind, by protocol value (`FRAME_NONE` = 0 first).
+    pub const ALL: [Self; 4] = [Self::None, Self::Normal, Self::Zero, Self::HugeZero];
+}
+
 /// One page of an `observe` (the protocol's `ObservationRow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation {
@@ -200,12 +205,6 @@ impl Machine {
         self.mem.nr_free()
     }
 
-    /// Read access to physical memory (for tests and benchmarks).
-    #[must_use]
-    pub fn physmem(&self) -> &PhysMem {
-        &self.mem
-    }
-
     // -- policy --------------------------------------------------------------------------
 
     /// `transparent_hugepage/enabled`.
@@ -351,6 +350,32 @@ impl Machine {
     /// [`CowError::NoSuchProcess`].
     pub fn mm_id(&self, pid: u32) -> Result<u32, CowError> {
         Ok(self.mm(pid)?.mm_id)
+    }
+
+    /// `get_mm_counter(mm, MM_ANONPAGES)`: the anonymous pages mapped by a process, what
+    /// `/proc/PID/status` prints as `RssAnon` (in pages here, in kB there). A PMD-mapped THP
+    /// counts 512; the zero pages count nothing.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], [`CowError::ProcessExited`].
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4 * 4096)?;
+    /// m.read(1, a, 4 * 4096)?; // the zero page: not anonymous RSS
+    /// assert_eq!(m.rss_anon(1)?, 0);
+    /// m.write(1, a, 3 * 4096, 1)?;
+    /// assert_eq!(m.rss_anon(1)?, 3);
+    /// let child = m.fork(1)?; // the child maps the same three pages
+    /// assert_eq!(m.rss_anon(child)?, 3);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn rss_anon(&self, pid: u32) -> Result<u64, CowError> {
+        Ok(self.mm(pid)?.rss_anon)
     }
 
     /// A live process's address space.
@@ -1002,6 +1027,62 @@ mod tests {
         assert_eq!(
             msg(m.mmap(c, 4096).unwrap_err()),
             format!("process {c} has exited")
+        );
+    }
+
+    #[test]
+    fn rss_anon_counts_anonymous_pages() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        m.set_thp_size(9, ThpSizeMode::Always).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        let b = m.mmap(1, 8 * PAGE_SIZE).unwrap();
+        m.write(1, a, PAGE_SIZE, 1).unwrap(); // a PMD THP: 512 pages at once
+        m.read(1, b, 8 * PAGE_SIZE).unwrap(); // zero pages: nothing
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR);
+        m.write(1, b, 2 * PAGE_SIZE, 2).unwrap(); // two zero-page COW copies
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR + 2);
+        m.munmap(1, VirtAddr::new(a.as_u64() + PAGE_SIZE), PAGE_SIZE)
+            .unwrap(); // split, one page gone
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR + 1);
+        let c = m.fork(1).unwrap();
+        assert_eq!(m.rss_anon(c).unwrap(), PMD_NR + 1);
+        m.madvise(c, b, PAGE_SIZE, Advice::DontNeed).unwrap();
+        assert_eq!(m.rss_anon(c).unwrap(), PMD_NR);
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR + 1);
+        m.check().unwrap();
+        m.exit(c).unwrap();
+        assert_eq!(m.rss_anon(c), Err(CowError::ProcessExited(c)));
+        assert_eq!(m.rss_anon(9), Err(CowError::NoSuchProcess(9)));
+    }
+
+    #[test]
+    fn all_arrays_list_each_value_once() {
+        for (i, k) in FrameKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for p in Prot::ALL {
+            assert_eq!(p.as_str().parse::<Prot>(), Ok(p));
+        }
+        let names = [
+            "hugepage",
+            "nohugepage",
+            "dontneed",
+            "dontfork",
+            "dofork",
+            "wipeonfork",
+            "keeponfork",
+        ];
+        for (a, n) in Advice::ALL.iter().zip(names) {
+            assert_eq!(n.parse::<Advice>().as_ref(), Ok(a));
+        }
+        assert_eq!(Advice::ALL.len(), names.len());
+        assert_eq!(
+            SegvReason::ALL.map(SegvReason::as_str),
+            ["unmapped", "protection"]
+        );
+        assert_eq!(
+            Level::ALL.map(Level::name),
+            ["pgd", "p4d", "pud", "pmd", "pte"]
         );
     }
 

@@ -63,6 +63,9 @@ pub enum Prot {
 }
 
 impl Prot {
+    /// Every protection, in the order of the protocol's names (`none`, `r`, `rw`).
+    pub const ALL: [Self; 3] = [Self::None, Self::Read, Self::ReadWrite];
+
     /// `"none"`, `"r"` or `"rw"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -132,6 +135,17 @@ impl FromStr for Advice {
 }
 
 impl Advice {
+    /// Every advice, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::HugePage,
+        Self::NoHugePage,
+        Self::DontNeed,
+        Self::DontFork,
+        Self::DoFork,
+        Self::WipeOnFork,
+        Self::KeepOnFork,
+    ];
+
     /// The new flags of a VMA after this advice (`madvise_update_vma` & co.); `None` for
     /// `MADV_DONTNEED`, which changes no flags.
     #[must_use]

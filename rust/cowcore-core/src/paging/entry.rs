@@ -278,33 +278,6 @@ impl PageTableEntry {
     }
 }
 
-/// Names of the set flag bits of an entry, as `WalkLevel.flags` reports them.
-#[must_use]
-pub fn flag_names(e: PageTableEntry) -> Vec<&'static str> {
-    const NAMES: [(PteFlags, &str); 14] = [
-        (PteFlags::PRESENT, "P"),
-        (PteFlags::WRITABLE, "RW"),
-        (PteFlags::USER, "US"),
-        (PteFlags::PWT, "PWT"),
-        (PteFlags::PCD, "PCD"),
-        (PteFlags::ACCESSED, "A"),
-        (PteFlags::DIRTY, "D"),
-        (PteFlags::HUGE, "PS"),
-        (PteFlags::PROTNONE, "PROTNONE"),
-        (PteFlags::SPECIAL, "SPECIAL"),
-        (PteFlags::UFFD_WP, "UFFD_WP"),
-        (PteFlags::SOFT_DIRTY, "SOFT_DIRTY"),
-        (PteFlags::SAVED_DIRTY, "SAVED_DIRTY"),
-        (PteFlags::NX, "NX"),
-    ];
-    let f = e.flags();
-    NAMES
-        .iter()
-        .filter(|(b, _)| f.contains(*b))
-        .map(|(_, n)| *n)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,9 +325,5 @@ mod tests {
         let r = n.modify(PAGE_COPY);
         assert!(r.flags().contains(PteFlags::PRESENT) && !r.is_protnone());
         assert!(r.flags().contains(PteFlags::SAVED_DIRTY));
-        assert_eq!(
-            flag_names(PageTableEntry::table(Pfn::new(1))),
-            ["P", "RW", "US", "A", "D"]
-        );
     }
 }
