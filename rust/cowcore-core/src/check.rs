@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::addr::VirtAddr;
 use crate::error::CowError;
 use crate::folio::{ENTIRELY_MAPPED, MM_ID_DUMMY};
-use crate::machine::Machine;
+use crate::kernel::Kernel;
 use crate::paging::table::Level;
 use crate::physmem::{ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
 
@@ -35,12 +35,9 @@ fn bad(name: &'static str, msg: String) -> CowError {
     CowError::invariant(name, msg)
 }
 
-impl Machine {
+impl Kernel {
     /// Recomputes every counter from the page tables and compares (KS §1.3).
-    ///
-    /// # Errors
-    /// [`CowError::Invariant`] naming the first broken invariant.
-    pub fn check(&self) -> Result<(), CowError> {
+    pub(crate) fn check(&self) -> Result<(), CowError> {
         let mut w = Walk {
             folios: BTreeMap::new(),
             tables: BTreeSet::new(),
@@ -101,7 +98,7 @@ impl Machine {
         let (level, shift) = self.paging.table_levels()[depth];
         let mm = self.mm(pid)?;
         for idx in 0..512usize {
-            let e = self.entry(table, idx);
+            let e = self.mem.entry(table, idx);
             if e.is_none() {
                 continue;
             }
@@ -139,10 +136,9 @@ impl Machine {
             }
             let pfn = e.pfn().as_u64() as u32;
             if level == Level::Pmd {
-                let key = Self::deposit_key(table, idx);
                 w.huge += 1;
-                match self.deposits.get(&key) {
-                    Some(&t) if self.mem.state(t) == ST_TABLE && w.tables.insert(t) => {}
+                match self.mem.deposited(table, idx) {
+                    Some(t) if self.mem.state(t) == ST_TABLE && w.tables.insert(t) => {}
                     _ => {
                         return Err(bad(
                             "pmd-deposit",
@@ -154,9 +150,9 @@ impl Machine {
             if e.is_special() {
                 let ok = self.mem.state(pfn) == ST_ZERO
                     && (if level == Level::Pmd {
-                        pfn == self.huge_zero_pfn
+                        pfn == self.mem.huge_zero_pfn
                     } else {
-                        pfn == self.zero_pfn
+                        pfn == self.mem.zero_pfn
                     });
                 if !ok || e.is_writable() {
                     return Err(bad(
@@ -339,8 +335,8 @@ impl Machine {
                     }
                 }
                 _ => {
-                    if p != self.zero_pfn
-                        && !(self.huge_zero_pfn..self.huge_zero_pfn + 512).contains(&p)
+                    if p != self.mem.zero_pfn
+                        && !(self.mem.huge_zero_pfn..self.mem.huge_zero_pfn + 512).contains(&p)
                     {
                         return Err(bad("zero-page-readonly", format!("frame {p} marked zero")));
                     }
@@ -354,14 +350,18 @@ impl Machine {
                 format!("{free} free frames, allocator says {}", m.nr_free()),
             ));
         }
-        if self.deposits.len() != w.huge {
+        if self.mem.deposits.len() != w.huge {
             return Err(bad(
                 "pmd-deposit",
-                format!("{} deposits for {} huge PMDs", self.deposits.len(), w.huge),
+                format!(
+                    "{} deposits for {} huge PMDs",
+                    self.mem.deposits.len(),
+                    w.huge
+                ),
             ));
         }
-        for &t in self.deposits.values() {
-            if (0..512).any(|i| !self.entry(t, i).is_none()) {
+        for &t in self.mem.deposits.values() {
+            if (0..512).any(|i| !self.mem.entry(t, i).is_none()) {
                 return Err(bad(
                     "pmd-deposit",
                     format!("deposited table {t} is not empty"),
@@ -383,7 +383,7 @@ mod tests {
         m.write(1, a, 4096, 1).unwrap();
         m.check().unwrap();
         let pfn = m.translate(1, a).unwrap().pfn.unwrap().as_u64() as u32;
-        m.mem.ref_add(pfn, 1);
+        m.k.mem.ref_add(pfn, 1);
         let e = m.check().unwrap_err();
         assert!(
             matches!(
@@ -395,7 +395,7 @@ mod tests {
             ),
             "{e}"
         );
-        m.mem.ref_add(pfn, -1);
+        m.k.mem.ref_add(pfn, -1);
         m.check().unwrap();
         let _ = VirtAddr::new(0);
     }

@@ -415,7 +415,7 @@ mod tests {
 
     fn mem_with_folio(order: u32) -> (PhysMem, u32) {
         let mut m = PhysMem::new(2048);
-        let h = m.alloc_folio(order, 1).unwrap();
+        let h = m.alloc_folio(order).unwrap();
         (m, h)
     }
 

@@ -12,47 +12,26 @@ use std::collections::BTreeSet;
 
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR};
 use crate::error::CowError;
-use crate::machine::Machine;
+use crate::fault::alloc_table;
+use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
+use crate::physmem::PhysMem;
 
-impl Machine {
-    /// Forks a process; returns the child's pid.
-    ///
-    /// # Errors
-    /// [`CowError::NoSuchProcess`]; [`CowError::OutOfMemory`] if the child's page tables
-    /// do not fit (nothing is changed then).
-    ///
-    /// # Examples
-    ///
-    /// ```rust
-    /// use cowcore_core::{Machine, Profile};
-    ///
-    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
-    /// let a = m.mmap(1, 4096)?;
-    /// m.write(1, a, 4096, 7)?;
-    /// let pfn = m.translate(1, a)?.pfn.expect("mapped");
-    /// let child = m.fork(1)?;
-    /// assert_eq!(child, 2); // pids in fork order, never reused
-    /// // Both map the same frame: one more reference and one more mapping.
-    /// assert_eq!(m.translate(child, a)?.pfn, Some(pfn));
-    /// let f = m.folio(pfn)?;
-    /// assert_eq!((f.refcount, f.large_mapcount), (2, 2));
-    ///
-    /// // The child's write takes the COW fault and gets a copy; the parent keeps the frame.
-    /// m.write(child, a, 4096, 9)?;
-    /// assert_ne!(m.translate(child, a)?.pfn, Some(pfn));
-    /// assert_eq!((m.read(1, a, 4096)?, m.read(child, a, 4096)?), (vec![7], vec![9]));
-    /// assert_eq!((m.folio(pfn)?.refcount, m.stats().cow_copy), (1, 1));
-    /// // The parent's frame has one reference left, so its write reuses it (`wp_page_reuse`).
-    /// m.write(1, a, 4096, 8)?;
-    /// assert_eq!(m.translate(1, a)?.pfn, Some(pfn));
-    /// assert_eq!(m.stats().pgreuse, 1);
-    /// # Ok::<(), cowcore_core::CowError>(())
-    /// ```
-    pub fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
-        let parent = self.mm(pid)?.clone();
+/// The copy of one parent's page tables into a child's (`copy_page_range` over the VMAs
+/// that need it): physical memory and the paging geometry, nothing else.
+#[derive(Debug)]
+struct ForkCopy<'a> {
+    mem: &'a mut PhysMem,
+    paging: Paging,
+}
+
+impl Kernel {
+    /// `dup_mmap`: forks a process; returns the child's pid.
+    pub(crate) fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
+        let parent = self.mm(pid)?;
+        let (parent_pgd, cursor) = (parent.pgd, parent.cursor);
         let copied: Vec<_> = parent
             .vmas
             .iter()
@@ -62,37 +41,54 @@ impl Machine {
                 ..*v
             })
             .collect();
+        let mut f = ForkCopy {
+            mem: &mut self.mem,
+            paging: self.paging,
+        };
         let mut seen = BTreeSet::new();
         let mut need = 1u64; // the child's PGD
                              // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
-        for v in copied.iter().filter(|v| v.anon_vma) {
-            need += self.count_copy(0, parent.pgd, v.start.as_u64(), v.end.as_u64(), &mut seen);
+        let needs_copy = || copied.iter().filter(|v| v.anon_vma);
+        for v in needs_copy() {
+            need += f.count_copy(0, parent_pgd, v.start.as_u64(), v.end.as_u64(), &mut seen);
         }
-        if self.mem.nr_free() < need {
+        if f.mem.nr_free() < need {
             return Err(CowError::OutOfMemory);
         }
-        self.mem.reserve_tables(need);
+        f.mem.reserve_tables(need);
+        let mm_id = lowest_free_mm_id(&self.used_mm_ids);
+        let pgd = alloc_table(f.mem)?;
+        let mut rss = 0;
+        for v in needs_copy() {
+            rss += f.copy_level(0, parent_pgd, pgd, v.start.as_u64(), v.end.as_u64(), mm_id)?;
+        }
         let child_pid = self.procs.len() as u32 + 1;
-        let mm_id = self.lowest_free_mm_id();
-        let pgd = self.alloc_table()?;
         self.used_mm_ids.insert(mm_id);
         self.procs.push(Some(Mm {
             pid: child_pid,
             mm_id,
             pgd,
-            vmas: copied.clone(),
-            cursor: parent.cursor,
-            rss_anon: 0,
+            vmas: copied,
+            cursor,
+            rss_anon: rss,
         }));
-        let mut rss = 0;
-        // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
-        for v in copied.iter().filter(|v| v.anon_vma) {
-            rss += self.copy_level(0, parent.pgd, pgd, v.start.as_u64(), v.end.as_u64(), mm_id)?;
-        }
-        self.mm_mut(child_pid)?.rss_anon = rss;
         Ok(child_pid)
     }
+}
 
+/// The lowest free mm id (`mm_alloc_id`: an IDA from `MM_ID_MIN`).
+fn lowest_free_mm_id(used: &BTreeSet<u32>) -> u32 {
+    let mut id = 1;
+    for &u in used {
+        if u != id {
+            break;
+        }
+        id += 1;
+    }
+    id
+}
+
+impl ForkCopy<'_> {
     /// Counts the child tables (and PMD deposits) that copying `[s, e)` below the parent
     /// table `src` at `depth` allocates; `seen` holds the child tables already counted.
     fn count_copy(
@@ -110,7 +106,7 @@ impl Machine {
         while a < e {
             let base = a & !(span - 1);
             let next = (base + span).min(e);
-            let ent = self.entry(src, Paging::index(VirtAddr::new(a), shift));
+            let ent = self.mem.entry(src, Paging::index(VirtAddr::new(a), shift));
             if !ent.is_none() {
                 if level == Level::Pmd && ent.is_huge() {
                     n += 1; // deposit table
@@ -131,10 +127,11 @@ impl Machine {
 
     /// Returns the child table under entry `idx` of `dst`, allocating it if none.
     fn child_table(&mut self, dst: u32, idx: usize) -> Result<u32, CowError> {
-        let e = self.entry(dst, idx);
+        let e = self.mem.entry(dst, idx);
         if e.is_none() {
-            let t = self.alloc_table()?;
-            self.set_entry(dst, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+            let t = alloc_table(self.mem)?;
+            self.mem
+                .set_entry(dst, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
             Ok(t)
         } else {
             Ok(e.pfn().as_u64() as u32)
@@ -159,7 +156,7 @@ impl Machine {
         while a < e {
             let next = ((a & !(span - 1)) + span).min(e);
             let idx = Paging::index(VirtAddr::new(a), shift);
-            let ent = self.entry(src, idx);
+            let ent = self.mem.entry(src, idx);
             if !ent.is_none() {
                 if level == Level::Pmd {
                     if ent.is_huge() {
@@ -199,8 +196,8 @@ impl Machine {
         idx: usize,
         child_id: u32,
     ) -> Result<u64, CowError> {
-        let t = self.alloc_table()?;
-        let ent = self.entry(src, idx);
+        let t = alloc_table(self.mem)?;
+        let ent = self.mem.entry(src, idx);
         let mut rss = 0;
         if !ent.is_special() {
             let h = ent.pfn().as_u64() as u32;
@@ -208,9 +205,9 @@ impl Machine {
             self.mem.dup_anon_rmap_pmd(h, child_id);
             rss = PMD_NR;
         }
-        self.set_entry(src, idx, ent.wrprotect());
-        self.set_entry(dst, idx, ent.wrprotect().mkold());
-        self.deposits.insert(Self::deposit_key(dst, idx), t);
+        self.mem.set_entry(src, idx, ent.wrprotect());
+        self.mem.set_entry(dst, idx, ent.wrprotect().mkold());
+        self.mem.deposit(dst, idx, t);
         Ok(rss)
     }
 
@@ -226,17 +223,17 @@ impl Machine {
             if i == end_i {
                 break;
             }
-            let pte = self.entry(src, i);
+            let pte = self.mem.entry(src, i);
             if pte.is_special() {
                 // vm_normal_page() == NULL: copy the entry (never writable).
-                self.set_entry(dst, i, pte.mkold());
+                self.mem.set_entry(dst, i, pte.mkold());
                 i += 1;
                 continue;
             }
             let p = pte.pfn().as_u64() as u32;
             let h = self.mem.folio_head(p);
             let nr = if self.mem.is_large(h) && end_i - i > 1 {
-                self.pte_batch(src, i, end_i, pte, h, false)
+                self.mem.folio_pte_batch(src, i, end_i, pte, h, false)
             } else {
                 1
             };

@@ -8,11 +8,13 @@
 //! comments) and the determinism contract of its `DESIGN.md`, so that it matches cowcore's
 //! pure-Python reference bit for bit.
 //!
-//! * [`Machine`] ([`machine`]) is the entry point: its methods take pids and plain values and
-//!   return plain structs that map 1:1 onto cowcore's Python `Backend` protocol. Faults,
-//!   fork, unmapping and `mprotect`/`madvise` are further `impl Machine` blocks in private
-//!   modules named after what they model (`fault`, `fork`, `zap`, `mprotect`);
-//!   [`Machine::check`] is in [`check`].
+//! * [`Machine`] ([`machine`]) is the entry point: a thin façade whose methods take pids
+//!   and plain values and return plain structs that map 1:1 onto cowcore's Python
+//!   `Backend` protocol. Under it, the private `kernel` module holds the state (physical
+//!   memory, processes, MM ids, policy, counters), and the operations are private modules
+//!   named after what they model (`fault`, `fork`, `zap`, `mprotect`, `check`), each over a
+//!   narrow context that borrows only what it needs (`fault::Fault` is the kernel's
+//!   `struct vm_fault`).
 //! * [`addr`]: the [`VirtAddr`] and [`Pfn`] newtypes.
 //! * [`paging`]: [`PageTableEntry`] and [`PteFlags`] with the real x86-64 bits, the levels,
 //!   and the result of a walk ([`Translation`]).
@@ -32,6 +34,7 @@ pub mod error;
 mod fault;
 pub mod folio;
 mod fork;
+mod kernel;
 pub mod machine;
 pub mod mm;
 mod mprotect;

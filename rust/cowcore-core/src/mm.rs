@@ -220,6 +220,12 @@ pub struct VmaInfo {
     pub flags: Vec<&'static str>,
 }
 
+/// The index of the VMA of the sorted list `vmas` holding `addr` (`vma_lookup`).
+pub(crate) fn vma_lookup(vmas: &[Vma], addr: VirtAddr) -> Option<usize> {
+    let i = vmas.partition_point(|v| v.end <= addr);
+    (i < vmas.len() && vmas[i].contains(addr)).then_some(i)
+}
+
 /// An address space (`struct mm_struct`).
 #[derive(Debug, Clone)]
 pub struct Mm {
@@ -241,8 +247,7 @@ impl Mm {
     /// The index of the VMA holding `addr` (`vma_lookup`).
     #[must_use]
     pub fn find_vma(&self, addr: VirtAddr) -> Option<usize> {
-        let i = self.vmas.partition_point(|v| v.end <= addr);
-        (i < self.vmas.len() && self.vmas[i].contains(addr)).then_some(i)
+        vma_lookup(&self.vmas, addr)
     }
 
     /// The VMAs.

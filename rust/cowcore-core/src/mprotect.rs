@@ -8,18 +8,17 @@
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_SIZE};
 use crate::error::CowError;
-use crate::machine::{Machine, PmdLoc};
+use crate::fault::split_huge_pmd;
+use crate::kernel::Kernel;
 use crate::mm::{Advice, Prot, VmFlags, Vma};
 use crate::paging::entry::{PageTableEntry, PteFlags};
 use crate::paging::table::Paging;
+use crate::paging::walk::{self, PmdLoc};
+use crate::physmem::PhysMem;
 
-impl Machine {
+impl Kernel {
     /// Changes the protection of a fully mapped range.
-    ///
-    /// # Errors
-    /// [`CowError::NoSuchProcess`], range errors, [`CowError::InvalidAddress`] if a page of
-    /// the range is unmapped (`ENOMEM`; nothing is changed).
-    pub fn mprotect(
+    pub(crate) fn mprotect(
         &mut self,
         pid: u32,
         addr: VirtAddr,
@@ -30,17 +29,14 @@ impl Machine {
         let changed = self.change_vma_flags(pid, start, end, |f| {
             (f - (VmFlags::READ | VmFlags::WRITE)) | prot.vm_flags()
         })?;
+        let pgd = self.mm(pid)?.pgd;
         for v in changed {
-            self.change_protection(pid, &v)?;
+            change_protection(&mut self.mem, self.paging, pgd, &v);
         }
         Ok(())
     }
-
     /// Applies an advice to a fully mapped range.
-    ///
-    /// # Errors
-    /// As [`Self::mprotect`].
-    pub fn madvise(
+    pub(crate) fn madvise(
         &mut self,
         pid: u32,
         addr: VirtAddr,
@@ -124,66 +120,76 @@ impl Machine {
         addr: VirtAddr,
     ) -> Result<(), CowError> {
         let pgd = self.mm(pid)?.pgd;
-        if let PmdLoc::Found(t, i) = self.pmd_loc(pgd, addr.as_u64()) {
-            if self.entry(t, i).is_huge() {
-                self.split_huge_pmd(mm_id, vma, t, i, addr.align_down(PMD_SIZE))?;
+        if let PmdLoc::Found(t, i) = walk::pmd_loc(&self.mem, self.paging, pgd, addr.as_u64()) {
+            if self.mem.entry(t, i).is_huge() {
+                split_huge_pmd(
+                    &mut self.mem,
+                    &mut self.stats,
+                    mm_id,
+                    vma,
+                    (t, i),
+                    addr.align_down(PMD_SIZE),
+                )?;
             }
         }
         Ok(())
     }
+}
 
-    /// `change_protection` over one VMA with its new flags (KS §8.3).
-    fn change_protection(&mut self, pid: u32, vma: &Vma) -> Result<(), CowError> {
-        let pgd = self.mm(pid)?.pgd;
-        let newprot = vma.page_prot();
-        let try_write = vma.flags.contains(VmFlags::WRITE);
-        let mut a = vma.start.as_u64();
-        let e = vma.end.as_u64();
-        while a < e {
-            let next = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(e);
-            match self.pmd_loc(pgd, a) {
-                PmdLoc::Hole(to) => {
-                    a = to;
-                    continue;
-                }
-                PmdLoc::Found(t, i) => {
-                    let pmde = self.entry(t, i);
-                    if pmde.is_huge() {
-                        // change_huge_pmd: whole PMD (cuts were split before).
-                        let n = self.modified(pmde, newprot | PteFlags::HUGE, try_write);
-                        self.set_entry(t, i, n);
-                    } else if !pmde.is_none() {
-                        let pt = pmde.pfn().as_u64() as u32;
-                        let first = Paging::index(VirtAddr::new(a), 12);
-                        let n = ((next - a) / PAGE_SIZE) as usize;
-                        for j in first..first + n {
-                            let pte = self.entry(pt, j);
-                            if pte.is_present() {
-                                let m = self.modified(pte, newprot, try_write);
-                                self.set_entry(pt, j, m);
-                            }
+/// `change_protection` over one VMA with its new flags (KS §8.3).
+fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: u32, vma: &Vma) {
+    let newprot = vma.page_prot();
+    let try_write = vma.flags.contains(VmFlags::WRITE);
+    let mut a = vma.start.as_u64();
+    let e = vma.end.as_u64();
+    while a < e {
+        let next = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(e);
+        match walk::pmd_loc(mem, paging, pgd, a) {
+            PmdLoc::Hole(to) => {
+                a = to;
+                continue;
+            }
+            PmdLoc::Found(t, i) => {
+                let pmde = mem.entry(t, i);
+                if pmde.is_huge() {
+                    // change_huge_pmd: whole PMD (cuts were split before).
+                    let n = modified(mem, pmde, newprot | PteFlags::HUGE, try_write);
+                    mem.set_entry(t, i, n);
+                } else if !pmde.is_none() {
+                    let pt = pmde.pfn().as_u64() as u32;
+                    let first = Paging::index(VirtAddr::new(a), 12);
+                    let n = ((next - a) / PAGE_SIZE) as usize;
+                    for j in first..first + n {
+                        let pte = mem.entry(pt, j);
+                        if pte.is_present() {
+                            let m = modified(mem, pte, newprot, try_write);
+                            mem.set_entry(pt, j, m);
                         }
                     }
                 }
             }
-            a = next;
         }
-        Ok(())
+        a = next;
     }
+}
 
-    /// `pte_modify` then, with `MM_CP_TRY_CHANGE_WRITABLE`, `pte_mkwrite` if
-    /// `can_change_pte_writable`: not `PROT_NONE`, a normal anonymous page that is
-    /// `PageAnonExclusive` (the head page for a PMD).
-    fn modified(&self, old: PageTableEntry, newprot: PteFlags, try_write: bool) -> PageTableEntry {
-        let n = old.modify(newprot);
-        if try_write && !n.is_writable() && !n.is_protnone() && !n.is_special() {
-            let p = n.pfn().as_u64() as u32;
-            if self.mem.is_folio(p) && self.mem.anon_exclusive(p) {
-                return n.mkwrite();
-            }
+/// `pte_modify` then, with `MM_CP_TRY_CHANGE_WRITABLE`, `pte_mkwrite` if
+/// `can_change_pte_writable`: not `PROT_NONE`, a normal anonymous page that is
+/// `PageAnonExclusive` (the head page for a PMD).
+fn modified(
+    mem: &PhysMem,
+    old: PageTableEntry,
+    newprot: PteFlags,
+    try_write: bool,
+) -> PageTableEntry {
+    let n = old.modify(newprot);
+    if try_write && !n.is_writable() && !n.is_protnone() && !n.is_special() {
+        let p = n.pfn().as_u64() as u32;
+        if mem.is_folio(p) && mem.anon_exclusive(p) {
+            return n.mkwrite();
         }
-        n
     }
+    n
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@
 //! Page tables live in a pool of 512-entry `u64` slots, one per table frame (the private
 //! `table_pool` module).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::Pfn;
 use crate::paging::entry::PageTableEntry;
@@ -33,6 +33,11 @@ pub use crate::table_pool::ENTRIES;
 
 /// `MAX_PAGE_ORDER`: the largest buddy block is 2^10 frames (4 MiB).
 pub const MAX_ORDER: u32 = 10;
+
+/// The key of a deposit: the PMD table frame and the entry's index.
+fn deposit_key(pmd_table: u32, idx: usize) -> u64 {
+    (u64::from(pmd_table) << 9) | idx as u64
+}
 
 /// A free frame (inside a free buddy block).
 pub(crate) const ST_FREE: u32 = 0;
@@ -65,6 +70,14 @@ pub struct PhysMem {
     pub(crate) content: Vec<u64>,
     tables: TablePool,
     free_slots: Vec<u32>,
+    /// The last allocation serial handed out (DESIGN.md "frame identity").
+    serial: u64,
+    /// The shared zero page (`zero_pfn`) and the huge zero folio's head, set at boot.
+    pub(crate) zero_pfn: u32,
+    pub(crate) huge_zero_pfn: u32,
+    /// Deposited PTE tables by huge PMD entry (`pgtable_trans_huge_deposit`, which keeps
+    /// them in the PMD table's `struct page`): key `(pmd table frame << 9) | index`.
+    pub(crate) deposits: BTreeMap<u64, u32>,
 }
 
 impl PhysMem {
@@ -86,6 +99,10 @@ impl PhysMem {
             content: vec![0; n],
             tables: TablePool::new(n),
             free_slots: Vec::new(),
+            serial: 0,
+            zero_pfn: 0,
+            huge_zero_pfn: 0,
+            deposits: BTreeMap::new(),
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);
@@ -165,10 +182,39 @@ impl PhysMem {
         self.push_free(b, order);
     }
 
+    /// Allocates a folio stamped with the next allocation serial (`vma_alloc_folio`).
+    pub(crate) fn alloc_folio(&mut self, order: u32) -> Option<u32> {
+        let h = self.alloc_folio_serial(order, self.serial + 1)?;
+        self.serial += 1;
+        Some(h)
+    }
+
+    /// `folio_put_refs`: drops `n` references, freeing the folio at zero.
+    pub(crate) fn folio_put_refs(&mut self, head: u32, n: u32) {
+        if self.ref_add(head, -(n as i32)) == 0 {
+            self.free_folio(head);
+        }
+    }
+
+    /// `pgtable_trans_huge_deposit`: keeps table `t` for the huge PMD entry `(pmd_t, i)`.
+    pub(crate) fn deposit(&mut self, pmd_t: u32, i: usize, t: u32) {
+        self.deposits.insert(deposit_key(pmd_t, i), t);
+    }
+
+    /// The table deposited for `(pmd_t, i)`, left in place (for `check`).
+    pub(crate) fn deposited(&self, pmd_t: u32, i: usize) -> Option<u32> {
+        self.deposits.get(&deposit_key(pmd_t, i)).copied()
+    }
+
+    /// `pgtable_trans_huge_withdraw`: the table deposited for `(pmd_t, i)`.
+    pub(crate) fn withdraw(&mut self, pmd_t: u32, i: usize) -> Option<u32> {
+        self.deposits.remove(&deposit_key(pmd_t, i))
+    }
+
     /// Allocates a folio of `2^order` frames with fresh counters (`prep_compound_head`):
     /// refcount 1, all mapcounts −1 (biased), both MM-ID slots free, contents zeroed
     /// (`folio_zero_user`).
-    pub(crate) fn alloc_folio(&mut self, order: u32, serial: u64) -> Option<u32> {
+    fn alloc_folio_serial(&mut self, order: u32, serial: u64) -> Option<u32> {
         let h = self.alloc_block(order)?;
         self.init_frames(h, order, ST_FOLIO);
         let hu = h as usize;
@@ -237,13 +283,15 @@ impl PhysMem {
 
     /// Reads entry `idx` of the table in frame `table`.
     #[must_use]
-    pub(crate) fn entry(&self, table: u32, idx: usize) -> u64 {
-        self.tables.get(self.slot(table), idx)
+    #[inline]
+    pub(crate) fn entry(&self, table: u32, idx: usize) -> PageTableEntry {
+        PageTableEntry::from_raw(self.tables.get(self.slot(table), idx))
     }
 
     /// Writes entry `idx` of the table in frame `table`.
-    pub(crate) fn set_entry(&mut self, table: u32, idx: usize, v: u64) {
-        self.tables.set(self.slot(table), idx, v);
+    #[inline]
+    pub(crate) fn set_entry(&mut self, table: u32, idx: usize, e: PageTableEntry) {
+        self.tables.set(self.slot(table), idx, e.raw());
     }
 
     /// The table pool slot of table `table`.
@@ -337,6 +385,38 @@ impl PhysMem {
             a += 4096;
         }
         a
+    }
+
+    /// `folio_pte_batch`: how many PTEs of table `t` from index `i` (below `end_i`) map
+    /// consecutive pages of the folio at `h` with the same bits as `e0`, ignoring A, RW and
+    /// soft-dirty (and D when `ignore_dirty`).
+    pub(crate) fn folio_pte_batch(
+        &self,
+        t: u32,
+        i: usize,
+        end_i: usize,
+        e0: PageTableEntry,
+        h: u32,
+        ignore_dirty: bool,
+    ) -> usize {
+        let norm = |e: PageTableEntry| {
+            let e = if ignore_dirty { e.mkclean() } else { e };
+            e.clear_soft_dirty().mkold().wrprotect()
+        };
+        let p0 = e0.pfn().as_u64();
+        let folio_end = u64::from(h) + (1u64 << self.order(h));
+        let expected = norm(e0);
+        let tab = self.table(t);
+        let mut n = 1;
+        while i + n < end_i && p0 + (n as u64) < folio_end {
+            let e = PageTableEntry::from_raw(tab[i + n]);
+            let want = expected.with_pfn(Pfn::new(p0 + n as u64));
+            if !e.is_present() || norm(e) != want {
+                break;
+            }
+            n += 1;
+        }
+        n
     }
 
     /// The 512 entries of table `t`.
@@ -446,11 +526,11 @@ mod tests {
             m.info.iter().all(|&i| i == 0),
             "boot writes no per-frame word"
         );
-        let a = m.alloc_folio(0, 7).unwrap();
+        let a = m.alloc_folio_serial(0, 7).unwrap();
         assert!(m.serial_hi.is_empty());
-        let b = m.alloc_folio(4, (3 << 32) | 9).unwrap();
+        let b = m.alloc_folio_serial(4, (3 << 32) | 9).unwrap();
         assert_eq!(m.serial_hi.len(), 2048);
-        let c = m.alloc_folio(0, 11).unwrap();
+        let c = m.alloc_folio_serial(0, 11).unwrap();
         assert_eq!(
             (m.serial(a), m.serial(b), m.serial(c)),
             (7, (3 << 32) | 9, 11)
@@ -461,11 +541,11 @@ mod tests {
     fn tables_recycle_slots() {
         let mut m = PhysMem::new(512);
         let t = m.alloc_table().unwrap();
-        m.set_entry(t, 3, 42);
-        assert_eq!(m.entry(t, 3), 42);
+        m.set_entry(t, 3, PageTableEntry::from_raw(42));
+        assert_eq!(m.entry(t, 3).raw(), 42);
         m.free_table(t);
         let t2 = m.alloc_table().unwrap();
         assert_eq!(t2, t);
-        assert_eq!(m.entry(t2, 3), 0);
+        assert_eq!(m.entry(t2, 3).raw(), 0);
     }
 }

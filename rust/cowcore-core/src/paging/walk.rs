@@ -69,7 +69,7 @@ pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
     let mut table = pgd;
     for &(level, shift) in paging.table_levels() {
         let index = Paging::index(addr, shift);
-        let entry = PageTableEntry::from_raw(mem.entry(table, index));
+        let entry = mem.entry(table, index);
         if entry.is_none() || !entry.is_present() {
             return None;
         }
@@ -86,13 +86,37 @@ pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
     None
 }
 
+/// Where the walk to a PMD entry stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PmdLoc {
+    /// The PMD table frame and the index of the entry.
+    Found(u32, usize),
+    /// An upper entry is none; nothing is mapped below `addr` up to this address.
+    Hole(u64),
+}
+
+/// Walks to the PMD entry of `addr` without allocating (`pmd_off`, stopping at a
+/// `p4d_none`/`pud_none` entry).
+pub(crate) fn pmd_loc(mem: &PhysMem, paging: Paging, pgd: u32, addr: u64) -> PmdLoc {
+    let mut table = pgd;
+    for &(_, shift) in &paging.table_levels()[..paging.pmd_depth()] {
+        let e = mem.entry(table, Paging::index(VirtAddr::new(addr), shift));
+        if e.is_none() {
+            let span = 1u64 << shift;
+            return PmdLoc::Hole((addr & !(span - 1)).saturating_add(span));
+        }
+        table = e.pfn().as_u64() as u32;
+    }
+    PmdLoc::Found(table, Paging::index(VirtAddr::new(addr), 21))
+}
+
 /// Walks `addr` and records every step (`translate()`); takes no fault.
 pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Translation {
     let mut steps = Vec::with_capacity(5);
     let mut table = pgd;
     for &(level, shift) in paging.table_levels() {
         let index = Paging::index(addr, shift);
-        let entry = PageTableEntry::from_raw(mem.entry(table, index));
+        let entry = mem.entry(table, index);
         steps.push(WalkStep {
             level,
             table: Pfn::new(u64::from(table)),
@@ -147,7 +171,7 @@ pub(crate) fn hw_access(
         n = n.hw_dirty();
     }
     if n != e {
-        mem.set_entry(leaf.table, leaf.index, n.raw());
+        mem.set_entry(leaf.table, leaf.index, n);
     }
     let base = e.pfn().as_u64() as u32;
     Ok(if leaf.level == Level::Pmd {
@@ -178,13 +202,13 @@ mod tests {
         for i in 0..3 {
             let (_, s) = p.table_levels()[i];
             let e = PageTableEntry::table(Pfn::new(u64::from(t[i + 1])));
-            mem.set_entry(t[i], Paging::index(a, s), e.raw());
+            mem.set_entry(t[i], Paging::index(a, s), e);
         }
         let leaf = PageTableEntry::new(Pfn::new(100), PAGE_COPY).mkold();
-        mem.set_entry(t[3], 3, leaf.raw());
+        mem.set_entry(t[3], 3, leaf);
         assert_eq!(hw_access(&mut mem, p, t[0], a, true), Err(0x7));
         assert_eq!(hw_access(&mut mem, p, t[0], a, false), Ok(100));
-        assert!(PageTableEntry::from_raw(mem.entry(t[3], 3)).is_young());
+        assert!(mem.entry(t[3], 3).is_young());
         let tr = translate(&mem, p, t[0], a);
         assert_eq!(tr.steps.len(), 4);
         assert_eq!(tr.pfn, Some(Pfn::new(100)));
