@@ -13,7 +13,7 @@ use crate::error::CowError;
 use crate::folio::{ENTIRELY_MAPPED, MM_ID_DUMMY};
 use crate::kernel::Kernel;
 use crate::paging::table::Level;
-use crate::physmem::{ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
+use crate::physmem::{TableFrame, ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
 
 #[derive(Default)]
 struct FolioAcc {
@@ -25,7 +25,7 @@ struct FolioAcc {
 
 struct Walk {
     folios: BTreeMap<u32, FolioAcc>,
-    tables: BTreeSet<u32>,
+    tables: BTreeSet<TableFrame>,
     exclusive_owner: BTreeMap<u32, u32>,
     rss: u64,
     huge: usize,
@@ -60,7 +60,10 @@ impl Kernel {
             }
             w.rss = 0;
             if !w.tables.insert(mm.pgd) {
-                return Err(bad("table-unique", format!("PGD {} shared", mm.pgd)));
+                return Err(bad(
+                    "table-unique",
+                    format!("PGD {} shared", mm.pgd.frame()),
+                ));
             }
             self.check_table(mm.pid, mm.mm_id, 0, mm.pgd, 0, &mut w)?;
             if w.rss != mm.rss_anon {
@@ -91,7 +94,7 @@ impl Kernel {
         pid: u32,
         mm_id: u32,
         depth: usize,
-        table: u32,
+        table: TableFrame,
         base: u64,
         w: &mut Walk,
     ) -> Result<(), CowError> {
@@ -105,11 +108,11 @@ impl Kernel {
             let addr = base | ((idx as u64) << shift);
             let leaf = level == Level::Pte || (level == Level::Pmd && e.is_huge());
             if !leaf {
-                let t = e.pfn().as_u64() as u32;
-                if self.mem.state(t) != ST_TABLE || !w.tables.insert(t) {
+                let t = TableFrame::of(e);
+                if self.mem.state(t.frame()) != ST_TABLE || !w.tables.insert(t) {
                     return Err(bad(
                         "table-unique",
-                        format!("pid {pid}: table {t} at {addr:#x} bad or shared"),
+                        format!("pid {pid}: table {} at {addr:#x} bad or shared", t.pfn()),
                     ));
                 }
                 self.check_table(pid, mm_id, depth + 1, t, addr, w)?;
@@ -138,7 +141,7 @@ impl Kernel {
             if level == Level::Pmd {
                 w.huge += 1;
                 match self.mem.deposited(table, idx) {
-                    Some(t) if self.mem.state(t) == ST_TABLE && w.tables.insert(t) => {}
+                    Some(t) if self.mem.state(t.frame()) == ST_TABLE && w.tables.insert(t) => {}
                     _ => {
                         return Err(bad(
                             "pmd-deposit",
@@ -318,7 +321,7 @@ impl Kernel {
             match m.state(p) {
                 ST_FREE => free += 1,
                 ST_TABLE => {
-                    if !w.tables.contains(&p) {
+                    if !w.tables.contains(&TableFrame::at(p)) {
                         return Err(bad(
                             "table-reachable",
                             format!("table frame {p} is not reachable"),
@@ -364,7 +367,7 @@ impl Kernel {
             if (0..512).any(|i| !self.mem.entry(t, i).is_none()) {
                 return Err(bad(
                     "pmd-deposit",
-                    format!("deposited table {t} is not empty"),
+                    format!("deposited table {} is not empty", t.frame()),
                 ));
             }
         }

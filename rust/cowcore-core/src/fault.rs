@@ -17,7 +17,7 @@ use crate::mm::{Mm, VmFlags, Vma};
 use crate::paging::entry::{PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Leaf, PmdLoc, PF_PROT};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, TableFrame};
 use crate::policy::Policy;
 use crate::stats::Stats;
 
@@ -34,7 +34,7 @@ pub(crate) struct Fault<'a> {
     /// `vma->vm_mm->mm_id`.
     mm_id: u32,
     /// `vma->vm_mm->pgd`.
-    pgd: u32,
+    pgd: TableFrame,
     /// `get_mm_counter(vma->vm_mm, MM_ANONPAGES)`.
     rss_anon: &'a mut u64,
     mem: &'a mut PhysMem,
@@ -143,7 +143,7 @@ impl Kernel {
         // The PMD entry's location for the current 2 MiB region. A fault never moves or
         // frees an existing PMD table (it may fill the entry, or split it), so the location
         // stays valid across the faults of the region; a hole is looked up again.
-        let mut loc: Option<(u64, u32, usize)> = None;
+        let mut loc: Option<(u64, TableFrame, usize)> = None;
         // The page whose fault `pte_fault` took last: if its retry does not go through, it
         // takes the full path of `access_page` (which bounds the retries).
         let mut retried = u64::MAX;
@@ -172,7 +172,7 @@ impl Kernel {
                             continue;
                         }
                     } else {
-                        let t = pmde.pfn().as_u64() as u32;
+                        let t = TableFrame::of(pmde);
                         a = self
                             .mem
                             .access_ptes(t, a, region_end, write, value, &mut out);
@@ -202,7 +202,13 @@ impl Kernel {
     /// read-only PTE (`faults_wp`, then `do_wp_page`). That is what [`Self::access_page`]
     /// does for them after its two walks; here they take none. Returns `false` (nothing
     /// done) for any other entry.
-    fn pte_fault(&mut self, pid: u32, t: u32, a: u64, write: bool) -> Result<bool, CowError> {
+    fn pte_fault(
+        &mut self,
+        pid: u32,
+        t: TableFrame,
+        a: u64,
+        write: bool,
+    ) -> Result<bool, CowError> {
         let addr = VirtAddr::new(a);
         let i = Paging::index(addr, 12);
         let e = self.mem.entry(t, i);
@@ -226,7 +232,7 @@ impl Kernel {
 /// region); returns where it stopped (`a` itself if the leaf forbids the access).
 fn access_huge(
     mem: &mut PhysMem,
-    (pmd_table, pmd_i): (u32, usize),
+    (pmd_table, pmd_i): (TableFrame, usize),
     a: u64,
     end: u64,
     (write, value): (bool, u64),
@@ -318,38 +324,33 @@ impl Fault<'_> {
                 return Ok(());
             }
             let t = alloc_table(self.mem)?;
-            self.mem.set_entry(
-                pmd_table,
-                pmd_i,
-                PageTableEntry::table(Pfn::new(u64::from(t))),
-            );
+            self.mem.set_entry(pmd_table, pmd_i, t.entry());
             log.push(pmd_table, pmd_i, t);
         }
-        let pte_table = self.mem.entry(pmd_table, pmd_i).pfn().as_u64() as u32;
+        let pte_table = TableFrame::of(self.mem.entry(pmd_table, pmd_i));
         self.do_anonymous_page(pte_table)
     }
 
     /// `pmd_alloc` & co. with every allocation recorded in `log`.
-    fn pmd_alloc_logged(&mut self, log: &mut TableLog) -> Result<(u32, usize), CowError> {
+    fn pmd_alloc_logged(&mut self, log: &mut TableLog) -> Result<(TableFrame, usize), CowError> {
         let mut table = self.pgd;
         for &(_, shift) in &self.paging.table_levels()[..self.paging.pmd_depth()] {
             let idx = Paging::index(self.address, shift);
             let e = self.mem.entry(table, idx);
             table = if e.is_none() {
                 let t = alloc_table(self.mem)?;
-                self.mem
-                    .set_entry(table, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+                self.mem.set_entry(table, idx, t.entry());
                 log.push(table, idx, t);
                 t
             } else {
-                e.pfn().as_u64() as u32
+                TableFrame::of(e)
             };
         }
         Ok((table, Paging::index(self.address, 21)))
     }
 
     /// `do_anonymous_page` + `alloc_anon_folio` (KS §2.3, §2.4).
-    fn do_anonymous_page(&mut self, pte_table: u32) -> Result<(), CowError> {
+    fn do_anonymous_page(&mut self, pte_table: TableFrame) -> Result<(), CowError> {
         let prot = self.vma.page_prot();
         if !self.write {
             let e = PageTableEntry::new(
@@ -396,7 +397,7 @@ impl Fault<'_> {
 
     /// The candidate mTHP orders of a write fault (KS §2.4 steps A–C): allowed by policy,
     /// naturally aligned block inside the VMA, block of `pte_none` entries.
-    fn anon_orders(&self, pte_table: u32) -> u32 {
+    fn anon_orders(&self, pte_table: TableFrame) -> u32 {
         let (vma, addr) = (&*self.vma, self.address);
         let mut orders = self.cfg.allowable_orders(vma.flags) & ((1 << PMD_ORDER) - 1);
         while orders != 0 {
@@ -422,7 +423,7 @@ impl Fault<'_> {
     /// `do_huge_pmd_anonymous_page` (KS §2.5). `Ok(false)` is `VM_FAULT_FALLBACK`.
     fn do_huge_pmd_anonymous_page(
         &mut self,
-        pmd_table: u32,
+        pmd_table: TableFrame,
         pmd_i: usize,
     ) -> Result<bool, CowError> {
         let haddr = self.address.align_down(PMD_SIZE);
@@ -458,7 +459,7 @@ impl Fault<'_> {
     }
 
     /// `map_anon_folio_pmd`: map a fresh order-9 folio with a writable, dirty PMD.
-    fn map_anon_folio_pmd(&mut self, h: u32, pmd_table: u32, pmd_i: usize) {
+    fn map_anon_folio_pmd(&mut self, h: u32, pmd_table: TableFrame, pmd_i: usize) {
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         self.mem.add_new_anon_rmap(h, self.mm_id);
         let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), self.vma);
@@ -470,7 +471,7 @@ impl Fault<'_> {
     }
 
     /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
-    fn do_wp_page(&mut self, pte_table: u32, pte_i: usize) -> Result<(), CowError> {
+    fn do_wp_page(&mut self, pte_table: TableFrame, pte_i: usize) -> Result<(), CowError> {
         let pte = self.mem.entry(pte_table, pte_i);
         // vm_normal_page(): NULL for the zero page (special).
         let page = (!pte.is_special()).then(|| pte.pfn().as_u64() as u32);
@@ -502,7 +503,7 @@ impl Fault<'_> {
     /// its mapping and (at the end of the fault) the mapping's reference.
     fn wp_page_copy(
         &mut self,
-        pte_table: u32,
+        pte_table: TableFrame,
         pte_i: usize,
         page: Option<u32>,
     ) -> Result<(), CowError> {
@@ -531,7 +532,11 @@ impl Fault<'_> {
     }
 
     /// `do_huge_pmd_wp_page` (KS §4.5). `Ok(false)` is `VM_FAULT_FALLBACK` (PMD split).
-    fn do_huge_pmd_wp_page(&mut self, pmd_table: u32, pmd_i: usize) -> Result<bool, CowError> {
+    fn do_huge_pmd_wp_page(
+        &mut self,
+        pmd_table: TableFrame,
+        pmd_i: usize,
+    ) -> Result<bool, CowError> {
         let pmde = self.mem.entry(pmd_table, pmd_i);
         let haddr = self.address.align_down(PMD_SIZE);
         if pmde.is_special() {
@@ -578,7 +583,7 @@ impl Fault<'_> {
 }
 
 /// `pte_alloc_one` & co.: a page-table frame, or `OutOfMemory`.
-pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<u32, CowError> {
+pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
     mem.alloc_table().ok_or(CowError::OutOfMemory)
 }
 
@@ -599,7 +604,7 @@ pub(crate) fn split_huge_pmd(
     stats: &mut Stats,
     mm_id: u32,
     vma: &Vma,
-    (pmd_table, pmd_i): (u32, usize),
+    (pmd_table, pmd_i): (TableFrame, usize),
     haddr: VirtAddr,
 ) -> Result<(), CowError> {
     let pmde = mem.entry(pmd_table, pmd_i);
@@ -639,11 +644,7 @@ pub(crate) fn split_huge_pmd(
         }
         mem.remove_rmap_pmd(h, mm_id);
     }
-    mem.set_entry(
-        pmd_table,
-        pmd_i,
-        PageTableEntry::table(Pfn::new(u64::from(t))),
-    );
+    mem.set_entry(pmd_table, pmd_i, t.entry());
     Ok(())
 }
 
@@ -658,14 +659,24 @@ fn make_writable_dirty(e: PageTableEntry, vma: &Vma) -> PageTableEntry {
 }
 
 /// Tables allocated by one fault, to free again if the fault fails (at most one per level).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TableLog {
-    items: [(u32, usize, u32); 5],
+    items: [(TableFrame, usize, TableFrame); 5],
     n: usize,
 }
 
+impl Default for TableLog {
+    fn default() -> Self {
+        let none = TableFrame::of(PageTableEntry::NONE);
+        Self {
+            items: [(none, 0, none); 5],
+            n: 0,
+        }
+    }
+}
+
 impl TableLog {
-    fn push(&mut self, parent: u32, idx: usize, table: u32) {
+    fn push(&mut self, parent: TableFrame, idx: usize, table: TableFrame) {
         self.items[self.n] = (parent, idx, table);
         self.n += 1;
     }

@@ -10,14 +10,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR};
+use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR};
 use crate::error::CowError;
 use crate::fault::alloc_table;
 use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
-use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, TableFrame};
 
 /// The copy of one parent's page tables into a child's (`copy_page_range` over the VMAs
 /// that need it): physical memory and the paging geometry, nothing else.
@@ -94,7 +93,7 @@ impl ForkCopy<'_> {
     fn count_copy(
         &self,
         depth: usize,
-        src: u32,
+        src: TableFrame,
         s: u64,
         e: u64,
         seen: &mut BTreeSet<(usize, u64)>,
@@ -115,7 +114,7 @@ impl ForkCopy<'_> {
                         n += 1;
                     }
                     if level != Level::Pmd {
-                        let child = ent.pfn().as_u64() as u32;
+                        let child = TableFrame::of(ent);
                         n += self.count_copy(depth + 1, child, a, next, seen);
                     }
                 }
@@ -126,15 +125,14 @@ impl ForkCopy<'_> {
     }
 
     /// Returns the child table under entry `idx` of `dst`, allocating it if none.
-    fn child_table(&mut self, dst: u32, idx: usize) -> Result<u32, CowError> {
+    fn child_table(&mut self, dst: TableFrame, idx: usize) -> Result<TableFrame, CowError> {
         let e = self.mem.entry(dst, idx);
         if e.is_none() {
             let t = alloc_table(self.mem)?;
-            self.mem
-                .set_entry(dst, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+            self.mem.set_entry(dst, idx, t.entry());
             Ok(t)
         } else {
-            Ok(e.pfn().as_u64() as u32)
+            Ok(TableFrame::of(e))
         }
     }
 
@@ -143,8 +141,8 @@ impl ForkCopy<'_> {
     fn copy_level(
         &mut self,
         depth: usize,
-        src: u32,
-        dst: u32,
+        src: TableFrame,
+        dst: TableFrame,
         s: u64,
         e: u64,
         child_id: u32,
@@ -163,24 +161,12 @@ impl ForkCopy<'_> {
                         rss += self.copy_huge_pmd(src, dst, idx, child_id)?;
                     } else {
                         let child = self.child_table(dst, idx)?;
-                        rss += self.copy_pte_range(
-                            ent.pfn().as_u64() as u32,
-                            child,
-                            a,
-                            next,
-                            child_id,
-                        );
+                        rss += self.copy_pte_range(TableFrame::of(ent), child, a, next, child_id);
                     }
                 } else {
                     let child = self.child_table(dst, idx)?;
-                    rss += self.copy_level(
-                        depth + 1,
-                        ent.pfn().as_u64() as u32,
-                        child,
-                        a,
-                        next,
-                        child_id,
-                    )?;
+                    rss +=
+                        self.copy_level(depth + 1, TableFrame::of(ent), child, a, next, child_id)?;
                 }
             }
             a = next;
@@ -191,8 +177,8 @@ impl ForkCopy<'_> {
     /// `copy_huge_pmd` (KS §3.2), without pins.
     fn copy_huge_pmd(
         &mut self,
-        src: u32,
-        dst: u32,
+        src: TableFrame,
+        dst: TableFrame,
         idx: usize,
         child_id: u32,
     ) -> Result<u64, CowError> {
@@ -212,7 +198,14 @@ impl ForkCopy<'_> {
     }
 
     /// `copy_pte_range` → `copy_present_ptes` (KS §3.3), without pins or swap entries.
-    fn copy_pte_range(&mut self, src: u32, dst: u32, a: u64, e: u64, child_id: u32) -> u64 {
+    fn copy_pte_range(
+        &mut self,
+        src: TableFrame,
+        dst: TableFrame,
+        a: u64,
+        e: u64,
+        child_id: u32,
+    ) -> u64 {
         let mut i = Paging::index(VirtAddr::new(a), 12);
         let end_i = i + ((e - a) / PAGE_SIZE) as usize;
         let mut rss = 0;

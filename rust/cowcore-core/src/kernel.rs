@@ -13,7 +13,7 @@ use crate::machine::{FrameKind, Observation, MAX_MEMORY, MMAP_BASE, USER_START};
 use crate::mm::{Mm, VmFlags, Vma, VmaInfo};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Translation};
-use crate::physmem::{PhysMem, ST_FOLIO, ST_ZERO};
+use crate::physmem::{PhysMem, TableFrame, ST_FOLIO, ST_ZERO};
 use crate::policy::{Policy, Profile};
 use crate::stats::Stats;
 
@@ -282,7 +282,7 @@ impl Kernel {
         Ok(out)
     }
 
-    fn observe_page(&self, pgd: u32, addr: VirtAddr) -> Observation {
+    fn observe_page(&self, pgd: TableFrame, addr: VirtAddr) -> Observation {
         let Some(leaf) = walk::find_leaf(&self.mem, self.paging, pgd, addr) else {
             return Observation::ABSENT;
         };

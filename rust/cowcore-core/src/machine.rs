@@ -715,7 +715,7 @@ mod tests {
         let m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
         assert_eq!(m.k.mem.zero_pfn, 0);
         assert_eq!(m.k.mem.huge_zero_pfn, 512);
-        assert_eq!(m.mm(1).unwrap().pgd, 1);
+        assert_eq!(m.mm(1).unwrap().pgd.frame(), 1);
         assert_eq!(m.free_frames(), 2048 - 514);
         assert!(Machine::new(3 << 20, 4, Profile::V6_15).is_err());
         assert!(Machine::new(8 << 20, 3, Profile::V6_15).is_err());

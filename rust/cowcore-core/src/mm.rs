@@ -7,6 +7,7 @@
 use crate::addr::VirtAddr;
 use crate::error::CowError;
 use crate::paging::entry::{PteFlags, PAGE_COPY, PAGE_NONE};
+use crate::physmem::TableFrame;
 use core::str::FromStr;
 
 bitflags::bitflags! {
@@ -234,7 +235,7 @@ pub struct Mm {
     /// `mm->mm_id` (`CONFIG_MM_ID`).
     pub mm_id: u32,
     /// The frame of the root table.
-    pub(crate) pgd: u32,
+    pub(crate) pgd: TableFrame,
     /// Sorted, non-overlapping VMAs.
     pub(crate) vmas: Vec<Vma>,
     /// The top-down `mmap` cursor (DESIGN.md "Addresses").
@@ -325,7 +326,7 @@ mod tests {
         Mm {
             pid: 1,
             mm_id: 1,
-            pgd: 0,
+            pgd: TableFrame::at(0),
             vmas: vec![Vma {
                 start: VirtAddr::new(0x20_0000),
                 end: VirtAddr::new(0x40_0000),

@@ -14,7 +14,7 @@ use crate::mm::{Advice, Prot, VmFlags, Vma};
 use crate::paging::entry::{PageTableEntry, PteFlags};
 use crate::paging::table::Paging;
 use crate::paging::walk::{self, PmdLoc};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, TableFrame};
 
 impl Kernel {
     /// Changes the protection of a fully mapped range.
@@ -137,7 +137,7 @@ impl Kernel {
 }
 
 /// `change_protection` over one VMA with its new flags (KS §8.3).
-fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: u32, vma: &Vma) {
+fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: TableFrame, vma: &Vma) {
     let newprot = vma.page_prot();
     let try_write = vma.flags.contains(VmFlags::WRITE);
     let mut a = vma.start.as_u64();
@@ -156,7 +156,7 @@ fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: u32, vma: &Vma) {
                     let n = modified(mem, pmde, newprot | PteFlags::HUGE, try_write);
                     mem.set_entry(t, i, n);
                 } else if !pmde.is_none() {
-                    let pt = pmde.pfn().as_u64() as u32;
+                    let pt = TableFrame::of(pmde);
                     let first = Paging::index(VirtAddr::new(a), 12);
                     let n = ((next - a) / PAGE_SIZE) as usize;
                     for j in first..first + n {

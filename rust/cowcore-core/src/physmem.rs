@@ -34,9 +34,48 @@ pub use crate::table_pool::ENTRIES;
 /// `MAX_PAGE_ORDER`: the largest buddy block is 2^10 frames (4 MiB).
 pub const MAX_ORDER: u32 = 10;
 
+/// A page-table frame: an order-0 frame of simulated memory holding 512 entries, what the
+/// kernel reaches with `pmd_page()`/`pud_pgtable()` from the entry above it. Not a `pte_t`
+/// or `pmd_t`, which name one entry (a [`PageTableEntry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TableFrame(u32);
+
+impl TableFrame {
+    /// The frame number.
+    #[inline]
+    pub(crate) const fn pfn(self) -> Pfn {
+        Pfn::new(self.0 as u64)
+    }
+
+    /// The frame number as an index of the per-frame arrays.
+    #[inline]
+    pub(crate) const fn frame(self) -> u32 {
+        self.0
+    }
+
+    /// The table in frame `frame`, which the caller knows holds one (`state == ST_TABLE`).
+    #[inline]
+    pub(crate) const fn at(frame: u32) -> Self {
+        Self(frame)
+    }
+
+    /// The table an entry points to (`pmd_page`, `pud_pgtable`, ...): the entry must be a
+    /// present, non-leaf entry.
+    #[inline]
+    pub(crate) const fn of(e: PageTableEntry) -> Self {
+        Self(e.pfn().as_u64() as u32)
+    }
+
+    /// The entry that points to this table (`pmd_populate` & co.).
+    #[inline]
+    pub(crate) const fn entry(self) -> PageTableEntry {
+        PageTableEntry::table(self.pfn())
+    }
+}
+
 /// The key of a deposit: the PMD table frame and the entry's index.
-fn deposit_key(pmd_table: u32, idx: usize) -> u64 {
-    (u64::from(pmd_table) << 9) | idx as u64
+fn deposit_key(pmd_table: TableFrame, idx: usize) -> u64 {
+    (u64::from(pmd_table.0) << 9) | idx as u64
 }
 
 /// A free frame (inside a free buddy block).
@@ -77,7 +116,7 @@ pub struct PhysMem {
     pub(crate) huge_zero_pfn: u32,
     /// Deposited PTE tables by huge PMD entry (`pgtable_trans_huge_deposit`, which keeps
     /// them in the PMD table's `struct page`): key `(pmd table frame << 9) | index`.
-    pub(crate) deposits: BTreeMap<u64, u32>,
+    pub(crate) deposits: BTreeMap<u64, TableFrame>,
 }
 
 impl PhysMem {
@@ -196,19 +235,19 @@ impl PhysMem {
         }
     }
 
-    /// `pgtable_trans_huge_deposit`: keeps table `t` for the huge PMD entry `(pmd_t, i)`.
-    pub(crate) fn deposit(&mut self, pmd_t: u32, i: usize, t: u32) {
-        self.deposits.insert(deposit_key(pmd_t, i), t);
+    /// `pgtable_trans_huge_deposit`: keeps table `t` for the huge PMD entry `(pmd_table, i)`.
+    pub(crate) fn deposit(&mut self, pmd_table: TableFrame, i: usize, t: TableFrame) {
+        self.deposits.insert(deposit_key(pmd_table, i), t);
     }
 
-    /// The table deposited for `(pmd_t, i)`, left in place (for `check`).
-    pub(crate) fn deposited(&self, pmd_t: u32, i: usize) -> Option<u32> {
-        self.deposits.get(&deposit_key(pmd_t, i)).copied()
+    /// The table deposited for `(pmd_table, i)`, left in place (for `check`).
+    pub(crate) fn deposited(&self, pmd_table: TableFrame, i: usize) -> Option<TableFrame> {
+        self.deposits.get(&deposit_key(pmd_table, i)).copied()
     }
 
-    /// `pgtable_trans_huge_withdraw`: the table deposited for `(pmd_t, i)`.
-    pub(crate) fn withdraw(&mut self, pmd_t: u32, i: usize) -> Option<u32> {
-        self.deposits.remove(&deposit_key(pmd_t, i))
+    /// `pgtable_trans_huge_withdraw`: the table deposited for `(pmd_table, i)`.
+    pub(crate) fn withdraw(&mut self, pmd_table: TableFrame, i: usize) -> Option<TableFrame> {
+        self.deposits.remove(&deposit_key(pmd_table, i))
     }
 
     /// Allocates a folio of `2^order` frames with fresh counters (`prep_compound_head`):
@@ -254,7 +293,7 @@ impl PhysMem {
     }
 
     /// Allocates a page-table frame with 512 empty entries (`pte_alloc_one` & co.).
-    pub(crate) fn alloc_table(&mut self) -> Option<u32> {
+    pub(crate) fn alloc_table(&mut self) -> Option<TableFrame> {
         let pfn = self.alloc_block(0)?;
         self.init_frames(pfn, 0, ST_TABLE);
         let slot = if let Some(s) = self.free_slots.pop() {
@@ -264,7 +303,7 @@ impl PhysMem {
             self.tables.fresh_slot() // zero-filled by the host
         };
         self.word[pfn as usize] = slot;
-        Some(pfn)
+        Some(TableFrame(pfn))
     }
 
     /// Makes room in the table pool for `n` more tables at once (fork knows how many the
@@ -275,28 +314,28 @@ impl PhysMem {
     }
 
     /// Frees a page-table frame (`pte_free`, `pmd_free`, ...).
-    pub(crate) fn free_table(&mut self, pfn: u32) {
-        debug_assert_eq!(self.state(pfn), ST_TABLE);
-        self.free_slots.push(self.word[pfn as usize]);
-        self.free_block(pfn, 0);
+    pub(crate) fn free_table(&mut self, t: TableFrame) {
+        debug_assert_eq!(self.state(t.0), ST_TABLE);
+        self.free_slots.push(self.slot(t));
+        self.free_block(t.0, 0);
     }
 
     /// Reads entry `idx` of the table in frame `table`.
     #[must_use]
     #[inline]
-    pub(crate) fn entry(&self, table: u32, idx: usize) -> PageTableEntry {
+    pub(crate) fn entry(&self, table: TableFrame, idx: usize) -> PageTableEntry {
         PageTableEntry::from_raw(self.tables.get(self.slot(table), idx))
     }
 
     /// Writes entry `idx` of the table in frame `table`.
     #[inline]
-    pub(crate) fn set_entry(&mut self, table: u32, idx: usize, e: PageTableEntry) {
+    pub(crate) fn set_entry(&mut self, table: TableFrame, idx: usize, e: PageTableEntry) {
         self.tables.set(self.slot(table), idx, e.raw());
     }
 
     /// The table pool slot of table `table`.
-    fn slot(&self, table: u32) -> u32 {
-        self.word[table as usize]
+    fn slot(&self, table: TableFrame) -> u32 {
+        self.word[table.0 as usize]
     }
 
     /// The order-0 fast path of `copy_pte_range` → `copy_present_ptes` (KS §3.3): copies
@@ -308,8 +347,8 @@ impl PhysMem {
     /// and frame arrays directly: this loop is most of a fork's cost.
     pub(crate) fn copy_small_ptes(
         &mut self,
-        src: u32,
-        dst: u32,
+        src: TableFrame,
+        dst: TableFrame,
         mut i: usize,
         end: usize,
     ) -> (usize, u64) {
@@ -354,7 +393,7 @@ impl PhysMem {
     /// first 8 bytes. Returns the address of the first page that would fault (or `end`).
     pub(crate) fn access_ptes(
         &mut self,
-        t: u32,
+        t: TableFrame,
         mut a: u64,
         end: u64,
         write: bool,
@@ -392,7 +431,7 @@ impl PhysMem {
     /// soft-dirty (and D when `ignore_dirty`).
     pub(crate) fn folio_pte_batch(
         &self,
-        t: u32,
+        t: TableFrame,
         i: usize,
         end_i: usize,
         e0: PageTableEntry,
@@ -420,19 +459,19 @@ impl PhysMem {
     }
 
     /// The 512 entries of table `t`.
-    pub(crate) fn table(&self, t: u32) -> &[u64] {
+    pub(crate) fn table(&self, t: TableFrame) -> &[u64] {
         self.tables.table(self.slot(t))
     }
 
     /// Whether any of the `nr` entries from `i` of table `t` is writable.
-    pub(crate) fn any_writable(&self, t: u32, i: usize, nr: usize) -> bool {
+    pub(crate) fn any_writable(&self, t: TableFrame, i: usize, nr: usize) -> bool {
         self.table(t)[i..i + nr]
             .iter()
             .any(|&e| PageTableEntry::from_raw(e).is_writable())
     }
 
     /// Write-protects the `nr` entries from `i` of table `t` (`wrprotect_ptes`).
-    pub(crate) fn wrprotect_ptes(&mut self, t: u32, i: usize, nr: usize) {
+    pub(crate) fn wrprotect_ptes(&mut self, t: TableFrame, i: usize, nr: usize) {
         let slot = self.slot(t);
         for e in &mut self.tables.table_mut(slot)[i..i + nr] {
             *e = PageTableEntry::from_raw(*e).wrprotect().raw();
@@ -441,7 +480,7 @@ impl PhysMem {
 
     /// Sets the `nr` entries from `i` of table `t` to `v` with consecutive frames from
     /// `v`'s (`set_ptes`).
-    pub(crate) fn set_ptes(&mut self, t: u32, i: usize, nr: usize, v: PageTableEntry) {
+    pub(crate) fn set_ptes(&mut self, t: TableFrame, i: usize, nr: usize, v: PageTableEntry) {
         let slot = self.slot(t);
         let p0 = v.pfn().as_u64();
         for (j, e) in self.tables.table_mut(slot)[i..i + nr]

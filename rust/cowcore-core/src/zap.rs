@@ -15,7 +15,7 @@ use crate::mm::{vma_lookup, Mm, Vma};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, PmdLoc};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, TableFrame};
 use crate::stats::Stats;
 
 /// Gathered references after which a zap drops them before it goes on (the kernel's
@@ -29,7 +29,7 @@ const GATHER_BATCH: usize = 1 << 16;
 #[derive(Debug)]
 pub(crate) struct Zap<'a> {
     mm_id: u32,
-    pgd: u32,
+    pgd: TableFrame,
     vmas: &'a [Vma],
     /// `MM_ANONPAGES` of the mm.
     rss_anon: &'a mut u64,
@@ -163,11 +163,11 @@ impl Zap<'_> {
                                 (pmd_table, pmd_i),
                                 haddr,
                             )?;
-                            let t = self.mem.entry(pmd_table, pmd_i).pfn().as_u64() as u32;
+                            let t = TableFrame::of(self.mem.entry(pmd_table, pmd_i));
                             freed_pages += self.zap_pte_range(t, a, next);
                         }
                     } else if !pmde.is_none() {
-                        let t = pmde.pfn().as_u64() as u32;
+                        let t = TableFrame::of(pmde);
                         freed_pages += self.zap_pte_range(t, a, next);
                     }
                 }
@@ -183,7 +183,7 @@ impl Zap<'_> {
 
     /// `zap_huge_pmd`: clear the PMD, remove the rmap, free the deposited table; returns the
     /// anon pages unmapped.
-    fn zap_huge_pmd(&mut self, pmd_table: u32, pmd_i: usize) -> Result<u64, CowError> {
+    fn zap_huge_pmd(&mut self, pmd_table: TableFrame, pmd_i: usize) -> Result<u64, CowError> {
         let pmde = self.mem.entry(pmd_table, pmd_i);
         self.mem.set_entry(pmd_table, pmd_i, PageTableEntry::NONE);
         let t = self
@@ -202,7 +202,7 @@ impl Zap<'_> {
 
     /// `zap_pte_range` over `[a, next)` of one PTE table; batches the PTEs of one folio
     /// (`folio_pte_batch` ignoring A/D/soft-dirty/RW). Returns the anon pages unmapped.
-    fn zap_pte_range(&mut self, t: u32, a: u64, next: u64) -> u64 {
+    fn zap_pte_range(&mut self, t: TableFrame, a: u64, next: u64) -> u64 {
         let mut i = Paging::index(VirtAddr::new(a), 12);
         let end_i = i + ((next - a) / PAGE_SIZE) as usize;
         let mut pages = 0;
@@ -242,7 +242,7 @@ fn free_unused_tables(
     mem: &mut PhysMem,
     paging: Paging,
     mm: &Mm,
-    table: u32,
+    table: TableFrame,
     depth: usize,
     s: u64,
     e: u64,
@@ -257,7 +257,7 @@ fn free_unused_tables(
         let idx = Paging::index(VirtAddr::new(a), shift);
         let ent = mem.entry(table, idx);
         if !ent.is_none() && !ent.is_huge() {
-            let child = ent.pfn().as_u64() as u32;
+            let child = TableFrame::of(ent);
             free_unused_tables(mem, paging, mm, child, depth + 1, s.max(a), e.min(a + span));
             if !mm.overlaps(a, a + span) {
                 free_subtree(mem, paging, depth + 1, child);
@@ -271,7 +271,7 @@ fn free_unused_tables(
 
 /// Frees every table below the table `table` at `depth` (not `table` itself),
 /// lowest address first, children before parents (`free_pgd_range`).
-fn free_subtree(mem: &mut PhysMem, paging: Paging, depth: usize, table: u32) {
+fn free_subtree(mem: &mut PhysMem, paging: Paging, depth: usize, table: TableFrame) {
     if paging.table_levels()[depth].0 == Level::Pte {
         return;
     }
@@ -280,7 +280,7 @@ fn free_subtree(mem: &mut PhysMem, paging: Paging, depth: usize, table: u32) {
         if ent.is_none() || ent.is_huge() {
             continue;
         }
-        let child = ent.pfn().as_u64() as u32;
+        let child = TableFrame::of(ent);
         free_subtree(mem, paging, depth + 1, child);
         mem.free_table(child);
         mem.set_entry(table, idx, PageTableEntry::NONE);

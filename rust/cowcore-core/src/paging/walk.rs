@@ -8,7 +8,7 @@
 use super::entry::PageTableEntry;
 use super::table::{Level, Paging};
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, TableFrame};
 
 /// `X86_PF_PROT`: the fault hit a present entry.
 pub const PF_PROT: u32 = 1 << 0;
@@ -59,13 +59,18 @@ pub struct Translation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Leaf {
     pub level: Level,
-    pub table: u32,
+    pub table: TableFrame,
     pub index: usize,
     pub entry: PageTableEntry,
 }
 
 /// Walks without allocating; returns the leaf (present or `PROT_NONE`) mapping `addr`.
-pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Option<Leaf> {
+pub(crate) fn find_leaf(
+    mem: &PhysMem,
+    paging: Paging,
+    pgd: TableFrame,
+    addr: VirtAddr,
+) -> Option<Leaf> {
     let mut table = pgd;
     for &(level, shift) in paging.table_levels() {
         let index = Paging::index(addr, shift);
@@ -81,7 +86,7 @@ pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
                 entry,
             });
         }
-        table = entry.pfn().as_u64() as u32;
+        table = TableFrame::of(entry);
     }
     None
 }
@@ -90,14 +95,14 @@ pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PmdLoc {
     /// The PMD table frame and the index of the entry.
-    Found(u32, usize),
+    Found(TableFrame, usize),
     /// An upper entry is none; nothing is mapped below `addr` up to this address.
     Hole(u64),
 }
 
 /// Walks to the PMD entry of `addr` without allocating (`pmd_off`, stopping at a
 /// `p4d_none`/`pud_none` entry).
-pub(crate) fn pmd_loc(mem: &PhysMem, paging: Paging, pgd: u32, addr: u64) -> PmdLoc {
+pub(crate) fn pmd_loc(mem: &PhysMem, paging: Paging, pgd: TableFrame, addr: u64) -> PmdLoc {
     let mut table = pgd;
     for &(_, shift) in &paging.table_levels()[..paging.pmd_depth()] {
         let e = mem.entry(table, Paging::index(VirtAddr::new(addr), shift));
@@ -105,13 +110,18 @@ pub(crate) fn pmd_loc(mem: &PhysMem, paging: Paging, pgd: u32, addr: u64) -> Pmd
             let span = 1u64 << shift;
             return PmdLoc::Hole((addr & !(span - 1)).saturating_add(span));
         }
-        table = e.pfn().as_u64() as u32;
+        table = TableFrame::of(e);
     }
     PmdLoc::Found(table, Paging::index(VirtAddr::new(addr), 21))
 }
 
 /// Walks `addr` and records every step (`translate()`); takes no fault.
-pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Translation {
+pub(crate) fn translate(
+    mem: &PhysMem,
+    paging: Paging,
+    pgd: TableFrame,
+    addr: VirtAddr,
+) -> Translation {
     let mut steps = Vec::with_capacity(5);
     let mut table = pgd;
     for &(level, shift) in paging.table_levels() {
@@ -119,7 +129,7 @@ pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
         let entry = mem.entry(table, index);
         steps.push(WalkStep {
             level,
-            table: Pfn::new(u64::from(table)),
+            table: table.pfn(),
             index,
             entry,
         });
@@ -141,7 +151,7 @@ pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
                 page_size: Some(PMD_SIZE),
             };
         }
-        table = entry.pfn().as_u64() as u32;
+        table = TableFrame::of(entry);
     }
     Translation {
         steps,
@@ -155,7 +165,7 @@ pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
 pub(crate) fn hw_access(
     mem: &mut PhysMem,
     paging: Paging,
-    pgd: u32,
+    pgd: TableFrame,
     addr: VirtAddr,
     write: bool,
 ) -> Result<u32, u32> {
@@ -197,11 +207,11 @@ mod tests {
     fn walk_sets_accessed_and_dirty() {
         let mut mem = PhysMem::new(512);
         let p = Paging::new(4).unwrap();
-        let t: Vec<u32> = (0..4).map(|_| mem.alloc_table().unwrap()).collect();
+        let t: Vec<TableFrame> = (0..4).map(|_| mem.alloc_table().unwrap()).collect();
         let a = VirtAddr::new(0x7f00_0020_3000);
         for i in 0..3 {
             let (_, s) = p.table_levels()[i];
-            let e = PageTableEntry::table(Pfn::new(u64::from(t[i + 1])));
+            let e = t[i + 1].entry();
             mem.set_entry(t[i], Paging::index(a, s), e);
         }
         let leaf = PageTableEntry::new(Pfn::new(100), PAGE_COPY).mkold();
