@@ -171,7 +171,7 @@ impl Kernel {
                     format!("pid {pid}: entry at {addr:#x} maps a non-folio frame"),
                 ));
             }
-            let head = self.mem.folio_head(pfn);
+            let head = self.mem.page_folio(pfn).pfn();
             let acc = w.folios.entry(head).or_default();
             *acc.per_mm.entry(mm_id).or_default() += 1;
             if level == Level::Pmd {
@@ -214,17 +214,18 @@ impl Kernel {
 
     fn check_folio(&self, head: u32, acc: &FolioAcc) -> Result<(), CowError> {
         let m = &self.mem;
+        let f = m.folio(m.page_folio(head));
         let mappings = (acc.ptes + acc.pmds) as i32;
-        if m.refcount(head) != mappings {
+        if f.folio_ref_count() != mappings {
             return Err(bad(
                 "refcount",
                 format!(
                     "folio {head}: refcount {} but {mappings} mappings",
-                    m.refcount(head)
+                    f.folio_ref_count()
                 ),
             ));
         }
-        let nr = 1u32 << m.order(head);
+        let nr = f.folio_nr_pages();
         for p in head..head + nr {
             let want = acc.pages.get(&p).copied().unwrap_or(0);
             if m.page_mapcount(p) != want {
@@ -237,35 +238,35 @@ impl Kernel {
                 ));
             }
         }
-        if !m.is_large(head) {
+        if !f.folio_test_large() {
             return Ok(());
         }
-        if m.folio_mapcount(head) != mappings {
+        if f.folio_large_mapcount() != mappings {
             return Err(bad(
                 "large-mapcount",
                 format!(
                     "folio {head}: large mapcount {} but {mappings}",
-                    m.folio_mapcount(head)
+                    f.folio_large_mapcount()
                 ),
             ));
         }
-        if m.entire_mapcount(head) != acc.pmds as i32 {
+        if f.folio_entire_mapcount() != acc.pmds as i32 {
             return Err(bad(
                 "entire-mapcount",
-                format!("folio {head}: {}", m.entire_mapcount(head)),
+                format!("folio {head}: {}", f.folio_entire_mapcount()),
             ));
         }
         let want_npm = acc.pages.len() as i32 + if acc.pmds > 0 { ENTIRELY_MAPPED } else { 0 };
-        if m.nr_pages_mapped_raw(head) != want_npm {
+        if f.folio_nr_pages_mapped_raw() != want_npm {
             return Err(bad(
                 "nr-pages-mapped",
                 format!(
                     "folio {head}: {:#x} want {want_npm:#x}",
-                    m.nr_pages_mapped_raw(head)
+                    f.folio_nr_pages_mapped_raw()
                 ),
             ));
         }
-        let s = m.slots(head);
+        let s = f.folio_mm_slots();
         let mut total = 0;
         for i in 0..2 {
             let (id, c) = (s.ids[i], s.counts[i]);
@@ -329,7 +330,7 @@ impl Kernel {
                     }
                 }
                 ST_FOLIO => {
-                    let h = m.folio_head(p);
+                    let h = m.page_folio(p).pfn();
                     if h == p && !w.folios.contains_key(&h) {
                         return Err(bad(
                             "no-unmapped-folio",
@@ -386,7 +387,8 @@ mod tests {
         m.write(1, a, 4096, 1).unwrap();
         m.check().unwrap();
         let pfn = m.translate(1, a).unwrap().pfn.unwrap().as_u64() as u32;
-        m.k.mem.ref_add(pfn, 1);
+        let f = m.k.mem.page_folio(pfn);
+        m.k.mem.folio_ref_add(f, 1);
         let e = m.check().unwrap_err();
         assert!(
             matches!(
@@ -398,7 +400,7 @@ mod tests {
             ),
             "{e}"
         );
-        m.k.mem.ref_add(pfn, -1);
+        m.k.mem.folio_ref_add(f, -1);
         m.check().unwrap();
         let _ = VirtAddr::new(0);
     }

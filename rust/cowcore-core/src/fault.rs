@@ -12,6 +12,7 @@
 
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
 use crate::error::CowError;
+use crate::folio::{Folio, FolioRef};
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{Mm, VmFlags, Vma};
 use crate::paging::entry::{PageTableEntry, PteFlags};
@@ -365,24 +366,25 @@ impl Fault<'_> {
         let mut chosen = None;
         while orders != 0 {
             let order = orders.ilog2();
-            if let Some(h) = self.mem.alloc_folio(order) {
-                chosen = Some((h, order));
+            if let Some(f) = self.mem.alloc_folio(order) {
+                chosen = Some((f, order));
                 break;
             }
             Stats::count_mthp(&mut self.stats.anon_fault_fallback, order);
             orders &= !(1 << order);
         }
-        let (h, order) = match chosen {
+        let (folio, order) = match chosen {
             Some(c) => c,
             None => (self.mem.alloc_folio(0).ok_or(CowError::OutOfMemory)?, 0),
         };
         let nr = 1u32 << order;
         let base = self.address.align_down(PAGE_SIZE << order);
         let base_i = Paging::index(base, 12);
-        self.mem.ref_add(h, nr as i32 - 1);
+        self.mem.folio_ref_add(folio, nr as i32 - 1);
         *self.rss_anon += u64::from(nr);
         Stats::count_mthp(&mut self.stats.anon_fault_alloc, order);
-        self.mem.add_new_anon_rmap(h, self.mm_id);
+        self.mem.add_new_anon_rmap(folio, self.mm_id);
+        let h = folio.pfn();
         let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), self.vma);
         for i in 0..nr {
             self.mem.set_entry(
@@ -442,27 +444,30 @@ impl Fault<'_> {
             self.anon_vma_prepare(); // anon_vma_prepare ran before the zero branch
             return Ok(true);
         }
-        let Some(h) = self.mem.alloc_folio(PMD_ORDER) else {
+        let Some(folio) = self.mem.alloc_folio(PMD_ORDER) else {
             Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
             return Ok(false);
         };
         let t = match alloc_table(self.mem) {
             Ok(t) => t,
             Err(e) => {
-                self.mem.folio_put_refs(h, 1);
+                self.mem.folio_put_refs(folio, 1);
                 return Err(e);
             }
         };
-        self.map_anon_folio_pmd(h, pmd_table, pmd_i);
+        self.map_anon_folio_pmd(folio, pmd_table, pmd_i);
         self.mem.deposit(pmd_table, pmd_i, t);
         Ok(true)
     }
 
     /// `map_anon_folio_pmd`: map a fresh order-9 folio with a writable, dirty PMD.
-    fn map_anon_folio_pmd(&mut self, h: u32, pmd_table: TableFrame, pmd_i: usize) {
+    fn map_anon_folio_pmd(&mut self, folio: FolioRef, pmd_table: TableFrame, pmd_i: usize) {
         let prot = self.vma.page_prot() | PteFlags::HUGE;
-        self.mem.add_new_anon_rmap(h, self.mm_id);
-        let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), self.vma);
+        self.mem.add_new_anon_rmap(folio, self.mm_id);
+        let e = make_writable_dirty(
+            PageTableEntry::new(Pfn::new(u64::from(folio.pfn())), prot),
+            self.vma,
+        );
         self.mem.set_entry(pmd_table, pmd_i, e);
         *self.rss_anon += PMD_NR;
         self.stats.thp_fault_alloc += 1;
@@ -476,13 +481,13 @@ impl Fault<'_> {
         // vm_normal_page(): NULL for the zero page (special).
         let page = (!pte.is_special()).then(|| pte.pfn().as_u64() as u32);
         if let Some(p) = page {
-            let h = self.mem.folio_head(p);
+            let folio = self.mem.folio(self.mem.page_folio(p));
             let reuse = self.mem.anon_exclusive(p)
-                || if self.mem.is_large(h) {
-                    self.cfg.cow_reuse_pte_mapped_thp && wp_can_reuse_large_anon_folio(self.mem, h)
+                || if folio.folio_test_large() {
+                    self.cfg.cow_reuse_pte_mapped_thp && wp_can_reuse_large_anon_folio(folio)
                 } else {
                     // wp_can_reuse_anon_folio: only the mapping's own reference.
-                    self.mem.refcount(h) == 1
+                    folio.folio_ref_count() == 1
                 };
             if reuse {
                 // wp_page_reuse.
@@ -508,13 +513,13 @@ impl Fault<'_> {
         page: Option<u32>,
     ) -> Result<(), CowError> {
         let new = self.mem.alloc_folio(0).ok_or(CowError::OutOfMemory)?;
-        let old_head = page.map(|p| self.mem.folio_head(p));
-        if let Some(h) = old_head {
-            self.mem.ref_add(h, 1); // folio_get before the copy
+        let old_folio = page.map(|p| self.mem.page_folio(p));
+        if let Some(f) = old_folio {
+            self.mem.folio_ref_add(f, 1); // folio_get before the copy
         }
-        self.mem.content[new as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
+        self.mem.content[new.pfn() as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
         let e = make_writable_dirty(
-            PageTableEntry::new(Pfn::new(u64::from(new)), self.vma.page_prot()),
+            PageTableEntry::new(Pfn::new(u64::from(new.pfn())), self.vma.page_prot()),
             self.vma,
         );
         self.mem.add_new_anon_rmap(new, self.mm_id);
@@ -522,9 +527,9 @@ impl Fault<'_> {
             *self.rss_anon += 1;
         }
         self.mem.set_entry(pte_table, pte_i, e);
-        if let (Some(p), Some(h)) = (page, old_head) {
-            self.mem.remove_rmap_ptes(h, p, 1, self.mm_id);
-            self.mem.folio_put_refs(h, 2);
+        if let (Some(p), Some(f)) = (page, old_folio) {
+            self.mem.remove_rmap_ptes(f, p, 1, self.mm_id);
+            self.mem.folio_put_refs(f, 2);
         }
         self.stats.cow_copy += 1;
         self.anon_vma_prepare();
@@ -542,8 +547,8 @@ impl Fault<'_> {
         if pmde.is_special() {
             if self.cfg.huge_zero_wp_alloc {
                 // do_huge_zero_wp_pmd.
-                if let Some(h) = self.mem.alloc_folio(PMD_ORDER) {
-                    self.map_anon_folio_pmd(h, pmd_table, pmd_i);
+                if let Some(f) = self.mem.alloc_folio(PMD_ORDER) {
+                    self.map_anon_folio_pmd(f, pmd_table, pmd_i);
                     self.stats.huge_zero_write += 1;
                     return Ok(true);
                 }
@@ -560,7 +565,8 @@ impl Fault<'_> {
             return Ok(false);
         }
         let h = pmde.pfn().as_u64() as u32;
-        if self.mem.anon_exclusive(h) || self.mem.refcount(h) == 1 {
+        let folio = self.mem.folio(self.mem.page_folio(h));
+        if folio.folio_test_anon_exclusive(0) || folio.folio_ref_count() == 1 {
             self.mem.set_anon_exclusive(h, true);
             let mut n = pmde.mkyoung().mkdirty();
             if self.vma.flags.contains(VmFlags::WRITE) {
@@ -588,12 +594,12 @@ pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
 }
 
 /// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3).
-fn wp_can_reuse_large_anon_folio(mem: &PhysMem, h: u32) -> bool {
-    let mapcount = mem.folio_mapcount(h);
-    if mapcount <= 1 || mem.slots(h).shared {
+fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> bool {
+    let mapcount = folio.folio_large_mapcount();
+    if mapcount <= 1 || folio.folio_mm_slots().shared {
         return false;
     }
-    mapcount == mem.refcount(h)
+    mapcount == folio.folio_ref_count()
 }
 
 /// `__split_huge_pmd_locked` (KS §6.1, non-freeze): the deposited table replaces the
@@ -623,9 +629,10 @@ pub(crate) fn split_huge_pmd(
         }
     } else {
         let h = pmde.pfn().as_u64() as u32;
+        let folio = mem.page_folio(h);
         let ae = mem.anon_exclusive(h);
-        mem.ref_add(h, PMD_NR as i32 - 1);
-        mem.add_anon_rmap_ptes(h, h, PMD_NR as u32, mm_id, ae);
+        mem.folio_ref_add(folio, PMD_NR as i32 - 1);
+        mem.add_anon_rmap_ptes(folio, h, PMD_NR as u32, mm_id, ae);
         let mut e = PageTableEntry::new(Pfn::new(u64::from(h)), prot);
         if pmde.is_writable() {
             e = e.mkwrite();
@@ -642,7 +649,7 @@ pub(crate) fn split_huge_pmd(
         for i in 0..512u32 {
             mem.set_entry(t, i as usize, e.with_pfn(Pfn::new(u64::from(h + i))));
         }
-        mem.remove_rmap_pmd(h, mm_id);
+        mem.remove_rmap_pmd(folio, mm_id);
     }
     mem.set_entry(pmd_table, pmd_i, t.entry());
     Ok(())

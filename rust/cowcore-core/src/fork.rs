@@ -186,9 +186,9 @@ impl ForkCopy<'_> {
         let ent = self.mem.entry(src, idx);
         let mut rss = 0;
         if !ent.is_special() {
-            let h = ent.pfn().as_u64() as u32;
-            self.mem.ref_add(h, 1);
-            self.mem.dup_anon_rmap_pmd(h, child_id);
+            let folio = self.mem.page_folio(ent.pfn().as_u64() as u32);
+            self.mem.folio_ref_add(folio, 1);
+            self.mem.dup_anon_rmap_pmd(folio, child_id);
             rss = PMD_NR;
         }
         self.mem.set_entry(src, idx, ent.wrprotect());
@@ -224,15 +224,15 @@ impl ForkCopy<'_> {
                 continue;
             }
             let p = pte.pfn().as_u64() as u32;
-            let h = self.mem.folio_head(p);
-            let nr = if self.mem.is_large(h) && end_i - i > 1 {
-                self.mem.folio_pte_batch(src, i, end_i, pte, h, false)
+            let folio = self.mem.page_folio(p);
+            let nr = if self.mem.folio(folio).folio_test_large() && end_i - i > 1 {
+                self.mem.folio_pte_batch(src, i, end_i, pte, folio, false)
             } else {
                 1
             };
             let any_writable = self.mem.any_writable(src, i, nr);
-            self.mem.ref_add(h, nr as i32);
-            self.mem.dup_anon_rmap_ptes(h, p, nr as u32, child_id);
+            self.mem.folio_ref_add(folio, nr as i32);
+            self.mem.dup_anon_rmap_ptes(folio, p, nr as u32, child_id);
             rss += nr as u64;
             let mut v = pte;
             if any_writable {

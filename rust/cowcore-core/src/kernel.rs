@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::{CowError, SegvReason};
-use crate::folio::FolioInfo;
+use crate::folio::{FolioInfo, FolioRef};
 use crate::machine::{FrameKind, Observation, MAX_MEMORY, MMAP_BASE, USER_START};
 use crate::mm::{Mm, VmFlags, Vma, VmaInfo};
 use crate::paging::table::{Level, Paging};
@@ -33,7 +33,7 @@ pub(crate) struct Kernel {
     pub(crate) procs: Vec<Option<Mm>>,
     pub(crate) used_mm_ids: BTreeSet<u32>,
     /// The `mmu_gather`: `(folio head, references)` to drop at the end of a zap.
-    pub(crate) gather: Vec<(u32, u32)>,
+    pub(crate) gather: Vec<(FolioRef, u32)>,
 }
 
 const _: () = {
@@ -313,8 +313,9 @@ impl Kernel {
                 }
             }
             ST_FOLIO => {
-                let h = m.folio_head(pfn);
-                let entire = m.entire_mapcount(h) as u64;
+                let folio = m.folio(m.page_folio(pfn));
+                let h = folio.folio_ref().pfn();
+                let entire = folio.folio_entire_mapcount() as u64;
                 let mapcount = u64::from(m.page_mapcount(pfn)) + entire;
                 // pagemap: 7.2 reports the first page's value for a whole PMD mapping.
                 let exclusive = if pmd && self.profile == Profile::V6_15 {
@@ -326,8 +327,8 @@ impl Kernel {
                     present: true,
                     kind: FrameKind::Normal,
                     pfn: u64::from(pfn),
-                    serial: m.serial(h),
-                    folio_pages: 1 << m.order(h),
+                    serial: folio.folio_serial(),
+                    folio_pages: u64::from(folio.folio_nr_pages()),
                     mapcount,
                     exclusive,
                     content: m.content[pfn as usize],
@@ -344,7 +345,7 @@ impl Kernel {
                 "frame {p} is not part of an allocated folio"
             )));
         }
-        Ok(self.mem.folio_info(self.mem.folio_head(p as u32)))
+        Ok(self.mem.folio_info(self.mem.page_folio(p as u32)))
     }
 
     // -- internals shared by fault/fork/zap ----------------------------------------------

@@ -27,6 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::Pfn;
+use crate::folio::FolioRef;
 use crate::paging::entry::PageTableEntry;
 use crate::table_pool::TablePool;
 pub use crate::table_pool::ENTRIES;
@@ -222,16 +223,16 @@ impl PhysMem {
     }
 
     /// Allocates a folio stamped with the next allocation serial (`vma_alloc_folio`).
-    pub(crate) fn alloc_folio(&mut self, order: u32) -> Option<u32> {
+    pub(crate) fn alloc_folio(&mut self, order: u32) -> Option<FolioRef> {
         let h = self.alloc_folio_serial(order, self.serial + 1)?;
         self.serial += 1;
-        Some(h)
+        Some(FolioRef::new_head(h))
     }
 
     /// `folio_put_refs`: drops `n` references, freeing the folio at zero.
-    pub(crate) fn folio_put_refs(&mut self, head: u32, n: u32) {
-        if self.ref_add(head, -(n as i32)) == 0 {
-            self.free_folio(head);
+    pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32) {
+        if self.folio_ref_add(folio, -(n as i32)) == 0 {
+            self.free_folio(folio.pfn());
         }
     }
 
@@ -435,7 +436,7 @@ impl PhysMem {
         i: usize,
         end_i: usize,
         e0: PageTableEntry,
-        h: u32,
+        folio: FolioRef,
         ignore_dirty: bool,
     ) -> usize {
         let norm = |e: PageTableEntry| {
@@ -443,7 +444,7 @@ impl PhysMem {
             e.clear_soft_dirty().mkold().wrprotect()
         };
         let p0 = e0.pfn().as_u64();
-        let folio_end = u64::from(h) + (1u64 << self.order(h));
+        let folio_end = u64::from(folio.pfn()) + (1u64 << self.order(folio.pfn()));
         let expected = norm(e0);
         let tab = self.table(t);
         let mut n = 1;
@@ -571,8 +572,8 @@ mod tests {
         assert_eq!(m.serial_hi.len(), 2048);
         let c = m.alloc_folio_serial(0, 11).unwrap();
         assert_eq!(
-            (m.serial(a), m.serial(b), m.serial(c)),
-            (7, (3 << 32) | 9, 11)
+            [a, b, c].map(|h| m.folio(FolioRef::new_head(h)).folio_serial()),
+            [7, (3 << 32) | 9, 11]
         );
     }
 

@@ -10,6 +10,7 @@
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::CowError;
 use crate::fault::split_huge_pmd;
+use crate::folio::FolioRef;
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{vma_lookup, Mm, Vma};
 use crate::paging::entry::PageTableEntry;
@@ -35,7 +36,7 @@ pub(crate) struct Zap<'a> {
     rss_anon: &'a mut u64,
     mem: &'a mut PhysMem,
     /// The `mmu_gather`: `(folio head, references)` to drop at the end.
-    gather: &'a mut Vec<(u32, u32)>,
+    gather: &'a mut Vec<(FolioRef, u32)>,
     paging: Paging,
     stats: &'a mut Stats,
 }
@@ -194,9 +195,9 @@ impl Zap<'_> {
         if pmde.is_special() {
             return Ok(0);
         }
-        let h = pmde.pfn().as_u64() as u32;
-        self.mem.remove_rmap_pmd(h, self.mm_id);
-        self.gather.push((h, 1));
+        let folio = self.mem.page_folio(pmde.pfn().as_u64() as u32);
+        self.mem.remove_rmap_pmd(folio, self.mm_id);
+        self.gather.push((folio, 1));
         Ok(PMD_NR)
     }
 
@@ -218,17 +219,17 @@ impl Zap<'_> {
                 continue;
             }
             let p = e.pfn().as_u64() as u32;
-            let h = self.mem.folio_head(p);
-            let nr = if self.mem.is_large(h) {
-                self.mem.folio_pte_batch(t, i, end_i, e, h, true)
+            let folio = self.mem.page_folio(p);
+            let nr = if self.mem.folio(folio).folio_test_large() {
+                self.mem.folio_pte_batch(t, i, end_i, e, folio, true)
             } else {
                 1
             };
             for j in 0..nr {
                 self.mem.set_entry(t, i + j, PageTableEntry::NONE);
             }
-            self.mem.remove_rmap_ptes(h, p, nr as u32, self.mm_id);
-            self.gather.push((h, nr as u32));
+            self.mem.remove_rmap_ptes(folio, p, nr as u32, self.mm_id);
+            self.gather.push((folio, nr as u32));
             pages += nr as u64;
             i += nr;
         }
