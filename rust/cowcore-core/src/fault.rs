@@ -47,6 +47,9 @@ pub(crate) struct Fault<'a> {
 impl Kernel {
     /// The context of a fault at `addr` (which `check_access` has found inside a VMA):
     /// borrows the process's mm and VMA, physical memory, the policy and the counters.
+    // Inlined: returned out of line, the `Result<Fault, CowError>` cost the COW-reuse
+    // benchmark a third of its time (one call per fault; BENCHMARKS.md numbers hold with it).
+    #[inline]
     pub(crate) fn fault(
         &mut self,
         pid: u32,
