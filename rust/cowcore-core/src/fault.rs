@@ -12,6 +12,7 @@
 
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
 use crate::error::CowError;
+use crate::events::{Event, Events};
 use crate::folio::{Folio, FolioRef};
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{Mm, VmFlags, Vma};
@@ -20,7 +21,6 @@ use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Leaf, PmdLoc, PF_PROT};
 use crate::physmem::{PhysMem, TableFrame};
 use crate::policy::Policy;
-use crate::stats::Stats;
 
 /// One fault (`struct vm_fault`): the faulting address and access, the VMA, the mm's id,
 /// root table and `MM_ANONPAGES`, and the state the handlers change.
@@ -41,7 +41,7 @@ pub(crate) struct Fault<'a> {
     mem: &'a mut PhysMem,
     cfg: &'a Policy,
     paging: Paging,
-    stats: &'a mut Stats,
+    events: &'a mut Events,
 }
 
 impl Kernel {
@@ -60,7 +60,7 @@ impl Kernel {
             procs,
             mem,
             policy,
-            stats,
+            events,
             paging,
             ..
         } = self;
@@ -85,7 +85,7 @@ impl Kernel {
             mem,
             cfg: policy,
             paging: *paging,
-            stats,
+            events,
         })
     }
 
@@ -224,7 +224,7 @@ impl Kernel {
         }
         if write && e.is_present() && !e.is_protnone() && !e.is_writable() {
             let mut vmf = self.fault(pid, addr, write)?;
-            vmf.stats.faults_wp += 1;
+            vmf.events.emit(Event::FaultWp);
             vmf.do_wp_page(t, i)?;
             return Ok(true);
         }
@@ -273,7 +273,7 @@ impl Fault<'_> {
     fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
         match leaf {
             Some(l) if self.write && code & PF_PROT != 0 && !l.entry.is_protnone() => {
-                self.stats.faults_wp += 1;
+                self.events.emit(Event::FaultWp);
                 if l.level == Level::Pmd {
                     self.do_huge_pmd_wp_page(l.table, l.index)?;
                 } else {
@@ -291,9 +291,9 @@ impl Fault<'_> {
     /// Counts a not-present fault: `faults_write` or `faults_read`.
     fn count_not_present(&mut self) {
         if self.write {
-            self.stats.faults_write += 1;
+            self.events.emit(Event::FaultWrite);
         } else {
-            self.stats.faults_read += 1;
+            self.events.emit(Event::FaultRead);
         }
     }
 
@@ -373,7 +373,7 @@ impl Fault<'_> {
                 chosen = Some((f, order));
                 break;
             }
-            Stats::count_mthp(&mut self.stats.anon_fault_fallback, order);
+            self.events.emit(Event::AnonFaultFallback { order });
             orders &= !(1 << order);
         }
         let (folio, order) = match chosen {
@@ -385,7 +385,7 @@ impl Fault<'_> {
         let base_i = Paging::index(base, 12);
         self.mem.folio_ref_add(folio, nr as i32 - 1);
         *self.rss_anon += u64::from(nr);
-        Stats::count_mthp(&mut self.stats.anon_fault_alloc, order);
+        self.events.emit(Event::AnonFaultAlloc { order });
         self.mem.add_new_anon_rmap(folio, self.mm_id);
         let h = folio.pfn();
         let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), self.vma);
@@ -448,7 +448,8 @@ impl Fault<'_> {
             return Ok(true);
         }
         let Some(folio) = self.mem.alloc_folio(PMD_ORDER) else {
-            Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
+            self.events
+                .emit(Event::AnonFaultFallback { order: PMD_ORDER });
             return Ok(false);
         };
         let t = match alloc_table(self.mem) {
@@ -473,8 +474,8 @@ impl Fault<'_> {
         );
         self.mem.set_entry(pmd_table, pmd_i, e);
         *self.rss_anon += PMD_NR;
-        self.stats.thp_fault_alloc += 1;
-        Stats::count_mthp(&mut self.stats.anon_fault_alloc, PMD_ORDER);
+        self.events.emit(Event::ThpFaultAlloc);
+        self.events.emit(Event::AnonFaultAlloc { order: PMD_ORDER });
         self.anon_vma_prepare();
     }
 
@@ -500,7 +501,7 @@ impl Fault<'_> {
                     n = n.mkwrite();
                 }
                 self.mem.set_entry(pte_table, pte_i, n);
-                self.stats.pgreuse += 1;
+                self.events.emit(Event::PgReuse);
                 return Ok(());
             }
         }
@@ -534,7 +535,7 @@ impl Fault<'_> {
             self.mem.remove_rmap_ptes(f, p, 1, self.mm_id);
             self.mem.folio_put_refs(f, 2);
         }
-        self.stats.cow_copy += 1;
+        self.events.emit(Event::CowCopy);
         self.anon_vma_prepare();
         Ok(())
     }
@@ -552,14 +553,15 @@ impl Fault<'_> {
                 // do_huge_zero_wp_pmd.
                 if let Some(f) = self.mem.alloc_folio(PMD_ORDER) {
                     self.map_anon_folio_pmd(f, pmd_table, pmd_i);
-                    self.stats.huge_zero_write += 1;
+                    self.events.emit(Event::HugeZeroWrite);
                     return Ok(true);
                 }
-                Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
+                self.events
+                    .emit(Event::AnonFaultFallback { order: PMD_ORDER });
             }
             split_huge_pmd(
                 self.mem,
-                self.stats,
+                self.events,
                 self.mm_id,
                 self.vma,
                 (pmd_table, pmd_i),
@@ -581,7 +583,7 @@ impl Fault<'_> {
         }
         split_huge_pmd(
             self.mem,
-            self.stats,
+            self.events,
             self.mm_id,
             self.vma,
             (pmd_table, pmd_i),
@@ -610,7 +612,7 @@ fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> bool {
 /// PMD's write/young/dirty/soft-dirty bits, AE copied from the head to every page.
 pub(crate) fn split_huge_pmd(
     mem: &mut PhysMem,
-    stats: &mut Stats,
+    events: &mut Events,
     mm_id: u32,
     vma: &Vma,
     (pmd_table, pmd_i): (TableFrame, usize),
@@ -623,7 +625,7 @@ pub(crate) fn split_huge_pmd(
             format!("huge PMD at {haddr} has no deposited table"),
         )
     })?;
-    stats.thp_split_pmd += 1;
+    events.emit(Event::ThpSplitPmd);
     let prot = vma.page_prot();
     if pmde.is_special() {
         let z = PageTableEntry::new(Pfn::new(u64::from(mem.zero_pfn)), prot | PteFlags::SPECIAL);

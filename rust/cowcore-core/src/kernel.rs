@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::{CowError, SegvReason};
+use crate::events::Events;
 use crate::folio::{FolioInfo, FolioRef};
 use crate::machine::{FrameKind, Observation, MAX_MEMORY, MMAP_BASE, USER_START};
 use crate::mm::{Mm, VmFlags, Vma, VmaInfo};
@@ -15,7 +16,6 @@ use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Translation};
 use crate::physmem::{PhysMem, TableFrame, ST_FOLIO, ST_ZERO};
 use crate::policy::{Policy, Profile};
-use crate::stats::Stats;
 
 /// The state of the simulated kernel: physical memory (with the zero pages, the
 /// allocation serials and the PMD deposits), the processes and their address spaces, the
@@ -28,7 +28,8 @@ pub(crate) struct Kernel {
     pub(crate) profile: Profile,
     pub(crate) mem: PhysMem,
     pub(crate) policy: Policy,
-    pub(crate) stats: Stats,
+    /// The event channel; the counters are its fold.
+    pub(crate) events: Events,
     /// Processes by pid − 1 (`None` once exited).
     pub(crate) procs: Vec<Option<Mm>>,
     pub(crate) used_mm_ids: BTreeSet<u32>,
@@ -72,7 +73,7 @@ impl Kernel {
             profile,
             mem,
             policy: Policy::new(profile),
-            stats: Stats::default(),
+            events: Events::default(),
             procs: vec![Some(init)],
             used_mm_ids: BTreeSet::from([1]),
             gather: Vec::new(),

@@ -22,7 +22,8 @@
 //!   allocator and the per-frame arrays.
 //! * [`mm`]: address spaces ([`Mm`], [`Vma`]), [`Prot`] and [`Advice`].
 //! * [`policy`]: the kernel [`Profile`], the THP sysfs knobs and the toggles ([`Policy`]).
-//! * [`error`]: [`CowError`], the one error type; [`stats`]: the event counters.
+//! * [`error`]: [`CowError`], the one error type; [`events`]: every counted thing as an
+//!   [`Event`] on one channel; [`stats`]: the counters, the fold of the events.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 // Page-walk loops use the kernel's own short names (addr a, end e, table t, index i).
@@ -31,6 +32,7 @@
 pub mod addr;
 pub mod check;
 pub mod error;
+pub mod events;
 mod fault;
 pub mod folio;
 mod fork;
@@ -47,6 +49,7 @@ mod zap;
 
 pub use addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
 pub use error::{CowError, SegvReason};
+pub use events::Event;
 pub use folio::FolioInfo;
 pub use machine::{FrameKind, Machine, Observation};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};

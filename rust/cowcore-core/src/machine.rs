@@ -544,7 +544,7 @@ impl Machine {
     /// The counters since the machine was created.
     #[must_use]
     pub fn stats(&self) -> &Stats {
-        &self.k.stats
+        self.k.events.stats()
     }
 
     /// `hugepages-<size>/enabled` by sysfs size name (`"64K"`).

@@ -124,7 +124,7 @@ impl Kernel {
             if self.mem.entry(t, i).is_huge() {
                 split_huge_pmd(
                     &mut self.mem,
-                    &mut self.stats,
+                    &mut self.events,
                     mm_id,
                     vma,
                     (t, i),

@@ -9,6 +9,7 @@
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::CowError;
+use crate::events::Events;
 use crate::fault::split_huge_pmd;
 use crate::folio::FolioRef;
 use crate::kernel::{proc_mut, Kernel};
@@ -17,7 +18,6 @@ use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, PmdLoc};
 use crate::physmem::{PhysMem, TableFrame};
-use crate::stats::Stats;
 
 /// Gathered references after which a zap drops them before it goes on (the kernel's
 /// `tlb_flush_mmu` when a batch is full), so that an `exit` of 8M pages does not hold 64 MiB
@@ -38,7 +38,7 @@ pub(crate) struct Zap<'a> {
     /// The `mmu_gather`: `(folio head, references)` to drop at the end.
     gather: &'a mut Vec<(FolioRef, u32)>,
     paging: Paging,
-    stats: &'a mut Stats,
+    events: &'a mut Events,
 }
 
 impl Kernel {
@@ -49,7 +49,7 @@ impl Kernel {
             mem,
             gather,
             paging,
-            stats,
+            events,
             ..
         } = self;
         let Mm {
@@ -67,7 +67,7 @@ impl Kernel {
             mem,
             gather,
             paging: *paging,
-            stats,
+            events,
         })
     }
 
@@ -158,7 +158,7 @@ impl Zap<'_> {
                             let haddr = VirtAddr::new(a).align_down(PMD_SIZE);
                             split_huge_pmd(
                                 self.mem,
-                                self.stats,
+                                self.events,
                                 self.mm_id,
                                 vma,
                                 (pmd_table, pmd_i),
