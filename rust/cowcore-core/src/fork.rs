@@ -15,7 +15,8 @@ use crate::error::CowError;
 use crate::fault::alloc_table;
 use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
-use crate::paging::table::{Level, Paging};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
+use crate::paging::table::Paging;
 use crate::physmem::{PhysMem, TableFrame};
 
 /// The copy of one parent's page tables into a child's (`copy_page_range` over the VMAs
@@ -23,7 +24,69 @@ use crate::physmem::{PhysMem, TableFrame};
 #[derive(Debug)]
 struct ForkCopy<'a> {
     mem: &'a mut PhysMem,
-    paging: Paging,
+    /// The child's mm id (`dst_vma->vm_mm`).
+    child_id: u32,
+    /// The child's table at each depth of the walk (`dst_pgd`, `dst_p4d`, ...).
+    dst: [TableFrame; 5],
+    /// The child's new `MM_ANONPAGES`.
+    rss: u64,
+}
+
+/// Counts the child tables (and PMD deposits) a copy allocates; `seen` holds the child
+/// tables already counted, by depth and the address their span starts at.
+struct CountCopy<'a> {
+    mem: &'a PhysMem,
+    seen: BTreeSet<(usize, u64)>,
+    n: u64,
+}
+
+impl PageWalk for CountCopy<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    fn upper_entry(&mut self, at: EntryAt) -> Result<(), CowError> {
+        self.n += u64::from(self.seen.insert((at.depth, at.addr & !(at.span - 1))));
+        Ok(())
+    }
+
+    fn huge_pmd(&mut self, _at: EntryAt) -> Result<(), CowError> {
+        self.n += 1; // the deposit table
+        Ok(())
+    }
+
+    fn pte_table(&mut self, at: EntryAt, _pte_table: TableFrame) -> Result<(), CowError> {
+        self.n += u64::from(self.seen.insert((at.depth, at.addr & !(at.span - 1))));
+        Ok(())
+    }
+}
+
+/// `copy_p4d_range`/`copy_pud_range`/`copy_pmd_range` as a walk of the parent's tables:
+/// each upper entry gets the child's table below it, each huge PMD `copy_huge_pmd`, each
+/// PTE table `copy_pte_range`.
+impl PageWalk for ForkCopy<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    fn upper_entry(&mut self, at: EntryAt) -> Result<(), CowError> {
+        self.dst[at.depth + 1] = self.child_table(self.dst[at.depth], at.index)?;
+        Ok(())
+    }
+
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let dst = self.dst[at.depth];
+        self.rss += self.copy_huge_pmd(at.table, dst, at.index, self.child_id)?;
+        Ok(())
+    }
+
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        let child = self.child_table(self.dst[at.depth], at.index)?;
+        self.rss += self.copy_pte_range(pte_table, child, at.addr, at.next, self.child_id);
+        Ok(())
+    }
 }
 
 impl Kernel {
@@ -40,27 +103,45 @@ impl Kernel {
                 ..*v
             })
             .collect();
-        let mut f = ForkCopy {
-            mem: &mut self.mem,
-            paging: self.paging,
-        };
-        let mut seen = BTreeSet::new();
-        let mut need = 1u64; // the child's PGD
-                             // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
+        // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
         let needs_copy = || copied.iter().filter(|v| v.anon_vma);
+        let mut count = CountCopy {
+            mem: &self.mem,
+            seen: BTreeSet::new(),
+            n: 1, // the child's PGD
+        };
         for v in needs_copy() {
-            need += f.count_copy(0, parent_pgd, v.start.as_u64(), v.end.as_u64(), &mut seen);
+            walk_page_range(
+                &mut count,
+                self.paging,
+                parent_pgd,
+                v.start.as_u64(),
+                v.end.as_u64(),
+            )?;
         }
-        if f.mem.nr_free() < need {
+        let need = count.n;
+        if self.mem.nr_free() < need {
             return Err(CowError::OutOfMemory);
         }
-        f.mem.reserve_tables(need);
+        self.mem.reserve_tables(need);
         let mm_id = lowest_free_mm_id(&self.used_mm_ids);
-        let pgd = alloc_table(f.mem)?;
-        let mut rss = 0;
+        let pgd = alloc_table(&mut self.mem)?;
+        let mut f = ForkCopy {
+            mem: &mut self.mem,
+            child_id: mm_id,
+            dst: [pgd; 5],
+            rss: 0,
+        };
         for v in needs_copy() {
-            rss += f.copy_level(0, parent_pgd, pgd, v.start.as_u64(), v.end.as_u64(), mm_id)?;
+            walk_page_range(
+                &mut f,
+                self.paging,
+                parent_pgd,
+                v.start.as_u64(),
+                v.end.as_u64(),
+            )?;
         }
+        let rss = f.rss;
         let child_pid = self.procs.len() as u32 + 1;
         self.used_mm_ids.insert(mm_id);
         self.procs.push(Some(Mm {
@@ -88,42 +169,6 @@ fn lowest_free_mm_id(used: &BTreeSet<u32>) -> u32 {
 }
 
 impl ForkCopy<'_> {
-    /// Counts the child tables (and PMD deposits) that copying `[s, e)` below the parent
-    /// table `src` at `depth` allocates; `seen` holds the child tables already counted.
-    fn count_copy(
-        &self,
-        depth: usize,
-        src: TableFrame,
-        s: u64,
-        e: u64,
-        seen: &mut BTreeSet<(usize, u64)>,
-    ) -> u64 {
-        let (level, shift) = self.paging.table_levels()[depth];
-        let span = 1u64 << shift;
-        let mut n = 0;
-        let mut a = s;
-        while a < e {
-            let base = a & !(span - 1);
-            let next = (base + span).min(e);
-            let ent = self.mem.entry(src, Paging::index(VirtAddr::new(a), shift));
-            if !ent.is_none() {
-                if level == Level::Pmd && ent.is_huge() {
-                    n += 1; // deposit table
-                } else {
-                    if seen.insert((depth, base)) {
-                        n += 1;
-                    }
-                    if level != Level::Pmd {
-                        let child = TableFrame::of(ent);
-                        n += self.count_copy(depth + 1, child, a, next, seen);
-                    }
-                }
-            }
-            a = next;
-        }
-        n
-    }
-
     /// Returns the child table under entry `idx` of `dst`, allocating it if none.
     fn child_table(&mut self, dst: TableFrame, idx: usize) -> Result<TableFrame, CowError> {
         let e = self.mem.entry(dst, idx);
@@ -134,44 +179,6 @@ impl ForkCopy<'_> {
         } else {
             Ok(TableFrame::of(e))
         }
-    }
-
-    /// `copy_p4d_range`/`copy_pud_range`/`copy_pmd_range`: copies `[s, e)` from the parent
-    /// table `src` to the child table `dst` at `depth`. Returns the child's new anon pages.
-    fn copy_level(
-        &mut self,
-        depth: usize,
-        src: TableFrame,
-        dst: TableFrame,
-        s: u64,
-        e: u64,
-        child_id: u32,
-    ) -> Result<u64, CowError> {
-        let (level, shift) = self.paging.table_levels()[depth];
-        let span = 1u64 << shift;
-        let mut rss = 0;
-        let mut a = s;
-        while a < e {
-            let next = ((a & !(span - 1)) + span).min(e);
-            let idx = Paging::index(VirtAddr::new(a), shift);
-            let ent = self.mem.entry(src, idx);
-            if !ent.is_none() {
-                if level == Level::Pmd {
-                    if ent.is_huge() {
-                        rss += self.copy_huge_pmd(src, dst, idx, child_id)?;
-                    } else {
-                        let child = self.child_table(dst, idx)?;
-                        rss += self.copy_pte_range(TableFrame::of(ent), child, a, next, child_id);
-                    }
-                } else {
-                    let child = self.child_table(dst, idx)?;
-                    rss +=
-                        self.copy_level(depth + 1, TableFrame::of(ent), child, a, next, child_id)?;
-                }
-            }
-            a = next;
-        }
-        Ok(rss)
     }
 
     /// `copy_huge_pmd` (KS §3.2), without pins.

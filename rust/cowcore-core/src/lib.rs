@@ -40,6 +40,7 @@ mod kernel;
 pub mod machine;
 pub mod mm;
 mod mprotect;
+mod pagewalk;
 pub mod paging;
 pub mod physmem;
 pub mod policy;

@@ -11,6 +11,7 @@ use crate::error::CowError;
 use crate::fault::split_huge_pmd;
 use crate::kernel::Kernel;
 use crate::mm::{Advice, Prot, VmFlags, Vma};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::{PageTableEntry, PteFlags};
 use crate::paging::table::Paging;
 use crate::paging::walk::{self, PmdLoc};
@@ -136,40 +137,55 @@ impl Kernel {
     }
 }
 
-/// `change_protection` over one VMA with its new flags (KS §8.3).
+/// `change_protection` over one VMA with its new flags (KS §8.3): a walk of the VMA.
 fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: TableFrame, vma: &Vma) {
-    let newprot = vma.page_prot();
-    let try_write = vma.flags.contains(VmFlags::WRITE);
-    let mut a = vma.start.as_u64();
-    let e = vma.end.as_u64();
-    while a < e {
-        let next = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(e);
-        match walk::pmd_loc(mem, paging, pgd, a) {
-            PmdLoc::Hole(to) => {
-                a = to;
-                continue;
-            }
-            PmdLoc::Found(t, i) => {
-                let pmde = mem.entry(t, i);
-                if pmde.is_huge() {
-                    // change_huge_pmd: whole PMD (cuts were split before).
-                    let n = modified(mem, pmde, newprot | PteFlags::HUGE, try_write);
-                    mem.set_entry(t, i, n);
-                } else if !pmde.is_none() {
-                    let pt = TableFrame::of(pmde);
-                    let first = Paging::index(VirtAddr::new(a), 12);
-                    let n = ((next - a) / PAGE_SIZE) as usize;
-                    for j in first..first + n {
-                        let pte = mem.entry(pt, j);
-                        if pte.is_present() {
-                            let m = modified(mem, pte, newprot, try_write);
-                            mem.set_entry(pt, j, m);
-                        }
-                    }
-                }
+    let mut cp = ChangeProt {
+        mem,
+        newprot: vma.page_prot(),
+        try_write: vma.flags.contains(VmFlags::WRITE),
+    };
+    let r = walk_page_range(&mut cp, paging, pgd, vma.start.as_u64(), vma.end.as_u64());
+    debug_assert!(r.is_ok(), "change_protection's callbacks do not fail");
+}
+
+/// The walk of `change_protection`: the new protection and whether to try making
+/// entries writable (`MM_CP_TRY_CHANGE_WRITABLE`).
+struct ChangeProt<'a> {
+    mem: &'a mut PhysMem,
+    newprot: PteFlags,
+    try_write: bool,
+}
+
+impl PageWalk for ChangeProt<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    /// `change_huge_pmd`: the whole PMD (a cut inside it was split before).
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let n = modified(
+            self.mem,
+            at.entry,
+            self.newprot | PteFlags::HUGE,
+            self.try_write,
+        );
+        self.mem.set_entry(at.table, at.index, n);
+        Ok(())
+    }
+
+    /// `change_pte_range`: every present (or `PROT_NONE`) PTE of the range.
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        let first = Paging::index(VirtAddr::new(at.addr), 12);
+        let n = ((at.next - at.addr) / PAGE_SIZE) as usize;
+        for j in first..first + n {
+            let pte = self.mem.entry(pte_table, j);
+            if pte.is_present() {
+                let m = modified(self.mem, pte, self.newprot, self.try_write);
+                self.mem.set_entry(pte_table, j, m);
             }
         }
-        a = next;
+        Ok(())
     }
 }
 

@@ -14,9 +14,9 @@ use crate::fault::split_huge_pmd;
 use crate::folio::FolioRef;
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{vma_lookup, Mm, Vma};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
-use crate::paging::walk::{self, PmdLoc};
 use crate::physmem::{PhysMem, TableFrame};
 
 /// Gathered references after which a zap drops them before it goes on (the kernel's
@@ -118,6 +118,47 @@ impl Kernel {
     }
 }
 
+/// `zap_pmd_range`: a huge PMD wholly inside the range is zapped (`zap_huge_pmd`), one
+/// that the range cuts is split first (`__split_huge_pmd`); a PTE table is zapped
+/// entry by entry (`zap_pte_range`). `MM_ANONPAGES` drops by the pages unmapped.
+impl PageWalk for Zap<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let freed = if at.addr % PMD_SIZE == 0 && at.next - at.addr == PMD_SIZE {
+            self.zap_huge_pmd(at.table, at.index)?
+        } else {
+            let vma = vma_lookup(self.vmas, VirtAddr::new(at.addr))
+                .map(|i| &self.vmas[i])
+                .ok_or_else(|| CowError::invariant("zap", "no VMA at split"))?;
+            let haddr = VirtAddr::new(at.addr).align_down(PMD_SIZE);
+            split_huge_pmd(
+                self.mem,
+                self.events,
+                self.mm_id,
+                vma,
+                (at.table, at.index),
+                haddr,
+            )?;
+            let t = TableFrame::of(self.mem.entry(at.table, at.index));
+            self.zap_pte_range(t, at.addr, at.next)
+        };
+        *self.rss_anon = self.rss_anon.saturating_sub(freed);
+        self.tlb_flush_if_full();
+        Ok(())
+    }
+
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        let freed = self.zap_pte_range(pte_table, at.addr, at.next);
+        *self.rss_anon = self.rss_anon.saturating_sub(freed);
+        self.tlb_flush_if_full();
+        Ok(())
+    }
+}
+
 impl Zap<'_> {
     /// Zaps the parts of `[start, end)` that lie inside VMAs.
     fn zap_vmas_in(&mut self, start: VirtAddr, end: VirtAddr) -> Result<(), CowError> {
@@ -135,51 +176,17 @@ impl Zap<'_> {
         }
     }
 
-    /// `unmap_page_range` over `[s, e)`, which lies inside one VMA or several.
+    /// `unmap_page_range` over `[s, e)`, which lies inside one VMA or several: a walk
+    /// whose callbacks are `zap_pmd_range`'s cases.
     fn zap_range(&mut self, s: u64, e: u64) -> Result<(), CowError> {
-        let mut a = s;
-        let mut freed_pages: u64 = 0;
-        while a < e {
-            let next = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(e);
-            match walk::pmd_loc(self.mem, self.paging, self.pgd, a) {
-                PmdLoc::Hole(to) => {
-                    a = to;
-                    continue;
-                }
-                PmdLoc::Found(pmd_table, pmd_i) => {
-                    let pmde = self.mem.entry(pmd_table, pmd_i);
-                    if pmde.is_huge() {
-                        if a % PMD_SIZE == 0 && next - a == PMD_SIZE {
-                            freed_pages += self.zap_huge_pmd(pmd_table, pmd_i)?;
-                        } else {
-                            let vma = vma_lookup(self.vmas, VirtAddr::new(a))
-                                .map(|i| &self.vmas[i])
-                                .ok_or_else(|| CowError::invariant("zap", "no VMA at split"))?;
-                            let haddr = VirtAddr::new(a).align_down(PMD_SIZE);
-                            split_huge_pmd(
-                                self.mem,
-                                self.events,
-                                self.mm_id,
-                                vma,
-                                (pmd_table, pmd_i),
-                                haddr,
-                            )?;
-                            let t = TableFrame::of(self.mem.entry(pmd_table, pmd_i));
-                            freed_pages += self.zap_pte_range(t, a, next);
-                        }
-                    } else if !pmde.is_none() {
-                        let t = TableFrame::of(pmde);
-                        freed_pages += self.zap_pte_range(t, a, next);
-                    }
-                }
-            }
-            a = next;
-            if self.gather.len() >= GATHER_BATCH {
-                self.tlb_finish_mmu();
-            }
+        walk_page_range(self, self.paging, self.pgd, s, e)
+    }
+
+    /// Drops the gathered references once the batch is full (`tlb_flush_mmu`).
+    fn tlb_flush_if_full(&mut self) {
+        if self.gather.len() >= GATHER_BATCH {
+            self.tlb_finish_mmu();
         }
-        *self.rss_anon = self.rss_anon.saturating_sub(freed_pages);
-        Ok(())
     }
 
     /// `zap_huge_pmd`: clear the PMD, remove the rmap, free the deposited table; returns the
