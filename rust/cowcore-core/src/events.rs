@@ -3,7 +3,7 @@
 //! The operations never touch a counter: they `emit` an event where the kernel counts one
 //! (`count_vm_event`, `count_mthp_stat`, or the simulator's own fault counts), and
 //! [`Stats`] is the fold of those events ([`Stats::apply`]), so the counters and the
-//! events can never disagree. The channel is [`Events`], a concrete sink with an inlined
+//! events can never disagree. The channel is `Events`, a concrete sink with an inlined
 //! `emit` (no dynamic dispatch): it folds each event into the counters and, only while
 //! recording (off by default), also keeps it.
 

@@ -16,7 +16,7 @@ use crate::events::{Event, Events};
 use crate::folio::{Folio, FolioRef};
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{Mm, VmFlags, Vma};
-use crate::paging::entry::{PageTableEntry, PteFlags};
+use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Leaf, PmdLoc, PF_PROT};
 use crate::physmem::{PhysMem, TableFrame};
@@ -216,19 +216,23 @@ impl Kernel {
         let addr = VirtAddr::new(a);
         let i = Paging::index(addr, 12);
         let e = self.mem.entry(t, i);
-        if e.is_none() {
-            let mut vmf = self.fault(pid, addr, write)?;
-            vmf.count_not_present();
-            vmf.handle_none_fault()?;
-            return Ok(true);
+        match e.kind() {
+            EntryKind::None => {
+                let mut vmf = self.fault(pid, addr, write)?;
+                vmf.count_not_present();
+                vmf.handle_none_fault()?;
+                Ok(true)
+            }
+            EntryKind::Present if write && !e.is_writable() => {
+                let mut vmf = self.fault(pid, addr, write)?;
+                vmf.events.emit(Event::FaultWp);
+                vmf.do_wp_page(t, i)?;
+                Ok(true)
+            }
+            // Anything else (a software entry included) takes `access_page`'s full path,
+            // whose dispatch handles every kind.
+            _ => Ok(false),
         }
-        if write && e.is_present() && !e.is_protnone() && !e.is_writable() {
-            let mut vmf = self.fault(pid, addr, write)?;
-            vmf.events.emit(Event::FaultWp);
-            vmf.do_wp_page(t, i)?;
-            return Ok(true);
-        }
-        Ok(false)
     }
 }
 
@@ -270,9 +274,14 @@ impl Fault<'_> {
     /// `handle_mm_fault` → `__handle_mm_fault` after the MMU reported `code` for the walk
     /// that ended at `leaf`: a write to a present, non-`PROT_NONE` leaf is a write-protect
     /// fault (`do_huge_pmd_wp_page` or `do_wp_page`), anything else a not-present fault.
+    ///
+    /// The dispatch is a `match` on the kind of the entry where the walk stopped, as in
+    /// `handle_pte_fault`: a software entry (swap, migration) is an error, never an empty
+    /// entry to overwrite.
     fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
-        match leaf {
-            Some(l) if self.write && code & PF_PROT != 0 && !l.entry.is_protnone() => {
+        let kind = leaf.map_or(EntryKind::None, |l| l.entry.kind());
+        match (kind, leaf) {
+            (EntryKind::Present, Some(l)) if self.write && code & PF_PROT != 0 => {
                 self.events.emit(Event::FaultWp);
                 if l.level == Level::Pmd {
                     self.do_huge_pmd_wp_page(l.table, l.index)?;
@@ -280,9 +289,23 @@ impl Fault<'_> {
                     self.do_wp_page(l.table, l.index)?;
                 }
             }
-            _ => {
+            // A `PROT_NONE` leaf lies in a `PROT_NONE` VMA, which `access_error` refuses
+            // first (no NUMA hinting faults): it takes the not-present path, as before.
+            (EntryKind::None | EntryKind::Present | EntryKind::ProtNone, _) => {
                 self.count_not_present();
                 self.handle_none_fault()?;
+            }
+            (EntryKind::Swap(s), _) => {
+                return Err(CowError::invariant(
+                    "swap-entry",
+                    format!(
+                        "a software entry (swap type {}, offset {:#x}) at {}: swap and \
+                         migration entries are not modelled (do_swap_page)",
+                        s.swp_type(),
+                        s.swp_offset(),
+                        self.address
+                    ),
+                ));
             }
         }
         Ok(())
@@ -796,6 +819,34 @@ mod tests {
             (0, 1, 1)
         );
         m.check().unwrap();
+    }
+
+    /// A software (swap) entry is never taken for an empty one: the access reports an
+    /// invariant error and the entry stays (issue 11: not-present entries were all
+    /// treated as none, so a swap entry would have been overwritten).
+    #[test]
+    fn swap_entry_is_not_overwritten() {
+        use crate::paging::entry::SwapEntry;
+        use crate::physmem::TableFrame;
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.write(1, a, 2 * K4, 1).unwrap();
+        let t = m.translate(1, a).unwrap();
+        let pte = t.steps[3];
+        let table = TableFrame::at(pte.table.as_u64() as u32);
+        let swp = SwapEntry::to_pte(1, 42);
+        m.k.mem.set_entry(table, pte.index + 1, swp);
+        for write in [false, true] {
+            let b = VirtAddr::new(a.as_u64() + K4);
+            let r = if write {
+                m.write(1, b, K4, 2)
+            } else {
+                m.read(1, b, K4).map(|_| ())
+            };
+            assert!(matches!(r, Err(CowError::Invariant { .. })), "{r:?}");
+            assert_eq!(m.k.mem.entry(table, pte.index + 1), swp);
+        }
+        assert!(!m.observe(1, a, 2 * K4).unwrap()[1].present);
+        assert_eq!(m.read(1, a, K4).unwrap(), [1]); // the page before is untouched
     }
 
     /// An OOM in a fault frees the tables it allocated: nothing changes.

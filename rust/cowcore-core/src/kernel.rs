@@ -284,7 +284,9 @@ impl Kernel {
     }
 
     fn observe_page(&self, pgd: TableFrame, addr: VirtAddr) -> Observation {
-        let Some(leaf) = walk::find_leaf(&self.mem, self.paging, pgd, addr) else {
+        let Some(leaf) =
+            walk::find_leaf(&self.mem, self.paging, pgd, addr).filter(|l| l.entry.is_present())
+        else {
             return Observation::ABSENT;
         };
         let base = leaf.entry.pfn().as_u64() as u32;

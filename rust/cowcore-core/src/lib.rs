@@ -54,7 +54,7 @@ pub use events::Event;
 pub use folio::FolioInfo;
 pub use machine::{FrameKind, Machine, Observation};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
-pub use paging::{Level, PageTableEntry, PteFlags, Translation, WalkStep};
+pub use paging::{EntryKind, Level, PageTableEntry, PteFlags, SwapEntry, Translation, WalkStep};
 pub use physmem::PhysMem;
 pub use policy::{Policy, Profile, ThpMode, ThpSizeMode, THP_SIZES};
 pub use stats::Stats;

@@ -64,7 +64,8 @@ pub(crate) struct Leaf {
     pub entry: PageTableEntry,
 }
 
-/// Walks without allocating; returns the leaf (present or `PROT_NONE`) mapping `addr`.
+/// Walks without allocating; returns the leaf entry for `addr`: a present or `PROT_NONE`
+/// leaf, or a software (swap) entry where the walk stopped; `None` at a none entry.
 pub(crate) fn find_leaf(
     mem: &PhysMem,
     paging: Paging,
@@ -75,10 +76,10 @@ pub(crate) fn find_leaf(
     for &(level, shift) in paging.table_levels() {
         let index = Paging::index(addr, shift);
         let entry = mem.entry(table, index);
-        if entry.is_none() || !entry.is_present() {
+        if entry.is_none() {
             return None;
         }
-        if level == Level::Pte || (level == Level::Pmd && entry.is_huge()) {
+        if !entry.is_present() || level == Level::Pte || (level == Level::Pmd && entry.is_huge()) {
             return Some(Leaf {
                 level,
                 table,
@@ -173,6 +174,9 @@ pub(crate) fn hw_access(
         return Err(error_code(write, false));
     };
     let e = leaf.entry;
+    if !e.is_present() {
+        return Err(error_code(write, false)); // a swap entry: P clear
+    }
     if e.is_protnone() || (write && !e.is_writable()) {
         return Err(error_code(write, true));
     }
