@@ -18,7 +18,7 @@ use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{Mm, VmFlags, Vma};
 use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
-use crate::paging::walk::{self, Leaf, PmdLoc, PF_PROT};
+use crate::paging::walk::{self, hw_accessed, hw_permits, Leaf, PmdLoc, PF_PROT};
 use crate::physmem::{PhysMem, TableFrame};
 use crate::policy::Policy;
 
@@ -201,11 +201,10 @@ impl Kernel {
     }
 
     /// The faults of a page whose PTE table `t` the caller has found, for the two cases
-    /// it can tell from the PTE alone: a none PTE (a not-present fault: `faults_read` or
-    /// `faults_write`, then `handle_none_fault`) and a write to a present, non-`PROT_NONE`,
-    /// read-only PTE (`faults_wp`, then `do_wp_page`). That is what [`Self::access_page`]
-    /// does for them after its two walks; here they take none. Returns `false` (nothing
-    /// done) for any other entry.
+    /// it can tell from the PTE alone: a none PTE (a not-present fault) and a write to a
+    /// present, read-only PTE (a write-protect fault). It hands them to the same dispatch
+    /// as [`Self::access_page`] (`Fault::handle_mm_fault`) without its two walks. Returns
+    /// `false` (nothing done) for any other entry, which takes the full path.
     fn pte_fault(
         &mut self,
         pid: u32,
@@ -215,24 +214,22 @@ impl Kernel {
     ) -> Result<bool, CowError> {
         let addr = VirtAddr::new(a);
         let i = Paging::index(addr, 12);
-        let e = self.mem.entry(t, i);
-        match e.kind() {
-            EntryKind::None => {
-                let mut vmf = self.fault(pid, addr, write)?;
-                vmf.count_not_present();
-                vmf.handle_none_fault()?;
-                Ok(true)
-            }
-            EntryKind::Present if write && !e.is_writable() => {
-                let mut vmf = self.fault(pid, addr, write)?;
-                vmf.events.emit(Event::FaultWp);
-                vmf.do_wp_page(t, i)?;
-                Ok(true)
-            }
-            // Anything else (a software entry included) takes `access_page`'s full path,
-            // whose dispatch handles every kind.
-            _ => Ok(false),
-        }
+        let entry = self.mem.entry(t, i);
+        let leaf = match entry.kind() {
+            EntryKind::None => None,
+            EntryKind::Present if write && !entry.is_writable() => Some(Leaf {
+                level: Level::Pte,
+                table: t,
+                index: i,
+                entry,
+            }),
+            // Anything else (a software entry included) takes `access_page`'s full path.
+            _ => return Ok(false),
+        };
+        // The fault the MMU would report, through the same dispatch as `access_page`.
+        let code = walk::error_code(write, leaf.is_some());
+        self.fault(pid, addr, write)?.handle_mm_fault(leaf, code)?;
+        Ok(true)
     }
 }
 
@@ -247,13 +244,10 @@ fn access_huge(
     out: &mut Option<&mut Vec<u64>>,
 ) -> u64 {
     let e = mem.entry(pmd_table, pmd_i);
-    if write && !e.is_writable() {
+    if !hw_permits(e, write) {
         return a;
     }
-    let mut n = e.mkyoung();
-    if write {
-        n = n.hw_dirty();
-    }
+    let n = hw_accessed(e, write);
     if n != e {
         mem.set_entry(pmd_table, pmd_i, n);
     }

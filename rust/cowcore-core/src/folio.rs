@@ -7,7 +7,7 @@
 //! biased by −1 exactly as the kernel stores them (KS §1.2); per-page mapcounts are stored
 //! logically in the 24-bit field of the frame's `info` word.
 
-use crate::physmem::{PhysMem, AE_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO};
+use crate::physmem::{dup_page_info, PhysMem, AE_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO};
 
 /// `ENTIRELY_MAPPED`: the bias `_nr_pages_mapped` carries while a PMD maps the folio.
 pub const ENTIRELY_MAPPED: i32 = 0x80_0000;
@@ -496,9 +496,7 @@ impl PhysMem {
     pub(crate) fn dup_anon_rmap_ptes(&mut self, folio: FolioRef, first: u32, nr: u32, child: u32) {
         let head = folio.0;
         for i in &mut self.info[first as usize..(first + nr) as usize] {
-            // ClearPageAnonExclusive, then the page's mapcount + 1 (fork's hot loop).
-            debug_assert!(*i >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
-            *i = (*i & !AE_BIT) + (1 << MAPCOUNT_SHIFT);
+            *i = dup_page_info(*i);
         }
         if self.is_large(head) {
             self.add_large_mapcount(head, nr as i32, child);

@@ -16,6 +16,7 @@ use crate::fault::alloc_table;
 use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
+use crate::paging::entry::PageTableEntry;
 use crate::paging::table::Paging;
 use crate::physmem::{PhysMem, TableFrame};
 
@@ -156,6 +157,21 @@ impl Kernel {
     }
 }
 
+/// The child's entry in `copy_present_ptes` for a COW mapping: a writable parent entry
+/// (`writable`: any of the batch's) is write-protected in the child as in the parent
+/// (`pte_wrprotect` after `pte_mkwrite` of the batch), and the child's entry is old
+/// (`pte_mkold`). Shared by the batch copy and the order-0 fast path
+/// (`PhysMem::copy_small_ptes`).
+#[inline]
+pub(crate) const fn cow_child_pte(pte: PageTableEntry, writable: bool) -> PageTableEntry {
+    let v = if writable {
+        pte.mkwrite().wrprotect()
+    } else {
+        pte
+    };
+    v.mkold()
+}
+
 /// The lowest free mm id (`mm_alloc_id`: an IDA from `MM_ID_MIN`).
 fn lowest_free_mm_id(used: &BTreeSet<u32>) -> u32 {
     let mut id = 1;
@@ -241,13 +257,11 @@ impl ForkCopy<'_> {
             self.mem.folio_ref_add(folio, nr as i32);
             self.mem.dup_anon_rmap_ptes(folio, p, nr as u32, child_id);
             rss += nr as u64;
-            let mut v = pte;
             if any_writable {
-                v = v.mkwrite();
                 self.mem.wrprotect_ptes(src, i, nr);
-                v = v.wrprotect();
             }
-            self.mem.set_ptes(dst, i, nr, v.mkold());
+            self.mem
+                .set_ptes(dst, i, nr, cow_child_pte(pte, any_writable));
             i += nr;
         }
         rss

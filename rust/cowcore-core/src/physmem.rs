@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::Pfn;
 use crate::folio::FolioRef;
+use crate::fork::cow_child_pte;
 use crate::paging::entry::PageTableEntry;
+use crate::paging::walk::{hw_accessed, hw_permits};
 use crate::table_pool::TablePool;
 pub use crate::table_pool::ENTRIES;
 
@@ -77,6 +79,15 @@ impl TableFrame {
 /// The key of a deposit: the PMD table frame and the entry's index.
 fn deposit_key(pmd_table: TableFrame, idx: usize) -> u64 {
     (u64::from(pmd_table.0) << 9) | idx as u64
+}
+
+/// The per-page step of `folio_try_dup_anon_rmap_ptes` on a page's `info` word:
+/// `ClearPageAnonExclusive`, then the page's mapcount + 1. Shared by the rmap update and
+/// fork's order-0 fast path.
+#[inline]
+pub(crate) fn dup_page_info(info: u32) -> u32 {
+    debug_assert!(info >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
+    (info & !AE_BIT) + (1 << MAPCOUNT_SHIFT)
 }
 
 /// A free frame (inside a free buddy block).
@@ -373,15 +384,13 @@ impl PhysMem {
             if inf & ORDER_MASK != 0 {
                 break;
             }
-            debug_assert!(inf >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
-            count[p] += 1;
-            info[p] = (inf & !AE_BIT) + (1 << MAPCOUNT_SHIFT);
-            let mut v = pte;
-            if pte.is_writable() {
+            count[p] += 1; // folio_get
+            info[p] = dup_page_info(inf);
+            let writable = pte.is_writable();
+            if writable {
                 s_tab[i] = pte.wrprotect().raw();
-                v = v.mkwrite().wrprotect();
             }
-            d_tab[i] = v.mkold().raw();
+            d_tab[i] = cow_child_pte(pte, writable).raw();
             pages += 1;
             i += 1;
         }
@@ -406,15 +415,10 @@ impl PhysMem {
         while a < end {
             let i = ((a >> 12) & 511) as usize;
             let e = PageTableEntry::from_raw(tab[i]);
-            if !e.is_present() || e.is_protnone() || (write && !e.is_writable()) {
+            if !hw_permits(e, write) {
                 break;
             }
-            let n = if write {
-                e.mkyoung().hw_dirty()
-            } else {
-                e.mkyoung()
-            };
-            tab[i] = n.raw();
+            tab[i] = hw_accessed(e, write).raw();
             let c = &mut self.content[e.pfn().as_u64() as usize];
             if write {
                 *c = value;

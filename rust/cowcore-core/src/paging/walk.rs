@@ -161,6 +161,25 @@ pub(crate) fn translate(
     }
 }
 
+/// Whether the MMU lets the access through the leaf `e`: present with P (not
+/// `PROT_NONE`), and writable for a write. Shared by [`hw_access`] and the fast paths of
+/// `read`/`write`, so that a new kind of entry changes one place.
+#[inline]
+pub(crate) const fn hw_permits(e: PageTableEntry, write: bool) -> bool {
+    e.is_present() && !e.is_protnone() && (!write || e.is_writable())
+}
+
+/// The leaf after the MMU's permitted access: A set, and D for a write.
+#[inline]
+pub(crate) const fn hw_accessed(e: PageTableEntry, write: bool) -> PageTableEntry {
+    let n = e.mkyoung();
+    if write {
+        n.hw_dirty()
+    } else {
+        n
+    }
+}
+
 /// The hardware access: if the leaf permits it (present with P, and RW for a write), set A
 /// (and D for a write) and return the 4 KiB frame; otherwise return the error code.
 pub(crate) fn hw_access(
@@ -174,16 +193,11 @@ pub(crate) fn hw_access(
         return Err(error_code(write, false));
     };
     let e = leaf.entry;
-    if !e.is_present() {
-        return Err(error_code(write, false)); // a swap entry: P clear
+    if !hw_permits(e, write) {
+        // A swap entry has P clear; `PROT_NONE` and read-only entries are present.
+        return Err(error_code(write, e.is_present()));
     }
-    if e.is_protnone() || (write && !e.is_writable()) {
-        return Err(error_code(write, true));
-    }
-    let mut n = e.mkyoung();
-    if write {
-        n = n.hw_dirty();
-    }
+    let n = hw_accessed(e, write);
     if n != e {
         mem.set_entry(leaf.table, leaf.index, n);
     }
