@@ -168,7 +168,7 @@ impl Kernel {
                 format!("pid {pid}: leaf at {addr:#x} crosses a VMA end"),
             ));
         }
-        let pfn = e.pfn().as_u64() as u32;
+        let pfn = e.frame();
         if level == Level::Pmd {
             w.huge += 1;
             match self.mem.deposited(table, idx) {

@@ -10,7 +10,7 @@
 //! the configuration and the counters, and nothing else, so no handler looks the process
 //! up again or copies the VMA.
 
-use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
+use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
 use crate::error::CowError;
 use crate::events::{Event, Events};
 use crate::folio::{Folio, FolioRef};
@@ -374,10 +374,7 @@ impl Fault<'_> {
     fn do_anonymous_page(&mut self, pte_table: TableFrame) -> Result<(), CowError> {
         let prot = self.vma.page_prot();
         if !self.write {
-            let e = PageTableEntry::new(
-                Pfn::new(u64::from(self.mem.zero_pfn)),
-                prot | PteFlags::SPECIAL,
-            );
+            let e = PageTableEntry::of_frame(self.mem.zero_pfn, prot | PteFlags::SPECIAL);
             self.mem
                 .set_entry(pte_table, Paging::index(self.address, 12), e);
             return Ok(());
@@ -405,13 +402,10 @@ impl Fault<'_> {
         self.events.emit(Event::AnonFaultAlloc { order });
         self.mem.add_new_anon_rmap(folio, self.mm_id);
         let h = folio.pfn();
-        let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), self.vma);
+        let e = make_writable_dirty(PageTableEntry::of_frame(h, prot), self.vma);
         for i in 0..nr {
-            self.mem.set_entry(
-                pte_table,
-                base_i + i as usize,
-                e.with_pfn(Pfn::new(u64::from(h + i))),
-            );
+            self.mem
+                .set_entry(pte_table, base_i + i as usize, e.with_frame(h + i));
         }
         self.anon_vma_prepare();
         Ok(())
@@ -455,10 +449,7 @@ impl Fault<'_> {
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         if !self.write && self.cfg.use_zero_page {
             let t = alloc_table(self.mem)?;
-            let e = PageTableEntry::new(
-                Pfn::new(u64::from(self.mem.huge_zero_pfn)),
-                prot | PteFlags::SPECIAL,
-            );
+            let e = PageTableEntry::of_frame(self.mem.huge_zero_pfn, prot | PteFlags::SPECIAL);
             self.mem.set_entry(pmd_table, pmd_i, e);
             self.mem.deposit(pmd_table, pmd_i, t);
             self.anon_vma_prepare(); // anon_vma_prepare ran before the zero branch
@@ -485,10 +476,7 @@ impl Fault<'_> {
     fn map_anon_folio_pmd(&mut self, folio: FolioRef, pmd_table: TableFrame, pmd_i: usize) {
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         self.mem.add_new_anon_rmap(folio, self.mm_id);
-        let e = make_writable_dirty(
-            PageTableEntry::new(Pfn::new(u64::from(folio.pfn())), prot),
-            self.vma,
-        );
+        let e = make_writable_dirty(PageTableEntry::of_frame(folio.pfn(), prot), self.vma);
         self.mem.set_entry(pmd_table, pmd_i, e);
         *self.rss_anon += PMD_NR;
         self.events.emit(Event::ThpFaultAlloc);
@@ -500,7 +488,7 @@ impl Fault<'_> {
     fn do_wp_page(&mut self, pte_table: TableFrame, pte_i: usize) -> Result<(), CowError> {
         let pte = self.mem.entry(pte_table, pte_i);
         // vm_normal_page(): NULL for the zero page (special).
-        let page = (!pte.is_special()).then(|| pte.pfn().as_u64() as u32);
+        let page = (!pte.is_special()).then(|| pte.frame());
         if let Some(p) = page {
             let folio = self.mem.folio(self.mem.page_folio(p));
             let reuse = self.mem.anon_exclusive(p)
@@ -540,7 +528,7 @@ impl Fault<'_> {
         }
         self.mem.content[new.pfn() as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
         let e = make_writable_dirty(
-            PageTableEntry::new(Pfn::new(u64::from(new.pfn())), self.vma.page_prot()),
+            PageTableEntry::of_frame(new.pfn(), self.vma.page_prot()),
             self.vma,
         );
         self.mem.add_new_anon_rmap(new, self.mm_id);
@@ -586,7 +574,7 @@ impl Fault<'_> {
             )?;
             return Ok(false);
         }
-        let h = pmde.pfn().as_u64() as u32;
+        let h = pmde.frame();
         let folio = self.mem.folio(self.mem.page_folio(h));
         if folio.folio_test_anon_exclusive(0) || folio.folio_ref_count() == 1 {
             self.mem.set_anon_exclusive(h, true);
@@ -645,17 +633,17 @@ pub(crate) fn split_huge_pmd(
     events.emit(Event::ThpSplitPmd);
     let prot = vma.page_prot();
     if pmde.is_special() {
-        let z = PageTableEntry::new(Pfn::new(u64::from(mem.zero_pfn)), prot | PteFlags::SPECIAL);
+        let z = PageTableEntry::of_frame(mem.zero_pfn, prot | PteFlags::SPECIAL);
         for i in 0..512 {
             mem.set_entry(t, i, z);
         }
     } else {
-        let h = pmde.pfn().as_u64() as u32;
+        let h = pmde.frame();
         let folio = mem.page_folio(h);
         let ae = mem.anon_exclusive(h);
         mem.folio_ref_add(folio, PMD_NR as i32 - 1);
         mem.add_anon_rmap_ptes(folio, h, PMD_NR as u32, mm_id, ae);
-        let mut e = PageTableEntry::new(Pfn::new(u64::from(h)), prot);
+        let mut e = PageTableEntry::of_frame(h, prot);
         if pmde.is_writable() {
             e = e.mkwrite();
         }
@@ -669,7 +657,7 @@ pub(crate) fn split_huge_pmd(
             e = e.mksoft_dirty();
         }
         for i in 0..512u32 {
-            mem.set_entry(t, i as usize, e.with_pfn(Pfn::new(u64::from(h + i))));
+            mem.set_entry(t, i as usize, e.with_frame(h + i));
         }
         mem.remove_rmap_pmd(folio, mm_id);
     }

@@ -209,7 +209,7 @@ impl ForkCopy<'_> {
         let ent = self.mem.entry(src, idx);
         let mut rss = 0;
         if !ent.is_special() {
-            let folio = self.mem.page_folio(ent.pfn().as_u64() as u32);
+            let folio = self.mem.page_folio(ent.frame());
             self.mem.folio_ref_add(folio, 1);
             self.mem.dup_anon_rmap_pmd(folio, child_id);
             rss = PMD_NR;
@@ -246,7 +246,7 @@ impl ForkCopy<'_> {
                 i += 1;
                 continue;
             }
-            let p = pte.pfn().as_u64() as u32;
+            let p = pte.frame();
             let folio = self.mem.page_folio(p);
             let nr = if self.mem.folio(folio).folio_test_large() && end_i - i > 1 {
                 self.mem.folio_pte_batch(src, i, end_i, pte, folio, false)

@@ -289,7 +289,7 @@ impl Kernel {
         else {
             return Observation::ABSENT;
         };
-        let base = leaf.entry.pfn().as_u64() as u32;
+        let base = leaf.entry.frame();
         let pmd = leaf.level == Level::Pmd;
         let pfn = if pmd {
             base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32

@@ -200,7 +200,7 @@ fn modified(
 ) -> PageTableEntry {
     let n = old.modify(newprot);
     if try_write && !n.is_writable() && !n.is_protnone() && !n.is_special() {
-        let p = n.pfn().as_u64() as u32;
+        let p = n.frame();
         if mem.is_folio(p) && mem.anon_exclusive(p) {
             return n.mkwrite();
         }

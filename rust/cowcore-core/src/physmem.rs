@@ -66,7 +66,7 @@ impl TableFrame {
     /// present, non-leaf entry.
     #[inline]
     pub(crate) const fn of(e: PageTableEntry) -> Self {
-        Self(e.pfn().as_u64() as u32)
+        Self(e.frame())
     }
 
     /// The entry that points to this table (`pmd_populate` & co.).

@@ -202,7 +202,7 @@ impl Zap<'_> {
         if pmde.is_special() {
             return Ok(0);
         }
-        let folio = self.mem.page_folio(pmde.pfn().as_u64() as u32);
+        let folio = self.mem.page_folio(pmde.frame());
         self.mem.remove_rmap_pmd(folio, self.mm_id);
         self.gather.push((folio, 1));
         Ok(PMD_NR)
@@ -225,7 +225,7 @@ impl Zap<'_> {
                 i += 1;
                 continue;
             }
-            let p = e.pfn().as_u64() as u32;
+            let p = e.frame();
             let folio = self.mem.page_folio(p);
             let nr = if self.mem.folio(folio).folio_test_large() {
                 self.mem.folio_pte_batch(t, i, end_i, e, folio, true)

@@ -168,6 +168,28 @@ impl PageTableEntry {
         Pfn::new((self.0 & PFN_MASK) >> 12)
     }
 
+    /// The frame the entry points at as an index of the per-frame arrays (`pte_pfn`;
+    /// frames fit in 32 bits, `MAX_MEMORY`).
+    #[must_use]
+    #[inline]
+    pub(crate) const fn frame(self) -> u32 {
+        self.pfn().as_u64() as u32
+    }
+
+    /// `pfn_pte(frame, prot)` for a frame index.
+    #[must_use]
+    #[inline]
+    pub(crate) const fn of_frame(frame: u32, flags: PteFlags) -> Self {
+        Self::new(Pfn::new(frame as u64), flags)
+    }
+
+    /// The same entry pointing at the frame index `frame`.
+    #[must_use]
+    #[inline]
+    pub(crate) const fn with_frame(self, frame: u32) -> Self {
+        self.with_pfn(Pfn::new(frame as u64))
+    }
+
     /// The kind of entry: none, present, `PROT_NONE` or a software (swap) entry.
     #[must_use]
     #[inline]

@@ -201,7 +201,7 @@ pub(crate) fn hw_access(
     if n != e {
         mem.set_entry(leaf.table, leaf.index, n);
     }
-    let base = e.pfn().as_u64() as u32;
+    let base = e.frame();
     Ok(if leaf.level == Level::Pmd {
         base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32
     } else {
