@@ -1,4 +1,4 @@
-//! Address newtypes: [`VirtAddr`], [`PhysAddr`] and [`Pfn`].
+//! Address newtypes: [`VirtAddr`] and [`Pfn`].
 //!
 //! Following rust-vmm/vm-memory and rust-osdev/x86_64, addresses are newtypes with explicit
 //! `checked_*` operations and no arithmetic operators, so that an overflow is a visible
@@ -76,12 +76,6 @@ impl VirtAddr {
     pub const fn is_aligned(self, align: u64) -> bool {
         self.0 & (align - 1) == 0
     }
-
-    /// The index of the 4 KiB page holding this address (`addr >> PAGE_SHIFT`).
-    #[must_use]
-    pub const fn page_number(self) -> u64 {
-        self.0 >> PAGE_SHIFT
-    }
 }
 
 impl From<u64> for VirtAddr {
@@ -102,45 +96,6 @@ impl fmt::Display for VirtAddr {
     }
 }
 
-/// A simulated physical address (`phys_addr_t`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PhysAddr(u64);
-
-impl PhysAddr {
-    /// Wraps a raw physical address.
-    #[must_use]
-    pub const fn new(addr: u64) -> Self {
-        Self(addr)
-    }
-
-    /// The raw address.
-    #[must_use]
-    pub const fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    /// The frame holding this address (`PHYS_PFN`).
-    #[must_use]
-    pub const fn pfn(self) -> Pfn {
-        Pfn(self.0 >> PAGE_SHIFT)
-    }
-
-    /// `self + bytes`, or `None` on overflow.
-    #[must_use]
-    pub const fn checked_add(self, bytes: u64) -> Option<Self> {
-        match self.0.checked_add(bytes) {
-            Some(v) => Some(Self(v)),
-            None => None,
-        }
-    }
-}
-
-impl fmt::Debug for PhysAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PhysAddr({:#x})", self.0)
-    }
-}
-
 /// A page frame number (`unsigned long pfn`, `page_to_pfn`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pfn(u64);
@@ -156,15 +111,6 @@ impl Pfn {
     #[must_use]
     pub const fn as_u64(self) -> u64 {
         self.0
-    }
-
-    /// The first byte of the frame (`PFN_PHYS`), or `None` on overflow.
-    #[must_use]
-    pub const fn checked_phys(self) -> Option<PhysAddr> {
-        match self.0.checked_mul(PAGE_SIZE) {
-            Some(v) => Some(PhysAddr(v)),
-            None => None,
-        }
     }
 
     /// `self + n`, or `None` on overflow.
@@ -206,8 +152,7 @@ mod tests {
             VirtAddr::new(0x20_0000)
         );
         assert!(VirtAddr::new(0x40_0000).is_aligned(PMD_SIZE));
-        assert_eq!(Pfn::new(3).checked_phys(), Some(PhysAddr::new(0x3000)));
-        assert_eq!(Pfn::new(u64::MAX).checked_phys(), None);
-        assert_eq!(PhysAddr::new(0x5fff).pfn(), Pfn::new(5));
+        assert_eq!(Pfn::new(3).checked_add(1), Some(Pfn::new(4)));
+        assert_eq!(Pfn::new(u64::MAX).checked_add(1), None);
     }
 }

@@ -8,12 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::addr::VirtAddr;
+use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::error::CowError;
 use crate::folio::{ENTIRELY_MAPPED, MM_ID_DUMMY};
-use crate::machine::Machine;
+use crate::kernel::Kernel;
+use crate::mm::Mm;
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
+use crate::paging::entry::PageTableEntry;
 use crate::paging::table::Level;
-use crate::physmem::{ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
+use crate::physmem::{PhysMem, TableFrame, ENTRIES, ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
 
 #[derive(Default)]
 struct FolioAcc {
@@ -25,22 +28,58 @@ struct FolioAcc {
 
 struct Walk {
     folios: BTreeMap<u32, FolioAcc>,
-    tables: BTreeSet<u32>,
+    tables: BTreeSet<TableFrame>,
     exclusive_owner: BTreeMap<u32, u32>,
     rss: u64,
     huge: usize,
+}
+
+/// The walk of one mm's tables for `check`: every table frame once, every leaf checked.
+struct CheckWalk<'a> {
+    k: &'a Kernel,
+    mm: &'a Mm,
+    w: &'a mut Walk,
+}
+
+impl PageWalk for CheckWalk<'_> {
+    fn mem(&self) -> &PhysMem {
+        &self.k.mem
+    }
+
+    fn upper_entry(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let t = TableFrame::of(at.entry);
+        self.k.check_table_frame(self.mm.pid, t, at.addr, self.w)
+    }
+
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let loc = (at.table, at.index);
+        self.k
+            .check_leaf(self.mm, Level::Pmd, at.span, loc, at.entry, at.addr, self.w)
+    }
+
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        self.k
+            .check_table_frame(self.mm.pid, pte_table, at.addr, self.w)?;
+        for idx in 0..ENTRIES {
+            let e = self.k.mem.entry(pte_table, idx);
+            if !e.is_none() {
+                let addr = at.addr + ((idx as u64) << 12);
+                let loc = (pte_table, idx);
+                self.k
+                    .check_leaf(self.mm, Level::Pte, PAGE_SIZE, loc, e, addr, self.w)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn bad(name: &'static str, msg: String) -> CowError {
     CowError::invariant(name, msg)
 }
 
-impl Machine {
+impl Kernel {
     /// Recomputes every counter from the page tables and compares (KS §1.3).
-    ///
-    /// # Errors
-    /// [`CowError::Invariant`] naming the first broken invariant.
-    pub fn check(&self) -> Result<(), CowError> {
+    pub(crate) fn check(&self) -> Result<(), CowError> {
         let mut w = Walk {
             folios: BTreeMap::new(),
             tables: BTreeSet::new(),
@@ -63,9 +102,18 @@ impl Machine {
             }
             w.rss = 0;
             if !w.tables.insert(mm.pgd) {
-                return Err(bad("table-unique", format!("PGD {} shared", mm.pgd)));
+                return Err(bad(
+                    "table-unique",
+                    format!("PGD {} shared", mm.pgd.frame()),
+                ));
             }
-            self.check_table(mm.pid, mm.mm_id, 0, mm.pgd, 0, &mut w)?;
+            let (_, top_shift) = self.paging.table_levels()[0];
+            let mut c = CheckWalk {
+                k: self,
+                mm,
+                w: &mut w,
+            };
+            walk_page_range(&mut c, self.paging, mm.pgd, 0, 512 << top_shift)?;
             if w.rss != mm.rss_anon {
                 return Err(bad(
                     "rss",
@@ -88,144 +136,141 @@ impl Machine {
         self.check_frames(&w)
     }
 
-    #[allow(clippy::too_many_lines)]
-    fn check_table(
+    /// The checks of one leaf entry `e` (a PTE, or a huge PMD) at `addr`, entry `idx` of
+    /// `table`, in `mm`.
+    #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+    fn check_leaf(
         &self,
-        pid: u32,
-        mm_id: u32,
-        depth: usize,
-        table: u32,
-        base: u64,
+        mm: &Mm,
+        level: Level,
+        span: u64,
+        (table, idx): (TableFrame, usize),
+        e: PageTableEntry,
+        addr: u64,
         w: &mut Walk,
     ) -> Result<(), CowError> {
-        let (level, shift) = self.paging.table_levels()[depth];
-        let mm = self.mm(pid)?;
-        for idx in 0..512usize {
-            let e = self.entry(table, idx);
-            if e.is_none() {
-                continue;
-            }
-            let addr = base | ((idx as u64) << shift);
-            let leaf = level == Level::Pte || (level == Level::Pmd && e.is_huge());
-            if !leaf {
-                let t = e.pfn().as_u64() as u32;
-                if self.mem.state(t) != ST_TABLE || !w.tables.insert(t) {
+        let (pid, mm_id) = (mm.pid, mm.mm_id);
+        if !e.is_present() {
+            return Err(bad(
+                "table-entry",
+                format!("pid {pid}: non-present entry at {addr:#x}"),
+            ));
+        }
+        let Some(vi) = mm.find_vma(VirtAddr::new(addr)) else {
+            return Err(bad(
+                "leaf-in-vma",
+                format!("pid {pid}: leaf at {addr:#x} outside any VMA"),
+            ));
+        };
+        if mm.vmas[vi].end.as_u64() < addr + span {
+            return Err(bad(
+                "leaf-in-vma",
+                format!("pid {pid}: leaf at {addr:#x} crosses a VMA end"),
+            ));
+        }
+        let pfn = e.frame();
+        if level == Level::Pmd {
+            w.huge += 1;
+            match self.mem.deposited(table, idx) {
+                Some(t) if self.mem.state(t.frame()) == ST_TABLE && w.tables.insert(t) => {}
+                _ => {
                     return Err(bad(
-                        "table-unique",
-                        format!("pid {pid}: table {t} at {addr:#x} bad or shared"),
-                    ));
-                }
-                self.check_table(pid, mm_id, depth + 1, t, addr, w)?;
-                continue;
-            }
-            if !e.is_present() {
-                return Err(bad(
-                    "table-entry",
-                    format!("pid {pid}: non-present entry at {addr:#x}"),
-                ));
-            }
-            let span = 1u64 << shift;
-            let Some(vi) = mm.find_vma(VirtAddr::new(addr)) else {
-                return Err(bad(
-                    "leaf-in-vma",
-                    format!("pid {pid}: leaf at {addr:#x} outside any VMA"),
-                ));
-            };
-            if mm.vmas[vi].end.as_u64() < addr + span {
-                return Err(bad(
-                    "leaf-in-vma",
-                    format!("pid {pid}: leaf at {addr:#x} crosses a VMA end"),
-                ));
-            }
-            let pfn = e.pfn().as_u64() as u32;
-            if level == Level::Pmd {
-                let key = Self::deposit_key(table, idx);
-                w.huge += 1;
-                match self.deposits.get(&key) {
-                    Some(&t) if self.mem.state(t) == ST_TABLE && w.tables.insert(t) => {}
-                    _ => {
-                        return Err(bad(
-                            "pmd-deposit",
-                            format!("pid {pid}: huge PMD at {addr:#x}"),
-                        ))
-                    }
+                        "pmd-deposit",
+                        format!("pid {pid}: huge PMD at {addr:#x}"),
+                    ))
                 }
             }
-            if e.is_special() {
-                let ok = self.mem.state(pfn) == ST_ZERO
-                    && (if level == Level::Pmd {
-                        pfn == self.huge_zero_pfn
-                    } else {
-                        pfn == self.zero_pfn
-                    });
-                if !ok || e.is_writable() {
-                    return Err(bad(
-                        "zero-page-readonly",
-                        format!("pid {pid}: bad special entry at {addr:#x}"),
-                    ));
-                }
-                continue;
+        }
+        if e.is_special() {
+            let ok = self.mem.state(pfn) == ST_ZERO
+                && (if level == Level::Pmd {
+                    pfn == self.mem.huge_zero_pfn
+                } else {
+                    pfn == self.mem.zero_pfn
+                });
+            if !ok || e.is_writable() {
+                return Err(bad(
+                    "zero-page-readonly",
+                    format!("pid {pid}: bad special entry at {addr:#x}"),
+                ));
             }
-            if self.mem.state(pfn) != ST_FOLIO {
+            return Ok(());
+        }
+        if self.mem.state(pfn) != ST_FOLIO {
+            return Err(bad(
+                "mapped-frame-is-folio",
+                format!("pid {pid}: entry at {addr:#x} maps a non-folio frame"),
+            ));
+        }
+        let head = self.mem.page_folio(pfn).pfn();
+        let acc = w.folios.entry(head).or_default();
+        *acc.per_mm.entry(mm_id).or_default() += 1;
+        if level == Level::Pmd {
+            if pfn != head || self.mem.order(head) != 9 {
                 return Err(bad(
                     "mapped-frame-is-folio",
-                    format!("pid {pid}: entry at {addr:#x} maps a non-folio frame"),
+                    format!("pid {pid}: PMD at {addr:#x} maps no THP head"),
                 ));
             }
-            let head = self.mem.folio_head(pfn);
-            let acc = w.folios.entry(head).or_default();
-            *acc.per_mm.entry(mm_id).or_default() += 1;
-            if level == Level::Pmd {
-                if pfn != head || self.mem.order(head) != 9 {
+            acc.pmds += 1;
+            w.rss += 512;
+        } else {
+            acc.ptes += 1;
+            *acc.pages.entry(pfn).or_default() += 1;
+            w.rss += 1;
+        }
+        // KS §1.3.4: a writable entry maps an exclusive page (the head for a PMD).
+        if e.is_writable() && !self.mem.anon_exclusive(pfn) {
+            return Err(bad(
+                "writable-implies-exclusive",
+                format!("pid {pid}: writable entry at {addr:#x} maps non-exclusive frame {pfn}"),
+            ));
+        }
+        if self.mem.anon_exclusive(pfn) {
+            if let Some(&other) = w.exclusive_owner.get(&pfn) {
+                if other != mm_id {
                     return Err(bad(
-                        "mapped-frame-is-folio",
-                        format!("pid {pid}: PMD at {addr:#x} maps no THP head"),
+                        "anon-exclusive",
+                        format!("exclusive frame {pfn} mapped by mm {other} and mm {mm_id}"),
                     ));
                 }
-                acc.pmds += 1;
-                w.rss += 512;
-            } else {
-                acc.ptes += 1;
-                *acc.pages.entry(pfn).or_default() += 1;
-                w.rss += 1;
             }
-            // KS §1.3.4: a writable entry maps an exclusive page (the head for a PMD).
-            if e.is_writable() && !self.mem.anon_exclusive(pfn) {
-                return Err(bad(
-                    "writable-implies-exclusive",
-                    format!(
-                        "pid {pid}: writable entry at {addr:#x} maps non-exclusive frame {pfn}"
-                    ),
-                ));
-            }
-            if self.mem.anon_exclusive(pfn) {
-                if let Some(&other) = w.exclusive_owner.get(&pfn) {
-                    if other != mm_id {
-                        return Err(bad(
-                            "anon-exclusive",
-                            format!("exclusive frame {pfn} mapped by mm {other} and mm {mm_id}"),
-                        ));
-                    }
-                }
-                w.exclusive_owner.insert(pfn, mm_id);
-            }
+            w.exclusive_owner.insert(pfn, mm_id);
+        }
+        Ok(())
+    }
+
+    /// That the entry above points to a page-table frame reached once (`table-unique`).
+    fn check_table_frame(
+        &self,
+        pid: u32,
+        t: TableFrame,
+        addr: u64,
+        w: &mut Walk,
+    ) -> Result<(), CowError> {
+        if self.mem.state(t.frame()) != ST_TABLE || !w.tables.insert(t) {
+            return Err(bad(
+                "table-unique",
+                format!("pid {pid}: table {} at {addr:#x} bad or shared", t.pfn()),
+            ));
         }
         Ok(())
     }
 
     fn check_folio(&self, head: u32, acc: &FolioAcc) -> Result<(), CowError> {
         let m = &self.mem;
+        let f = m.folio(m.page_folio(head));
         let mappings = (acc.ptes + acc.pmds) as i32;
-        if m.refcount(head) != mappings {
+        if f.folio_ref_count() != mappings {
             return Err(bad(
                 "refcount",
                 format!(
                     "folio {head}: refcount {} but {mappings} mappings",
-                    m.refcount(head)
+                    f.folio_ref_count()
                 ),
             ));
         }
-        let nr = 1u32 << m.order(head);
+        let nr = f.folio_nr_pages();
         for p in head..head + nr {
             let want = acc.pages.get(&p).copied().unwrap_or(0);
             if m.page_mapcount(p) != want {
@@ -238,35 +283,35 @@ impl Machine {
                 ));
             }
         }
-        if !m.is_large(head) {
+        if !f.folio_test_large() {
             return Ok(());
         }
-        if m.folio_mapcount(head) != mappings {
+        if f.folio_large_mapcount() != mappings {
             return Err(bad(
                 "large-mapcount",
                 format!(
                     "folio {head}: large mapcount {} but {mappings}",
-                    m.folio_mapcount(head)
+                    f.folio_large_mapcount()
                 ),
             ));
         }
-        if m.entire_mapcount(head) != acc.pmds as i32 {
+        if f.folio_entire_mapcount() != acc.pmds as i32 {
             return Err(bad(
                 "entire-mapcount",
-                format!("folio {head}: {}", m.entire_mapcount(head)),
+                format!("folio {head}: {}", f.folio_entire_mapcount()),
             ));
         }
         let want_npm = acc.pages.len() as i32 + if acc.pmds > 0 { ENTIRELY_MAPPED } else { 0 };
-        if m.nr_pages_mapped_raw(head) != want_npm {
+        if f.folio_nr_pages_mapped_raw() != want_npm {
             return Err(bad(
                 "nr-pages-mapped",
                 format!(
                     "folio {head}: {:#x} want {want_npm:#x}",
-                    m.nr_pages_mapped_raw(head)
+                    f.folio_nr_pages_mapped_raw()
                 ),
             ));
         }
-        let s = m.slots(head);
+        let s = f.folio_mm_slots();
         let mut total = 0;
         for i in 0..2 {
             let (id, c) = (s.ids[i], s.counts[i]);
@@ -322,7 +367,7 @@ impl Machine {
             match m.state(p) {
                 ST_FREE => free += 1,
                 ST_TABLE => {
-                    if !w.tables.contains(&p) {
+                    if !w.tables.contains(&TableFrame::at(p)) {
                         return Err(bad(
                             "table-reachable",
                             format!("table frame {p} is not reachable"),
@@ -330,7 +375,7 @@ impl Machine {
                     }
                 }
                 ST_FOLIO => {
-                    let h = m.folio_head(p);
+                    let h = m.page_folio(p).pfn();
                     if h == p && !w.folios.contains_key(&h) {
                         return Err(bad(
                             "no-unmapped-folio",
@@ -339,8 +384,8 @@ impl Machine {
                     }
                 }
                 _ => {
-                    if p != self.zero_pfn
-                        && !(self.huge_zero_pfn..self.huge_zero_pfn + 512).contains(&p)
+                    if p != self.mem.zero_pfn
+                        && !(self.mem.huge_zero_pfn..self.mem.huge_zero_pfn + 512).contains(&p)
                     {
                         return Err(bad("zero-page-readonly", format!("frame {p} marked zero")));
                     }
@@ -354,17 +399,21 @@ impl Machine {
                 format!("{free} free frames, allocator says {}", m.nr_free()),
             ));
         }
-        if self.deposits.len() != w.huge {
+        if self.mem.deposits.len() != w.huge {
             return Err(bad(
                 "pmd-deposit",
-                format!("{} deposits for {} huge PMDs", self.deposits.len(), w.huge),
+                format!(
+                    "{} deposits for {} huge PMDs",
+                    self.mem.deposits.len(),
+                    w.huge
+                ),
             ));
         }
-        for &t in self.deposits.values() {
-            if (0..512).any(|i| !self.entry(t, i).is_none()) {
+        for &t in self.mem.deposits.values() {
+            if (0..512).any(|i| !self.mem.entry(t, i).is_none()) {
                 return Err(bad(
                     "pmd-deposit",
-                    format!("deposited table {t} is not empty"),
+                    format!("deposited table {} is not empty", t.frame()),
                 ));
             }
         }
@@ -383,7 +432,8 @@ mod tests {
         m.write(1, a, 4096, 1).unwrap();
         m.check().unwrap();
         let pfn = m.translate(1, a).unwrap().pfn.unwrap().as_u64() as u32;
-        m.mem.ref_add(pfn, 1);
+        let f = m.k.mem.page_folio(pfn);
+        m.k.mem.folio_ref_add(f, 1);
         let e = m.check().unwrap_err();
         assert!(
             matches!(
@@ -395,7 +445,7 @@ mod tests {
             ),
             "{e}"
         );
-        m.mem.ref_add(pfn, -1);
+        m.k.mem.folio_ref_add(f, -1);
         m.check().unwrap();
         let _ = VirtAddr::new(0);
     }

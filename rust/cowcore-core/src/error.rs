@@ -17,6 +17,9 @@ pub enum SegvReason {
 }
 
 impl SegvReason {
+    /// Both reasons.
+    pub const ALL: [Self; 2] = [Self::Unmapped, Self::Protection];
+
     /// The reason string of `cowcore.errors.SegmentationFault`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -4,26 +4,91 @@
 //! the handler runs and the access is retried (the retried instruction sets A, and D for a
 //! write). Counters: `faults_read` for a read fault, `faults_write` for a write fault on a
 //! not-present entry, `faults_wp` for a write to a present read-only entry.
+//!
+//! The handlers are methods of [`Fault`], the context of one fault (the kernel's
+//! `struct vm_fault`): it borrows the faulting mm's counters, its VMA, physical memory,
+//! the configuration and the counters, and nothing else, so no handler looks the process
+//! up again or copies the VMA.
 
-use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
+use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
 use crate::error::CowError;
-use crate::machine::Machine;
-use crate::mm::{VmFlags, Vma};
-use crate::paging::entry::{PageTableEntry, PteFlags};
+use crate::events::{Event, Events};
+use crate::folio::{Folio, FolioRef};
+use crate::kernel::{proc_mut, Kernel};
+use crate::mm::{Mm, VmFlags, Vma};
+use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
-use crate::paging::walk::{self, PF_PROT};
-use crate::stats::Stats;
+use crate::paging::walk::{self, hw_accessed, hw_permits, Leaf, PmdLoc, PF_PROT};
+use crate::physmem::{PhysMem, TableFrame};
+use crate::policy::Policy;
 
-/// The context of one fault: the faulting mm and VMA.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FaultCtx {
-    pub pid: u32,
-    pub mm_id: u32,
-    pub pgd: u32,
-    pub vma: Vma,
+/// One fault (`struct vm_fault`): the faulting address and access, the VMA, the mm's id,
+/// root table and `MM_ANONPAGES`, and the state the handlers change.
+#[derive(Debug)]
+pub(crate) struct Fault<'a> {
+    /// `vmf->address`.
+    address: VirtAddr,
+    /// `FAULT_FLAG_WRITE`.
+    write: bool,
+    /// `vmf->vma` (its `anon_vma` is set by the first fault that allocates).
+    vma: &'a mut Vma,
+    /// `vma->vm_mm->mm_id`.
+    mm_id: u32,
+    /// `vma->vm_mm->pgd`.
+    pgd: TableFrame,
+    /// `get_mm_counter(vma->vm_mm, MM_ANONPAGES)`.
+    rss_anon: &'a mut u64,
+    mem: &'a mut PhysMem,
+    cfg: &'a Policy,
+    paging: Paging,
+    events: &'a mut Events,
 }
 
-impl Machine {
+impl Kernel {
+    /// The context of a fault at `addr` (which `check_access` has found inside a VMA):
+    /// borrows the process's mm and VMA, physical memory, the policy and the counters.
+    // Inlined: returned out of line, the `Result<Fault, CowError>` cost the COW-reuse
+    // benchmark a third of its time (one call per fault; BENCHMARKS.md numbers hold with it).
+    #[inline]
+    pub(crate) fn fault(
+        &mut self,
+        pid: u32,
+        address: VirtAddr,
+        write: bool,
+    ) -> Result<Fault<'_>, CowError> {
+        let Self {
+            procs,
+            mem,
+            policy,
+            events,
+            paging,
+            ..
+        } = self;
+        let mm = proc_mut(procs, pid)?;
+        let i = mm
+            .find_vma(address)
+            .ok_or_else(|| CowError::invariant("access", format!("no VMA at {address}")))?;
+        let Mm {
+            mm_id,
+            pgd,
+            vmas,
+            rss_anon,
+            ..
+        } = mm;
+        Ok(Fault {
+            address,
+            write,
+            vma: &mut vmas[i],
+            mm_id: *mm_id,
+            pgd: *pgd,
+            rss_anon,
+            mem,
+            cfg: policy,
+            paging: *paging,
+            events,
+        })
+    }
+
     /// One page access (a load or a store of the first 8 bytes), faulting as needed.
     ///
     /// Each round walks like the MMU; a write to a present read-only leaf is a
@@ -38,9 +103,9 @@ impl Machine {
         write: bool,
         value: u64,
     ) -> Result<u64, CowError> {
-        let ctx = self.fault_ctx(pid, addr)?;
+        let pgd = self.mm(pid)?.pgd;
         for _ in 0..4 {
-            match walk::hw_access(&mut self.mem, self.paging, ctx.pgd, addr, write) {
+            match walk::hw_access(&mut self.mem, self.paging, pgd, addr, write) {
                 Ok(pfn) => {
                     let c = &mut self.mem.content[pfn as usize];
                     if write {
@@ -49,25 +114,8 @@ impl Machine {
                     return Ok(*c);
                 }
                 Err(code) => {
-                    let leaf = walk::find_leaf(&self.mem, self.paging, ctx.pgd, addr);
-                    match leaf {
-                        Some(l) if write && code & PF_PROT != 0 && !l.entry.is_protnone() => {
-                            self.stats.faults_wp += 1;
-                            if l.level == Level::Pmd {
-                                self.do_huge_pmd_wp_page(&ctx, addr, l.table, l.index)?;
-                            } else {
-                                self.do_wp_page(&ctx, l.table, l.index)?;
-                            }
-                        }
-                        _ => {
-                            if write {
-                                self.stats.faults_write += 1;
-                            } else {
-                                self.stats.faults_read += 1;
-                            }
-                            self.handle_none_fault(&ctx, addr, write)?;
-                        }
-                    }
+                    let leaf = walk::find_leaf(&self.mem, self.paging, pgd, addr);
+                    self.fault(pid, addr, write)?.handle_mm_fault(leaf, code)?;
                 }
             }
         }
@@ -75,21 +123,6 @@ impl Machine {
             "fault-retry",
             format!("access at {addr} keeps faulting"),
         ))
-    }
-
-    /// The context of a fault at `addr` (which `check_access` has found inside a VMA).
-    fn fault_ctx(&self, pid: u32, addr: VirtAddr) -> Result<FaultCtx, CowError> {
-        let mm = self.mm(pid)?;
-        let vma = mm
-            .find_vma(addr)
-            .map(|i| mm.vmas[i])
-            .ok_or_else(|| CowError::invariant("access", format!("no VMA at {addr}")))?;
-        Ok(FaultCtx {
-            pid,
-            mm_id: mm.mm_id,
-            pgd: mm.pgd,
-            vma,
-        })
     }
 
     /// The accesses of one `read`/`write` over `[start, end)`, lowest address first
@@ -114,7 +147,7 @@ impl Machine {
         // The PMD entry's location for the current 2 MiB region. A fault never moves or
         // frees an existing PMD table (it may fill the entry, or split it), so the location
         // stays valid across the faults of the region; a hole is looked up again.
-        let mut loc: Option<(u64, u32, usize)> = None;
+        let mut loc: Option<(u64, TableFrame, usize)> = None;
         // The page whose fault `pte_fault` took last: if its retry does not go through, it
         // takes the full path of `access_page` (which bounds the retries).
         let mut retried = u64::MAX;
@@ -122,21 +155,28 @@ impl Machine {
             let region = a & !(PMD_SIZE - 1);
             let region_end = (region + PMD_SIZE).min(end);
             if loc.is_none_or(|(r, _, _)| r != region) {
-                loc = match self.pmd_loc(pgd, a) {
-                    crate::machine::PmdLoc::Found(t, i) => Some((region, t, i)),
-                    crate::machine::PmdLoc::Hole(_) => None,
+                loc = match walk::pmd_loc(&self.mem, self.paging, pgd, a) {
+                    PmdLoc::Found(t, i) => Some((region, t, i)),
+                    PmdLoc::Hole(_) => None,
                 };
             }
-            if let Some((_, pmd_t, pmd_i)) = loc {
-                let pmde = self.entry(pmd_t, pmd_i);
+            if let Some((_, pmd_table, pmd_i)) = loc {
+                let pmde = self.mem.entry(pmd_table, pmd_i);
                 if pmde.is_present() && !pmde.is_protnone() {
                     if pmde.is_huge() {
-                        a = self.access_huge(pmd_t, pmd_i, a, region_end, write, value, &mut out);
+                        a = access_huge(
+                            &mut self.mem,
+                            (pmd_table, pmd_i),
+                            a,
+                            region_end,
+                            (write, value),
+                            &mut out,
+                        );
                         if a == region_end {
                             continue;
                         }
                     } else {
-                        let t = pmde.pfn().as_u64() as u32;
+                        let t = TableFrame::of(pmde);
                         a = self
                             .mem
                             .access_ptes(t, a, region_end, write, value, &mut out);
@@ -161,207 +201,221 @@ impl Machine {
     }
 
     /// The faults of a page whose PTE table `t` the caller has found, for the two cases
-    /// it can tell from the PTE alone: a none PTE (a not-present fault: `faults_read` or
-    /// `faults_write`, then `handle_none_fault`) and a write to a present, non-`PROT_NONE`,
-    /// read-only PTE (`faults_wp`, then `do_wp_page`). That is what [`Self::access_page`]
-    /// does for them after its two walks; here they take none. Returns `false` (nothing
-    /// done) for any other entry.
-    fn pte_fault(&mut self, pid: u32, t: u32, a: u64, write: bool) -> Result<bool, CowError> {
+    /// it can tell from the PTE alone: a none PTE (a not-present fault) and a write to a
+    /// present, read-only PTE (a write-protect fault). It hands them to the same dispatch
+    /// as [`Self::access_page`] (`Fault::handle_mm_fault`) without its two walks. Returns
+    /// `false` (nothing done) for any other entry, which takes the full path.
+    fn pte_fault(
+        &mut self,
+        pid: u32,
+        t: TableFrame,
+        a: u64,
+        write: bool,
+    ) -> Result<bool, CowError> {
         let addr = VirtAddr::new(a);
         let i = Paging::index(addr, 12);
-        let e = PageTableEntry::from_raw(self.mem.table(t)[i]);
-        if e.is_none() {
-            let ctx = self.fault_ctx(pid, addr)?;
-            if write {
-                self.stats.faults_write += 1;
-            } else {
-                self.stats.faults_read += 1;
+        let entry = self.mem.entry(t, i);
+        let leaf = match entry.kind() {
+            EntryKind::None => None,
+            EntryKind::Present if write && !entry.is_writable() => Some(Leaf {
+                level: Level::Pte,
+                table: t,
+                index: i,
+                entry,
+            }),
+            // Anything else (a software entry included) takes `access_page`'s full path.
+            _ => return Ok(false),
+        };
+        // The fault the MMU would report, through the same dispatch as `access_page`.
+        let code = walk::error_code(write, leaf.is_some());
+        self.fault(pid, addr, write)?.handle_mm_fault(leaf, code)?;
+        Ok(true)
+    }
+}
+
+/// The non-faulting accesses through a huge PMD leaf from `a` to `end` (one 2 MiB
+/// region); returns where it stopped (`a` itself if the leaf forbids the access).
+fn access_huge(
+    mem: &mut PhysMem,
+    (pmd_table, pmd_i): (TableFrame, usize),
+    a: u64,
+    end: u64,
+    (write, value): (bool, u64),
+    out: &mut Option<&mut Vec<u64>>,
+) -> u64 {
+    let e = mem.entry(pmd_table, pmd_i);
+    if !hw_permits(e, write) {
+        return a;
+    }
+    let n = hw_accessed(e, write);
+    if n != e {
+        mem.set_entry(pmd_table, pmd_i, n);
+    }
+    let base = e.pfn().as_u64() as usize;
+    let first = base + ((a & (PMD_SIZE - 1)) / PAGE_SIZE) as usize;
+    let pages = ((end - a) / PAGE_SIZE) as usize;
+    let c = &mut mem.content[first..first + pages];
+    if write {
+        c.fill(value);
+    }
+    if let Some(o) = out.as_deref_mut() {
+        o.extend_from_slice(c);
+    }
+    end
+}
+
+impl Fault<'_> {
+    /// `handle_mm_fault` → `__handle_mm_fault` after the MMU reported `code` for the walk
+    /// that ended at `leaf`: a write to a present, non-`PROT_NONE` leaf is a write-protect
+    /// fault (`do_huge_pmd_wp_page` or `do_wp_page`), anything else a not-present fault.
+    ///
+    /// The dispatch is a `match` on the kind of the entry where the walk stopped, as in
+    /// `handle_pte_fault`: a software entry (swap, migration) is an error, never an empty
+    /// entry to overwrite.
+    fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
+        let kind = leaf.map_or(EntryKind::None, |l| l.entry.kind());
+        match (kind, leaf) {
+            (EntryKind::Present, Some(l)) if self.write && code & PF_PROT != 0 => {
+                self.events.emit(Event::FaultWp);
+                if l.level == Level::Pmd {
+                    self.do_huge_pmd_wp_page(l.table, l.index)?;
+                } else {
+                    self.do_wp_page(l.table, l.index)?;
+                }
             }
-            self.handle_none_fault(&ctx, addr, write)?;
-            return Ok(true);
-        }
-        if write && e.is_present() && !e.is_protnone() && !e.is_writable() {
-            let ctx = self.fault_ctx(pid, addr)?;
-            self.stats.faults_wp += 1;
-            self.do_wp_page(&ctx, t, i)?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// The non-faulting accesses through a huge PMD leaf from `a` to `end` (one 2 MiB
-    /// region); returns where it stopped (`a` itself if the leaf forbids the access).
-    #[allow(clippy::too_many_arguments)]
-    fn access_huge(
-        &mut self,
-        pmd_t: u32,
-        pmd_i: usize,
-        a: u64,
-        end: u64,
-        write: bool,
-        value: u64,
-        out: &mut Option<&mut Vec<u64>>,
-    ) -> u64 {
-        let e = self.entry(pmd_t, pmd_i);
-        if write && !e.is_writable() {
-            return a;
-        }
-        let mut n = e.mkyoung();
-        if write {
-            n = n.hw_dirty();
-        }
-        if n != e {
-            self.set_entry(pmd_t, pmd_i, n);
-        }
-        let base = e.pfn().as_u64() as usize;
-        let first = base + ((a & (PMD_SIZE - 1)) / PAGE_SIZE) as usize;
-        let pages = ((end - a) / PAGE_SIZE) as usize;
-        let c = &mut self.mem.content[first..first + pages];
-        if write {
-            c.fill(value);
-        }
-        if let Some(o) = out.as_deref_mut() {
-            o.extend_from_slice(c);
-        }
-        end
-    }
-
-    fn add_rss(&mut self, pid: u32, delta: i64) {
-        if let Ok(mm) = self.mm_mut(pid) {
-            mm.rss_anon = mm.rss_anon.wrapping_add_signed(delta);
-        }
-    }
-
-    /// Marks the VMA holding `addr` as having an `anon_vma` (`anon_vma_prepare`).
-    fn mark_anon_vma(&mut self, pid: u32, addr: VirtAddr) {
-        if let Ok(mm) = self.mm_mut(pid) {
-            if let Some(i) = mm.find_vma(addr) {
-                mm.vmas[i].anon_vma = true;
+            // A `PROT_NONE` leaf lies in a `PROT_NONE` VMA, which `access_error` refuses
+            // first (no NUMA hinting faults): it takes the not-present path, as before.
+            (EntryKind::None | EntryKind::Present | EntryKind::ProtNone, _) => {
+                self.count_not_present();
+                self.handle_none_fault()?;
+            }
+            (EntryKind::Swap(s), _) => {
+                return Err(CowError::invariant(
+                    "swap-entry",
+                    format!(
+                        "a software entry (swap type {}, offset {:#x}) at {}: swap and \
+                         migration entries are not modelled (do_swap_page)",
+                        s.swp_type(),
+                        s.swp_offset(),
+                        self.address
+                    ),
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// Counts a not-present fault: `faults_write` or `faults_read`.
+    fn count_not_present(&mut self) {
+        if self.write {
+            self.events.emit(Event::FaultWrite);
+        } else {
+            self.events.emit(Event::FaultRead);
+        }
+    }
+
+    /// `anon_vma_prepare`: the VMA has an `anon_vma` from now on.
+    fn anon_vma_prepare(&mut self) {
+        self.vma.anon_vma = true;
     }
 
     /// `__handle_mm_fault` for a not-present PTE/PMD (KS §2.2): allocate the upper tables,
     /// try a PMD THP where allowed, else `do_anonymous_page`. On failure every table this
     /// fault allocated is freed again, so a failed access changes nothing.
-    fn handle_none_fault(
-        &mut self,
-        ctx: &FaultCtx,
-        addr: VirtAddr,
-        write: bool,
-    ) -> Result<(), CowError> {
+    fn handle_none_fault(&mut self) -> Result<(), CowError> {
         let mut log = TableLog::default();
-        let r = self.none_fault_inner(ctx, addr, write, &mut log);
+        let r = self.none_fault_inner(&mut log);
         if r.is_err() {
             for &(parent, idx, t) in log.items[..log.n].iter().rev() {
-                self.set_entry(parent, idx, PageTableEntry::NONE);
+                self.mem.set_entry(parent, idx, PageTableEntry::NONE);
                 self.mem.free_table(t);
             }
         }
         r
     }
 
-    fn none_fault_inner(
-        &mut self,
-        ctx: &FaultCtx,
-        addr: VirtAddr,
-        write: bool,
-        log: &mut TableLog,
-    ) -> Result<(), CowError> {
-        let (pmd_t, pmd_i) = self.pmd_alloc_logged(ctx.pgd, addr, log)?;
-        let pmde = self.entry(pmd_t, pmd_i);
+    fn none_fault_inner(&mut self, log: &mut TableLog) -> Result<(), CowError> {
+        let (pmd_table, pmd_i) = self.pmd_alloc_logged(log)?;
+        let pmde = self.mem.entry(pmd_table, pmd_i);
         if pmde.is_none() {
-            let orders = self.policy.allowable_orders(ctx.vma.flags);
+            let orders = self.cfg.allowable_orders(self.vma.flags);
             if orders & (1 << PMD_ORDER) != 0
-                && self.do_huge_pmd_anonymous_page(ctx, addr, write, pmd_t, pmd_i)?
+                && self.do_huge_pmd_anonymous_page(pmd_table, pmd_i)?
             {
                 return Ok(());
             }
-            let t = self.alloc_table()?;
-            self.set_entry(pmd_t, pmd_i, PageTableEntry::table(Pfn::new(u64::from(t))));
-            log.push(pmd_t, pmd_i, t);
+            let t = alloc_table(self.mem)?;
+            self.mem.set_entry(pmd_table, pmd_i, t.entry());
+            log.push(pmd_table, pmd_i, t);
         }
-        let pte_t = self.entry(pmd_t, pmd_i).pfn().as_u64() as u32;
-        self.do_anonymous_page(ctx, addr, write, pte_t)
+        let pte_table = TableFrame::of(self.mem.entry(pmd_table, pmd_i));
+        self.do_anonymous_page(pte_table)
     }
 
     /// `pmd_alloc` & co. with every allocation recorded in `log`.
-    fn pmd_alloc_logged(
-        &mut self,
-        pgd: u32,
-        addr: VirtAddr,
-        log: &mut TableLog,
-    ) -> Result<(u32, usize), CowError> {
-        let levels = self.paging.table_levels();
-        let mut table = pgd;
-        for &(_, shift) in &levels[..self.paging.pmd_depth()] {
-            let idx = Paging::index(addr, shift);
-            let e = self.entry(table, idx);
+    fn pmd_alloc_logged(&mut self, log: &mut TableLog) -> Result<(TableFrame, usize), CowError> {
+        let mut table = self.pgd;
+        for &(_, shift) in &self.paging.table_levels()[..self.paging.pmd_depth()] {
+            let idx = Paging::index(self.address, shift);
+            let e = self.mem.entry(table, idx);
             table = if e.is_none() {
-                let t = self.alloc_table()?;
-                self.set_entry(table, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+                let t = alloc_table(self.mem)?;
+                self.mem.set_entry(table, idx, t.entry());
                 log.push(table, idx, t);
                 t
             } else {
-                e.pfn().as_u64() as u32
+                TableFrame::of(e)
             };
         }
-        Ok((table, Paging::index(addr, 21)))
+        Ok((table, Paging::index(self.address, 21)))
     }
 
     /// `do_anonymous_page` + `alloc_anon_folio` (KS §2.3, §2.4).
-    fn do_anonymous_page(
-        &mut self,
-        ctx: &FaultCtx,
-        addr: VirtAddr,
-        write: bool,
-        pte_t: u32,
-    ) -> Result<(), CowError> {
-        let prot = ctx.vma.page_prot();
-        if !write {
-            let e =
-                PageTableEntry::new(Pfn::new(u64::from(self.zero_pfn)), prot | PteFlags::SPECIAL);
-            self.set_entry(pte_t, Paging::index(addr, 12), e);
+    fn do_anonymous_page(&mut self, pte_table: TableFrame) -> Result<(), CowError> {
+        let prot = self.vma.page_prot();
+        if !self.write {
+            let e = PageTableEntry::of_frame(self.mem.zero_pfn, prot | PteFlags::SPECIAL);
+            self.mem
+                .set_entry(pte_table, Paging::index(self.address, 12), e);
             return Ok(());
         }
-        let mut orders = self.anon_orders(&ctx.vma, addr, pte_t);
+        let mut orders = self.anon_orders(pte_table);
         let mut chosen = None;
         while orders != 0 {
             let order = orders.ilog2();
-            if let Some(h) = self.alloc_folio(order) {
-                chosen = Some((h, order));
+            if let Some(f) = self.mem.alloc_folio(order) {
+                chosen = Some((f, order));
                 break;
             }
-            Stats::count_mthp(&mut self.stats.anon_fault_fallback, order);
+            self.events.emit(Event::AnonFaultFallback { order });
             orders &= !(1 << order);
         }
-        let (h, order) = match chosen {
+        let (folio, order) = match chosen {
             Some(c) => c,
-            None => (self.alloc_folio(0).ok_or(CowError::OutOfMemory)?, 0),
+            None => (self.mem.alloc_folio(0).ok_or(CowError::OutOfMemory)?, 0),
         };
         let nr = 1u32 << order;
-        let base = addr.align_down(PAGE_SIZE << order);
+        let base = self.address.align_down(PAGE_SIZE << order);
         let base_i = Paging::index(base, 12);
-        self.mem.ref_add(h, nr as i32 - 1);
-        self.add_rss(ctx.pid, i64::from(nr));
-        Stats::count_mthp(&mut self.stats.anon_fault_alloc, order);
-        self.mem.add_new_anon_rmap(h, ctx.mm_id);
-        let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), &ctx.vma);
+        self.mem.folio_ref_add(folio, nr as i32 - 1);
+        *self.rss_anon += u64::from(nr);
+        self.events.emit(Event::AnonFaultAlloc { order });
+        self.mem.add_new_anon_rmap(folio, self.mm_id);
+        let h = folio.pfn();
+        let e = make_writable_dirty(PageTableEntry::of_frame(h, prot), self.vma);
         for i in 0..nr {
-            self.set_entry(
-                pte_t,
-                base_i + i as usize,
-                e.with_pfn(Pfn::new(u64::from(h + i))),
-            );
+            self.mem
+                .set_entry(pte_table, base_i + i as usize, e.with_frame(h + i));
         }
-        self.mark_anon_vma(ctx.pid, addr);
+        self.anon_vma_prepare();
         Ok(())
     }
 
     /// The candidate mTHP orders of a write fault (KS §2.4 steps A–C): allowed by policy,
     /// naturally aligned block inside the VMA, block of `pte_none` entries.
-    fn anon_orders(&self, vma: &Vma, addr: VirtAddr, pte_t: u32) -> u32 {
-        let mut orders = self.policy.allowable_orders(vma.flags) & ((1 << PMD_ORDER) - 1);
+    fn anon_orders(&self, pte_table: TableFrame) -> u32 {
+        let (vma, addr) = (&*self.vma, self.address);
+        let mut orders = self.cfg.allowable_orders(vma.flags) & ((1 << PMD_ORDER) - 1);
         while orders != 0 {
             let order = orders.ilog2();
             let size = PAGE_SIZE << order;
@@ -374,7 +428,7 @@ impl Machine {
         while orders != 0 {
             let order = orders.ilog2();
             let first = Paging::index(addr.align_down(PAGE_SIZE << order), 12);
-            if (first..first + (1 << order)).all(|i| self.entry(pte_t, i).is_none()) {
+            if (first..first + (1 << order)).all(|i| self.mem.entry(pte_table, i).is_none()) {
                 break;
             }
             orders &= !(1 << order);
@@ -385,220 +439,230 @@ impl Machine {
     /// `do_huge_pmd_anonymous_page` (KS §2.5). `Ok(false)` is `VM_FAULT_FALLBACK`.
     fn do_huge_pmd_anonymous_page(
         &mut self,
-        ctx: &FaultCtx,
-        addr: VirtAddr,
-        write: bool,
-        pmd_t: u32,
+        pmd_table: TableFrame,
         pmd_i: usize,
     ) -> Result<bool, CowError> {
-        let haddr = addr.align_down(PMD_SIZE);
-        if haddr < ctx.vma.start || haddr.as_u64() + PMD_SIZE > ctx.vma.end.as_u64() {
+        let haddr = self.address.align_down(PMD_SIZE);
+        if haddr < self.vma.start || haddr.as_u64() + PMD_SIZE > self.vma.end.as_u64() {
             return Ok(false);
         }
-        let prot = ctx.vma.page_prot() | PteFlags::HUGE;
-        if !write && self.policy.use_zero_page {
-            let t = self.alloc_table()?;
-            let e = PageTableEntry::new(
-                Pfn::new(u64::from(self.huge_zero_pfn)),
-                prot | PteFlags::SPECIAL,
-            );
-            self.set_entry(pmd_t, pmd_i, e);
-            self.deposits.insert(Self::deposit_key(pmd_t, pmd_i), t);
-            self.mark_anon_vma(ctx.pid, addr); // anon_vma_prepare ran before the zero branch
+        let prot = self.vma.page_prot() | PteFlags::HUGE;
+        if !self.write && self.cfg.use_zero_page {
+            let t = alloc_table(self.mem)?;
+            let e = PageTableEntry::of_frame(self.mem.huge_zero_pfn, prot | PteFlags::SPECIAL);
+            self.mem.set_entry(pmd_table, pmd_i, e);
+            self.mem.deposit(pmd_table, pmd_i, t);
+            self.anon_vma_prepare(); // anon_vma_prepare ran before the zero branch
             return Ok(true);
         }
-        let Some(h) = self.alloc_folio(PMD_ORDER) else {
-            Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
+        let Some(folio) = self.mem.alloc_folio(PMD_ORDER) else {
+            self.events
+                .emit(Event::AnonFaultFallback { order: PMD_ORDER });
             return Ok(false);
         };
-        let t = match self.alloc_table() {
+        let t = match alloc_table(self.mem) {
             Ok(t) => t,
             Err(e) => {
-                self.put_folio(h, 1);
+                self.mem.folio_put_refs(folio, 1);
                 return Err(e);
             }
         };
-        self.map_anon_folio_pmd(ctx, h, pmd_t, pmd_i);
-        self.deposits.insert(Self::deposit_key(pmd_t, pmd_i), t);
+        self.map_anon_folio_pmd(folio, pmd_table, pmd_i);
+        self.mem.deposit(pmd_table, pmd_i, t);
         Ok(true)
     }
 
     /// `map_anon_folio_pmd`: map a fresh order-9 folio with a writable, dirty PMD.
-    fn map_anon_folio_pmd(&mut self, ctx: &FaultCtx, h: u32, pmd_t: u32, pmd_i: usize) {
-        let prot = ctx.vma.page_prot() | PteFlags::HUGE;
-        self.mem.add_new_anon_rmap(h, ctx.mm_id);
-        let e = make_writable_dirty(PageTableEntry::new(Pfn::new(u64::from(h)), prot), &ctx.vma);
-        self.set_entry(pmd_t, pmd_i, e);
-        self.add_rss(ctx.pid, PMD_NR as i64);
-        self.stats.thp_fault_alloc += 1;
-        Stats::count_mthp(&mut self.stats.anon_fault_alloc, PMD_ORDER);
-        self.mark_anon_vma(ctx.pid, ctx.vma.start);
+    fn map_anon_folio_pmd(&mut self, folio: FolioRef, pmd_table: TableFrame, pmd_i: usize) {
+        let prot = self.vma.page_prot() | PteFlags::HUGE;
+        self.mem.add_new_anon_rmap(folio, self.mm_id);
+        let e = make_writable_dirty(PageTableEntry::of_frame(folio.pfn(), prot), self.vma);
+        self.mem.set_entry(pmd_table, pmd_i, e);
+        *self.rss_anon += PMD_NR;
+        self.events.emit(Event::ThpFaultAlloc);
+        self.events.emit(Event::AnonFaultAlloc { order: PMD_ORDER });
+        self.anon_vma_prepare();
     }
 
     /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
-    fn do_wp_page(&mut self, ctx: &FaultCtx, pte_t: u32, pte_i: usize) -> Result<(), CowError> {
-        let pte = self.entry(pte_t, pte_i);
+    fn do_wp_page(&mut self, pte_table: TableFrame, pte_i: usize) -> Result<(), CowError> {
+        let pte = self.mem.entry(pte_table, pte_i);
         // vm_normal_page(): NULL for the zero page (special).
-        let page = (!pte.is_special()).then(|| pte.pfn().as_u64() as u32);
+        let page = (!pte.is_special()).then(|| pte.frame());
         if let Some(p) = page {
-            let h = self.mem.folio_head(p);
+            let folio = self.mem.folio(self.mem.page_folio(p));
             let reuse = self.mem.anon_exclusive(p)
-                || if self.mem.is_large(h) {
-                    self.policy.cow_reuse_pte_mapped_thp && self.wp_can_reuse_large_anon_folio(h)
+                || if folio.folio_test_large() {
+                    self.cfg.cow_reuse_pte_mapped_thp && wp_can_reuse_large_anon_folio(folio)
                 } else {
                     // wp_can_reuse_anon_folio: only the mapping's own reference.
-                    self.mem.refcount(h) == 1
+                    folio.folio_ref_count() == 1
                 };
             if reuse {
                 // wp_page_reuse.
                 self.mem.set_anon_exclusive(p, true);
                 let mut n = pte.mkyoung().mkdirty();
-                if ctx.vma.flags.contains(VmFlags::WRITE) {
+                if self.vma.flags.contains(VmFlags::WRITE) {
                     n = n.mkwrite();
                 }
-                self.set_entry(pte_t, pte_i, n);
-                self.stats.pgreuse += 1;
+                self.mem.set_entry(pte_table, pte_i, n);
+                self.events.emit(Event::PgReuse);
                 return Ok(());
             }
         }
-        self.wp_page_copy(ctx, pte_t, pte_i, page)
-    }
-
-    /// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3).
-    fn wp_can_reuse_large_anon_folio(&self, h: u32) -> bool {
-        let mapcount = self.mem.folio_mapcount(h);
-        if mapcount <= 1 || self.mem.slots(h).shared {
-            return false;
-        }
-        mapcount == self.mem.refcount(h)
+        self.wp_page_copy(pte_table, pte_i, page)
     }
 
     /// `wp_page_copy` (KS §4.4): a new order-0 folio replaces the PTE; the old folio loses
     /// its mapping and (at the end of the fault) the mapping's reference.
     fn wp_page_copy(
         &mut self,
-        ctx: &FaultCtx,
-        pte_t: u32,
+        pte_table: TableFrame,
         pte_i: usize,
         page: Option<u32>,
     ) -> Result<(), CowError> {
-        let new = self.alloc_folio(0).ok_or(CowError::OutOfMemory)?;
-        let old_head = page.map(|p| self.mem.folio_head(p));
-        if let Some(h) = old_head {
-            self.mem.ref_add(h, 1); // folio_get before the copy
+        let new = self.mem.alloc_folio(0).ok_or(CowError::OutOfMemory)?;
+        let old_folio = page.map(|p| self.mem.page_folio(p));
+        if let Some(f) = old_folio {
+            self.mem.folio_ref_add(f, 1); // folio_get before the copy
         }
-        self.mem.content[new as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
+        self.mem.content[new.pfn() as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
         let e = make_writable_dirty(
-            PageTableEntry::new(Pfn::new(u64::from(new)), ctx.vma.page_prot()),
-            &ctx.vma,
+            PageTableEntry::of_frame(new.pfn(), self.vma.page_prot()),
+            self.vma,
         );
-        self.mem.add_new_anon_rmap(new, ctx.mm_id);
+        self.mem.add_new_anon_rmap(new, self.mm_id);
         if page.is_none() {
-            self.add_rss(ctx.pid, 1);
+            *self.rss_anon += 1;
         }
-        self.set_entry(pte_t, pte_i, e);
-        if let (Some(p), Some(h)) = (page, old_head) {
-            self.mem.remove_rmap_ptes(h, p, 1, ctx.mm_id);
-            self.put_folio(h, 2);
+        self.mem.set_entry(pte_table, pte_i, e);
+        if let (Some(p), Some(f)) = (page, old_folio) {
+            self.mem.remove_rmap_ptes(f, p, 1, self.mm_id);
+            self.mem.folio_put_refs(f, 2);
         }
-        self.stats.cow_copy += 1;
-        self.mark_anon_vma(ctx.pid, ctx.vma.start);
+        self.events.emit(Event::CowCopy);
+        self.anon_vma_prepare();
         Ok(())
     }
 
     /// `do_huge_pmd_wp_page` (KS §4.5). `Ok(false)` is `VM_FAULT_FALLBACK` (PMD split).
     fn do_huge_pmd_wp_page(
         &mut self,
-        ctx: &FaultCtx,
-        addr: VirtAddr,
-        pmd_t: u32,
+        pmd_table: TableFrame,
         pmd_i: usize,
     ) -> Result<bool, CowError> {
-        let pmde = self.entry(pmd_t, pmd_i);
-        let haddr = addr.align_down(PMD_SIZE);
+        let pmde = self.mem.entry(pmd_table, pmd_i);
+        let haddr = self.address.align_down(PMD_SIZE);
         if pmde.is_special() {
-            if self.policy.huge_zero_wp_alloc {
+            if self.cfg.huge_zero_wp_alloc {
                 // do_huge_zero_wp_pmd.
-                if let Some(h) = self.alloc_folio(PMD_ORDER) {
-                    self.map_anon_folio_pmd(ctx, h, pmd_t, pmd_i);
-                    self.stats.huge_zero_write += 1;
+                if let Some(f) = self.mem.alloc_folio(PMD_ORDER) {
+                    self.map_anon_folio_pmd(f, pmd_table, pmd_i);
+                    self.events.emit(Event::HugeZeroWrite);
                     return Ok(true);
                 }
-                Stats::count_mthp(&mut self.stats.anon_fault_fallback, PMD_ORDER);
+                self.events
+                    .emit(Event::AnonFaultFallback { order: PMD_ORDER });
             }
-            self.split_huge_pmd(ctx.mm_id, &ctx.vma, pmd_t, pmd_i, haddr)?;
+            split_huge_pmd(
+                self.mem,
+                self.events,
+                self.mm_id,
+                self.vma,
+                (pmd_table, pmd_i),
+                haddr,
+            )?;
             return Ok(false);
         }
-        let h = pmde.pfn().as_u64() as u32;
-        if self.mem.anon_exclusive(h) || self.mem.refcount(h) == 1 {
+        let h = pmde.frame();
+        let folio = self.mem.folio(self.mem.page_folio(h));
+        if folio.folio_test_anon_exclusive(0) || folio.folio_ref_count() == 1 {
             self.mem.set_anon_exclusive(h, true);
             let mut n = pmde.mkyoung().mkdirty();
-            if ctx.vma.flags.contains(VmFlags::WRITE) {
+            if self.vma.flags.contains(VmFlags::WRITE) {
                 n = n.mkwrite();
             }
-            self.set_entry(pmd_t, pmd_i, n);
+            self.mem.set_entry(pmd_table, pmd_i, n);
             // No PGREUSE here: the kernel counts it only in wp_page_reuse(), the PTE path.
             return Ok(true);
         }
-        self.split_huge_pmd(ctx.mm_id, &ctx.vma, pmd_t, pmd_i, haddr)?;
+        split_huge_pmd(
+            self.mem,
+            self.events,
+            self.mm_id,
+            self.vma,
+            (pmd_table, pmd_i),
+            haddr,
+        )?;
         Ok(false)
     }
+}
 
-    /// `__split_huge_pmd_locked` (KS §6.1, non-freeze): the deposited table replaces the
-    /// PMD; a huge zero PMD becomes 512 zero-page PTEs; a THP PMD becomes 512 PTEs with the
-    /// PMD's write/young/dirty/soft-dirty bits, AE copied from the head to every page.
-    pub(crate) fn split_huge_pmd(
-        &mut self,
-        mm_id: u32,
-        vma: &Vma,
-        pmd_t: u32,
-        pmd_i: usize,
-        haddr: VirtAddr,
-    ) -> Result<(), CowError> {
-        let pmde = self.entry(pmd_t, pmd_i);
-        let t = self
-            .deposits
-            .remove(&Self::deposit_key(pmd_t, pmd_i))
-            .ok_or_else(|| {
-                CowError::invariant(
-                    "deposit",
-                    format!("huge PMD at {haddr} has no deposited table"),
-                )
-            })?;
-        self.stats.thp_split_pmd += 1;
-        let prot = vma.page_prot();
-        if pmde.is_special() {
-            let z =
-                PageTableEntry::new(Pfn::new(u64::from(self.zero_pfn)), prot | PteFlags::SPECIAL);
-            for i in 0..512 {
-                self.set_entry(t, i, z);
-            }
-        } else {
-            let h = pmde.pfn().as_u64() as u32;
-            let ae = self.mem.anon_exclusive(h);
-            self.mem.ref_add(h, PMD_NR as i32 - 1);
-            self.mem.add_anon_rmap_ptes(h, h, PMD_NR as u32, mm_id, ae);
-            let mut e = PageTableEntry::new(Pfn::new(u64::from(h)), prot);
-            if pmde.is_writable() {
-                e = e.mkwrite();
-            }
-            if !pmde.is_young() {
-                e = e.mkold();
-            }
-            if pmde.is_dirty() {
-                e = e.mkdirty();
-            }
-            if pmde.is_soft_dirty() {
-                e = e.mksoft_dirty();
-            }
-            for i in 0..512u32 {
-                self.set_entry(t, i as usize, e.with_pfn(Pfn::new(u64::from(h + i))));
-            }
-            self.mem.remove_rmap_pmd(h, mm_id);
-        }
-        self.set_entry(pmd_t, pmd_i, PageTableEntry::table(Pfn::new(u64::from(t))));
-        Ok(())
+/// `pte_alloc_one` & co.: a page-table frame, or `OutOfMemory`.
+pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
+    mem.alloc_table().ok_or(CowError::OutOfMemory)
+}
+
+/// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3).
+fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> bool {
+    let mapcount = folio.folio_large_mapcount();
+    if mapcount <= 1 || folio.folio_mm_slots().shared {
+        return false;
     }
+    mapcount == folio.folio_ref_count()
+}
+
+/// `__split_huge_pmd_locked` (KS §6.1, non-freeze): the deposited table replaces the
+/// PMD; a huge zero PMD becomes 512 zero-page PTEs; a THP PMD becomes 512 PTEs with the
+/// PMD's write/young/dirty/soft-dirty bits, AE copied from the head to every page.
+pub(crate) fn split_huge_pmd(
+    mem: &mut PhysMem,
+    events: &mut Events,
+    mm_id: u32,
+    vma: &Vma,
+    (pmd_table, pmd_i): (TableFrame, usize),
+    haddr: VirtAddr,
+) -> Result<(), CowError> {
+    let pmde = mem.entry(pmd_table, pmd_i);
+    let t = mem.withdraw(pmd_table, pmd_i).ok_or_else(|| {
+        CowError::invariant(
+            "deposit",
+            format!("huge PMD at {haddr} has no deposited table"),
+        )
+    })?;
+    events.emit(Event::ThpSplitPmd);
+    let prot = vma.page_prot();
+    if pmde.is_special() {
+        let z = PageTableEntry::of_frame(mem.zero_pfn, prot | PteFlags::SPECIAL);
+        for i in 0..512 {
+            mem.set_entry(t, i, z);
+        }
+    } else {
+        let h = pmde.frame();
+        let folio = mem.page_folio(h);
+        let ae = mem.anon_exclusive(h);
+        mem.folio_ref_add(folio, PMD_NR as i32 - 1);
+        mem.add_anon_rmap_ptes(folio, h, PMD_NR as u32, mm_id, ae);
+        let mut e = PageTableEntry::of_frame(h, prot);
+        if pmde.is_writable() {
+            e = e.mkwrite();
+        }
+        if !pmde.is_young() {
+            e = e.mkold();
+        }
+        if pmde.is_dirty() {
+            e = e.mkdirty();
+        }
+        if pmde.is_soft_dirty() {
+            e = e.mksoft_dirty();
+        }
+        for i in 0..512u32 {
+            mem.set_entry(t, i as usize, e.with_frame(h + i));
+        }
+        mem.remove_rmap_pmd(folio, mm_id);
+    }
+    mem.set_entry(pmd_table, pmd_i, t.entry());
+    Ok(())
 }
 
 /// `maybe_mkwrite(pte_mkdirty(entry), vma)`.
@@ -612,14 +676,24 @@ fn make_writable_dirty(e: PageTableEntry, vma: &Vma) -> PageTableEntry {
 }
 
 /// Tables allocated by one fault, to free again if the fault fails (at most one per level).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TableLog {
-    items: [(u32, usize, u32); 5],
+    items: [(TableFrame, usize, TableFrame); 5],
     n: usize,
 }
 
+impl Default for TableLog {
+    fn default() -> Self {
+        let none = TableFrame::of(PageTableEntry::NONE);
+        Self {
+            items: [(none, 0, none); 5],
+            n: 0,
+        }
+    }
+}
+
 impl TableLog {
-    fn push(&mut self, parent: u32, idx: usize, table: u32) {
+    fn push(&mut self, parent: TableFrame, idx: usize, table: TableFrame) {
         self.items[self.n] = (parent, idx, table);
         self.n += 1;
     }
@@ -727,6 +801,34 @@ mod tests {
             (0, 1, 1)
         );
         m.check().unwrap();
+    }
+
+    /// A software (swap) entry is never taken for an empty one: the access reports an
+    /// invariant error and the entry stays (issue 11: not-present entries were all
+    /// treated as none, so a swap entry would have been overwritten).
+    #[test]
+    fn swap_entry_is_not_overwritten() {
+        use crate::paging::entry::SwapEntry;
+        use crate::physmem::TableFrame;
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.write(1, a, 2 * K4, 1).unwrap();
+        let t = m.translate(1, a).unwrap();
+        let pte = t.steps[3];
+        let table = TableFrame::at(pte.table.as_u64() as u32);
+        let swp = SwapEntry::to_pte(1, 42);
+        m.k.mem.set_entry(table, pte.index + 1, swp);
+        for write in [false, true] {
+            let b = VirtAddr::new(a.as_u64() + K4);
+            let r = if write {
+                m.write(1, b, K4, 2)
+            } else {
+                m.read(1, b, K4).map(|_| ())
+            };
+            assert!(matches!(r, Err(CowError::Invariant { .. })), "{r:?}");
+            assert_eq!(m.k.mem.entry(table, pte.index + 1), swp);
+        }
+        assert!(!m.observe(1, a, 2 * K4).unwrap()[1].present);
+        assert_eq!(m.read(1, a, K4).unwrap(), [1]); // the page before is untouched
     }
 
     /// An OOM in a fault frees the tables it allocated: nothing changes.

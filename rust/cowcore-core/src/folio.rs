@@ -7,7 +7,7 @@
 //! biased by −1 exactly as the kernel stores them (KS §1.2); per-page mapcounts are stored
 //! logically in the 24-bit field of the frame's `info` word.
 
-use crate::physmem::{PhysMem, AE_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO};
+use crate::physmem::{dup_page_info, PhysMem, AE_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO};
 
 /// `ENTIRELY_MAPPED`: the bias `_nr_pages_mapped` carries while a PMD maps the folio.
 pub const ENTIRELY_MAPPED: i32 = 0x80_0000;
@@ -56,6 +56,122 @@ pub struct FolioInfo {
     pub serial: u64,
 }
 
+/// A folio, by its head frame (`struct folio *`): what the refcount and rmap functions
+/// take. Only [`PhysMem::page_folio`] and the allocator make one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct FolioRef(u32);
+
+impl FolioRef {
+    /// The head frame (`folio_pfn`).
+    #[inline]
+    pub(crate) const fn pfn(self) -> u32 {
+        self.0
+    }
+
+    /// The folio whose head the allocator has just handed out at frame `head`.
+    #[inline]
+    pub(crate) const fn new_head(head: u32) -> Self {
+        Self(head)
+    }
+}
+
+/// A read-only view of one folio's counters in the packed per-frame arrays of
+/// [`PhysMem`] (a borrow and the head frame; nothing is copied). The accessors are the
+/// kernel's, with their logical (unbiased) values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Folio<'a> {
+    mem: &'a PhysMem,
+    head: u32,
+}
+
+impl Folio<'_> {
+    /// The handle of this folio.
+    #[inline]
+    pub(crate) fn folio_ref(self) -> FolioRef {
+        FolioRef(self.head)
+    }
+
+    /// `folio_order`.
+    #[inline]
+    pub(crate) fn folio_order(self) -> u32 {
+        self.mem.order(self.head)
+    }
+
+    /// `folio_nr_pages`.
+    #[inline]
+    pub(crate) fn folio_nr_pages(self) -> u32 {
+        1 << self.folio_order()
+    }
+
+    /// `folio_test_large`.
+    #[inline]
+    pub(crate) fn folio_test_large(self) -> bool {
+        self.mem.is_large(self.head)
+    }
+
+    /// `folio_ref_count`.
+    #[inline]
+    pub(crate) fn folio_ref_count(self) -> i32 {
+        self.mem.refcount(self.head)
+    }
+
+    /// `folio_mapcount`: the large mapcount, or the page's mapcount for order 0.
+    #[inline]
+    pub(crate) fn folio_mapcount(self) -> i32 {
+        self.mem.folio_mapcount(self.head)
+    }
+
+    /// `folio_large_mapcount` (large folios only).
+    #[inline]
+    pub(crate) fn folio_large_mapcount(self) -> i32 {
+        debug_assert!(self.folio_test_large());
+        self.mem.large_mapcount_raw(self.head) + 1
+    }
+
+    /// `folio_entire_mapcount` (0 for order 0).
+    #[inline]
+    pub(crate) fn folio_entire_mapcount(self) -> i32 {
+        self.mem.entire_mapcount(self.head)
+    }
+
+    /// Raw `_nr_pages_mapped`, with the `ENTIRELY_MAPPED` bias.
+    #[inline]
+    pub(crate) fn folio_nr_pages_mapped_raw(self) -> i32 {
+        self.mem.nr_pages_mapped_raw(self.head)
+    }
+
+    /// The MM-ID slots (`_mm_ids`, `_mm_id_mapcount`) of a large folio.
+    #[inline]
+    pub(crate) fn folio_mm_slots(self) -> Slots {
+        self.mem.slots(self.head)
+    }
+
+    /// `folio_maybe_mapped_shared` (6.15).
+    #[inline]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn folio_maybe_mapped_shared(self) -> bool {
+        self.mem.maybe_mapped_shared(self.head)
+    }
+
+    /// The allocation serial (DESIGN.md "frame identity").
+    #[inline]
+    pub(crate) fn folio_serial(self) -> u64 {
+        self.mem.serial(self.head)
+    }
+
+    /// `PageAnonExclusive` of page `i` of the folio (`folio_page(folio, i)`).
+    #[inline]
+    pub(crate) fn folio_test_anon_exclusive(self, i: u32) -> bool {
+        self.mem.anon_exclusive(self.head + i)
+    }
+
+    /// The logical PTE mapcount of page `i` of the folio.
+    #[inline]
+    pub(crate) fn folio_page_mapcount(self, i: u32) -> u32 {
+        self.mem.page_mapcount(self.head + i)
+    }
+}
+
 /// The MM-ID slot state of a large folio (the unpacked `_mm_ids`/`_mm_id_mapcount`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Slots {
@@ -65,10 +181,26 @@ pub(crate) struct Slots {
 }
 
 impl PhysMem {
+    /// `page_folio`: the folio holding frame `pfn`, which must be a folio's frame.
+    #[inline]
+    pub(crate) fn page_folio(&self, pfn: u32) -> FolioRef {
+        debug_assert!(self.is_folio(pfn));
+        FolioRef(self.folio_head(pfn))
+    }
+
+    /// The view of a folio's counters.
+    #[inline]
+    pub(crate) fn folio(&self, f: FolioRef) -> Folio<'_> {
+        Folio {
+            mem: self,
+            head: f.0,
+        }
+    }
+
     /// The head frame of the folio holding `pfn` (`page_folio`): folios are naturally
     /// aligned buddy blocks, so the head is the frame rounded down to the folio size.
     #[must_use]
-    pub(crate) fn folio_head(&self, pfn: u32) -> u32 {
+    fn folio_head(&self, pfn: u32) -> u32 {
         let order = self.order(pfn);
         pfn & !((1u32 << order) - 1)
     }
@@ -120,12 +252,13 @@ impl PhysMem {
 
     /// `folio_ref_count`.
     #[must_use]
-    pub(crate) fn refcount(&self, head: u32) -> i32 {
+    fn refcount(&self, head: u32) -> i32 {
         self.count[head as usize]
     }
 
     /// `folio_ref_add` (negative to subtract); returns the new count.
-    pub(crate) fn ref_add(&mut self, head: u32, n: i32) -> i32 {
+    pub(crate) fn folio_ref_add(&mut self, folio: FolioRef, n: i32) -> i32 {
+        let head = folio.0;
         let c = &mut self.count[head as usize];
         *c += n;
         *c
@@ -133,19 +266,19 @@ impl PhysMem {
 
     /// `folio_test_large`.
     #[must_use]
-    pub(crate) fn is_large(&self, head: u32) -> bool {
+    fn is_large(&self, head: u32) -> bool {
         self.order(head) > 0
     }
 
     /// Raw (biased) `_large_mapcount`.
     #[must_use]
-    pub(crate) fn large_mapcount_raw(&self, head: u32) -> i32 {
+    fn large_mapcount_raw(&self, head: u32) -> i32 {
         self.count[head as usize + 1]
     }
 
     /// `folio_mapcount`: logical large mapcount, or the page's mapcount for order 0.
     #[must_use]
-    pub(crate) fn folio_mapcount(&self, head: u32) -> i32 {
+    fn folio_mapcount(&self, head: u32) -> i32 {
         if self.is_large(head) {
             self.large_mapcount_raw(head) + 1
         } else {
@@ -155,7 +288,7 @@ impl PhysMem {
 
     /// `folio_entire_mapcount` (0 for order 0).
     #[must_use]
-    pub(crate) fn entire_mapcount(&self, head: u32) -> i32 {
+    fn entire_mapcount(&self, head: u32) -> i32 {
         if self.is_large(head) {
             self.count[head as usize + 2] + 1
         } else {
@@ -165,7 +298,7 @@ impl PhysMem {
 
     /// Raw `_nr_pages_mapped` (with the `ENTIRELY_MAPPED` bias).
     #[must_use]
-    pub(crate) fn nr_pages_mapped_raw(&self, head: u32) -> i32 {
+    fn nr_pages_mapped_raw(&self, head: u32) -> i32 {
         if self.is_large(head) {
             self.count[head as usize + 3]
         } else {
@@ -175,7 +308,7 @@ impl PhysMem {
 
     /// The MM-ID slots of a large folio.
     #[must_use]
-    pub(crate) fn slots(&self, head: u32) -> Slots {
+    fn slots(&self, head: u32) -> Slots {
         let h = head as usize;
         let (id0, id1, counts) = (self.word[h + 1], self.word[h + 2], self.word[h + 3]);
         Slots {
@@ -201,7 +334,7 @@ impl PhysMem {
 
     /// The allocation serial of the folio.
     #[must_use]
-    pub(crate) fn serial(&self, head: u32) -> u64 {
+    fn serial(&self, head: u32) -> u64 {
         let hi = self.serial_hi.get(head as usize).copied().unwrap_or(0);
         u64::from(self.word[head as usize]) | (u64::from(hi) << 32)
     }
@@ -210,7 +343,7 @@ impl PhysMem {
     /// the shared bit.
     #[must_use]
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn maybe_mapped_shared(&self, head: u32) -> bool {
+    fn maybe_mapped_shared(&self, head: u32) -> bool {
         let mc = self.folio_mapcount(head);
         if !self.is_large(head) || mc <= 1 {
             return mc > 1;
@@ -228,7 +361,7 @@ impl PhysMem {
     }
 
     /// `folio_add_large_mapcount(folio, diff, vma)` (6.15, KS §1.5).
-    pub(crate) fn add_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
+    fn add_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
         let new = self.count[head as usize + 1] + diff;
         self.count[head as usize + 1] = new;
         let mut s = self.slots(head);
@@ -251,7 +384,7 @@ impl PhysMem {
     }
 
     /// `folio_sub_large_mapcount(folio, diff, vma)` (6.15, KS §1.5).
-    pub(crate) fn sub_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
+    fn sub_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
         let new = self.count[head as usize + 1] - diff;
         self.count[head as usize + 1] = new;
         let mut s = self.slots(head);
@@ -276,7 +409,8 @@ impl PhysMem {
     /// `folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)`: the first mapping of a
     /// new folio. Order 9 is assumed PMD-mapped (entire 1, large 1, AE on the head only);
     /// smaller orders are PTE-mapped in full. Does not touch the refcount.
-    pub(crate) fn add_new_anon_rmap(&mut self, head: u32, mm_id: u32) {
+    pub(crate) fn add_new_anon_rmap(&mut self, folio: FolioRef, mm_id: u32) {
+        let head = folio.0;
         let order = self.order(head);
         if order == 0 {
             self.page_mapcount_inc(head);
@@ -302,12 +436,13 @@ impl PhysMem {
     /// `exclusive`.
     pub(crate) fn add_anon_rmap_ptes(
         &mut self,
-        head: u32,
+        folio: FolioRef,
         first: u32,
         nr: u32,
         mm_id: u32,
         exclusive: bool,
     ) {
+        let head = folio.0;
         if self.is_large(head) {
             let mut newly = 0;
             for p in first..first + nr {
@@ -329,7 +464,8 @@ impl PhysMem {
 
     /// `folio_remove_rmap_ptes(folio, page, nr, vma)`: large mapcount first, then the
     /// per-page mapcounts and `_nr_pages_mapped`. Never touches the refcount.
-    pub(crate) fn remove_rmap_ptes(&mut self, head: u32, first: u32, nr: u32, mm_id: u32) {
+    pub(crate) fn remove_rmap_ptes(&mut self, folio: FolioRef, first: u32, nr: u32, mm_id: u32) {
+        let head = folio.0;
         if self.is_large(head) {
             self.sub_large_mapcount(head, nr as i32, mm_id);
             let mut last = 0;
@@ -345,7 +481,8 @@ impl PhysMem {
     }
 
     /// `folio_remove_rmap_pmd(folio, page, vma)`.
-    pub(crate) fn remove_rmap_pmd(&mut self, head: u32, mm_id: u32) {
+    pub(crate) fn remove_rmap_pmd(&mut self, folio: FolioRef, mm_id: u32) {
+        let head = folio.0;
         self.sub_large_mapcount(head, 1, mm_id);
         let e = &mut self.count[head as usize + 2];
         *e -= 1;
@@ -356,11 +493,10 @@ impl PhysMem {
 
     /// `folio_try_dup_anon_rmap_ptes(folio, page, nr, dst_vma)` without pins: clear AE on
     /// the pages, per-page mapcounts +1, then the large mapcount with the **child's** mm id.
-    pub(crate) fn dup_anon_rmap_ptes(&mut self, head: u32, first: u32, nr: u32, child: u32) {
+    pub(crate) fn dup_anon_rmap_ptes(&mut self, folio: FolioRef, first: u32, nr: u32, child: u32) {
+        let head = folio.0;
         for i in &mut self.info[first as usize..(first + nr) as usize] {
-            // ClearPageAnonExclusive, then the page's mapcount + 1 (fork's hot loop).
-            debug_assert!(*i >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
-            *i = (*i & !AE_BIT) + (1 << MAPCOUNT_SHIFT);
+            *i = dup_page_info(*i);
         }
         if self.is_large(head) {
             self.add_large_mapcount(head, nr as i32, child);
@@ -369,7 +505,8 @@ impl PhysMem {
 
     /// `folio_try_dup_anon_rmap_pmd(folio, page, dst_vma)` without pins: clear AE on the
     /// head, entire +1, large +1 with the child's mm id.
-    pub(crate) fn dup_anon_rmap_pmd(&mut self, head: u32, child: u32) {
+    pub(crate) fn dup_anon_rmap_pmd(&mut self, folio: FolioRef, child: u32) {
+        let head = folio.0;
         self.set_anon_exclusive(head, false);
         self.count[head as usize + 2] += 1;
         self.add_large_mapcount(head, 1, child);
@@ -377,12 +514,11 @@ impl PhysMem {
 
     /// Snapshot of a folio's counters (the `FolioRow` of the protocol).
     #[must_use]
-    pub(crate) fn folio_info(&self, head: u32) -> FolioInfo {
-        let order = self.order(head);
-        let nr = 1u32 << order;
-        let large = self.is_large(head);
-        let s = if large {
-            self.slots(head)
+    pub(crate) fn folio_info(&self, folio: FolioRef) -> FolioInfo {
+        let f = self.folio(folio);
+        let nr = f.folio_nr_pages();
+        let s = if f.folio_test_large() {
+            f.folio_mm_slots()
         } else {
             Slots {
                 ids: [0, 0],
@@ -391,20 +527,20 @@ impl PhysMem {
             }
         };
         FolioInfo {
-            pfn: u64::from(head),
-            order,
-            refcount: i64::from(self.refcount(head)),
-            page_mapcounts: (head..head + nr).map(|p| self.page_mapcount(p)).collect(),
-            large_mapcount: i64::from(self.folio_mapcount(head)),
-            entire_mapcount: i64::from(self.entire_mapcount(head)),
-            nr_pages_mapped: i64::from(self.nr_pages_mapped_raw(head) & FOLIO_PAGES_MAPPED),
+            pfn: u64::from(folio.pfn()),
+            order: f.folio_order(),
+            refcount: i64::from(f.folio_ref_count()),
+            page_mapcounts: (0..nr).map(|i| f.folio_page_mapcount(i)).collect(),
+            large_mapcount: i64::from(f.folio_mapcount()),
+            entire_mapcount: i64::from(f.folio_entire_mapcount()),
+            nr_pages_mapped: i64::from(f.folio_nr_pages_mapped_raw() & FOLIO_PAGES_MAPPED),
             mm_ids: [
                 (s.ids[0], i64::from(s.counts[0]) + 1),
                 (s.ids[1], i64::from(s.counts[1]) + 1),
             ],
             maybe_mapped_shared: s.shared,
-            anon_exclusive: (head..head + nr).map(|p| self.anon_exclusive(p)).collect(),
-            serial: self.serial(head),
+            anon_exclusive: (0..nr).map(|i| f.folio_test_anon_exclusive(i)).collect(),
+            serial: f.folio_serial(),
         }
     }
 }
@@ -413,31 +549,32 @@ impl PhysMem {
 mod tests {
     use super::*;
 
-    fn mem_with_folio(order: u32) -> (PhysMem, u32) {
+    fn mem_with_folio(order: u32) -> (PhysMem, FolioRef) {
         let mut m = PhysMem::new(2048);
-        let h = m.alloc_folio(order, 1).unwrap();
+        let h = m.alloc_folio(order).unwrap();
         (m, h)
     }
 
     /// KS Appendix A, steps 1–4b (64 KiB mTHP, `PAGE_MAPCOUNT`).
     #[test]
     fn appendix_a_slots() {
-        let (mut m, h) = mem_with_folio(4);
-        m.ref_add(h, 15);
-        m.add_new_anon_rmap(h, 1);
+        let (mut m, f) = mem_with_folio(4);
+        let h = f.pfn();
+        m.folio_ref_add(f, 15);
+        m.add_new_anon_rmap(f, 1);
         let s = m.slots(h);
         assert_eq!((s.ids, s.counts, s.shared), ([1, 0], [15, -1], false));
         assert_eq!(m.folio_mapcount(h), 16);
         // fork: child mm 2 dups the 16 PTEs in one batch.
-        m.ref_add(h, 16);
-        m.dup_anon_rmap_ptes(h, h, 16, 2);
+        m.folio_ref_add(f, 16);
+        m.dup_anon_rmap_ptes(f, h, 16, 2);
         let s = m.slots(h);
         assert_eq!((s.ids, s.counts, s.shared), ([1, 2], [15, 15], true));
         assert!(!m.anon_exclusive(h + 3));
         assert_eq!(m.page_mapcount(h + 3), 2);
         // child exits: its slot frees, slot0 owns all 16 → shared clears.
-        m.remove_rmap_ptes(h, h, 16, 2);
-        m.ref_add(h, -16);
+        m.remove_rmap_ptes(f, h, 16, 2);
+        m.folio_ref_add(f, -16);
         let s = m.slots(h);
         assert_eq!((s.ids, s.counts, s.shared), ([1, 0], [15, -1], false));
         assert_eq!(m.folio_mapcount(h), m.refcount(h));
@@ -447,40 +584,42 @@ mod tests {
     /// Three MMs: the untracked one leaves a stale shared bit (KS §1.5 consequences).
     #[test]
     fn untracked_mm_keeps_shared() {
-        let (mut m, h) = mem_with_folio(2);
-        m.add_new_anon_rmap(h, 1);
-        m.dup_anon_rmap_ptes(h, h, 4, 2);
-        m.dup_anon_rmap_ptes(h, h, 4, 3); // untracked
+        let (mut m, f) = mem_with_folio(2);
+        let h = f.pfn();
+        m.add_new_anon_rmap(f, 1);
+        m.dup_anon_rmap_ptes(f, h, 4, 2);
+        m.dup_anon_rmap_ptes(f, h, 4, 3); // untracked
         let s = m.slots(h);
         assert_eq!((s.ids, s.shared), ([1, 2], true));
-        m.remove_rmap_ptes(h, h, 4, 1);
-        m.remove_rmap_ptes(h, h, 4, 2);
+        m.remove_rmap_ptes(f, h, 4, 1);
+        m.remove_rmap_ptes(f, h, 4, 2);
         // Only mm 3 maps it now, untracked: both slots −1, large 3 (biased) → no clear.
         let s = m.slots(h);
         assert_eq!((s.ids, s.counts, s.shared), ([0, 0], [-1, -1], true));
-        assert!(m.maybe_mapped_shared(h));
-        m.remove_rmap_ptes(h, h, 3, 3);
-        assert!(!m.maybe_mapped_shared(h)); // mapcount 1
-        m.remove_rmap_ptes(h, h + 3, 1, 3);
+        assert!(m.folio(f).folio_maybe_mapped_shared());
+        m.remove_rmap_ptes(f, h, 3, 3);
+        assert!(!m.folio(f).folio_maybe_mapped_shared()); // mapcount 1
+        m.remove_rmap_ptes(f, h + 3, 1, 3);
         assert!(!m.slots(h).shared);
         assert_eq!(m.folio_mapcount(h), 0);
     }
 
     #[test]
     fn pmd_rmap() {
-        let (mut m, h) = mem_with_folio(9);
-        m.add_new_anon_rmap(h, 1);
+        let (mut m, f) = mem_with_folio(9);
+        let h = f.pfn();
+        m.add_new_anon_rmap(f, 1);
         assert_eq!(m.entire_mapcount(h), 1);
         assert_eq!(m.nr_pages_mapped_raw(h), ENTIRELY_MAPPED);
-        m.dup_anon_rmap_pmd(h, 2);
+        m.dup_anon_rmap_pmd(f, 2);
         assert_eq!(m.folio_mapcount(h), 2);
         assert!(m.slots(h).shared);
-        m.remove_rmap_pmd(h, 2);
+        m.remove_rmap_pmd(f, 2);
         assert!(!m.slots(h).shared);
-        m.remove_rmap_pmd(h, 1);
+        m.remove_rmap_pmd(f, 1);
         assert_eq!(m.nr_pages_mapped_raw(h), 0);
         assert_eq!(m.entire_mapcount(h), 0);
-        let info = m.folio_info(h);
+        let info = m.folio_info(f);
         assert_eq!(info.mm_ids, [(0, 0), (0, 0)]);
         assert_eq!(info.large_mapcount, 0);
     }

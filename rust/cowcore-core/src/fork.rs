@@ -10,49 +10,91 @@
 
 use std::collections::BTreeSet;
 
-use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR};
+use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR};
 use crate::error::CowError;
-use crate::machine::Machine;
+use crate::fault::alloc_table;
+use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
-use crate::paging::table::{Level, Paging};
+use crate::paging::table::Paging;
+use crate::physmem::{PhysMem, TableFrame};
 
-impl Machine {
-    /// Forks a process; returns the child's pid.
-    ///
-    /// # Errors
-    /// [`CowError::NoSuchProcess`]; [`CowError::OutOfMemory`] if the child's page tables
-    /// do not fit (nothing is changed then).
-    ///
-    /// # Examples
-    ///
-    /// ```rust
-    /// use cowcore_core::{Machine, Profile};
-    ///
-    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
-    /// let a = m.mmap(1, 4096)?;
-    /// m.write(1, a, 4096, 7)?;
-    /// let pfn = m.translate(1, a)?.pfn.expect("mapped");
-    /// let child = m.fork(1)?;
-    /// assert_eq!(child, 2); // pids in fork order, never reused
-    /// // Both map the same frame: one more reference and one more mapping.
-    /// assert_eq!(m.translate(child, a)?.pfn, Some(pfn));
-    /// let f = m.folio(pfn)?;
-    /// assert_eq!((f.refcount, f.large_mapcount), (2, 2));
-    ///
-    /// // The child's write takes the COW fault and gets a copy; the parent keeps the frame.
-    /// m.write(child, a, 4096, 9)?;
-    /// assert_ne!(m.translate(child, a)?.pfn, Some(pfn));
-    /// assert_eq!((m.read(1, a, 4096)?, m.read(child, a, 4096)?), (vec![7], vec![9]));
-    /// assert_eq!((m.folio(pfn)?.refcount, m.stats().cow_copy), (1, 1));
-    /// // The parent's frame has one reference left, so its write reuses it (`wp_page_reuse`).
-    /// m.write(1, a, 4096, 8)?;
-    /// assert_eq!(m.translate(1, a)?.pfn, Some(pfn));
-    /// assert_eq!(m.stats().pgreuse, 1);
-    /// # Ok::<(), cowcore_core::CowError>(())
-    /// ```
-    pub fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
-        let parent = self.mm(pid)?.clone();
+/// The copy of one parent's page tables into a child's (`copy_page_range` over the VMAs
+/// that need it): physical memory and the paging geometry, nothing else.
+#[derive(Debug)]
+struct ForkCopy<'a> {
+    mem: &'a mut PhysMem,
+    /// The child's mm id (`dst_vma->vm_mm`).
+    child_id: u32,
+    /// The child's table at each depth of the walk (`dst_pgd`, `dst_p4d`, ...).
+    dst: [TableFrame; 5],
+    /// The child's new `MM_ANONPAGES`.
+    rss: u64,
+}
+
+/// Counts the child tables (and PMD deposits) a copy allocates; `seen` holds the child
+/// tables already counted, by depth and the address their span starts at.
+struct CountCopy<'a> {
+    mem: &'a PhysMem,
+    seen: BTreeSet<(usize, u64)>,
+    n: u64,
+}
+
+impl PageWalk for CountCopy<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    fn upper_entry(&mut self, at: EntryAt) -> Result<(), CowError> {
+        self.n += u64::from(self.seen.insert((at.depth, at.addr & !(at.span - 1))));
+        Ok(())
+    }
+
+    fn huge_pmd(&mut self, _at: EntryAt) -> Result<(), CowError> {
+        self.n += 1; // the deposit table
+        Ok(())
+    }
+
+    fn pte_table(&mut self, at: EntryAt, _pte_table: TableFrame) -> Result<(), CowError> {
+        self.n += u64::from(self.seen.insert((at.depth, at.addr & !(at.span - 1))));
+        Ok(())
+    }
+}
+
+/// `copy_p4d_range`/`copy_pud_range`/`copy_pmd_range` as a walk of the parent's tables:
+/// each upper entry gets the child's table below it, each huge PMD `copy_huge_pmd`, each
+/// PTE table `copy_pte_range`.
+impl PageWalk for ForkCopy<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    fn upper_entry(&mut self, at: EntryAt) -> Result<(), CowError> {
+        self.dst[at.depth + 1] = self.child_table(self.dst[at.depth], at.index)?;
+        Ok(())
+    }
+
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let dst = self.dst[at.depth];
+        self.rss += self.copy_huge_pmd(at.table, dst, at.index, self.child_id)?;
+        Ok(())
+    }
+
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        let child = self.child_table(self.dst[at.depth], at.index)?;
+        self.rss += self.copy_pte_range(pte_table, child, at.addr, at.next, self.child_id);
+        Ok(())
+    }
+}
+
+impl Kernel {
+    /// `dup_mmap`: forks a process; returns the child's pid.
+    pub(crate) fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
+        let parent = self.mm(pid)?;
+        let (parent_pgd, cursor) = (parent.pgd, parent.cursor);
         let copied: Vec<_> = parent
             .vmas
             .iter()
@@ -62,160 +104,131 @@ impl Machine {
                 ..*v
             })
             .collect();
-        let mut seen = BTreeSet::new();
-        let mut need = 1u64; // the child's PGD
-                             // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
-        for v in copied.iter().filter(|v| v.anon_vma) {
-            need += self.count_copy(0, parent.pgd, v.start.as_u64(), v.end.as_u64(), &mut seen);
+        // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
+        let needs_copy = || copied.iter().filter(|v| v.anon_vma);
+        let mut count = CountCopy {
+            mem: &self.mem,
+            seen: BTreeSet::new(),
+            n: 1, // the child's PGD
+        };
+        for v in needs_copy() {
+            walk_page_range(
+                &mut count,
+                self.paging,
+                parent_pgd,
+                v.start.as_u64(),
+                v.end.as_u64(),
+            )?;
         }
+        let need = count.n;
         if self.mem.nr_free() < need {
             return Err(CowError::OutOfMemory);
         }
         self.mem.reserve_tables(need);
+        let mm_id = lowest_free_mm_id(&self.used_mm_ids);
+        let pgd = alloc_table(&mut self.mem)?;
+        let mut f = ForkCopy {
+            mem: &mut self.mem,
+            child_id: mm_id,
+            dst: [pgd; 5],
+            rss: 0,
+        };
+        for v in needs_copy() {
+            walk_page_range(
+                &mut f,
+                self.paging,
+                parent_pgd,
+                v.start.as_u64(),
+                v.end.as_u64(),
+            )?;
+        }
+        let rss = f.rss;
         let child_pid = self.procs.len() as u32 + 1;
-        let mm_id = self.lowest_free_mm_id();
-        let pgd = self.alloc_table()?;
         self.used_mm_ids.insert(mm_id);
         self.procs.push(Some(Mm {
             pid: child_pid,
             mm_id,
             pgd,
-            vmas: copied.clone(),
-            cursor: parent.cursor,
-            rss_anon: 0,
+            vmas: copied,
+            cursor,
+            rss_anon: rss,
         }));
-        let mut rss = 0;
-        // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
-        for v in copied.iter().filter(|v| v.anon_vma) {
-            rss += self.copy_level(0, parent.pgd, pgd, v.start.as_u64(), v.end.as_u64(), mm_id)?;
-        }
-        self.mm_mut(child_pid)?.rss_anon = rss;
         Ok(child_pid)
     }
+}
 
-    /// Counts the child tables (and PMD deposits) that copying `[s, e)` below the parent
-    /// table `src` at `depth` allocates; `seen` holds the child tables already counted.
-    fn count_copy(
-        &self,
-        depth: usize,
-        src: u32,
-        s: u64,
-        e: u64,
-        seen: &mut BTreeSet<(usize, u64)>,
-    ) -> u64 {
-        let (level, shift) = self.paging.table_levels()[depth];
-        let span = 1u64 << shift;
-        let mut n = 0;
-        let mut a = s;
-        while a < e {
-            let base = a & !(span - 1);
-            let next = (base + span).min(e);
-            let ent = self.entry(src, Paging::index(VirtAddr::new(a), shift));
-            if !ent.is_none() {
-                if level == Level::Pmd && ent.is_huge() {
-                    n += 1; // deposit table
-                } else {
-                    if seen.insert((depth, base)) {
-                        n += 1;
-                    }
-                    if level != Level::Pmd {
-                        let child = ent.pfn().as_u64() as u32;
-                        n += self.count_copy(depth + 1, child, a, next, seen);
-                    }
-                }
-            }
-            a = next;
+/// The child's entry in `copy_present_ptes` for a COW mapping: a writable parent entry
+/// (`writable`: any of the batch's) is write-protected in the child as in the parent
+/// (`pte_wrprotect` after `pte_mkwrite` of the batch), and the child's entry is old
+/// (`pte_mkold`). Shared by the batch copy and the order-0 fast path
+/// (`PhysMem::copy_small_ptes`).
+#[inline]
+pub(crate) const fn cow_child_pte(pte: PageTableEntry, writable: bool) -> PageTableEntry {
+    let v = if writable {
+        pte.mkwrite().wrprotect()
+    } else {
+        pte
+    };
+    v.mkold()
+}
+
+/// The lowest free mm id (`mm_alloc_id`: an IDA from `MM_ID_MIN`).
+fn lowest_free_mm_id(used: &BTreeSet<u32>) -> u32 {
+    let mut id = 1;
+    for &u in used {
+        if u != id {
+            break;
         }
-        n
+        id += 1;
     }
+    id
+}
 
+impl ForkCopy<'_> {
     /// Returns the child table under entry `idx` of `dst`, allocating it if none.
-    fn child_table(&mut self, dst: u32, idx: usize) -> Result<u32, CowError> {
-        let e = self.entry(dst, idx);
+    fn child_table(&mut self, dst: TableFrame, idx: usize) -> Result<TableFrame, CowError> {
+        let e = self.mem.entry(dst, idx);
         if e.is_none() {
-            let t = self.alloc_table()?;
-            self.set_entry(dst, idx, PageTableEntry::table(Pfn::new(u64::from(t))));
+            let t = alloc_table(self.mem)?;
+            self.mem.set_entry(dst, idx, t.entry());
             Ok(t)
         } else {
-            Ok(e.pfn().as_u64() as u32)
+            Ok(TableFrame::of(e))
         }
-    }
-
-    /// `copy_p4d_range`/`copy_pud_range`/`copy_pmd_range`: copies `[s, e)` from the parent
-    /// table `src` to the child table `dst` at `depth`. Returns the child's new anon pages.
-    fn copy_level(
-        &mut self,
-        depth: usize,
-        src: u32,
-        dst: u32,
-        s: u64,
-        e: u64,
-        child_id: u32,
-    ) -> Result<u64, CowError> {
-        let (level, shift) = self.paging.table_levels()[depth];
-        let span = 1u64 << shift;
-        let mut rss = 0;
-        let mut a = s;
-        while a < e {
-            let next = ((a & !(span - 1)) + span).min(e);
-            let idx = Paging::index(VirtAddr::new(a), shift);
-            let ent = self.entry(src, idx);
-            if !ent.is_none() {
-                if level == Level::Pmd {
-                    if ent.is_huge() {
-                        rss += self.copy_huge_pmd(src, dst, idx, child_id)?;
-                    } else {
-                        let child = self.child_table(dst, idx)?;
-                        rss += self.copy_pte_range(
-                            ent.pfn().as_u64() as u32,
-                            child,
-                            a,
-                            next,
-                            child_id,
-                        );
-                    }
-                } else {
-                    let child = self.child_table(dst, idx)?;
-                    rss += self.copy_level(
-                        depth + 1,
-                        ent.pfn().as_u64() as u32,
-                        child,
-                        a,
-                        next,
-                        child_id,
-                    )?;
-                }
-            }
-            a = next;
-        }
-        Ok(rss)
     }
 
     /// `copy_huge_pmd` (KS §3.2), without pins.
     fn copy_huge_pmd(
         &mut self,
-        src: u32,
-        dst: u32,
+        src: TableFrame,
+        dst: TableFrame,
         idx: usize,
         child_id: u32,
     ) -> Result<u64, CowError> {
-        let t = self.alloc_table()?;
-        let ent = self.entry(src, idx);
+        let t = alloc_table(self.mem)?;
+        let ent = self.mem.entry(src, idx);
         let mut rss = 0;
         if !ent.is_special() {
-            let h = ent.pfn().as_u64() as u32;
-            self.mem.ref_add(h, 1);
-            self.mem.dup_anon_rmap_pmd(h, child_id);
+            let folio = self.mem.page_folio(ent.frame());
+            self.mem.folio_ref_add(folio, 1);
+            self.mem.dup_anon_rmap_pmd(folio, child_id);
             rss = PMD_NR;
         }
-        self.set_entry(src, idx, ent.wrprotect());
-        self.set_entry(dst, idx, ent.wrprotect().mkold());
-        self.deposits.insert(Self::deposit_key(dst, idx), t);
+        self.mem.set_entry(src, idx, ent.wrprotect());
+        self.mem.set_entry(dst, idx, ent.wrprotect().mkold());
+        self.mem.deposit(dst, idx, t);
         Ok(rss)
     }
 
     /// `copy_pte_range` → `copy_present_ptes` (KS §3.3), without pins or swap entries.
-    fn copy_pte_range(&mut self, src: u32, dst: u32, a: u64, e: u64, child_id: u32) -> u64 {
+    fn copy_pte_range(
+        &mut self,
+        src: TableFrame,
+        dst: TableFrame,
+        a: u64,
+        e: u64,
+        child_id: u32,
+    ) -> u64 {
         let mut i = Paging::index(VirtAddr::new(a), 12);
         let end_i = i + ((e - a) / PAGE_SIZE) as usize;
         let mut rss = 0;
@@ -226,31 +239,29 @@ impl Machine {
             if i == end_i {
                 break;
             }
-            let pte = self.entry(src, i);
+            let pte = self.mem.entry(src, i);
             if pte.is_special() {
                 // vm_normal_page() == NULL: copy the entry (never writable).
-                self.set_entry(dst, i, pte.mkold());
+                self.mem.set_entry(dst, i, pte.mkold());
                 i += 1;
                 continue;
             }
-            let p = pte.pfn().as_u64() as u32;
-            let h = self.mem.folio_head(p);
-            let nr = if self.mem.is_large(h) && end_i - i > 1 {
-                self.pte_batch(src, i, end_i, pte, h, false)
+            let p = pte.frame();
+            let folio = self.mem.page_folio(p);
+            let nr = if self.mem.folio(folio).folio_test_large() && end_i - i > 1 {
+                self.mem.folio_pte_batch(src, i, end_i, pte, folio, false)
             } else {
                 1
             };
             let any_writable = self.mem.any_writable(src, i, nr);
-            self.mem.ref_add(h, nr as i32);
-            self.mem.dup_anon_rmap_ptes(h, p, nr as u32, child_id);
+            self.mem.folio_ref_add(folio, nr as i32);
+            self.mem.dup_anon_rmap_ptes(folio, p, nr as u32, child_id);
             rss += nr as u64;
-            let mut v = pte;
             if any_writable {
-                v = v.mkwrite();
                 self.mem.wrprotect_ptes(src, i, nr);
-                v = v.wrprotect();
             }
-            self.mem.set_ptes(dst, i, nr, v.mkold());
+            self.mem
+                .set_ptes(dst, i, nr, cow_child_pte(pte, any_writable));
             i += nr;
         }
         rss

@@ -8,19 +8,22 @@
 //! comments) and the determinism contract of its `DESIGN.md`, so that it matches cowcore's
 //! pure-Python reference bit for bit.
 //!
-//! * [`Machine`] ([`machine`]) is the entry point: its methods take pids and plain values and
-//!   return plain structs that map 1:1 onto cowcore's Python `Backend` protocol. Faults,
-//!   fork, unmapping and `mprotect`/`madvise` are further `impl Machine` blocks in private
-//!   modules named after what they model (`fault`, `fork`, `zap`, `mprotect`);
-//!   [`Machine::check`] is in [`check`].
-//! * [`addr`]: the [`VirtAddr`], [`PhysAddr`] and [`Pfn`] newtypes.
+//! * [`Machine`] ([`machine`]) is the entry point: a thin façade whose methods take pids
+//!   and plain values and return plain structs that map 1:1 onto cowcore's Python
+//!   `Backend` protocol. Under it, the private `kernel` module holds the state (physical
+//!   memory, processes, MM ids, policy, counters), and the operations are private modules
+//!   named after what they model (`fault`, `fork`, `zap`, `mprotect`, `check`), each over a
+//!   narrow context that borrows only what it needs (`fault::Fault` is the kernel's
+//!   `struct vm_fault`).
+//! * [`addr`]: the [`VirtAddr`] and [`Pfn`] newtypes.
 //! * [`paging`]: [`PageTableEntry`] and [`PteFlags`] with the real x86-64 bits, the levels,
 //!   and the result of a walk ([`Translation`]).
 //! * [`folio`]: [`FolioInfo`], a snapshot of a folio's counters; [`physmem`]: the buddy
 //!   allocator and the per-frame arrays.
 //! * [`mm`]: address spaces ([`Mm`], [`Vma`]), [`Prot`] and [`Advice`].
 //! * [`policy`]: the kernel [`Profile`], the THP sysfs knobs and the toggles ([`Policy`]).
-//! * [`error`]: [`CowError`], the one error type; [`stats`]: the event counters.
+//! * [`error`]: [`CowError`], the one error type; [`events`]: every counted thing as an
+//!   [`Event`] on one channel; [`stats`]: the counters, the fold of the events.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 // Page-walk loops use the kernel's own short names (addr a, end e, table t, index i).
@@ -29,12 +32,15 @@
 pub mod addr;
 pub mod check;
 pub mod error;
+pub mod events;
 mod fault;
 pub mod folio;
 mod fork;
+mod kernel;
 pub mod machine;
 pub mod mm;
 mod mprotect;
+mod pagewalk;
 pub mod paging;
 pub mod physmem;
 pub mod policy;
@@ -42,12 +48,13 @@ pub mod stats;
 mod table_pool;
 mod zap;
 
-pub use addr::{Pfn, PhysAddr, VirtAddr, PAGE_SIZE, PMD_SIZE};
+pub use addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
 pub use error::{CowError, SegvReason};
+pub use events::Event;
 pub use folio::FolioInfo;
 pub use machine::{FrameKind, Machine, Observation};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
-pub use paging::{Level, PageTableEntry, PteFlags, Translation, WalkStep};
+pub use paging::{EntryKind, Level, PageTableEntry, PteFlags, SwapEntry, Translation, WalkStep};
 pub use physmem::PhysMem;
 pub use policy::{
     KernelConfig, Policy, PolicySpec, Profile, ThpMode, ThpSizeMode, POLICIES, THP_SIZES,

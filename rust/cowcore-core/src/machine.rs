@@ -6,17 +6,13 @@
 //! dict). Every failing call leaves the machine as it was (DESIGN.md "Errors"), except that
 //! an out-of-memory error in a multi-page `read`/`write` keeps the pages already done.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
-use crate::error::{CowError, SegvReason};
+use crate::addr::{Pfn, VirtAddr};
+use crate::error::CowError;
 use crate::folio::FolioInfo;
-use crate::mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
-use crate::paging::entry::PageTableEntry;
-use crate::paging::table::{Level, Paging};
-use crate::paging::walk::{self, Translation};
-use crate::physmem::{PhysMem, ST_FOLIO, ST_ZERO};
-use crate::policy::{Policy, Profile, ThpMode, ThpSizeMode};
+use crate::kernel::Kernel;
+use crate::mm::{Advice, Mm, Prot, VmaInfo};
+use crate::paging::walk::Translation;
+use crate::policy::{Profile, ThpMode, ThpSizeMode};
 use crate::stats::Stats;
 
 /// Lowest user address (`mmap_min_addr` is at least one page).
@@ -38,6 +34,11 @@ pub enum FrameKind {
     Zero = 2,
     /// The huge zero folio (`FRAME_HUGE_ZERO` = 3).
     HugeZero = 3,
+}
+
+impl FrameKind {
+    /// Every kind, by protocol value (`FRAME_NONE` = 0 first).
+    pub const ALL: [Self; 4] = [Self::None, Self::Normal, Self::Zero, Self::HugeZero];
 }
 
 /// One page of an `observe` (the protocol's `ObservationRow`).
@@ -62,7 +63,7 @@ pub struct Observation {
 }
 
 impl Observation {
-    const ABSENT: Self = Self {
+    pub(crate) const ABSENT: Self = Self {
         present: false,
         kind: FrameKind::None,
         pfn: 0,
@@ -73,39 +74,18 @@ impl Observation {
         content: 0,
     };
 }
-
-/// The simulated machine (one physical memory, many processes).
+/// The simulated machine (one physical memory, many processes): a thin pid-keyed façade
+/// over the kernel state. Every method checks its arguments and hands over to an
+/// operation of the core (DESIGN.md "Architecture").
 #[derive(Debug, Clone)]
 pub struct Machine {
-    pub(crate) paging: Paging,
-    pub(crate) profile: Profile,
-    pub(crate) mem: PhysMem,
-    pub(crate) policy: Policy,
-    pub(crate) stats: Stats,
-    /// Processes by pid − 1 (`None` once exited).
-    pub(crate) procs: Vec<Option<Mm>>,
-    pub(crate) used_mm_ids: BTreeSet<u32>,
-    pub(crate) serial: u64,
-    /// Deposited PTE tables by PMD entry: key `(pmd table frame << 9) | index`.
-    pub(crate) deposits: BTreeMap<u64, u32>,
-    /// The `mmu_gather`: `(folio head, references)` to drop at the end of a zap.
-    pub(crate) gather: Vec<(u32, u32)>,
-    pub(crate) zero_pfn: u32,
-    pub(crate) huge_zero_pfn: u32,
+    pub(crate) k: Kernel,
 }
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Machine>();
 };
-
-/// Where the walk to a PMD entry stopped.
-pub(crate) enum PmdLoc {
-    /// The PMD table frame and the index of the entry.
-    Found(u32, usize),
-    /// An upper entry is none; nothing is mapped below `addr` up to this address.
-    Hole(u64),
-}
 
 impl Machine {
     /// A machine with `memory` bytes of RAM, 4- or 5-level paging and a kernel profile.
@@ -136,41 +116,8 @@ impl Machine {
     /// # Ok::<(), CowError>(())
     /// ```
     pub fn new(memory: u64, levels: u8, profile: Profile) -> Result<Self, CowError> {
-        let paging = Paging::new(levels).ok_or_else(|| {
-            CowError::InvalidArgument(format!("levels must be 4 or 5, not {levels}"))
-        })?;
-        if memory % PMD_SIZE != 0 || !(2 * PMD_SIZE..=MAX_MEMORY).contains(&memory) {
-            return Err(CowError::InvalidArgument(format!(
-                "memory must be a multiple of 2M in [4M, 256G], not {memory}"
-            )));
-        }
-        let mut mem = PhysMem::new((memory / PAGE_SIZE) as u32);
-        let zero = mem.alloc_block(0).ok_or(CowError::OutOfMemory)?;
-        mem.mark_zero(zero, 0);
-        let hz = mem.alloc_block(9).ok_or(CowError::OutOfMemory)?;
-        mem.mark_zero(hz, 9);
-        let pgd = mem.alloc_table().ok_or(CowError::OutOfMemory)?;
-        let init = Mm {
-            pid: 1,
-            mm_id: 1,
-            pgd,
-            vmas: Vec::new(),
-            cursor: MMAP_BASE,
-            rss_anon: 0,
-        };
         Ok(Self {
-            paging,
-            profile,
-            mem,
-            policy: Policy::new(profile),
-            stats: Stats::default(),
-            procs: vec![Some(init)],
-            used_mm_ids: BTreeSet::from([1]),
-            serial: 0,
-            deposits: BTreeMap::new(),
-            gather: Vec::new(),
-            zero_pfn: zero,
-            huge_zero_pfn: hz,
+            k: Kernel::new(memory, levels, profile)?,
         })
     }
 
@@ -179,31 +126,25 @@ impl Machine {
     /// The kernel profile.
     #[must_use]
     pub fn profile(&self) -> Profile {
-        self.profile
+        self.k.profile
     }
 
     /// 4 or 5.
     #[must_use]
     pub fn levels(&self) -> u8 {
-        self.paging.levels()
+        self.k.paging.levels()
     }
 
     /// Total frames.
     #[must_use]
     pub fn total_frames(&self) -> u64 {
-        u64::from(self.mem.nr_frames())
+        u64::from(self.k.mem.nr_frames())
     }
 
     /// Free frames.
     #[must_use]
     pub fn free_frames(&self) -> u64 {
-        self.mem.nr_free()
-    }
-
-    /// Read access to physical memory (for tests and benchmarks).
-    #[must_use]
-    pub fn physmem(&self) -> &PhysMem {
-        &self.mem
+        self.k.mem.nr_free()
     }
 
     // -- policy --------------------------------------------------------------------------
@@ -211,7 +152,7 @@ impl Machine {
     /// `transparent_hugepage/enabled`.
     #[must_use]
     pub fn thp_enabled(&self) -> ThpMode {
-        self.policy.enabled
+        self.k.policy.enabled
     }
 
     /// Sets `transparent_hugepage/enabled`.
@@ -238,7 +179,7 @@ impl Machine {
     /// # Ok::<(), cowcore_core::CowError>(())
     /// ```
     pub fn set_thp_enabled(&mut self, mode: ThpMode) {
-        self.policy.enabled = mode;
+        self.k.policy.enabled = mode;
     }
 
     /// `hugepages-<size>/enabled` of an order in 2..=9.
@@ -247,7 +188,7 @@ impl Machine {
     /// [`CowError::InvalidArgument`] for an order outside 2..=9.
     pub fn thp_size(&self, order: u32) -> Result<ThpSizeMode, CowError> {
         check_order(order)?;
-        Ok(self.policy.size_mode(order))
+        Ok(self.k.policy.size_mode(order))
     }
 
     /// Sets `hugepages-<size>/enabled` of an order in 2..=9.
@@ -275,19 +216,19 @@ impl Machine {
     /// ```
     pub fn set_thp_size(&mut self, order: u32, mode: ThpSizeMode) -> Result<(), CowError> {
         check_order(order)?;
-        self.policy.sizes[(order - 2) as usize] = mode;
+        self.k.policy.sizes[(order - 2) as usize] = mode;
         Ok(())
     }
 
     /// `transparent_hugepage/use_zero_page`.
     #[must_use]
     pub fn use_zero_page(&self) -> bool {
-        self.policy.use_zero_page
+        self.k.policy.use_zero_page
     }
 
     /// Sets `transparent_hugepage/use_zero_page`.
     pub fn set_use_zero_page(&mut self, on: bool) {
-        self.policy.use_zero_page = on;
+        self.k.policy.use_zero_page = on;
     }
 
     /// A policy toggle by name (`cow_reuse_pte_mapped_thp`).
@@ -295,7 +236,7 @@ impl Machine {
     /// # Errors
     /// [`CowError::InvalidArgument`] for an unknown name.
     pub fn policy(&self, name: &str) -> Result<bool, CowError> {
-        self.policy.get(name)
+        self.k.policy.get(name)
     }
 
     /// Sets a policy toggle by name.
@@ -328,7 +269,7 @@ impl Machine {
     /// # Ok::<(), CowError>(())
     /// ```
     pub fn set_policy(&mut self, name: &str, value: bool) -> Result<(), CowError> {
-        self.policy.set(name, value)
+        self.k.policy.set(name, value)
     }
 
     // -- processes -----------------------------------------------------------------------
@@ -342,7 +283,7 @@ impl Machine {
     /// Live pids, ascending.
     #[must_use]
     pub fn pids(&self) -> Vec<u32> {
-        self.procs.iter().flatten().map(|m| m.pid).collect()
+        self.k.pids()
     }
 
     /// The mm id of a process.
@@ -350,7 +291,33 @@ impl Machine {
     /// # Errors
     /// [`CowError::NoSuchProcess`].
     pub fn mm_id(&self, pid: u32) -> Result<u32, CowError> {
-        Ok(self.mm(pid)?.mm_id)
+        Ok(self.k.mm(pid)?.mm_id)
+    }
+
+    /// `get_mm_counter(mm, MM_ANONPAGES)`: the anonymous pages mapped by a process, what
+    /// `/proc/PID/status` prints as `RssAnon` (in pages here, in kB there). A PMD-mapped THP
+    /// counts 512; the zero pages count nothing.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], [`CowError::ProcessExited`].
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4 * 4096)?;
+    /// m.read(1, a, 4 * 4096)?; // the zero page: not anonymous RSS
+    /// assert_eq!(m.rss_anon(1)?, 0);
+    /// m.write(1, a, 3 * 4096, 1)?;
+    /// assert_eq!(m.rss_anon(1)?, 3);
+    /// let child = m.fork(1)?; // the child maps the same three pages
+    /// assert_eq!(m.rss_anon(child)?, 3);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn rss_anon(&self, pid: u32) -> Result<u64, CowError> {
+        Ok(self.k.mm(pid)?.rss_anon)
     }
 
     /// A live process's address space.
@@ -359,22 +326,7 @@ impl Machine {
     /// [`CowError::NoSuchProcess`] for a pid never given out, [`CowError::ProcessExited`]
     /// for one that has exited.
     pub fn mm(&self, pid: u32) -> Result<&Mm, CowError> {
-        match pid.checked_sub(1).and_then(|i| self.procs.get(i as usize)) {
-            Some(Some(mm)) => Ok(mm),
-            Some(None) => Err(CowError::ProcessExited(pid)),
-            None => Err(CowError::NoSuchProcess(pid)),
-        }
-    }
-
-    pub(crate) fn mm_mut(&mut self, pid: u32) -> Result<&mut Mm, CowError> {
-        match pid
-            .checked_sub(1)
-            .and_then(|i| self.procs.get_mut(i as usize))
-        {
-            Some(Some(mm)) => Ok(mm),
-            Some(None) => Err(CowError::ProcessExited(pid)),
-            None => Err(CowError::NoSuchProcess(pid)),
-        }
+        self.k.mm(pid)
     }
 
     /// A new private anonymous read/write mapping of `length` bytes, placed top-down below
@@ -404,57 +356,7 @@ impl Machine {
     /// # Ok::<(), cowcore_core::CowError>(())
     /// ```
     pub fn mmap(&mut self, pid: u32, length: u64) -> Result<VirtAddr, CowError> {
-        let mm = self.mm_mut(pid)?;
-        check_length(length)?;
-        let cursor = mm.cursor;
-        let start = cursor
-            .checked_sub(length)
-            .map(|s| s & !(PMD_SIZE - 1))
-            .filter(|&s| s >= USER_START)
-            .ok_or_else(|| {
-                CowError::InvalidAddress(format!(
-                    "no room for a mapping of {length} bytes below {cursor:#x} (ENOMEM)"
-                ))
-            })?;
-        let vma = Vma {
-            start: VirtAddr::new(start),
-            end: VirtAddr::new(start + length),
-            flags: VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
-            anon_vma: false,
-        };
-        let i = mm.vmas.partition_point(|v| v.start < vma.start);
-        mm.vmas.insert(i, vma);
-        mm.cursor = start.saturating_sub(PMD_SIZE);
-        Ok(vma.start)
-    }
-
-    /// Checks `[addr, addr+length)`: page-aligned, non-empty, inside user space. The
-    /// messages say the rule broken, in the words of the reference's `_range` (the two
-    /// backends raise the same message for the same mistake).
-    pub(crate) fn check_range(
-        &self,
-        addr: VirtAddr,
-        length: u64,
-    ) -> Result<(VirtAddr, VirtAddr), CowError> {
-        check_length(length)?;
-        if !addr.is_aligned(PAGE_SIZE) {
-            return Err(CowError::InvalidArgument(format!(
-                "address {addr} is not a multiple of the page size ({PAGE_SIZE})"
-            )));
-        }
-        let user_end = self.paging.user_end();
-        let end = addr
-            .checked_add(length)
-            .filter(|e| addr.as_u64() >= USER_START && e.as_u64() <= user_end)
-            .ok_or_else(|| {
-                // u128: the end of a range that wraps past 2^64 is printed as is
-                let end = u128::from(addr.as_u64()) + u128::from(length);
-                CowError::InvalidAddress(format!(
-                    "range [{addr}, {end:#x}) is outside user space \
-                     [{USER_START:#x}, {user_end:#x})"
-                ))
-            })?;
-        Ok((addr, end))
+        self.k.mmap(pid, length)
     }
 
     /// Stores `value` at the first byte of every page of the range, lowest address first;
@@ -487,8 +389,7 @@ impl Machine {
         length: u64,
         value: u64,
     ) -> Result<(), CowError> {
-        let (start, end) = self.check_access(pid, addr, length, true)?;
-        self.access_range(pid, start, end, true, value, None)
+        self.k.write(pid, addr, length, value)
     }
 
     /// Loads the first 8 bytes of every page of the range, lowest address first.
@@ -519,10 +420,7 @@ impl Machine {
     /// # Ok::<(), CowError>(())
     /// ```
     pub fn read(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<Vec<u64>, CowError> {
-        let (start, end) = self.check_access(pid, addr, length, false)?;
-        let mut out = Vec::with_capacity(capacity_hint(start, end));
-        self.access_range(pid, start, end, false, 0, Some(&mut out))?;
-        Ok(out)
+        self.k.read(pid, addr, length)
     }
 
     /// Stores `value` at the first byte of each page in `addrs`, in the order given: the
@@ -538,18 +436,7 @@ impl Machine {
         addrs: &[VirtAddr],
         value: u64,
     ) -> Result<(), CowError> {
-        self.check_pages(pid, addrs, true)?;
-        for &a in addrs {
-            self.access_range(
-                pid,
-                a,
-                VirtAddr::new(a.as_u64() + PAGE_SIZE),
-                true,
-                value,
-                None,
-            )?;
-        }
-        Ok(())
+        self.k.write_pages(pid, addrs, value)
     }
 
     /// Loads the first 8 bytes of each page in `addrs`, in the order given (the batch form
@@ -558,47 +445,7 @@ impl Machine {
     /// # Errors
     /// As [`Self::write_pages`].
     pub fn read_pages(&mut self, pid: u32, addrs: &[VirtAddr]) -> Result<Vec<u64>, CowError> {
-        self.check_pages(pid, addrs, false)?;
-        let mut out = Vec::with_capacity(addrs.len());
-        for &a in addrs {
-            let end = VirtAddr::new(a.as_u64() + PAGE_SIZE);
-            self.access_range(pid, a, end, false, 0, Some(&mut out))?;
-        }
-        Ok(out)
-    }
-
-    /// [`Self::check_access`] for each page of a batch, in order. The process is checked
-    /// first, so that an empty batch of an exited process fails as a non-empty one does.
-    /// A page inside the VMA that let the previous page through needs no VMA lookup:
-    /// scattered pages mostly fall in a few large VMAs.
-    fn check_pages(&self, pid: u32, addrs: &[VirtAddr], write: bool) -> Result<(), CowError> {
-        let mm = self.mm(pid)?;
-        let mut last: Option<(VirtAddr, VirtAddr)> = None;
-        for &a in addrs {
-            self.check_range(a, PAGE_SIZE)?;
-            if !last.is_some_and(|(s, e)| s <= a && a < e) {
-                let v = access_error(mm, a, write)?;
-                last = Some((v.start, v.end));
-            }
-        }
-        Ok(())
-    }
-
-    /// `access_error()` over the whole range before touching anything.
-    fn check_access(
-        &self,
-        pid: u32,
-        addr: VirtAddr,
-        length: u64,
-        write: bool,
-    ) -> Result<(VirtAddr, VirtAddr), CowError> {
-        let mm = self.mm(pid)?;
-        let (start, end) = self.check_range(addr, length)?;
-        let mut a = start;
-        while a < end {
-            a = access_error(mm, a, write)?.end;
-        }
-        Ok((start, end))
+        self.k.read_pages(pid, addrs)
     }
 
     /// The VMAs of a process.
@@ -606,17 +453,7 @@ impl Machine {
     /// # Errors
     /// [`CowError::NoSuchProcess`].
     pub fn vmas(&self, pid: u32) -> Result<Vec<VmaInfo>, CowError> {
-        Ok(self
-            .mm(pid)?
-            .vmas
-            .iter()
-            .map(|v| VmaInfo {
-                start: v.start.as_u64(),
-                end: v.end.as_u64(),
-                prot: v.prot(),
-                flags: v.flags.names(),
-            })
-            .collect())
+        self.k.vmas(pid)
     }
 
     /// Walks the page tables for `addr` without faulting.
@@ -653,14 +490,7 @@ impl Machine {
     /// # Ok::<(), cowcore_core::CowError>(())
     /// ```
     pub fn translate(&self, pid: u32, addr: VirtAddr) -> Result<Translation, CowError> {
-        let mm = self.mm(pid)?;
-        let user_end = self.paging.user_end();
-        if addr.as_u64() >= user_end {
-            return Err(CowError::InvalidAddress(format!(
-                "address {addr} is outside user space, which ends at {user_end:#x}"
-            )));
-        }
-        Ok(walk::translate(&self.mem, self.paging, mm.pgd, addr))
+        self.k.translate(pid, addr)
     }
 
     /// One observation per page of the range (the scenario format's page observation).
@@ -673,70 +503,7 @@ impl Machine {
         addr: VirtAddr,
         length: u64,
     ) -> Result<Vec<Observation>, CowError> {
-        let mm = self.mm(pid)?;
-        let (start, end) = self.check_range(addr, length)?;
-        let mut out = Vec::with_capacity(capacity_hint(start, end));
-        let mut a = start.as_u64();
-        while a < end.as_u64() {
-            out.push(self.observe_page(mm.pgd, VirtAddr::new(a)));
-            a += PAGE_SIZE;
-        }
-        Ok(out)
-    }
-
-    fn observe_page(&self, pgd: u32, addr: VirtAddr) -> Observation {
-        let Some(leaf) = walk::find_leaf(&self.mem, self.paging, pgd, addr) else {
-            return Observation::ABSENT;
-        };
-        let base = leaf.entry.pfn().as_u64() as u32;
-        let pmd = leaf.level == Level::Pmd;
-        let pfn = if pmd {
-            base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32
-        } else {
-            base
-        };
-        let m = &self.mem;
-        match m.state(pfn) {
-            ST_ZERO => {
-                let huge = m.order(pfn) == 9;
-                Observation {
-                    present: true,
-                    kind: if huge {
-                        FrameKind::HugeZero
-                    } else {
-                        FrameKind::Zero
-                    },
-                    pfn: u64::from(pfn),
-                    serial: 0,
-                    folio_pages: if huge { PMD_NR } else { 1 },
-                    mapcount: 0,
-                    exclusive: false,
-                    content: 0,
-                }
-            }
-            ST_FOLIO => {
-                let h = m.folio_head(pfn);
-                let entire = m.entire_mapcount(h) as u64;
-                let mapcount = u64::from(m.page_mapcount(pfn)) + entire;
-                // pagemap: 7.2 reports the first page's value for a whole PMD mapping.
-                let exclusive = if pmd && self.profile == Profile::V6_15 {
-                    u64::from(m.page_mapcount(h)) + entire == 1
-                } else {
-                    mapcount == 1
-                };
-                Observation {
-                    present: true,
-                    kind: FrameKind::Normal,
-                    pfn: u64::from(pfn),
-                    serial: m.serial(h),
-                    folio_pages: 1 << m.order(h),
-                    mapcount,
-                    exclusive,
-                    content: m.content[pfn as usize],
-                }
-            }
-            _ => Observation::ABSENT,
-        }
+        self.k.observe(pid, addr, length)
     }
 
     /// The counters of the folio holding frame `pfn`.
@@ -771,19 +538,13 @@ impl Machine {
     /// # Ok::<(), cowcore_core::CowError>(())
     /// ```
     pub fn folio(&self, pfn: Pfn) -> Result<FolioInfo, CowError> {
-        let p = pfn.as_u64();
-        if p >= self.total_frames() || self.mem.state(p as u32) != ST_FOLIO {
-            return Err(CowError::InvalidArgument(format!(
-                "frame {p} is not part of an allocated folio"
-            )));
-        }
-        Ok(self.mem.folio_info(self.mem.folio_head(p as u32)))
+        self.k.folio(pfn)
     }
 
     /// The counters since the machine was created.
     #[must_use]
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        self.k.events.stats()
     }
 
     /// `hugepages-<size>/enabled` by sysfs size name (`"64K"`).
@@ -799,8 +560,7 @@ impl Machine {
     /// # Errors
     /// [`CowError::InvalidArgument`] for an unknown size.
     pub fn set_thp_size_by_name(&mut self, size: &str, mode: ThpSizeMode) -> Result<(), CowError> {
-        let order = crate::policy::size_order(size)?;
-        self.set_thp_size(order, mode)
+        self.set_thp_size(crate::policy::size_order(size)?, mode)
     }
 
     /// `mprotect` and `madvise` argument parsing helpers for bindings.
@@ -819,119 +579,117 @@ impl Machine {
         s.parse()
     }
 
-    // -- internals shared by fault/fork/zap ----------------------------------------------
-
-    /// Allocates a folio and stamps it with the next allocation serial.
-    pub(crate) fn alloc_folio(&mut self, order: u32) -> Option<u32> {
-        let h = self.mem.alloc_folio(order, self.serial + 1)?;
-        self.serial += 1;
-        Some(h)
+    /// Forks a process; returns the child's pid.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`]; [`CowError::OutOfMemory`] if the child's page tables
+    /// do not fit (nothing is changed then).
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4096)?;
+    /// m.write(1, a, 4096, 7)?;
+    /// let pfn = m.translate(1, a)?.pfn.expect("mapped");
+    /// let child = m.fork(1)?;
+    /// assert_eq!(child, 2); // pids in fork order, never reused
+    /// // Both map the same frame: one more reference and one more mapping.
+    /// assert_eq!(m.translate(child, a)?.pfn, Some(pfn));
+    /// let f = m.folio(pfn)?;
+    /// assert_eq!((f.refcount, f.large_mapcount), (2, 2));
+    ///
+    /// // The child's write takes the COW fault and gets a copy; the parent keeps the frame.
+    /// m.write(child, a, 4096, 9)?;
+    /// assert_ne!(m.translate(child, a)?.pfn, Some(pfn));
+    /// assert_eq!((m.read(1, a, 4096)?, m.read(child, a, 4096)?), (vec![7], vec![9]));
+    /// assert_eq!((m.folio(pfn)?.refcount, m.stats().cow_copy), (1, 1));
+    /// // The parent's frame has one reference left, so its write reuses it (`wp_page_reuse`).
+    /// m.write(1, a, 4096, 8)?;
+    /// assert_eq!(m.translate(1, a)?.pfn, Some(pfn));
+    /// assert_eq!(m.stats().pgreuse, 1);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn fork(&mut self, pid: u32) -> Result<u32, CowError> {
+        self.k.fork(pid)
     }
 
-    /// Allocates a page-table frame.
-    pub(crate) fn alloc_table(&mut self) -> Result<u32, CowError> {
-        self.mem.alloc_table().ok_or(CowError::OutOfMemory)
+    /// Unmaps `[addr, addr+length)`; unmapped pages in the range are fine.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], range errors.
+    pub fn munmap(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.munmap(pid, addr, length)
     }
 
-    /// `folio_put_refs`: drop `n` references, freeing the folio at zero.
-    pub(crate) fn put_folio(&mut self, head: u32, n: u32) {
-        if self.mem.ref_add(head, -(n as i32)) == 0 {
-            self.mem.free_folio(head);
-        }
+    /// Ends a process: zaps every VMA, drops the gathered references, frees every table
+    /// (bottom-up, lowest address first, the PGD last) and then the mm id.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`].
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 16 * 4096)?;
+    /// m.write(1, a, 16 * 4096, 1)?;
+    /// let free = m.free_frames();
+    /// let child = m.fork(1)?; // the child's page tables: PGD, PUD, PMD and PTE tables
+    /// assert_eq!(m.free_frames(), free - 4);
+    /// m.write(child, a, 4096, 2)?; // and a COW copy of one page
+    /// m.exit(child)?;
+    /// // The copy and the tables are freed; the shared pages lose the child's references.
+    /// assert_eq!(m.free_frames(), free);
+    /// assert_eq!(m.folio(m.translate(1, a)?.pfn.expect("mapped"))?.refcount, 1);
+    /// assert_eq!(m.pids(), [1]);
+    /// assert!(m.exit(child).is_err()); // the pid is gone for good
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn exit(&mut self, pid: u32) -> Result<(), CowError> {
+        self.k.exit(pid)
     }
 
-    /// Drops the references gathered by a zap (`tlb_finish_mmu`), in zap order.
-    pub(crate) fn flush_gather(&mut self) {
-        let g = std::mem::take(&mut self.gather);
-        for &(h, n) in &g {
-            self.put_folio(h, n);
-        }
-        self.gather = g;
-        self.gather.clear();
+    /// Changes the protection of a fully mapped range.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], range errors, [`CowError::InvalidAddress`] if a page of
+    /// the range is unmapped (`ENOMEM`; nothing is changed).
+    pub fn mprotect(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        prot: Prot,
+    ) -> Result<(), CowError> {
+        self.k.mprotect(pid, addr, length, prot)
     }
 
-    pub(crate) fn deposit_key(pmd_table: u32, idx: usize) -> u64 {
-        (u64::from(pmd_table) << 9) | idx as u64
+    /// Applies an advice to a fully mapped range.
+    ///
+    /// # Errors
+    /// As [`Self::mprotect`].
+    pub fn madvise(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        advice: Advice,
+    ) -> Result<(), CowError> {
+        self.k.madvise(pid, addr, length, advice)
     }
 
-    pub(crate) fn entry(&self, table: u32, idx: usize) -> PageTableEntry {
-        PageTableEntry::from_raw(self.mem.entry(table, idx))
+    /// Recomputes every counter from the page tables and compares (KS §1.3).
+    ///
+    /// # Errors
+    /// [`CowError::Invariant`] naming the first broken invariant.
+    pub fn check(&self) -> Result<(), CowError> {
+        self.k.check()
     }
-
-    pub(crate) fn set_entry(&mut self, table: u32, idx: usize, e: PageTableEntry) {
-        self.mem.set_entry(table, idx, e.raw());
-    }
-
-    /// Walks to the PMD entry of `addr` without allocating.
-    pub(crate) fn pmd_loc(&self, pgd: u32, addr: u64) -> PmdLoc {
-        let levels = self.paging.table_levels();
-        let mut table = pgd;
-        for &(_, shift) in &levels[..self.paging.pmd_depth()] {
-            let e = self.entry(table, Paging::index(VirtAddr::new(addr), shift));
-            if e.is_none() {
-                let span = 1u64 << shift;
-                return PmdLoc::Hole((addr & !(span - 1)).saturating_add(span));
-            }
-            table = e.pfn().as_u64() as u32;
-        }
-        PmdLoc::Found(table, Paging::index(VirtAddr::new(addr), 21))
-    }
-
-    /// The lowest free mm id (`mm_alloc_id`: an IDA from `MM_ID_MIN`).
-    pub(crate) fn lowest_free_mm_id(&self) -> u32 {
-        let mut id = 1;
-        for &u in &self.used_mm_ids {
-            if u != id {
-                break;
-            }
-            id += 1;
-        }
-        id
-    }
-}
-
-/// `access_error()` for the page at `addr`: the VMA holding it, which must permit the
-/// access; otherwise the segfault the access takes.
-fn access_error(mm: &Mm, addr: VirtAddr, write: bool) -> Result<&Vma, CowError> {
-    let Some(i) = mm.find_vma(addr) else {
-        return Err(CowError::Segfault {
-            addr,
-            reason: SegvReason::Unmapped,
-        });
-    };
-    let v = &mm.vmas[i];
-    let need = if write { VmFlags::WRITE } else { VmFlags::READ };
-    if !v.flags.contains(need) {
-        return Err(CowError::Segfault {
-            addr,
-            reason: SegvReason::Protection,
-        });
-    }
-    Ok(v)
-}
-
-/// How many results to reserve for a per-page call over `[start, end)`: the page count, but
-/// at most [`MAX_RESERVE`]. The range comes from the caller and may be huge (a `read` of a
-/// 16 TiB mapping that runs out of simulated memory after a few thousand pages): reserving
-/// it all up front would abort the host process instead of failing or growing as needed.
-fn capacity_hint(start: VirtAddr, end: VirtAddr) -> usize {
-    ((end.as_u64() - start.as_u64()) / PAGE_SIZE).min(MAX_RESERVE) as usize
-}
-
-/// The largest up-front reservation of [`capacity_hint`] (a 256 MiB range).
-const MAX_RESERVE: u64 = 1 << 16;
-
-/// A range's length: positive and a whole number of pages (the messages are the reference's).
-fn check_length(length: u64) -> Result<(), CowError> {
-    if length == 0 {
-        return Err(CowError::InvalidArgument("length must be positive".into()));
-    }
-    if length % PAGE_SIZE != 0 {
-        return Err(CowError::InvalidArgument(format!(
-            "length {length} is not a multiple of the page size ({PAGE_SIZE})"
-        )));
-    }
-    Ok(())
 }
 
 fn check_order(order: u32) -> Result<(), CowError> {
@@ -947,13 +705,17 @@ fn check_order(order: u32) -> Result<(), CowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::{PAGE_SIZE, PMD_NR};
+    use crate::error::SegvReason;
+    use crate::kernel::capacity_hint;
+    use crate::paging::table::Level;
 
     #[test]
     fn boot_layout() {
         let m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
-        assert_eq!(m.zero_pfn, 0);
-        assert_eq!(m.huge_zero_pfn, 512);
-        assert_eq!(m.mm(1).unwrap().pgd, 1);
+        assert_eq!(m.k.mem.zero_pfn, 0);
+        assert_eq!(m.k.mem.huge_zero_pfn, 512);
+        assert_eq!(m.mm(1).unwrap().pgd.frame(), 1);
         assert_eq!(m.free_frames(), 2048 - 514);
         assert!(Machine::new(3 << 20, 4, Profile::V6_15).is_err());
         assert!(Machine::new(8 << 20, 3, Profile::V6_15).is_err());
@@ -1002,6 +764,62 @@ mod tests {
         assert_eq!(
             msg(m.mmap(c, 4096).unwrap_err()),
             format!("process {c} has exited")
+        );
+    }
+
+    #[test]
+    fn rss_anon_counts_anonymous_pages() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        m.set_thp_size(9, ThpSizeMode::Always).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        let b = m.mmap(1, 8 * PAGE_SIZE).unwrap();
+        m.write(1, a, PAGE_SIZE, 1).unwrap(); // a PMD THP: 512 pages at once
+        m.read(1, b, 8 * PAGE_SIZE).unwrap(); // zero pages: nothing
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR);
+        m.write(1, b, 2 * PAGE_SIZE, 2).unwrap(); // two zero-page COW copies
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR + 2);
+        m.munmap(1, VirtAddr::new(a.as_u64() + PAGE_SIZE), PAGE_SIZE)
+            .unwrap(); // split, one page gone
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR + 1);
+        let c = m.fork(1).unwrap();
+        assert_eq!(m.rss_anon(c).unwrap(), PMD_NR + 1);
+        m.madvise(c, b, PAGE_SIZE, Advice::DontNeed).unwrap();
+        assert_eq!(m.rss_anon(c).unwrap(), PMD_NR);
+        assert_eq!(m.rss_anon(1).unwrap(), PMD_NR + 1);
+        m.check().unwrap();
+        m.exit(c).unwrap();
+        assert_eq!(m.rss_anon(c), Err(CowError::ProcessExited(c)));
+        assert_eq!(m.rss_anon(9), Err(CowError::NoSuchProcess(9)));
+    }
+
+    #[test]
+    fn all_arrays_list_each_value_once() {
+        for (i, k) in FrameKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+        for p in Prot::ALL {
+            assert_eq!(p.as_str().parse::<Prot>(), Ok(p));
+        }
+        let names = [
+            "hugepage",
+            "nohugepage",
+            "dontneed",
+            "dontfork",
+            "dofork",
+            "wipeonfork",
+            "keeponfork",
+        ];
+        for (a, n) in Advice::ALL.iter().zip(names) {
+            assert_eq!(n.parse::<Advice>().as_ref(), Ok(a));
+        }
+        assert_eq!(Advice::ALL.len(), names.len());
+        assert_eq!(
+            SegvReason::ALL.map(SegvReason::as_str),
+            ["unmapped", "protection"]
+        );
+        assert_eq!(
+            Level::ALL.map(Level::name),
+            ["pgd", "p4d", "pud", "pmd", "pte"]
         );
     }
 

@@ -7,6 +7,7 @@
 use crate::addr::VirtAddr;
 use crate::error::CowError;
 use crate::paging::entry::{PteFlags, PAGE_COPY, PAGE_NONE};
+use crate::physmem::TableFrame;
 use core::str::FromStr;
 
 bitflags::bitflags! {
@@ -63,6 +64,9 @@ pub enum Prot {
 }
 
 impl Prot {
+    /// Every protection, in the order of the protocol's names (`none`, `r`, `rw`).
+    pub const ALL: [Self; 3] = [Self::None, Self::Read, Self::ReadWrite];
+
     /// `"none"`, `"r"` or `"rw"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -132,6 +136,17 @@ impl FromStr for Advice {
 }
 
 impl Advice {
+    /// Every advice, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::HugePage,
+        Self::NoHugePage,
+        Self::DontNeed,
+        Self::DontFork,
+        Self::DoFork,
+        Self::WipeOnFork,
+        Self::KeepOnFork,
+    ];
+
     /// The new flags of a VMA after this advice (`madvise_update_vma` & co.); `None` for
     /// `MADV_DONTNEED`, which changes no flags.
     #[must_use]
@@ -206,6 +221,12 @@ pub struct VmaInfo {
     pub flags: Vec<&'static str>,
 }
 
+/// The index of the VMA of the sorted list `vmas` holding `addr` (`vma_lookup`).
+pub(crate) fn vma_lookup(vmas: &[Vma], addr: VirtAddr) -> Option<usize> {
+    let i = vmas.partition_point(|v| v.end <= addr);
+    (i < vmas.len() && vmas[i].contains(addr)).then_some(i)
+}
+
 /// An address space (`struct mm_struct`).
 #[derive(Debug, Clone)]
 pub struct Mm {
@@ -214,7 +235,7 @@ pub struct Mm {
     /// `mm->mm_id` (`CONFIG_MM_ID`).
     pub mm_id: u32,
     /// The frame of the root table.
-    pub(crate) pgd: u32,
+    pub(crate) pgd: TableFrame,
     /// Sorted, non-overlapping VMAs.
     pub(crate) vmas: Vec<Vma>,
     /// The top-down `mmap` cursor (DESIGN.md "Addresses").
@@ -227,8 +248,7 @@ impl Mm {
     /// The index of the VMA holding `addr` (`vma_lookup`).
     #[must_use]
     pub fn find_vma(&self, addr: VirtAddr) -> Option<usize> {
-        let i = self.vmas.partition_point(|v| v.end <= addr);
-        (i < self.vmas.len() && self.vmas[i].contains(addr)).then_some(i)
+        vma_lookup(&self.vmas, addr)
     }
 
     /// The VMAs.
@@ -306,7 +326,7 @@ mod tests {
         Mm {
             pid: 1,
             mm_id: 1,
-            pgd: 0,
+            pgd: TableFrame::at(0),
             vmas: vec![Vma {
                 start: VirtAddr::new(0x20_0000),
                 end: VirtAddr::new(0x40_0000),

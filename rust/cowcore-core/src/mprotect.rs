@@ -8,18 +8,18 @@
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_SIZE};
 use crate::error::CowError;
-use crate::machine::{Machine, PmdLoc};
+use crate::fault::split_huge_pmd;
+use crate::kernel::Kernel;
 use crate::mm::{Advice, Prot, VmFlags, Vma};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::{PageTableEntry, PteFlags};
 use crate::paging::table::Paging;
+use crate::paging::walk::{self, PmdLoc};
+use crate::physmem::{PhysMem, TableFrame};
 
-impl Machine {
+impl Kernel {
     /// Changes the protection of a fully mapped range.
-    ///
-    /// # Errors
-    /// [`CowError::NoSuchProcess`], range errors, [`CowError::InvalidAddress`] if a page of
-    /// the range is unmapped (`ENOMEM`; nothing is changed).
-    pub fn mprotect(
+    pub(crate) fn mprotect(
         &mut self,
         pid: u32,
         addr: VirtAddr,
@@ -30,17 +30,14 @@ impl Machine {
         let changed = self.change_vma_flags(pid, start, end, |f| {
             (f - (VmFlags::READ | VmFlags::WRITE)) | prot.vm_flags()
         })?;
+        let pgd = self.mm(pid)?.pgd;
         for v in changed {
-            self.change_protection(pid, &v)?;
+            change_protection(&mut self.mem, self.paging, pgd, &v);
         }
         Ok(())
     }
-
     /// Applies an advice to a fully mapped range.
-    ///
-    /// # Errors
-    /// As [`Self::mprotect`].
-    pub fn madvise(
+    pub(crate) fn madvise(
         &mut self,
         pid: u32,
         addr: VirtAddr,
@@ -124,66 +121,91 @@ impl Machine {
         addr: VirtAddr,
     ) -> Result<(), CowError> {
         let pgd = self.mm(pid)?.pgd;
-        if let PmdLoc::Found(t, i) = self.pmd_loc(pgd, addr.as_u64()) {
-            if self.entry(t, i).is_huge() {
-                self.split_huge_pmd(mm_id, vma, t, i, addr.align_down(PMD_SIZE))?;
+        if let PmdLoc::Found(t, i) = walk::pmd_loc(&self.mem, self.paging, pgd, addr.as_u64()) {
+            if self.mem.entry(t, i).is_huge() {
+                split_huge_pmd(
+                    &mut self.mem,
+                    &mut self.events,
+                    mm_id,
+                    vma,
+                    (t, i),
+                    addr.align_down(PMD_SIZE),
+                )?;
             }
         }
         Ok(())
     }
+}
 
-    /// `change_protection` over one VMA with its new flags (KS §8.3).
-    fn change_protection(&mut self, pid: u32, vma: &Vma) -> Result<(), CowError> {
-        let pgd = self.mm(pid)?.pgd;
-        let newprot = vma.page_prot();
-        let try_write = vma.flags.contains(VmFlags::WRITE);
-        let mut a = vma.start.as_u64();
-        let e = vma.end.as_u64();
-        while a < e {
-            let next = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(e);
-            match self.pmd_loc(pgd, a) {
-                PmdLoc::Hole(to) => {
-                    a = to;
-                    continue;
-                }
-                PmdLoc::Found(t, i) => {
-                    let pmde = self.entry(t, i);
-                    if pmde.is_huge() {
-                        // change_huge_pmd: whole PMD (cuts were split before).
-                        let n = self.modified(pmde, newprot | PteFlags::HUGE, try_write);
-                        self.set_entry(t, i, n);
-                    } else if !pmde.is_none() {
-                        let pt = pmde.pfn().as_u64() as u32;
-                        let first = Paging::index(VirtAddr::new(a), 12);
-                        let n = ((next - a) / PAGE_SIZE) as usize;
-                        for j in first..first + n {
-                            let pte = self.entry(pt, j);
-                            if pte.is_present() {
-                                let m = self.modified(pte, newprot, try_write);
-                                self.set_entry(pt, j, m);
-                            }
-                        }
-                    }
-                }
-            }
-            a = next;
-        }
+/// `change_protection` over one VMA with its new flags (KS §8.3): a walk of the VMA.
+fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: TableFrame, vma: &Vma) {
+    let mut cp = ChangeProt {
+        mem,
+        newprot: vma.page_prot(),
+        try_write: vma.flags.contains(VmFlags::WRITE),
+    };
+    let r = walk_page_range(&mut cp, paging, pgd, vma.start.as_u64(), vma.end.as_u64());
+    debug_assert!(r.is_ok(), "change_protection's callbacks do not fail");
+}
+
+/// The walk of `change_protection`: the new protection and whether to try making
+/// entries writable (`MM_CP_TRY_CHANGE_WRITABLE`).
+struct ChangeProt<'a> {
+    mem: &'a mut PhysMem,
+    newprot: PteFlags,
+    try_write: bool,
+}
+
+impl PageWalk for ChangeProt<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    /// `change_huge_pmd`: the whole PMD (a cut inside it was split before).
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let n = modified(
+            self.mem,
+            at.entry,
+            self.newprot | PteFlags::HUGE,
+            self.try_write,
+        );
+        self.mem.set_entry(at.table, at.index, n);
         Ok(())
     }
 
-    /// `pte_modify` then, with `MM_CP_TRY_CHANGE_WRITABLE`, `pte_mkwrite` if
-    /// `can_change_pte_writable`: not `PROT_NONE`, a normal anonymous page that is
-    /// `PageAnonExclusive` (the head page for a PMD).
-    fn modified(&self, old: PageTableEntry, newprot: PteFlags, try_write: bool) -> PageTableEntry {
-        let n = old.modify(newprot);
-        if try_write && !n.is_writable() && !n.is_protnone() && !n.is_special() {
-            let p = n.pfn().as_u64() as u32;
-            if self.mem.is_folio(p) && self.mem.anon_exclusive(p) {
-                return n.mkwrite();
+    /// `change_pte_range`: every present (or `PROT_NONE`) PTE of the range.
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        let first = Paging::index(VirtAddr::new(at.addr), 12);
+        let n = ((at.next - at.addr) / PAGE_SIZE) as usize;
+        for j in first..first + n {
+            let pte = self.mem.entry(pte_table, j);
+            if pte.is_present() {
+                let m = modified(self.mem, pte, self.newprot, self.try_write);
+                self.mem.set_entry(pte_table, j, m);
             }
         }
-        n
+        Ok(())
     }
+}
+
+/// `pte_modify` then, with `MM_CP_TRY_CHANGE_WRITABLE`, `pte_mkwrite` if
+/// `can_change_pte_writable`: not `PROT_NONE`, a normal anonymous page that is
+/// `PageAnonExclusive` (the head page for a PMD).
+fn modified(
+    mem: &PhysMem,
+    old: PageTableEntry,
+    newprot: PteFlags,
+    try_write: bool,
+) -> PageTableEntry {
+    let n = old.modify(newprot);
+    if try_write && !n.is_writable() && !n.is_protnone() && !n.is_special() {
+        let p = n.frame();
+        if mem.is_folio(p) && mem.anon_exclusive(p) {
+            return n.mkwrite();
+        }
+    }
+    n
 }
 
 #[cfg(test)]

@@ -24,15 +24,71 @@
 //! Page tables live in a pool of 512-entry `u64` slots, one per table frame (the private
 //! `table_pool` module).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::Pfn;
+use crate::folio::FolioRef;
+use crate::fork::cow_child_pte;
 use crate::paging::entry::PageTableEntry;
+use crate::paging::walk::{hw_accessed, hw_permits};
 use crate::table_pool::TablePool;
 pub use crate::table_pool::ENTRIES;
 
 /// `MAX_PAGE_ORDER`: the largest buddy block is 2^10 frames (4 MiB).
 pub const MAX_ORDER: u32 = 10;
+
+/// A page-table frame: an order-0 frame of simulated memory holding 512 entries, what the
+/// kernel reaches with `pmd_page()`/`pud_pgtable()` from the entry above it. Not a `pte_t`
+/// or `pmd_t`, which name one entry (a [`PageTableEntry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TableFrame(u32);
+
+impl TableFrame {
+    /// The frame number.
+    #[inline]
+    pub(crate) const fn pfn(self) -> Pfn {
+        Pfn::new(self.0 as u64)
+    }
+
+    /// The frame number as an index of the per-frame arrays.
+    #[inline]
+    pub(crate) const fn frame(self) -> u32 {
+        self.0
+    }
+
+    /// The table in frame `frame`, which the caller knows holds one (`state == ST_TABLE`).
+    #[inline]
+    pub(crate) const fn at(frame: u32) -> Self {
+        Self(frame)
+    }
+
+    /// The table an entry points to (`pmd_page`, `pud_pgtable`, ...): the entry must be a
+    /// present, non-leaf entry.
+    #[inline]
+    pub(crate) const fn of(e: PageTableEntry) -> Self {
+        Self(e.frame())
+    }
+
+    /// The entry that points to this table (`pmd_populate` & co.).
+    #[inline]
+    pub(crate) const fn entry(self) -> PageTableEntry {
+        PageTableEntry::table(self.pfn())
+    }
+}
+
+/// The key of a deposit: the PMD table frame and the entry's index.
+fn deposit_key(pmd_table: TableFrame, idx: usize) -> u64 {
+    (u64::from(pmd_table.0) << 9) | idx as u64
+}
+
+/// The per-page step of `folio_try_dup_anon_rmap_ptes` on a page's `info` word:
+/// `ClearPageAnonExclusive`, then the page's mapcount + 1. Shared by the rmap update and
+/// fork's order-0 fast path.
+#[inline]
+pub(crate) fn dup_page_info(info: u32) -> u32 {
+    debug_assert!(info >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
+    (info & !AE_BIT) + (1 << MAPCOUNT_SHIFT)
+}
 
 /// A free frame (inside a free buddy block).
 pub(crate) const ST_FREE: u32 = 0;
@@ -65,6 +121,14 @@ pub struct PhysMem {
     pub(crate) content: Vec<u64>,
     tables: TablePool,
     free_slots: Vec<u32>,
+    /// The last allocation serial handed out (DESIGN.md "frame identity").
+    serial: u64,
+    /// The shared zero page (`zero_pfn`) and the huge zero folio's head, set at boot.
+    pub(crate) zero_pfn: u32,
+    pub(crate) huge_zero_pfn: u32,
+    /// Deposited PTE tables by huge PMD entry (`pgtable_trans_huge_deposit`, which keeps
+    /// them in the PMD table's `struct page`): key `(pmd table frame << 9) | index`.
+    pub(crate) deposits: BTreeMap<u64, TableFrame>,
 }
 
 impl PhysMem {
@@ -86,6 +150,10 @@ impl PhysMem {
             content: vec![0; n],
             tables: TablePool::new(n),
             free_slots: Vec::new(),
+            serial: 0,
+            zero_pfn: 0,
+            huge_zero_pfn: 0,
+            deposits: BTreeMap::new(),
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);
@@ -165,10 +233,39 @@ impl PhysMem {
         self.push_free(b, order);
     }
 
+    /// Allocates a folio stamped with the next allocation serial (`vma_alloc_folio`).
+    pub(crate) fn alloc_folio(&mut self, order: u32) -> Option<FolioRef> {
+        let h = self.alloc_folio_serial(order, self.serial + 1)?;
+        self.serial += 1;
+        Some(FolioRef::new_head(h))
+    }
+
+    /// `folio_put_refs`: drops `n` references, freeing the folio at zero.
+    pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32) {
+        if self.folio_ref_add(folio, -(n as i32)) == 0 {
+            self.free_folio(folio.pfn());
+        }
+    }
+
+    /// `pgtable_trans_huge_deposit`: keeps table `t` for the huge PMD entry `(pmd_table, i)`.
+    pub(crate) fn deposit(&mut self, pmd_table: TableFrame, i: usize, t: TableFrame) {
+        self.deposits.insert(deposit_key(pmd_table, i), t);
+    }
+
+    /// The table deposited for `(pmd_table, i)`, left in place (for `check`).
+    pub(crate) fn deposited(&self, pmd_table: TableFrame, i: usize) -> Option<TableFrame> {
+        self.deposits.get(&deposit_key(pmd_table, i)).copied()
+    }
+
+    /// `pgtable_trans_huge_withdraw`: the table deposited for `(pmd_table, i)`.
+    pub(crate) fn withdraw(&mut self, pmd_table: TableFrame, i: usize) -> Option<TableFrame> {
+        self.deposits.remove(&deposit_key(pmd_table, i))
+    }
+
     /// Allocates a folio of `2^order` frames with fresh counters (`prep_compound_head`):
     /// refcount 1, all mapcounts −1 (biased), both MM-ID slots free, contents zeroed
     /// (`folio_zero_user`).
-    pub(crate) fn alloc_folio(&mut self, order: u32, serial: u64) -> Option<u32> {
+    fn alloc_folio_serial(&mut self, order: u32, serial: u64) -> Option<u32> {
         let h = self.alloc_block(order)?;
         self.init_frames(h, order, ST_FOLIO);
         let hu = h as usize;
@@ -208,7 +305,7 @@ impl PhysMem {
     }
 
     /// Allocates a page-table frame with 512 empty entries (`pte_alloc_one` & co.).
-    pub(crate) fn alloc_table(&mut self) -> Option<u32> {
+    pub(crate) fn alloc_table(&mut self) -> Option<TableFrame> {
         let pfn = self.alloc_block(0)?;
         self.init_frames(pfn, 0, ST_TABLE);
         let slot = if let Some(s) = self.free_slots.pop() {
@@ -218,7 +315,7 @@ impl PhysMem {
             self.tables.fresh_slot() // zero-filled by the host
         };
         self.word[pfn as usize] = slot;
-        Some(pfn)
+        Some(TableFrame(pfn))
     }
 
     /// Makes room in the table pool for `n` more tables at once (fork knows how many the
@@ -229,26 +326,28 @@ impl PhysMem {
     }
 
     /// Frees a page-table frame (`pte_free`, `pmd_free`, ...).
-    pub(crate) fn free_table(&mut self, pfn: u32) {
-        debug_assert_eq!(self.state(pfn), ST_TABLE);
-        self.free_slots.push(self.word[pfn as usize]);
-        self.free_block(pfn, 0);
+    pub(crate) fn free_table(&mut self, t: TableFrame) {
+        debug_assert_eq!(self.state(t.0), ST_TABLE);
+        self.free_slots.push(self.slot(t));
+        self.free_block(t.0, 0);
     }
 
     /// Reads entry `idx` of the table in frame `table`.
     #[must_use]
-    pub(crate) fn entry(&self, table: u32, idx: usize) -> u64 {
-        self.tables.get(self.slot(table), idx)
+    #[inline]
+    pub(crate) fn entry(&self, table: TableFrame, idx: usize) -> PageTableEntry {
+        PageTableEntry::from_raw(self.tables.get(self.slot(table), idx))
     }
 
     /// Writes entry `idx` of the table in frame `table`.
-    pub(crate) fn set_entry(&mut self, table: u32, idx: usize, v: u64) {
-        self.tables.set(self.slot(table), idx, v);
+    #[inline]
+    pub(crate) fn set_entry(&mut self, table: TableFrame, idx: usize, e: PageTableEntry) {
+        self.tables.set(self.slot(table), idx, e.raw());
     }
 
     /// The table pool slot of table `table`.
-    fn slot(&self, table: u32) -> u32 {
-        self.word[table as usize]
+    fn slot(&self, table: TableFrame) -> u32 {
+        self.word[table.0 as usize]
     }
 
     /// The order-0 fast path of `copy_pte_range` → `copy_present_ptes` (KS §3.3): copies
@@ -260,8 +359,8 @@ impl PhysMem {
     /// and frame arrays directly: this loop is most of a fork's cost.
     pub(crate) fn copy_small_ptes(
         &mut self,
-        src: u32,
-        dst: u32,
+        src: TableFrame,
+        dst: TableFrame,
         mut i: usize,
         end: usize,
     ) -> (usize, u64) {
@@ -285,15 +384,13 @@ impl PhysMem {
             if inf & ORDER_MASK != 0 {
                 break;
             }
-            debug_assert!(inf >> MAPCOUNT_SHIFT < MAPCOUNT_MAX);
-            count[p] += 1;
-            info[p] = (inf & !AE_BIT) + (1 << MAPCOUNT_SHIFT);
-            let mut v = pte;
-            if pte.is_writable() {
+            count[p] += 1; // folio_get
+            info[p] = dup_page_info(inf);
+            let writable = pte.is_writable();
+            if writable {
                 s_tab[i] = pte.wrprotect().raw();
-                v = v.mkwrite().wrprotect();
             }
-            d_tab[i] = v.mkold().raw();
+            d_tab[i] = cow_child_pte(pte, writable).raw();
             pages += 1;
             i += 1;
         }
@@ -306,7 +403,7 @@ impl PhysMem {
     /// first 8 bytes. Returns the address of the first page that would fault (or `end`).
     pub(crate) fn access_ptes(
         &mut self,
-        t: u32,
+        t: TableFrame,
         mut a: u64,
         end: u64,
         write: bool,
@@ -318,15 +415,10 @@ impl PhysMem {
         while a < end {
             let i = ((a >> 12) & 511) as usize;
             let e = PageTableEntry::from_raw(tab[i]);
-            if !e.is_present() || e.is_protnone() || (write && !e.is_writable()) {
+            if !hw_permits(e, write) {
                 break;
             }
-            let n = if write {
-                e.mkyoung().hw_dirty()
-            } else {
-                e.mkyoung()
-            };
-            tab[i] = n.raw();
+            tab[i] = hw_accessed(e, write).raw();
             let c = &mut self.content[e.pfn().as_u64() as usize];
             if write {
                 *c = value;
@@ -339,20 +431,52 @@ impl PhysMem {
         a
     }
 
+    /// `folio_pte_batch`: how many PTEs of table `t` from index `i` (below `end_i`) map
+    /// consecutive pages of the folio at `h` with the same bits as `e0`, ignoring A, RW and
+    /// soft-dirty (and D when `ignore_dirty`).
+    pub(crate) fn folio_pte_batch(
+        &self,
+        t: TableFrame,
+        i: usize,
+        end_i: usize,
+        e0: PageTableEntry,
+        folio: FolioRef,
+        ignore_dirty: bool,
+    ) -> usize {
+        let norm = |e: PageTableEntry| {
+            let e = if ignore_dirty { e.mkclean() } else { e };
+            e.clear_soft_dirty().mkold().wrprotect()
+        };
+        let p0 = e0.pfn().as_u64();
+        let folio_end = u64::from(folio.pfn()) + (1u64 << self.order(folio.pfn()));
+        let expected = norm(e0);
+        let tab = self.table(t);
+        let mut n = 1;
+        while i + n < end_i && p0 + (n as u64) < folio_end {
+            let e = PageTableEntry::from_raw(tab[i + n]);
+            let want = expected.with_pfn(Pfn::new(p0 + n as u64));
+            if !e.is_present() || norm(e) != want {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// The 512 entries of table `t`.
-    pub(crate) fn table(&self, t: u32) -> &[u64] {
+    pub(crate) fn table(&self, t: TableFrame) -> &[u64] {
         self.tables.table(self.slot(t))
     }
 
     /// Whether any of the `nr` entries from `i` of table `t` is writable.
-    pub(crate) fn any_writable(&self, t: u32, i: usize, nr: usize) -> bool {
+    pub(crate) fn any_writable(&self, t: TableFrame, i: usize, nr: usize) -> bool {
         self.table(t)[i..i + nr]
             .iter()
             .any(|&e| PageTableEntry::from_raw(e).is_writable())
     }
 
     /// Write-protects the `nr` entries from `i` of table `t` (`wrprotect_ptes`).
-    pub(crate) fn wrprotect_ptes(&mut self, t: u32, i: usize, nr: usize) {
+    pub(crate) fn wrprotect_ptes(&mut self, t: TableFrame, i: usize, nr: usize) {
         let slot = self.slot(t);
         for e in &mut self.tables.table_mut(slot)[i..i + nr] {
             *e = PageTableEntry::from_raw(*e).wrprotect().raw();
@@ -361,7 +485,7 @@ impl PhysMem {
 
     /// Sets the `nr` entries from `i` of table `t` to `v` with consecutive frames from
     /// `v`'s (`set_ptes`).
-    pub(crate) fn set_ptes(&mut self, t: u32, i: usize, nr: usize, v: PageTableEntry) {
+    pub(crate) fn set_ptes(&mut self, t: TableFrame, i: usize, nr: usize, v: PageTableEntry) {
         let slot = self.slot(t);
         let p0 = v.pfn().as_u64();
         for (j, e) in self.tables.table_mut(slot)[i..i + nr]
@@ -446,14 +570,14 @@ mod tests {
             m.info.iter().all(|&i| i == 0),
             "boot writes no per-frame word"
         );
-        let a = m.alloc_folio(0, 7).unwrap();
+        let a = m.alloc_folio_serial(0, 7).unwrap();
         assert!(m.serial_hi.is_empty());
-        let b = m.alloc_folio(4, (3 << 32) | 9).unwrap();
+        let b = m.alloc_folio_serial(4, (3 << 32) | 9).unwrap();
         assert_eq!(m.serial_hi.len(), 2048);
-        let c = m.alloc_folio(0, 11).unwrap();
+        let c = m.alloc_folio_serial(0, 11).unwrap();
         assert_eq!(
-            (m.serial(a), m.serial(b), m.serial(c)),
-            (7, (3 << 32) | 9, 11)
+            [a, b, c].map(|h| m.folio(FolioRef::new_head(h)).folio_serial()),
+            [7, (3 << 32) | 9, 11]
         );
     }
 
@@ -461,11 +585,11 @@ mod tests {
     fn tables_recycle_slots() {
         let mut m = PhysMem::new(512);
         let t = m.alloc_table().unwrap();
-        m.set_entry(t, 3, 42);
-        assert_eq!(m.entry(t, 3), 42);
+        m.set_entry(t, 3, PageTableEntry::from_raw(42));
+        assert_eq!(m.entry(t, 3).raw(), 42);
         m.free_table(t);
         let t2 = m.alloc_table().unwrap();
         assert_eq!(t2, t);
-        assert_eq!(m.entry(t2, 3), 0);
+        assert_eq!(m.entry(t2, 3).raw(), 0);
     }
 }

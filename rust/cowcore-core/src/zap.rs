@@ -4,13 +4,20 @@
 //! the entries are cleared, folio references are gathered and dropped at the end of the
 //! call (the `mmu_gather` flush, `tlb_finish_mmu`), and tables are freed after that
 //! (`free_pgtables`): on `munmap`, every table whose span no longer overlaps a VMA; on exit,
-//! all of them, bottom-up, the PGD last.
+//! all of them, bottom-up, the PGD last. The zap runs over [`Zap`], the context of one
+//! `unmap_vmas` (the mm's id, root, VMAs and `MM_ANONPAGES`, physical memory, the gather).
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::CowError;
-use crate::machine::{Machine, PmdLoc};
+use crate::events::Events;
+use crate::fault::split_huge_pmd;
+use crate::folio::FolioRef;
+use crate::kernel::{proc_mut, Kernel};
+use crate::mm::{vma_lookup, Mm, Vma};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::{Level, Paging};
+use crate::physmem::{PhysMem, TableFrame};
 
 /// Gathered references after which a zap drops them before it goes on (the kernel's
 /// `tlb_flush_mmu` when a batch is full), so that an `exit` of 8M pages does not hold 64 MiB
@@ -19,20 +26,65 @@ use crate::paging::table::{Level, Paging};
 /// frames are free, not on the order they were freed in (merging is eager).
 const GATHER_BATCH: usize = 1 << 16;
 
-impl Machine {
-    /// Unmaps `[addr, addr+length)`; unmapped pages in the range are fine.
-    ///
-    /// # Errors
-    /// [`CowError::NoSuchProcess`], range errors.
-    pub fn munmap(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+/// One `unmap_vmas` over an mm (`struct zap_details` with the `mmu_gather`).
+#[derive(Debug)]
+pub(crate) struct Zap<'a> {
+    mm_id: u32,
+    pgd: TableFrame,
+    vmas: &'a [Vma],
+    /// `MM_ANONPAGES` of the mm.
+    rss_anon: &'a mut u64,
+    mem: &'a mut PhysMem,
+    /// The `mmu_gather`: `(folio head, references)` to drop at the end.
+    gather: &'a mut Vec<(FolioRef, u32)>,
+    paging: Paging,
+    events: &'a mut Events,
+}
+
+impl Kernel {
+    /// The zap context of process `pid`.
+    fn zap(&mut self, pid: u32) -> Result<Zap<'_>, CowError> {
+        let Self {
+            procs,
+            mem,
+            gather,
+            paging,
+            events,
+            ..
+        } = self;
+        let Mm {
+            mm_id,
+            pgd,
+            vmas,
+            rss_anon,
+            ..
+        } = proc_mut(procs, pid)?;
+        Ok(Zap {
+            mm_id: *mm_id,
+            pgd: *pgd,
+            vmas,
+            rss_anon,
+            mem,
+            gather,
+            paging: *paging,
+            events,
+        })
+    }
+
+    /// `munmap`: zaps `[addr, addr+length)`, removes it from the VMA list and frees the
+    /// tables no VMA needs any more (`free_pgtables`).
+    pub(crate) fn munmap(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
         self.mm(pid)?;
         let (start, end) = self.check_range(addr, length)?;
-        self.zap_vmas_in(pid, start, end)?;
-        self.flush_gather();
-        let mm = self.mm_mut(pid)?;
+        let mut z = self.zap(pid)?;
+        z.zap_vmas_in(start, end)?;
+        z.tlb_finish_mmu();
+        let Self {
+            procs, mem, paging, ..
+        } = self;
+        let mm = proc_mut(procs, pid)?;
         mm.remove_range(start, end);
-        let pgd = mm.pgd;
-        self.free_unused_tables(pid, pgd, 0, start.as_u64(), end.as_u64())?;
+        free_unused_tables(mem, *paging, mm, mm.pgd, 0, start.as_u64(), end.as_u64());
         Ok(())
     }
 
@@ -43,249 +95,203 @@ impl Machine {
         start: VirtAddr,
         end: VirtAddr,
     ) -> Result<(), CowError> {
-        self.zap_vmas_in(pid, start, end)?;
-        self.flush_gather();
+        let mut z = self.zap(pid)?;
+        z.zap_vmas_in(start, end)?;
+        z.tlb_finish_mmu();
         Ok(())
     }
 
-    /// Ends a process: zaps every VMA, drops the gathered references, frees every table
+    /// `exit_mmap`: zaps every VMA, drops the gathered references, frees every table
     /// (bottom-up, lowest address first, the PGD last) and then the mm id.
-    ///
-    /// # Errors
-    /// [`CowError::NoSuchProcess`].
-    ///
-    /// # Examples
-    ///
-    /// ```rust
-    /// use cowcore_core::{Machine, Profile};
-    ///
-    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
-    /// let a = m.mmap(1, 16 * 4096)?;
-    /// m.write(1, a, 16 * 4096, 1)?;
-    /// let free = m.free_frames();
-    /// let child = m.fork(1)?; // the child's page tables: PGD, PUD, PMD and PTE tables
-    /// assert_eq!(m.free_frames(), free - 4);
-    /// m.write(child, a, 4096, 2)?; // and a COW copy of one page
-    /// m.exit(child)?;
-    /// // The copy and the tables are freed; the shared pages lose the child's references.
-    /// assert_eq!(m.free_frames(), free);
-    /// assert_eq!(m.folio(m.translate(1, a)?.pfn.expect("mapped"))?.refcount, 1);
-    /// assert_eq!(m.pids(), [1]);
-    /// assert!(m.exit(child).is_err()); // the pid is gone for good
-    /// # Ok::<(), cowcore_core::CowError>(())
-    /// ```
-    pub fn exit(&mut self, pid: u32) -> Result<(), CowError> {
-        let mm = self.mm(pid)?;
-        let (pgd, mm_id) = (mm.pgd, mm.mm_id);
-        let vmas = mm.vmas.clone();
-        for v in &vmas {
-            self.zap_range(pid, v.start.as_u64(), v.end.as_u64())?;
+    pub(crate) fn exit(&mut self, pid: u32) -> Result<(), CowError> {
+        let mut z = self.zap(pid)?;
+        for v in z.vmas {
+            z.zap_range(v.start.as_u64(), v.end.as_u64())?;
         }
-        self.flush_gather();
-        self.free_subtree(0, pgd);
+        z.tlb_finish_mmu();
+        let (pgd, mm_id) = (z.pgd, z.mm_id);
+        free_subtree(&mut self.mem, self.paging, 0, pgd);
         self.mem.free_table(pgd);
         self.used_mm_ids.remove(&mm_id);
         self.procs[(pid - 1) as usize] = None;
         Ok(())
     }
+}
 
+/// `zap_pmd_range`: a huge PMD wholly inside the range is zapped (`zap_huge_pmd`), one
+/// that the range cuts is split first (`__split_huge_pmd`); a PTE table is zapped
+/// entry by entry (`zap_pte_range`). `MM_ANONPAGES` drops by the pages unmapped.
+impl PageWalk for Zap<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let freed = if at.addr % PMD_SIZE == 0 && at.next - at.addr == PMD_SIZE {
+            self.zap_huge_pmd(at.table, at.index)?
+        } else {
+            let vma = vma_lookup(self.vmas, VirtAddr::new(at.addr))
+                .map(|i| &self.vmas[i])
+                .ok_or_else(|| CowError::invariant("zap", "no VMA at split"))?;
+            let haddr = VirtAddr::new(at.addr).align_down(PMD_SIZE);
+            split_huge_pmd(
+                self.mem,
+                self.events,
+                self.mm_id,
+                vma,
+                (at.table, at.index),
+                haddr,
+            )?;
+            let t = TableFrame::of(self.mem.entry(at.table, at.index));
+            self.zap_pte_range(t, at.addr, at.next)
+        };
+        *self.rss_anon = self.rss_anon.saturating_sub(freed);
+        self.tlb_flush_if_full();
+        Ok(())
+    }
+
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
+        let freed = self.zap_pte_range(pte_table, at.addr, at.next);
+        *self.rss_anon = self.rss_anon.saturating_sub(freed);
+        self.tlb_flush_if_full();
+        Ok(())
+    }
+}
+
+impl Zap<'_> {
     /// Zaps the parts of `[start, end)` that lie inside VMAs.
-    fn zap_vmas_in(&mut self, pid: u32, start: VirtAddr, end: VirtAddr) -> Result<(), CowError> {
-        let parts: Vec<(u64, u64)> = self
-            .mm(pid)?
-            .vmas
-            .iter()
-            .filter(|v| v.start < end && v.end > start)
-            .map(|v| (v.start.max(start).as_u64(), v.end.min(end).as_u64()))
-            .collect();
-        for (s, e) in parts {
-            self.zap_range(pid, s, e)?;
+    fn zap_vmas_in(&mut self, start: VirtAddr, end: VirtAddr) -> Result<(), CowError> {
+        let vmas = self.vmas;
+        for v in vmas.iter().filter(|v| v.start < end && v.end > start) {
+            self.zap_range(v.start.max(start).as_u64(), v.end.min(end).as_u64())?;
         }
         Ok(())
     }
 
-    /// `unmap_page_range` over `[s, e)`, which lies inside one VMA or several.
-    fn zap_range(&mut self, pid: u32, s: u64, e: u64) -> Result<(), CowError> {
-        let mm = self.mm(pid)?;
-        let (pgd, mm_id) = (mm.pgd, mm.mm_id);
-        let mut a = s;
-        let mut freed_pages: u64 = 0;
-        while a < e {
-            let next = ((a & !(PMD_SIZE - 1)) + PMD_SIZE).min(e);
-            match self.pmd_loc(pgd, a) {
-                PmdLoc::Hole(to) => {
-                    a = to;
-                    continue;
-                }
-                PmdLoc::Found(pmd_t, pmd_i) => {
-                    let pmde = self.entry(pmd_t, pmd_i);
-                    if pmde.is_huge() {
-                        if a % PMD_SIZE == 0 && next - a == PMD_SIZE {
-                            freed_pages += self.zap_huge_pmd(mm_id, pmd_t, pmd_i)?;
-                        } else {
-                            let mm = self.mm(pid)?;
-                            let vma = mm
-                                .find_vma(VirtAddr::new(a))
-                                .map(|i| mm.vmas[i])
-                                .ok_or_else(|| CowError::invariant("zap", "no VMA at split"))?;
-                            let haddr = VirtAddr::new(a).align_down(PMD_SIZE);
-                            self.split_huge_pmd(mm_id, &vma, pmd_t, pmd_i, haddr)?;
-                            let t = self.entry(pmd_t, pmd_i).pfn().as_u64() as u32;
-                            freed_pages += self.zap_pte_range(mm_id, t, a, next);
-                        }
-                    } else if !pmde.is_none() {
-                        let t = pmde.pfn().as_u64() as u32;
-                        freed_pages += self.zap_pte_range(mm_id, t, a, next);
-                    }
-                }
-            }
-            a = next;
-            if self.gather.len() >= GATHER_BATCH {
-                self.flush_gather();
-            }
+    /// Drops the gathered references (`tlb_finish_mmu`), in zap order.
+    fn tlb_finish_mmu(&mut self) {
+        for (h, n) in self.gather.drain(..) {
+            self.mem.folio_put_refs(h, n);
         }
-        let mm = self.mm_mut(pid)?;
-        mm.rss_anon = mm.rss_anon.saturating_sub(freed_pages);
-        Ok(())
+    }
+
+    /// `unmap_page_range` over `[s, e)`, which lies inside one VMA or several: a walk
+    /// whose callbacks are `zap_pmd_range`'s cases.
+    fn zap_range(&mut self, s: u64, e: u64) -> Result<(), CowError> {
+        walk_page_range(self, self.paging, self.pgd, s, e)
+    }
+
+    /// Drops the gathered references once the batch is full (`tlb_flush_mmu`).
+    fn tlb_flush_if_full(&mut self) {
+        if self.gather.len() >= GATHER_BATCH {
+            self.tlb_finish_mmu();
+        }
     }
 
     /// `zap_huge_pmd`: clear the PMD, remove the rmap, free the deposited table; returns the
     /// anon pages unmapped.
-    fn zap_huge_pmd(&mut self, mm_id: u32, pmd_t: u32, pmd_i: usize) -> Result<u64, CowError> {
-        let pmde = self.entry(pmd_t, pmd_i);
-        self.set_entry(pmd_t, pmd_i, PageTableEntry::NONE);
+    fn zap_huge_pmd(&mut self, pmd_table: TableFrame, pmd_i: usize) -> Result<u64, CowError> {
+        let pmde = self.mem.entry(pmd_table, pmd_i);
+        self.mem.set_entry(pmd_table, pmd_i, PageTableEntry::NONE);
         let t = self
-            .deposits
-            .remove(&Self::deposit_key(pmd_t, pmd_i))
+            .mem
+            .withdraw(pmd_table, pmd_i)
             .ok_or_else(|| CowError::invariant("deposit", "zapped huge PMD without a deposit"))?;
         self.mem.free_table(t);
         if pmde.is_special() {
             return Ok(0);
         }
-        let h = pmde.pfn().as_u64() as u32;
-        self.mem.remove_rmap_pmd(h, mm_id);
-        self.gather.push((h, 1));
+        let folio = self.mem.page_folio(pmde.frame());
+        self.mem.remove_rmap_pmd(folio, self.mm_id);
+        self.gather.push((folio, 1));
         Ok(PMD_NR)
     }
 
     /// `zap_pte_range` over `[a, next)` of one PTE table; batches the PTEs of one folio
     /// (`folio_pte_batch` ignoring A/D/soft-dirty/RW). Returns the anon pages unmapped.
-    fn zap_pte_range(&mut self, mm_id: u32, t: u32, a: u64, next: u64) -> u64 {
+    fn zap_pte_range(&mut self, t: TableFrame, a: u64, next: u64) -> u64 {
         let mut i = Paging::index(VirtAddr::new(a), 12);
         let end_i = i + ((next - a) / PAGE_SIZE) as usize;
         let mut pages = 0;
         while i < end_i {
-            let e = self.entry(t, i);
+            let e = self.mem.entry(t, i);
             if e.is_none() {
                 i += 1;
                 continue;
             }
             if e.is_special() {
-                self.set_entry(t, i, PageTableEntry::NONE);
+                self.mem.set_entry(t, i, PageTableEntry::NONE);
                 i += 1;
                 continue;
             }
-            let p = e.pfn().as_u64() as u32;
-            let h = self.mem.folio_head(p);
-            let nr = if self.mem.is_large(h) {
-                self.pte_batch(t, i, end_i, e, h, true)
+            let p = e.frame();
+            let folio = self.mem.page_folio(p);
+            let nr = if self.mem.folio(folio).folio_test_large() {
+                self.mem.folio_pte_batch(t, i, end_i, e, folio, true)
             } else {
                 1
             };
             for j in 0..nr {
-                self.set_entry(t, i + j, PageTableEntry::NONE);
+                self.mem.set_entry(t, i + j, PageTableEntry::NONE);
             }
-            self.mem.remove_rmap_ptes(h, p, nr as u32, mm_id);
-            self.gather.push((h, nr as u32));
+            self.mem.remove_rmap_ptes(folio, p, nr as u32, self.mm_id);
+            self.gather.push((folio, nr as u32));
             pages += nr as u64;
             i += nr;
         }
         pages
     }
+}
 
-    /// `folio_pte_batch`: how many PTEs from index `i` (below `end_i`) map consecutive
-    /// pages of the folio at `h` with the same bits, ignoring A, RW and soft-dirty (and D
-    /// when `ignore_dirty`).
-    pub(crate) fn pte_batch(
-        &self,
-        t: u32,
-        i: usize,
-        end_i: usize,
-        e0: PageTableEntry,
-        h: u32,
-        ignore_dirty: bool,
-    ) -> usize {
-        let norm = |e: PageTableEntry| {
-            let e = if ignore_dirty { e.mkclean() } else { e };
-            e.clear_soft_dirty().mkold().wrprotect()
-        };
-        let p0 = e0.pfn().as_u64();
-        let folio_end = u64::from(h) + (1u64 << self.mem.order(h));
-        let expected = norm(e0);
-        let tab = self.mem.table(t);
-        let mut n = 1;
-        while i + n < end_i && p0 + (n as u64) < folio_end {
-            let e = PageTableEntry::from_raw(tab[i + n]);
-            let want = expected.with_pfn(crate::addr::Pfn::new(p0 + n as u64));
-            if !e.is_present() || norm(e) != want {
-                break;
-            }
-            n += 1;
-        }
-        n
+/// `free_pgtables` after `munmap`: frees every table (not the PGD) below `table` whose
+/// span overlaps `[s, e)` and no longer overlaps any VMA of `mm`, children before parents.
+fn free_unused_tables(
+    mem: &mut PhysMem,
+    paging: Paging,
+    mm: &Mm,
+    table: TableFrame,
+    depth: usize,
+    s: u64,
+    e: u64,
+) {
+    let (level, shift) = paging.table_levels()[depth];
+    if level == Level::Pte {
+        return;
     }
-
-    /// `free_pgtables` after `munmap`: frees every table (not the PGD) below `table` whose
-    /// span overlaps `[s, e)` and no longer overlaps any VMA, children before parents.
-    fn free_unused_tables(
-        &mut self,
-        pid: u32,
-        table: u32,
-        depth: usize,
-        s: u64,
-        e: u64,
-    ) -> Result<(), CowError> {
-        let levels = self.paging.table_levels();
-        let (level, shift) = levels[depth];
-        if level == Level::Pte {
-            return Ok(());
-        }
-        let span = 1u64 << shift;
-        let mut a = s & !(span - 1);
-        while a < e {
-            let idx = Paging::index(VirtAddr::new(a), shift);
-            let ent = self.entry(table, idx);
-            if !ent.is_none() && !ent.is_huge() {
-                let child = ent.pfn().as_u64() as u32;
-                self.free_unused_tables(pid, child, depth + 1, s.max(a), e.min(a + span))?;
-                if !self.mm(pid)?.overlaps(a, a + span) {
-                    self.free_subtree(depth + 1, child);
-                    self.mem.free_table(child);
-                    self.set_entry(table, idx, PageTableEntry::NONE);
-                }
+    let span = 1u64 << shift;
+    let mut a = s & !(span - 1);
+    while a < e {
+        let idx = Paging::index(VirtAddr::new(a), shift);
+        let ent = mem.entry(table, idx);
+        if !ent.is_none() && !ent.is_huge() {
+            let child = TableFrame::of(ent);
+            free_unused_tables(mem, paging, mm, child, depth + 1, s.max(a), e.min(a + span));
+            if !mm.overlaps(a, a + span) {
+                free_subtree(mem, paging, depth + 1, child);
+                mem.free_table(child);
+                mem.set_entry(table, idx, PageTableEntry::NONE);
             }
-            a += span;
         }
-        Ok(())
+        a += span;
     }
+}
 
-    /// Frees every table below the table `table` at `depth` (not `table` itself),
-    /// lowest address first, children before parents.
-    pub(crate) fn free_subtree(&mut self, depth: usize, table: u32) {
-        let levels = self.paging.table_levels();
-        if levels[depth].0 == Level::Pte {
-            return;
+/// Frees every table below the table `table` at `depth` (not `table` itself),
+/// lowest address first, children before parents (`free_pgd_range`).
+fn free_subtree(mem: &mut PhysMem, paging: Paging, depth: usize, table: TableFrame) {
+    if paging.table_levels()[depth].0 == Level::Pte {
+        return;
+    }
+    for idx in 0..512 {
+        let ent = mem.entry(table, idx);
+        if ent.is_none() || ent.is_huge() {
+            continue;
         }
-        for idx in 0..512 {
-            let ent = self.entry(table, idx);
-            if ent.is_none() || ent.is_huge() {
-                continue;
-            }
-            let child = ent.pfn().as_u64() as u32;
-            self.free_subtree(depth + 1, child);
-            self.mem.free_table(child);
-            self.set_entry(table, idx, PageTableEntry::NONE);
-        }
+        let child = TableFrame::of(ent);
+        free_subtree(mem, paging, depth + 1, child);
+        mem.free_table(child);
+        mem.set_entry(table, idx, PageTableEntry::NONE);
     }
 }
 

@@ -65,16 +65,6 @@ enum Op {
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
-const PROTS: [Prot; 3] = [Prot::None, Prot::Read, Prot::ReadWrite];
-const ADVICES: [Advice; 7] = [
-    Advice::HugePage,
-    Advice::NoHugePage,
-    Advice::DontNeed,
-    Advice::DontFork,
-    Advice::DoFork,
-    Advice::WipeOnFork,
-    Advice::KeepOnFork,
-];
 const SIZE_MODES: [ThpSizeMode; 4] = [
     ThpSizeMode::Always,
     ThpSizeMode::Madvise,
@@ -98,8 +88,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize).prop_map(|proc| Op::Fork { proc }),
         1 => (0..4usize).prop_map(|proc| Op::Exit { proc }),
         1 => (0..4usize, range()).prop_map(|(proc, (map, page, pages))| Op::Munmap { proc, map, page, pages }),
-        2 => (0..4usize, range(), 0..3u8).prop_map(|(proc, (map, page, pages), prot)| Op::Mprotect { proc, map, page, pages, prot }),
-        2 => (0..4usize, range(), 0..7u8).prop_map(|(proc, (map, page, pages), advice)| Op::Madvise { proc, map, page, pages, advice }),
+        2 => (0..4usize, range(), 0..Prot::ALL.len() as u8).prop_map(|(proc, (map, page, pages), prot)| Op::Mprotect { proc, map, page, pages, prot }),
+        2 => (0..4usize, range(), 0..Advice::ALL.len() as u8).prop_map(|(proc, (map, page, pages), advice)| Op::Madvise { proc, map, page, pages, advice }),
         2 => (2..10u32, 0..4u8).prop_map(|(order, mode)| Op::ThpSize { order, mode }),
         1 => (0..3u8).prop_map(|mode| Op::ThpEnabled { mode }),
         1 => any::<bool>().prop_map(|on| Op::ZeroPage { on }),
@@ -264,7 +254,7 @@ impl World {
                     return false;
                 };
                 let (a, len) = self.addr(map, page, pages);
-                self.m.mprotect(pid, a, len, PROTS[prot as usize])
+                self.m.mprotect(pid, a, len, Prot::ALL[prot as usize])
             }
             Op::Madvise {
                 proc,
@@ -277,7 +267,7 @@ impl World {
                     return false;
                 };
                 let (a, len) = self.addr(map, page, pages);
-                let adv = ADVICES[advice as usize];
+                let adv = Advice::ALL[advice as usize];
                 let r = self.m.madvise(pid, a, len, adv);
                 if r.is_ok() && adv == Advice::DontNeed {
                     self.clear(pid, a, len);

@@ -12,16 +12,6 @@ use cowcore_core::{Advice, CowError, Machine, Pfn, Profile, Prot, ThpMode, ThpSi
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
-const ADVICES: [Advice; 7] = [
-    Advice::HugePage,
-    Advice::NoHugePage,
-    Advice::DontNeed,
-    Advice::DontFork,
-    Advice::DoFork,
-    Advice::WipeOnFork,
-    Advice::KeepOnFork,
-];
-const PROTS: [Prot; 3] = [Prot::None, Prot::Read, Prot::ReadWrite];
 const SIZE_MODES: [ThpSizeMode; 4] = [
     ThpSizeMode::Always,
     ThpSizeMode::Madvise,
@@ -117,11 +107,11 @@ fuzz_target!(|data: &[u8]| {
             9 => m.exit(pid),
             10 => m.munmap(pid, VirtAddr::new(addr), len),
             11 => {
-                let prot = b.pick(&PROTS);
+                let prot = b.pick(&Prot::ALL);
                 m.mprotect(pid, VirtAddr::new(addr), len, prot)
             }
             12 => {
-                let advice = b.pick(&ADVICES);
+                let advice = b.pick(&Advice::ALL);
                 m.madvise(pid, VirtAddr::new(addr), len, advice)
             }
             13 => {

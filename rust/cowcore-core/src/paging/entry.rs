@@ -71,6 +71,59 @@ pub const CHG_MASK: PteFlags = PteFlags::PWT
     .union(PteFlags::SOFT_DIRTY)
     .union(PteFlags::UFFD_WP);
 
+/// What an entry holds, as `handle_pte_fault` tells entries apart: the fault dispatch
+/// matches on it, so that a kind the simulator does not model yet is an error rather
+/// than an empty entry to overwrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// `pte_none`: nothing mapped.
+    None,
+    /// `pte_present` with P set: a mapping the MMU uses.
+    Present,
+    /// `pte_protnone`: present to the kernel but not to the MMU (`PROT_NONE`).
+    ProtNone,
+    /// `is_swap_pte`: neither none nor present, a software entry (`pte_to_swp_entry`): a
+    /// swap entry, or a migration, device or marker entry, which are swap entries of the
+    /// reserved types (`is_migration_entry` & co.). None is written yet (no swap, no
+    /// migration); the fault path reports one as an invariant error (`do_swap_page` is
+    /// not modelled) instead of overwriting it.
+    Swap(SwapEntry),
+}
+
+/// A not-present, non-none entry read as x86-64 encodes a swap entry
+/// (`arch/x86/include/asm/pgtable_64.h`): the type in the top 5 bits (`__swp_type`), the
+/// offset inverted in the bits from `SWP_OFFSET_FIRST_BIT` = 9 up (`__swp_offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SwapEntry(u64);
+
+impl SwapEntry {
+    /// `SWP_TYPE_BITS`.
+    const TYPE_BITS: u32 = 5;
+    /// `SWP_OFFSET_SHIFT` = `SWP_OFFSET_FIRST_BIT` (9) + `SWP_TYPE_BITS`.
+    const OFFSET_SHIFT: u32 = 9 + Self::TYPE_BITS;
+
+    /// `swp_entry_to_pte(__swp_entry(type, offset))`: the page-table entry of a swap entry.
+    #[must_use]
+    pub const fn to_pte(swp_type: u32, offset: u64) -> PageTableEntry {
+        PageTableEntry(
+            ((!offset) << Self::OFFSET_SHIFT >> Self::TYPE_BITS)
+                | ((swp_type as u64) << (64 - Self::TYPE_BITS)),
+        )
+    }
+
+    /// `__swp_type`.
+    #[must_use]
+    pub const fn swp_type(self) -> u32 {
+        (self.0 >> (64 - Self::TYPE_BITS)) as u32
+    }
+
+    /// `__swp_offset`.
+    #[must_use]
+    pub const fn swp_offset(self) -> u64 {
+        (!self.0) << Self::TYPE_BITS >> Self::OFFSET_SHIFT
+    }
+}
+
 /// A raw 64-bit page-table entry at any level (`pte_t`, `pmd_t`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PageTableEntry(u64);
@@ -113,6 +166,43 @@ impl PageTableEntry {
     #[must_use]
     pub const fn pfn(self) -> Pfn {
         Pfn::new((self.0 & PFN_MASK) >> 12)
+    }
+
+    /// The frame the entry points at as an index of the per-frame arrays (`pte_pfn`;
+    /// frames fit in 32 bits, `MAX_MEMORY`).
+    #[must_use]
+    #[inline]
+    pub(crate) const fn frame(self) -> u32 {
+        self.pfn().as_u64() as u32
+    }
+
+    /// `pfn_pte(frame, prot)` for a frame index.
+    #[must_use]
+    #[inline]
+    pub(crate) const fn of_frame(frame: u32, flags: PteFlags) -> Self {
+        Self::new(Pfn::new(frame as u64), flags)
+    }
+
+    /// The same entry pointing at the frame index `frame`.
+    #[must_use]
+    #[inline]
+    pub(crate) const fn with_frame(self, frame: u32) -> Self {
+        self.with_pfn(Pfn::new(frame as u64))
+    }
+
+    /// The kind of entry: none, present, `PROT_NONE` or a software (swap) entry.
+    #[must_use]
+    #[inline]
+    pub const fn kind(self) -> EntryKind {
+        if self.is_none() {
+            EntryKind::None
+        } else if self.0 & PteFlags::PRESENT.bits() != 0 {
+            EntryKind::Present
+        } else if self.is_protnone() {
+            EntryKind::ProtNone
+        } else {
+            EntryKind::Swap(SwapEntry(self.0))
+        }
     }
 
     /// `pte_none`.
@@ -278,35 +368,22 @@ impl PageTableEntry {
     }
 }
 
-/// Names of the set flag bits of an entry, as `WalkLevel.flags` reports them.
-#[must_use]
-pub fn flag_names(e: PageTableEntry) -> Vec<&'static str> {
-    const NAMES: [(PteFlags, &str); 14] = [
-        (PteFlags::PRESENT, "P"),
-        (PteFlags::WRITABLE, "RW"),
-        (PteFlags::USER, "US"),
-        (PteFlags::PWT, "PWT"),
-        (PteFlags::PCD, "PCD"),
-        (PteFlags::ACCESSED, "A"),
-        (PteFlags::DIRTY, "D"),
-        (PteFlags::HUGE, "PS"),
-        (PteFlags::PROTNONE, "PROTNONE"),
-        (PteFlags::SPECIAL, "SPECIAL"),
-        (PteFlags::UFFD_WP, "UFFD_WP"),
-        (PteFlags::SOFT_DIRTY, "SOFT_DIRTY"),
-        (PteFlags::SAVED_DIRTY, "SAVED_DIRTY"),
-        (PteFlags::NX, "NX"),
-    ];
-    let f = e.flags();
-    NAMES
-        .iter()
-        .filter(|(b, _)| f.contains(*b))
-        .map(|(_, n)| *n)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn entry_kinds() {
+        let e = PageTableEntry::new(Pfn::new(7), PAGE_COPY);
+        assert_eq!(PageTableEntry::NONE.kind(), EntryKind::None);
+        assert_eq!(e.kind(), EntryKind::Present);
+        assert_eq!(e.modify(PAGE_NONE).kind(), EntryKind::ProtNone);
+        let swp = SwapEntry::to_pte(3, 0x1234);
+        assert!(!swp.is_none() && !swp.is_present());
+        let EntryKind::Swap(s) = swp.kind() else {
+            panic!("{swp:?} is not a swap entry");
+        };
+        assert_eq!((s.swp_type(), s.swp_offset()), (3, 0x1234));
+    }
     use super::*;
 
     #[test]
@@ -352,9 +429,5 @@ mod tests {
         let r = n.modify(PAGE_COPY);
         assert!(r.flags().contains(PteFlags::PRESENT) && !r.is_protnone());
         assert!(r.flags().contains(PteFlags::SAVED_DIRTY));
-        assert_eq!(
-            flag_names(PageTableEntry::table(Pfn::new(1))),
-            ["P", "RW", "US", "A", "D"]
-        );
     }
 }

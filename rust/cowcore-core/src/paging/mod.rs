@@ -8,6 +8,6 @@ pub mod entry;
 pub mod table;
 pub mod walk;
 
-pub use entry::{PageTableEntry, PteFlags};
+pub use entry::{EntryKind, PageTableEntry, PteFlags, SwapEntry};
 pub use table::{Level, Paging};
 pub use walk::{error_code, Translation, WalkStep};

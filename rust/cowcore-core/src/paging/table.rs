@@ -21,6 +21,9 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, top (PGD) to bottom (PTE); a 4-level machine skips [`Level::P4d`].
+    pub const ALL: [Self; 5] = [Self::Pgd, Self::P4d, Self::Pud, Self::Pmd, Self::Pte];
+
     /// The level's name as `WalkLevel.level` reports it.
     #[must_use]
     pub const fn name(self) -> &'static str {

@@ -8,7 +8,7 @@
 use super::entry::PageTableEntry;
 use super::table::{Level, Paging};
 use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
-use crate::physmem::PhysMem;
+use crate::physmem::{PhysMem, TableFrame};
 
 /// `X86_PF_PROT`: the fault hit a present entry.
 pub const PF_PROT: u32 = 1 << 0;
@@ -59,21 +59,27 @@ pub struct Translation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Leaf {
     pub level: Level,
-    pub table: u32,
+    pub table: TableFrame,
     pub index: usize,
     pub entry: PageTableEntry,
 }
 
-/// Walks without allocating; returns the leaf (present or `PROT_NONE`) mapping `addr`.
-pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Option<Leaf> {
+/// Walks without allocating; returns the leaf entry for `addr`: a present or `PROT_NONE`
+/// leaf, or a software (swap) entry where the walk stopped; `None` at a none entry.
+pub(crate) fn find_leaf(
+    mem: &PhysMem,
+    paging: Paging,
+    pgd: TableFrame,
+    addr: VirtAddr,
+) -> Option<Leaf> {
     let mut table = pgd;
     for &(level, shift) in paging.table_levels() {
         let index = Paging::index(addr, shift);
-        let entry = PageTableEntry::from_raw(mem.entry(table, index));
-        if entry.is_none() || !entry.is_present() {
+        let entry = mem.entry(table, index);
+        if entry.is_none() {
             return None;
         }
-        if level == Level::Pte || (level == Level::Pmd && entry.is_huge()) {
+        if !entry.is_present() || level == Level::Pte || (level == Level::Pmd && entry.is_huge()) {
             return Some(Leaf {
                 level,
                 table,
@@ -81,21 +87,50 @@ pub(crate) fn find_leaf(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
                 entry,
             });
         }
-        table = entry.pfn().as_u64() as u32;
+        table = TableFrame::of(entry);
     }
     None
 }
 
+/// Where the walk to a PMD entry stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PmdLoc {
+    /// The PMD table frame and the index of the entry.
+    Found(TableFrame, usize),
+    /// An upper entry is none; nothing is mapped below `addr` up to this address.
+    Hole(u64),
+}
+
+/// Walks to the PMD entry of `addr` without allocating (`pmd_off`, stopping at a
+/// `p4d_none`/`pud_none` entry).
+pub(crate) fn pmd_loc(mem: &PhysMem, paging: Paging, pgd: TableFrame, addr: u64) -> PmdLoc {
+    let mut table = pgd;
+    for &(_, shift) in &paging.table_levels()[..paging.pmd_depth()] {
+        let e = mem.entry(table, Paging::index(VirtAddr::new(addr), shift));
+        if e.is_none() {
+            let span = 1u64 << shift;
+            return PmdLoc::Hole((addr & !(span - 1)).saturating_add(span));
+        }
+        table = TableFrame::of(e);
+    }
+    PmdLoc::Found(table, Paging::index(VirtAddr::new(addr), 21))
+}
+
 /// Walks `addr` and records every step (`translate()`); takes no fault.
-pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr) -> Translation {
+pub(crate) fn translate(
+    mem: &PhysMem,
+    paging: Paging,
+    pgd: TableFrame,
+    addr: VirtAddr,
+) -> Translation {
     let mut steps = Vec::with_capacity(5);
     let mut table = pgd;
     for &(level, shift) in paging.table_levels() {
         let index = Paging::index(addr, shift);
-        let entry = PageTableEntry::from_raw(mem.entry(table, index));
+        let entry = mem.entry(table, index);
         steps.push(WalkStep {
             level,
-            table: Pfn::new(u64::from(table)),
+            table: table.pfn(),
             index,
             entry,
         });
@@ -117,7 +152,7 @@ pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
                 page_size: Some(PMD_SIZE),
             };
         }
-        table = entry.pfn().as_u64() as u32;
+        table = TableFrame::of(entry);
     }
     Translation {
         steps,
@@ -126,12 +161,31 @@ pub(crate) fn translate(mem: &PhysMem, paging: Paging, pgd: u32, addr: VirtAddr)
     }
 }
 
+/// Whether the MMU lets the access through the leaf `e`: present with P (not
+/// `PROT_NONE`), and writable for a write. Shared by [`hw_access`] and the fast paths of
+/// `read`/`write`, so that a new kind of entry changes one place.
+#[inline]
+pub(crate) const fn hw_permits(e: PageTableEntry, write: bool) -> bool {
+    e.is_present() && !e.is_protnone() && (!write || e.is_writable())
+}
+
+/// The leaf after the MMU's permitted access: A set, and D for a write.
+#[inline]
+pub(crate) const fn hw_accessed(e: PageTableEntry, write: bool) -> PageTableEntry {
+    let n = e.mkyoung();
+    if write {
+        n.hw_dirty()
+    } else {
+        n
+    }
+}
+
 /// The hardware access: if the leaf permits it (present with P, and RW for a write), set A
 /// (and D for a write) and return the 4 KiB frame; otherwise return the error code.
 pub(crate) fn hw_access(
     mem: &mut PhysMem,
     paging: Paging,
-    pgd: u32,
+    pgd: TableFrame,
     addr: VirtAddr,
     write: bool,
 ) -> Result<u32, u32> {
@@ -139,17 +193,15 @@ pub(crate) fn hw_access(
         return Err(error_code(write, false));
     };
     let e = leaf.entry;
-    if e.is_protnone() || (write && !e.is_writable()) {
-        return Err(error_code(write, true));
+    if !hw_permits(e, write) {
+        // A swap entry has P clear; `PROT_NONE` and read-only entries are present.
+        return Err(error_code(write, e.is_present()));
     }
-    let mut n = e.mkyoung();
-    if write {
-        n = n.hw_dirty();
-    }
+    let n = hw_accessed(e, write);
     if n != e {
-        mem.set_entry(leaf.table, leaf.index, n.raw());
+        mem.set_entry(leaf.table, leaf.index, n);
     }
-    let base = e.pfn().as_u64() as u32;
+    let base = e.frame();
     Ok(if leaf.level == Level::Pmd {
         base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32
     } else {
@@ -173,18 +225,18 @@ mod tests {
     fn walk_sets_accessed_and_dirty() {
         let mut mem = PhysMem::new(512);
         let p = Paging::new(4).unwrap();
-        let t: Vec<u32> = (0..4).map(|_| mem.alloc_table().unwrap()).collect();
+        let t: Vec<TableFrame> = (0..4).map(|_| mem.alloc_table().unwrap()).collect();
         let a = VirtAddr::new(0x7f00_0020_3000);
         for i in 0..3 {
             let (_, s) = p.table_levels()[i];
-            let e = PageTableEntry::table(Pfn::new(u64::from(t[i + 1])));
-            mem.set_entry(t[i], Paging::index(a, s), e.raw());
+            let e = t[i + 1].entry();
+            mem.set_entry(t[i], Paging::index(a, s), e);
         }
         let leaf = PageTableEntry::new(Pfn::new(100), PAGE_COPY).mkold();
-        mem.set_entry(t[3], 3, leaf.raw());
+        mem.set_entry(t[3], 3, leaf);
         assert_eq!(hw_access(&mut mem, p, t[0], a, true), Err(0x7));
         assert_eq!(hw_access(&mut mem, p, t[0], a, false), Ok(100));
-        assert!(PageTableEntry::from_raw(mem.entry(t[3], 3)).is_young());
+        assert!(mem.entry(t[3], 3).is_young());
         let tr = translate(&mem, p, t[0], a);
         assert_eq!(tr.steps.len(), 4);
         assert_eq!(tr.pfn, Some(Pfn::new(100)));
