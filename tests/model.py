@@ -374,6 +374,7 @@ class LockstepModel(RuleBasedStateMachine):
         for p in self.live():
             proc = p.procs[index]
             pages.append(proc.vmas())
+            pages.append(proc.rss_anon())
             for start, npages in p.maps:
                 obs = proc.observe(start, npages * PAGE)
                 pages.append(obs)

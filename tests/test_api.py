@@ -266,3 +266,29 @@ def test_batch_page_calls(make_machine: MachineFactory) -> None:
         p.read_pages([a, "0"])  # type: ignore[list-item]
     with pytest.raises(InvalidAddressError):
         p.read_pages([0])
+
+
+def test_rss_anon_is_mm_anonpages(backend: str) -> None:
+    """``rss_anon``: anonymous pages mapped (MM_ANONPAGES); zero pages do not count, a
+    PMD-mapped THP counts 512, a shared page counts in every process that maps it."""
+    m = cowcore.Machine(backend=backend)
+    m.thp.sizes["64K"] = "always"
+    p = m.init
+    a = p.mmap(4 << 20)
+    p.read(a + (1 << 20), 8 << 12)  # zero pages only
+    assert p.rss_anon() == 0
+    p.write(a)  # one 64K folio
+    assert p.rss_anon() == 16
+    c = p.fork()
+    assert (p.rss_anon(), c.rss_anon()) == (16, 16)
+    c.write(a)  # COW: the child's PTE now maps its own copy, still one page
+    assert (p.rss_anon(), c.rss_anon()) == (16, 16)
+    p.munmap(a, 64 << 10)
+    assert (p.rss_anon(), c.rss_anon()) == (0, 16)
+    m.thp.enabled = "always"
+    b = p.mmap(2 << 20)
+    p.write(b)
+    assert p.rss_anon() == 512
+    c.exit()
+    with pytest.raises(cowcore.NoSuchProcessError):
+        c.rss_anon()

@@ -468,6 +468,13 @@ class Process:
         """The VMAs as ``(start, end, prot, extra flags)`` named tuples."""
         return self._b.vmas(self.pid)
 
+    def rss_anon(self) -> int:
+        """Anonymous pages this process maps: the kernel's ``MM_ANONPAGES`` counter
+        (``get_mm_counter(mm, MM_ANONPAGES)``; ``/proc/PID/status`` prints it as ``RssAnon``
+        in kB, four times this). A PMD-mapped THP counts 512, a page of a large folio mapped
+        by a PTE 1, the zero pages 0; a page shared with another process counts in each."""
+        return self._b.rss_anon(self.pid)
+
     def translate(self, addr: SupportsIndex) -> Translation:
         """Walk the page tables for ``addr`` without faulting."""
         return self._b.translate(self.pid, _int("addr", addr))

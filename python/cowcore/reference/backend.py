@@ -281,6 +281,9 @@ class ReferenceBackend:
 
     # -- inspection ----------------------------------------------------------------------
 
+    def rss_anon(self, pid: int) -> int:
+        return self._proc(pid)[1].rss_anon
+
     def vmas(self, pid: int) -> list[VmaInfo]:
         _, mm = self._proc(pid)
         out = []

@@ -15,7 +15,7 @@ use crate::mm::{Mm, VmFlags, Vma, VmaInfo};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Translation};
 use crate::physmem::{PhysMem, TableFrame, ST_FOLIO, ST_ZERO};
-use crate::policy::{Policy, Profile};
+use crate::policy::{KernelConfig, Policy, Profile};
 
 /// The state of the simulated kernel: physical memory (with the zero pages, the
 /// allocation serials and the PMD deposits), the processes and their address spaces, the
@@ -25,7 +25,8 @@ use crate::policy::{Policy, Profile};
 #[derive(Debug, Clone)]
 pub(crate) struct Kernel {
     pub(crate) paging: Paging,
-    pub(crate) profile: Profile,
+    /// What the profile resolved to: code asks these capabilities, never the version.
+    pub(crate) cfg: KernelConfig,
     pub(crate) mem: PhysMem,
     pub(crate) policy: Policy,
     /// The event channel; the counters are its fold.
@@ -70,9 +71,9 @@ impl Kernel {
         };
         Ok(Self {
             paging,
-            profile,
+            cfg: profile.config(),
             mem,
-            policy: Policy::new(profile),
+            policy: Policy::with_config(profile.config()),
             events: Events::default(),
             procs: vec![Some(init)],
             used_mm_ids: BTreeSet::from([1]),
@@ -321,7 +322,7 @@ impl Kernel {
                 let entire = folio.folio_entire_mapcount() as u64;
                 let mapcount = u64::from(m.page_mapcount(pfn)) + entire;
                 // pagemap: 7.2 reports the first page's value for a whole PMD mapping.
-                let exclusive = if pmd && self.profile == Profile::V6_15 {
+                let exclusive = if pmd && self.cfg.pagemap_pmd_exclusive_from_first_page() {
                     u64::from(m.page_mapcount(h)) + entire == 1
                 } else {
                     mapcount == 1

@@ -12,7 +12,7 @@ use crate::folio::FolioInfo;
 use crate::kernel::Kernel;
 use crate::mm::{Advice, Mm, Prot, VmaInfo};
 use crate::paging::walk::Translation;
-use crate::policy::{Profile, ThpMode, ThpSizeMode};
+use crate::policy::{KernelConfig, Profile, ThpMode, ThpSizeMode};
 use crate::stats::Stats;
 
 /// Lowest user address (`mmap_min_addr` is at least one page).
@@ -126,7 +126,13 @@ impl Machine {
     /// The kernel profile.
     #[must_use]
     pub fn profile(&self) -> Profile {
-        self.k.profile
+        self.k.cfg.profile()
+    }
+
+    /// The capabilities the profile resolved to ([`KernelConfig`]).
+    #[must_use]
+    pub fn config(&self) -> KernelConfig {
+        self.k.cfg
     }
 
     /// 4 or 5.

@@ -226,7 +226,7 @@ impl PyMachine {
     }
 
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let cfg = self.lock().profile().config();
+        let cfg = self.lock().config();
         records::kernel_config(py, cfg)
     }
 
@@ -370,6 +370,10 @@ impl PyMachine {
 
     fn exit(&self, py: Python<'_>, pid: u32) -> PyResult<()> {
         run_core(py, || self.lock().exit(pid))
+    }
+
+    fn rss_anon(&self, pid: u32) -> PyResult<u64> {
+        Ok(self.lock().rss_anon(pid).map_err(PyCowError)?)
     }
 
     fn vmas<'py>(&self, py: Python<'py>, pid: u32) -> PyResult<Vec<Bound<'py, PyAny>>> {
