@@ -196,6 +196,9 @@ pub enum ThpMode {
 }
 
 impl ThpMode {
+    /// Every mode, in sysfs order.
+    pub const ALL: [Self; 3] = [Self::Always, Self::Madvise, Self::Never];
+
     /// The sysfs spelling.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -233,6 +236,9 @@ pub enum ThpSizeMode {
 }
 
 impl ThpSizeMode {
+    /// Every mode, in sysfs order.
+    pub const ALL: [Self; 4] = [Self::Always, Self::Madvise, Self::Inherit, Self::Never];
+
     /// The sysfs spelling.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

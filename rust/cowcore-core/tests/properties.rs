@@ -65,13 +65,8 @@ enum Op {
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
-const SIZE_MODES: [ThpSizeMode; 4] = [
-    ThpSizeMode::Always,
-    ThpSizeMode::Madvise,
-    ThpSizeMode::Inherit,
-    ThpSizeMode::Never,
-];
-const MODES: [ThpMode; 3] = [ThpMode::Always, ThpMode::Madvise, ThpMode::Never];
+const SIZE_MODES: [ThpSizeMode; 4] = ThpSizeMode::ALL;
+const MODES: [ThpMode; 3] = ThpMode::ALL;
 
 fn range() -> impl Strategy<Value = (usize, u64, u64)> {
     (

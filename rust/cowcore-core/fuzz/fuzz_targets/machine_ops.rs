@@ -12,13 +12,8 @@ use cowcore_core::{Advice, CowError, Machine, Pfn, Profile, Prot, ThpMode, ThpSi
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
-const SIZE_MODES: [ThpSizeMode; 4] = [
-    ThpSizeMode::Always,
-    ThpSizeMode::Madvise,
-    ThpSizeMode::Inherit,
-    ThpSizeMode::Never,
-];
-const MODES: [ThpMode; 3] = [ThpMode::Always, ThpMode::Madvise, ThpMode::Never];
+const SIZE_MODES: [ThpSizeMode; 4] = ThpSizeMode::ALL;
+const MODES: [ThpMode; 3] = ThpMode::ALL;
 
 /// A little-endian reader over the fuzz input that yields zeros once exhausted.
 struct Bytes<'a>(&'a [u8]);
