@@ -28,7 +28,17 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from cowcore.protocol import ADVICES, KERNEL_PROFILES, PROTS, THP_MODES, THP_SIZE_MODES, THP_SIZES
+from cowcore.protocol import (
+    ADVICES,
+    KERNEL_PROFILES,
+    PROTS,
+    THP_MODES,
+    THP_SIZE_MODES,
+    THP_SIZES,
+)
+from cowcore.protocol import (
+    POLICIES as POLICY_SPECS,
+)
 from cowcore.scenario import VERBS
 
 PAGE = 4096
@@ -44,8 +54,8 @@ WEIGHTED_SIZE_MODES: list[str] = ["always", *THP_SIZE_MODES]
 """Per-size THP modes, ``always`` twice: large folios are what COW is about."""
 WEIGHTED_ADVICES: list[str] = ["dontneed", *ADVICES]
 """Advices, ``dontneed`` twice: it is the one that frees memory under a live mapping."""
-POLICIES: list[str] = ["cow_reuse_pte_mapped_thp", "huge_zero_wp_alloc"]
-"""The ``machine.policy`` toggles."""
+POLICIES: list[str] = [spec.name for spec in POLICY_SPECS]
+"""The ``machine.policy`` toggles, from the policy table."""
 LEVELS: list[int] = [4, 4, 5]
 
 # -- the scenario language ---------------------------------------------------------------------
