@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from cowcore import protocol
 from cowcore.protocol import (
     ADVICES,
     KERNEL_PROFILES,
@@ -35,9 +36,6 @@ from cowcore.protocol import (
     THP_MODES,
     THP_SIZE_MODES,
     THP_SIZES,
-)
-from cowcore.protocol import (
-    POLICIES as POLICY_SPECS,
 )
 from cowcore.scenario import VERBS
 
@@ -54,7 +52,7 @@ WEIGHTED_SIZE_MODES: list[str] = ["always", *THP_SIZE_MODES]
 """Per-size THP modes, ``always`` twice: large folios are what COW is about."""
 WEIGHTED_ADVICES: list[str] = ["dontneed", *ADVICES]
 """Advices, ``dontneed`` twice: it is the one that frees memory under a live mapping."""
-POLICIES: list[str] = [spec.name for spec in POLICY_SPECS]
+POLICIES: list[str] = [spec.name for spec in protocol.POLICIES]
 """The ``machine.policy`` toggles, from the policy table."""
 LEVELS: list[int] = [4, 4, 5]
 
