@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from cowcore.errors import CowError, InvariantError
 from cowcore.reference.backend import ReferenceBackend
 from cowcore.reference.events import PER_SIZE, Event, EventKind, Stats
+from tests.reference.programs import Step, programs, run_program
 
 MB = 1 << 20
 PAGE = 4096
@@ -55,47 +54,15 @@ def test_a_scenario_emits_every_kind_and_folds_to_the_stats() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["write", "read", "fork", "dontneed", "munmap", "mprotect", "thp"]),
-            st.integers(0, 1023),
-            st.integers(1, 64),
-        ),
-        max_size=30,
-    )
-)
-def test_random_programs_fold_to_the_stats(ops: list[tuple[str, int, int]]) -> None:
+@given(programs(max_count=64, max_size=30))
+def test_random_programs_fold_to_the_stats(steps: list[Step]) -> None:
     ref = ReferenceBackend("6.12", 2048, 4)
     events = recording(ref)
-    pid = ref.init_pid()
-    base = ref.mmap(pid, 4 * MB)
-    pids = [pid]
-    for op, page, drawn in ops:
-        count = min(drawn, 1024 - page)
-        addr, length = base + page * PAGE, count * PAGE
-        p = pids[page % len(pids)]
-        try:
-            if op == "write":
-                ref.write(p, addr, length, page + 1)
-            elif op == "read":
-                ref.read(p, addr, length)
-            elif op == "fork":
-                pids.append(ref.fork(p))
-            elif op == "dontneed":
-                ref.madvise(p, addr, length, "dontneed")
-            elif op == "munmap":
-                ref.munmap(p, addr, length)
-            elif op == "mprotect":
-                ref.mprotect(p, addr, length, "r" if count % 2 else "rw")
-            else:
-                ref.set_thp_enabled("always" if count % 2 else "never")
-                ref.set_thp_size("16K", "always" if count % 3 else "never")
-        except InvariantError:
-            raise
-        except CowError:  # segfaults, OOM, unmapped ranges: refused, state unchanged
-            pass
+
+    def folds(_pids: list[int]) -> None:
         assert Stats.fold(events).as_dict() == ref.stats()
+
+    run_program(ref, steps, "16K", folds)
     ref.check()
 
 

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cowcore.errors import CowError, InvariantError
+from cowcore.errors import InvariantError
 from cowcore.reference import paging as pg
 from cowcore.reference.backend import ReferenceBackend
 from cowcore.reference.mm import Mm
+from tests.reference.programs import Step, programs, run_program
 
 MB = 1 << 20
 PAGE = 4096
@@ -82,46 +83,13 @@ def test_check_catches_a_wrong_rss_anon() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    st.sampled_from(["6.12", "6.15"]),
-    st.lists(
-        st.tuples(
-            st.sampled_from(["write", "read", "fork", "dontneed", "munmap", "mprotect", "thp"]),
-            st.integers(0, 1023),
-            st.integers(1, 600),
-        ),
-        max_size=25,
-    ),
-)
-def test_rss_anon_matches_the_page_tables(profile: str, ops: list[tuple[str, int, int]]) -> None:
+@given(st.sampled_from(["6.12", "6.15"]), programs(max_count=600, max_size=25))
+def test_rss_anon_matches_the_page_tables(profile: str, steps: list[Step]) -> None:
     ref = ReferenceBackend(profile, 2048, 4)
-    pid = ref.init_pid()
-    base = ref.mmap(pid, 4 * MB)
-    pids = [pid]
-    for op, page, drawn in ops:
-        count = min(drawn, 1024 - page)
-        addr, length = base + page * PAGE, count * PAGE
-        p = pids[page % len(pids)]
-        try:
-            if op == "write":
-                ref.write(p, addr, length, page + 1)
-            elif op == "read":
-                ref.read(p, addr, length)
-            elif op == "fork":
-                pids.append(ref.fork(p))
-            elif op == "dontneed":
-                ref.madvise(p, addr, length, "dontneed")
-            elif op == "munmap":
-                ref.munmap(p, addr, length)
-            elif op == "mprotect":
-                ref.mprotect(p, addr, length, "r" if count % 2 else "rw")
-            else:
-                ref.set_thp_enabled("always" if count % 2 else "never")
-                ref.set_thp_size("64K", "always" if count % 3 else "never")
-        except InvariantError:
-            raise
-        except CowError:  # segfaults, OOM, unmapped ranges: refused, state unchanged
-            pass
+
+    def matches(pids: list[int]) -> None:
         for q in pids:
             assert rss(ref, q) == mapped_anon_pages(ref, q)
+
+    run_program(ref, steps, "64K", matches)
     ref.check()
