@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 from cowcore.errors import InvalidArgumentError, NoSuchProcessError
+from cowcore.outcome import Access
 from cowcore.x86 import flag_names
 
 KernelProfile = Literal["6.12", "6.15"]
@@ -302,6 +303,11 @@ class AddressSpaceBackend(Protocol):
     def pids(self) -> list[int]: ...
     def mm_id(self, pid: int) -> int: ...
     def mmap(self, pid: int, length: int) -> int: ...
+    # MAP_FIXED | MAP_FIXED_NOREPLACE: InvalidAddressError ("... (EEXIST)") if the range
+    # meets a VMA; merges with equal-flag neighbours like any VMA change.
+    def mmap_fixed(self, pid: int, addr: int, length: int) -> int: ...
+    # The address-space id: 1 for init, the next number for each new mm, never reused.
+    def asid(self, pid: int) -> int: ...
     def munmap(self, pid: int, addr: int, length: int) -> None: ...
     def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None: ...
     def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
@@ -319,6 +325,21 @@ class AccessBackend(Protocol):
     # of a buffer of 64-bit integers, through untouched.
     def write_pages(self, pid: int, addrs: list[Any] | memoryview, value: int) -> None: ...
     def read_pages(self, pid: int, addrs: list[Any] | memoryview) -> list[int]: ...
+    # One access of one byte (docs/access-and-events.md): a segfault or an out-of-memory
+    # fault is an outcome, not an exception; NoSuchProcessError is raised.
+    def access(self, pid: int, addr: int, write: bool, value: int) -> Access: ...
+    # The batch form: `addrs` as for write_pages; `writes` one bool for all, or a view of n
+    # bytes, each 0 or 1; `out` a writable view of n * ACCESS_SIZE bytes that receives the
+    # records in the Rust layout (outcome.ACCESS_FIELDS). Items are checked before any
+    # access is made (InvalidArgumentError, nothing done).
+    def access_batch(
+        self,
+        pid: int,
+        addrs: list[Any] | memoryview,
+        writes: bool | memoryview,
+        value: int,
+        out: memoryview,
+    ) -> None: ...
 
 
 class InspectionBackend(Protocol):
@@ -337,6 +358,10 @@ class EventsBackend(Protocol):
     """What happened since the machine started."""
 
     def stats(self) -> Stats: ...
+    # Start (True) or stop (False, dropping what was kept) keeping the events.
+    def record(self, on: bool) -> None: ...
+    # The events kept since the last call, as EVENT_SIZE-byte records (outcome.EVENT_FIELDS).
+    def take_events(self) -> bytes: ...
 
 
 class Backend(

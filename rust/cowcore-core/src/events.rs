@@ -47,6 +47,235 @@ pub enum Event {
     CowCopy,
     /// `do_huge_zero_wp_pmd` replaced the huge zero PMD with a fresh THP.
     HugeZeroWrite,
+    // --- What changes memory (issue 12); none of these moves a counter. ---
+    /// An anonymous folio was allocated (`folio_alloc`, for a fault or a copy).
+    FolioAlloc {
+        /// Its first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+    },
+    /// An anonymous folio's last reference went and it was freed (`folio_put` → free).
+    FolioFree {
+        /// Its first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+    },
+    /// The kernel zero-filled `nr` frames from `pfn` (`clear_user_highpage`,
+    /// `folio_zero_user`): a new anonymous folio, or the copy of a zero page.
+    PagesZeroed {
+        /// The first frame.
+        pfn: u64,
+        /// How many frames.
+        nr: u64,
+    },
+    /// The kernel copied `nr` frames (`copy_user_highpage` in `wp_page_copy`).
+    PagesCopied {
+        /// The first source frame.
+        src: u64,
+        /// The first destination frame.
+        dst: u64,
+        /// How many frames.
+        nr: u64,
+    },
+    /// `fork()` copied the parent's page tables into the child (`dup_mmap`), emitted once
+    /// at the end of the fork.
+    Fork {
+        /// The parent's address-space id.
+        parent: u64,
+        /// The child's address-space id.
+        child: u64,
+        /// Present PTEs copied into the child.
+        ptes: u64,
+        /// Huge PMDs copied into the child.
+        pmds: u64,
+    },
+    /// Entries were cleared by `munmap`, `exit` or `MADV_DONTNEED` (`zap_page_range`,
+    /// `unmap_vmas`), emitted once per call with the call's range.
+    Zap {
+        /// The address-space id.
+        asid: u64,
+        /// Why.
+        cause: ZapCause,
+        /// The range's start (0 for `exit`).
+        start: u64,
+        /// The range's end (`u64::MAX` for `exit`).
+        end: u64,
+        /// Present PTEs cleared.
+        ptes: u64,
+        /// Huge PMDs cleared.
+        pmds: u64,
+    },
+    /// `mprotect()` changed entries (`change_protection`), once per call.
+    Mprotect {
+        /// The address-space id.
+        asid: u64,
+        /// The range's start.
+        start: u64,
+        /// The range's end.
+        end: u64,
+        /// Present PTEs rewritten.
+        ptes: u64,
+        /// Huge PMDs rewritten.
+        pmds: u64,
+    },
+    /// The TLB entries of `[start, end)` of one address space were invalidated
+    /// (`flush_tlb_range`, `ptep_clear_flush`, `pmdp_huge_clear_flush`, `tlb_finish_mmu`);
+    /// `[0, u64::MAX)` is the whole address space (`flush_tlb_mm`).
+    TlbFlush {
+        /// The address-space id.
+        asid: u64,
+        /// The range's start.
+        start: u64,
+        /// The range's end.
+        end: u64,
+    },
+}
+
+/// Why entries were zapped.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ZapCause {
+    /// `munmap()`.
+    Unmap = 0,
+    /// The process exited (`exit_mmap`).
+    Exit = 1,
+    /// `madvise(MADV_DONTNEED)`.
+    DontNeed = 2,
+}
+
+/// One event, flat, with a C layout (72 bytes): what [`crate::Machine::take_events`]
+/// gives to callers that cannot take a Rust enum (Python's numpy arrays, the C API). The
+/// fields a kind does not use are 0; `cowcore.outcome.EventRecord` documents each.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EventRecord {
+    /// The kind: [`Event::code`].
+    pub kind: u8,
+    /// A folio order (`AnonFaultAlloc`, `AnonFaultFallback`, `Split`, `FolioAlloc`,
+    /// `FolioFree`).
+    pub order: u8,
+    /// A [`ZapCause`] (`Zap`).
+    pub cause: u8,
+    /// Padding, always zero.
+    pub reserved: u8,
+    /// Padding, always zero.
+    pub reserved2: u32,
+    /// The address space (`Fork`: the parent).
+    pub asid: u64,
+    /// `Fork`: the child's address space.
+    pub asid2: u64,
+    /// A first frame (`FolioAlloc`, `FolioFree`, `PagesZeroed`; `PagesCopied`: the source).
+    pub pfn: u64,
+    /// `PagesCopied`: the destination.
+    pub pfn2: u64,
+    /// A range's start (`Zap`, `Mprotect`, `TlbFlush`).
+    pub start: u64,
+    /// A range's end.
+    pub end: u64,
+    /// Frames zeroed or copied; PTEs of `Fork`, `Zap`, `Mprotect`.
+    pub nr: u64,
+    /// Huge PMDs of `Fork`, `Zap`, `Mprotect`.
+    pub pmds: u64,
+}
+
+impl Event {
+    /// The stable number of the kind (`cowcore.outcome.EventCode`).
+    #[must_use]
+    pub fn code(&self) -> u8 {
+        match self {
+            Event::FaultRead => 1,
+            Event::FaultWrite => 2,
+            Event::FaultWp => 3,
+            Event::AnonFaultAlloc { .. } => 4,
+            Event::AnonFaultFallback { .. } => 5,
+            Event::Split { .. } => 6,
+            Event::ThpFaultAlloc => 7,
+            Event::ThpSplitPmd => 8,
+            Event::PgReuse => 9,
+            Event::CowCopy => 10,
+            Event::HugeZeroWrite => 11,
+            Event::FolioAlloc { .. } => 12,
+            Event::FolioFree { .. } => 13,
+            Event::PagesZeroed { .. } => 14,
+            Event::PagesCopied { .. } => 15,
+            Event::Fork { .. } => 16,
+            Event::Zap { .. } => 17,
+            Event::Mprotect { .. } => 18,
+            Event::TlbFlush { .. } => 19,
+        }
+    }
+
+    /// The flat record of this event.
+    #[must_use]
+    pub fn record(&self) -> EventRecord {
+        let mut r = EventRecord {
+            kind: self.code(),
+            ..EventRecord::default()
+        };
+        match *self {
+            Event::FaultRead
+            | Event::FaultWrite
+            | Event::FaultWp
+            | Event::ThpFaultAlloc
+            | Event::ThpSplitPmd
+            | Event::PgReuse
+            | Event::CowCopy
+            | Event::HugeZeroWrite => {}
+            Event::AnonFaultAlloc { order }
+            | Event::AnonFaultFallback { order }
+            | Event::Split { order } => r.order = order as u8,
+            Event::FolioAlloc { pfn, order } | Event::FolioFree { pfn, order } => {
+                r.pfn = pfn;
+                r.order = order as u8;
+            }
+            Event::PagesZeroed { pfn, nr } => {
+                r.pfn = pfn;
+                r.nr = nr;
+            }
+            Event::PagesCopied { src, dst, nr } => {
+                r.pfn = src;
+                r.pfn2 = dst;
+                r.nr = nr;
+            }
+            Event::Fork {
+                parent,
+                child,
+                ptes,
+                pmds,
+            } => {
+                r.asid = parent;
+                r.asid2 = child;
+                r.nr = ptes;
+                r.pmds = pmds;
+            }
+            Event::Zap {
+                asid,
+                cause,
+                start,
+                end,
+                ptes,
+                pmds,
+            } => {
+                (r.asid, r.cause, r.start, r.end, r.nr, r.pmds) =
+                    (asid, cause as u8, start, end, ptes, pmds);
+            }
+            Event::Mprotect {
+                asid,
+                start,
+                end,
+                ptes,
+                pmds,
+            } => {
+                (r.asid, r.start, r.end, r.nr, r.pmds) = (asid, start, end, ptes, pmds);
+            }
+            Event::TlbFlush { asid, start, end } => {
+                (r.asid, r.start, r.end) = (asid, start, end);
+            }
+        }
+        r
+    }
 }
 
 impl Stats {
@@ -80,6 +309,14 @@ impl Stats {
             Event::PgReuse => self.pgreuse += 1,
             Event::CowCopy => self.cow_copy += 1,
             Event::HugeZeroWrite => self.huge_zero_write += 1,
+            Event::FolioAlloc { .. }
+            | Event::FolioFree { .. }
+            | Event::PagesZeroed { .. }
+            | Event::PagesCopied { .. }
+            | Event::Fork { .. }
+            | Event::Zap { .. }
+            | Event::Mprotect { .. }
+            | Event::TlbFlush { .. } => {}
         }
     }
 }

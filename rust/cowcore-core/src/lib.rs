@@ -40,6 +40,7 @@ mod kernel;
 pub mod machine;
 pub mod mm;
 mod mprotect;
+pub mod outcome;
 mod pagewalk;
 pub mod paging;
 pub mod physmem;
@@ -50,7 +51,8 @@ mod zap;
 
 pub use addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
 pub use error::{CowError, SegvReason};
-pub use events::Event;
+pub use events::{Event, EventRecord, ZapCause};
+pub use outcome::{Access, AccessFlags, MapLevel, Outcome, Reason};
 pub use folio::FolioInfo;
 pub use machine::{FrameKind, Machine, Observation};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
