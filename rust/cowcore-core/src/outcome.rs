@@ -213,6 +213,30 @@ impl Access {
     }
 }
 
+/// Which accesses of a batch are stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKinds<'a> {
+    /// All loads.
+    Reads,
+    /// All stores.
+    Writes,
+    /// One flag per access (`true`: a store); as long as the addresses.
+    PerAccess(&'a [bool]),
+}
+
+impl AccessKinds<'_> {
+    /// Whether access `i` is a store.
+    #[inline]
+    #[must_use]
+    pub fn is_write(&self, i: usize) -> bool {
+        match self {
+            Self::Reads => false,
+            Self::Writes => true,
+            Self::PerAccess(w) => w[i],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
