@@ -180,6 +180,29 @@ pub struct EventRecord {
     pub pmds: u64,
 }
 
+impl EventRecord {
+    /// The size of [`Self::to_le_bytes`]: the C layout's size.
+    pub const SIZE: usize = 72;
+
+    /// The record in its C layout, little-endian (`cowcore.outcome.EVENT_FIELDS`).
+    #[must_use]
+    pub fn to_le_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0] = self.kind;
+        b[1] = self.order;
+        b[2] = self.cause;
+        b[3] = self.reserved;
+        b[4..8].copy_from_slice(&self.reserved2.to_le_bytes());
+        let words = [
+            self.asid, self.asid2, self.pfn, self.pfn2, self.start, self.end, self.nr, self.pmds,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+}
+
 impl Event {
     /// The stable number of the kind (`cowcore.outcome.EventCode`).
     #[must_use]
