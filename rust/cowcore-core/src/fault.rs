@@ -26,7 +26,7 @@ use crate::policy::Policy;
 /// One fault (`struct vm_fault`): the faulting address and access, the VMA, the mm's id,
 /// root table and `MM_ANONPAGES`, and the state the handlers change.
 #[derive(Debug)]
-pub(crate) struct Fault<'a> {
+pub(crate) struct Fault<'a, R: Recorder> {
     /// `vmf->address`.
     address: VirtAddr,
     /// `FAULT_FLAG_WRITE`.
@@ -45,8 +45,37 @@ pub(crate) struct Fault<'a> {
     cfg: &'a Policy,
     paging: Paging,
     events: &'a mut Events,
-    /// The record of the access this fault is part of: each handler writes its decision.
-    rec: &'a mut Access,
+    /// The record of the access this fault is part of: each handler writes its decision
+    /// (through [`Fault::record`]).
+    rec: &'a mut R,
+}
+
+/// Where a fault writes its decision: the caller's [`Access`] (`access`, `access_batch`),
+/// or [`NoRecord`] for `read`/`write`/`*_pages`, whose callers never see a record. The
+/// handlers are monomorphised over it, so those paths do no record-keeping at all (issue
+/// 12: with no one listening, the `cowcore bench` table stays as it was; BENCHMARKS.md
+/// "Per-access records and events").
+pub(crate) trait Recorder: std::fmt::Debug {
+    /// The record to write into, if any.
+    fn get(&mut self) -> Option<&mut Access>;
+}
+
+impl Recorder for Access {
+    #[inline]
+    fn get(&mut self) -> Option<&mut Access> {
+        Some(self)
+    }
+}
+
+/// No record: every write to it is compiled out.
+#[derive(Debug)]
+pub(crate) struct NoRecord;
+
+impl Recorder for NoRecord {
+    #[inline]
+    fn get(&mut self) -> Option<&mut Access> {
+        None
+    }
 }
 
 impl Kernel {
@@ -55,13 +84,13 @@ impl Kernel {
     // Inlined: returned out of line, the `Result<Fault, CowError>` cost the COW-reuse
     // benchmark a third of its time (one call per fault; BENCHMARKS.md numbers hold with it).
     #[inline]
-    pub(crate) fn fault<'s>(
+    pub(crate) fn fault<'s, R: Recorder>(
         &'s mut self,
         pid: u32,
         address: VirtAddr,
         write: bool,
-        rec: &'s mut Access,
-    ) -> Result<Fault<'s>, CowError> {
+        rec: &'s mut R,
+    ) -> Result<Fault<'s, R>, CowError> {
         let Self {
             procs,
             mem,
@@ -124,8 +153,7 @@ impl Kernel {
                 }
                 Err(code) => {
                     let leaf = walk::find_leaf(&self.mem, self.paging, pgd, addr);
-                    let mut rec = Access::default();
-                    self.fault(pid, addr, write, &mut rec)?
+                    self.fault(pid, addr, write, &mut NoRecord)?
                         .handle_mm_fault(leaf, code)?;
                 }
             }
@@ -343,8 +371,7 @@ impl Kernel {
         };
         // The fault the MMU would report, through the same dispatch as `access_page`.
         let code = walk::error_code(write, leaf.is_some());
-        let mut rec = Access::default();
-        self.fault(pid, addr, write, &mut rec)?
+        self.fault(pid, addr, write, &mut NoRecord)?
             .handle_mm_fault(leaf, code)?;
         Ok(true)
     }
@@ -381,7 +408,15 @@ fn access_huge(
     end
 }
 
-impl Fault<'_> {
+impl<R: Recorder> Fault<'_, R> {
+    /// Writes into the access's record, if there is one (see [`Recorder`]).
+    #[inline]
+    fn record(&mut self, f: impl FnOnce(&mut Access)) {
+        if let Some(r) = self.rec.get() {
+            f(r);
+        }
+    }
+
     /// `handle_mm_fault` → `__handle_mm_fault` after the MMU reported `code` for the walk
     /// that ended at `leaf`: a write to a present, non-`PROT_NONE` leaf is a write-protect
     /// fault (`do_huge_pmd_wp_page` or `do_wp_page`), anything else a not-present fault.
@@ -391,13 +426,15 @@ impl Fault<'_> {
     /// entry to overwrite.
     fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
         let kind = leaf.map_or(EntryKind::None, |l| l.entry.kind());
-        self.rec.faults += 1;
-        if self.rec.faults == 1 {
-            self.rec.error_code = code;
-            if kind == EntryKind::None {
-                self.rec.flags |= AccessFlags::FIRST_TOUCH;
+        self.record(|r| {
+            r.faults += 1;
+            if r.faults == 1 {
+                r.error_code = code;
+                if kind == EntryKind::None {
+                    r.flags |= AccessFlags::FIRST_TOUCH;
+                }
             }
-        }
+        });
         match (kind, leaf) {
             (EntryKind::Present, Some(l)) if self.write && code & PF_PROT != 0 => {
                 self.events.emit(Event::FaultWp);
@@ -464,7 +501,7 @@ impl Fault<'_> {
         if pmde.is_none() {
             let orders = self.cfg.allowable_orders(self.vma.flags);
             if orders & (1 << PMD_ORDER) != 0 {
-                self.rec.orders_allowed |= orders as u16;
+                self.record(|r| r.orders_allowed |= orders as u16);
                 if self.do_huge_pmd_anonymous_page(pmd_table, pmd_i)? {
                     return Ok(());
                 }
@@ -498,12 +535,12 @@ impl Fault<'_> {
     /// `do_anonymous_page` + `alloc_anon_folio` (KS §2.3, §2.4).
     fn do_anonymous_page(&mut self, pte_table: TableFrame) -> Result<(), CowError> {
         let prot = self.vma.page_prot();
-        self.rec.reason = Reason::PteNone;
+        self.record(|r| r.reason = Reason::PteNone);
         if !self.write {
             let e = PageTableEntry::of_frame(self.mem.zero_pfn, prot | PteFlags::SPECIAL);
             self.mem
                 .set_entry(pte_table, Paging::index(self.address, 12), e);
-            self.rec.outcome = Outcome::ZeroPage;
+            self.record(|r| r.outcome = Outcome::ZeroPage);
             return Ok(());
         }
         let mut orders = self.anon_orders(pte_table);
@@ -515,8 +552,8 @@ impl Fault<'_> {
                 break;
             }
             self.events.emit(Event::AnonFaultFallback { order });
-            self.rec.orders_failed |= 1 << order;
-            self.rec.flags |= AccessFlags::FELL_BACK;
+            self.record(|r| r.orders_failed |= 1 << order);
+            self.record(|r| r.flags |= AccessFlags::FELL_BACK);
             orders &= !(1 << order);
         }
         let (folio, order) = match chosen {
@@ -533,7 +570,7 @@ impl Fault<'_> {
             // count_mthp_stat(order, MTHP_STAT_ANON_FAULT_ALLOC): large folios only.
             self.events.emit(Event::AnonFaultAlloc { order });
         }
-        self.rec.outcome = Outcome::AnonAlloc;
+        self.record(|r| r.outcome = Outcome::AnonAlloc);
         self.mem.add_new_anon_rmap(folio, self.mm_id);
         let h = folio.pfn();
         let e = make_writable_dirty(PageTableEntry::of_frame(h, prot), self.vma);
@@ -548,19 +585,19 @@ impl Fault<'_> {
     /// The candidate mTHP orders of a write fault (KS §2.4 steps A–C): allowed by policy,
     /// naturally aligned block inside the VMA, block of `pte_none` entries.
     fn anon_orders(&mut self, pte_table: TableFrame) -> u32 {
-        let (vma, addr) = (&*self.vma, self.address);
-        let mut orders = self.cfg.allowable_orders(vma.flags) & ((1 << PMD_ORDER) - 1);
-        self.rec.orders_allowed |= orders as u16;
+        let (start, end, addr) = (self.vma.start, self.vma.end, self.address);
+        let mut orders = self.cfg.allowable_orders(self.vma.flags) & ((1 << PMD_ORDER) - 1);
+        self.record(|r| r.orders_allowed |= orders as u16);
         while orders != 0 {
             let order = orders.ilog2();
             let size = PAGE_SIZE << order;
             let block = addr.align_down(size);
-            if block >= vma.start && block.as_u64() + size <= vma.end.as_u64() {
+            if block >= start && block.as_u64() + size <= end.as_u64() {
                 break;
             }
             orders &= !(1 << order);
         }
-        self.rec.orders_fit |= orders as u16;
+        self.record(|r| r.orders_fit |= orders as u16);
         while orders != 0 {
             let order = orders.ilog2();
             let first = Paging::index(addr.align_down(PAGE_SIZE << order), 12);
@@ -569,7 +606,7 @@ impl Fault<'_> {
             }
             orders &= !(1 << order);
         }
-        self.rec.orders_empty |= orders as u16;
+        self.record(|r| r.orders_empty |= orders as u16);
         orders
     }
 
@@ -582,7 +619,7 @@ impl Fault<'_> {
             pfn,
             nr: 1 << order,
         });
-        self.rec.flags |= AccessFlags::ZEROED;
+        self.record(|r| r.flags |= AccessFlags::ZEROED);
     }
 
     /// The TLB entries of `[start, start + len)` of this mm are invalidated.
@@ -604,9 +641,9 @@ impl Fault<'_> {
         if haddr < self.vma.start || haddr.as_u64() + PMD_SIZE > self.vma.end.as_u64() {
             return Ok(false);
         }
-        self.rec.orders_fit |= 1 << PMD_ORDER;
-        self.rec.orders_empty |= 1 << PMD_ORDER;
-        self.rec.reason = Reason::PmdNone;
+        self.record(|r| r.orders_fit |= 1 << PMD_ORDER);
+        self.record(|r| r.orders_empty |= 1 << PMD_ORDER);
+        self.record(|r| r.reason = Reason::PmdNone);
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         if !self.write && self.cfg.use_zero_page {
             let t = alloc_table(self.mem)?;
@@ -614,7 +651,7 @@ impl Fault<'_> {
             self.mem.set_entry(pmd_table, pmd_i, e);
             self.mem.deposit(pmd_table, pmd_i, t);
             self.anon_vma_prepare(); // anon_vma_prepare ran before the zero branch
-            self.rec.outcome = Outcome::HugeZeroPage;
+            self.record(|r| r.outcome = Outcome::HugeZeroPage);
             return Ok(true);
         }
         let Some(folio) = self.mem.alloc_folio(PMD_ORDER) else {
@@ -636,7 +673,7 @@ impl Fault<'_> {
         };
         self.map_anon_folio_pmd(folio, pmd_table, pmd_i);
         self.mem.deposit(pmd_table, pmd_i, t);
-        self.rec.outcome = Outcome::AnonAlloc;
+        self.record(|r| r.outcome = Outcome::AnonAlloc);
         Ok(true)
     }
 
@@ -644,8 +681,8 @@ impl Fault<'_> {
     fn pmd_fallback(&mut self) {
         self.events
             .emit(Event::AnonFaultFallback { order: PMD_ORDER });
-        self.rec.orders_failed |= 1 << PMD_ORDER;
-        self.rec.flags |= AccessFlags::FELL_BACK;
+        self.record(|r| r.orders_failed |= 1 << PMD_ORDER);
+        self.record(|r| r.flags |= AccessFlags::FELL_BACK);
     }
 
     /// `map_anon_folio_pmd`: map a fresh order-9 folio with a writable, dirty PMD.
@@ -681,7 +718,7 @@ impl Fault<'_> {
             } else {
                 Reason::LargeNoPteReuse
             };
-            self.rec.reason = reason;
+            self.record(|r| r.reason = reason);
             if matches!(
                 reason,
                 Reason::AnonExclusive | Reason::SmallSoleRef | Reason::LargeExclusive
@@ -694,17 +731,22 @@ impl Fault<'_> {
                 }
                 self.mem.set_entry(pte_table, pte_i, n);
                 self.events.emit(Event::PgReuse);
-                self.rec.outcome = Outcome::CowReuse;
+                self.record(|r| r.outcome = Outcome::CowReuse);
                 return Ok(());
             }
         } else {
-            self.rec.reason = Reason::ZeroPage;
+            self.record(|r| r.reason = Reason::ZeroPage);
         }
         self.wp_page_copy(pte_table, pte_i, page)
     }
 
     /// `wp_page_copy` (KS §4.4): a new order-0 folio replaces the PTE; the old folio loses
     /// its mapping and (at the end of the fault) the mapping's reference.
+    // Inlined into its one caller, as it was before issue 12 grew it: out of line (plain
+    // `#[inline]` is not enough), the call and its saved registers cost the COW-copy
+    // benchmark about 50 instructions a fault (callgrind over examples/phases.rs).
+    #[expect(clippy::inline_always, reason = "measured: see the comment above")]
+    #[inline(always)]
     fn wp_page_copy(
         &mut self,
         pte_table: TableFrame,
@@ -724,10 +766,10 @@ impl Fault<'_> {
                 dst,
                 nr: 1,
             });
-            self.rec.flags |= AccessFlags::COPIED;
+            self.record(|r| r.flags |= AccessFlags::COPIED);
         } else {
             self.events.emit(Event::PagesZeroed { pfn: dst, nr: 1 });
-            self.rec.flags |= AccessFlags::ZEROED;
+            self.record(|r| r.flags |= AccessFlags::ZEROED);
         }
         self.mem.content[new.pfn() as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
         let e = make_writable_dirty(
@@ -750,11 +792,13 @@ impl Fault<'_> {
                 });
             }
         }
-        self.rec.outcome = if self.rec.flags.contains(AccessFlags::SPLIT) {
-            Outcome::PmdSplitCopy
-        } else {
-            Outcome::CowCopy
-        };
+        self.record(|r| {
+            r.outcome = if r.flags.contains(AccessFlags::SPLIT) {
+                Outcome::PmdSplitCopy
+            } else {
+                Outcome::CowCopy
+            };
+        });
         self.events.emit(Event::CowCopy);
         self.anon_vma_prepare();
         Ok(())
@@ -776,8 +820,8 @@ impl Fault<'_> {
                     self.flush_tlb(haddr, PMD_SIZE); // pmdp_huge_clear_flush
                     self.map_anon_folio_pmd(f, pmd_table, pmd_i);
                     self.events.emit(Event::HugeZeroWrite);
-                    self.rec.reason = Reason::HugeZeroNewThp;
-                    self.rec.outcome = Outcome::AnonAlloc;
+                    self.record(|r| r.reason = Reason::HugeZeroNewThp);
+                    self.record(|r| r.outcome = Outcome::AnonAlloc);
                     return Ok(true);
                 }
                 self.pmd_fallback();
@@ -795,8 +839,8 @@ impl Fault<'_> {
             None
         };
         if let Some(reason) = reuse {
-            self.rec.reason = reason;
-            self.rec.outcome = Outcome::PmdReuse;
+            self.record(|r| r.reason = reason);
+            self.record(|r| r.outcome = Outcome::PmdReuse);
             self.mem.set_anon_exclusive(h, true);
             let mut n = pmde.mkyoung().mkdirty();
             if self.vma.flags.contains(VmFlags::WRITE) {
@@ -817,9 +861,9 @@ impl Fault<'_> {
         haddr: VirtAddr,
         why: Reason,
     ) -> Result<(), CowError> {
-        self.rec.reason = why;
-        self.rec.split_reason = why;
-        self.rec.flags |= AccessFlags::SPLIT;
+        self.record(|r| r.reason = why);
+        self.record(|r| r.split_reason = why);
+        self.record(|r| r.flags |= AccessFlags::SPLIT);
         split_huge_pmd(
             self.mem,
             self.events,
@@ -838,6 +882,7 @@ pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
 
 /// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3): the exit it takes, in the kernel's
 /// order; only [`Reason::LargeExclusive`] reuses.
+#[inline]
 fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> Reason {
     let mapcount = folio.folio_large_mapcount();
     if mapcount <= 1 {
