@@ -28,8 +28,12 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 import cowcore
 from cowcore.kernel.build import BuildError, build_c, package_source
+from cowcore.outcome import Outcome
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -140,6 +144,94 @@ def single_write(backend: str, calls: int) -> Phases:
     out: Phases = {}
     _timed(out, "call", run)
     return out
+
+
+# -- per-access records and events (issue 12) ---------------------------------------------
+
+ACCESS_KINDS = ("present_read", "present_write", "first_touch", "cow_copy")
+"""The ``access_batch`` workloads: loads / stores to written pages (no fault), stores to a
+fresh mapping (anonymous allocations), stores after a fork whose child lives (COW copies)."""
+
+_EXPECTED = {
+    "present_read": Outcome.NO_FAULT,
+    "present_write": Outcome.NO_FAULT,
+    "first_touch": Outcome.ANON_ALLOC,
+    "cow_copy": Outcome.COW_COPY,
+}
+
+
+def access_addresses(base: int, pages: int) -> npt.NDArray[np.uint64]:
+    """One byte address in each of ``pages`` pages from ``base`` (a power of two), in a
+    scattered order: ``base + perm(i) * 4096 + (8 * i) % 4096`` with ``perm(i) = (i *
+    0x9E3779B1) mod pages``, the addresses of ``examples/access_loop.rs`` in the Rust core."""
+    if pages & (pages - 1):
+        raise ValueError("pages must be a power of two")
+    i = np.arange(pages, dtype=np.uint64)
+    perm = (i * np.uint64(0x9E3779B1)) & np.uint64(pages - 1)
+    return np.uint64(base) + perm * np.uint64(PAGE) + (np.uint64(8) * i) % np.uint64(PAGE)
+
+
+def access_batch_run(kind: str, pages: int) -> float:
+    """Seconds (wall clock, like the Rust example) of one ``access_batch`` call over the
+    ``kind`` workload of ``pages`` pages, from a numpy ``uint64`` array; the setup is not
+    timed. Every record is checked to have the workload's outcome."""
+    m = cowcore.Machine("6.15", memory="4G")
+    p = m.init
+    n = pages * PAGE
+    a = p.mmap(n)
+    if kind != "first_touch":
+        p.write(a, n)
+    if kind == "cow_copy":
+        p.fork()
+    addrs = access_addresses(a, pages)
+    write = kind != "present_read"
+    t = time.perf_counter()
+    out = p.access_batch(addrs, write, value=2)
+    secs = time.perf_counter() - t
+    if not (out["outcome"] == _EXPECTED[kind]).all():
+        raise RuntimeError(f"{kind}: unexpected outcome {Outcome(int(out['outcome'][0]))!r}")
+    return secs
+
+
+def events_run(pages: int, record: bool) -> float:
+    """Seconds (wall clock) of: write ``pages`` pages, fork, write them all again (COW
+    copies), the child exits; inside ``with m.record()`` and reading ``rec.events`` (a numpy
+    array) at the end when ``record``."""
+    m = cowcore.Machine("6.15", memory="4G")
+    p = m.init
+    n = pages * PAGE
+    a = p.mmap(n)
+
+    def work() -> None:
+        p.write(a, n)
+        c = p.fork()
+        p.write(a, n, value=2)
+        c.exit()
+
+    t = time.perf_counter()
+    if record:
+        with m.record() as rec:
+            work()
+        kept = len(rec.events)
+    else:
+        work()
+        kept = 0
+    secs = time.perf_counter() - t
+    if (kept > 0) != record:
+        raise RuntimeError("recording kept no events" if record else "events kept")
+    return secs
+
+
+def access_rows(pages: int = 1 << 15, rounds: int = 5) -> dict[str, float]:
+    """Best of ``rounds``, nanoseconds per access (``access_batch`` rows, keys
+    ``<kind>_batch``) or per page (``events_off``, ``events_on``): the Python side of
+    ``benches/access_ratios.py``."""
+    out: dict[str, float] = {}
+    for kind in ACCESS_KINDS:
+        out[f"{kind}_batch"] = min(access_batch_run(kind, pages) for _ in range(rounds))
+    out["events_off"] = min(events_run(pages, False) for _ in range(rounds))
+    out["events_on"] = min(events_run(pages, True) for _ in range(rounds))
+    return {k: v / pages * 1e9 for k, v in out.items()}
 
 
 # -- the native baseline ------------------------------------------------------------------
