@@ -77,22 +77,30 @@ def _read_scenario(path: str) -> Scenario | int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from cowcore.trace import format_entry, trace_scenario  # noqa: PLC0415  (needs numpy)
+    # Imported here: the trace needs numpy, which `cowcore run` does not.
+    from cowcore.outcome import EventRecord  # noqa: PLC0415
+    from cowcore.trace import (  # noqa: PLC0415
+        TraceEntry,
+        format_entry,
+        format_event,
+        trace_scenario,
+    )
 
     scenario = _read_scenario(args.file)
     if isinstance(scenario, int):
         return scenario
 
-    def show(entry: object) -> None:
-        from cowcore.trace import TraceEntry  # noqa: PLC0415
-
-        assert isinstance(entry, TraceEntry)
+    def show(entry: TraceEntry) -> None:
         if args.json or args.all or entry.faulted:
             print(format_entry(entry, args.json), flush=True)
 
     def show_observation(obs: dict[str, object]) -> None:
         if "error" in obs or args.observations:
             print(dumps(obs), flush=True)
+
+    def show_event(line: int, event: EventRecord) -> None:
+        if not args.json:
+            print(format_event(line, event), flush=True)
 
     try:
         trace = trace_scenario(
@@ -102,6 +110,7 @@ def _trace(args: argparse.Namespace) -> int:
             check=args.check,
             on_entry=show,
             on_observation=show_observation,
+            on_event=show_event if args.events else None,
         )
     except CowError as exc:  # a bad backend name, an invariant broken under --check
         print(f"cowcore: {args.file}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -204,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--observations",
         action="store_true",
         help="also print the scenario's observations (errors are always printed)",
+    )
+    trace.add_argument(
+        "--events",
+        action="store_true",
+        help="also print the fork, zap (munmap, exit, MADV_DONTNEED) and mprotect events",
     )
     trace.add_argument("--check", action="store_true", help="verify every invariant")
     trace.set_defaults(func=_trace)

@@ -21,11 +21,22 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cowcore.errors import OutOfMemoryError, ScenarioError
 from cowcore.explain import explain
 from cowcore.machine import DEFAULT_BACKEND, Process
-from cowcore.outcome import Access, AccessFlags, Outcome
+from cowcore.outcome import (
+    WHOLE_MM_END,
+    Access,
+    AccessFlags,
+    EventCode,
+    EventRecord,
+    Outcome,
+    ZapCause,
+)
 from cowcore.protocol import FolioSnapshot, PageObservation
+from cowcore.recording import Recording
 from cowcore.scenario import Observation, Read, Scenario, Statement, Write, _Runner
 
 PAGE = 4096
@@ -139,20 +150,53 @@ def _batches(before: Sequence[PageObservation]) -> list[tuple[int, int]]:
     return runs
 
 
+_SHOWN_EVENTS = [int(EventCode.FORK), int(EventCode.ZAP), int(EventCode.MPROTECT)]
+"""The events ``on_event`` reports: what a statement other than a read or write did to the
+address spaces."""
+
+
+def format_event(line: int, e: EventRecord) -> str:
+    """A ``Fork``, ``Zap`` or ``Mprotect`` event as one line."""
+    span = "whole mm" if e.end == WHOLE_MM_END else f"[{e.start:#x}, {e.end:#x})"
+    entries = f"{e.nr} PTEs, {e.pmds} huge PMDs"
+    if e.kind is EventCode.FORK:
+        return f"line {line}: fork: asid {e.asid} -> asid {e.asid2}, copied {entries}"
+    if e.kind is EventCode.ZAP:
+        cause = ZapCause(e.cause).name.lower()
+        return f"line {line}: zap ({cause}) asid {e.asid} {span}: cleared {entries}"
+    return f"line {line}: mprotect asid {e.asid} {span}: rewrote {entries}"
+
+
 @dataclass(slots=True)
 class _TraceRunner(_Runner):
     """The scenario runner with ``read``/``write`` done as recorded accesses."""
 
     on_entry: Callable[[TraceEntry], None] | None = None
+    on_event: Callable[[int, EventRecord], None] | None = None
     entries: list[TraceEntry] = field(default_factory=list)
+    recording: Recording | None = None
 
     def step(self, st: Statement) -> None:
         if isinstance(st, Write):
             self.trace_range(st, True, st.value)
         elif isinstance(st, Read):
             self.trace_range(st, False, 0)
-        else:
+        elif self.on_event is None:
             _Runner.step(self, st)
+        else:
+            if self.recording is None:
+                self.recording = self.m.record().__enter__()
+            seen = len(self.recording.events)
+            try:
+                _Runner.step(self, st)
+            finally:
+                events = self.recording.events[seen:]
+                for row in events[np.isin(events["kind"], _SHOWN_EVENTS)].tolist():
+                    self.on_event(st.line, EventRecord.from_raw(tuple(int(x) for x in row)))
+
+    def close(self) -> None:
+        if self.recording is not None:
+            self.recording.__exit__(None, None, None)
 
     def trace_range(self, st: Read | Write, write: bool, value: int) -> None:
         verb = "write" if write else "read"
@@ -207,19 +251,28 @@ def trace_scenario(
     check: bool = False,
     on_entry: Callable[[TraceEntry], None] | None = None,
     on_observation: Callable[[Observation], None] | None = None,
+    on_event: Callable[[int, EventRecord], None] | None = None,
 ) -> Trace:
     """Run ``scenario`` as ``Scenario.run`` does, recording every page access.
 
     A run-time error ends the trace as it ends the run: :attr:`Trace.error` holds it, and
-    the observations end with the error observation.
+    the observations end with the error observation. ``on_event`` (if given) is called with
+    the line and each ``Fork``, ``Zap`` and ``Mprotect`` event of the other statements.
     """
     runner = _TraceRunner(
-        kernel or scenario.kernel or "6.15", backend, check, on_observation, on_entry=on_entry
+        kernel or scenario.kernel or "6.15",
+        backend,
+        check,
+        on_observation,
+        on_entry=on_entry,
+        on_event=on_event,
     )
     try:
         runner.run(scenario.statements)
     except ScenarioError as exc:
         return Trace(runner.entries, runner.observations, exc)
+    finally:
+        runner.close()
     return Trace(runner.entries, runner.observations)
 
 
