@@ -520,7 +520,7 @@ def format_summary(summary: Mapping[tuple[str, str], int], total: int) -> str:
     lines = [f"{total} accesses"]
     by_outcome = summary_by_outcome(summary)
     for outcome in sorted(by_outcome, key=lambda name: Outcome[name]):
-        lines.append(f"  {outcome:<16} {by_outcome[outcome]:>10}")
+        lines.append(f"  {outcome:<24} {by_outcome[outcome]:>10}")
         for (o, reason), n in sorted(summary.items()):
             if o == outcome:
                 lines.append(f"    {reason:<22} {n:>10}")
