@@ -175,11 +175,13 @@ def explain(
     """
     head = " ".join(part for part in (who, "write" if write else "read", where) if part)
     text = f"{head}: {outcome_text(access)}"
-    if access.split_reason is not Reason.NONE and access.split_reason is not access.reason:
-        text += f": {REASON_PHRASES[access.split_reason]}, then"
     if access.outcome is Outcome.NO_FAULT:
         level = {MapLevel.PMD: "huge PMD", MapLevel.PTE: "PTE"}.get(access.level, "entry")
         text += f" (mapped by a {level})"
+    elif access.split_reason is not Reason.NONE and access.split_reason is not access.reason:
+        # two faults: the split's reason, then the retried PTE fault's
+        split = REASON_PHRASES[access.split_reason]
+        text += f": {split}; then {reason_text(access.reason, folio)}"
     else:
         text += f": {reason_text(access.reason, folio)}"
     ev = evidence(access)
