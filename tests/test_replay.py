@@ -186,3 +186,14 @@ def test_lackey_trace_of_a_real_program(tmp_path: Path) -> None:
     stores = r.records[writes & (outcomes == Outcome.ANON_ALLOC)]["addr"] >> np.uint64(12)
     runs = np.diff(np.sort(stores)) == 1
     assert int(runs.sum()) >= n - 1
+
+
+def test_cli_lackey_excerpt(capsys: pytest.CaptureFixture[str]) -> None:
+    """The checked-in excerpt replays with every region mapped on first touch."""
+    _needs_access(cowcore.DEFAULT_BACKEND)
+    excerpt = Path(__file__).parent / "data" / "lackey-excerpt.txt"
+    assert main(["replay", str(excerpt), "--format", "lackey", "--summary"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["accesses"] == 9  # 6 stores, 1 load, 1 modify (a load and a store)
+    assert "SEGFAULT" not in summary["by_outcome"]
+    assert summary["by_reason"]["ANON_ALLOC/PTE_NONE"] >= 1
