@@ -57,7 +57,9 @@ TERMS: tuple[tuple[str, EventCode, str], ...] = (
     ("fault_write", EventCode.FAULT_WRITE, "per not-present write fault"),
     ("fault_wp", EventCode.FAULT_WP, "per write-protect fault"),
     ("folio_alloc", EventCode.FOLIO_ALLOC, "per folio allocated, any order"),
+    ("folio_alloc_page", EventCode.FOLIO_ALLOC, "per 4 KiB page of a folio allocated"),
     ("folio_free", EventCode.FOLIO_FREE, "per folio freed, any order"),
+    ("folio_free_page", EventCode.FOLIO_FREE, "per 4 KiB page of a folio freed"),
     ("page_zero", EventCode.PAGES_ZEROED, "per 4 KiB page zeroed"),
     ("page_copy", EventCode.PAGES_COPIED, "per 4 KiB page copied"),
     ("fork", EventCode.FORK, "per fork (process creation, VMAs: all but the tables)"),
@@ -105,6 +107,9 @@ class FitRow:
     pattern: str
     measured_ns: float
     estimated_ns: float
+    used: bool = True
+    """False for a pattern the fit left out as an outlier (the simulator's events do not
+    explain the host's time: a kernel that does different work, or noise)."""
 
     @property
     def ratio(self) -> float:
@@ -155,15 +160,17 @@ def _quantities_of_records(records: Iterable[EventRecord], ceiling: int) -> dict
     count = [0] * 32
     nr = [0] * 32
     pmds = [0] * 32
+    folio_pages = [0] * 32
     tlb_pages = 0
     for r in records:
         k = int(r.kind)
         count[k] += 1
         nr[k] += r.nr
         pmds[k] += r.pmds
+        folio_pages[k] += 1 << r.order
         if k == EventCode.TLB_FLUSH:
             tlb_pages += min(_pages(r.start, r.end), ceiling)
-    return _quantities(count, nr, pmds, tlb_pages)
+    return _quantities(count, nr, pmds, folio_pages, tlb_pages)
 
 
 def _pages(start: int, end: int) -> int:
@@ -181,6 +188,8 @@ def _quantities_of_array(events: npt.NDArray[Any], ceiling: int) -> dict[str, fl
     count = np.bincount(kind, minlength=32)
     nr = np.bincount(kind, weights=events["nr"].astype(np.float64), minlength=32)
     pmds = np.bincount(kind, weights=events["pmds"].astype(np.float64), minlength=32)
+    orders = events["order"].astype(np.float64)
+    folio_pages = np.bincount(kind, weights=np.exp2(orders), minlength=32)
     flush = events[kind == EventCode.TLB_FLUSH]
     start = flush["start"].astype(np.uint64)
     end = flush["end"].astype(np.uint64)
@@ -188,7 +197,11 @@ def _quantities_of_array(events: npt.NDArray[Any], ceiling: int) -> dict[str, fl
     pages = span // np.uint64(PAGE) + (span % np.uint64(PAGE) > 0)
     tlb_pages = float(np.minimum(pages, np.uint64(ceiling)).sum())
     return _quantities(
-        [int(x) for x in count], [float(x) for x in nr], [float(x) for x in pmds], tlb_pages
+        [int(x) for x in count],
+        [float(x) for x in nr],
+        [float(x) for x in pmds],
+        [float(x) for x in folio_pages],
+        tlb_pages,
     )
 
 
@@ -198,17 +211,23 @@ def _is_array(events: object) -> TypeGuard[npt.NDArray[Any]]:
 
 
 def _quantities(
-    count: list[int], nr: list[int] | list[float], pmds: list[int] | list[float], tlb_pages: float
+    count: list[int],
+    nr: list[int] | list[float],
+    pmds: list[int] | list[float],
+    folio_pages: list[int] | list[float],
+    tlb_pages: float,
 ) -> dict[str, float]:
-    """Term units from per-kind event counts, ``nr`` sums, ``pmds`` sums and capped flush
-    pages: the one place the model's meaning is written down."""
+    """Term units from per-kind event counts, ``nr`` sums, ``pmds`` sums, ``1 << order``
+    sums and capped flush pages: the one place the model's meaning is written down."""
     e = EventCode
     q = {
         "fault_read": count[e.FAULT_READ],
         "fault_write": count[e.FAULT_WRITE],
         "fault_wp": count[e.FAULT_WP],
         "folio_alloc": count[e.FOLIO_ALLOC],
+        "folio_alloc_page": folio_pages[e.FOLIO_ALLOC],
         "folio_free": count[e.FOLIO_FREE],
+        "folio_free_page": folio_pages[e.FOLIO_FREE],
         "page_zero": nr[e.PAGES_ZEROED],
         "page_copy": nr[e.PAGES_COPIED],
         "fork": count[e.FORK],
@@ -234,7 +253,8 @@ class CostModel:
     Each field is one term of :data:`TERMS`. A fault's own field is the trap and the
     handler's bookkeeping only: the allocation, zeroing, copying and flushing it does are
     separate events, priced by their own fields, so that a fault that copies costs
-    ``fault_wp + folio_alloc + page_copy + tlb_flush + tlb_flush_page`` and a reuse
+    ``fault_wp + folio_alloc + folio_alloc_page + page_copy + tlb_flush + tlb_flush_page``
+    and a reuse
     ``fault_wp`` alone. Counting events (``PGREUSE``, ``COW_COPY``, ``THP_FAULT_ALLOC``,
     ``ANON_FAULT_ALLOC``, ``HUGE_ZERO_WRITE``, ``SPLIT``) cost nothing: their work is in the
     events they count.
@@ -254,9 +274,15 @@ class CostModel:
     fault_wp: float
     """Write-protect fault (``do_wp_page``): a reuse is this alone."""
     folio_alloc: float
-    """``vma_alloc_folio`` + memcg charge + rmap, per folio (the order's zeroing apart)."""
+    """``vma_alloc_folio`` + memcg charge + rmap, per folio (its zeroing apart)."""
+    folio_alloc_page: float
+    """The part of an allocation that grows with the folio: per 4 KiB page
+    (``prep_compound_page`` and the checks of each ``struct page``)."""
     folio_free: float
     """Freeing a folio to the buddy allocator (uncharge included), per folio."""
+    folio_free_page: float
+    """The part of a free that grows with the folio: per 4 KiB page
+    (``free_pages_prepare`` checks each ``struct page``)."""
     page_zero: float
     """``clear_page`` of one 4 KiB page."""
     page_copy: float
@@ -376,6 +402,7 @@ class CostModel:
                 f"pattern = {s(row.pattern)}",
                 f"measured_ns = {row.measured_ns!r}",
                 f"estimated_ns = {row.estimated_ns!r}",
+                f"used = {'true' if row.used else 'false'}",
             ]
         return "\n".join(lines) + "\n"
 
@@ -407,7 +434,12 @@ class CostModel:
         prov.setdefault("source", "custom")
         prov["notes"] = tuple(prov.get("notes", ()))
         fit = tuple(
-            FitRow(str(r["pattern"]), float(r["measured_ns"]), float(r["estimated_ns"]))
+            FitRow(
+                str(r["pattern"]),
+                float(r["measured_ns"]),
+                float(r["estimated_ns"]),
+                bool(r.get("used", True)),
+            )
             for r in data.get("fit", ())
         )
         values: dict[str, Any] = {
@@ -491,7 +523,9 @@ DEFAULT = CostModel(
     fault_write=650.0,
     fault_wp=650.0,
     folio_alloc=300.0,
+    folio_alloc_page=5.0,
     folio_free=80.0,
+    folio_free_page=5.0,
     page_zero=250.0,
     page_copy=400.0,
     fork=50000.0,

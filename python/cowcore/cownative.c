@@ -26,6 +26,7 @@
  *   munmap       munmap of the whole region (zap, free every page)
  *   fork         on a second region, written: the parent's fork()
  *   reuse        write of every page once that child has exited
+ *   store        write of every page again (no fault: the stores' own cost, cache misses)
  *   copy         write of every page while a second child still maps them
  * and "thp_kib", the AnonHugePages of the process once the first region is written (whether
  * the kernel gave PMD THPs), "pages", "mib" and "thp". With "thp" the regions are 2 MiB
@@ -122,7 +123,7 @@ static double fork_exit(void) {
 
 static int calibrate(size_t len, int thp) {
 	double fork_base = 1e30, readf = 1e30, zcow = 1e30, first = 1e30, mprot = 1e30;
-	double unmap = 1e30, fk = 1e30, reuse = 1e30, copy = 1e30;
+	double unmap = 1e30, fk = 1e30, reuse = 1e30, copy = 1e30, store = 1e30;
 	long thp_kib = 0;
 	for (int r = 0; r < rounds; r++) {
 		fork_base = min(fork_base, fork_exit());
@@ -159,6 +160,9 @@ static int calibrate(size_t len, int thp) {
 		t0 = now();
 		touch(p, len, 2);
 		reuse = min(reuse, now() - t0);
+		t0 = now();
+		touch(p, len, 4);
+		store = min(store, now() - t0);
 		int fds[2];
 		if (pipe(fds))
 			return 1;
@@ -183,9 +187,9 @@ static int calibrate(size_t len, int thp) {
 	printf("{\"mib\": %zu, \"thp\": %s, \"pages\": %zu, \"thp_kib\": %ld, \"fork_base\": %.0f, "
 	       "\"read_fault\": %.0f, \"zero_cow\": %.0f, \"first_write\": %.0f, "
 	       "\"mprotect\": %.0f, \"munmap\": %.0f, \"fork\": %.0f, \"reuse\": %.0f, "
-	       "\"copy\": %.0f}\n",
+	       "\"copy\": %.0f, \"store\": %.0f}\n",
 	       len >> 20, thp ? "true" : "false", len / PAGE, thp_kib, fork_base, readf, zcow,
-	       first, mprot, unmap, fk, reuse, copy);
+	       first, mprot, unmap, fk, reuse, copy, store);
 	return 0;
 }
 
