@@ -18,11 +18,17 @@ Method (``docs/cost-model.md``):
    separate every term (a first write's fault, allocation and zeroing always come
    together), so the fit is regularised towards a prior: the built-in table
    (:data:`cowcore.cost.DEFAULT`) scaled by one factor that best matches this host. The
-   prior is weak (a term may move 100% from it for the cost of a 3% error on one
+   prior is weak (a term may move 100% from it for the cost of a 1% error on one
    pattern), so what the patterns determine follows the measurements and what they do not
-   keeps the prior's proportions. Costs are kept positive (a term the fit drives below 1%
-   of its prior is pinned there and the rest refitted).
-4. **Report.** Every pattern's measured and estimated time and their ratio are printed and
+   keeps the prior's proportions. Costs are kept positive (a term the fit drives below
+   0.1% of its prior is pinned there and the rest refitted).
+4. **Outliers.** A pattern the fit misses by more than 3x is left out and the rest
+   refitted (the worst first, at most a quarter of the patterns): one pattern where the
+   host does work the simulator does not report must not bend every cost. The native
+   time of a phase that touches every page is taken less the same stores with no fault
+   (``store``): the stores' cache misses are the host simulator's business, not the
+   kernel's.
+5. **Report.** Every pattern's measured and estimated time and their ratio are printed and
    saved with the table (``[[fit]]``): the fit's own consistency, on this host.
 
 Limits: a linear model of costs that are not linear (caches, THP compaction, EPT faults
@@ -72,11 +78,12 @@ PATTERNS_4K = (
 PATTERNS_THP = ("first_write", "mprotect", "munmap", "fork", "reuse", "copy")
 """The phases measured again on 2 MiB THPs, where the host gives them."""
 
-PRIOR_WEIGHT = 1e-3
+PRIOR_WEIGHT = 1e-4
 """λ of the fit: a term's relative distance from the prior weighs λ times a pattern's
 relative error (squared)."""
-FLOOR = 0.01
+FLOOR = 1e-3
 """No fitted cost goes below this fraction of its prior."""
+
 OUTLIER = 3.0
 """A pattern the fit misses by more than this factor is left out (the worst first, at most
 a quarter of them) and the rest refitted: one pattern where the host does work the
@@ -85,7 +92,8 @@ simulator does not report must not bend every cost."""
 METHOD = (
     "least squares over the native patterns (relative errors) of the per-unit costs times "
     "the simulator's event counts for the same patterns, regularised towards the built-in "
-    f"table scaled to this host (weight {PRIOR_WEIGHT}); costs floored at {FLOOR:.0%} of it"
+    f"table scaled to this host (weight {PRIOR_WEIGHT}); costs floored at {FLOOR:.1%} of it; "
+    f"patterns missed by more than {OUTLIER:g}x left out"
 )
 
 
@@ -356,8 +364,7 @@ def calibrate(
             ),
         ),
     )
-    costs: dict[str, Any] = dict(result.costs)
-    model = replace(DEFAULT, **costs, provenance=prov, fit=result.rows)
+    model = replace(DEFAULT.with_costs(result.costs), provenance=prov, fit=result.rows)
     return Calibration(model, result, measured, tuple(notes))
 
 
@@ -402,7 +409,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.mib < 1 or args.rounds < 1:
         print("cowcore calibrate: --mib and --rounds must be at least 1", file=sys.stderr)
         return 2
-    command = " ".join(["cowcore calibrate", *sys.argv[2:]]) if len(sys.argv) > 1 else ""
+    command = f"cowcore calibrate --mib {args.mib} --rounds {args.rounds}"
+    command += (f" --out {args.out}" if args.out else "") + (" --no-thp" if args.no_thp else "")
     try:
         cal = calibrate(args.mib, args.rounds, thp=False if args.no_thp else None, command=command)
     except CalibrationError as err:

@@ -1,7 +1,8 @@
 """The ``cowcore`` command line.
 
 ``cowcore run FILE...`` runs scenarios on the simulator and prints their observations;
-``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`).
+``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`);
+``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from cowcore import __version__
 from cowcore.bench import register as register_bench_command
+from cowcore.calibrate import register as register_calibrate_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     register_kernel_commands(sub)
     register_bench_command(sub)
+    register_calibrate_command(sub)
     return parser
 
 
