@@ -3,7 +3,8 @@
 ``cowcore run FILE...`` runs scenarios on the simulator and prints their observations;
 ``cowcore trace FILE`` runs one and explains every fault (:mod:`cowcore.trace`);
 ``cowcore replay TRACE`` replays a memory trace (:mod:`cowcore.replay`);
-``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`).
+``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`);
+``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from cowcore import __version__
 from cowcore.bench import register as register_bench_command
+from cowcore.calibrate import register as register_calibrate_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
@@ -262,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_replay)
     register_kernel_commands(sub)
     register_bench_command(sub)
+    register_calibrate_command(sub)
     return parser
 
 
