@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from cowcore.cost import CostModel, Estimate, estimate_recording
 from cowcore.errors import InvalidArgumentError
 from cowcore.outcome import EVENT_DTYPE, EventCode, EventRecord
 
@@ -88,6 +89,12 @@ class Recording:
         """How many events of each kind."""
         kinds, n = np.unique(self.events["kind"], return_counts=True)
         return {EventCode(int(k)): int(c) for k, c in zip(kinds, n, strict=True)}
+
+    def estimate(self, model: CostModel | None = None) -> Estimate:
+        """The estimated time of the recorded work under a cost model (the calibrated one
+        of this host by default, see :func:`cowcore.cost.load`): an estimate, see
+        docs/cost-model.md."""
+        return estimate_recording(self.events, model)
 
     def to_arrow(self) -> Any:
         """The events as a ``pyarrow.Table`` (one column per field but the padding;
