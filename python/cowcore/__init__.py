@@ -36,6 +36,18 @@ from cowcore.machine import (
     Process,
     ThpSettings,
 )
+from cowcore.outcome import (
+    ACCESS_DTYPE,
+    EVENT_DTYPE,
+    Access,
+    AccessFlags,
+    EventCode,
+    EventRecord,
+    MapLevel,
+    Outcome,
+    Reason,
+    ZapCause,
+)
 from cowcore.protocol import (
     FolioSnapshot,
     MmIdSlot,
@@ -43,6 +55,7 @@ from cowcore.protocol import (
     Translation,
     WalkLevel,
 )
+from cowcore.recording import Recording
 from cowcore.scenario import (
     Scenario,
     ScenarioSyntaxError,
@@ -64,21 +77,31 @@ except ImportError:
         __version__ = "0+unknown"
 
 __all__ = [
+    "ACCESS_DTYPE",
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "EVENT_DTYPE",
     "MAX_RESULT_PAGES",
+    "Access",
+    "AccessFlags",
     "CowError",
+    "EventCode",
+    "EventRecord",
     "FolioSnapshot",
     "InvalidAddressError",
     "InvalidArgumentError",
     "InvariantError",
     "Machine",
+    "MapLevel",
     "MmIdSlot",
     "NoSuchProcessError",
     "OutOfMemoryError",
+    "Outcome",
     "PageObservation",
     "Policy",
     "Process",
+    "Reason",
+    "Recording",
     "Scenario",
     "ScenarioError",
     "ScenarioSyntaxError",
@@ -86,6 +109,7 @@ __all__ = [
     "ThpSettings",
     "Translation",
     "WalkLevel",
+    "ZapCause",
     "__version__",
     "compare_observations",
     "format_stats",

@@ -31,7 +31,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, Literal, SupportsIndex, cast
 
+import numpy as np
+import numpy.typing as npt
+
 from cowcore.errors import InvalidArgumentError
+from cowcore.outcome import ACCESS_DTYPE, Access
 from cowcore.protocol import (
     ADVICES,
     KERNEL_PROFILES,
@@ -58,6 +62,7 @@ from cowcore.protocol import (
     check_pid,
 )
 from cowcore.protocol import check_u64 as _int
+from cowcore.recording import Recording
 from cowcore.reference import ReferenceBackend
 from cowcore.units import format_size, parse_size
 
@@ -118,6 +123,36 @@ def _addrs(name: str, values: Iterable[SupportsIndex]) -> list[Any] | memoryview
         raise InvalidArgumentError(
             f"{name} must be an iterable of ints, not {type(values).__name__}"
         ) from None
+
+
+def _writes(values: object, n: int) -> bool | memoryview:
+    """The write flags of :meth:`Process.access_batch` as the backends take them: one bool
+    for all, or a view of ``n`` bytes, each 0 or 1.
+
+    Raises:
+        InvalidArgumentError: not a bool nor a one-dimensional sequence of ``n`` bools (or
+            integers 0/1).
+    """
+    if isinstance(values, bool | np.bool_):
+        return bool(values)
+    try:
+        flags = np.asarray(values)
+    except (TypeError, ValueError):
+        flags = np.asarray(None)
+    if flags.ndim != 1 or not (flags.dtype == np.bool_ or flags.dtype.kind in "iu"):
+        raise InvalidArgumentError(
+            "writes must be a bool or a one-dimensional sequence of bools, "
+            f"not {type(values).__name__}"
+        )
+    if len(flags) != n:
+        raise InvalidArgumentError(
+            f"{len(flags)} write flags for {n} addresses: the lengths must be equal"
+        )
+    if flags.dtype != np.bool_:
+        bad = np.flatnonzero((flags != 0) & (flags != 1))
+        if len(bad):
+            raise InvalidArgumentError(f"writes[{bad[0]}] must be 0 or 1, not {flags[bad[0]]}")
+    return np.ascontiguousarray(flags, dtype=np.uint8).data
 
 
 _THP_SIZE_NAMES = tuple(THP_SIZES)
@@ -294,6 +329,7 @@ class Machine:
         self.thp = ThpSettings(self._b)
         self.policy = Policy(self._b)
         self._procs: dict[int, Process] = {}
+        self._recording: Recording | None = None
         self.init = self._process(self._b.init_pid())
 
     def _process(self, pid: int) -> Process:
@@ -337,6 +373,20 @@ class Machine:
         """
         return self._b.folio(_int("pfn", pfn))
 
+    def record(self) -> Recording:
+        """A recording of the event stream: ``with m.record() as rec: ...``, then
+        ``rec.events`` (a numpy structured array), ``rec.records()``, ``rec.to_arrow()``.
+
+        Only one recording is open at a time.
+
+        Raises:
+            InvalidArgumentError: a recording of this machine is already open.
+        """
+        if self._recording is not None and self._recording._open:
+            raise InvalidArgumentError("a recording of this machine is already open")
+        self._recording = Recording(self._b)
+        return self._recording
+
     def stats(self) -> Stats:
         """Event counters since the machine started (see DESIGN.md, Stats): a record that is
         also a mapping (``m.stats().pgreuse``, ``m.stats()["pgreuse"]``)."""
@@ -373,6 +423,61 @@ class Process:
     def mm_id(self) -> int:
         """The MM id of this process's address space (as kept in folio owner slots)."""
         return self._b.mm_id(self.pid)
+
+    @property
+    def asid(self) -> int:
+        """The address-space id: 1 for init, the next number for each new address space,
+        never reused (MM ids are): what a TLB model tags its entries with."""
+        return self._b.asid(self.pid)
+
+    def mmap_fixed(self, addr: SupportsIndex, length: SupportsIndex) -> int:
+        """Map ``length`` bytes of private anonymous read/write memory exactly at ``addr``
+        (``MAP_FIXED_NOREPLACE``), so that a trace with real addresses replays; merges with
+        equal neighbours.
+
+        Raises:
+            InvalidArgumentError: a misaligned address or a bad length.
+            InvalidAddressError: outside user space, or (``EEXIST``) the range meets a
+                mapping.
+        """
+        return self._b.mmap_fixed(self.pid, _int("addr", addr), _int("length", length))
+
+    def access(
+        self, addr: SupportsIndex, write: bool = False, *, value: SupportsIndex = 0
+    ) -> Access:
+        """One load (or store, with ``write=True``, of ``value`` at the page's first byte) of
+        the byte at ``addr``, and what the kernel did and why.
+
+        A segfault or an out-of-memory fault is an outcome (``SEGFAULT``, ``OUT_OF_MEMORY``)
+        with nothing changed, not an exception. See docs/access-and-events.md.
+        """
+        if type(write) is not bool:
+            raise InvalidArgumentError(f"write must be a bool, not {type(write).__name__}")
+        return self._b.access(self.pid, _int("addr", addr), write, _int("value", value))
+
+    def access_batch(
+        self,
+        addrs: Iterable[SupportsIndex],
+        writes: bool | Iterable[bool] = False,
+        *,
+        value: SupportsIndex = 0,
+    ) -> npt.NDArray[np.void]:
+        """:meth:`access` for each address in order; the records as a numpy structured
+        array of :data:`~cowcore.outcome.ACCESS_DTYPE`, with no Python object per access.
+
+        ``addrs`` as :meth:`write_pages` takes them (a numpy ``uint64`` array is read in one
+        copy), any byte address; ``writes`` one bool for all, or one per address (a numpy
+        bool array). Convert a row with :meth:`cowcore.outcome.Access.from_raw`.
+
+        Raises:
+            InvalidArgumentError: a bad address item, or bad write flags (nothing done).
+        """
+        a = _addrs("addrs", addrs)
+        n = len(a)
+        w = _writes(writes, n)
+        out = np.zeros(n, dtype=ACCESS_DTYPE)
+        self._b.access_batch(self.pid, a, w, _int("value", value), out.view(np.uint8).data)
+        return out
 
     def mmap(self, length: SupportsIndex) -> int:
         """Map ``length`` bytes of private anonymous read/write memory; returns its address

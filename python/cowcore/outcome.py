@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
+import numpy as np
+
 
 class Outcome(IntEnum):
     """What the kernel did for one access (the last fault's decision)."""
@@ -169,6 +171,10 @@ of ``access_batch`` results is ``numpy.dtype(list(ACCESS_FIELDS))``."""
 
 ACCESS_SIZE = 32
 
+ACCESS_DTYPE = np.dtype(list(ACCESS_FIELDS))
+"""The numpy dtype of :meth:`cowcore.Process.access_batch` results."""
+assert ACCESS_DTYPE.itemsize == ACCESS_SIZE
+
 
 class EventCode(IntEnum):
     """The kind of an event record (the Rust ``Event`` variant), as a stable number.
@@ -276,3 +282,7 @@ EVENT_FIELDS: tuple[tuple[str, str], ...] = (
 """The Rust ``#[repr(C)] EventRecord`` layout (72 bytes)."""
 
 EVENT_SIZE = 72
+
+EVENT_DTYPE = np.dtype(list(EVENT_FIELDS))
+"""The numpy dtype of a recording's events (:attr:`cowcore.Recording.events`)."""
+assert EVENT_DTYPE.itemsize == EVENT_SIZE

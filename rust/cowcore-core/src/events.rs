@@ -180,6 +180,29 @@ pub struct EventRecord {
     pub pmds: u64,
 }
 
+impl EventRecord {
+    /// The size of [`Self::to_le_bytes`]: the C layout's size.
+    pub const SIZE: usize = 72;
+
+    /// The record in its C layout, little-endian (`cowcore.outcome.EVENT_FIELDS`).
+    #[must_use]
+    pub fn to_le_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0] = self.kind;
+        b[1] = self.order;
+        b[2] = self.cause;
+        b[3] = self.reserved;
+        b[4..8].copy_from_slice(&self.reserved2.to_le_bytes());
+        let words = [
+            self.asid, self.asid2, self.pfn, self.pfn2, self.start, self.end, self.nr, self.pmds,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+}
+
 impl Event {
     /// The stable number of the kind (`cowcore.outcome.EventCode`).
     #[must_use]
@@ -346,18 +369,30 @@ impl Events {
     }
 
     /// Starts recording events (from now on), or stops and drops what was recorded.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Starting while recording keeps what was recorded.
     pub(crate) fn record(&mut self, on: bool) {
-        self.recorded = on.then(Vec::new);
+        if !on {
+            self.recorded = None;
+        } else if self.recorded.is_none() {
+            self.recorded = Some(Vec::new());
+        }
     }
 
     /// The events recorded since the last call (recording goes on).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn take_recorded(&mut self) -> Vec<Event> {
         self.recorded
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Hands the recorded events to `sink` and empties the buffer, keeping its capacity.
+    pub(crate) fn drain_recorded(&mut self, sink: &mut impl FnMut(&Event)) {
+        if let Some(r) = &mut self.recorded {
+            for e in r.drain(..) {
+                sink(&e);
+            }
+        }
     }
 }
 
@@ -416,10 +451,11 @@ mod tests {
         assert!(m.k.events.take_recorded().is_empty());
         m.k.events.record(true);
         m.write(1, VirtAddr::new(a.as_u64() + K4), K4, 1).unwrap();
-        assert_eq!(
-            m.k.events.take_recorded(),
-            [Event::FaultWrite, Event::AnonFaultAlloc { order: 0 }]
-        );
+        let e = m.k.events.take_recorded();
+        assert_eq!(e[0], Event::FaultWrite);
+        assert!(matches!(e[1], Event::FolioAlloc { order: 0, .. }));
+        assert!(matches!(e[2], Event::PagesZeroed { nr: 1, .. }));
+        assert_eq!(e.len(), 3); // no AnonFaultAlloc for order 0 (count_mthp_stat)
         assert!(m.k.events.take_recorded().is_empty());
         m.k.events.record(false);
         m.write(1, VirtAddr::new(a.as_u64() + 2 * K4), K4, 1)

@@ -11,11 +11,12 @@
 //! up again or copies the VMA.
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_ORDER, PMD_SIZE};
-use crate::error::CowError;
+use crate::error::{CowError, SegvReason};
 use crate::events::{Event, Events};
 use crate::folio::{Folio, FolioRef};
-use crate::kernel::{proc_mut, Kernel};
+use crate::kernel::{access_error, proc_mut, Kernel};
 use crate::mm::{Mm, VmFlags, Vma};
+use crate::outcome::{Access, AccessFlags, AccessKinds, MapLevel, Outcome, Reason};
 use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, hw_accessed, hw_permits, Leaf, PmdLoc, PF_PROT};
@@ -34,6 +35,8 @@ pub(crate) struct Fault<'a> {
     vma: &'a mut Vma,
     /// `vma->vm_mm->mm_id`.
     mm_id: u32,
+    /// The mm's address-space id (for `TlbFlush` events).
+    asid: u64,
     /// `vma->vm_mm->pgd`.
     pgd: TableFrame,
     /// `get_mm_counter(vma->vm_mm, MM_ANONPAGES)`.
@@ -42,6 +45,8 @@ pub(crate) struct Fault<'a> {
     cfg: &'a Policy,
     paging: Paging,
     events: &'a mut Events,
+    /// The record of the access this fault is part of: each handler writes its decision.
+    rec: &'a mut Access,
 }
 
 impl Kernel {
@@ -50,12 +55,13 @@ impl Kernel {
     // Inlined: returned out of line, the `Result<Fault, CowError>` cost the COW-reuse
     // benchmark a third of its time (one call per fault; BENCHMARKS.md numbers hold with it).
     #[inline]
-    pub(crate) fn fault(
-        &mut self,
+    pub(crate) fn fault<'s>(
+        &'s mut self,
         pid: u32,
         address: VirtAddr,
         write: bool,
-    ) -> Result<Fault<'_>, CowError> {
+        rec: &'s mut Access,
+    ) -> Result<Fault<'s>, CowError> {
         let Self {
             procs,
             mem,
@@ -70,6 +76,7 @@ impl Kernel {
             .ok_or_else(|| CowError::invariant("access", format!("no VMA at {address}")))?;
         let Mm {
             mm_id,
+            asid,
             pgd,
             vmas,
             rss_anon,
@@ -80,12 +87,14 @@ impl Kernel {
             write,
             vma: &mut vmas[i],
             mm_id: *mm_id,
+            asid: *asid,
             pgd: *pgd,
             rss_anon,
             mem,
             cfg: policy,
             paging: *paging,
             events,
+            rec,
         })
     }
 
@@ -115,7 +124,9 @@ impl Kernel {
                 }
                 Err(code) => {
                     let leaf = walk::find_leaf(&self.mem, self.paging, pgd, addr);
-                    self.fault(pid, addr, write)?.handle_mm_fault(leaf, code)?;
+                    let mut rec = Access::default();
+                    self.fault(pid, addr, write, &mut rec)?
+                        .handle_mm_fault(leaf, code)?;
                 }
             }
         }
@@ -123,6 +134,110 @@ impl Kernel {
             "fault-retry",
             format!("access at {addr} keeps faulting"),
         ))
+    }
+
+    /// One access of one byte at `addr` with its record (docs/access-and-events.md): a
+    /// load, or a store of `value` in the page's first 8 bytes. A refused access (SIGSEGV)
+    /// and an out-of-memory fault are outcomes with nothing changed; only a bad pid is an
+    /// error.
+    pub(crate) fn access(
+        &mut self,
+        pid: u32,
+        addr: u64,
+        write: bool,
+        value: u64,
+    ) -> Result<Access, CowError> {
+        let mut rec = Access::default();
+        let page = VirtAddr::new(addr & !(PAGE_SIZE - 1));
+        let mm = self.mm(pid)?;
+        let refused = if addr >= self.paging.user_end() {
+            Some(Reason::SegvUnmapped)
+        } else {
+            match access_error(mm, page, write) {
+                Ok(_) => None,
+                Err(CowError::Segfault {
+                    reason: SegvReason::Protection,
+                    ..
+                }) => Some(Reason::SegvProtection),
+                Err(_) => Some(Reason::SegvUnmapped),
+            }
+        };
+        if let Some(reason) = refused {
+            rec.outcome = Outcome::Segfault;
+            rec.reason = reason;
+            rec.phys = Access::NO_PHYS;
+            return Ok(rec);
+        }
+        let pgd = mm.pgd;
+        for _ in 0..4 {
+            match walk::hw_access_leaf(&mut self.mem, self.paging, pgd, page, write) {
+                Ok((pfn, level)) => {
+                    let c = &mut self.mem.content[pfn as usize];
+                    if write {
+                        *c = value;
+                    }
+                    rec.phys = (u64::from(pfn) << 12) | (addr & (PAGE_SIZE - 1));
+                    rec.level = if level == Level::Pmd {
+                        MapLevel::Pmd
+                    } else {
+                        MapLevel::Pte
+                    };
+                    rec.order = self.mem.order(pfn) as u8;
+                    return Ok(rec);
+                }
+                Err(code) => {
+                    let leaf = walk::find_leaf(&self.mem, self.paging, pgd, page);
+                    let r = self
+                        .fault(pid, page, write, &mut rec)?
+                        .handle_mm_fault(leaf, code);
+                    match r {
+                        Ok(()) => {}
+                        Err(CowError::OutOfMemory) => {
+                            rec.outcome = Outcome::OutOfMemory;
+                            rec.phys = Access::NO_PHYS;
+                            return Ok(rec);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(CowError::invariant(
+            "fault-retry",
+            format!("access at {page} keeps faulting"),
+        ))
+    }
+
+    /// [`Self::access`] for each address in order, into `out` (the same length).
+    pub(crate) fn access_batch(
+        &mut self,
+        pid: u32,
+        addrs: &[u64],
+        kinds: AccessKinds<'_>,
+        value: u64,
+        out: &mut [Access],
+    ) -> Result<(), CowError> {
+        self.mm(pid)?;
+        if out.len() != addrs.len() {
+            return Err(CowError::InvalidArgument(format!(
+                "the output holds {} records for {} addresses: the lengths must be equal",
+                out.len(),
+                addrs.len()
+            )));
+        }
+        if let AccessKinds::PerAccess(w) = kinds {
+            if w.len() != addrs.len() {
+                return Err(CowError::InvalidArgument(format!(
+                    "{} write flags for {} addresses: the lengths must be equal",
+                    w.len(),
+                    addrs.len()
+                )));
+            }
+        }
+        for (i, (&a, o)) in addrs.iter().zip(out.iter_mut()).enumerate() {
+            *o = self.access(pid, a, kinds.is_write(i), value)?;
+        }
+        Ok(())
     }
 
     /// The accesses of one `read`/`write` over `[start, end)`, lowest address first
@@ -228,7 +343,9 @@ impl Kernel {
         };
         // The fault the MMU would report, through the same dispatch as `access_page`.
         let code = walk::error_code(write, leaf.is_some());
-        self.fault(pid, addr, write)?.handle_mm_fault(leaf, code)?;
+        let mut rec = Access::default();
+        self.fault(pid, addr, write, &mut rec)?
+            .handle_mm_fault(leaf, code)?;
         Ok(true)
     }
 }
@@ -274,6 +391,13 @@ impl Fault<'_> {
     /// entry to overwrite.
     fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
         let kind = leaf.map_or(EntryKind::None, |l| l.entry.kind());
+        self.rec.faults += 1;
+        if self.rec.faults == 1 {
+            self.rec.error_code = code;
+            if kind == EntryKind::None {
+                self.rec.flags |= AccessFlags::FIRST_TOUCH;
+            }
+        }
         match (kind, leaf) {
             (EntryKind::Present, Some(l)) if self.write && code & PF_PROT != 0 => {
                 self.events.emit(Event::FaultWp);
@@ -339,10 +463,11 @@ impl Fault<'_> {
         let pmde = self.mem.entry(pmd_table, pmd_i);
         if pmde.is_none() {
             let orders = self.cfg.allowable_orders(self.vma.flags);
-            if orders & (1 << PMD_ORDER) != 0
-                && self.do_huge_pmd_anonymous_page(pmd_table, pmd_i)?
-            {
-                return Ok(());
+            if orders & (1 << PMD_ORDER) != 0 {
+                self.rec.orders_allowed |= orders as u16;
+                if self.do_huge_pmd_anonymous_page(pmd_table, pmd_i)? {
+                    return Ok(());
+                }
             }
             let t = alloc_table(self.mem)?;
             self.mem.set_entry(pmd_table, pmd_i, t.entry());
@@ -373,10 +498,12 @@ impl Fault<'_> {
     /// `do_anonymous_page` + `alloc_anon_folio` (KS §2.3, §2.4).
     fn do_anonymous_page(&mut self, pte_table: TableFrame) -> Result<(), CowError> {
         let prot = self.vma.page_prot();
+        self.rec.reason = Reason::PteNone;
         if !self.write {
             let e = PageTableEntry::of_frame(self.mem.zero_pfn, prot | PteFlags::SPECIAL);
             self.mem
                 .set_entry(pte_table, Paging::index(self.address, 12), e);
+            self.rec.outcome = Outcome::ZeroPage;
             return Ok(());
         }
         let mut orders = self.anon_orders(pte_table);
@@ -388,6 +515,8 @@ impl Fault<'_> {
                 break;
             }
             self.events.emit(Event::AnonFaultFallback { order });
+            self.rec.orders_failed |= 1 << order;
+            self.rec.flags |= AccessFlags::FELL_BACK;
             orders &= !(1 << order);
         }
         let (folio, order) = match chosen {
@@ -399,7 +528,12 @@ impl Fault<'_> {
         let base_i = Paging::index(base, 12);
         self.mem.folio_ref_add(folio, nr as i32 - 1);
         *self.rss_anon += u64::from(nr);
-        self.events.emit(Event::AnonFaultAlloc { order });
+        self.new_folio_zeroed(folio, order);
+        if order > 0 {
+            // count_mthp_stat(order, MTHP_STAT_ANON_FAULT_ALLOC): large folios only.
+            self.events.emit(Event::AnonFaultAlloc { order });
+        }
+        self.rec.outcome = Outcome::AnonAlloc;
         self.mem.add_new_anon_rmap(folio, self.mm_id);
         let h = folio.pfn();
         let e = make_writable_dirty(PageTableEntry::of_frame(h, prot), self.vma);
@@ -413,9 +547,10 @@ impl Fault<'_> {
 
     /// The candidate mTHP orders of a write fault (KS §2.4 steps A–C): allowed by policy,
     /// naturally aligned block inside the VMA, block of `pte_none` entries.
-    fn anon_orders(&self, pte_table: TableFrame) -> u32 {
+    fn anon_orders(&mut self, pte_table: TableFrame) -> u32 {
         let (vma, addr) = (&*self.vma, self.address);
         let mut orders = self.cfg.allowable_orders(vma.flags) & ((1 << PMD_ORDER) - 1);
+        self.rec.orders_allowed |= orders as u16;
         while orders != 0 {
             let order = orders.ilog2();
             let size = PAGE_SIZE << order;
@@ -425,6 +560,7 @@ impl Fault<'_> {
             }
             orders &= !(1 << order);
         }
+        self.rec.orders_fit |= orders as u16;
         while orders != 0 {
             let order = orders.ilog2();
             let first = Paging::index(addr.align_down(PAGE_SIZE << order), 12);
@@ -433,7 +569,29 @@ impl Fault<'_> {
             }
             orders &= !(1 << order);
         }
+        self.rec.orders_empty |= orders as u16;
         orders
+    }
+
+    /// A new folio of `order` was allocated and zeroed (`folio_zero_user`): its events and
+    /// the record's flag.
+    fn new_folio_zeroed(&mut self, folio: FolioRef, order: u32) {
+        let pfn = u64::from(folio.pfn());
+        self.events.emit(Event::FolioAlloc { pfn, order });
+        self.events.emit(Event::PagesZeroed {
+            pfn,
+            nr: 1 << order,
+        });
+        self.rec.flags |= AccessFlags::ZEROED;
+    }
+
+    /// The TLB entries of `[start, start + len)` of this mm are invalidated.
+    fn flush_tlb(&mut self, start: VirtAddr, len: u64) {
+        self.events.emit(Event::TlbFlush {
+            asid: self.asid,
+            start: start.as_u64(),
+            end: start.as_u64() + len,
+        });
     }
 
     /// `do_huge_pmd_anonymous_page` (KS §2.5). `Ok(false)` is `VM_FAULT_FALLBACK`.
@@ -446,6 +604,9 @@ impl Fault<'_> {
         if haddr < self.vma.start || haddr.as_u64() + PMD_SIZE > self.vma.end.as_u64() {
             return Ok(false);
         }
+        self.rec.orders_fit |= 1 << PMD_ORDER;
+        self.rec.orders_empty |= 1 << PMD_ORDER;
+        self.rec.reason = Reason::PmdNone;
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         if !self.write && self.cfg.use_zero_page {
             let t = alloc_table(self.mem)?;
@@ -453,23 +614,38 @@ impl Fault<'_> {
             self.mem.set_entry(pmd_table, pmd_i, e);
             self.mem.deposit(pmd_table, pmd_i, t);
             self.anon_vma_prepare(); // anon_vma_prepare ran before the zero branch
+            self.rec.outcome = Outcome::HugeZeroPage;
             return Ok(true);
         }
         let Some(folio) = self.mem.alloc_folio(PMD_ORDER) else {
-            self.events
-                .emit(Event::AnonFaultFallback { order: PMD_ORDER });
+            self.pmd_fallback();
             return Ok(false);
         };
+        self.new_folio_zeroed(folio, PMD_ORDER);
         let t = match alloc_table(self.mem) {
             Ok(t) => t,
             Err(e) => {
-                self.mem.folio_put_refs(folio, 1);
+                if let Some(order) = self.mem.folio_put_refs(folio, 1) {
+                    self.events.emit(Event::FolioFree {
+                        pfn: u64::from(folio.pfn()),
+                        order,
+                    });
+                }
                 return Err(e);
             }
         };
         self.map_anon_folio_pmd(folio, pmd_table, pmd_i);
         self.mem.deposit(pmd_table, pmd_i, t);
+        self.rec.outcome = Outcome::AnonAlloc;
         Ok(true)
+    }
+
+    /// No order-9 block for a PMD THP: counted, recorded, and the fault falls back.
+    fn pmd_fallback(&mut self) {
+        self.events
+            .emit(Event::AnonFaultFallback { order: PMD_ORDER });
+        self.rec.orders_failed |= 1 << PMD_ORDER;
+        self.rec.flags |= AccessFlags::FELL_BACK;
     }
 
     /// `map_anon_folio_pmd`: map a fresh order-9 folio with a writable, dirty PMD.
@@ -491,14 +667,25 @@ impl Fault<'_> {
         let page = (!pte.is_special()).then(|| pte.frame());
         if let Some(p) = page {
             let folio = self.mem.folio(self.mem.page_folio(p));
-            let reuse = self.mem.anon_exclusive(p)
-                || if folio.folio_test_large() {
-                    self.cfg.cow_reuse_pte_mapped_thp && wp_can_reuse_large_anon_folio(folio)
+            let reason = if self.mem.anon_exclusive(p) {
+                Reason::AnonExclusive
+            } else if !folio.folio_test_large() {
+                // wp_can_reuse_anon_folio: only the mapping's own reference.
+                if folio.folio_ref_count() == 1 {
+                    Reason::SmallSoleRef
                 } else {
-                    // wp_can_reuse_anon_folio: only the mapping's own reference.
-                    folio.folio_ref_count() == 1
-                };
-            if reuse {
+                    Reason::SmallOtherRefs
+                }
+            } else if self.cfg.cow_reuse_pte_mapped_thp {
+                wp_can_reuse_large_anon_folio(folio)
+            } else {
+                Reason::LargeNoPteReuse
+            };
+            self.rec.reason = reason;
+            if matches!(
+                reason,
+                Reason::AnonExclusive | Reason::SmallSoleRef | Reason::LargeExclusive
+            ) {
                 // wp_page_reuse.
                 self.mem.set_anon_exclusive(p, true);
                 let mut n = pte.mkyoung().mkdirty();
@@ -507,8 +694,11 @@ impl Fault<'_> {
                 }
                 self.mem.set_entry(pte_table, pte_i, n);
                 self.events.emit(Event::PgReuse);
+                self.rec.outcome = Outcome::CowReuse;
                 return Ok(());
             }
+        } else {
+            self.rec.reason = Reason::ZeroPage;
         }
         self.wp_page_copy(pte_table, pte_i, page)
     }
@@ -526,6 +716,19 @@ impl Fault<'_> {
         if let Some(f) = old_folio {
             self.mem.folio_ref_add(f, 1); // folio_get before the copy
         }
+        let dst = u64::from(new.pfn());
+        self.events.emit(Event::FolioAlloc { pfn: dst, order: 0 });
+        if let Some(p) = page {
+            self.events.emit(Event::PagesCopied {
+                src: u64::from(p),
+                dst,
+                nr: 1,
+            });
+            self.rec.flags |= AccessFlags::COPIED;
+        } else {
+            self.events.emit(Event::PagesZeroed { pfn: dst, nr: 1 });
+            self.rec.flags |= AccessFlags::ZEROED;
+        }
         self.mem.content[new.pfn() as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
         let e = make_writable_dirty(
             PageTableEntry::of_frame(new.pfn(), self.vma.page_prot()),
@@ -536,10 +739,22 @@ impl Fault<'_> {
             *self.rss_anon += 1;
         }
         self.mem.set_entry(pte_table, pte_i, e);
+        // ptep_clear_flush: the old read-only translation goes.
+        self.flush_tlb(self.address.align_down(PAGE_SIZE), PAGE_SIZE);
         if let (Some(p), Some(f)) = (page, old_folio) {
             self.mem.remove_rmap_ptes(f, p, 1, self.mm_id);
-            self.mem.folio_put_refs(f, 2);
+            if let Some(order) = self.mem.folio_put_refs(f, 2) {
+                self.events.emit(Event::FolioFree {
+                    pfn: u64::from(f.pfn()),
+                    order,
+                });
+            }
         }
+        self.rec.outcome = if self.rec.flags.contains(AccessFlags::SPLIT) {
+            Outcome::PmdSplitCopy
+        } else {
+            Outcome::CowCopy
+        };
         self.events.emit(Event::CowCopy);
         self.anon_vma_prepare();
         Ok(())
@@ -557,26 +772,31 @@ impl Fault<'_> {
             if self.cfg.huge_zero_wp_alloc {
                 // do_huge_zero_wp_pmd.
                 if let Some(f) = self.mem.alloc_folio(PMD_ORDER) {
+                    self.new_folio_zeroed(f, PMD_ORDER);
+                    self.flush_tlb(haddr, PMD_SIZE); // pmdp_huge_clear_flush
                     self.map_anon_folio_pmd(f, pmd_table, pmd_i);
                     self.events.emit(Event::HugeZeroWrite);
+                    self.rec.reason = Reason::HugeZeroNewThp;
+                    self.rec.outcome = Outcome::AnonAlloc;
                     return Ok(true);
                 }
-                self.events
-                    .emit(Event::AnonFaultFallback { order: PMD_ORDER });
+                self.pmd_fallback();
             }
-            split_huge_pmd(
-                self.mem,
-                self.events,
-                self.mm_id,
-                self.vma,
-                (pmd_table, pmd_i),
-                haddr,
-            )?;
+            self.split_for_fault((pmd_table, pmd_i), haddr, Reason::HugeZeroFallback)?;
             return Ok(false);
         }
         let h = pmde.frame();
         let folio = self.mem.folio(self.mem.page_folio(h));
-        if folio.folio_test_anon_exclusive(0) || folio.folio_ref_count() == 1 {
+        let reuse = if folio.folio_test_anon_exclusive(0) {
+            Some(Reason::PmdAnonExclusive)
+        } else if folio.folio_ref_count() == 1 {
+            Some(Reason::PmdSoleRef)
+        } else {
+            None
+        };
+        if let Some(reason) = reuse {
+            self.rec.reason = reason;
+            self.rec.outcome = Outcome::PmdReuse;
             self.mem.set_anon_exclusive(h, true);
             let mut n = pmde.mkyoung().mkdirty();
             if self.vma.flags.contains(VmFlags::WRITE) {
@@ -586,15 +806,28 @@ impl Fault<'_> {
             // No PGREUSE here: the kernel counts it only in wp_page_reuse(), the PTE path.
             return Ok(true);
         }
+        self.split_for_fault((pmd_table, pmd_i), haddr, Reason::PmdShared)?;
+        Ok(false)
+    }
+
+    /// `__split_huge_pmd` from a write fault (`VM_FAULT_FALLBACK` follows), recorded.
+    fn split_for_fault(
+        &mut self,
+        pmd: (TableFrame, usize),
+        haddr: VirtAddr,
+        why: Reason,
+    ) -> Result<(), CowError> {
+        self.rec.reason = why;
+        self.rec.split_reason = why;
+        self.rec.flags |= AccessFlags::SPLIT;
         split_huge_pmd(
             self.mem,
             self.events,
-            self.mm_id,
+            (self.mm_id, self.asid),
             self.vma,
-            (pmd_table, pmd_i),
+            pmd,
             haddr,
-        )?;
-        Ok(false)
+        )
     }
 }
 
@@ -603,13 +836,19 @@ pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
     mem.alloc_table().ok_or(CowError::OutOfMemory)
 }
 
-/// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3).
-fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> bool {
+/// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3): the exit it takes, in the kernel's
+/// order; only [`Reason::LargeExclusive`] reuses.
+fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> Reason {
     let mapcount = folio.folio_large_mapcount();
-    if mapcount <= 1 || folio.folio_mm_slots().shared {
-        return false;
+    if mapcount <= 1 {
+        Reason::LargeLastMapped
+    } else if folio.folio_mm_slots().shared {
+        Reason::LargeMaybeShared
+    } else if mapcount != folio.folio_ref_count() {
+        Reason::LargeExtraRefs
+    } else {
+        Reason::LargeExclusive
     }
-    mapcount == folio.folio_ref_count()
 }
 
 /// `__split_huge_pmd_locked` (KS §6.1, non-freeze): the deposited table replaces the
@@ -618,7 +857,7 @@ fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> bool {
 pub(crate) fn split_huge_pmd(
     mem: &mut PhysMem,
     events: &mut Events,
-    mm_id: u32,
+    (mm_id, asid): (u32, u64),
     vma: &Vma,
     (pmd_table, pmd_i): (TableFrame, usize),
     haddr: VirtAddr,
@@ -631,6 +870,12 @@ pub(crate) fn split_huge_pmd(
         )
     })?;
     events.emit(Event::ThpSplitPmd);
+    // pmdp_invalidate: the huge translation goes.
+    events.emit(Event::TlbFlush {
+        asid,
+        start: haddr.as_u64(),
+        end: haddr.as_u64() + PMD_SIZE,
+    });
     let prot = vma.page_prot();
     if pmde.is_special() {
         let z = PageTableEntry::of_frame(mem.zero_pfn, prot | PteFlags::SPECIAL);

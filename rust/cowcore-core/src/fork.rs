@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR};
 use crate::error::CowError;
+use crate::events::Event;
 use crate::fault::alloc_table;
 use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
@@ -31,6 +32,10 @@ struct ForkCopy<'a> {
     dst: [TableFrame; 5],
     /// The child's new `MM_ANONPAGES`.
     rss: u64,
+    /// Present PTEs copied (zero-page PTEs included), for the `Fork` event.
+    ptes: u64,
+    /// Huge PMDs copied (the huge zero PMD included).
+    pmds: u64,
 }
 
 /// Counts the child tables (and PMD deposits) a copy allocates; `seen` holds the child
@@ -80,6 +85,7 @@ impl PageWalk for ForkCopy<'_> {
     fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
         let dst = self.dst[at.depth];
         self.rss += self.copy_huge_pmd(at.table, dst, at.index, self.child_id)?;
+        self.pmds += 1;
         Ok(())
     }
 
@@ -132,6 +138,8 @@ impl Kernel {
             child_id: mm_id,
             dst: [pgd; 5],
             rss: 0,
+            ptes: 0,
+            pmds: 0,
         };
         for v in needs_copy() {
             walk_page_range(
@@ -142,17 +150,32 @@ impl Kernel {
                 v.end.as_u64(),
             )?;
         }
-        let rss = f.rss;
+        let (rss, ptes, pmds) = (f.rss, f.ptes, f.pmds);
         let child_pid = self.procs.len() as u32 + 1;
+        let parent = self.mm(pid)?.asid;
+        let asid = self.new_asid();
         self.used_mm_ids.insert(mm_id);
         self.procs.push(Some(Mm {
             pid: child_pid,
             mm_id,
+            asid,
             pgd,
             vmas: copied,
             cursor,
             rss_anon: rss,
         }));
+        // dup_mmap ends with flush_tlb_mm(oldmm): the parent's entries were write-protected.
+        self.events.emit(Event::TlbFlush {
+            asid: parent,
+            start: 0,
+            end: u64::MAX,
+        });
+        self.events.emit(Event::Fork {
+            parent,
+            child: asid,
+            ptes,
+            pmds,
+        });
         Ok(child_pid)
     }
 }
@@ -235,6 +258,7 @@ impl ForkCopy<'_> {
         while i < end_i {
             let (next, pages) = self.mem.copy_small_ptes(src, dst, i, end_i);
             rss += pages;
+            self.ptes += pages;
             i = next;
             if i == end_i {
                 break;
@@ -243,6 +267,7 @@ impl ForkCopy<'_> {
             if pte.is_special() {
                 // vm_normal_page() == NULL: copy the entry (never writable).
                 self.mem.set_entry(dst, i, pte.mkold());
+                self.ptes += 1;
                 i += 1;
                 continue;
             }
@@ -257,6 +282,7 @@ impl ForkCopy<'_> {
             self.mem.folio_ref_add(folio, nr as i32);
             self.mem.dup_anon_rmap_ptes(folio, p, nr as u32, child_id);
             rss += nr as u64;
+            self.ptes += nr as u64;
             if any_writable {
                 self.mem.wrprotect_ptes(src, i, nr);
             }

@@ -34,6 +34,8 @@ pub(crate) struct Kernel {
     /// Processes by pid − 1 (`None` once exited).
     pub(crate) procs: Vec<Option<Mm>>,
     pub(crate) used_mm_ids: BTreeSet<u32>,
+    /// The last address-space id handed out (never reused).
+    pub(crate) last_asid: u64,
     /// The `mmu_gather`: `(folio head, references)` to drop at the end of a zap.
     pub(crate) gather: Vec<(FolioRef, u32)>,
 }
@@ -64,6 +66,7 @@ impl Kernel {
         let init = Mm {
             pid: 1,
             mm_id: 1,
+            asid: 1,
             pgd,
             vmas: Vec::new(),
             cursor: MMAP_BASE,
@@ -77,8 +80,14 @@ impl Kernel {
             events: Events::default(),
             procs: vec![Some(init)],
             used_mm_ids: BTreeSet::from([1]),
+            last_asid: 1,
             gather: Vec::new(),
         })
+    }
+    /// The next address-space id.
+    pub(crate) fn new_asid(&mut self) -> u64 {
+        self.last_asid += 1;
+        self.last_asid
     }
     /// Live pids, ascending.
     pub(crate) fn pids(&self) -> Vec<u32> {
@@ -100,16 +109,32 @@ impl Kernel {
     pub(crate) fn mmap(&mut self, pid: u32, length: u64) -> Result<VirtAddr, CowError> {
         let mm = self.mm_mut(pid)?;
         check_length(length)?;
-        let cursor = mm.cursor;
-        let start = cursor
-            .checked_sub(length)
-            .map(|s| s & !(PMD_SIZE - 1))
-            .filter(|&s| s >= USER_START)
-            .ok_or_else(|| {
-                CowError::InvalidAddress(format!(
-                    "no room for a mapping of {length} bytes below {cursor:#x} (ENOMEM)"
-                ))
-            })?;
+        let mut cursor = mm.cursor;
+        // Top-down below the cursor, 2 MiB-aligned, never overlapping or touching a VMA
+        // (there are some only after `mmap_fixed`): a candidate that meets VMAs moves below
+        // the lowest of them, with a 2 MiB gap (docs/access-and-events.md).
+        let start = loop {
+            let start = cursor
+                .checked_sub(length)
+                .map(|s| s & !(PMD_SIZE - 1))
+                .filter(|&s| s >= USER_START)
+                .ok_or_else(|| {
+                    CowError::InvalidAddress(format!(
+                        "no room for a mapping of {length} bytes below {:#x} (ENOMEM)",
+                        mm.cursor
+                    ))
+                })?;
+            let lowest = mm
+                .vmas
+                .iter()
+                .filter(|v| v.start.as_u64() <= start + length && v.end.as_u64() >= start)
+                .map(|v| v.start.as_u64())
+                .min();
+            match lowest {
+                None => break start,
+                Some(low) => cursor = low.saturating_sub(PMD_SIZE),
+            }
+        };
         let vma = Vma {
             start: VirtAddr::new(start),
             end: VirtAddr::new(start + length),
@@ -120,6 +145,36 @@ impl Kernel {
         mm.vmas.insert(i, vma);
         mm.cursor = start.saturating_sub(PMD_SIZE);
         Ok(vma.start)
+    }
+
+    /// `mmap(addr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
+    /// MAP_FIXED_NOREPLACE)`: a mapping exactly at `addr`, refused with `EEXIST` if the
+    /// range meets a VMA; it merges with neighbours of equal flags (`vma_merge`).
+    pub(crate) fn mmap_fixed(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<VirtAddr, CowError> {
+        self.mm(pid)?;
+        let (start, end) = self.check_range(addr, length)?;
+        let mm = self.mm_mut(pid)?;
+        if let Some(v) = mm.vmas.iter().find(|v| v.start < end && v.end > start) {
+            return Err(CowError::InvalidAddress(format!(
+                "range [{start}, {end}) meets the mapping [{}, {}) (EEXIST)",
+                v.start, v.end
+            )));
+        }
+        let vma = Vma {
+            start,
+            end,
+            flags: VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
+            anon_vma: false,
+        };
+        let i = mm.vmas.partition_point(|v| v.start < vma.start);
+        mm.vmas.insert(i, vma);
+        mm.merge();
+        Ok(start)
     }
 
     /// Checks `[addr, addr+length)`: page-aligned, non-empty, inside user space. The
@@ -367,7 +422,7 @@ pub(crate) fn proc_mut(procs: &mut [Option<Mm>], pid: u32) -> Result<&mut Mm, Co
 
 /// `access_error()` for the page at `addr`: the VMA holding it, which must permit the
 /// access; otherwise the segfault the access takes.
-fn access_error(mm: &Mm, addr: VirtAddr, write: bool) -> Result<&Vma, CowError> {
+pub(crate) fn access_error(mm: &Mm, addr: VirtAddr, write: bool) -> Result<&Vma, CowError> {
     let Some(i) = mm.find_vma(addr) else {
         return Err(CowError::Segfault {
             addr,

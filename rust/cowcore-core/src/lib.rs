@@ -52,10 +52,10 @@ mod zap;
 pub use addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
 pub use error::{CowError, SegvReason};
 pub use events::{Event, EventRecord, ZapCause};
-pub use outcome::{Access, AccessFlags, MapLevel, Outcome, Reason};
 pub use folio::FolioInfo;
 pub use machine::{FrameKind, Machine, Observation};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
+pub use outcome::{Access, AccessFlags, AccessKinds, MapLevel, Outcome, Reason};
 pub use paging::{EntryKind, Level, PageTableEntry, PteFlags, SwapEntry, Translation, WalkStep};
 pub use physmem::PhysMem;
 pub use policy::{

@@ -8,9 +8,11 @@
 
 use crate::addr::{Pfn, VirtAddr};
 use crate::error::CowError;
+use crate::events::Event;
 use crate::folio::FolioInfo;
 use crate::kernel::Kernel;
 use crate::mm::{Advice, Mm, Prot, VmaInfo};
+use crate::outcome::{Access, AccessKinds};
 use crate::paging::walk::Translation;
 use crate::policy::{KernelConfig, Profile, ThpMode, ThpSizeMode};
 use crate::stats::Stats;
@@ -452,6 +454,145 @@ impl Machine {
     /// As [`Self::write_pages`].
     pub fn read_pages(&mut self, pid: u32, addrs: &[VirtAddr]) -> Result<Vec<u64>, CowError> {
         self.k.read_pages(pid, addrs)
+    }
+
+    /// One user access of one byte at `addr` (any alignment), and what the kernel did and
+    /// why ([`Access`]): a load, or a store of `value` at the page's first byte (the
+    /// simulator's content model). A segfault or an out-of-memory fault is an
+    /// [`Outcome`](crate::Outcome) with nothing changed, not an error.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`] and [`CowError::ProcessExited`] only.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{AccessFlags, MapLevel, Machine, Outcome, Profile, Reason, VirtAddr};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4096)?;
+    /// let r = m.access(1, VirtAddr::new(a.as_u64() + 8), false, 0)?;
+    /// assert_eq!((r.outcome, r.reason, r.level), (Outcome::ZeroPage, Reason::PteNone, MapLevel::Pte));
+    /// assert_eq!((r.faults, r.error_code), (1, 0x4)); // PF_USER
+    /// assert!(r.flags.contains(AccessFlags::FIRST_TOUCH));
+    /// let w = m.access(1, a, true, 7)?;
+    /// assert_eq!((w.outcome, w.reason, w.error_code), (Outcome::CowCopy, Reason::ZeroPage, 0x7));
+    /// assert_eq!(m.access(1, a, true, 8)?.outcome, Outcome::NoFault);
+    /// let s = m.access(1, VirtAddr::new(a.as_u64() + 4096), false, 0)?;
+    /// assert_eq!((s.outcome, s.reason, s.phys()), (Outcome::Segfault, Reason::SegvUnmapped, None));
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn access(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        write: bool,
+        value: u64,
+    ) -> Result<Access, CowError> {
+        self.k.access(pid, addr.as_u64(), write, value)
+    }
+
+    /// [`Self::access`] for each of `addrs` in order, the records into the caller's `out`.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`]; [`CowError::InvalidArgument`] (nothing done) when `out`
+    /// or the per-access write flags are not as long as `addrs`.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Access, AccessKinds, Machine, Outcome, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 2 * 4096)?.as_u64();
+    /// let addrs = [a, a + 4096, a + 100];
+    /// let mut out = [Access::default(); 3];
+    /// m.access_batch(1, &addrs, AccessKinds::Writes, 1, &mut out)?;
+    /// let outcomes: Vec<_> = out.iter().map(|r| r.outcome).collect();
+    /// assert_eq!(outcomes, [Outcome::AnonAlloc, Outcome::AnonAlloc, Outcome::NoFault]);
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn access_batch(
+        &mut self,
+        pid: u32,
+        addrs: &[u64],
+        kinds: AccessKinds<'_>,
+        value: u64,
+        out: &mut [Access],
+    ) -> Result<(), CowError> {
+        self.k.access_batch(pid, addrs, kinds, value, out)
+    }
+
+    /// A mapping exactly at `addr` (`MAP_FIXED_NOREPLACE`), so that a trace with real
+    /// addresses replays; read/write, merged with equal neighbours.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`]; [`CowError::InvalidArgument`] for a misaligned address or
+    /// a bad length; [`CowError::InvalidAddress`] outside user space, or (`EEXIST`) when the
+    /// range meets a mapping.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{CowError, Machine, Profile, VirtAddr};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap_fixed(1, VirtAddr::new(0x5555_0000_0000), 8192)?;
+    /// assert_eq!(a.as_u64(), 0x5555_0000_0000);
+    /// let again = m.mmap_fixed(1, VirtAddr::new(0x5555_0000_1000), 8192);
+    /// assert!(matches!(again, Err(CowError::InvalidAddress(msg)) if msg.ends_with("(EEXIST)")));
+    /// # Ok::<(), CowError>(())
+    /// ```
+    pub fn mmap_fixed(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<VirtAddr, CowError> {
+        self.k.mmap_fixed(pid, addr, length)
+    }
+
+    /// The address-space id of a process: 1 for init, the next number for each new mm,
+    /// never reused (MM ids are), what a TLB model tags its entries with.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`].
+    pub fn asid(&self, pid: u32) -> Result<u64, CowError> {
+        Ok(self.k.mm(pid)?.asid)
+    }
+
+    /// Starts keeping the events (`true`), or stops and drops what was kept (`false`).
+    /// Off by default: the counters are kept either way.
+    pub fn record_events(&mut self, on: bool) {
+        self.k.events.record(on);
+    }
+
+    /// The events kept since the last call, in emission order (recording goes on).
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Event, Machine, Profile};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4096)?;
+    /// m.record_events(true);
+    /// m.write(1, a, 4096, 1)?;
+    /// let e = m.take_events();
+    /// assert_eq!(e[0], Event::FaultWrite);
+    /// assert!(matches!(e[1], Event::FolioAlloc { order: 0, .. }));
+    /// assert!(matches!(e[2], Event::PagesZeroed { nr: 1, .. }));
+    /// assert!(m.take_events().is_empty());
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.k.events.take_recorded()
+    }
+
+    /// Hands each event kept since the last call to `sink`, in order, without allocating
+    /// a new buffer (a generic, monomorphised sink for embedders).
+    pub fn drain_events(&mut self, mut sink: impl FnMut(&Event)) {
+        self.k.events.drain_recorded(&mut sink);
     }
 
     /// The VMAs of a process.

@@ -234,6 +234,9 @@ pub struct Mm {
     pub pid: u32,
     /// `mm->mm_id` (`CONFIG_MM_ID`).
     pub mm_id: u32,
+    /// The address-space id: 1 for init, the next number for each new mm, never reused
+    /// (MM ids are); what a TLB model tags entries with.
+    pub asid: u64,
     /// The frame of the root table.
     pub(crate) pgd: TableFrame,
     /// Sorted, non-overlapping VMAs.
@@ -326,6 +329,7 @@ mod tests {
         Mm {
             pid: 1,
             mm_id: 1,
+            asid: 1,
             pgd: TableFrame::at(0),
             vmas: vec![Vma {
                 start: VirtAddr::new(0x20_0000),

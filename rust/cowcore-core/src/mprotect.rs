@@ -8,6 +8,7 @@
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_SIZE};
 use crate::error::CowError;
+use crate::events::Event;
 use crate::fault::split_huge_pmd;
 use crate::kernel::Kernel;
 use crate::mm::{Advice, Prot, VmFlags, Vma};
@@ -30,10 +31,24 @@ impl Kernel {
         let changed = self.change_vma_flags(pid, start, end, |f| {
             (f - (VmFlags::READ | VmFlags::WRITE)) | prot.vm_flags()
         })?;
-        let pgd = self.mm(pid)?.pgd;
+        let (pgd, asid) = (self.mm(pid)?.pgd, self.mm(pid)?.asid);
+        let (mut ptes, mut pmds) = (0, 0);
         for v in changed {
-            change_protection(&mut self.mem, self.paging, pgd, &v);
+            let (p, h) = change_protection(&mut self.mem, self.paging, pgd, &v);
+            (ptes, pmds) = (ptes + p, pmds + h);
         }
+        let (start, end) = (start.as_u64(), end.as_u64());
+        if ptes + pmds > 0 {
+            // flush_tlb_range at the end of change_protection.
+            self.events.emit(Event::TlbFlush { asid, start, end });
+        }
+        self.events.emit(Event::Mprotect {
+            asid,
+            start,
+            end,
+            ptes,
+            pmds,
+        });
         Ok(())
     }
     /// Applies an advice to a fully mapped range.
@@ -81,7 +96,7 @@ impl Kernel {
         f: impl Fn(VmFlags) -> VmFlags,
     ) -> Result<Vec<Vma>, CowError> {
         let mm = self.mm(pid)?;
-        let mm_id = mm.mm_id;
+        let ids = (mm.mm_id, mm.asid);
         let pieces: Vec<Vma> = mm
             .vmas
             .iter()
@@ -92,7 +107,7 @@ impl Kernel {
         for v in &pieces {
             for cut in [start, end] {
                 if cut > v.start && cut < v.end && !cut.is_aligned(PMD_SIZE) {
-                    self.split_pmd_at(pid, mm_id, v, cut)?;
+                    self.split_pmd_at(pid, ids, v, cut)?;
                 }
             }
         }
@@ -116,7 +131,7 @@ impl Kernel {
     fn split_pmd_at(
         &mut self,
         pid: u32,
-        mm_id: u32,
+        ids: (u32, u64),
         vma: &Vma,
         addr: VirtAddr,
     ) -> Result<(), CowError> {
@@ -126,7 +141,7 @@ impl Kernel {
                 split_huge_pmd(
                     &mut self.mem,
                     &mut self.events,
-                    mm_id,
+                    ids,
                     vma,
                     (t, i),
                     addr.align_down(PMD_SIZE),
@@ -138,14 +153,18 @@ impl Kernel {
 }
 
 /// `change_protection` over one VMA with its new flags (KS §8.3): a walk of the VMA.
-fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: TableFrame, vma: &Vma) {
+/// Returns the present PTEs and the huge PMDs rewritten.
+fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: TableFrame, vma: &Vma) -> (u64, u64) {
     let mut cp = ChangeProt {
         mem,
         newprot: vma.page_prot(),
         try_write: vma.flags.contains(VmFlags::WRITE),
+        ptes: 0,
+        pmds: 0,
     };
     let r = walk_page_range(&mut cp, paging, pgd, vma.start.as_u64(), vma.end.as_u64());
     debug_assert!(r.is_ok(), "change_protection's callbacks do not fail");
+    (cp.ptes, cp.pmds)
 }
 
 /// The walk of `change_protection`: the new protection and whether to try making
@@ -154,6 +173,8 @@ struct ChangeProt<'a> {
     mem: &'a mut PhysMem,
     newprot: PteFlags,
     try_write: bool,
+    ptes: u64,
+    pmds: u64,
 }
 
 impl PageWalk for ChangeProt<'_> {
@@ -171,6 +192,7 @@ impl PageWalk for ChangeProt<'_> {
             self.try_write,
         );
         self.mem.set_entry(at.table, at.index, n);
+        self.pmds += 1;
         Ok(())
     }
 
@@ -183,6 +205,7 @@ impl PageWalk for ChangeProt<'_> {
             if pte.is_present() {
                 let m = modified(self.mem, pte, self.newprot, self.try_write);
                 self.mem.set_entry(pte_table, j, m);
+                self.ptes += 1;
             }
         }
         Ok(())

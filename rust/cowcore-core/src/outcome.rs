@@ -211,6 +211,56 @@ impl Access {
     pub fn pfn(&self) -> Option<u64> {
         self.phys().map(|p| p >> 12)
     }
+
+    /// The size of [`Self::to_le_bytes`]: the C layout's size.
+    pub const SIZE: usize = 32;
+
+    /// The record in its C layout, little-endian (numpy's `cowcore.outcome.ACCESS_FIELDS`):
+    /// what a batch hands to Python, byte for byte, without unsafe code.
+    #[must_use]
+    pub fn to_le_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..8].copy_from_slice(&self.phys.to_le_bytes());
+        b[8] = self.outcome as u8;
+        b[9] = self.reason as u8;
+        b[10] = self.split_reason as u8;
+        b[11] = self.level as u8;
+        b[12] = self.order;
+        b[13] = self.faults;
+        b[14] = self.flags.bits();
+        b[15] = self.reserved;
+        b[16..20].copy_from_slice(&self.error_code.to_le_bytes());
+        b[20..22].copy_from_slice(&self.orders_allowed.to_le_bytes());
+        b[22..24].copy_from_slice(&self.orders_fit.to_le_bytes());
+        b[24..26].copy_from_slice(&self.orders_empty.to_le_bytes());
+        b[26..28].copy_from_slice(&self.orders_failed.to_le_bytes());
+        b[28..32].copy_from_slice(&self.reserved2.to_le_bytes());
+        b
+    }
+}
+
+/// Which accesses of a batch are stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKinds<'a> {
+    /// All loads.
+    Reads,
+    /// All stores.
+    Writes,
+    /// One flag per access (`true`: a store); as long as the addresses.
+    PerAccess(&'a [bool]),
+}
+
+impl AccessKinds<'_> {
+    /// Whether access `i` is a store.
+    #[inline]
+    #[must_use]
+    pub fn is_write(&self, i: usize) -> bool {
+        match self {
+            Self::Reads => false,
+            Self::Writes => true,
+            Self::PerAccess(w) => w[i],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -219,8 +269,35 @@ mod tests {
 
     #[test]
     fn layout_is_c_and_small() {
-        assert_eq!(std::mem::size_of::<Access>(), 32);
+        assert_eq!(std::mem::size_of::<Access>(), Access::SIZE);
         assert_eq!(std::mem::align_of::<Access>(), 8);
+        assert_eq!(std::mem::offset_of!(Access, error_code), 16);
+        assert_eq!(std::mem::offset_of!(Access, orders_failed), 26);
         assert_eq!(Access::default().phys(), Some(0));
+    }
+
+    #[test]
+    fn bytes_follow_the_c_layout() {
+        let a = Access {
+            phys: 0x1234_5678,
+            outcome: Outcome::CowCopy,
+            reason: Reason::LargeMaybeShared,
+            split_reason: Reason::PmdShared,
+            level: MapLevel::Pte,
+            order: 4,
+            faults: 2,
+            flags: AccessFlags::SPLIT | AccessFlags::COPIED,
+            error_code: 7,
+            orders_allowed: 0x210,
+            orders_fit: 0x10,
+            orders_empty: 0x10,
+            orders_failed: 0x200,
+            ..Access::default()
+        };
+        let b = a.to_le_bytes();
+        assert_eq!(&b[0..8], &0x1234_5678u64.to_le_bytes());
+        assert_eq!(&b[8..16], &[5, 8, 16, 1, 4, 2, 0b1100, 0]);
+        assert_eq!(&b[16..20], &7u32.to_le_bytes());
+        assert_eq!(&b[20..28], &[0x10, 0x02, 0x10, 0, 0x10, 0, 0, 0x02]);
     }
 }

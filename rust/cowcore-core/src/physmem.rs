@@ -240,11 +240,16 @@ impl PhysMem {
         Some(FolioRef::new_head(h))
     }
 
-    /// `folio_put_refs`: drops `n` references, freeing the folio at zero.
-    pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32) {
+    /// `folio_put_refs`: drops `n` references, freeing the folio at zero. Returns the
+    /// freed folio's order, for the caller's `FolioFree` event.
+    #[must_use = "a freed folio is reported as a FolioFree event"]
+    pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32) -> Option<u32> {
         if self.folio_ref_add(folio, -(n as i32)) == 0 {
+            let order = self.order(folio.pfn());
             self.free_folio(folio.pfn());
+            return Some(order);
         }
+        None
     }
 
     /// `pgtable_trans_huge_deposit`: keeps table `t` for the huge PMD entry `(pmd_table, i)`.

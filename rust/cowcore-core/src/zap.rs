@@ -9,7 +9,7 @@
 
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::CowError;
-use crate::events::Events;
+use crate::events::{Event, Events, ZapCause};
 use crate::fault::split_huge_pmd;
 use crate::folio::FolioRef;
 use crate::kernel::{proc_mut, Kernel};
@@ -30,6 +30,10 @@ const GATHER_BATCH: usize = 1 << 16;
 #[derive(Debug)]
 pub(crate) struct Zap<'a> {
     mm_id: u32,
+    asid: u64,
+    /// Present PTEs and huge PMDs cleared so far (for the `Zap` event).
+    ptes: u64,
+    pmds: u64,
     pgd: TableFrame,
     vmas: &'a [Vma],
     /// `MM_ANONPAGES` of the mm.
@@ -54,6 +58,7 @@ impl Kernel {
         } = self;
         let Mm {
             mm_id,
+            asid,
             pgd,
             vmas,
             rss_anon,
@@ -61,6 +66,9 @@ impl Kernel {
         } = proc_mut(procs, pid)?;
         Ok(Zap {
             mm_id: *mm_id,
+            asid: *asid,
+            ptes: 0,
+            pmds: 0,
             pgd: *pgd,
             vmas,
             rss_anon,
@@ -78,7 +86,7 @@ impl Kernel {
         let (start, end) = self.check_range(addr, length)?;
         let mut z = self.zap(pid)?;
         z.zap_vmas_in(start, end)?;
-        z.tlb_finish_mmu();
+        z.finish(ZapCause::Unmap, start.as_u64(), end.as_u64());
         let Self {
             procs, mem, paging, ..
         } = self;
@@ -97,7 +105,7 @@ impl Kernel {
     ) -> Result<(), CowError> {
         let mut z = self.zap(pid)?;
         z.zap_vmas_in(start, end)?;
-        z.tlb_finish_mmu();
+        z.finish(ZapCause::DontNeed, start.as_u64(), end.as_u64());
         Ok(())
     }
 
@@ -108,7 +116,7 @@ impl Kernel {
         for v in z.vmas {
             z.zap_range(v.start.as_u64(), v.end.as_u64())?;
         }
-        z.tlb_finish_mmu();
+        z.finish(ZapCause::Exit, 0, u64::MAX);
         let (pgd, mm_id) = (z.pgd, z.mm_id);
         free_subtree(&mut self.mem, self.paging, 0, pgd);
         self.mem.free_table(pgd);
@@ -138,7 +146,7 @@ impl PageWalk for Zap<'_> {
             split_huge_pmd(
                 self.mem,
                 self.events,
-                self.mm_id,
+                (self.mm_id, self.asid),
                 vma,
                 (at.table, at.index),
                 haddr,
@@ -169,11 +177,36 @@ impl Zap<'_> {
         Ok(())
     }
 
-    /// Drops the gathered references (`tlb_finish_mmu`), in zap order.
+    /// Drops the gathered references (`tlb_finish_mmu`), in zap order; each folio freed
+    /// is a `FolioFree` event.
     fn tlb_finish_mmu(&mut self) {
         for (h, n) in self.gather.drain(..) {
-            self.mem.folio_put_refs(h, n);
+            if let Some(order) = self.mem.folio_put_refs(h, n) {
+                self.events.emit(Event::FolioFree {
+                    pfn: u64::from(h.pfn()),
+                    order,
+                });
+            }
         }
+    }
+
+    /// The end of one zapping call over `[start, end)`: the gathered references go, then
+    /// the TLB flush of the range if any entry was cleared, then the `Zap` event
+    /// (docs/access-and-events.md).
+    fn finish(&mut self, cause: ZapCause, start: u64, end: u64) {
+        self.tlb_finish_mmu();
+        let (asid, ptes, pmds) = (self.asid, self.ptes, self.pmds);
+        if ptes + pmds > 0 {
+            self.events.emit(Event::TlbFlush { asid, start, end });
+        }
+        self.events.emit(Event::Zap {
+            asid,
+            cause,
+            start,
+            end,
+            ptes,
+            pmds,
+        });
     }
 
     /// `unmap_page_range` over `[s, e)`, which lies inside one VMA or several: a walk
@@ -194,6 +227,7 @@ impl Zap<'_> {
     fn zap_huge_pmd(&mut self, pmd_table: TableFrame, pmd_i: usize) -> Result<u64, CowError> {
         let pmde = self.mem.entry(pmd_table, pmd_i);
         self.mem.set_entry(pmd_table, pmd_i, PageTableEntry::NONE);
+        self.pmds += 1;
         let t = self
             .mem
             .withdraw(pmd_table, pmd_i)
@@ -222,6 +256,7 @@ impl Zap<'_> {
             }
             if e.is_special() {
                 self.mem.set_entry(t, i, PageTableEntry::NONE);
+                self.ptes += 1;
                 i += 1;
                 continue;
             }
@@ -238,6 +273,7 @@ impl Zap<'_> {
             self.mem.remove_rmap_ptes(folio, p, nr as u32, self.mm_id);
             self.gather.push((folio, nr as u32));
             pages += nr as u64;
+            self.ptes += nr as u64;
             i += nr;
         }
         pages

@@ -8,11 +8,13 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use cowcore_core::{Machine, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr};
-use pyo3::buffer::PyUntypedBuffer;
+use cowcore_core::{
+    Access, AccessKinds, Machine, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr,
+};
+use pyo3::buffer::{PyBuffer, PyUntypedBuffer};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt, PyList, PyMemoryView, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyMemoryView, PyTuple};
 
 use crate::errors::{invalid, PyCowError};
 use crate::records;
@@ -174,6 +176,40 @@ fn misaligned<'py>(addrs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
 /// What a batch call's `addrs` may be (the start of the message for anything else).
 const BATCH_TYPES: &str =
     "addrs must be a list of ints or a one-dimensional buffer of 64-bit integers (format q, Q, l or L)";
+
+/// What `access_batch`'s `writes` may be.
+const WRITES_RULE: &str =
+    "writes must be a bool or a one-dimensional buffer of bytes (format ?, B or b)";
+/// What `access_batch`'s `out` must be.
+const OUT_RULE: &str = "out must be a writable, contiguous buffer of bytes";
+
+/// The write flags of `access_batch`: `True`/`False` for all, or a one-dimensional buffer
+/// of `n` one-byte items (format `?`, `B` or `b`), each 0 or 1. The facade normalises what
+/// users pass (numpy bool arrays, lists); the reference backend checks the same rules.
+fn write_flags(writes: &Bound<'_, PyAny>, n: usize) -> PyResult<Option<Vec<bool>>> {
+    if writes.is_instance_of::<PyBool>() {
+        return Ok(None);
+    }
+    let buf = PyBuffer::<u8>::get(writes).map_err(|_| invalid(WRITES_RULE.into()))?;
+    let format = buf.format().to_bytes();
+    if buf.dimensions() != 1 || !matches!(format, b"?" | b"B" | b"b" | b"@B" | b"@b") {
+        return Err(invalid(WRITES_RULE.into()));
+    }
+    let bytes = buf.to_vec(writes.py())?;
+    if bytes.len() != n {
+        return Err(invalid(format!(
+            "{} write flags for {n} addresses: the lengths must be equal",
+            bytes.len()
+        )));
+    }
+    if let Some(i) = bytes.iter().position(|&b| b > 1) {
+        return Err(invalid(format!(
+            "writes[{i}] must be 0 or 1, not {}",
+            bytes[i]
+        )));
+    }
+    Ok(Some(bytes.into_iter().map(|b| b == 1).collect()))
+}
 
 fn parse<T: std::str::FromStr<Err = cowcore_core::CowError>>(s: &str) -> PyResult<T> {
     s.parse().map_err(|e| PyCowError(e).into())
@@ -362,6 +398,92 @@ impl PyMachine {
         run_sized(py, length, || {
             self.lock().read(pid, VirtAddr::new(addr), length)
         })
+    }
+
+    fn mmap_fixed(&self, pid: u32, addr: u64, length: u64) -> PyResult<u64> {
+        Ok(self
+            .lock()
+            .mmap_fixed(pid, VirtAddr::new(addr), length)
+            .map_err(PyCowError)?
+            .as_u64())
+    }
+
+    fn asid(&self, pid: u32) -> PyResult<u64> {
+        Ok(self.lock().asid(pid).map_err(PyCowError)?)
+    }
+
+    fn access<'py>(
+        &self,
+        py: Python<'py>,
+        pid: u32,
+        addr: u64,
+        write: bool,
+        value: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let r = self
+            .lock()
+            .access(pid, VirtAddr::new(addr), write, value)
+            .map_err(PyCowError)?;
+        records::access(py, &r)
+    }
+
+    /// The records go into the caller's writable buffer `out` (`n * 32` bytes, the layout
+    /// of `cowcore.outcome.ACCESS_FIELDS`): a numpy structured array with no Python object
+    /// per access.
+    fn access_batch(
+        &self,
+        py: Python<'_>,
+        pid: u32,
+        addrs: &Bound<'_, PyAny>,
+        writes: &Bound<'_, PyAny>,
+        value: u64,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let addrs: Vec<u64> = page_addrs(addrs)?
+            .into_iter()
+            .map(VirtAddr::as_u64)
+            .collect();
+        let n = addrs.len();
+        let flags = write_flags(writes, n)?;
+        let kinds = match &flags {
+            Some(f) => AccessKinds::PerAccess(f),
+            None if writes.is_truthy()? => AccessKinds::Writes,
+            None => AccessKinds::Reads,
+        };
+        let buf = PyBuffer::<u8>::get(out).map_err(|_| invalid(OUT_RULE.into()))?;
+        if buf.readonly() || !buf.is_c_contiguous() {
+            return Err(invalid(OUT_RULE.into()));
+        }
+        if buf.item_count() != n * Access::SIZE {
+            return Err(invalid(format!(
+                "out holds {} bytes for {n} records of {} bytes",
+                buf.item_count(),
+                Access::SIZE
+            )));
+        }
+        let mut recs = vec![Access::default(); n];
+        let bytes = (n as u64).saturating_mul(cowcore_core::PAGE_SIZE);
+        run_sized(py, bytes, || {
+            self.lock()
+                .access_batch(pid, &addrs, kinds, value, &mut recs)
+        })?;
+        let mut raw = Vec::with_capacity(n * Access::SIZE);
+        for r in &recs {
+            raw.extend_from_slice(&r.to_le_bytes());
+        }
+        buf.copy_from_slice(py, &raw)
+    }
+
+    fn record(&self, on: bool) {
+        self.lock().record_events(on);
+    }
+
+    /// The kept events as `EVENT_SIZE`-byte records (`cowcore.outcome.EVENT_FIELDS`).
+    fn take_events<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let mut raw = Vec::new();
+        self.lock()
+            .drain_events(|e| raw.extend_from_slice(&e.record().to_le_bytes()));
+        PyBytes::new(py, &raw)
     }
 
     fn fork(&self, py: Python<'_>, pid: u32) -> PyResult<u32> {

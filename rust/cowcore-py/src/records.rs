@@ -6,7 +6,7 @@
 //! with the fields in their declared order. An absent value is `None`, never a sentinel.
 
 use cowcore_core::{
-    FolioInfo, FrameKind, KernelConfig, Observation, Profile, Stats, Translation, VmaInfo,
+    Access, FolioInfo, FrameKind, KernelConfig, Observation, Profile, Stats, Translation, VmaInfo,
     PAGE_SIZE, POLICIES, THP_SIZES,
 };
 use pyo3::prelude::*;
@@ -42,6 +42,38 @@ record_class!(vma_info_class, "VmaInfo");
 record_class!(stats_class, "Stats");
 record_class!(policy_spec_class, "PolicySpec");
 record_class!(kernel_config_class, "KernelConfig");
+
+/// `cowcore.outcome.Access` (declared beside its codes, not in `protocol`).
+fn access_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static CELL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    CELL.import(py, "cowcore.outcome", "Access")
+}
+
+/// An `Access` record, through its `from_raw` (the fields in the C layout's order), so
+/// that the enum conversions live in one place.
+pub(crate) fn access<'py>(py: Python<'py>, a: &Access) -> PyResult<Bound<'py, PyAny>> {
+    let raw = PyTuple::new(
+        py,
+        [
+            a.phys,
+            u64::from(a.outcome as u8),
+            u64::from(a.reason as u8),
+            u64::from(a.split_reason as u8),
+            u64::from(a.level as u8),
+            u64::from(a.order),
+            u64::from(a.faults),
+            u64::from(a.flags.bits()),
+            u64::from(a.reserved),
+            u64::from(a.error_code),
+            u64::from(a.orders_allowed),
+            u64::from(a.orders_fit),
+            u64::from(a.orders_empty),
+            u64::from(a.orders_failed),
+            u64::from(a.reserved2),
+        ],
+    )?;
+    access_class(py)?.call_method1(intern!(py, "from_raw"), (raw,))
+}
 
 /// `PageObservation`s of the pages from `addr` on, one per core observation.
 pub(crate) fn observations<'py>(

@@ -182,6 +182,7 @@ pub(crate) const fn hw_accessed(e: PageTableEntry, write: bool) -> PageTableEntr
 
 /// The hardware access: if the leaf permits it (present with P, and RW for a write), set A
 /// (and D for a write) and return the 4 KiB frame; otherwise return the error code.
+#[inline]
 pub(crate) fn hw_access(
     mem: &mut PhysMem,
     paging: Paging,
@@ -189,6 +190,18 @@ pub(crate) fn hw_access(
     addr: VirtAddr,
     write: bool,
 ) -> Result<u32, u32> {
+    hw_access_leaf(mem, paging, pgd, addr, write).map(|(pfn, _)| pfn)
+}
+
+/// [`hw_access`], also saying at which level the leaf was (a PTE or a huge PMD).
+#[inline]
+pub(crate) fn hw_access_leaf(
+    mem: &mut PhysMem,
+    paging: Paging,
+    pgd: TableFrame,
+    addr: VirtAddr,
+    write: bool,
+) -> Result<(u32, Level), u32> {
     let Some(leaf) = find_leaf(mem, paging, pgd, addr) else {
         return Err(error_code(write, false));
     };
@@ -203,9 +216,12 @@ pub(crate) fn hw_access(
     }
     let base = e.frame();
     Ok(if leaf.level == Level::Pmd {
-        base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32
+        (
+            base + ((addr.as_u64() & (PMD_SIZE - 1)) / PAGE_SIZE) as u32,
+            Level::Pmd,
+        )
     } else {
-        base
+        (base, leaf.level)
     })
 }
 
