@@ -774,8 +774,9 @@ cowcore_status cowcore_access(struct cowcore_machine *m, uint32_t pid, uint64_t 
 cowcore_status cowcore_access_batch(struct cowcore_machine *m, uint32_t pid, const uint64_t *addrs, const uint8_t *writes, int all_writes, size_t n, uint64_t value, struct cowcore_access_t *out);
 
 /**
- * Starts recording events (from now on) with `on`, or stops. Either way the events
- * recorded so far, including those not yet taken, are dropped.
+ * Starts recording events (from now on) with `on`, or stops and drops what was recorded
+ * and not yet taken. Starting while recording keeps what was recorded (the core's
+ * `Machine::record_events`). Off after `cowcore_machine_new`.
  *
  * # Safety
  * `m` a live handle or NULL.

@@ -674,8 +674,9 @@ pub unsafe extern "C" fn cowcore_access_batch(
 // ---------------------------------------------------------------------------------------
 // Events and counters
 
-/// Starts recording events (from now on) with `on`, or stops. Either way the events
-/// recorded so far, including those not yet taken, are dropped.
+/// Starts recording events (from now on) with `on`, or stops and drops what was recorded
+/// and not yet taken. Starting while recording keeps what was recorded (the core's
+/// `Machine::record_events`). Off after `cowcore_machine_new`.
 ///
 /// # Safety
 /// `m` a live handle or NULL.
@@ -683,7 +684,9 @@ pub unsafe extern "C" fn cowcore_access_batch(
 pub unsafe extern "C" fn cowcore_record_events(m: *mut CowcoreMachine, on: bool) -> CowcoreStatus {
     let body = |h: &mut CowcoreMachine| {
         h.machine.record_events(on);
-        h.pending.clear();
+        if !on {
+            h.pending.clear();
+        }
         Ok(())
     };
     // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
@@ -708,9 +711,9 @@ pub unsafe extern "C" fn cowcore_take_events(
         if cap > 0 {
             check_buffer(buf.cast_const(), cap, "buf")?;
         }
-        let taken = h.machine.take_events();
-        h.pending
-            .extend(taken.iter().map(|e| CowcoreEvent::from(e.record())));
+        let pending = &mut h.pending;
+        h.machine
+            .drain_events(|e| pending.push_back(e.record().into()));
         let n = cap.min(h.pending.len());
         for (i, e) in h.pending.drain(..n).enumerate() {
             // SAFETY: i < n <= cap and `buf` holds cap elements (checked non-NULL,

@@ -349,7 +349,7 @@ fn the_c_api_is_the_core() {
     }
 }
 
-/// Events not taken stay for the next call; recording again drops them.
+/// Events not taken stay for the next call; starting again keeps them, stopping drops them.
 #[test]
 fn take_events_keeps_the_rest() {
     let h = Handle::new(8 << 20, c"6.15");
@@ -371,10 +371,30 @@ fn take_events_keeps_the_rest() {
     assert_eq!(all[0].kind, CowcoreEventKind::FaultWrite as u8);
     // SAFETY: as above.
     unsafe {
-        assert_eq!(
-            cowcore_access(h.0, 1, a + 5 * K4, true, 1, &raw mut rec),
-            CowcoreStatus::Ok
-        );
+        let s = cowcore_access(h.0, 1, a + 5 * K4, true, 1, &raw mut rec);
+        assert_eq!(s, CowcoreStatus::Ok);
+    }
+    // One event taken: the rest stays in the handle; starting again keeps it, in order.
+    let mut one = [CowcoreEvent::default()];
+    let mut n = 0;
+    // SAFETY: a one-record buffer; a writable count.
+    let s = unsafe { cowcore_take_events(h.0, one.as_mut_ptr(), 1, &raw mut n) };
+    assert_eq!(
+        (s, n, one[0].kind),
+        (CowcoreStatus::Ok, 1, CowcoreEventKind::FaultWrite as u8)
+    );
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(cowcore_record_events(h.0, true), CowcoreStatus::Ok);
+    }
+    assert!(!take_all(&h, 8).is_empty());
+    // SAFETY: as above.
+    unsafe {
+        let s = cowcore_access(h.0, 1, a + 6 * K4, true, 1, &raw mut rec);
+        assert_eq!(s, CowcoreStatus::Ok);
+        let s = cowcore_take_events(h.0, one.as_mut_ptr(), 1, &raw mut n);
+        assert_eq!((s, n), (CowcoreStatus::Ok, 1));
+        assert_eq!(cowcore_record_events(h.0, false), CowcoreStatus::Ok);
         assert_eq!(cowcore_record_events(h.0, true), CowcoreStatus::Ok);
     }
     assert!(take_all(&h, 8).is_empty());
