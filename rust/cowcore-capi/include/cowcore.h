@@ -609,6 +609,22 @@ const char *cowcore_version(void);
 const char *cowcore_status_name(uint8_t status);
 
 /**
+ * The name of a `cowcore_outcome` (`"COW_COPY"`, as Python's `cowcore.outcome.Outcome`;
+ * `"UNKNOWN"` for a number that is none), a static string.
+ */
+const char *cowcore_outcome_name(uint8_t outcome);
+
+/**
+ * The name of a `cowcore_reason` (`"LARGE_MAYBE_SHARED"`), a static string.
+ */
+const char *cowcore_reason_name(uint8_t reason);
+
+/**
+ * The name of a `cowcore_event_kind` (`"TLB_FLUSH"`), a static string.
+ */
+const char *cowcore_event_kind_name(uint8_t kind);
+
+/**
  * The message of the last failed call on `m`, or with `m` NULL, of the last call on this
  * thread that had no handle to keep it (a failed `cowcore_machine_new`, a NULL handle).
  * `""` when there was none. The string stays valid until the next failing call on the

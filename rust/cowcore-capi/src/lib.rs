@@ -247,6 +247,33 @@ pub extern "C" fn cowcore_status_name(status: u8) -> *const c_char {
         .as_ptr()
 }
 
+/// The name of a `cowcore_outcome` (`"COW_COPY"`, as Python's `cowcore.outcome.Outcome`;
+/// `"UNKNOWN"` for a number that is none), a static string.
+#[unsafe(no_mangle)]
+pub extern "C" fn cowcore_outcome_name(outcome: u8) -> *const c_char {
+    static_name(&types::OUTCOME_NAMES, outcome)
+}
+
+/// The name of a `cowcore_reason` (`"LARGE_MAYBE_SHARED"`), a static string.
+#[unsafe(no_mangle)]
+pub extern "C" fn cowcore_reason_name(reason: u8) -> *const c_char {
+    static_name(&types::REASON_NAMES, reason)
+}
+
+/// The name of a `cowcore_event_kind` (`"TLB_FLUSH"`), a static string.
+#[unsafe(no_mangle)]
+pub extern "C" fn cowcore_event_kind_name(kind: u8) -> *const c_char {
+    static_name(&types::EVENT_KIND_NAMES, kind)
+}
+
+fn static_name(names: &[&'static CStr], code: u8) -> *const c_char {
+    names
+        .get(usize::from(code))
+        .copied()
+        .unwrap_or(c"UNKNOWN")
+        .as_ptr()
+}
+
 /// The message of the last failed call on `m`, or with `m` NULL, of the last call on this
 /// thread that had no handle to keep it (a failed `cowcore_machine_new`, a NULL handle).
 /// `""` when there was none. The string stays valid until the next failing call on the

@@ -419,3 +419,66 @@ same_layout!(CowcoreAccess, Access: phys, outcome, reason, split_reason, level, 
 same_layout!(CowcoreEvent, EventRecord: kind, order, cause, reserved, reserved2, asid, asid2,
     pfn, pfn2, start, end, nr, pmds);
 const _: () = assert!(size_of::<CowcoreAccess>() == 32 && size_of::<CowcoreEvent>() == 72);
+
+/// The names of the codes, indexed by value, as Python's `cowcore.outcome` spells them
+/// (`tests/api.rs` checks both against `python/cowcore/outcome.py`).
+pub(crate) const OUTCOME_NAMES: [&std::ffi::CStr; 11] = [
+    c"NO_FAULT",
+    c"ANON_ALLOC",
+    c"ZERO_PAGE",
+    c"HUGE_ZERO_PAGE",
+    c"COW_REUSE",
+    c"COW_COPY",
+    c"PMD_REUSE",
+    c"PMD_SPLIT_COPY",
+    c"UNSHARE",
+    c"SEGFAULT",
+    c"OUT_OF_MEMORY",
+];
+
+/// See [`OUTCOME_NAMES`].
+pub(crate) const REASON_NAMES: [&std::ffi::CStr; 19] = [
+    c"NONE",
+    c"PTE_NONE",
+    c"PMD_NONE",
+    c"ANON_EXCLUSIVE",
+    c"SMALL_SOLE_REF",
+    c"SMALL_OTHER_REFS",
+    c"LARGE_NO_PTE_REUSE",
+    c"LARGE_LAST_MAPPED",
+    c"LARGE_MAYBE_SHARED",
+    c"LARGE_EXTRA_REFS",
+    c"LARGE_EXCLUSIVE",
+    c"ZERO_PAGE",
+    c"HUGE_ZERO_NEW_THP",
+    c"HUGE_ZERO_FALLBACK",
+    c"PMD_ANON_EXCLUSIVE",
+    c"PMD_SOLE_REF",
+    c"PMD_SHARED",
+    c"SEGV_UNMAPPED",
+    c"SEGV_PROTECTION",
+];
+
+/// See [`OUTCOME_NAMES`]; index 0 is no kind.
+pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 20] = [
+    c"UNKNOWN",
+    c"FAULT_READ",
+    c"FAULT_WRITE",
+    c"FAULT_WP",
+    c"ANON_FAULT_ALLOC",
+    c"ANON_FAULT_FALLBACK",
+    c"SPLIT",
+    c"THP_FAULT_ALLOC",
+    c"THP_SPLIT_PMD",
+    c"PGREUSE",
+    c"COW_COPY",
+    c"HUGE_ZERO_WRITE",
+    c"FOLIO_ALLOC",
+    c"FOLIO_FREE",
+    c"PAGES_ZEROED",
+    c"PAGES_COPIED",
+    c"FORK",
+    c"ZAP",
+    c"MPROTECT",
+    c"TLB_FLUSH",
+];

@@ -17,6 +17,7 @@ const K4: u64 = 4096;
 #[test]
 fn codes_are_the_cores() {
     use CowcoreOutcome as C;
+    use CowcoreReason as R;
     for (c, r) in [
         (C::NoFault, Outcome::NoFault),
         (C::AnonAlloc, Outcome::AnonAlloc),
@@ -32,7 +33,6 @@ fn codes_are_the_cores() {
     ] {
         assert_eq!(c as u8, r as u8, "{c:?}");
     }
-    use CowcoreReason as R;
     for (c, r) in [
         (R::None, Reason::None),
         (R::PteNone, Reason::PteNone),
@@ -80,6 +80,10 @@ fn codes_are_the_cores() {
         assert_eq!(c, r.bits());
     }
     assert_eq!(COWCORE_NO_PHYS, Access::NO_PHYS);
+}
+
+#[test]
+fn event_kinds_and_records_are_the_cores() {
     use CowcoreEventKind as K;
     let zap = Event::Zap {
         asid: 1,
@@ -215,6 +219,21 @@ fn header_codes_are_pythons() {
             .count();
         assert_eq!(in_header, codes.len(), "{class}: codes only in the header");
     }
+    let name_fns: [(&str, extern "C" fn(u8) -> *const std::ffi::c_char); 3] = [
+        ("Outcome", cowcore_outcome_name),
+        ("Reason", cowcore_reason_name),
+        ("EventCode", cowcore_event_kind_name),
+    ];
+    for (class, name_of) in name_fns {
+        for (name, value) in &python[class] {
+            // SAFETY: a static NUL-terminated string.
+            let got = unsafe { std::ffi::CStr::from_ptr(name_of(*value as u8)) };
+            assert_eq!(got.to_str().unwrap(), name, "{class}");
+        }
+        // SAFETY: as above.
+        let unknown = unsafe { std::ffi::CStr::from_ptr(name_of(200)) };
+        assert_eq!(unknown.to_str().unwrap(), "UNKNOWN");
+    }
     for (name, value) in &python["AccessFlags"] {
         let line = format!(
             "#define COWCORE_ACCESS_{name} (1 << {})",
@@ -260,10 +279,8 @@ fn the_c_api_is_the_core() {
         core.set_thp_size(4, ThpSizeMode::Always).unwrap();
         let mut a = 0;
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { cowcore_mmap(h.0, 1, 2 << 20, &raw mut a) },
-            CowcoreStatus::Ok
-        );
+        let s = unsafe { cowcore_mmap(h.0, 1, 2 << 20, &raw mut a) };
+        assert_eq!(s, CowcoreStatus::Ok);
         assert_eq!(core.mmap(1, 2 << 20).unwrap().as_u64(), a);
         let mut child = 0;
         let program: [(u32, u64, bool); 7] = [
