@@ -799,3 +799,31 @@ pub unsafe extern "C" fn cowcore_check(m: *mut CowcoreMachine) -> CowcoreStatus 
     // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
     unsafe { with_machine(m, body) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic under the chokepoint becomes `PANIC` with its message, and poisons the
+    /// handle: later calls refuse to run on a machine a panic may have left half-updated.
+    #[test]
+    fn a_panic_poisons_the_handle() {
+        let mut m = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated profile; a writable out-pointer.
+        let s = unsafe { cowcore_machine_new(8 << 20, 4, c"6.15".as_ptr(), &raw mut m) };
+        assert_eq!(s, CowcoreStatus::Ok);
+        // SAFETY: a live handle, used by this thread only.
+        let s = unsafe { with_machine(m, |_| panic!("boom")) };
+        assert_eq!(s, CowcoreStatus::Panic);
+        // SAFETY: as above; the message is NUL-terminated.
+        let msg = unsafe { CStr::from_ptr(cowcore_last_error(m)) };
+        assert!(msg.to_str().unwrap().ends_with("boom"), "{msg:?}");
+        let mut pid = 0;
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(cowcore_init_pid(m, &raw mut pid), CowcoreStatus::Panic);
+            assert_eq!(pid, 0);
+            cowcore_machine_free(m);
+        }
+    }
+}
