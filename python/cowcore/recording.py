@@ -67,6 +67,15 @@ class Recording:
         raw = self._chunks[0] if self._chunks else b""
         return np.frombuffer(raw, dtype=EVENT_DTYPE)
 
+    def drain(self) -> npt.NDArray[np.void]:
+        """The events since the last :meth:`drain` (or the start), which the recording then
+        forgets: for consumers that stream events into their own model step by step (a
+        TLB model draining after each batch) without the recording growing."""
+        self._drain()
+        raw = b"".join(self._chunks)
+        self._chunks = []
+        return np.frombuffer(raw, dtype=EVENT_DTYPE)
+
     def __len__(self) -> int:
         return len(self.events)
 
