@@ -1076,6 +1076,61 @@ mod tests {
         assert_eq!(m.read(1, a, K4).unwrap(), [1]); // the page before is untouched
     }
 
+    /// The three decision exits the public API cannot reach yet, from a state set up
+    /// directly: a read-only PTE of an anon-exclusive page (the kernel gets one from
+    /// soft-dirty tracking, `clear_refs`), a large folio with a reference that is not a
+    /// mapping (a pin, the swap cache; issue 16), and a read-only huge PMD whose head is
+    /// anon-exclusive.
+    #[test]
+    fn reasons_behind_states_the_api_cannot_make() {
+        use crate::{Outcome, Reason};
+        // ANON_EXCLUSIVE: 4K page, fork + exit leaves it read-only and not exclusive; mark it.
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.write(1, a, K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        let p = pfn(&m, 1, a) as u32;
+        m.k.mem.set_anon_exclusive(p, true);
+        let r = m.access(1, a, true, 2).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::CowReuse, Reason::AnonExclusive)
+        );
+        assert_eq!(pfn(&m, 1, a), u64::from(p));
+        m.check().unwrap();
+
+        // LARGE_EXTRA_REFS: a 64K folio exclusive to the parent, plus one reference.
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        m.write(1, a, 16 * K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        let folio = m.k.mem.page_folio(pfn(&m, 1, a) as u32);
+        m.k.mem.folio_ref_add(folio, 1);
+        let r = m.access(1, a, true, 2).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::CowCopy, Reason::LargeExtraRefs)
+        );
+        m.k.mem.folio_ref_add(folio, -1);
+        m.check().unwrap();
+
+        // PMD_ANON_EXCLUSIVE: a PMD THP shared with a child (refcount 2), head marked.
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.set_thp_enabled(ThpMode::Always);
+        m.write(1, a, K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        let head = pfn(&m, 1, a) as u32;
+        m.k.mem.set_anon_exclusive(head, true);
+        let r = m.access(1, a, true, 2).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::PmdReuse, Reason::PmdAnonExclusive)
+        );
+        m.k.mem.set_anon_exclusive(head, false);
+        m.exit(c).unwrap();
+    }
+
     /// An OOM in a fault frees the tables it allocated: nothing changes.
     #[test]
     fn oom_is_atomic() {
