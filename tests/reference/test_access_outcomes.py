@@ -983,6 +983,12 @@ def test_mprotect_events() -> None:
         Event(EventKind.TLB_FLUSH, asid=asid, start=thp + PAGE, end=thp + 2 * PAGE),
         Event(EventKind.MPROTECT, asid=asid, start=thp + PAGE, end=thp + 2 * PAGE, nr=1),
     ]
+    child = ref.fork(pid)
+    ref.mprotect(pid, a, 8 * PAGE, "rw")  # forked pages stay read-only: nothing changed
+    assert events(ref)[2:] == [
+        Event(EventKind.MPROTECT, asid=asid, start=a, end=a + 8 * PAGE, nr=3),
+    ]
+    ref.exit(child)
 
 
 @pytest.mark.parametrize("profile", PROFILES)

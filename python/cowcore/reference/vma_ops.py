@@ -109,15 +109,19 @@ def mprotect(k: Kernel, mm: Mm, start: int, end: int, prot: str) -> None:
     fork stay read-only and keep taking write faults.
 
     Events: the PMD splits at the range's ends, then a flush of ``[start, end)`` if any
-    present entry was rewritten, then ``MPROTECT`` (always) with the entries rewritten."""
+    entry's value changed (x86 ``pte_needs_flush``: an upgrade that leaves a shared page's
+    entry as it was needs none), then ``MPROTECT`` (always) with the present entries
+    rewritten, changed or not."""
     _require_mapped(mm, start, end, "mprotect")
     changes = {"read": prot != "none", "write": prot == "rw"}
     ptes = pmds = 0
+    changed = False
     for vma in _apply_flags(k, mm, start, end, changes):
         ops = _change_protection(k, mm, vma)
         ptes, pmds = ptes + ops.ptes, pmds + ops.pmds
+        changed = changed or ops.changed
     mm.merge_adjacent()
-    if ptes or pmds:
+    if changed:
         k.tlb_flush(mm, start, end)
     k.emit(Event(EventKind.MPROTECT, asid=mm.asid, start=start, end=end, nr=ptes, pmds=pmds))
 
@@ -132,12 +136,14 @@ def _change_protection(k: Kernel, mm: Mm, vma: Vma) -> _ChangeProtOps:
 
 class _ChangeProtOps(WalkOps):
     """``change_pmd_range`` -> ``change_huge_pmd`` / ``change_pte_range``; counts the
-    present entries rewritten (the kernel's ``pages``; a huge PMD counts once)."""
+    present entries rewritten (the kernel's ``pages``; a huge PMD counts once) and notes
+    whether any of them changed value."""
 
     def __init__(self, k: Kernel, newprot: int, writable: bool) -> None:
         self.k, self.newprot, self.writable = k, newprot, writable
         self.ptes = 0
         self.pmds = 0
+        self.changed = False
 
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         """``change_huge_pmd``; VMA boundaries inside a THP split it earlier."""
@@ -151,6 +157,7 @@ class _ChangeProtOps(WalkOps):
             new = pg.mkwrite(new)
         self.k.set_entry(table, idx, new)
         self.pmds += 1
+        self.changed = self.changed or new != pmd
         return WalkAction.CONTINUE
 
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
@@ -160,6 +167,7 @@ class _ChangeProtOps(WalkOps):
         new = pg.modify(ptes[i], self.newprot)
         if self.writable and _exclusive_anon(self.k, pg.entry_pfn(new)):
             new = pg.mkwrite(new)
+        self.changed = self.changed or new != ptes[i]
         ptes[i] = new
         self.ptes += 1
         return 1
