@@ -15,8 +15,11 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cowcore.errors import (
+    CowError,
     InvalidAddressError,
     InvalidArgumentError,
     NoSuchProcessError,
@@ -37,6 +40,7 @@ from cowcore.outcome import (
 )
 from cowcore.reference.backend import ReferenceBackend
 from cowcore.reference.events import COUNTED, Event, EventKind, Stats
+from tests.reference.programs import MAPPING_PAGES, Step, programs
 
 KB, MB = 1 << 10, 1 << 20
 PAGE = 4096
@@ -1130,3 +1134,66 @@ def test_mmap_skips_fixed_mappings() -> None:
     # the cursor goes to got - 4*PMD; the next candidate, got - 5*PMD, touches the page at
     # got - 5*PMD - PAGE: the cursor goes 2M below it and the mapping lands at got - 8*PMD.
     assert nxt == got - 8 * PMD
+
+
+# -- every record agrees with the machine ------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(programs(max_count=16, max_size=24), st.sampled_from(PROFILES))
+def test_records_agree_with_the_page_tables_and_the_counters(
+    steps: list[Step], profile: str
+) -> None:
+    """Random programs whose reads and writes go through ``access``, one byte per page:
+    each record's frame and level are what the page tables map afterwards, its fault count
+    is what the counters moved by, and only a refused or failed access has no frame."""
+    ref = ReferenceBackend(profile, 1024, 4)
+    pid = ref.init_pid()
+    base = ref.mmap(pid, MAPPING_PAGES * PAGE)
+    pids = [pid]
+    for op, page, drawn in steps:
+        count = min(drawn, MAPPING_PAGES - page)
+        p = pids[page % len(pids)]
+        if op in ("write", "read"):
+            for i in range(count):
+                addr = base + (page + i) * PAGE + (i * 37) % PAGE
+                s0 = ref.stats()
+                rec = ref.access(p, addr, op == "write", page + 1)
+                s1 = ref.stats()
+                moved = (
+                    s1.faults_read
+                    + s1.faults_write
+                    + s1.faults_wp
+                    - s0.faults_read
+                    - s0.faults_write
+                    - s0.faults_wp
+                )
+                assert moved == rec.faults
+                assert (rec.outcome is Outcome.NO_FAULT) == (rec.faults == 0) or (
+                    rec.outcome is Outcome.SEGFAULT
+                )
+                if rec.phys is None:
+                    assert rec.outcome in (Outcome.SEGFAULT, Outcome.OUT_OF_MEMORY)
+                    assert (rec.level, rec.order) == (MapLevel.NONE, 0)
+                    continue
+                t = ref.translate(p, addr)
+                assert rec.phys == (t.pfn or 0) << 12 | (addr & 0xFFF)
+                assert rec.level is (MapLevel.PMD if t.page_size == PMD else MapLevel.PTE)
+                if op == "write":
+                    assert ref.read(p, addr & ~0xFFF, PAGE) == [page + 1]
+            continue
+        try:
+            if op == "fork":
+                pids.append(ref.fork(p))
+            elif op == "dontneed":
+                ref.madvise(p, base + page * PAGE, count * PAGE, "dontneed")
+            elif op == "munmap":
+                ref.munmap(p, base + page * PAGE, count * PAGE)
+            elif op == "mprotect":
+                ref.mprotect(p, base + page * PAGE, count * PAGE, "r" if count % 2 else "rw")
+            else:
+                ref.set_thp_enabled("always" if count % 2 else "never")
+                ref.set_thp_size("16K", "always" if count % 3 else "never")
+        except CowError:
+            pass
+    ref.check()
