@@ -463,11 +463,10 @@ impl Fault<'_> {
         let pmde = self.mem.entry(pmd_table, pmd_i);
         if pmde.is_none() {
             let orders = self.cfg.allowable_orders(self.vma.flags);
-            if orders & (1 << PMD_ORDER) != 0 {
-                self.rec.orders_allowed |= orders as u16;
-                if self.do_huge_pmd_anonymous_page(pmd_table, pmd_i)? {
-                    return Ok(());
-                }
+            if orders & (1 << PMD_ORDER) != 0
+                && self.do_huge_pmd_anonymous_page(pmd_table, pmd_i, orders)?
+            {
+                return Ok(());
             }
             let t = alloc_table(self.mem)?;
             self.mem.set_entry(pmd_table, pmd_i, t.entry());
@@ -595,18 +594,30 @@ impl Fault<'_> {
     }
 
     /// `do_huge_pmd_anonymous_page` (KS §2.5). `Ok(false)` is `VM_FAULT_FALLBACK`.
+    ///
+    /// `allowable` is `thp_vma_allowable_orders`'s mask. The order evidence is kept only
+    /// for a fault that may allocate (a write, or a read with the huge zero page off); a
+    /// range that does not fit adds only the allowed orders, for a write
+    /// (docs/access-and-events.md).
     fn do_huge_pmd_anonymous_page(
         &mut self,
         pmd_table: TableFrame,
         pmd_i: usize,
+        allowable: u32,
     ) -> Result<bool, CowError> {
         let haddr = self.address.align_down(PMD_SIZE);
         if haddr < self.vma.start || haddr.as_u64() + PMD_SIZE > self.vma.end.as_u64() {
+            if self.write {
+                self.rec.orders_allowed |= allowable as u16;
+            }
             return Ok(false);
         }
-        self.rec.orders_fit |= 1 << PMD_ORDER;
-        self.rec.orders_empty |= 1 << PMD_ORDER;
         self.rec.reason = Reason::PmdNone;
+        if self.write || !self.cfg.use_zero_page {
+            self.rec.orders_allowed |= allowable as u16;
+            self.rec.orders_fit |= 1 << PMD_ORDER;
+            self.rec.orders_empty |= 1 << PMD_ORDER;
+        }
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         if !self.write && self.cfg.use_zero_page {
             let t = alloc_table(self.mem)?;
