@@ -34,14 +34,17 @@ from tests.strategies import (
     API_PROTS,
     API_THP_MODES,
     API_THP_SIZES,
+    API_WRITE_FLAGS,
     CONTAINERS,
     INT_TYPES,
     KERNELS,
     OBSERVE_CHUNKS,
     PAGE_BYTES,
     RAW_ADDRESSES,
+    WRITES_KINDS,
     as_int_type,
     container,
+    writes_flags,
 )
 
 PAGE = 4096
@@ -94,6 +97,11 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
             extra = (fdp.ConsumeIntInRange(0, 63), fdp.ConsumeIntInRange(0, 63))
         elif method == "observe_iter":
             extra = fdp.PickValueInList(OBSERVE_CHUNKS)
+        elif method == "access":
+            extra = fdp.PickValueInList(API_WRITE_FLAGS)
+        elif method == "access_batch":
+            bits = [fdp.ConsumeBool() for _ in range(fdp.ConsumeIntInRange(1, 4))]
+            extra = (fdp.PickValueInList(WRITES_KINDS), bits)
 
         def call(i: int) -> Any:
             m, ps = ms[i], procs[i]
@@ -123,6 +131,11 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
                 return p.write_pages(container(kind, batch), extra)
             if method == "read_pages":
                 return p.read_pages(container(kind, batch))
+            if method == "access":
+                return p.access(addr, extra, value=length)
+            if method == "access_batch":
+                writes = writes_flags(extra[0], len(batch), extra[1])
+                return p.access_batch(container(kind, batch), writes, value=length).tobytes()
             if method in ("write", "mprotect", "madvise"):
                 return getattr(p, method)(addr, length, extra)
             return getattr(p, method)(addr, length)

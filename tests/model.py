@@ -11,6 +11,10 @@ Every rule applies the same operation to a machine per backend and checks:
   observations of every mapped page (raw PFNs: the determinism contract of DESIGN.md makes
   frames equal, not only equal up to renaming), equal page-table entries, equal folio
   counters, equal statistics and equal free memory;
+* **streams**: every backend records its events from the start; after every step the
+  events emitted by the step are the same, in the same order, with the same payloads
+  (docs/access-and-events.md), which is stronger than equal counters; and the records of
+  ``access``/``access_batch`` are equal, field for field;
 * **conservation**: when every process has exited, all memory is free again;
 * **exhaustion** (``may_oom``, small machines): an access or fork that finds no memory fails
   the same way on every backend; a failed fork changes nothing, a failed ``write`` keeps the
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from hypothesis import event
 from hypothesis import strategies as st
@@ -91,6 +96,9 @@ class LockstepModel(RuleBasedStateMachine):
         self.free0 = self.ms[0].free_frames()
         self.procs: list[ProcModel] = [ProcModel([m.init for m in self.ms])]
         self.value = 0
+        self.recordings = [m.record() for m in self.ms]
+        for r in self.recordings:
+            r.__enter__()
 
     # -- lockstep helpers ----------------------------------------------------------------
 
@@ -294,6 +302,79 @@ class LockstepModel(RuleBasedStateMachine):
             elif advice in ("wipeonfork", "keeponfork"):
                 pm.wipeonfork = advice == "wipeonfork"
 
+    def pick_byte(self, data: st.DataObject, p: ProcModel) -> int:
+        """A byte address in one of ``p``'s mappings, or just outside one (a segfault)."""
+        start, npages = data.draw(st.sampled_from(p.maps))
+        offset = data.draw(st.integers(-PAGE, npages * PAGE + PAGE - 1))
+        return max(start + offset, 0)
+
+    def learn_access(
+        self, p: ProcModel, addr: int, write: bool, value: int, rec: cowcore.Access
+    ) -> None:
+        """Check one access record against the model, and learn what a store changed."""
+        pm = p.pages.get(addr & ~(PAGE - 1))
+        allowed = pm is not None and (pm.prot == "rw" if write else pm.prot != "none")
+        outcome = rec.outcome
+        if not allowed:
+            assert outcome is cowcore.Outcome.SEGFAULT, (hex(addr), rec)
+            return
+        if outcome is cowcore.Outcome.OUT_OF_MEMORY:
+            assert self.may_oom, f"out of memory at {addr:#x}"
+            return
+        assert outcome is not cowcore.Outcome.SEGFAULT, (hex(addr), rec)
+        assert pm is not None
+        if write:
+            pm.value = value
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data(), write=st.booleans())
+    def access(self, data: st.DataObject, write: bool) -> None:
+        """One access of one byte: equal records on every backend, a segfault exactly
+        where the model forbids the access."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr = self.pick_byte(data, p)
+        self.value += 1
+        value = self.value
+        rec = self.expect_ok(
+            self.each(lambda i: p.procs[i].access(addr, write, value=value)), "access"
+        )
+        self.learn_access(p, addr, write, value, rec)
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def access_batch(self, data: st.DataObject) -> None:
+        """Scattered byte accesses with mixed loads and stores (one store value)."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        n = data.draw(st.integers(1, 24))
+        addrs = [self.pick_byte(data, p) for _ in range(n)]
+        writes = data.draw(st.lists(st.booleans(), min_size=len(addrs), max_size=len(addrs)))
+        self.value += 1
+        value = self.value
+        res = self.each(lambda i: p.procs[i].access_batch(addrs, writes, value=value).tobytes())
+        raw = self.expect_ok(res, "access_batch")
+        recs = np.frombuffer(raw, dtype=cowcore.ACCESS_DTYPE)
+        for a, w, r in zip(addrs, writes, recs.tolist(), strict=True):
+            self.learn_access(p, a, w, value, cowcore.Access.from_raw(r))
+
+    @precondition(lambda self: self.live())
+    @rule(data=st.data(), npages=st.sampled_from([1, 16, 512]))
+    def mmap_fixed(self, data: st.DataObject, npages: int) -> None:
+        """A mapping at a chosen address: over an existing one (EEXIST), beside one (it
+        merges), or in a fresh place."""
+        p = data.draw(st.sampled_from(self.live()))
+        bases = [start + k * PAGE for start, n in p.maps for k in (-npages, 0, n)]
+        addr = data.draw(st.sampled_from([*bases, 0x5555_0000_0000, 0x10_0000_0000]))
+        length = npages * PAGE
+        clash = any(a < addr + length and a + PAGE > addr for a in p.pages) or addr < 0x1000
+        res = self.each(lambda i: p.procs[i].mmap_fixed(addr, length))
+        if clash:
+            assert res[0] == "raise", res
+            return
+        assert self.expect_ok(res, "mmap_fixed") == addr
+        p.maps.append((addr, npages))
+        for i in range(npages):
+            p.pages[addr + i * PAGE] = PageModel()
+
     @precondition(lambda self: self.live() and len(self.procs) < 12)
     @rule(data=st.data())
     def fork(self, data: st.DataObject) -> None:
@@ -356,6 +437,12 @@ class LockstepModel(RuleBasedStateMachine):
             return
         for m in self.ms:
             m.check()
+        streams = [r.drain() for r in self.recordings]
+        for name, stream in zip(self.backends[1:], streams[1:], strict=True):
+            assert stream.tobytes() == streams[0].tobytes(), (
+                f"{name} emitted other events than {self.backends[0]}: "
+                f"{stream.tolist()} != {streams[0].tolist()}"
+            )
         if len(self.ms) > 1:
             self.compare_backends()
 

@@ -199,10 +199,36 @@ CONTAINERS += ["uint32", "float64", "2d", "tuple", "generator", "scalars"]
 API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
-    *["thp", "policy"],
+    *["thp", "policy", "access", "access_batch", "mmap_fixed"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle)."""
-API_METHOD_WEIGHTS = {"write": 3, "fork": 2}
+API_METHOD_WEIGHTS = {"write": 3, "fork": 2, "access_batch": 2}
+API_WRITE_FLAGS: list[Any] = [True, False, True, False, 1, 0, None, "yes", np.bool_(True)]
+"""``access``'s ``write``: bools, and near misses that must be refused."""
+WRITES_KINDS = ["all", "all", "list", "bool-array", "uint8-array", "int64-array"]
+WRITES_KINDS += ["bad-value", "short", "long", "2d", "float-array", "none", "string"]
+"""How ``access_batch``'s write flags are passed."""
+
+
+def writes_flags(kind: str, n: int, bits: list[bool]) -> Any:
+    """``access_batch``'s ``writes`` for ``n`` addresses in a container of ``kind`` (the
+    bad kinds must be refused with ``InvalidArgumentError``, nothing done)."""
+    flags = (bits * (n // max(len(bits), 1) + 1))[:n] if bits else [False] * n
+    makers: dict[str, Callable[[], Any]] = {
+        "all": lambda: bool(bits and bits[0]),
+        "list": lambda: flags,
+        "bool-array": lambda: np.array(flags, dtype=np.bool_),
+        "uint8-array": lambda: np.array(flags, dtype=np.uint8),
+        "int64-array": lambda: np.array(flags, dtype=np.int64),
+        "bad-value": lambda: [2, *flags[1:]] if n else [2],
+        "short": lambda: flags[:-1] if n else [True],
+        "long": lambda: [*flags, True],
+        "2d": lambda: np.array([flags], dtype=np.bool_),
+        "float-array": lambda: np.array(flags, dtype=np.float64),
+        "none": lambda: None,
+        "string": lambda: "yes",
+    }
+    return makers[kind]()
 
 
 def as_int_type(kind: str, value: Any) -> Any:
@@ -296,6 +322,35 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
         value = draw(st.sampled_from([1, 7, (1 << 64) - 1]) | st.sampled_from(API_VALUES))
         batch = ("batch", draw(st.sampled_from(CONTAINERS)), pages)
         return method, which, (batch, ("as", draw(st.sampled_from(INT_TYPES)), value))
+    if method == "access":
+        stored = ("as", draw(st.sampled_from(INT_TYPES)), draw(st.sampled_from(API_VALUES)))
+        return method, which, (addr, draw(st.sampled_from(API_WRITE_FLAGS)), stored)
+    if method == "access_batch":
+        byte_addrs: list[Any] = draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, 1 << 16),
+                    st.integers(-4, 600),
+                    st.sampled_from([0, 0, 1, 8, 2048, 4095]),
+                ).map(lambda t: ("map", *t)),
+                max_size=12,
+            )
+        )
+        if byte_addrs and draw(st.integers(0, 5)) == 0:
+            byte_addrs[draw(st.integers(0, len(byte_addrs) - 1))] = (
+                "raw",
+                draw(st.sampled_from(RAW_ADDRESSES)),
+            )
+        writes = (
+            "writes",
+            draw(st.sampled_from(WRITES_KINDS)),
+            draw(st.lists(st.booleans(), min_size=1, max_size=4)),
+        )
+        stored = ("as", draw(st.sampled_from(INT_TYPES)), draw(st.sampled_from(API_VALUES)))
+        batch = ("batch", draw(st.sampled_from(CONTAINERS)), byte_addrs)
+        return method, which, (batch, writes, stored)
+    if method == "mmap_fixed":
+        return method, which, (addr, draw(st.sampled_from(API_MMAP_LENGTHS)))
     if method == "translate":
         return method, which, (addr,)
     if method == "folio":

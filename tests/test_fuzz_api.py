@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import cowcore
 from cowcore import CowError, OutOfMemoryError, SegmentationFault
-from tests.strategies import KERNELS, api_calls, as_int_type, container
+from tests.strategies import KERNELS, api_calls, as_int_type, container, writes_flags
 
 PAGE = 4096
 MiB = 1 << 20
@@ -35,6 +35,7 @@ class Side:
     def __init__(self, backend: str, profile: str) -> None:
         self.m = cowcore.Machine(profile, backend=backend, memory="8M")
         self.maps: list[int] = []
+        self.pending_batch = 0
         self.procs = [self.m.init]
 
     def resolve(self, a: Any) -> Any:
@@ -44,6 +45,8 @@ class Side:
             return container(a[1], [self.resolve(x) for x in a[2]])
         if isinstance(a, tuple) and a and a[0] == "raw":
             return a[1]
+        if isinstance(a, tuple) and a and a[0] == "writes":
+            return writes_flags(a[1], self.pending_batch, a[2])
         if isinstance(a, tuple) and a and a[0] == "map":
             if not self.maps:
                 return 0x1000
@@ -53,6 +56,8 @@ class Side:
 
     def call(self, method: str, which: int, args: tuple[Any, ...]) -> Any:
         p = self.procs[which % len(self.procs)]  # exited processes stay in the list
+        if method == "access_batch":  # the flags' count follows the addresses'
+            self.pending_batch = len(args[0][2])
         args = tuple(self.resolve(a) for a in args)
         if method == "mmap":
             addr = p.mmap(*args)
@@ -79,6 +84,10 @@ class Side:
             return p.write_pages(*args)
         if method == "read_pages":
             return p.read_pages(args[0])
+        if method == "access":
+            return p.access(args[0], args[1], value=args[2])
+        if method == "access_batch":
+            return p.access_batch(args[0], args[1], value=args[2]).tobytes()
         return getattr(p, method)(*args)
 
     def state(self) -> Any:

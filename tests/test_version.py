@@ -10,6 +10,7 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cowcore
@@ -37,6 +38,12 @@ def test_version_without_package_metadata(tmp_path: Path) -> None:
     assert native.__version__ == cargo_version()
     package = Path(cowcore.__file__).parent
     shutil.copytree(package, tmp_path / "cowcore", ignore=shutil.ignore_patterns("__pycache__"))
+    # numpy, cowcore's one dependency, is linked in beside it (with the shared libraries its
+    # wheel carries), since its site-packages would also hold cowcore's metadata.
+    numpy_dir = Path(np.__file__).parent
+    for dep in (numpy_dir, numpy_dir.with_name("numpy.libs")):
+        if dep.exists():
+            (tmp_path / dep.name).symlink_to(dep)
     out = subprocess.run(
         # -S: no site-packages, so no installed metadata for cowcore
         [sys.executable, "-S", "-c", "import cowcore; print(cowcore.__version__)"],

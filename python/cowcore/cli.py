@@ -1,7 +1,10 @@
 """The ``cowcore`` command line.
 
 ``cowcore run FILE...`` runs scenarios on the simulator and prints their observations;
-``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`).
+``cowcore trace FILE`` runs one and explains every fault (:mod:`cowcore.trace`);
+``cowcore replay TRACE`` replays a memory trace (:mod:`cowcore.replay`);
+``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`);
+``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from cowcore import __version__
 from cowcore.bench import register as register_bench_command
+from cowcore.calibrate import register as register_calibrate_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
@@ -59,6 +63,109 @@ def _run(args: argparse.Namespace) -> int:
     return status
 
 
+def _read_scenario(path: str) -> Scenario | int:
+    """The parsed scenario, or the exit status after printing why there is none."""
+    name = Path(path).name.removesuffix(".cow")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        print(f"cowcore: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        return Scenario.parse(decode_scenario(data, path), name)
+    except (ScenarioEncodingError, ScenarioSyntaxError) as exc:
+        print(dumps({"error": str(exc)}), flush=True)
+        return 1
+
+
+def _trace(args: argparse.Namespace) -> int:
+    # Imported here: the trace needs numpy, which `cowcore run` does not.
+    from cowcore.outcome import EventRecord  # noqa: PLC0415
+    from cowcore.trace import (  # noqa: PLC0415
+        TraceEntry,
+        format_entry,
+        format_event,
+        trace_scenario,
+    )
+
+    scenario = _read_scenario(args.file)
+    if isinstance(scenario, int):
+        return scenario
+
+    def show(entry: TraceEntry) -> None:
+        if args.json or args.all or entry.faulted:
+            print(format_entry(entry, args.json), flush=True)
+
+    def show_observation(obs: dict[str, object]) -> None:
+        if "error" in obs or args.observations:
+            print(dumps(obs), flush=True)
+
+    def show_event(line: int, event: EventRecord) -> None:
+        if not args.json:
+            print(format_event(line, event), flush=True)
+
+    try:
+        trace = trace_scenario(
+            scenario,
+            backend=args.backend,
+            kernel=args.kernel,
+            check=args.check,
+            on_entry=show,
+            on_observation=show_observation,
+            on_event=show_event if args.events else None,
+        )
+    except CowError as exc:  # a bad backend name, an invariant broken under --check
+        print(f"cowcore: {args.file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 1 if trace.error is not None else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from cowcore import replay as rp  # noqa: PLC0415  (needs numpy)
+
+    try:
+        if args.format == "lackey":
+            with open(args.trace, errors="replace") as f:
+                trace = rp.parse_lackey(f, instructions=args.instructions)
+        else:
+            trace = rp.read_trace(args.trace)
+        result = rp.replay(
+            trace,
+            kernel=args.kernel,
+            backend=args.backend,
+            thp=rp.parse_thp(args.thp),
+            auto_map=args.auto_map or args.format == "lackey",
+        )
+        if args.out:
+            rp.write_records(result.records, args.out)
+    except OSError as exc:
+        print(f"cowcore: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except CowError as exc:
+        print(f"cowcore: {args.trace}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        for row in rp.record_rows(result.records):
+            print(json.dumps(row, separators=(",", ":")))
+        return 0
+    summary = result.summary()
+    if args.summary:
+        print(
+            json.dumps(
+                {
+                    "accesses": len(result.records),
+                    "by_outcome": rp.summary_by_outcome(summary),
+                    "by_reason": {f"{o}/{r}": n for (o, r), n in sorted(summary.items())},
+                }
+            )
+        )
+        return 0
+    print(rp.format_summary(summary, len(result.records)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cowcore",
@@ -88,8 +195,76 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="verify every invariant after each statement"
     )
     run.set_defaults(func=_run)
+    trace = sub.add_parser(
+        "trace",
+        help="run a scenario and explain every fault",
+        description="Run a .cow scenario as `cowcore run` does, doing its reads and writes as "
+        "recorded accesses, and print one line per fault: what the kernel did and which "
+        "condition decided it.",
+    )
+    trace.add_argument("file", metavar="FILE", help="scenario file")
+    trace.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    trace.add_argument("--kernel", choices=("6.12", "6.15"), default=None)
+    trace.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per access record (every access, faulting or not)",
+    )
+    trace.add_argument("--all", action="store_true", help="also print accesses without a fault")
+    trace.add_argument(
+        "--observations",
+        action="store_true",
+        help="also print the scenario's observations (errors are always printed)",
+    )
+    trace.add_argument(
+        "--events",
+        action="store_true",
+        help="also print the fork, zap (munmap, exit, MADV_DONTNEED) and mprotect events",
+    )
+    trace.add_argument("--check", action="store_true", help="verify every invariant")
+    trace.set_defaults(func=_trace)
+    replay = sub.add_parser(
+        "replay",
+        help="replay a memory trace (canonical table or valgrind lackey)",
+        description="Replay a memory trace through the simulator and summarise what each "
+        "access did (see docs/embedding.md, 'Traces in').",
+    )
+    replay.add_argument("trace", metavar="TRACE", help="trace file")
+    replay.add_argument(
+        "--format",
+        choices=("canonical", "lackey"),
+        default="canonical",
+        help="canonical: a table (.csv, .parquet, .npy); lackey: valgrind --tool=lackey "
+        "--trace-mem=yes output (default: %(default)s)",
+    )
+    replay.add_argument("--kernel", choices=("6.12", "6.15"), default="6.15")
+    replay.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    replay.add_argument(
+        "--thp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a THP setting before the replay: enabled=always, 64K=always, zero_page=off "
+        "(repeatable)",
+    )
+    replay.add_argument(
+        "--auto-map",
+        action="store_true",
+        help="map each 2M region on its first touch (always on for lackey)",
+    )
+    replay.add_argument(
+        "--instructions",
+        action="store_true",
+        help="lackey: replay instruction fetches (I lines) as reads too",
+    )
+    replay.add_argument("--out", metavar="FILE", help="write the records (.npy, .csv, .parquet)")
+    shown = replay.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print one JSON object per record")
+    shown.add_argument("--summary", action="store_true", help="print the summary as JSON")
+    replay.set_defaults(func=_replay)
     register_kernel_commands(sub)
     register_bench_command(sub)
+    register_calibrate_command(sub)
     return parser
 
 

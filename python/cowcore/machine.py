@@ -458,7 +458,7 @@ class Process:
     def access_batch(
         self,
         addrs: Iterable[SupportsIndex],
-        writes: bool | Iterable[bool] = False,
+        writes: bool | Iterable[bool | int] = False,
         *,
         value: SupportsIndex = 0,
     ) -> npt.NDArray[np.void]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from cowcore.cost import CostModel, Estimate, estimate_recording
 from cowcore.errors import InvalidArgumentError
 from cowcore.outcome import EVENT_DTYPE, EventCode, EventRecord
 
@@ -67,6 +68,15 @@ class Recording:
         raw = self._chunks[0] if self._chunks else b""
         return np.frombuffer(raw, dtype=EVENT_DTYPE)
 
+    def drain(self) -> npt.NDArray[np.void]:
+        """The events since the last :meth:`drain` (or the start), which the recording then
+        forgets: for consumers that stream events into their own model step by step (a
+        TLB model draining after each batch) without the recording growing."""
+        self._drain()
+        raw = b"".join(self._chunks)
+        self._chunks = []
+        return np.frombuffer(raw, dtype=EVENT_DTYPE)
+
     def __len__(self) -> int:
         return len(self.events)
 
@@ -79,6 +89,12 @@ class Recording:
         """How many events of each kind."""
         kinds, n = np.unique(self.events["kind"], return_counts=True)
         return {EventCode(int(k)): int(c) for k, c in zip(kinds, n, strict=True)}
+
+    def estimate(self, model: CostModel | None = None) -> Estimate:
+        """The estimated time of the recorded work under a cost model (the calibrated one
+        of this host by default, see :func:`cowcore.cost.load`): an estimate, see
+        docs/cost-model.md."""
+        return estimate_recording(self.events, model)
 
     def to_arrow(self) -> Any:
         """The events as a ``pyarrow.Table`` (one column per field but the padding;

@@ -3,6 +3,7 @@ over :class:`~cowcore.reference.kernel.Kernel`."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from cowcore.errors import (
@@ -11,6 +12,7 @@ from cowcore.errors import (
     NoSuchProcessError,
     SegmentationFault,
 )
+from cowcore.outcome import ACCESS_SIZE, EVENT_SIZE, Access
 from cowcore.protocol import (
     ADVICES,
     KERNEL_CONFIGS,
@@ -32,6 +34,7 @@ from cowcore.protocol import (
     VmaInfo,
     WalkLevel,
     check_batch,
+    check_u64,
 )
 from cowcore.reference import check as check_mod
 from cowcore.reference import fault, fork, vma_ops
@@ -45,6 +48,15 @@ USER_START = 0x1000
 
 MAX_FRAMES = (256 << 30) // pg.PAGE_SIZE
 """The largest machine, 256 GiB (the core's ``MAX_MEMORY``)."""
+
+
+ACCESS_STRUCT = struct.Struct("<QBBBBBBBBIHHHHI")
+"""One :class:`Access` in the Rust ``#[repr(C)]`` layout (``outcome.ACCESS_FIELDS``)."""
+
+EVENT_STRUCT = struct.Struct("<BBBBI8Q")
+"""One event record in the Rust ``#[repr(C)]`` layout (``outcome.EVENT_FIELDS``)."""
+
+assert ACCESS_STRUCT.size == ACCESS_SIZE and EVENT_STRUCT.size == EVENT_SIZE
 
 
 def _user_limit(levels: int) -> int:
@@ -182,10 +194,19 @@ class ReferenceBackend:
     def mm_id(self, pid: int) -> int:
         return self._proc(pid)[1].mm_id
 
+    def asid(self, pid: int) -> int:
+        return self._proc(pid)[1].asid
+
     def mmap(self, pid: int, length: int) -> int:
         _, mm = self._proc(pid)
         _length(length)
         return vma_ops.mmap(mm, length)
+
+    def mmap_fixed(self, pid: int, addr: int, length: int) -> int:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        vma_ops.mmap_fixed(mm, start, end)
+        return start
 
     def munmap(self, pid: int, addr: int, length: int) -> None:
         _, mm = self._proc(pid)
@@ -270,6 +291,73 @@ class ReferenceBackend:
             assert vma is not None
             values.append(self._k.content(fault.access(self._k, mm, vma, addr, write=False)))
         return values
+
+    def access(self, pid: int, addr: int, write: bool, value: int) -> Access:
+        addr = check_u64("addr", addr)
+        value = check_u64("value", value)
+        _, mm = self._proc(pid)
+        return self._access(mm, addr, bool(write), value)
+
+    def _access(self, mm: Mm, addr: int, write: bool, value: int) -> Access:
+        """One access and, for a completed write, the store of ``value`` in the page's
+        first 8 bytes (the content model)."""
+        rec = fault.user_access(self._k, mm, addr, write, _user_limit(self._k.levels))
+        if write and rec.phys is not None:
+            self._k.set_content(rec.phys >> pg.PAGE_SHIFT, value)
+        return rec
+
+    def access_batch(
+        self,
+        pid: int,
+        addrs: list[Any] | memoryview,
+        writes: bool | memoryview,
+        value: int,
+        out: memoryview,
+    ) -> None:
+        """The accesses of ``addrs`` in order, their records packed into ``out``; every
+        argument is checked before the first access (``InvalidArgumentError``, nothing
+        done), then the process."""
+        items = check_batch("addrs", addrs)
+        n = len(items)
+        kinds = self._writes(writes, n)
+        value = check_u64("value", value)
+        if not isinstance(out, memoryview) or out.readonly:
+            raise InvalidArgumentError("out must be a writable buffer")
+        if not out.c_contiguous:
+            raise InvalidArgumentError("out must be a contiguous buffer")
+        if out.nbytes != ACCESS_SIZE * n:
+            raise InvalidArgumentError(
+                f"out must hold {n} records of {ACCESS_SIZE} bytes ({ACCESS_SIZE * n} bytes), "
+                f"not {out.nbytes} bytes"
+            )
+        _, mm = self._proc(pid)
+        raw = out.cast("B")
+        for i, addr in enumerate(items):
+            rec = self._access(mm, addr, kinds[i], value)
+            ACCESS_STRUCT.pack_into(raw, i * ACCESS_SIZE, *rec.raw())
+
+    @staticmethod
+    def _writes(writes: bool | memoryview, n: int) -> list[bool]:
+        """The kind of each of ``n`` accesses: one ``bool`` for all, or a buffer of ``n``
+        bytes, each 0 (read) or 1 (write)."""
+        if isinstance(writes, bool):
+            return [writes] * n
+        try:
+            view = memoryview(writes).cast("B")
+        except TypeError:
+            raise InvalidArgumentError(
+                "writes must be a bool or a buffer of one byte (0 or 1) per address, not "
+                f"{type(writes).__name__}"
+            ) from None
+        if len(view) != n:
+            raise InvalidArgumentError(
+                f"writes must have one byte per address ({n}), not {len(view)}"
+            )
+        kinds = view.tolist()
+        for i, w in enumerate(kinds):
+            if w not in (0, 1):
+                raise InvalidArgumentError(f"writes[{i}] must be 0 or 1, not {w}")
+        return [bool(w) for w in kinds]
 
     def fork(self, pid: int) -> int:
         proc, _ = self._proc(pid)
@@ -392,6 +480,16 @@ class ReferenceBackend:
             faults_wp=s.faults_wp,
             huge_zero_write=s.huge_zero_write,
         )
+
+    def record(self, on: bool) -> None:
+        self._k.record(bool(on))
+
+    def take_events(self) -> bytes:
+        events = self._k.take_events()
+        buf = bytearray(EVENT_SIZE * len(events))
+        for i, event in enumerate(events):
+            EVENT_STRUCT.pack_into(buf, i * EVENT_SIZE, *event.raw())
+        return bytes(buf)
 
     def check(self) -> None:
         check_mod.check(self._k)

@@ -2,10 +2,12 @@
 
 Every counted thing is an :class:`Event` emitted on the kernel's one channel
 (:meth:`~cowcore.reference.kernel.Kernel.emit`); :class:`Stats` is a fold over those events,
-so that the counters and the events can never disagree. The kinds are named after the
+so that the counters and the events can never disagree. The counted kinds are named after the
 kernel's counters: ``count_mthp_stat(order, MTHP_STAT_*)`` for the per-size mTHP stats,
 ``count_vm_event(...)`` for the vmstat events, and three of the simulator's own (the fault
-types and the COW copies).
+types and the COW copies). The other kinds (issue 12) count nothing: they report what changed
+memory (folios allocated and freed, frames zeroed and copied, fork, zaps, mprotect, TLB
+flushes), in the order ``docs/access-and-events.md`` gives.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from cowcore.outcome import EventCode, EventRecord
 from cowcore.protocol import THP_SIZES
 
 SIZE_OF_ORDER = {order: name for name, order in THP_SIZES.items()}
 
 
 class EventKind(Enum):
-    """One kind per counter; the value is the counter's name in ``stats()``."""
+    """One kind per counter (the value is the counter's name in ``stats()``), then the kinds
+    that count nothing (:data:`COUNTED` tells them apart)."""
 
     ANON_FAULT_ALLOC = "anon_fault_alloc"
     """``MTHP_STAT_ANON_FAULT_ALLOC``: a fault allocated a large folio of ``order``."""
@@ -45,19 +49,95 @@ class EventKind(Enum):
     """The simulator's: a write access faulted on a present read-only entry."""
     HUGE_ZERO_WRITE = "huge_zero_write"
     """The simulator's: ``do_huge_zero_wp_pmd`` replaced the huge zero page by a THP."""
+    FOLIO_ALLOC = "folio_alloc"
+    """An anonymous folio was allocated (``pfn``, ``order``)."""
+    FOLIO_FREE = "folio_free"
+    """A folio's last reference went and it was freed (``pfn``, ``order``)."""
+    PAGES_ZEROED = "pages_zeroed"
+    """``nr`` frames from ``pfn`` were zero-filled (``folio_zero_user``,
+    ``clear_user_highpage``)."""
+    PAGES_COPIED = "pages_copied"
+    """``nr`` frames were copied from ``pfn`` to ``pfn2`` (``copy_user_highpage``)."""
+    FORK = "fork"
+    """``dup_mmap`` copied the tables of ``asid`` into ``asid2``: ``nr`` PTEs, ``pmds`` PMDs."""
+    ZAP = "zap"
+    """``munmap``/``exit``/``MADV_DONTNEED`` (``cause``) cleared ``nr`` PTEs and ``pmds`` huge
+    PMDs of ``asid`` in ``[start, end)``."""
+    MPROTECT = "mprotect"
+    """``mprotect`` rewrote ``nr`` PTEs and ``pmds`` huge PMDs of ``asid`` in
+    ``[start, end)``."""
+    TLB_FLUSH = "tlb_flush"
+    """The TLB entries of ``[start, end)`` of ``asid`` were invalidated (``[0, 2^64-1)``: the
+    whole address space, ``flush_tlb_mm``)."""
 
 
 PER_SIZE = frozenset({EventKind.ANON_FAULT_ALLOC, EventKind.ANON_FAULT_FALLBACK, EventKind.SPLIT})
 """The kinds counted per mTHP size; they carry the folio order."""
 
+CODES: dict[EventKind, EventCode] = {
+    EventKind.FAULTS_READ: EventCode.FAULT_READ,
+    EventKind.FAULTS_WRITE: EventCode.FAULT_WRITE,
+    EventKind.FAULTS_WP: EventCode.FAULT_WP,
+    EventKind.ANON_FAULT_ALLOC: EventCode.ANON_FAULT_ALLOC,
+    EventKind.ANON_FAULT_FALLBACK: EventCode.ANON_FAULT_FALLBACK,
+    EventKind.SPLIT: EventCode.SPLIT,
+    EventKind.THP_FAULT_ALLOC: EventCode.THP_FAULT_ALLOC,
+    EventKind.THP_SPLIT_PMD: EventCode.THP_SPLIT_PMD,
+    EventKind.PGREUSE: EventCode.PGREUSE,
+    EventKind.COW_COPY: EventCode.COW_COPY,
+    EventKind.HUGE_ZERO_WRITE: EventCode.HUGE_ZERO_WRITE,
+    EventKind.FOLIO_ALLOC: EventCode.FOLIO_ALLOC,
+    EventKind.FOLIO_FREE: EventCode.FOLIO_FREE,
+    EventKind.PAGES_ZEROED: EventCode.PAGES_ZEROED,
+    EventKind.PAGES_COPIED: EventCode.PAGES_COPIED,
+    EventKind.FORK: EventCode.FORK,
+    EventKind.ZAP: EventCode.ZAP,
+    EventKind.MPROTECT: EventCode.MPROTECT,
+    EventKind.TLB_FLUSH: EventCode.TLB_FLUSH,
+}
+"""The stable number of each kind (``cowcore.outcome.EventCode``, the Rust ``Event::code``)."""
+
+COUNTED = frozenset(kind for kind, code in CODES.items() if code <= EventCode.HUGE_ZERO_WRITE)
+"""The kinds that move a counter (the first eleven codes); the others count nothing."""
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One counted occurrence. ``order`` is the folio order for the per-size kinds (2..9,
-    ``count_mthp_stat`` ignores others) and 0 for the rest."""
+    """One occurrence, with the payload fields of :class:`cowcore.outcome.EventRecord` (those
+    a kind does not use stay 0). ``order`` is the folio order for the per-size kinds (2..9,
+    ``count_mthp_stat`` ignores others) and for ``FOLIO_ALLOC``/``FOLIO_FREE``."""
 
     kind: EventKind
     order: int = 0
+    cause: int = 0
+    asid: int = 0
+    asid2: int = 0
+    pfn: int = 0
+    pfn2: int = 0
+    start: int = 0
+    end: int = 0
+    nr: int = 0
+    pmds: int = 0
+
+    def record(self) -> EventRecord:
+        """The flat record of this event, with its numeric kind."""
+        return EventRecord(
+            CODES[self.kind],
+            self.order,
+            self.cause,
+            self.asid,
+            self.asid2,
+            self.pfn,
+            self.pfn2,
+            self.start,
+            self.end,
+            self.nr,
+            self.pmds,
+        )
+
+    def raw(self) -> tuple[int, ...]:
+        """The fields in ``cowcore.outcome.EVENT_FIELDS`` order (padding zero)."""
+        return self.record().raw()
 
 
 @dataclass(slots=True)
@@ -86,7 +166,10 @@ class Stats:
         return stats
 
     def count(self, event: Event) -> None:
-        """Add one event to its counter (``count_mthp_stat``/``count_vm_event``)."""
+        """Add one event to its counter (``count_mthp_stat``/``count_vm_event``); a kind
+        that counts nothing is ignored."""
+        if event.kind not in COUNTED:
+            return
         if event.kind in PER_SIZE:
             counts: dict[str, int] = getattr(self, event.kind.value)
             counts[SIZE_OF_ORDER[event.order]] += 1

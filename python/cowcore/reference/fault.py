@@ -3,13 +3,19 @@
 An access walks the page tables like the MMU; when the leaf does not allow it, the fault is
 handled as ``handle_mm_fault`` would and the access is retried, as the faulting instruction
 is. The error code of each fault follows the x86 layout (KS §8.4).
+
+Every access also fills a :class:`Trace`, what its faults did and why, from which
+:func:`user_access` builds the :class:`cowcore.outcome.Access` record
+(``docs/access-and-events.md``, "Which outcome and reason, per handler").
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from cowcore.errors import OutOfMemoryError
+from cowcore.outcome import Access, AccessFlags, MapLevel, Outcome, Reason
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
@@ -21,94 +27,243 @@ PF_PROT = 1 << 0
 PF_WRITE = 1 << 1
 PF_USER = 1 << 2
 
+# AccessFlags as plain ints, for the hot path.
+FIRST_TOUCH = int(AccessFlags.FIRST_TOUCH)
+ZEROED = int(AccessFlags.ZEROED)
+COPIED = int(AccessFlags.COPIED)
+SPLIT = int(AccessFlags.SPLIT)
+FELL_BACK = int(AccessFlags.FELL_BACK)
 
-class Outcome(Enum):
+PMD_BIT = 1 << HPAGE_PMD_ORDER
+
+
+class Handled(Enum):
     """What a huge-PMD handler did: handled, or fall back to the PTE level."""
 
     DONE = 0
     FALLBACK = 1
 
 
+@dataclass(slots=True)
+class Trace:
+    """What the faults of one access did and why (the fields of :class:`Access` that the
+    handlers decide): each handler sets ``outcome`` and ``reason`` for its decision (the last
+    fault's win), ORs its ``flags`` and order evidence (bit ``k`` = order ``k``)."""
+
+    outcome: Outcome = Outcome.NO_FAULT
+    reason: Reason = Reason.NONE
+    split_reason: Reason = Reason.NONE
+    faults: int = 0
+    flags: int = 0
+    error_code: int = 0
+    orders_allowed: int = 0
+    orders_fit: int = 0
+    orders_empty: int = 0
+    orders_failed: int = 0
+
+    def record(self, phys: int | None, level: MapLevel, order: int) -> Access:
+        """The :class:`Access` of a completed access (``phys`` given) or of one that ran out
+        of memory (``phys`` ``None``: ``OUT_OF_MEMORY``, level ``NONE``, order 0). A copy by
+        the PTE fault that follows a PMD split is reported as ``PMD_SPLIT_COPY``."""
+        outcome = self.outcome
+        if phys is None:
+            outcome, level, order = Outcome.OUT_OF_MEMORY, MapLevel.NONE, 0
+        elif self.split_reason is not Reason.NONE and outcome is Outcome.COW_COPY:
+            outcome = Outcome.PMD_SPLIT_COPY
+        return Access(
+            phys=phys,
+            outcome=outcome,
+            reason=self.reason,
+            split_reason=self.split_reason,
+            level=level,
+            order=order,
+            faults=self.faults,
+            flags=AccessFlags(self.flags),
+            error_code=self.error_code,
+            orders_allowed=self.orders_allowed,
+            orders_fit=self.orders_fit,
+            orders_empty=self.orders_empty,
+            orders_failed=self.orders_failed,
+        )
+
+
+def order_mask(orders: list[int]) -> int:
+    """A list of orders as a bit mask (bit ``k`` = order ``k``)."""
+    mask = 0
+    for order in orders:
+        mask |= 1 << order
+    return mask
+
+
+def segfault(reason: Reason) -> Access:
+    """The record of an access that ``do_user_addr_fault`` refuses with SIGSEGV: nothing
+    was done, so no fault is reported (``faults`` 0, ``error_code`` 0)."""
+    return Access(
+        phys=None,
+        outcome=Outcome.SEGFAULT,
+        reason=reason,
+        split_reason=Reason.NONE,
+        level=MapLevel.NONE,
+        order=0,
+        faults=0,
+        flags=AccessFlags(0),
+        error_code=0,
+        orders_allowed=0,
+        orders_fit=0,
+        orders_empty=0,
+        orders_failed=0,
+    )
+
+
+def access_error(vma: Vma | None, write: bool) -> Reason:
+    """Why the access is refused (``SEGV_UNMAPPED``: no VMA; ``SEGV_PROTECTION``:
+    ``access_error()``, a write to a read-only VMA or any access to a ``PROT_NONE`` one), or
+    ``Reason.NONE`` if it is not."""
+    if vma is None:
+        return Reason.SEGV_UNMAPPED
+    if (write and not vma.write) or not vma.read:
+        return Reason.SEGV_PROTECTION
+    return Reason.NONE
+
+
+def user_access(k: Kernel, mm: Mm, addr: int, write: bool, limit: int) -> Access:
+    """One user load or store of the byte at ``addr`` (any byte address), as its record.
+
+    An address at or above ``limit`` (the top of user space) or outside every VMA, or one
+    that the VMA forbids, is a ``SEGFAULT`` with nothing changed; a fault that cannot get
+    memory is ``OUT_OF_MEMORY`` with nothing changed (its tables undone; the events emitted
+    before the failure stay). The caller stores a written value when ``phys`` is set.
+    """
+    vma = mm.find_vma(addr) if addr < limit else None
+    refused = access_error(vma, write)
+    if refused is not Reason.NONE:
+        return segfault(refused)
+    assert vma is not None
+    trace = Trace()
+    page = addr & ~(pg.PAGE_SIZE - 1)
+    try:
+        pfn, level = access_page(k, mm, vma, page, write, trace)
+    except OutOfMemoryError:
+        return trace.record(None, MapLevel.NONE, 0)
+    if level is MapLevel.PMD:
+        order = HPAGE_PMD_ORDER
+    else:
+        folio = k.page_folio.get(pfn)
+        order = 0 if folio is None else folio.order  # the zero page: order 0
+    return trace.record(pfn << pg.PAGE_SHIFT | (addr & (pg.PAGE_SIZE - 1)), level, order)
+
+
 def access(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool) -> int:
     """One user load or store to the page of ``addr``; returns the 4 KiB frame accessed.
+
+    The caller has checked that ``vma`` allows the access (``access_error``). Raises
+    :class:`OutOfMemoryError` with nothing changed when a fault cannot get memory.
+    """
+    return access_page(k, mm, vma, addr, write, None)[0]
+
+
+def access_page(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, trace: Trace | None
+) -> tuple[int, MapLevel]:
+    """One access to the page of ``addr``: the frame accessed and the level that maps it.
 
     Walks like the MMU: a leaf that allows the access gets Accessed (and Dirty for a store)
     set; otherwise a page fault is raised with the x86 error code and handled by
     :func:`handle_mm_fault`, and the access is retried, as the faulting instruction is.
-    The caller has checked that ``vma`` allows the access (``access_error``). Raises
-    :class:`OutOfMemoryError` with nothing changed when a fault cannot get memory.
+    The faults are traced into ``trace`` (a fresh one if ``None``).
     """
     for _ in range(4):  # a fault resolves in at most: split, copy; then the access succeeds
         pmd_slot = k.pmd_slot(mm, addr)
         if pmd_slot is not None and pg.is_huge(pmd := k.entry(*pmd_slot)):
             if not write or pmd & pg.RW:
                 k.set_entry(*pmd_slot, pmd | pg.A | (pg.D if write else 0))
-                return pg.entry_pfn(pmd) + ((addr >> pg.PAGE_SHIFT) & 0x1FF)
-            handle_mm_fault(k, mm, vma, addr, PF_USER | PF_WRITE | PF_PROT)
+                return pg.entry_pfn(pmd) + ((addr >> pg.PAGE_SHIFT) & 0x1FF), MapLevel.PMD
+            if trace is None:
+                trace = Trace()
+            handle_mm_fault(k, mm, vma, addr, PF_USER | PF_WRITE | PF_PROT, trace)
             continue
         pte_slot = k.pte_slot(mm, addr)
         pte = k.entry(*pte_slot) if pte_slot is not None else 0
         if pte_slot is not None and pte & pg.P and (not write or pte & pg.RW):
             k.set_entry(*pte_slot, pte | pg.A | (pg.D if write else 0))
-            return pg.entry_pfn(pte)
+            return pg.entry_pfn(pte), MapLevel.PTE
         code = PF_USER | (PF_WRITE if write else 0) | (PF_PROT if pte & pg.P else 0)
-        handle_mm_fault(k, mm, vma, addr, code)
+        if trace is None:
+            trace = Trace()
+        handle_mm_fault(k, mm, vma, addr, code, trace)
     raise AssertionError(f"access to {addr:#x} did not resolve")
 
 
-def handle_mm_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, code: int) -> None:
+def handle_mm_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, code: int, trace: Trace) -> None:
     """One page fault with its x86 error code (``do_user_addr_fault`` -> ``handle_mm_fault``):
     counted by type, then dispatched on what the entries are (``__handle_mm_fault``)."""
     write = bool(code & PF_WRITE)
+    if not trace.faults:
+        trace.error_code = code
+    trace.faults += 1
     if code & PF_PROT:
         assert write, "read faults on present entries are refused by access_error()"
         k.emit(Event(EventKind.FAULTS_WP))
-    elif write:
-        k.emit(Event(EventKind.FAULTS_WRITE))
     else:
-        k.emit(Event(EventKind.FAULTS_READ))
+        trace.flags |= FIRST_TOUCH
+        k.emit(Event(EventKind.FAULTS_WRITE if write else EventKind.FAULTS_READ))
     allocated: list[tuple[int, int, int]] = []
     try:
-        _handle_fault(k, mm, vma, addr, write, allocated)
+        _handle_fault(k, mm, vma, addr, write, allocated, trace)
     except OutOfMemoryError:
         k.undo_tables(allocated)
         raise
 
 
 def _handle_fault(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, allocated: list[tuple[int, int, int]]
+    k: Kernel,
+    mm: Mm,
+    vma: Vma,
+    addr: int,
+    write: bool,
+    allocated: list[tuple[int, int, int]],
+    trace: Trace,
 ) -> None:
     """``__handle_mm_fault``: allocate the tables down to the PMD, dispatch on the PMD's
     kind, then allocate the PTE table and dispatch on the PTE's (``handle_pte_fault``).
-    Tables allocated here are recorded in ``allocated`` for the caller to undo on OOM."""
+    Tables allocated here are recorded in ``allocated`` for the caller to undo on OOM.
+
+    The PTE table of a none PMD is allocated for ``do_anonymous_page`` (the kernel's
+    ``pte_alloc`` there), so running out of memory for it is that handler's ``PTE_NONE``;
+    for an upper table, no handler has decided yet (reason ``NONE``)."""
     pmd_table = k.table_for(mm, addr, k.pmd_level(), allocated)
     assert pmd_table is not None
     pmd_idx = pg.index_at(addr, k.levels, k.pmd_level())
     pmd = k.entry(pmd_table, pmd_idx)
     match pg.entry_kind(pmd):
         case pg.EntryKind.NONE:
-            if HPAGE_PMD_ORDER in k.thp.allowable_orders(vma):
-                outcome = do_huge_pmd_anonymous_page(k, mm, vma, addr, write, pmd_table, pmd_idx)
-                if outcome is Outcome.DONE:
+            allowable = k.thp.allowable_orders(vma)
+            if HPAGE_PMD_ORDER in allowable:
+                handled = do_huge_pmd_anonymous_page(
+                    k, mm, vma, addr, write, pmd_table, pmd_idx, order_mask(allowable), trace
+                )
+                if handled is Handled.DONE:
                     return
         case pg.EntryKind.PRESENT if pmd & pg.PS:
             assert write and not pmd & pg.RW, "the access would have succeeded"
-            do_huge_pmd_wp_page(k, mm, vma, addr, pmd_table, pmd_idx)
+            do_huge_pmd_wp_page(k, mm, vma, addr, pmd_table, pmd_idx, trace)
             return
         case pg.EntryKind.PRESENT:
             pass  # a PTE table: the fault is handled at the PTE level
         case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
             raise pg.not_modelled(pmd, addr, "PMD fault")  # is_swap_pmd: pmd_migration_entry_wait
+    if not pg.is_present(pmd):
+        trace.reason = Reason.PTE_NONE  # do_anonymous_page's pte_alloc
     pte_table = k.table_for(mm, addr, k.levels - 1, allocated)
     assert pte_table is not None
     pte_idx = pg.index_at(addr, k.levels, k.levels - 1)
     pte = k.entry(pte_table, pte_idx)
     match pg.entry_kind(pte):
         case pg.EntryKind.NONE:
-            do_anonymous_page(k, mm, vma, addr, write, pte_table)  # do_pte_missing
+            do_anonymous_page(k, mm, vma, addr, write, pte_table, trace)  # do_pte_missing
         case pg.EntryKind.PRESENT if pte & pg.P:
             assert write and not pte & pg.RW, "the access would have succeeded"
-            do_wp_page(k, mm, vma, addr, pte_table, pte_idx)
+            do_wp_page(k, mm, vma, addr, pte_table, pte_idx, trace)
         case pg.EntryKind.PRESENT:
             raise pg.not_modelled(pte, addr, "PROT_NONE PTE fault")  # do_numa_page
         case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
@@ -116,24 +271,49 @@ def _handle_fault(
 
 
 def do_huge_pmd_anonymous_page(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pmd_table: int, pmd_idx: int
-) -> Outcome:
-    """A fault on a none PMD where a PMD-size THP is allowed (KS §2.5)."""
+    k: Kernel,
+    mm: Mm,
+    vma: Vma,
+    addr: int,
+    write: bool,
+    pmd_table: int,
+    pmd_idx: int,
+    allowable: int,
+    trace: Trace,
+) -> Handled:
+    """A fault on a none PMD where a PMD-size THP is allowed (KS §2.5); ``allowable`` is
+    the mask of ``thp_vma_allowable_orders``.
+
+    Order evidence is kept only for a fault that may allocate (a write, or a read with the
+    huge zero page off); a range that does not fit adds only the allowed orders (writes)."""
     haddr = addr & ~(pg.PMD_SIZE - 1)
+    evidence = write or not k.thp.use_zero_page
     if haddr < vma.start or haddr + pg.PMD_SIZE > vma.end:
-        return Outcome.FALLBACK  # thp_vma_suitable_order(): not counted as a fallback
+        if write:
+            trace.orders_allowed |= allowable
+        return Handled.FALLBACK  # thp_vma_suitable_order(): not counted as a fallback
+    trace.reason = Reason.PMD_NONE
+    if evidence:
+        trace.orders_allowed |= allowable
+        trace.orders_fit |= PMD_BIT
+        trace.orders_empty |= PMD_BIT
     prot = vma.page_prot()
     if not write and k.thp.use_zero_page:
         deposit = k.phys.alloc_table()
         k.deposits[(pmd_table, pmd_idx)] = deposit
         k.set_entry(pmd_table, pmd_idx, pg.make_entry(k.huge_zero_pfn, prot | pg.PS | pg.SPECIAL))
         vma.anon_vma = True  # anon_vma_prepare() ran before the zero-page branch
-        return Outcome.DONE
+        trace.outcome = Outcome.HUGE_ZERO_PAGE
+        return Handled.DONE
     if not k.phys.buddy.can_allocate(HPAGE_PMD_ORDER):
         # vma_alloc_anon_folio_pmd() failure
         k.emit(Event(EventKind.ANON_FAULT_FALLBACK, HPAGE_PMD_ORDER))
-        return Outcome.FALLBACK
+        trace.orders_failed |= PMD_BIT
+        trace.flags |= FELL_BACK
+        return Handled.FALLBACK
+    # vma_alloc_anon_folio_pmd() allocates and zeroes the folio before pte_alloc_one().
     folio = k.alloc_folio(HPAGE_PMD_ORDER)
+    k.emit(Event(EventKind.PAGES_ZEROED, pfn=folio.pfn, nr=pg.HPAGE_PMD_NR))
     try:
         deposit = k.phys.alloc_table()
     except OutOfMemoryError:
@@ -141,7 +321,9 @@ def do_huge_pmd_anonymous_page(
         raise
     map_anon_folio_pmd(k, mm, vma, folio, pmd_table, pmd_idx)
     k.deposits[(pmd_table, pmd_idx)] = deposit
-    return Outcome.DONE
+    trace.outcome = Outcome.ANON_ALLOC
+    trace.flags |= ZEROED
+    return Handled.DONE
 
 
 def map_anon_folio_pmd(
@@ -160,19 +342,26 @@ def map_anon_folio_pmd(
     vma.anon_vma = True
 
 
-def anon_orders(k: Kernel, vma: Vma, addr: int, pte_table: int) -> list[int]:
+def anon_orders(
+    k: Kernel, vma: Vma, addr: int, pte_table: int, trace: Trace | None = None
+) -> list[int]:
     """The mTHP orders to try for a write fault, highest first (``alloc_anon_folio``).
 
     Policy (sysfs and VMA advice), then suitability (the aligned block lies in the VMA;
     ``thp_vma_suitable_orders`` drops orders from the top until one fits), then emptiness
-    (the first order from the top whose aligned block of PTEs is all none).
+    (the first order from the top whose aligned block of PTEs is all none). The three sets
+    are ORed into ``trace``'s evidence.
     """
     orders = [o for o in k.thp.allowable_orders(vma) if o < HPAGE_PMD_ORDER]
+    if trace is not None:
+        trace.orders_allowed |= order_mask(orders)
     while orders:
         base = addr & ~((pg.PAGE_SIZE << orders[0]) - 1)
         if base >= vma.start and base + (pg.PAGE_SIZE << orders[0]) <= vma.end:
             break
         orders.pop(0)
+    if trace is not None:
+        trace.orders_fit |= order_mask(orders)
     ptes = k.phys.tables[pte_table]
     while orders:
         nr = 1 << orders[0]
@@ -180,27 +369,36 @@ def anon_orders(k: Kernel, vma: Vma, addr: int, pte_table: int) -> list[int]:
         if not any(ptes[first : first + nr]):
             break
         orders.pop(0)
+    if trace is not None:
+        trace.orders_empty |= order_mask(orders)
     return orders
 
 
-def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_table: int) -> None:
+def do_anonymous_page(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_table: int, trace: Trace
+) -> None:
     """A fault on a none PTE (KS §2.3, §2.4)."""
     prot = vma.page_prot()
     idx = pg.index_at(addr, k.levels, k.levels - 1)
     assert k.entry(pte_table, idx) == 0, "do_anonymous_page on a PTE that is not none"
+    trace.reason = Reason.PTE_NONE
     if not write:
         # The shared zero page, read-only and special; no anon_vma is prepared for it.
         k.set_entry(pte_table, idx, pg.make_entry(k.zero_pfn, prot | pg.SPECIAL))
+        trace.outcome = Outcome.ZERO_PAGE
         return
     folio: Folio | None = None
-    for order in anon_orders(k, vma, addr, pte_table):
+    for order in anon_orders(k, vma, addr, pte_table, trace):
         if k.phys.buddy.can_allocate(order):
             folio = k.alloc_folio(order)
             break
         k.emit(Event(EventKind.ANON_FAULT_FALLBACK, order))
+        trace.orders_failed |= 1 << order
+        trace.flags |= FELL_BACK
     if folio is None:
         folio = k.alloc_folio(0)  # OutOfMemoryError propagates: VM_FAULT_OOM
     nr = folio.nr_pages
+    k.emit(Event(EventKind.PAGES_ZEROED, pfn=folio.pfn, nr=nr))  # folio_zero_user
     first = idx & ~(nr - 1)
     folio.refcount = nr
     folio.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=False)
@@ -213,59 +411,87 @@ def do_anonymous_page(k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_t
     if folio.order:
         k.emit(Event(EventKind.ANON_FAULT_ALLOC, folio.order))
     vma.anon_vma = True
+    trace.outcome = Outcome.ANON_ALLOC
+    trace.flags |= ZEROED
 
 
-def can_reuse_anon_folio(k: Kernel, folio: Folio) -> bool:
-    """``wp_can_reuse_anon_folio`` (KS §4.2, §4.3).
+def can_reuse_anon_folio(k: Kernel, folio: Folio) -> tuple[bool, Reason]:
+    """``wp_can_reuse_anon_folio`` (KS §4.2, §4.3): whether to reuse, and the exit taken.
 
     Small folios: the only reference is our mapping. Large folios: never before 6.15
     (``cow_reuse_pte_mapped_thp`` off); since 6.15, ``__wp_can_reuse_large_anon_folio``.
     """
     if not folio.is_large:
-        return folio.refcount == 1
+        if folio.refcount == 1:
+            return True, Reason.SMALL_SOLE_REF
+        return False, Reason.SMALL_OTHER_REFS
     if not k.toggles["cow_reuse_pte_mapped_thp"]:
-        return False
+        return False, Reason.LARGE_NO_PTE_REUSE
     if folio.large_mapcount <= 1:
-        return False  # copy the last mapped page; the large folio can then be freed
+        # copy the last mapped page; the large folio can then be freed
+        return False, Reason.LARGE_LAST_MAPPED
     if folio.shared:
-        return False
-    return folio.large_mapcount == folio.refcount
+        return False, Reason.LARGE_MAYBE_SHARED
+    if folio.large_mapcount != folio.refcount:
+        return False, Reason.LARGE_EXTRA_REFS
+    return True, Reason.LARGE_EXCLUSIVE
 
 
-def do_wp_page(k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int) -> None:
+def do_wp_page(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int, trace: Trace
+) -> None:
     """A write to a present, read-only PTE in a writable VMA: reuse or copy (KS §4.1)."""
     pte = k.entry(pte_table, idx)
     pfn = pg.entry_pfn(pte)
     if not k.is_zero_pfn(pfn):
         folio = k.page_folio[pfn]
         page = pfn - folio.pfn
-        if folio.anon_exclusive[page] or can_reuse_anon_folio(k, folio):
+        if folio.anon_exclusive[page]:
+            reuse, trace.reason = True, Reason.ANON_EXCLUSIVE
+        else:
+            reuse, trace.reason = can_reuse_anon_folio(k, folio)
+        if reuse:
             folio.anon_exclusive[page] = True
             # wp_page_reuse(): young, dirty, writable.
             k.set_entry(pte_table, idx, pg.mkwrite(pg.mkdirty(pte | pg.A)))
             k.emit(Event(EventKind.PGREUSE))
+            trace.outcome = Outcome.COW_REUSE
             return
-        wp_page_copy(k, mm, vma, pte_table, idx, folio)
+        wp_page_copy(k, mm, vma, addr, pte_table, idx, folio)
+        trace.outcome = Outcome.COW_COPY
+        trace.flags |= COPIED
         return
-    wp_page_copy(k, mm, vma, pte_table, idx, None)
+    trace.reason = Reason.ZERO_PAGE
+    wp_page_copy(k, mm, vma, addr, pte_table, idx, None)
+    trace.outcome = Outcome.COW_COPY
+    trace.flags |= ZEROED
 
 
-def wp_page_copy(k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Folio | None) -> None:
+def wp_page_copy(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int, old: Folio | None
+) -> None:
     """Copy the page into a new order-0 folio and map it writable (KS §4.4).
 
-    ``old`` is ``None`` for the zero page (the new page is zero-filled).
+    ``old`` is ``None`` for the zero page (the new page is zero-filled). Events: the new
+    folio, its zeroing or copy, the flush of the old PTE (``ptep_clear_flush``), the old
+    folio's free if that was its last reference, ``COW_COPY``.
     """
     pte = k.entry(pte_table, idx)
     pfn = pg.entry_pfn(pte)
     new = k.alloc_folio(0)  # OutOfMemoryError propagates with nothing changed
     if old is not None:
         k.set_content(new.pfn, k.content(pfn))
+        k.emit(Event(EventKind.PAGES_COPIED, pfn=pfn, pfn2=new.pfn, nr=1))
+    else:
+        k.emit(Event(EventKind.PAGES_ZEROED, pfn=new.pfn, nr=1))
     new.refcount = 1
     new.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=False)
     flags = vma.page_prot()
     if vma.write:
         flags = pg.mkwrite(pg.mkdirty(flags))
     k.set_entry(pte_table, idx, pg.make_entry(new.pfn, flags))
+    page = addr & ~(pg.PAGE_SIZE - 1)
+    k.tlb_flush(mm, page, page + pg.PAGE_SIZE)
     if old is not None:
         old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id)
         k.put_folio(old, 1)
@@ -276,7 +502,7 @@ def wp_page_copy(k: Kernel, mm: Mm, vma: Vma, pte_table: int, idx: int, old: Fol
 
 
 def do_huge_pmd_wp_page(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, pmd_table: int, pmd_idx: int
+    k: Kernel, mm: Mm, vma: Vma, addr: int, pmd_table: int, pmd_idx: int, trace: Trace
 ) -> None:
     """A write to a read-only huge PMD: reuse the THP, or split and fall back (KS §4.5)."""
     pmd = k.entry(pmd_table, pmd_idx)
@@ -286,15 +512,28 @@ def do_huge_pmd_wp_page(
             # do_huge_zero_wp_pmd() (since 6.14): replace by a fresh writable THP.
             if k.phys.buddy.can_allocate(HPAGE_PMD_ORDER):
                 folio = k.alloc_folio(HPAGE_PMD_ORDER)
+                k.emit(Event(EventKind.PAGES_ZEROED, pfn=folio.pfn, nr=pg.HPAGE_PMD_NR))
+                haddr = addr & ~(pg.PMD_SIZE - 1)
+                k.tlb_flush(mm, haddr, haddr + pg.PMD_SIZE)  # pmdp_huge_clear_flush
                 map_anon_folio_pmd(k, mm, vma, folio, pmd_table, pmd_idx)
                 k.emit(Event(EventKind.HUGE_ZERO_WRITE))
+                trace.outcome, trace.reason = Outcome.ANON_ALLOC, Reason.HUGE_ZERO_NEW_THP
+                trace.flags |= ZEROED
                 return
             k.emit(Event(EventKind.ANON_FAULT_FALLBACK, HPAGE_PMD_ORDER))
+            trace.orders_failed |= PMD_BIT
+            trace.flags |= FELL_BACK
+        trace.reason = trace.split_reason = Reason.HUGE_ZERO_FALLBACK
+        trace.flags |= SPLIT
         k.split_huge_pmd(mm, addr, pmd_table, pmd_idx)
         return
     folio = k.page_folio[head]
     if folio.anon_exclusive[0] or folio.refcount == 1:
+        trace.outcome = Outcome.PMD_REUSE
+        trace.reason = Reason.PMD_ANON_EXCLUSIVE if folio.anon_exclusive[0] else Reason.PMD_SOLE_REF
         folio.anon_exclusive[0] = True
         k.set_entry(pmd_table, pmd_idx, pg.mkwrite(pg.mkdirty(pmd | pg.A)))
         return
+    trace.reason = trace.split_reason = Reason.PMD_SHARED
+    trace.flags |= SPLIT
     k.split_huge_pmd(mm, addr, pmd_table, pmd_idx)

@@ -9,7 +9,9 @@ pages of one large folio are copied as one batch, as ``folio_pte_batch`` lets th
 
 from __future__ import annotations
 
+from cowcore.outcome import WHOLE_MM_END
 from cowcore.reference import paging as pg
+from cowcore.reference.events import Event, EventKind
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Process
 from cowcore.reference.pagewalk import WalkAction, WalkOps, level_shift, walk_page_vma
@@ -22,11 +24,16 @@ _BATCH_IGNORE = pg.A | pg.RW | pg.SOFT_DIRTY | pg.PFN_MASK
 
 def fork(k: Kernel, parent: Process) -> Process:
     """Fork ``parent``; fails as a whole with :class:`OutOfMemoryError` before any change
-    when the child's page tables cannot be allocated (DESIGN.md)."""
+    when the child's page tables cannot be allocated (DESIGN.md).
+
+    Events: what the copy emits (nothing), then ``flush_tlb_mm(oldmm)`` (``dup_mmap``, always:
+    ``TLB_FLUSH`` of the parent's whole address space), then ``FORK`` with the entries
+    copied."""
     assert parent.mm is not None
     k.require_frames(1 + _count_child_tables(k, parent.mm))
     child = k.new_process(mmap_cursor=parent.mm.mmap_cursor)
     assert child.mm is not None
+    ops = _CopyOps(k, child.mm)
     for vma in parent.mm.vmas:
         if vma.dontcopy:
             continue
@@ -36,7 +43,17 @@ def fork(k: Kernel, parent: Process) -> Process:
             cvma.anon_vma = False  # the child starts this range afresh
             continue
         if vma.anon_vma:  # vma_needs_copy()
-            walk_page_vma(k, parent.mm, vma, _CopyOps(k, child.mm))
+            walk_page_vma(k, parent.mm, vma, ops)
+    k.tlb_flush(parent.mm, 0, WHOLE_MM_END)
+    k.emit(
+        Event(
+            EventKind.FORK,
+            asid=parent.mm.asid,
+            asid2=child.mm.asid,
+            nr=ops.ptes,
+            pmds=ops.pmds,
+        )
+    )
     return child
 
 
@@ -52,10 +69,13 @@ def _child_table(k: Kernel, dst_table: int, idx: int) -> int:
 class _CopyOps(WalkOps):
     """``copy_page_range`` as a walk of the parent's tables: each present entry above the
     PTEs gets its child table (``copy_p4d/pud/pmd_range`` allocate them on the way down),
-    huge PMDs are shared whole, PTEs in batches."""
+    huge PMDs are shared whole, PTEs in batches. Counts the present PTEs (zero-page ones
+    included) and the huge PMDs (the huge zero one included) it copies."""
 
     def __init__(self, k: Kernel, dst: Mm) -> None:
         self.k, self.dst = k, dst
+        self.ptes = 0
+        self.pmds = 0
         self.dst_tables = [dst.pgd] + [0] * (k.levels - 1)
         """The child's table at each level for the parent table being walked there."""
 
@@ -69,6 +89,7 @@ class _CopyOps(WalkOps):
             raise pg.not_modelled(pmd, addr, "fork")  # copy_huge_pmd's migration entry case
         if pmd & pg.PS:
             _copy_huge_pmd(self.k, self.dst, table, self.dst_tables[level], idx)
+            self.pmds += 1
             return WalkAction.CONTINUE
         self.dst_tables[level + 1] = _child_table(self.k, self.dst_tables[level], idx)
         return WalkAction.SUBTREE
@@ -77,7 +98,9 @@ class _CopyOps(WalkOps):
         dst_tab = self.k.phys.tables[self.dst_tables[-1]]
         if not pg.is_present(ptes[i]):
             raise pg.not_modelled(ptes[i], addr, "fork")  # copy_nonpresent_pte
-        return _copy_present_ptes(self.k, self.dst, ptes, dst_tab, i, end)
+        nr = _copy_present_ptes(self.k, self.dst, ptes, dst_tab, i, end)
+        self.ptes += nr
+        return nr
 
 
 def _copy_huge_pmd(k: Kernel, dst: Mm, src_table: int, dst_table: int, idx: int) -> None:

@@ -64,10 +64,16 @@ class Kernel:
         """The fold of every event emitted so far (:meth:`emit`)."""
         self.listeners: list[Callable[[Event], None]] = []
         """Called with each event after it is counted; none by default."""
+        self.recorded: list[Event] | None = None
+        """The events kept since the last :meth:`take_events` while recording (``record``);
+        ``None`` when not recording (the default)."""
         self.thp = ThpPolicy()
         self.toggles: dict[str, bool] = dict(POLICY_DEFAULTS[profile])
         self.procs: dict[int, Process] = {}
         self.next_pid = 1
+        self.next_asid = 1
+        """The address-space id of the next mm: 1 for init, then one more per fork, never
+        reused (unlike MM ids)."""
         self.mm_ids_in_use: set[int] = set()
         self.deposits: dict[tuple[int, int], int] = {}
         """PTE tables deposited with huge PMDs: (pmd table, index) -> table pfn
@@ -80,11 +86,30 @@ class Kernel:
     # -- events ------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """The one channel of everything counted: fold ``event`` into :attr:`stats`, then
-        hand it to the listeners."""
+        """The one channel of every event: fold ``event`` into :attr:`stats`, keep it while
+        recording, then hand it to the listeners."""
         self.stats.count(event)
+        if self.recorded is not None:
+            self.recorded.append(event)
         for listener in self.listeners:
             listener(event)
+
+    def record(self, on: bool) -> None:
+        """Start keeping the events (from now on), or stop and drop what was kept."""
+        self.recorded = [] if on else None
+
+    def take_events(self) -> list[Event]:
+        """The events kept since the last call (recording goes on); none when not
+        recording."""
+        if self.recorded is None:
+            return []
+        events, self.recorded = self.recorded, []
+        return events
+
+    def tlb_flush(self, mm: Mm, start: int, end: int) -> None:
+        """Report that the TLB entries of ``[start, end)`` of ``mm`` were invalidated
+        (``flush_tlb_range``; ``[0, WHOLE_MM_END)`` is ``flush_tlb_mm``)."""
+        self.emit(Event(EventKind.TLB_FLUSH, asid=mm.asid, start=start, end=end))
 
     # -- processes -----------------------------------------------------------------------
 
@@ -98,7 +123,8 @@ class Kernel:
 
     def new_process(self, mmap_cursor: int | None) -> Process:
         pgd = self.phys.alloc_table()
-        mm = Mm(mm_id=self.alloc_mm_id(), pgd=pgd)
+        mm = Mm(mm_id=self.alloc_mm_id(), pgd=pgd, asid=self.next_asid)
+        self.next_asid += 1
         if mmap_cursor is not None:
             mm.mmap_cursor = mmap_cursor
         proc = Process(pid=self.next_pid, mm=mm)
@@ -112,12 +138,14 @@ class Kernel:
     # -- folios --------------------------------------------------------------------------
 
     def alloc_folio(self, order: int) -> Folio:
-        """Allocate a zeroed folio; its refcount starts at 0 and callers add their refs."""
+        """Allocate a folio (``FOLIO_ALLOC``); its refcount starts at 0 and callers add their
+        refs. Its frames hold zero content; the caller reports the zeroing or the copy."""
         pfn = self.phys.alloc_data(order)
         self.serial += 1
         folio = Folio(pfn=pfn, order=order, serial=self.serial)
         for p in range(pfn, pfn + (1 << order)):
             self.page_folio[p] = folio
+        self.emit(Event(EventKind.FOLIO_ALLOC, order, pfn=pfn))
         return folio
 
     def put_folio(self, folio: Folio, refs: int) -> None:
@@ -126,16 +154,20 @@ class Kernel:
         assert folio.refcount >= 0, "refcount underflow"
         if folio.refcount == 0:
             assert folio.mapcount() == 0 and folio.entire_mapcount == 0
-            for p in range(folio.pfn, folio.pfn + folio.nr_pages):
-                del self.page_folio[p]
-            self.phys.free_data(folio.pfn, folio.order)
+            self._free_folio(folio)
 
     def free_unused_folio(self, folio: Folio) -> None:
-        """Give back a folio that was allocated but never mapped (an aborted fault)."""
+        """Give back a folio that was allocated but never mapped (an aborted fault:
+        ``folio_put`` of the new folio on the error path)."""
         assert folio.refcount == 0 and folio.mapcount() == 0
+        self._free_folio(folio)
+
+    def _free_folio(self, folio: Folio) -> None:
+        """Free a folio whose last reference went (``FOLIO_FREE``)."""
         for p in range(folio.pfn, folio.pfn + folio.nr_pages):
             del self.page_folio[p]
         self.phys.free_data(folio.pfn, folio.order)
+        self.emit(Event(EventKind.FOLIO_FREE, folio.order, pfn=folio.pfn))
 
     def is_zero_pfn(self, pfn: int) -> bool:
         return pfn == self.zero_pfn
@@ -210,7 +242,9 @@ class Kernel:
     # -- PMD split (mm/huge_memory.c __split_huge_pmd_locked, KS §6.1) --------------------
 
     def split_huge_pmd(self, mm: Mm, addr: int, pmd_table: int, pmd_idx: int) -> None:
-        """Remap the huge PMD that maps ``addr`` by 512 PTEs, using its deposited table."""
+        """Remap the huge PMD that maps ``addr`` by 512 PTEs, using its deposited table;
+        ``THP_SPLIT_PMD``, then the flush of the 2 MiB range (``pmdp_invalidate``,
+        ``pmdp_huge_clear_flush``)."""
         pmd = self.entry(pmd_table, pmd_idx)
         assert pg.is_huge(pmd)
         vma = mm.find_vma(addr)
@@ -243,6 +277,8 @@ class Kernel:
                 ptes[i] = pg.make_entry(head + i, flags)
             folio.remove_rmap_pmd(mm.mm_id)
         self.set_entry(pmd_table, pmd_idx, pg.make_entry(deposit, pg.TABLE_ENTRY))
+        haddr = addr & ~(pg.PMD_SIZE - 1)
+        self.tlb_flush(mm, haddr, haddr + pg.PMD_SIZE)
 
     def split_pmd_at(self, mm: Mm, addr: int) -> None:
         """Split the huge PMD covering ``addr`` if there is one (``split_huge_pmd_address``)."""

@@ -63,6 +63,9 @@ class Mm:
 
     mm_id: int
     pgd: int
+    asid: int
+    """The address-space id (``Machine.asid``): 1 for init, the next number per fork,
+    never reused."""
     vmas: list[Vma] = field(default_factory=list)
     mmap_cursor: int = MMAP_TOP
     rss_anon: int = 0

@@ -4,7 +4,9 @@ mm/mprotect.c, mm/madvise.c, kernel/exit.c)."""
 from __future__ import annotations
 
 from cowcore.errors import InvalidAddressError
+from cowcore.outcome import WHOLE_MM_END, ZapCause
 from cowcore.reference import paging as pg
+from cowcore.reference.events import Event, EventKind
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Process, Vma
 from cowcore.reference.pagewalk import WalkAction, WalkOps, walk_page_vma
@@ -15,15 +17,38 @@ USER_START = 0x200000
 
 
 def mmap(mm: Mm, length: int) -> int:
-    """A private anonymous read/write mapping, top-down and 2 MiB aligned (DESIGN.md)."""
-    start = (mm.mmap_cursor - length) & ~(pg.PMD_SIZE - 1)
-    if start < USER_START:
-        raise InvalidAddressError(
-            f"no room for a mapping of {length} bytes below {mm.mmap_cursor:#x} (ENOMEM)"
-        )
+    """A private anonymous read/write mapping, top-down and 2 MiB aligned (DESIGN.md).
+
+    The mapping never overlaps or touches a VMA (one placed by :func:`mmap_fixed`): while
+    some VMA meets the candidate ``[start, start + length]`` (ends included), the cursor
+    moves 2 MiB below the lowest such VMA and the candidate is recomputed.
+    """
+    cursor = mm.mmap_cursor
+    while True:
+        start = (cursor - length) & ~(pg.PMD_SIZE - 1)
+        if start < USER_START:
+            raise InvalidAddressError(
+                f"no room for a mapping of {length} bytes below {cursor:#x} (ENOMEM)"
+            )
+        met = [v.start for v in mm.vmas if v.start <= start + length and v.end >= start]
+        if not met:
+            break
+        cursor = min(met) - pg.PMD_SIZE
     mm.mmap_cursor = start - pg.PMD_SIZE
     mm.insert(Vma(start=start, end=start + length))
     return start
+
+
+def mmap_fixed(mm: Mm, start: int, end: int) -> None:
+    """A private anonymous read/write mapping at ``[start, end)`` exactly
+    (``MAP_FIXED_NOREPLACE``): refused if it meets an existing VMA (EEXIST); merged with
+    neighbours of equal flags (``vma_merge_new_range``). The mmap cursor does not move."""
+    if mm.overlapping(start, end):
+        raise InvalidAddressError(
+            f"range [{start:#x}, {end:#x}) overlaps an existing mapping (EEXIST)"
+        )
+    mm.insert(Vma(start=start, end=end))
+    mm.merge_adjacent()
 
 
 def munmap(k: Kernel, mm: Mm, start: int, end: int) -> None:
@@ -35,6 +60,7 @@ def munmap(k: Kernel, mm: Mm, start: int, end: int) -> None:
     mm.vmas = [v for v in mm.vmas if v.end <= start or v.start >= end]
     tlb.finish(k)
     free_unused_tables(k, mm, everything=False)
+    tlb.report(k, mm, ZapCause.UNMAP, start, end)
 
 
 def exit_mm(k: Kernel, proc: Process) -> None:
@@ -47,6 +73,7 @@ def exit_mm(k: Kernel, proc: Process) -> None:
     mm.vmas = []
     tlb.finish(k)
     free_unused_tables(k, mm, everything=True)
+    tlb.report(k, mm, ZapCause.EXIT, 0, WHOLE_MM_END)
     k.mm_ids_in_use.discard(mm.mm_id)
     proc.mm = None
 
@@ -79,24 +106,44 @@ def _apply_flags(k: Kernel, mm: Mm, start: int, end: int, changes: dict[str, boo
 def mprotect(k: Kernel, mm: Mm, start: int, end: int, prot: str) -> None:
     """Change protection (mm/mprotect.c). Upgrading to read/write makes writable again only
     the entries of anon-exclusive pages (``can_change_pte_writable``), so pages shared at
-    fork stay read-only and keep taking write faults."""
+    fork stay read-only and keep taking write faults.
+
+    Events: the PMD splits at the range's ends, then a flush of ``[start, end)`` if any
+    entry's value changed (x86 ``pte_needs_flush``: an upgrade that leaves a shared page's
+    entry as it was needs none), then ``MPROTECT`` (always) with the present entries
+    rewritten, changed or not."""
     _require_mapped(mm, start, end, "mprotect")
     changes = {"read": prot != "none", "write": prot == "rw"}
+    ptes = pmds = 0
+    changed = False
     for vma in _apply_flags(k, mm, start, end, changes):
-        _change_protection(k, mm, vma)
+        ops = _change_protection(k, mm, vma)
+        ptes, pmds = ptes + ops.ptes, pmds + ops.pmds
+        changed = changed or ops.changed
     mm.merge_adjacent()
+    if changed:
+        k.tlb_flush(mm, start, end)
+    k.emit(Event(EventKind.MPROTECT, asid=mm.asid, start=start, end=end, nr=ptes, pmds=pmds))
 
 
-def _change_protection(k: Kernel, mm: Mm, vma: Vma) -> None:
-    """``change_protection`` over one VMA with its new ``vm_page_prot``: a page walk."""
-    walk_page_vma(k, mm, vma, _ChangeProtOps(k, vma.page_prot(), vma.write))
+def _change_protection(k: Kernel, mm: Mm, vma: Vma) -> _ChangeProtOps:
+    """``change_protection`` over one VMA with its new ``vm_page_prot``: a page walk;
+    returns the walk, which counts the entries rewritten."""
+    ops = _ChangeProtOps(k, vma.page_prot(), vma.write)
+    walk_page_vma(k, mm, vma, ops)
+    return ops
 
 
 class _ChangeProtOps(WalkOps):
-    """``change_pmd_range`` -> ``change_huge_pmd`` / ``change_pte_range``."""
+    """``change_pmd_range`` -> ``change_huge_pmd`` / ``change_pte_range``; counts the
+    present entries rewritten (the kernel's ``pages``; a huge PMD counts once) and notes
+    whether any of them changed value."""
 
     def __init__(self, k: Kernel, newprot: int, writable: bool) -> None:
         self.k, self.newprot, self.writable = k, newprot, writable
+        self.ptes = 0
+        self.pmds = 0
+        self.changed = False
 
     def pmd_entry(self, table: int, idx: int, addr: int, end: int) -> WalkAction:
         """``change_huge_pmd``; VMA boundaries inside a THP split it earlier."""
@@ -109,6 +156,8 @@ class _ChangeProtOps(WalkOps):
         if self.writable and _exclusive_anon(self.k, pg.entry_pfn(pmd)):
             new = pg.mkwrite(new)
         self.k.set_entry(table, idx, new)
+        self.pmds += 1
+        self.changed = self.changed or new != pmd
         return WalkAction.CONTINUE
 
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
@@ -118,7 +167,9 @@ class _ChangeProtOps(WalkOps):
         new = pg.modify(ptes[i], self.newprot)
         if self.writable and _exclusive_anon(self.k, pg.entry_pfn(new)):
             new = pg.mkwrite(new)
+        self.changed = self.changed or new != ptes[i]
         ptes[i] = new
+        self.ptes += 1
         return 1
 
 
@@ -145,6 +196,7 @@ def madvise(k: Kernel, mm: Mm, start: int, end: int, advice: str) -> None:
         tlb = Gather()
         zap_range(k, mm, start, end, tlb)
         tlb.finish(k)
+        tlb.report(k, mm, ZapCause.DONTNEED, start, end)
         return
     _apply_flags(k, mm, start, end, _ADVICE_FLAGS[advice])
     mm.merge_adjacent()

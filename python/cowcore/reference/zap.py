@@ -4,14 +4,17 @@
 removed whole (``zap_huge_pmd``), partially covered ones are split first; PTEs mapping
 consecutive pages of one folio are removed as one batch. The rmap is updated as entries are
 cleared; the folio references are dropped at the end of the call, as ``tlb_finish_mmu``
-does, and only then are page tables freed.
+does, and only then are page tables freed. The gather counts the entries cleared, for the
+call's ``TLB_FLUSH`` and ``ZAP`` events (:func:`report`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cowcore.outcome import ZapCause
 from cowcore.reference import paging as pg
+from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm
@@ -20,10 +23,13 @@ from cowcore.reference.pagewalk import WalkAction, WalkOps, walk_page_range
 
 @dataclass(slots=True)
 class Gather:
-    """An ``mmu_gather``: what to release once the entries are gone."""
+    """An ``mmu_gather``: what to release once the entries are gone, and how many present
+    entries were cleared (zero-page ones included; a huge PMD counts once, in ``pmds``)."""
 
     refs: list[tuple[Folio, int]] = field(default_factory=list)
     tables: list[int] = field(default_factory=list)
+    ptes: int = 0
+    pmds: int = 0
 
     def finish(self, k: Kernel) -> None:
         """``tlb_finish_mmu``: drop the folio references, then free gathered tables."""
@@ -33,6 +39,23 @@ class Gather:
             k.phys.free_table(table)
         self.refs.clear()
         self.tables.clear()
+
+    def report(self, k: Kernel, mm: Mm, cause: ZapCause, start: int, end: int) -> None:
+        """The events that close a zap call (after the frees of :meth:`finish`): the flush
+        of the call's range if any entry was cleared, then ``ZAP`` (always)."""
+        if self.ptes or self.pmds:
+            k.tlb_flush(mm, start, end)
+        k.emit(
+            Event(
+                EventKind.ZAP,
+                cause=int(cause),
+                asid=mm.asid,
+                start=start,
+                end=end,
+                nr=self.ptes,
+                pmds=self.pmds,
+            )
+        )
 
 
 def zap_range(k: Kernel, mm: Mm, start: int, end: int, tlb: Gather) -> None:
@@ -70,6 +93,7 @@ class _ZapOps(WalkOps):
         pfn = pg.entry_pfn(pte)
         if k.is_zero_pfn(pfn):
             ptes[i] = 0
+            self.tlb.ptes += 1
             return 1
         folio = k.page_folio[pfn]
         page = pfn - folio.pfn
@@ -87,6 +111,7 @@ class _ZapOps(WalkOps):
         folio.remove_rmap_ptes(page, nr, self.mm.mm_id)
         self.mm.rss_anon -= nr  # add_mm_counter(mm, MM_ANONPAGES, -nr)
         self.tlb.refs.append((folio, nr))
+        self.tlb.ptes += nr
         return nr
 
 
@@ -101,6 +126,7 @@ def _zap_huge_pmd(k: Kernel, mm: Mm, table: int, idx: int, tlb: Gather) -> None:
         mm.rss_anon -= pg.HPAGE_PMD_NR  # add_mm_counter(mm, MM_ANONPAGES, -HPAGE_PMD_NR)
         tlb.refs.append((folio, 1))
     tlb.tables.append(k.deposits.pop((table, idx)))
+    tlb.pmds += 1
 
 
 def free_unused_tables(k: Kernel, mm: Mm, everything: bool) -> None:

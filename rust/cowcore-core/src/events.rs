@@ -180,6 +180,30 @@ pub struct EventRecord {
     pub pmds: u64,
 }
 
+/// The names of the event kinds by [`Event::code`] (0 is unused).
+pub const EVENT_NAMES: [&str; 20] = [
+    "",
+    "FAULT_READ",
+    "FAULT_WRITE",
+    "FAULT_WP",
+    "ANON_FAULT_ALLOC",
+    "ANON_FAULT_FALLBACK",
+    "SPLIT",
+    "THP_FAULT_ALLOC",
+    "THP_SPLIT_PMD",
+    "PGREUSE",
+    "COW_COPY",
+    "HUGE_ZERO_WRITE",
+    "FOLIO_ALLOC",
+    "FOLIO_FREE",
+    "PAGES_ZEROED",
+    "PAGES_COPIED",
+    "FORK",
+    "ZAP",
+    "MPROTECT",
+    "TLB_FLUSH",
+];
+
 impl EventRecord {
     /// The size of [`Self::to_le_bytes`]: the C layout's size.
     pub const SIZE: usize = 72;
@@ -228,6 +252,12 @@ impl Event {
             Event::Mprotect { .. } => 18,
             Event::TlbFlush { .. } => 19,
         }
+    }
+
+    /// The name of the kind, as `cowcore.outcome.EventCode` and the C API spell it.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        EVENT_NAMES[usize::from(self.code())]
     }
 
     /// The flat record of this event.

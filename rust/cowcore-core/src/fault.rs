@@ -500,11 +500,10 @@ impl<R: Recorder> Fault<'_, R> {
         let pmde = self.mem.entry(pmd_table, pmd_i);
         if pmde.is_none() {
             let orders = self.cfg.allowable_orders(self.vma.flags);
-            if orders & (1 << PMD_ORDER) != 0 {
-                self.record(|r| r.orders_allowed |= orders as u16);
-                if self.do_huge_pmd_anonymous_page(pmd_table, pmd_i)? {
-                    return Ok(());
-                }
+            if orders & (1 << PMD_ORDER) != 0
+                && self.do_huge_pmd_anonymous_page(pmd_table, pmd_i, orders)?
+            {
+                return Ok(());
             }
             let t = alloc_table(self.mem)?;
             self.mem.set_entry(pmd_table, pmd_i, t.entry());
@@ -632,18 +631,32 @@ impl<R: Recorder> Fault<'_, R> {
     }
 
     /// `do_huge_pmd_anonymous_page` (KS §2.5). `Ok(false)` is `VM_FAULT_FALLBACK`.
+    ///
+    /// `allowable` is `thp_vma_allowable_orders`'s mask. The order evidence is kept only
+    /// for a fault that may allocate (a write, or a read with the huge zero page off); a
+    /// range that does not fit adds only the allowed orders, for a write
+    /// (docs/access-and-events.md).
     fn do_huge_pmd_anonymous_page(
         &mut self,
         pmd_table: TableFrame,
         pmd_i: usize,
+        allowable: u32,
     ) -> Result<bool, CowError> {
         let haddr = self.address.align_down(PMD_SIZE);
         if haddr < self.vma.start || haddr.as_u64() + PMD_SIZE > self.vma.end.as_u64() {
+            if self.write {
+                self.record(|r| r.orders_allowed |= allowable as u16);
+            }
             return Ok(false);
         }
-        self.record(|r| r.orders_fit |= 1 << PMD_ORDER);
-        self.record(|r| r.orders_empty |= 1 << PMD_ORDER);
         self.record(|r| r.reason = Reason::PmdNone);
+        if self.write || !self.cfg.use_zero_page {
+            self.record(|r| {
+                r.orders_allowed |= allowable as u16;
+                r.orders_fit |= 1 << PMD_ORDER;
+                r.orders_empty |= 1 << PMD_ORDER;
+            });
+        }
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         if !self.write && self.cfg.use_zero_page {
             let t = alloc_table(self.mem)?;
@@ -1119,6 +1132,61 @@ mod tests {
         }
         assert!(!m.observe(1, a, 2 * K4).unwrap()[1].present);
         assert_eq!(m.read(1, a, K4).unwrap(), [1]); // the page before is untouched
+    }
+
+    /// The three decision exits the public API cannot reach yet, from a state set up
+    /// directly: a read-only PTE of an anon-exclusive page (the kernel gets one from
+    /// soft-dirty tracking, `clear_refs`), a large folio with a reference that is not a
+    /// mapping (a pin, the swap cache; issue 16), and a read-only huge PMD whose head is
+    /// anon-exclusive.
+    #[test]
+    fn reasons_behind_states_the_api_cannot_make() {
+        use crate::{Outcome, Reason};
+        // ANON_EXCLUSIVE: 4K page, fork + exit leaves it read-only and not exclusive; mark it.
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.write(1, a, K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        let p = pfn(&m, 1, a) as u32;
+        m.k.mem.set_anon_exclusive(p, true);
+        let r = m.access(1, a, true, 2).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::CowReuse, Reason::AnonExclusive)
+        );
+        assert_eq!(pfn(&m, 1, a), u64::from(p));
+        m.check().unwrap();
+
+        // LARGE_EXTRA_REFS: a 64K folio exclusive to the parent, plus one reference.
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        m.write(1, a, 16 * K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        let folio = m.k.mem.page_folio(pfn(&m, 1, a) as u32);
+        m.k.mem.folio_ref_add(folio, 1);
+        let r = m.access(1, a, true, 2).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::CowCopy, Reason::LargeExtraRefs)
+        );
+        m.k.mem.folio_ref_add(folio, -1);
+        m.check().unwrap();
+
+        // PMD_ANON_EXCLUSIVE: a PMD THP shared with a child (refcount 2), head marked.
+        let (mut m, a) = machine(Profile::V6_15, 16 << 20);
+        m.set_thp_enabled(ThpMode::Always);
+        m.write(1, a, K4, 1).unwrap();
+        let c = m.fork(1).unwrap();
+        let head = pfn(&m, 1, a) as u32;
+        m.k.mem.set_anon_exclusive(head, true);
+        let r = m.access(1, a, true, 2).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::PmdReuse, Reason::PmdAnonExclusive)
+        );
+        m.k.mem.set_anon_exclusive(head, false);
+        m.exit(c).unwrap();
     }
 
     /// An OOM in a fault frees the tables it allocated: nothing changes.

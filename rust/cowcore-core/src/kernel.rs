@@ -159,10 +159,9 @@ impl Kernel {
         self.mm(pid)?;
         let (start, end) = self.check_range(addr, length)?;
         let mm = self.mm_mut(pid)?;
-        if let Some(v) = mm.vmas.iter().find(|v| v.start < end && v.end > start) {
+        if mm.vmas.iter().any(|v| v.start < end && v.end > start) {
             return Err(CowError::InvalidAddress(format!(
-                "range [{start}, {end}) meets the mapping [{}, {}) (EEXIST)",
-                v.start, v.end
+                "range [{start}, {end}) overlaps an existing mapping (EEXIST)"
             )));
         }
         let vma = Vma {

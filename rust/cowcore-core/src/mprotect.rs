@@ -32,14 +32,16 @@ impl Kernel {
             (f - (VmFlags::READ | VmFlags::WRITE)) | prot.vm_flags()
         })?;
         let (pgd, asid) = (self.mm(pid)?.pgd, self.mm(pid)?.asid);
-        let (mut ptes, mut pmds) = (0, 0);
+        let (mut ptes, mut pmds, mut flush) = (0, 0, false);
         for v in changed {
-            let (p, h) = change_protection(&mut self.mem, self.paging, pgd, &v);
-            (ptes, pmds) = (ptes + p, pmds + h);
+            let cp = change_protection(&mut self.mem, self.paging, pgd, &v);
+            (ptes, pmds, flush) = (ptes + cp.ptes, pmds + cp.pmds, flush || cp.changed);
         }
         let (start, end) = (start.as_u64(), end.as_u64());
-        if ptes + pmds > 0 {
-            // flush_tlb_range at the end of change_protection.
+        if flush {
+            // The flush at the end of change_protection, needed only when an entry's value
+            // changed (x86 pte_needs_flush: re-granting rw to a page still shared after
+            // fork leaves its entry as it was).
             self.events.emit(Event::TlbFlush { asid, start, end });
         }
         self.events.emit(Event::Mprotect {
@@ -153,18 +155,25 @@ impl Kernel {
 }
 
 /// `change_protection` over one VMA with its new flags (KS §8.3): a walk of the VMA.
-/// Returns the present PTEs and the huge PMDs rewritten.
-fn change_protection(mem: &mut PhysMem, paging: Paging, pgd: TableFrame, vma: &Vma) -> (u64, u64) {
+/// Returns the walk's counts: the present PTEs and huge PMDs rewritten, and whether any
+/// changed value.
+fn change_protection<'a>(
+    mem: &'a mut PhysMem,
+    paging: Paging,
+    pgd: TableFrame,
+    vma: &Vma,
+) -> ChangeProt<'a> {
     let mut cp = ChangeProt {
         mem,
         newprot: vma.page_prot(),
         try_write: vma.flags.contains(VmFlags::WRITE),
         ptes: 0,
         pmds: 0,
+        changed: false,
     };
     let r = walk_page_range(&mut cp, paging, pgd, vma.start.as_u64(), vma.end.as_u64());
     debug_assert!(r.is_ok(), "change_protection's callbacks do not fail");
-    (cp.ptes, cp.pmds)
+    cp
 }
 
 /// The walk of `change_protection`: the new protection and whether to try making
@@ -175,6 +184,7 @@ struct ChangeProt<'a> {
     try_write: bool,
     ptes: u64,
     pmds: u64,
+    changed: bool,
 }
 
 impl PageWalk for ChangeProt<'_> {
@@ -193,6 +203,7 @@ impl PageWalk for ChangeProt<'_> {
         );
         self.mem.set_entry(at.table, at.index, n);
         self.pmds += 1;
+        self.changed |= n != at.entry;
         Ok(())
     }
 
@@ -206,6 +217,7 @@ impl PageWalk for ChangeProt<'_> {
                 let m = modified(self.mem, pte, self.newprot, self.try_write);
                 self.mem.set_entry(pte_table, j, m);
                 self.ptes += 1;
+                self.changed |= m != pte;
             }
         }
         Ok(())

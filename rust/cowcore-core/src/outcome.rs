@@ -239,6 +239,54 @@ impl Access {
     }
 }
 
+impl Outcome {
+    /// The name of the code, as `cowcore.outcome.Outcome` and the C API spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NoFault => "NO_FAULT",
+            Self::AnonAlloc => "ANON_ALLOC",
+            Self::ZeroPage => "ZERO_PAGE",
+            Self::HugeZeroPage => "HUGE_ZERO_PAGE",
+            Self::CowReuse => "COW_REUSE",
+            Self::CowCopy => "COW_COPY",
+            Self::PmdReuse => "PMD_REUSE",
+            Self::PmdSplitCopy => "PMD_SPLIT_COPY",
+            Self::Unshare => "UNSHARE",
+            Self::Segfault => "SEGFAULT",
+            Self::OutOfMemory => "OUT_OF_MEMORY",
+        }
+    }
+}
+
+impl Reason {
+    /// The name of the code, as `cowcore.outcome.Reason` and the C API spell it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::PteNone => "PTE_NONE",
+            Self::PmdNone => "PMD_NONE",
+            Self::AnonExclusive => "ANON_EXCLUSIVE",
+            Self::SmallSoleRef => "SMALL_SOLE_REF",
+            Self::SmallOtherRefs => "SMALL_OTHER_REFS",
+            Self::LargeNoPteReuse => "LARGE_NO_PTE_REUSE",
+            Self::LargeLastMapped => "LARGE_LAST_MAPPED",
+            Self::LargeMaybeShared => "LARGE_MAYBE_SHARED",
+            Self::LargeExtraRefs => "LARGE_EXTRA_REFS",
+            Self::LargeExclusive => "LARGE_EXCLUSIVE",
+            Self::ZeroPage => "ZERO_PAGE",
+            Self::HugeZeroNewThp => "HUGE_ZERO_NEW_THP",
+            Self::HugeZeroFallback => "HUGE_ZERO_FALLBACK",
+            Self::PmdAnonExclusive => "PMD_ANON_EXCLUSIVE",
+            Self::PmdSoleRef => "PMD_SOLE_REF",
+            Self::PmdShared => "PMD_SHARED",
+            Self::SegvUnmapped => "SEGV_UNMAPPED",
+            Self::SegvProtection => "SEGV_PROTECTION",
+        }
+    }
+}
+
 /// Which accesses of a batch are stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessKinds<'a> {
