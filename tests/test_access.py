@@ -416,3 +416,21 @@ def test_recording_views(make_machine: MachineFactory) -> None:
     assert table.num_rows == len(r)
     assert table.column("kind").to_pylist()[0] == "fault_write"
     assert pa.table(r).num_rows == len(r)  # the PyCapsule stream interface
+
+
+@pytest.mark.parametrize(
+    ("writes", "message"),
+    [
+        (memoryview(b"\x01"), r"writes must have one byte per address \(2\), not 1"),
+        (memoryview(b"\x01\x02"), r"writes\[1\] must be 0 or 1, not 2"),
+        (1, "writes must be a bool or a buffer of one byte"),
+    ],
+)
+def test_backend_batch_checks(make_machine: MachineFactory, writes: object, message: str) -> None:
+    """Below the facade (which normalises what users pass), both backends refuse bad write
+    flags with the same message, before any access."""
+    m = make_machine("6.15")
+    a = m.init.mmap(2 * K)
+    with pytest.raises(InvalidArgumentError, match=message):
+        m._b.access_batch(m.init.pid, [a, a + K], writes, 1)  # type: ignore[arg-type]
+    assert m.stats().faults_write == 0

@@ -16,7 +16,9 @@ Quick use::
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
+from cowcore import outcome
 from cowcore.errors import (
     CowError,
     InvalidAddressError,
@@ -37,8 +39,6 @@ from cowcore.machine import (
     ThpSettings,
 )
 from cowcore.outcome import (
-    ACCESS_DTYPE,
-    EVENT_DTYPE,
     Access,
     AccessFlags,
     EventCode,
@@ -75,6 +75,18 @@ except ImportError:
         __version__ = version("cowcore")
     except PackageNotFoundError:  # a source tree without the extension, never installed
         __version__ = "0+unknown"
+
+if TYPE_CHECKING:
+    from cowcore.outcome import ACCESS_DTYPE, EVENT_DTYPE
+
+
+def __getattr__(name: str) -> Any:
+    """``ACCESS_DTYPE`` and ``EVENT_DTYPE``, made on first use: ``import cowcore`` does not
+    import numpy (see :func:`cowcore.outcome._dtypes`)."""
+    if name in ("ACCESS_DTYPE", "EVENT_DTYPE"):
+        return getattr(outcome, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ACCESS_DTYPE",

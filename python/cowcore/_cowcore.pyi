@@ -93,9 +93,8 @@ class Machine:
         addrs: list[Any] | memoryview,
         writes: bool | memoryview,
         value: int,
-        out: memoryview,
-    ) -> None:
-        """The records of the accesses into ``out`` (``n * 32`` bytes, the layout of
+    ) -> bytearray:
+        """The records of the accesses, ``32`` bytes each (the layout of
         :data:`cowcore.outcome.ACCESS_FIELDS`)."""
     def record(self, on: bool) -> None: ...
     def take_events(self) -> bytes:

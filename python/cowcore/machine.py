@@ -29,13 +29,11 @@ in chunks.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, Literal, SupportsIndex, cast
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast
 
-import numpy as np
-import numpy.typing as npt
-
+from cowcore import outcome
 from cowcore.errors import InvalidArgumentError
-from cowcore.outcome import ACCESS_DTYPE, Access
+from cowcore.outcome import Access
 from cowcore.protocol import (
     ADVICES,
     KERNEL_PROFILES,
@@ -63,6 +61,10 @@ from cowcore.protocol import (
 )
 from cowcore.protocol import check_u64 as _int
 from cowcore.recording import Recording
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 from cowcore.reference import ReferenceBackend
 from cowcore.units import format_size, parse_size
 
@@ -133,6 +135,8 @@ def _writes(values: object, n: int) -> bool | memoryview:
         InvalidArgumentError: not a bool nor a one-dimensional sequence of ``n`` bools (or
             integers 0/1).
     """
+    import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
     if isinstance(values, bool | np.bool_):
         return bool(values)
     try:
@@ -472,12 +476,12 @@ class Process:
         Raises:
             InvalidArgumentError: a bad address item, or bad write flags (nothing done).
         """
+        import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
         a = _addrs("addrs", addrs)
-        n = len(a)
-        w = _writes(writes, n)
-        out = np.zeros(n, dtype=ACCESS_DTYPE)
-        self._b.access_batch(self.pid, a, w, _int("value", value), out.view(np.uint8).data)
-        return out
+        w = _writes(writes, len(a))
+        raw = self._b.access_batch(self.pid, a, w, _int("value", value))
+        return np.frombuffer(raw, dtype=outcome.ACCESS_DTYPE)  # writable, no copy
 
     def mmap(self, length: SupportsIndex) -> int:
         """Map ``length`` bytes of private anonymous read/write memory; returns its address

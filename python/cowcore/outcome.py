@@ -14,8 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+    ACCESS_DTYPE: np.dtype[np.void]
+    """The numpy dtype of :meth:`cowcore.Process.access_batch` results."""
+    EVENT_DTYPE: np.dtype[np.void]
+    """The numpy dtype of a recording's events (:attr:`cowcore.Recording.events`)."""
 
 
 class Outcome(IntEnum):
@@ -171,10 +179,6 @@ of ``access_batch`` results is ``numpy.dtype(list(ACCESS_FIELDS))``."""
 
 ACCESS_SIZE = 32
 
-ACCESS_DTYPE = np.dtype(list(ACCESS_FIELDS))
-"""The numpy dtype of :meth:`cowcore.Process.access_batch` results."""
-assert ACCESS_DTYPE.itemsize == ACCESS_SIZE
-
 
 class EventCode(IntEnum):
     """The kind of an event record (the Rust ``Event`` variant), as a stable number.
@@ -283,6 +287,25 @@ EVENT_FIELDS: tuple[tuple[str, str], ...] = (
 
 EVENT_SIZE = 72
 
-EVENT_DTYPE = np.dtype(list(EVENT_FIELDS))
-"""The numpy dtype of a recording's events (:attr:`cowcore.Recording.events`)."""
-assert EVENT_DTYPE.itemsize == EVENT_SIZE
+
+@cache
+def _dtypes() -> dict[str, Any]:
+    """The numpy dtypes, made on first use: ``import cowcore`` does not import numpy (which
+    costs about 0.2 s, and whose OpenBLAS thread pool slows the simulator's own page
+    faults on the host; BENCHMARKS.md), only the calls that return arrays do."""
+    import numpy as np  # noqa: PLC0415 (loaded on first use, see above)
+
+    dtypes = {
+        "ACCESS_DTYPE": np.dtype(list(ACCESS_FIELDS)),
+        "EVENT_DTYPE": np.dtype(list(EVENT_FIELDS)),
+    }
+    assert dtypes["ACCESS_DTYPE"].itemsize == ACCESS_SIZE
+    assert dtypes["EVENT_DTYPE"].itemsize == EVENT_SIZE
+    return dtypes
+
+
+def __getattr__(name: str) -> Any:
+    """``ACCESS_DTYPE`` and ``EVENT_DTYPE``, made on first use (:func:`_dtypes`)."""
+    if name in ("ACCESS_DTYPE", "EVENT_DTYPE"):
+        return _dtypes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -329,17 +329,16 @@ class AccessBackend(Protocol):
     # fault is an outcome, not an exception; NoSuchProcessError is raised.
     def access(self, pid: int, addr: int, write: bool, value: int) -> Access: ...
     # The batch form: `addrs` as for write_pages; `writes` one bool for all, or a view of n
-    # bytes, each 0 or 1; `out` a writable view of n * ACCESS_SIZE bytes that receives the
-    # records in the Rust layout (outcome.ACCESS_FIELDS). Items are checked before any
-    # access is made (InvalidArgumentError, nothing done).
+    # bytes, each 0 or 1. Returns the n records in the Rust layout (outcome.ACCESS_FIELDS,
+    # ACCESS_SIZE bytes each), which the facade wraps as a numpy array without a copy.
+    # Items are checked before any access is made (InvalidArgumentError, nothing done).
     def access_batch(
         self,
         pid: int,
         addrs: list[Any] | memoryview,
         writes: bool | memoryview,
         value: int,
-        out: memoryview,
-    ) -> None: ...
+    ) -> bytearray: ...
 
 
 class InspectionBackend(Protocol):

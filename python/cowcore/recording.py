@@ -15,15 +15,22 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from cowcore.cost import CostModel, Estimate, estimate_recording
+from cowcore import outcome
 from cowcore.errors import InvalidArgumentError
-from cowcore.outcome import EVENT_DTYPE, EventCode, EventRecord
+from cowcore.outcome import EventCode, EventRecord
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from cowcore.cost import CostModel, Estimate
     from cowcore.protocol import Backend
+
+
+def _events(raw: bytes) -> npt.NDArray[np.void]:
+    import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
+    return np.frombuffer(raw, dtype=outcome.EVENT_DTYPE)
 
 
 class Recording:
@@ -65,8 +72,7 @@ class Recording:
         self._drain()
         if len(self._chunks) > 1:
             self._chunks = [b"".join(self._chunks)]
-        raw = self._chunks[0] if self._chunks else b""
-        return np.frombuffer(raw, dtype=EVENT_DTYPE)
+        return _events(self._chunks[0] if self._chunks else b"")
 
     def drain(self) -> npt.NDArray[np.void]:
         """The events since the last :meth:`drain` (or the start), which the recording then
@@ -75,7 +81,7 @@ class Recording:
         self._drain()
         raw = b"".join(self._chunks)
         self._chunks = []
-        return np.frombuffer(raw, dtype=EVENT_DTYPE)
+        return _events(raw)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -87,6 +93,8 @@ class Recording:
 
     def counts(self) -> dict[EventCode, int]:
         """How many events of each kind."""
+        import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
         kinds, n = np.unique(self.events["kind"], return_counts=True)
         return {EventCode(int(k)): int(c) for k, c in zip(kinds, n, strict=True)}
 
@@ -94,6 +102,8 @@ class Recording:
         """The estimated time of the recorded work under a cost model (the calibrated one
         of this host by default, see :func:`cowcore.cost.load`): an estimate, see
         docs/cost-model.md."""
+        from cowcore.cost import estimate_recording  # noqa: PLC0415 (cost loads numpy)
+
         return estimate_recording(self.events, model)
 
     def to_arrow(self) -> Any:
@@ -109,6 +119,8 @@ class Recording:
             raise InvalidArgumentError(
                 "Recording.to_arrow needs pyarrow: pip install pyarrow"
             ) from None
+        import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
         ev = self.events
         names = [EventCode(k).name.lower() for k in range(1, max(EventCode) + 1)]
         columns: dict[str, Any] = {
@@ -116,7 +128,7 @@ class Recording:
                 pa.array(ev["kind"].astype(np.int32) - 1), pa.array(names)
             )
         }
-        for field in EVENT_DTYPE.names or ():
+        for field in outcome.EVENT_DTYPE.names or ():
             if field not in ("kind", "reserved", "reserved2"):
                 columns[field] = pa.array(ev[field])
         return pa.table(columns)

@@ -312,29 +312,20 @@ class ReferenceBackend:
         addrs: list[Any] | memoryview,
         writes: bool | memoryview,
         value: int,
-        out: memoryview,
-    ) -> None:
-        """The accesses of ``addrs`` in order, their records packed into ``out``; every
-        argument is checked before the first access (``InvalidArgumentError``, nothing
-        done), then the process."""
+    ) -> bytearray:
+        """The accesses of ``addrs`` in order, their records packed one after the other
+        (``ACCESS_SIZE`` bytes each, the Rust layout); every argument is checked before the
+        first access (``InvalidArgumentError``, nothing done), then the process."""
         items = check_batch("addrs", addrs)
         n = len(items)
         kinds = self._writes(writes, n)
         value = check_u64("value", value)
-        if not isinstance(out, memoryview) or out.readonly:
-            raise InvalidArgumentError("out must be a writable buffer")
-        if not out.c_contiguous:
-            raise InvalidArgumentError("out must be a contiguous buffer")
-        if out.nbytes != ACCESS_SIZE * n:
-            raise InvalidArgumentError(
-                f"out must hold {n} records of {ACCESS_SIZE} bytes ({ACCESS_SIZE * n} bytes), "
-                f"not {out.nbytes} bytes"
-            )
         _, mm = self._proc(pid)
-        raw = out.cast("B")
+        raw = bytearray(ACCESS_SIZE * n)
         for i, addr in enumerate(items):
             rec = self._access(mm, addr, kinds[i], value)
             ACCESS_STRUCT.pack_into(raw, i * ACCESS_SIZE, *rec.raw())
+        return raw
 
     @staticmethod
     def _writes(writes: bool | memoryview, n: int) -> list[bool]:

@@ -430,6 +430,11 @@ impl Events {
             .unwrap_or_default()
     }
 
+    /// How many events are recorded and not taken yet.
+    pub(crate) fn recorded_len(&self) -> usize {
+        self.recorded.as_ref().map_or(0, Vec::len)
+    }
+
     /// Hands the recorded events to `sink` and empties the buffer, keeping its capacity.
     pub(crate) fn drain_recorded(&mut self, sink: &mut impl FnMut(&Event)) {
         if let Some(r) = &mut self.recorded {

@@ -589,6 +589,13 @@ impl Machine {
         self.k.events.take_recorded()
     }
 
+    /// How many events are kept and not taken yet (what the next [`Self::drain_events`]
+    /// hands over), so that a caller can size its buffer once.
+    #[must_use]
+    pub fn recorded_events(&self) -> usize {
+        self.k.events.recorded_len()
+    }
+
     /// Hands each event kept since the last call to `sink`, in order, without allocating
     /// a new buffer (a generic, monomorphised sink for embedders).
     pub fn drain_events(&mut self, mut sink: impl FnMut(&Event)) {

@@ -9,12 +9,13 @@
 use std::sync::{Mutex, MutexGuard};
 
 use cowcore_core::{
-    Access, AccessKinds, Machine, Pfn, Profile, ThpMode, ThpSizeMode, Translation, VirtAddr,
+    Access, AccessKinds, EventRecord, Machine, Pfn, Profile, ThpMode, ThpSizeMode, Translation,
+    VirtAddr,
 };
 use pyo3::buffer::{PyBuffer, PyUntypedBuffer};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyMemoryView, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyTuple};
 
 use crate::errors::{invalid, PyCowError};
 use crate::records;
@@ -53,6 +54,11 @@ fn run_sized<T: Send>(
 /// `array('Q')`); the reference backend applies the same rules, with the same messages, in
 /// `reference/backend.py` (`_pages`).
 fn page_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<VirtAddr>> {
+    Ok(batch_u64(addrs)?.into_iter().map(VirtAddr::new).collect())
+}
+
+/// [`page_addrs`] as the plain integers (what `access_batch` passes to the core).
+fn batch_u64(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     match addrs.cast::<PyList>() {
         Ok(list) => list_addrs(list),
         Err(_) => buffer_addrs(addrs),
@@ -62,7 +68,7 @@ fn page_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<VirtAddr>> {
 /// The items of a list of addresses. Each must be an `int` or have `__index__` (numpy
 /// integers, `IntEnum`), not be a `bool`, and lie in `[0, 2^64)`, as the facade's `_int`
 /// (`check_u64` in protocol.py) requires of a single address.
-fn list_addrs(addrs: &Bound<'_, PyList>) -> PyResult<Vec<VirtAddr>> {
+fn list_addrs(addrs: &Bound<'_, PyList>) -> PyResult<Vec<u64>> {
     let mut out = Vec::with_capacity(addrs.len());
     for (i, item) in addrs.iter().enumerate() {
         // An exact `int` is the common case and needs only a type-pointer compare. `i64`
@@ -71,11 +77,11 @@ fn list_addrs(addrs: &Bound<'_, PyList>) -> PyResult<Vec<VirtAddr>> {
         // half of the `u64` range and every other type take `index_item`.
         if item.is_exact_instance_of::<PyInt>() {
             if let Ok(v @ 0..) = item.extract::<i64>() {
-                out.push(VirtAddr::new(v as u64));
+                out.push(v as u64);
                 continue;
             }
         }
-        out.push(VirtAddr::new(index_item(&item, i)?));
+        out.push(index_item(&item, i)?);
     }
     Ok(out)
 }
@@ -111,7 +117,7 @@ fn index_item(item: &Bound<'_, PyAny>, i: usize) -> PyResult<u64> {
 /// `PyBuffer_ToContiguous`, with no Python object per item; negative signed items fail as
 /// negative ints do. A misaligned buffer (which `PyBuffer<T>` refuses) is read through
 /// `memoryview.tolist()`, as the reference reads every buffer.
-fn buffer_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<VirtAddr>> {
+fn buffer_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     let py = addrs.py();
     let Ok(buf) = PyUntypedBuffer::get(addrs) else {
         // Not a buffer, or one `PyBuffer` refuses (a 0-dimensional one has no shape): the
@@ -162,7 +168,7 @@ fn buffer_addrs(addrs: &Bound<'_, PyAny>) -> PyResult<Vec<VirtAddr>> {
         };
         typed.to_vec(py)?
     };
-    Ok(values.into_iter().map(VirtAddr::new).collect())
+    Ok(values)
 }
 
 /// A buffer whose items are not 8-byte aligned, as a list of ints (`memoryview.tolist()`).
@@ -177,28 +183,29 @@ fn misaligned<'py>(addrs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
 const BATCH_TYPES: &str =
     "addrs must be a list of ints or a one-dimensional buffer of 64-bit integers (format q, Q, l or L)";
 
-/// What `access_batch`'s `writes` may be.
-const WRITES_RULE: &str =
-    "writes must be a bool or a one-dimensional buffer of bytes (format ?, B or b)";
-/// What `access_batch`'s `out` must be.
-const OUT_RULE: &str = "out must be a writable, contiguous buffer of bytes";
+/// The records `access_batch` makes per call into the core (16 KiB on the stack).
+const BATCH_CHUNK: usize = 512;
 
-/// The write flags of `access_batch`: `True`/`False` for all, or a one-dimensional buffer
-/// of `n` one-byte items (format `?`, `B` or `b`), each 0 or 1. The facade normalises what
-/// users pass (numpy bool arrays, lists); the reference backend checks the same rules.
+/// The write flags of `access_batch`: `True`/`False` for all, or a buffer of `n` one-byte
+/// items, each 0 or 1. The facade normalises what users pass (numpy bool arrays, lists);
+/// the reference backend (`_writes`) checks the same rules with the same messages.
 fn write_flags(writes: &Bound<'_, PyAny>, n: usize) -> PyResult<Option<Vec<bool>>> {
     if writes.is_instance_of::<PyBool>() {
         return Ok(None);
     }
-    let buf = PyBuffer::<u8>::get(writes).map_err(|_| invalid(WRITES_RULE.into()))?;
-    let format = buf.format().to_bytes();
-    if buf.dimensions() != 1 || !matches!(format, b"?" | b"B" | b"b" | b"@B" | b"@b") {
-        return Err(invalid(WRITES_RULE.into()));
-    }
+    let not_bytes = || -> PyResult<PyErr> {
+        let ty = writes.get_type().name()?;
+        Ok(invalid(format!(
+            "writes must be a bool or a buffer of one byte (0 or 1) per address, not {ty}"
+        )))
+    };
+    let Ok(buf) = PyBuffer::<u8>::get(writes) else {
+        return Err(not_bytes()?);
+    };
     let bytes = buf.to_vec(writes.py())?;
     if bytes.len() != n {
         return Err(invalid(format!(
-            "{} write flags for {n} addresses: the lengths must be equal",
+            "writes must have one byte per address ({n}), not {}",
             bytes.len()
         )));
     }
@@ -427,63 +434,76 @@ impl PyMachine {
         records::access(py, &r)
     }
 
-    /// The records go into the caller's writable buffer `out` (`n * 32` bytes, the layout
-    /// of `cowcore.outcome.ACCESS_FIELDS`): a numpy structured array with no Python object
-    /// per access.
-    fn access_batch(
+    /// The records as one `bytearray` of `n * 32` bytes (the layout of
+    /// `cowcore.outcome.ACCESS_FIELDS`), which the facade wraps as a numpy structured array
+    /// without a copy: no Python object per access. The core writes each chunk of records
+    /// on the stack (the GIL released for a large chunk), and their bytes go straight into
+    /// the new array.
+    fn access_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         pid: u32,
-        addrs: &Bound<'_, PyAny>,
-        writes: &Bound<'_, PyAny>,
+        addrs: &Bound<'py, PyAny>,
+        writes: &Bound<'py, PyAny>,
         value: u64,
-        out: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let addrs: Vec<u64> = page_addrs(addrs)?
-            .into_iter()
-            .map(VirtAddr::as_u64)
-            .collect();
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let addrs = batch_u64(addrs)?;
         let n = addrs.len();
         let flags = write_flags(writes, n)?;
-        let kinds = match &flags {
-            Some(f) => AccessKinds::PerAccess(f),
-            None if writes.is_truthy()? => AccessKinds::Writes,
-            None => AccessKinds::Reads,
-        };
-        let buf = PyBuffer::<u8>::get(out).map_err(|_| invalid(OUT_RULE.into()))?;
-        if buf.readonly() || !buf.is_c_contiguous() {
-            return Err(invalid(OUT_RULE.into()));
-        }
-        if buf.item_count() != n * Access::SIZE {
-            return Err(invalid(format!(
-                "out holds {} bytes for {n} records of {} bytes",
-                buf.item_count(),
-                Access::SIZE
-            )));
-        }
-        let mut recs = vec![Access::default(); n];
-        let bytes = (n as u64).saturating_mul(cowcore_core::PAGE_SIZE);
-        run_sized(py, bytes, || {
-            self.lock()
-                .access_batch(pid, &addrs, kinds, value, &mut recs)
+        let all_writes = flags.is_none() && writes.is_truthy()?;
+        self.lock().mm_id(pid).map_err(PyCowError)?; // an empty batch checks the pid too
+        let len = n
+            .checked_mul(Access::SIZE)
+            .ok_or_else(|| invalid("batch too large".into()))?;
+        let mut failed = None;
+        let out = PyByteArray::new_with(py, len, |dst| {
+            let mut recs = [Access::default(); BATCH_CHUNK];
+            for (c, chunk) in addrs.chunks(BATCH_CHUNK).enumerate() {
+                let first = c * BATCH_CHUNK;
+                let kinds = match &flags {
+                    Some(f) => AccessKinds::PerAccess(&f[first..first + chunk.len()]),
+                    None if all_writes => AccessKinds::Writes,
+                    None => AccessKinds::Reads,
+                };
+                let recs = &mut recs[..chunk.len()];
+                let bytes = (chunk.len() as u64).saturating_mul(cowcore_core::PAGE_SIZE);
+                if let Err(e) = run_sized(py, bytes, || {
+                    self.lock().access_batch(pid, chunk, kinds, value, recs)
+                }) {
+                    failed = Some(e);
+                    return Ok(());
+                }
+                let out = &mut dst[first * Access::SIZE..(first + chunk.len()) * Access::SIZE];
+                for (r, d) in recs.iter().zip(out.chunks_exact_mut(Access::SIZE)) {
+                    d.copy_from_slice(&r.to_le_bytes());
+                }
+            }
+            Ok(())
         })?;
-        let mut raw = Vec::with_capacity(n * Access::SIZE);
-        for r in &recs {
-            raw.extend_from_slice(&r.to_le_bytes());
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        buf.copy_from_slice(py, &raw)
     }
 
     fn record(&self, on: bool) {
         self.lock().record_events(on);
     }
 
-    /// The kept events as `EVENT_SIZE`-byte records (`cowcore.outcome.EVENT_FIELDS`).
-    fn take_events<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let mut raw = Vec::new();
-        self.lock()
-            .drain_events(|e| raw.extend_from_slice(&e.record().to_le_bytes()));
-        PyBytes::new(py, &raw)
+    /// The kept events as `EVENT_SIZE`-byte records (`cowcore.outcome.EVENT_FIELDS`),
+    /// written straight into the new `bytes` (sized once: no growing buffer in between).
+    fn take_events<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut m = self.lock();
+        let n = m.recorded_events();
+        PyBytes::new_with(py, n * EventRecord::SIZE, |buf| {
+            let mut out = buf.chunks_exact_mut(EventRecord::SIZE);
+            m.drain_events(|e| {
+                if let Some(d) = out.next() {
+                    d.copy_from_slice(&e.record().to_le_bytes());
+                }
+            });
+            Ok(())
+        })
     }
 
     fn fork(&self, py: Python<'_>, pid: u32) -> PyResult<u32> {
