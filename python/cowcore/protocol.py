@@ -350,6 +350,8 @@ class InspectionBackend(Protocol):
     def translate(self, pid: int, addr: int) -> Translation: ...
     def observe(self, pid: int, addr: int, length: int) -> list[PageObservation]: ...
     def folio(self, pfn: int) -> FolioSnapshot: ...
+    # /proc/<pid>/smaps: one record per VMA, lowest first (docs/accounting.md).
+    def smaps(self, pid: int) -> list[Smaps]: ...
     def check(self) -> None: ...
 
 
@@ -459,6 +461,76 @@ class FolioSnapshot:
     def nr_pages(self) -> int:
         """Pages in the folio (``folio_nr_pages``)."""
         return 1 << self.order
+
+
+PSS_SHIFT = 12
+"""The fixed point of the PSS accumulators (``fs/proc/task_mmu.c``)."""
+
+SMAPS_KB_FIELDS = (
+    "Rss",
+    "Pss",
+    "Pss_Dirty",
+    "Shared_Clean",
+    "Shared_Dirty",
+    "Private_Clean",
+    "Private_Dirty",
+    "Referenced",
+    "Anonymous",
+    "AnonHugePages",
+    "Swap",
+    "SwapPss",
+)
+"""The smaps lines the model computes, in the kernel's order and spelling."""
+
+
+@dataclass(frozen=True, slots=True)
+class Smaps:
+    """The accumulators of ``struct mem_size_stats`` for one VMA (``show_smap``) or a whole
+    process (``show_smaps_rollup``), as the kernel keeps them: bytes, and the three PSS
+    sums in fixed point (bytes << ``PSS_SHIFT``). :meth:`kb` prints them as the kernel
+    does (``>> 10``; PSS ``>> (10 + PSS_SHIFT)``), so a rollup rounds once over the sum
+    while adding per-VMA lines rounds each (docs/accounting.md)."""
+
+    start: int
+    end: int
+    prot: str
+    """``"none"``, ``"r"`` or ``"rw"`` (the VMA's; a rollup: its first VMA's)."""
+    flags: tuple[str, ...]
+    rss: int
+    pss: int
+    pss_dirty: int
+    shared_clean: int
+    shared_dirty: int
+    private_clean: int
+    private_dirty: int
+    referenced: int
+    anonymous: int
+    anon_huge_pages: int
+    swap: int
+    swap_pss: int
+
+    def kb(self) -> dict[str, int]:
+        """The ``SMAPS_KB_FIELDS`` lines as the kernel prints them, in kB."""
+        k, f = 10, 10 + PSS_SHIFT
+        return {
+            "Rss": self.rss >> k,
+            "Pss": self.pss >> f,
+            "Pss_Dirty": self.pss_dirty >> f,
+            "Shared_Clean": self.shared_clean >> k,
+            "Shared_Dirty": self.shared_dirty >> k,
+            "Private_Clean": self.private_clean >> k,
+            "Private_Dirty": self.private_dirty >> k,
+            "Referenced": self.referenced >> k,
+            "Anonymous": self.anonymous >> k,
+            "AnonHugePages": self.anon_huge_pages >> k,
+            "Swap": self.swap >> k,
+            "SwapPss": self.swap_pss >> f,
+        }
+
+    @property
+    def size(self) -> int:
+        """``Size``: the range's length in bytes."""
+        return self.end - self.start
 
 
 @dataclass(frozen=True, slots=True, eq=False)
