@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cowcore
 from cowcore.cli import main
 from cowcore.errors import InvalidArgumentError
 from cowcore.outcome import Outcome, Reason
@@ -39,12 +38,6 @@ CSV = f"""pid,op,address,length,child
 """
 
 
-def _needs_access(backend: str) -> None:
-    # The reference backend gains access_batch in issue 12 too; until then, skip it.
-    if not hasattr(cowcore.Machine(backend=backend)._b, "access_batch"):
-        pytest.skip(f"the {backend} backend has no access_batch yet")
-
-
 def _trace(tmp_path: Path, text: str = CSV) -> np.ndarray:
     path = tmp_path / "t.csv"
     path.write_text(text)
@@ -52,7 +45,6 @@ def _trace(tmp_path: Path, text: str = CSV) -> np.ndarray:
 
 
 def test_canonical_replay(backend: str, tmp_path: Path) -> None:
-    _needs_access(backend)
     r = replay(_trace(tmp_path), backend=backend)
     rec = r.records
     assert rec.dtype == RECORD_DTYPE
@@ -84,7 +76,6 @@ def test_canonical_replay(backend: str, tmp_path: Path) -> None:
 
 def test_auto_map_and_thp(backend: str) -> None:
     """Without mmap rows, ``auto_map`` maps each touched 2M region; THP settings apply."""
-    _needs_access(backend)
     t = np.zeros(3, dtype=TRACE_DTYPE)
     t["pid"] = 1
     t["op"] = OPS.index("write")
@@ -103,13 +94,11 @@ def test_auto_map_and_thp(backend: str) -> None:
 
 
 def test_unknown_pid(tmp_path: Path) -> None:
-    _needs_access(cowcore.DEFAULT_BACKEND)
     with pytest.raises(InvalidArgumentError, match="pid 8"):
         replay(_trace(tmp_path, f"pid,op,address,length\n7,mmap,{A},4096\n8,read,{A},1\n"))
 
 
 def test_record_files(tmp_path: Path) -> None:
-    _needs_access(cowcore.DEFAULT_BACKEND)
     rec = replay(_trace(tmp_path)).records
     write_records(rec, tmp_path / "r.npy")
     assert np.array_equal(np.load(tmp_path / "r.npy"), rec)
@@ -125,7 +114,6 @@ def test_record_files(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _needs_access(cowcore.DEFAULT_BACKEND)
     path = tmp_path / "t.csv"
     path.write_text(CSV)
     assert main(["replay", str(path), "--summary", "--out", str(tmp_path / "r.npy")]) == 0
@@ -154,7 +142,6 @@ int main(void) {
 def test_lackey_trace_of_a_real_program(tmp_path: Path) -> None:
     """A program that writes N pages of a malloc'd buffer: replaying its lackey trace
     reports at least N first-touch writes that allocate anonymous memory."""
-    _needs_access(cowcore.DEFAULT_BACKEND)
     missing = [tool for tool in ("valgrind", "gcc") if shutil.which(tool) is None]
     if missing:
         if os.environ.get("CI"):
@@ -190,7 +177,6 @@ def test_lackey_trace_of_a_real_program(tmp_path: Path) -> None:
 
 def test_cli_lackey_excerpt(capsys: pytest.CaptureFixture[str]) -> None:
     """The checked-in excerpt replays with every region mapped on first touch."""
-    _needs_access(cowcore.DEFAULT_BACKEND)
     excerpt = Path(__file__).parent / "data" / "lackey-excerpt.txt"
     assert main(["replay", str(excerpt), "--format", "lackey", "--summary"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -30,14 +30,6 @@ SAME_RUN = [
 EXPECTED = ROOT / "tests" / "kernel" / "expected"
 
 
-def _needs_access(backend: str) -> None:
-    # The reference backend gains access()/access_batch() in issue 12 too; until then the
-    # trace runs on the backends that have it.
-    m = cowcore.Machine(backend=backend)
-    if not hasattr(m._b, "access_batch"):
-        pytest.skip(f"the {backend} backend has no access_batch yet")
-
-
 @pytest.mark.parametrize(
     ("kernel", "outcome", "reason", "phrase"),
     [
@@ -48,7 +40,6 @@ def _needs_access(backend: str) -> None:
 def test_seed(backend: str, kernel: str, outcome: Outcome, reason: Reason, phrase: str) -> None:
     """The seed: after fork and the child's exit, the write to the PTE-mapped 64K folio is
     reused in place on 6.15 and copied on 6.12."""
-    _needs_access(backend)
     trace = trace_scenario(Scenario.parse(SEED.read_text()), backend=backend, kernel=kernel)
     assert trace.error is None
     faults = [e for e in trace.entries if e.faulted]
@@ -69,7 +60,6 @@ def test_seed(backend: str, kernel: str, outcome: Outcome, reason: Reason, phras
 
 
 def test_cli_prints_one_line_per_fault(capsys: pytest.CaptureFixture[str]) -> None:
-    _needs_access(cowcore.DEFAULT_BACKEND)
     assert main(["trace", str(SEED), "--kernel", "6.12"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
@@ -86,7 +76,6 @@ def test_cli_prints_one_line_per_fault(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
-    _needs_access(cowcore.DEFAULT_BACKEND)
     assert main(["trace", str(SEED), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 17
@@ -98,7 +87,6 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_error_statement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A statement that fails prints the error observation `cowcore run` prints."""
-    _needs_access(cowcore.DEFAULT_BACKEND)
     path = tmp_path / "bad.cow"
     path.write_text("P mmap A 2M\nP mprotect A 0 2M r\nP write A 0 8K\n")
     assert main(["trace", str(path)]) == 1
@@ -122,7 +110,6 @@ def _final_state(r: _Runner) -> list[object]:
 @pytest.mark.parametrize(("backend", "path"), SAME_RUN)
 def test_trace_runs_the_scenario_as_run_does(backend: str, kernel: str, path: Path) -> None:
     """Same observations, same final state (counters, free frames, every page)."""
-    _needs_access(backend)
     try:
         scenario = Scenario.parse(path.read_text())
     except cowcore.ScenarioSyntaxError:
@@ -166,7 +153,6 @@ def test_trace_agrees_with_recorded_frames(version: str, path: Path) -> None:
     claim agrees with the simulator's frames before and after it: a reuse keeps the page's
     frame, a copy changes it, a first touch finds nothing."""
     backend = cowcore.DEFAULT_BACKEND
-    _needs_access(backend)
     runner = _TraceRunner(profile_for(version), backend, False, None)
     runner.on_entry = lambda e: _check_claim(runner, e)
     try:
@@ -179,3 +165,23 @@ def test_trace_agrees_with_recorded_frames(version: str, path: Path) -> None:
     expected = [json.loads(line) for line in lines if line.strip()]
     diffs = cowcore.compare_observations(expected, runner.observations)
     assert not diffs, "\n".join(diffs)
+
+
+def test_cost_prices_each_access_by_its_events() -> None:
+    """``--cost``: each access made alone and priced by the events it emitted, under a given
+    model (here the built-in table): a fault costs at least its fault's price, an access
+    without a fault costs nothing, and the machine ends as the batched trace leaves it."""
+    from cowcore.cost import DEFAULT  # noqa: PLC0415
+
+    scenario = Scenario.parse(SEED.read_text(encoding="utf-8"))
+    priced = trace_scenario(scenario, cost=DEFAULT)
+    plain = trace_scenario(scenario)
+    assert [e.access for e in priced.entries] == [e.access for e in plain.entries]
+    assert priced.observations == plain.observations
+    for e in priced.entries:
+        assert e.est_ns is not None
+        if e.access.faults == 0:
+            assert e.est_ns == 0
+        else:
+            assert e.est_ns >= min(DEFAULT.fault_write, DEFAULT.fault_wp)
+    assert "us est.)" in priced.entries[0].explain()

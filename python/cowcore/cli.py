@@ -91,6 +91,11 @@ def _trace(args: argparse.Namespace) -> int:
     scenario = _read_scenario(args.file)
     if isinstance(scenario, int):
         return scenario
+    cost = None
+    if args.cost is not None:
+        from cowcore.cost import load  # noqa: PLC0415
+
+        cost = load(args.cost or None)
 
     def show(entry: TraceEntry) -> None:
         if args.json or args.all or entry.faulted:
@@ -113,6 +118,7 @@ def _trace(args: argparse.Namespace) -> int:
             on_entry=show,
             on_observation=show_observation,
             on_event=show_event if args.events else None,
+            cost=cost,
         )
     except CowError as exc:  # a bad backend name, an invariant broken under --check
         print(f"cowcore: {args.file}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -222,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also print the fork, zap (munmap, exit, MADV_DONTNEED) and mprotect events",
     )
     trace.add_argument("--check", action="store_true", help="verify every invariant")
+    trace.add_argument(
+        "--cost",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="COSTS.toml",
+        help="add each access's estimated time under the cost model (this host's calibration "
+        "by default, see `cowcore calibrate`; an estimate): accesses are then made one by one",
+    )
     trace.set_defaults(func=_trace)
     replay = sub.add_parser(
         "replay",

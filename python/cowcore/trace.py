@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cowcore.cost import CostModel, annotate
 from cowcore.errors import OutOfMemoryError, ScenarioError
 from cowcore.explain import explain
 from cowcore.machine import DEFAULT_BACKEND, Process
@@ -59,6 +60,9 @@ class TraceEntry:
     """The page as ``observe`` saw it before the statement."""
     folio: FolioSnapshot | None
     """The folio of the page just before this access, if it had one (not the zero pages)."""
+    est_ns: float | None = None
+    """The access's estimated time under the cost model (``cowcore trace --cost``): the
+    events it emitted priced by :func:`cowcore.cost.annotate`; an estimate."""
 
     @property
     def faulted(self) -> bool:
@@ -80,7 +84,7 @@ class TraceEntry:
 
     def explain(self) -> str:
         """The entry as one English line (:func:`cowcore.explain.explain`)."""
-        return f"line {self.line}: " + explain(
+        text = f"line {self.line}: " + explain(
             self.access,
             write=self.write,
             who=self.proc,
@@ -88,6 +92,9 @@ class TraceEntry:
             folio=self.folio,
             frame=self.frame(),
         )
+        if self.est_ns is not None:
+            text += f" (~{self.est_ns / 1000:.2f} us est.)"
+        return text
 
     def as_json(self) -> dict[str, object]:
         """The entry as a JSON object: the statement's context, then the fields of
@@ -114,6 +121,7 @@ class TraceEntry:
             "orders_fit": a.orders_fit,
             "orders_empty": a.orders_empty,
             "orders_failed": a.orders_failed,
+            **({} if self.est_ns is None else {"est_ns": round(self.est_ns, 1)}),
         }
 
 
@@ -175,6 +183,8 @@ class _TraceRunner(_Runner):
     on_event: Callable[[int, EventRecord], None] | None = None
     entries: list[TraceEntry] = field(default_factory=list)
     recording: Recording | None = None
+    cost: CostModel | None = None
+    """With a model, every access is made alone and priced by the events it emitted."""
 
     def step(self, st: Statement) -> None:
         if isinstance(st, Write):
@@ -193,6 +203,15 @@ class _TraceRunner(_Runner):
                 events = self.recording.events[seen:]
                 for row in events[np.isin(events["kind"], _SHOWN_EVENTS)].tolist():
                     self.on_event(st.line, EventRecord.from_raw(tuple(int(x) for x in row)))
+
+    def priced(self, p: Process, addr: int, write: bool, value: int) -> tuple[Access, float]:
+        """One access alone, with the estimated time of the events it emitted."""
+        assert self.cost is not None
+        if self.recording is None:
+            self.recording = self.m.record().__enter__()
+        self.recording.drain()
+        access = p.access(addr, write, value=value)
+        return access, annotate(access, self.recording.drain(), self.cost)
 
     def close(self) -> None:
         if self.recording is not None:
@@ -218,13 +237,17 @@ class _TraceRunner(_Runner):
                 if o.present and o.frame_kind == "normal" and o.pfn is not None:
                     folios[o.addr] = self.m.folio(o.pfn)
             addrs = [first + k * PAGE for k in range(i, j)]
-            got = p.access_batch(addrs, write, value=value)
-            for k, row in enumerate(got.tolist()):
-                access = Access.from_raw(row)
+            priced: list[tuple[Access, float | None]]
+            if self.cost is None:
+                got = p.access_batch(addrs, write, value=value)
+                priced = [(Access.from_raw(row), None) for row in got.tolist()]
+            else:
+                priced = [self.priced(p, a, write, value) for a in addrs]
+            for k, (access, est) in enumerate(priced):
                 addr = addrs[k]
                 entry = TraceEntry(
                     st.line, st.proc, write, st.name, addr - start, addr, access,
-                    before[i + k], folios.get(addr),
+                    before[i + k], folios.get(addr), est,
                 )  # fmt: skip
                 self.entries.append(entry)
                 if self.on_entry is not None:
@@ -252,6 +275,7 @@ def trace_scenario(
     on_entry: Callable[[TraceEntry], None] | None = None,
     on_observation: Callable[[Observation], None] | None = None,
     on_event: Callable[[int, EventRecord], None] | None = None,
+    cost: CostModel | None = None,
 ) -> Trace:
     """Run ``scenario`` as ``Scenario.run`` does, recording every page access.
 
@@ -266,6 +290,7 @@ def trace_scenario(
         on_observation,
         on_entry=on_entry,
         on_event=on_event,
+        cost=cost,
     )
     try:
         runner.run(scenario.statements)
