@@ -19,6 +19,7 @@ from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_
 from cowcore.kernel.fetch import archive_uri
 from cowcore.kernel.initramfs import write_initramfs
 from cowcore.kernel.runner import Progress, RunnerError, _split
+from cowcore.protocol import SMAPS_KB_FIELDS
 
 HERE = Path(__file__).resolve().parent
 PAGE_KEYS = [
@@ -162,6 +163,10 @@ def test_recordings_are_exact_observation_lines() -> None:
                 assert list(obj) == PAGE_KEYS, path
                 if not obj["present"]:
                     assert all(obj[k] is None for k in PAGE_KEYS[4:]), path
+            elif "smaps" in obj:
+                assert list(obj) == ["smaps"], path
+                assert list(obj["smaps"]) == ["proc", "map", *SMAPS_KB_FIELDS], path
+                assert all(isinstance(v, int) for v in list(obj["smaps"].values())[2:]), path
             elif "stats" in obj:
                 keys = list(obj["stats"])
                 assert keys[:3] == STATS_KEYS, path

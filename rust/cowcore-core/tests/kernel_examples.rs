@@ -21,7 +21,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cowcore_core::{
-    Advice, FrameKind, Machine, Observation, Profile, Prot, Stats, ThpMode, ThpSizeMode, VirtAddr,
+    Advice, FrameKind, Machine, Observation, Profile, Prot, SmapsInfo, Stats, ThpMode, ThpSizeMode,
+    VirtAddr, PSS_SHIFT,
 };
 
 const PAGE: u64 = 4096;
@@ -29,6 +30,21 @@ const MAX_MAPPING: u64 = 1 << 30;
 const ADDRESS_LIMIT: u64 = 1 << 47;
 const THP_SIZES: [&str; 8] = ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"];
 const VMSTAT: [&str; 2] = ["thp_fault_alloc", "thp_split_pmd"];
+/// The keys of a `smaps` observation after `proc` and `map`, in the format's order.
+const SMAPS_FIELDS: [&str; 12] = [
+    "Rss",
+    "Pss",
+    "Pss_Dirty",
+    "Shared_Clean",
+    "Shared_Dirty",
+    "Private_Clean",
+    "Private_Dirty",
+    "Referenced",
+    "Anonymous",
+    "AnonHugePages",
+    "Swap",
+    "SwapPss",
+];
 
 /// `tests/kernel/` of the repository, or `None` when the crate is not inside one.
 fn suite_dir() -> Option<PathBuf> {
@@ -121,7 +137,7 @@ fn valid(t: &[&str]) -> bool {
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
                 ("mprotect", 4) => a[3].parse::<Prot>().is_ok() && range_ok(a),
                 ("madvise", 4) => a[3].parse::<Advice>().is_ok() && range_ok(a),
-                ("fork", 1) => ident(a[0]),
+                ("smaps" | "fork", 1) => ident(a[0]),
                 ("exit", 0) => true,
                 _ => false,
             }
@@ -235,6 +251,45 @@ impl Driver {
         Ok((start + off, off, len, len.min(created.saturating_sub(off))))
     }
 
+    /// The `smaps` line: per field, the sum of the kB values smaps prints for each VMA lying
+    /// inside the mapping's range (rounded per VMA, as `__show_smap` prints them).
+    fn smaps(&mut self, proc: &str, name: &str, vmas: &[SmapsInfo]) -> Result<(), String> {
+        let (start, created) = *self.maps[proc]
+            .get(name)
+            .ok_or_else(|| format!("process {proc} has no mapping {name}"))?;
+        let mut sums = [0u64; 12];
+        for v in vmas
+            .iter()
+            .filter(|v| start <= v.start && v.end <= start + created)
+        {
+            let (k, f) = (10, 10 + PSS_SHIFT);
+            let kb = [
+                v.rss >> k,
+                v.pss >> f,
+                v.pss_dirty >> f,
+                v.shared_clean >> k,
+                v.shared_dirty >> k,
+                v.private_clean >> k,
+                v.private_dirty >> k,
+                v.referenced >> k,
+                v.anonymous >> k,
+                v.anon_huge_pages >> k,
+                v.swap >> k,
+                v.swap_pss >> f,
+            ];
+            for (sum, x) in sums.iter_mut().zip(kb) {
+                *sum += x;
+            }
+        }
+        let mut line = format!("{{\"smaps\":{{\"proc\":\"{proc}\",\"map\":\"{name}\"");
+        for (key, v) in SMAPS_FIELDS.iter().zip(sums) {
+            write!(line, ",\"{key}\":{v}").unwrap();
+        }
+        line.push_str("}}");
+        self.out.push(line);
+        Ok(())
+    }
+
     /// One observation line per page.
     fn observe(&mut self, proc: &str, name: &str, off: u64, rows: &[Observation]) {
         for (i, r) in rows.iter().enumerate() {
@@ -298,6 +353,10 @@ impl Driver {
                     "exit" => {
                         self.m.exit(pid).map_err(err)?;
                         self.procs.insert(proc.into(), (pid, false));
+                    }
+                    "smaps" => {
+                        let vmas = self.m.smaps(pid).map_err(err)?;
+                        self.smaps(proc, a[0], &vmas)?;
                     }
                     "munmap" => {
                         let (addr, _, _, inside) = self.range(proc, a)?;
