@@ -773,11 +773,20 @@ def dumps(obs: Observation) -> str:
     return json.dumps(obs, separators=(",", ":"))
 
 
+SMAPS_NOT_COMPARED = frozenset({"Referenced"})
+"""The ``smaps`` keys the simulator does not model yet, which :func:`compare_observations`
+skips: ``Referenced`` also counts the folio's ``PG_referenced``, which the kernel sets when
+the probe reads a page through ``/proc/<pid>/mem`` (``FOLL_TOUCH``), and 7.x reports a fork
+child's pages as referenced where 6.12 does not (cause not found yet; issue 13). The
+simulator prints its own value (the entries' accessed bits)."""
+
+
 def compare_observations(expected: list[Observation], actual: list[Observation]) -> list[str]:
     """Differences between two observation lists, as the format defines agreement.
 
     Page observations must be equal; ``stats`` are compared over the counters both sides
-    print (a missing size counts as 0); error observations are compared by line number only.
+    print (a missing size counts as 0); ``smaps`` over every key but
+    :data:`SMAPS_NOT_COMPARED`; error observations are compared by line number only.
     Returns an empty list when they agree.
     """
     diffs: list[str] = []
@@ -800,6 +809,12 @@ def compare_observations(expected: list[Observation], actual: list[Observation])
             for key in VMSTAT_STATS:  # printed only when non-zero, so absence means 0
                 if es.get(key, 0) != as_.get(key, 0):
                     diffs.append(f"#{i} stats {key}: {es.get(key, 0)} != {as_.get(key, 0)}")
+        elif "smaps" in e and "smaps" in a:
+            em, am = e["smaps"], a["smaps"]
+            assert isinstance(em, dict) and isinstance(am, dict)
+            for key in em.keys() - SMAPS_NOT_COMPARED:
+                if em[key] != am.get(key):
+                    diffs.append(f"#{i} smaps {key}: {em[key]} != {am.get(key)}")
         elif "error" in e and "error" in a:
             el = str(e["error"]).split(":", 1)[0]
             al = str(a["error"]).split(":", 1)[0]

@@ -30,6 +30,12 @@ const MAX_MAPPING: u64 = 1 << 30;
 const ADDRESS_LIMIT: u64 = 1 << 47;
 const THP_SIZES: [&str; 8] = ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"];
 const VMSTAT: [&str; 2] = ["thp_fault_alloc", "thp_split_pmd"];
+/// The `smaps` keys the simulator does not model yet, which comparisons skip (as
+/// `cowcore.scenario.SMAPS_NOT_COMPARED` does): `Referenced` also counts the folio's
+/// `PG_referenced`, which the kernel sets when the probe reads a page through
+/// `/proc/<pid>/mem` (`FOLL_TOUCH`), and 7.x reports a fork child's pages as referenced
+/// where 6.12 does not (cause not found yet); issue 13.
+const SMAPS_NOT_COMPARED: [&str; 1] = ["Referenced"];
 /// The keys of a `smaps` observation after `proc` and `map`, in the format's order.
 const SMAPS_FIELDS: [&str; 12] = [
     "Rss",
@@ -542,6 +548,18 @@ fn compare(expected: &[Json], actual: &[Json]) -> Vec<String> {
                     let (x, y) = (count(es, key), count(as_, key));
                     if x != y {
                         diffs.push(format!("#{i} stats {key}: {x} != {y}"));
+                    }
+                }
+            }
+            _ if matches!((field(e, "smaps"), field(a, "smaps")), (Some(_), Some(_))) => {
+                if let (Some(Json::Obj(es)), Some(Json::Obj(as_))) =
+                    (field(e, "smaps"), field(a, "smaps"))
+                {
+                    for (key, ev) in es {
+                        let av = as_.get(key);
+                        if !SMAPS_NOT_COMPARED.contains(&key.as_str()) && av != Some(ev) {
+                            diffs.push(format!("#{i} smaps {key}: {ev:?} != {av:?}"));
+                        }
                     }
                 }
             }
