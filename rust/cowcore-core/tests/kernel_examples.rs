@@ -122,7 +122,7 @@ fn valid(t: &[&str]) -> bool {
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
                 ("mprotect", 4) => a[3].parse::<Prot>().is_ok() && range_ok(a),
                 ("madvise", 4) => a[3].parse::<Advice>().is_ok() && range_ok(a),
-                ("fork", 1) | ("smaps", 1) => ident(a[0]),
+                ("fork" | "smaps", 1) => ident(a[0]),
                 ("exit", 0) => true,
                 _ => false,
             }
