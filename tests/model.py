@@ -38,6 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import cowcore
 from cowcore import CowError, InvalidAddressError, OutOfMemoryError, SegmentationFault
+from cowcore.protocol import PSS_SHIFT
 from tests import strategies as gen
 
 PAGE = 4096
@@ -437,6 +438,9 @@ class LockstepModel(RuleBasedStateMachine):
             return
         for m in self.ms:
             m.check()
+        for index in range(len(self.ms)):
+            for p in self.live():
+                check_smaps(p.procs[index])
         streams = [r.drain() for r in self.recordings]
         for name, stream in zip(self.backends[1:], streams[1:], strict=True):
             assert stream.tobytes() == streams[0].tobytes(), (
@@ -468,7 +472,14 @@ class LockstepModel(RuleBasedStateMachine):
                 pfns.update(o.pfn for o in obs if o.frame_kind == "normal" and o.pfn is not None)
                 walks.extend(proc.translate(start + k * PAGE) for k in (0, npages // 2, npages - 1))
         folios = sorted({m.folio(pfn) for pfn in pfns}, key=lambda f: f.pfn)
-        return {"pages": pages, "walks": walks, "folios": folios, "stats": m.stats()}
+        smaps = [p.procs[index].smaps() for p in self.live()]
+        return {
+            "pages": pages,
+            "walks": walks,
+            "folios": folios,
+            "stats": m.stats(),
+            "smaps": smaps,
+        }
 
     def teardown(self) -> None:
         if not hasattr(self, "ms"):
@@ -485,6 +496,23 @@ class LockstepModel(RuleBasedStateMachine):
         for m in self.ms:
             m.check()
             assert m.free_frames() == self.free0 + 1, "everything freed, the init PGD too"
+
+
+def check_smaps(proc: cowcore.Process) -> None:
+    """What smaps must agree with on any backend: the Rss of anonymous memory summed over
+    the VMAs is ``MM_ANONPAGES`` in bytes (both count the pages mapped by a normal-page PTE
+    or a THP's PMD and neither counts the zero pages: ``vm_normal_page`` is NULL for them
+    and ``do_anonymous_page`` maps them without ``inc_mm_counter``); every resident byte is
+    anonymous and either shared or private, clean or dirty; PSS is at most Rss."""
+    records = proc.smaps()
+    rss = sum(r.rss for r in records)
+    assert rss == proc.rss_anon() * PAGE, f"pid {proc.pid}: smaps Rss {rss} != RssAnon"
+    for r in records:
+        split = r.shared_clean + r.shared_dirty + r.private_clean + r.private_dirty
+        assert r.anonymous == r.rss == split, f"pid {proc.pid}: {r}"
+        assert r.pss_dirty <= r.pss <= r.rss << PSS_SHIFT and r.referenced <= r.rss
+        assert r.anon_huge_pages <= r.rss and r.swap == r.swap_pss == 0
+    assert proc.smaps_rollup().rss == rss
 
 
 def skip_unless_backends(*names: str) -> None:

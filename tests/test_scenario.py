@@ -53,6 +53,9 @@ def test_syntax_errors_stop_before_anything_runs(text: str, line: int, message: 
         ("P munmap A 4K 4K\nP read A 0 8K", "SIGSEGV at offset 4096 of A (unmapped)"),
         ("P munmap A 4K 4K\nP madvise A 0 8K dontneed", "ENOMEM"),
         ("P fork C\nC exit\nC write A 0 4K", "has exited"),
+        ("P smaps B", "no mapping B"),
+        ("Q smaps A", "unknown process Q"),
+        ("P fork C\nC exit\nC smaps A", "has exited"),
     ],
 )
 def test_run_time_errors(stmt: str, message: str) -> None:
@@ -122,6 +125,29 @@ def test_observation_keys_and_absent_pages() -> None:
         "content",
     ]
     assert out[0]["present"] is False and out[0]["frame"] is None
+
+
+def test_smaps_keys_sums_and_zeros() -> None:
+    """``smaps`` prints the format's keys in its order; a fault of one 64K folio and of one
+    4K page count what they map; a mapping with no VMA left prints zeros."""
+    text = (
+        "thp size 64K always\nP mmap A 2M\nP mmap B 2M\nP smaps A\nP write A 0 4K\n"
+        "P smaps A\nP munmap A 0 2M\nP smaps A\nthp size 64K never\nP write B 0 4K\n"
+        "P smaps B\n"
+    )
+    out: list[dict[str, object]] = []
+    for obs in run_scenario(text):
+        fields = obs["smaps"]
+        assert isinstance(fields, dict)
+        out.append(fields)
+    fields = ["Rss", "Pss", "Pss_Dirty", "Shared_Clean", "Shared_Dirty", "Private_Clean"]
+    fields += ["Private_Dirty", "Referenced", "Anonymous", "AnonHugePages", "Swap", "SwapPss"]
+    assert [list(o) for o in out] == [["proc", "map", *fields]] * 4
+    empty, one_folio, unmapped, one_page = out
+    assert empty == {"proc": "P", "map": "A", **dict.fromkeys(fields, 0)}
+    assert unmapped == empty
+    assert one_folio["Rss"] == one_folio["Private_Dirty"] == one_folio["Anonymous"] == 64
+    assert one_page["Rss"] == one_page["Pss"] == 4 and one_page["map"] == "B"
 
 
 def test_stats_print_only_nonzero() -> None:

@@ -52,6 +52,7 @@ from cowcore.protocol import (
     FolioSnapshot,
     MmIdSlot,
     PageObservation,
+    Smaps,
     Translation,
     WalkLevel,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "ScenarioError",
     "ScenarioSyntaxError",
     "SegmentationFault",
+    "Smaps",
     "ThpSettings",
     "Translation",
     "WalkLevel",

@@ -14,6 +14,7 @@ from cowcore.protocol import (
     KernelConfig,
     PageObservation,
     PolicySpec,
+    Smaps,
     Stats,
     Translation,
     VmaInfo,
@@ -102,6 +103,8 @@ class Machine:
     def fork(self, pid: int) -> int: ...
     def exit(self, pid: int) -> None: ...
     def vmas(self, pid: int) -> list[VmaInfo]: ...
+    def smaps(self, pid: int) -> list[Smaps]:
+        """One record per VMA, lowest first: ``/proc/<pid>/smaps`` (docs/accounting.md)."""
     def rss_anon(self, pid: int) -> int:
         """The mm's ``MM_ANONPAGES`` counter, in pages."""
     def translate(self, pid: int, addr: int) -> Translation:

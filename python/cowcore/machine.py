@@ -28,6 +28,7 @@ in chunks.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, cast
 
@@ -50,6 +51,7 @@ from cowcore.protocol import (
     PageObservation,
     PolicySpec,
     Prot,
+    Smaps,
     Stats,
     ThpMode,
     ThpSizeMode,
@@ -96,6 +98,21 @@ A list of observations costs about 200 bytes of host memory per page (the observ
 its ints), so a call over a huge mapping (``observe(a, 1 << 40)``: 2^28 pages) would take the
 host down rather than fail; a longer call raises :class:`InvalidArgumentError` naming this
 limit. :meth:`Process.observe_iter` reads a range of any length in chunks."""
+
+_SMAPS_SUMS = tuple(f.name for f in dataclasses.fields(Smaps))[4:]
+"""The accumulators of :class:`Smaps` (everything but the range, protection and flags)."""
+
+
+def smaps_rollup(records: list[Smaps]) -> Smaps:
+    """``show_smaps_rollup``: one ``struct mem_size_stats`` gathered over every VMA
+    (``smap_gather_stats`` adds into the same accumulators), so the raw sums, rounded once
+    when printed; the range from the first VMA's start to the last VMA's end."""
+    if not records:
+        return Smaps(0, 0, "none", (), *(0 for _ in _SMAPS_SUMS))
+    first, last = records[0], records[-1]
+    sums = (sum(getattr(r, name) for r in records) for name in _SMAPS_SUMS)
+    return Smaps(first.start, last.end, first.prot, first.flags, *sums)
+
 
 OBSERVE_CHUNK = 1 << 16
 """Pages per backend call of :meth:`Process.observe_iter` unless told otherwise (256 MiB of
@@ -576,6 +593,21 @@ class Process:
     def vmas(self) -> list[VmaInfo]:
         """The VMAs as ``(start, end, prot, extra flags)`` named tuples."""
         return self._b.vmas(self.pid)
+
+    def smaps(self) -> list[Smaps]:
+        """``/proc/<pid>/smaps``: one record per VMA, lowest first, with the accumulators of
+        ``struct mem_size_stats`` as ``fs/proc/task_mmu.c`` computes them (bytes; the PSS
+        sums in fixed point). ``record.kb()`` gives the lines in kB as the kernel prints
+        them (docs/accounting.md)."""
+        return self._b.smaps(self.pid)
+
+    def smaps_rollup(self) -> Smaps:
+        """``/proc/<pid>/smaps_rollup`` (``show_smaps_rollup``): one record whose
+        accumulators are the sums over every VMA, so that its kB lines round once (the sum
+        of the per-VMA kB lines of :meth:`smaps` can be smaller). Its range runs from the
+        first VMA's start to the last VMA's end, its protection and flags are the first
+        VMA's; a process with no VMA gets an empty range and zeros."""
+        return smaps_rollup(self._b.smaps(self.pid))
 
     def rss_anon(self) -> int:
         """Anonymous pages this process maps: the kernel's ``MM_ANONPAGES`` counter

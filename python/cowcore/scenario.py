@@ -38,6 +38,7 @@ from cowcore.protocol import (
     ADVICES,
     KERNEL_PROFILES,
     PROTS,
+    SMAPS_KB_FIELDS,
     THP_MODES,
     THP_SIZE_MODES,
     THP_SIZES,
@@ -184,6 +185,15 @@ class Madvise(Ranged):
 
 
 @dataclass(frozen=True, slots=True)
+class Smaps:
+    """``PROC smaps NAME``: one observation of the mapping's smaps lines."""
+
+    line: int
+    proc: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Fork:
     """``PROC fork CHILD``."""
 
@@ -213,6 +223,7 @@ Statement: TypeAlias = (
     | Write
     | Mprotect
     | Madvise
+    | Smaps
     | Fork
     | Exit
 )
@@ -392,6 +403,10 @@ def _parse_madvise(lineno: int, proc: str, args: Sequence[str]) -> Madvise:
     return Madvise(lineno, proc, *_range(lineno, args), cast(Advice, args[3]))
 
 
+def _parse_smaps(lineno: int, proc: str, args: Sequence[str]) -> Smaps:
+    return Smaps(lineno, proc, _ident(lineno, args[0], "mapping"))
+
+
 def _parse_fork(lineno: int, proc: str, args: Sequence[str]) -> Fork:
     return Fork(lineno, proc, _ident(lineno, args[0], "process"))
 
@@ -545,6 +560,20 @@ class _Runner:
         for i, o in enumerate(p.observe(start + st.off, st.length)):
             self.emit(self.page_observation(st.proc, st.name, st.off + i * PAGE, o))
 
+    def run_smaps(self, st: Smaps) -> None:
+        """For each smaps line, the sum of the kB values that ``/proc/<pid>/smaps`` prints
+        for the VMAs lying inside the mapping's range (``show_smap`` rounds per VMA, so a
+        mapping that mprotect split into three VMAs may print less than one VMA would;
+        docs/accounting.md). A mapping with no VMA left prints zeros."""
+        p = self.proc(st.proc)
+        start, size = self.mapping(st.proc, st.name)
+        sums = dict.fromkeys(SMAPS_KB_FIELDS, 0)
+        for vma in p.smaps():
+            if start <= vma.start and vma.end <= start + size:
+                for key, kb in vma.kb().items():
+                    sums[key] += kb
+        self.emit({"smaps": {"proc": st.proc, "map": st.name, **sums}})
+
     def run_munmap(self, st: Munmap) -> None:
         p, start, _, inside = self.ranged(st)
         if inside:
@@ -689,6 +718,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("P fork C", Fork, _parse_fork, _Runner.run_fork),
     Verb("P exit", Exit, _parse_exit, _Runner.run_exit),
     Verb("P observe NAME OFF LEN", Observe, _parse_observe, _Runner.run_observe),
+    Verb("P smaps NAME", Smaps, _parse_smaps, _Runner.run_smaps),
 )
 """Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
 statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""

@@ -232,6 +232,10 @@ class _Compiler:
                     raise self.error(f"bad value {rest[3]!r}")
                 value = int(rest[3])
             out = [verb, str(m), str(off), str(length), str(value)]
+        elif verb == "smaps":
+            if len(rest) != 1:
+                raise self.error("smaps needs NAME")
+            out = [verb, str(self.mapping(rest[0]))]
         elif verb == "fork":
             if len(rest) != 1:
                 raise self.error("fork needs a child name")

@@ -13,7 +13,8 @@
  *   C LINE PROC VERB ARGS...   a process statement, names replaced by indices, sizes in bytes:
  *                              mmap MAP LEN | munmap MAP OFF LEN | mprotect MAP OFF LEN r|rw|none
  *                              madvise MAP OFF LEN ADVICE | write MAP OFF LEN VALUE
- *                              read MAP OFF LEN | observe MAP OFF LEN | fork CHILD | exit
+ *                              read MAP OFF LEN | observe MAP OFF LEN | smaps MAP
+ *                              fork CHILD | exit
  *   Z                          the scenario ends ({"end":IDX})
  *
  * Architecture: this process (the controller, PID 1) owns all the bookkeeping: which process
@@ -23,7 +24,7 @@
  * running a command loop fed over a pipe; `fork` really forks the worker, `exit` really exits
  * and the controller waits for it (pidfd) so the address space is torn down before the next
  * statement. Observations are read by the controller from /proc/<pid>/pagemap, /proc/<pid>/mem,
- * /proc/kpageflags and /proc/kpagecount.
+ * /proc/kpageflags, /proc/kpagecount and /proc/<pid>/smaps.
  *
  * Determinism rules (see also runner.py): every buffer this program uses is static and touched
  * before the first scenario sets a THP knob, so that the probe itself never takes a fault that
@@ -139,6 +140,7 @@ static uint64_t stat_base[NSIZES][NSTATS], vm_base[2];
 static char outbuf[1 << 16];
 static size_t outlen;
 static char vmstat_buf[1 << 16];
+static char smaps_buf[1 << 16];
 static uint64_t kflags_block[512];
 static int out_fd = -1, kpageflags_fd = -1, kpagecount_fd = -1;
 static int scenario_failed; /* an error line was printed: skip to the end of the scenario */
@@ -653,6 +655,101 @@ static void print_stats(void)
 	out_str("}}\n");
 }
 
+/*
+ * The smaps fields of the format, in its key order (the order __show_smap() in
+ * fs/proc/task_mmu.c prints them, without the lines the format leaves out).
+ */
+static const char *const smaps_field[] = {"Rss",	   "Pss",	   "Pss_Dirty",
+					  "Shared_Clean",  "Shared_Dirty",  "Private_Clean",
+					  "Private_Dirty", "Referenced",    "Anonymous",
+					  "AnonHugePages", "Swap",	   "SwapPss"};
+#define NSMAPS 12
+
+/* One line of /proc/<pid>/smaps: a VMA header ("start-end perms ...") decides whether the
+ * field lines after it count (the VMA lies inside [lo, hi)); a counted field line adds its kB
+ * value. */
+static void smaps_line(const char *line, uint64_t lo, uint64_t hi, int *inside,
+		       uint64_t sum[NSMAPS])
+{
+	char *end;
+	uint64_t start = strtoull(line, &end, 16);
+	if (end != line && *end == '-') {
+		uint64_t stop = strtoull(end + 1, &end, 16);
+		if (*end == ' ') {
+			*inside = start >= lo && stop <= hi;
+			return;
+		}
+	}
+	if (!*inside)
+		return;
+	for (int k = 0; k < NSMAPS; k++) {
+		size_t n = strlen(smaps_field[k]);
+		if (!strncmp(line, smaps_field[k], n) && line[n] == ':') {
+			sum[k] += strtoull(line + n + 1, NULL, 10);
+			return;
+		}
+	}
+}
+
+/*
+ * `P smaps NAME`: for each field, the sum of the kB values /proc/<pid>/smaps prints for the
+ * VMAs that lie inside the mapping's range (mprotect and munmap split it; the guard VMAs
+ * around it are outside). Reading smaps has no side effect on the pages (smap_gather_stats()
+ * only walks the page tables), and the static buffer was touched at start-up.
+ */
+static void print_smaps(int p, int m)
+{
+	struct mapping *mp = &procs[p].map[m];
+	uint64_t lo = mp->base, hi = mp->base + mp->npages * PAGE_SIZE, sum[NSMAPS] = {0};
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)procs[p].pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die("open /proc/<pid>/smaps");
+	size_t have = 0;
+	int inside = 0;
+	for (;;) {
+		ssize_t n = read(fd, smaps_buf + have, sizeof(smaps_buf) - 1 - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die("read /proc/<pid>/smaps");
+		have += (size_t)n;
+		smaps_buf[have] = 0;
+		char *line = smaps_buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			smaps_line(line, lo, hi, &inside, sum);
+			line = nl + 1;
+		}
+		have -= (size_t)(line - smaps_buf);
+		memmove(smaps_buf, line, have);
+		if (n == 0) {
+			if (have) {
+				smaps_buf[have] = 0;
+				smaps_line(smaps_buf, lo, hi, &inside, sum);
+			}
+			break;
+		}
+		if (have == sizeof(smaps_buf) - 1)
+			die("smaps line too long");
+	}
+	close(fd);
+	out_str("{\"smaps\":{\"proc\":\"");
+	out_str(proc_name[p]);
+	out_str("\",\"map\":\"");
+	out_str(map_name[m]);
+	out_str("\"");
+	for (int k = 0; k < NSMAPS; k++) {
+		out_str(",\"");
+		out_str(smaps_field[k]);
+		out_str("\":");
+		out_u64(sum[k]);
+	}
+	out_str("}}\n");
+	out_flush();
+}
+
 /* ---------------------------------------------------------------- statements */
 
 static int parse_idx(const char *tok, int max)
@@ -799,6 +896,10 @@ static void process_statement(int p, char **tok, int ntok)
 	struct mapping *mp = get_map(p, m);
 	if (!mp)
 		return;
+	if (!strcmp(verb, "smaps")) {
+		print_smaps(p, m);
+		return;
+	}
 	uint64_t off = parse_u64(ntok > 2 ? tok[2] : NULL), len = parse_u64(ntok > 3 ? tok[3] : NULL);
 	uint64_t first = off / PAGE_SIZE, n = len / PAGE_SIZE;
 	if (!strcmp(verb, "observe")) {
@@ -1010,6 +1111,13 @@ static void setup_system(void)
 	write_file(THP "khugepaged/max_ptes_swap", "0");
 	write_file(THP "khugepaged/max_ptes_shared", "0");
 	write_file(THP "khugepaged/defrag", "0");
+	/*
+	 * DAMON_STAT (6.17+, on by default in Debian's 7.x kernels) samples random folios: its
+	 * short references make a COW fault copy a page it would have reused, and it clears
+	 * accessed bits (smaps Referenced). Switch it off; kernels without it have no such file.
+	 */
+	if (write_file("/sys/module/damon_stat/parameters/enabled", "N") == 0)
+		dprintf(2, "cowcore-probe: DAMON_STAT switched off\n");
 	reset_knobs();
 	/* Touch every buffer now, with every THP size off, so that the probe's own memory is
 	 * small pages that never fault during a scenario. */
@@ -1018,6 +1126,7 @@ static void setup_system(void)
 	memset(used_slot, 0, sizeof(used_slot));
 	memset(outbuf, 0, sizeof(outbuf));
 	memset(vmstat_buf, 0, sizeof(vmstat_buf));
+	memset(smaps_buf, 0, sizeof(smaps_buf));
 	memset(kflags_block, 0, sizeof(kflags_block));
 	pretouch_stack();
 }

@@ -29,6 +29,7 @@ from cowcore.protocol import (
     MmIdSlot,
     PageObservation,
     PolicySpec,
+    Smaps,
     Stats,
     Translation,
     VmaInfo,
@@ -39,6 +40,7 @@ from cowcore.protocol import (
 from cowcore.reference import check as check_mod
 from cowcore.reference import fault, fork, vma_ops
 from cowcore.reference import paging as pg
+from cowcore.reference import smaps as smaps_mod
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Process
 
@@ -371,6 +373,10 @@ class ReferenceBackend:
             extra = tuple(f for f in v.flags() if f not in ("read", "write"))
             out.append(VmaInfo(v.start, v.end, prot, extra))
         return out
+
+    def smaps(self, pid: int) -> list[Smaps]:
+        _, mm = self._proc(pid)
+        return smaps_mod.smaps(self._k, mm)
 
     def translate(self, pid: int, addr: int) -> Translation:
         _, mm = self._proc(pid)

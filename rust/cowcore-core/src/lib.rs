@@ -12,7 +12,7 @@
 //!   and plain values and return plain structs that map 1:1 onto cowcore's Python
 //!   `Backend` protocol. Under it, the private `kernel` module holds the state (physical
 //!   memory, processes, MM ids, policy, counters), and the operations are private modules
-//!   named after what they model (`fault`, `fork`, `zap`, `mprotect`, `check`), each over a
+//!   named after what they model (`fault`, `fork`, `zap`, `mprotect`, `check`, `smaps`), each over a
 //!   narrow context that borrows only what it needs (`fault::Fault` is the kernel's
 //!   `struct vm_fault`).
 //! * [`addr`]: the [`VirtAddr`] and [`Pfn`] newtypes.
@@ -45,6 +45,7 @@ mod pagewalk;
 pub mod paging;
 pub mod physmem;
 pub mod policy;
+mod smaps;
 pub mod stats;
 mod table_pool;
 mod zap;
@@ -61,4 +62,5 @@ pub use physmem::PhysMem;
 pub use policy::{
     KernelConfig, Policy, PolicySpec, Profile, ThpMode, ThpSizeMode, POLICIES, THP_SIZES,
 };
+pub use smaps::{SmapsInfo, PSS_SHIFT};
 pub use stats::Stats;

@@ -15,6 +15,7 @@ use crate::mm::{Advice, Mm, Prot, VmaInfo};
 use crate::outcome::{Access, AccessKinds};
 use crate::paging::walk::Translation;
 use crate::policy::{KernelConfig, Profile, ThpMode, ThpSizeMode};
+use crate::smaps::SmapsInfo;
 use crate::stats::Stats;
 
 /// Lowest user address (`mmap_min_addr` is at least one page).
@@ -608,6 +609,16 @@ impl Machine {
     /// [`CowError::NoSuchProcess`].
     pub fn vmas(&self, pid: u32) -> Result<Vec<VmaInfo>, CowError> {
         self.k.vmas(pid)
+    }
+
+    /// `/proc/<pid>/smaps`: one [`SmapsInfo`] per VMA, lowest first, as
+    /// `fs/proc/task_mmu.c` computes it (docs/accounting.md). A walk of the page tables:
+    /// a few reads per mapped PTE, one step per PMD-mapped THP.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], [`CowError::ProcessExited`].
+    pub fn smaps(&self, pid: u32) -> Result<Vec<SmapsInfo>, CowError> {
+        self.k.smaps(pid)
     }
 
     /// Walks the page tables for `addr` without faulting.

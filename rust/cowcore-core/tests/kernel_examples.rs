@@ -21,7 +21,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cowcore_core::{
-    Advice, FrameKind, Machine, Observation, Profile, Prot, Stats, ThpMode, ThpSizeMode, VirtAddr,
+    Advice, FrameKind, Machine, Observation, Profile, Prot, SmapsInfo, Stats, ThpMode, ThpSizeMode,
+    VirtAddr, PSS_SHIFT,
 };
 
 const PAGE: u64 = 4096;
@@ -121,7 +122,7 @@ fn valid(t: &[&str]) -> bool {
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
                 ("mprotect", 4) => a[3].parse::<Prot>().is_ok() && range_ok(a),
                 ("madvise", 4) => a[3].parse::<Advice>().is_ok() && range_ok(a),
-                ("fork", 1) => ident(a[0]),
+                ("fork" | "smaps", 1) => ident(a[0]),
                 ("exit", 0) => true,
                 _ => false,
             }
@@ -257,6 +258,55 @@ impl Driver {
         }
     }
 
+    /// The `smaps` observation: per field, the sum of the kB values `show_smap` prints for
+    /// the VMAs inside `[start, start + size)` (docs/accounting.md).
+    fn smaps(&mut self, proc: &str, name: &str, start: u64, size: u64, rows: &[SmapsInfo]) {
+        let mut kb = [0u64; 12];
+        let (k, f) = (10, 10 + PSS_SHIFT);
+        for r in rows
+            .iter()
+            .filter(|r| start <= r.start && r.end <= start + size)
+        {
+            let fields = [
+                r.rss >> k,
+                r.pss >> f,
+                r.pss_dirty >> f,
+                r.shared_clean >> k,
+                r.shared_dirty >> k,
+                r.private_clean >> k,
+                r.private_dirty >> k,
+                r.referenced >> k,
+                r.anonymous >> k,
+                r.anon_huge_pages >> k,
+                r.swap >> k,
+                r.swap_pss >> f,
+            ];
+            for (sum, v) in kb.iter_mut().zip(fields) {
+                *sum += v;
+            }
+        }
+        let names = [
+            "Rss",
+            "Pss",
+            "Pss_Dirty",
+            "Shared_Clean",
+            "Shared_Dirty",
+            "Private_Clean",
+            "Private_Dirty",
+            "Referenced",
+            "Anonymous",
+            "AnonHugePages",
+            "Swap",
+            "SwapPss",
+        ];
+        let mut line = format!("{{\"smaps\":{{\"proc\":\"{proc}\",\"map\":\"{name}\"");
+        for (n, v) in names.iter().zip(kb) {
+            write!(line, ",\"{n}\":{v}").unwrap();
+        }
+        line.push_str("}}");
+        self.out.push(line);
+    }
+
     /// Run one statement; an error leaves the machine as it was.
     fn step(&mut self, t: &[&str]) -> Result<(), String> {
         let err = |e: cowcore_core::CowError| e.to_string();
@@ -298,6 +348,13 @@ impl Driver {
                     "exit" => {
                         self.m.exit(pid).map_err(err)?;
                         self.procs.insert(proc.into(), (pid, false));
+                    }
+                    "smaps" => {
+                        let (start, size) = *self.maps[proc]
+                            .get(a[0])
+                            .ok_or_else(|| format!("process {proc} has no mapping {}", a[0]))?;
+                        let rows = self.m.smaps(pid).map_err(err)?;
+                        self.smaps(proc, a[0], start, size, &rows);
                     }
                     "munmap" => {
                         let (addr, _, _, inside) = self.range(proc, a)?;

@@ -518,6 +518,12 @@ impl PyMachine {
         Ok(self.lock().rss_anon(pid).map_err(PyCowError)?)
     }
 
+    fn smaps<'py>(&self, py: Python<'py>, pid: u32) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        // A walk of every mapped page table: the GIL goes while it runs.
+        let rows = run_core(py, || self.lock().smaps(pid))?;
+        records::smaps(py, &rows)
+    }
+
     fn vmas<'py>(&self, py: Python<'py>, pid: u32) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let vmas = self.lock().vmas(pid).map_err(PyCowError)?;
         records::vmas(py, &vmas)

@@ -6,13 +6,13 @@
 //! with the fields in their declared order. An absent value is `None`, never a sentinel.
 
 use cowcore_core::{
-    Access, FolioInfo, FrameKind, KernelConfig, Observation, Profile, Stats, Translation, VmaInfo,
-    PAGE_SIZE, POLICIES, THP_SIZES,
+    Access, FolioInfo, FrameKind, KernelConfig, Observation, Profile, SmapsInfo, Stats,
+    Translation, VmaInfo, PAGE_SIZE, POLICIES, THP_SIZES,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
-use pyo3::{intern, Py};
+use pyo3::{intern, IntoPyObjectExt, Py};
 
 /// A record class of `cowcore.protocol`, imported on first use.
 fn class<'py>(
@@ -39,6 +39,7 @@ record_class!(translation_class, "Translation");
 record_class!(mm_id_slot_class, "MmIdSlot");
 record_class!(folio_snapshot_class, "FolioSnapshot");
 record_class!(vma_info_class, "VmaInfo");
+record_class!(smaps_class, "Smaps");
 record_class!(stats_class, "Stats");
 record_class!(policy_spec_class, "PolicySpec");
 record_class!(kernel_config_class, "KernelConfig");
@@ -159,6 +160,38 @@ pub(crate) fn vmas<'py>(py: Python<'py>, vmas: &[VmaInfo]) -> PyResult<Vec<Bound
         .map(|v| {
             let flags = PyTuple::new(py, &v.flags)?;
             cls.call1((v.start, v.end, v.prot.as_str(), flags))
+        })
+        .collect()
+}
+
+/// One `Smaps` record per VMA, the fields in their declared order.
+pub(crate) fn smaps<'py>(py: Python<'py>, rows: &[SmapsInfo]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let cls = smaps_class(py)?;
+    rows.iter()
+        .map(|s| {
+            let mut args = vec![
+                s.start.into_bound_py_any(py)?,
+                s.end.into_bound_py_any(py)?,
+                s.prot.as_str().into_bound_py_any(py)?,
+                PyTuple::new(py, &s.flags)?.into_any(),
+            ];
+            for v in [
+                s.rss,
+                s.pss,
+                s.pss_dirty,
+                s.shared_clean,
+                s.shared_dirty,
+                s.private_clean,
+                s.private_dirty,
+                s.referenced,
+                s.anonymous,
+                s.anon_huge_pages,
+                s.swap,
+                s.swap_pss,
+            ] {
+                args.push(v.into_bound_py_any(py)?);
+            }
+            cls.call1(PyTuple::new(py, args)?)
         })
         .collect()
 }

@@ -1,0 +1,340 @@
+//! `/proc/<pid>/smaps` of the anonymous VMAs, as `fs/proc/task_mmu.c` computes it
+//! (docs/accounting.md).
+//!
+//! `show_smap` -> `smap_gather_stats` -> `walk_page_vma` with `smaps_walk_ops`, whose
+//! `pmd_entry` is `smaps_pte_range`: a huge PMD goes to `smaps_pmd_entry`, each PTE to
+//! `smaps_pte_entry`, and both end in `smaps_account`, which fills the accumulators of
+//! `struct mem_size_stats` ([`SmapsInfo`]): bytes, and the PSS sums in fixed point
+//! (`<< PSS_SHIFT`). The walk is [`Smaps`], a client of the one range walker.
+//!
+//! What the model leaves out: swap and migration entries (none exist; one met here is an
+//! invariant error), and the `PG_referenced`, `PG_young` and `PG_dirty` flags of an
+//! anonymous folio. The flags change no line: of the paths that set them on an anonymous
+//! folio (reclaim, swap-in, page idle tracking, the split of a dirty PMD) the model has only
+//! the split, `__split_huge_pmd_locked`, which also makes every new PTE dirty, and the model
+//! never cleans an anonymous PTE. Both profiles run with `CONFIG_PAGE_MAPCOUNT`
+//! ([`KernelConfig::per_page_mapcounts`](crate::KernelConfig::per_page_mapcounts)), so
+//! `smaps_account` takes the per-page `folio_precise_page_mapcount` path under both.
+//!
+//! Cost: a PTE is a handful of reads of the packed frame arrays, no allocation; a PMD-mapped
+//! THP is one step unless some of its pages are also mapped by PTEs (then each of its 512
+//! pages has its own mapcount, as the kernel's loop reads them).
+
+use crate::addr::{PAGE_SIZE, PMD_SIZE};
+use crate::error::CowError;
+use crate::folio::{Folio, FOLIO_PAGES_MAPPED};
+use crate::kernel::Kernel;
+use crate::mm::{Prot, Vma};
+use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
+use crate::paging::entry::PageTableEntry;
+use crate::physmem::{PhysMem, TableFrame};
+
+/// `PSS_SHIFT`: the PSS sums are kept in bytes `<< PSS_SHIFT`, so that dividing a page
+/// among its mappers loses little (`fs/proc/task_mmu.c`).
+pub const PSS_SHIFT: u32 = 12;
+
+/// The smaps of one VMA (`show_smap`): its range, protection and flags as
+/// [`Machine::vmas`](crate::Machine::vmas) reports them, and the accumulators of `struct
+/// mem_size_stats` that `__show_smap` prints, kept as the kernel keeps them: bytes, and
+/// `pss`, `pss_dirty`, `swap_pss` in fixed point (bytes `<<` [`PSS_SHIFT`]).
+///
+/// # Examples
+///
+/// ```rust
+/// use cowcore_core::{Machine, Profile, PSS_SHIFT};
+///
+/// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+/// let a = m.mmap(1, 3 << 12)?;
+/// m.write(1, a, 2 << 12, 1)?; // two fresh pages; the third stays unmapped
+/// m.fork(1)?;
+/// let s = &m.smaps(1)?[0];
+/// assert_eq!((s.rss, s.shared_dirty, s.private_dirty), (8192, 8192, 0));
+/// assert_eq!(s.pss >> PSS_SHIFT, 4096); // each page shared by two: half of each
+/// # Ok::<(), cowcore_core::CowError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmapsInfo {
+    /// `vm_start`.
+    pub start: u64,
+    /// `vm_end` (exclusive).
+    pub end: u64,
+    /// The VMA's protection.
+    pub prot: Prot,
+    /// The VMA's flag names beyond the protection, as `vmas()` names them.
+    pub flags: Vec<&'static str>,
+    /// `Rss` (`resident`).
+    pub rss: u64,
+    /// `Pss`, fixed point.
+    pub pss: u64,
+    /// `Pss_Dirty`, fixed point.
+    pub pss_dirty: u64,
+    /// `Shared_Clean`.
+    pub shared_clean: u64,
+    /// `Shared_Dirty`.
+    pub shared_dirty: u64,
+    /// `Private_Clean`.
+    pub private_clean: u64,
+    /// `Private_Dirty`.
+    pub private_dirty: u64,
+    /// `Referenced`.
+    pub referenced: u64,
+    /// `Anonymous`.
+    pub anonymous: u64,
+    /// `AnonHugePages` (`anonymous_thp`): PMD-mapped anonymous THPs only.
+    pub anon_huge_pages: u64,
+    /// `Swap` (0: swap is not modelled).
+    pub swap: u64,
+    /// `SwapPss`, fixed point (0).
+    pub swap_pss: u64,
+}
+
+/// `struct mem_size_stats`, the accumulators of one walk.
+#[derive(Debug, Clone, Copy, Default)]
+struct MemSizeStats {
+    resident: u64,
+    pss: u64,
+    pss_dirty: u64,
+    shared_clean: u64,
+    shared_dirty: u64,
+    private_clean: u64,
+    private_dirty: u64,
+    referenced: u64,
+    anonymous: u64,
+    anonymous_thp: u64,
+}
+
+impl MemSizeStats {
+    /// `smaps_page_accumulate`: `size` bytes with PSS share `pss` (fixed point) go to the
+    /// dirty or clean, private or shared sums.
+    #[inline]
+    fn smaps_page_accumulate(&mut self, size: u64, pss: u64, dirty: bool, private: bool) {
+        self.pss += pss;
+        if dirty {
+            self.pss_dirty += pss;
+            if private {
+                self.private_dirty += size;
+            } else {
+                self.shared_dirty += size;
+            }
+        } else if private {
+            self.private_clean += size;
+        } else {
+            self.shared_clean += size;
+        }
+    }
+
+    /// `smaps_account` for a present entry mapping `nr` pages of `folio` from page `first`
+    /// (one page for a PTE; the whole folio for a PMD, `compound`).
+    ///
+    /// `folio_ref_count == 1` means the folio is mapped exactly once: all of it private, at
+    /// full PSS. Otherwise each page on its own: `folio_precise_page_mapcount` (its PTE
+    /// mappings plus the folio's PMD mappings); 2 or more makes it shared, at PSS
+    /// `(PAGE_SIZE << PSS_SHIFT) / mapcount`, rounded down per page. Pages with the same
+    /// mapcount add the same share, so a run of them is one step (`n` times the share,
+    /// never the share of `n` pages, which would round differently).
+    #[inline]
+    fn smaps_account(&mut self, folio: Folio<'_>, first: u32, nr: u32, young: bool, dirty: bool) {
+        let size = u64::from(nr) * PAGE_SIZE;
+        self.anonymous += size; // folio_test_anon
+        self.resident += size;
+        if young {
+            // pte_young || folio_test_young || folio_test_referenced
+            self.referenced += size;
+        }
+        if folio.folio_ref_count() == 1 {
+            self.smaps_page_accumulate(size, size << PSS_SHIFT, dirty, true);
+            return;
+        }
+        let entire = folio.folio_entire_mapcount() as u32;
+        if nr > 1 && folio.folio_nr_pages_mapped_raw() & FOLIO_PAGES_MAPPED == 0 {
+            // No page has a PTE mapping: every page's precise mapcount is the entire one.
+            self.accumulate_pages(u64::from(nr), entire, dirty);
+            return;
+        }
+        for i in first..first + nr {
+            self.accumulate_pages(1, folio.folio_page_mapcount(i) + entire, dirty);
+        }
+    }
+
+    /// `n` pages of precise mapcount `mapcount`, each as the kernel's per-page loop adds it.
+    #[inline]
+    fn accumulate_pages(&mut self, n: u64, mapcount: u32, dirty: bool) {
+        let mut pss = PAGE_SIZE << PSS_SHIFT;
+        if mapcount >= 2 {
+            pss /= u64::from(mapcount);
+        }
+        self.smaps_page_accumulate(n * PAGE_SIZE, n * pss, dirty, mapcount < 2);
+    }
+}
+
+/// The smaps walk of one VMA (`smaps_walk_ops` with its `struct mem_size_stats`).
+struct Smaps<'a> {
+    mem: &'a PhysMem,
+    mss: MemSizeStats,
+}
+
+impl Smaps<'_> {
+    /// A PTE that is neither none nor present: a swap or migration entry, which the model
+    /// never creates (`smaps_pte_entry` would count swap here: issue 16).
+    fn not_modelled(e: PageTableEntry, addr: u64) -> CowError {
+        CowError::invariant(
+            "swap-entry",
+            format!(
+                "smaps: a software entry {:#x} at {addr:#x}: swap and migration entries are \
+                 not modelled",
+                e.raw()
+            ),
+        )
+    }
+}
+
+/// `smaps_pte_range`: a huge PMD is `smaps_pmd_entry`, a PTE table is `smaps_pte_entry`
+/// for each PTE of the range.
+impl PageWalk for Smaps<'_> {
+    #[inline]
+    fn mem(&self) -> &PhysMem {
+        self.mem
+    }
+
+    /// `smaps_pmd_entry`: `vm_normal_page_pmd` is NULL for the huge zero folio (not
+    /// counted at all); an anonymous THP adds `HPAGE_PMD_SIZE` to `AnonHugePages` and is
+    /// accounted whole (`compound`), with the PMD's A and D bits.
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        let e = at.entry;
+        if e.is_special() {
+            return Ok(());
+        }
+        let folio = self.mem.folio(self.mem.page_folio(e.frame()));
+        self.mss.anonymous_thp += PMD_SIZE;
+        let nr = folio.folio_nr_pages();
+        self.mss
+            .smaps_account(folio, 0, nr, e.is_young(), e.is_dirty());
+        Ok(())
+    }
+
+    /// `smaps_pte_entry` for each PTE of `[at.addr, at.next)`: a none PTE is skipped, the
+    /// zero page is not counted (`vm_normal_page` is NULL for it), any other present PTE
+    /// is accounted with its A and D bits.
+    fn pte_table(&mut self, at: EntryAt, t: TableFrame) -> Result<(), CowError> {
+        let mem = self.mem;
+        let first = ((at.addr >> 12) & 511) as usize;
+        let last = first + ((at.next - at.addr) / PAGE_SIZE) as usize;
+        for (i, &raw) in mem.table(t)[first..last].iter().enumerate() {
+            let e = PageTableEntry::from_raw(raw);
+            if e.is_none() {
+                continue;
+            }
+            if !e.is_present() {
+                return Err(Self::not_modelled(e, at.addr + i as u64 * PAGE_SIZE));
+            }
+            if e.is_special() {
+                continue;
+            }
+            let pfn = e.frame();
+            let folio = mem.folio(mem.page_folio(pfn));
+            let page = pfn - folio.folio_ref().pfn();
+            self.mss
+                .smaps_account(folio, page, 1, e.is_young(), e.is_dirty());
+        }
+        Ok(())
+    }
+}
+
+impl Kernel {
+    /// `show_smap` for every VMA of `pid`, lowest first.
+    pub(crate) fn smaps(&self, pid: u32) -> Result<Vec<SmapsInfo>, CowError> {
+        let mm = self.mm(pid)?;
+        mm.vmas
+            .iter()
+            .map(|v| {
+                let s = self.smap_gather_stats(mm.pgd, v)?;
+                Ok(SmapsInfo {
+                    start: v.start.as_u64(),
+                    end: v.end.as_u64(),
+                    prot: v.prot(),
+                    flags: v.flags.names(),
+                    rss: s.resident,
+                    pss: s.pss,
+                    pss_dirty: s.pss_dirty,
+                    shared_clean: s.shared_clean,
+                    shared_dirty: s.shared_dirty,
+                    private_clean: s.private_clean,
+                    private_dirty: s.private_dirty,
+                    referenced: s.referenced,
+                    anonymous: s.anonymous,
+                    anon_huge_pages: s.anonymous_thp,
+                    swap: 0,
+                    swap_pss: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// `smap_gather_stats`: the walk of one VMA (`walk_page_vma`).
+    fn smap_gather_stats(&self, pgd: TableFrame, v: &Vma) -> Result<MemSizeStats, CowError> {
+        let mut w = Smaps {
+            mem: &self.mem,
+            mss: MemSizeStats::default(),
+        };
+        walk_page_range(&mut w, self.paging, pgd, v.start.as_u64(), v.end.as_u64())?;
+        Ok(w.mss)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Machine, Profile, ThpSizeMode, VirtAddr};
+
+    const K: u64 = 1 << PSS_SHIFT;
+
+    fn machine() -> Machine {
+        Machine::new(32 << 20, 4, Profile::V6_15).unwrap()
+    }
+
+    #[test]
+    fn fresh_pages_are_private_dirty_referenced() {
+        let mut m = machine();
+        let a = m.mmap(1, 16 << 12).unwrap();
+        m.write(1, a, 3 << 12, 7).unwrap();
+        m.read(1, VirtAddr::new(a.as_u64() + (4 << 12)), 4096)
+            .unwrap(); // zero page
+        let s = &m.smaps(1).unwrap()[0];
+        assert_eq!((s.start, s.end), (a.as_u64(), a.as_u64() + (16 << 12)));
+        assert_eq!(s.rss, 3 << 12);
+        assert_eq!(s.private_dirty, 3 << 12);
+        assert_eq!(s.referenced, 3 << 12);
+        assert_eq!(s.pss, (3 << 12) * K);
+        assert_eq!(s.pss_dirty, s.pss);
+        assert_eq!(s.shared_dirty + s.shared_clean + s.private_clean, 0);
+    }
+
+    #[test]
+    fn pmd_thp_is_one_compound_step_and_halves_after_fork() {
+        let mut m = machine();
+        m.set_thp_size(9, ThpSizeMode::Always).unwrap();
+        let a = m.mmap(1, 4 << 20).unwrap();
+        let h = VirtAddr::new((a.as_u64() + PMD_SIZE - 1) & !(PMD_SIZE - 1));
+        m.write(1, h, 4096, 1).unwrap();
+        let s = m.smaps(1).unwrap();
+        assert_eq!((s[0].rss, s[0].anon_huge_pages), (PMD_SIZE, PMD_SIZE));
+        let c = m.fork(1).unwrap();
+        for pid in [1, c] {
+            let s = &m.smaps(pid).unwrap()[0];
+            assert_eq!((s.shared_dirty, s.pss), (PMD_SIZE, PMD_SIZE * K / 2));
+        }
+        // The child never touched it: its PMD is old.
+        assert_eq!(m.smaps(c).unwrap()[0].referenced, 0);
+    }
+
+    #[test]
+    fn three_sharers_round_down_per_page() {
+        let mut m = machine();
+        let a = m.mmap(1, 4096).unwrap();
+        m.write(1, a, 4096, 1).unwrap();
+        m.fork(1).unwrap();
+        m.fork(1).unwrap();
+        let s = &m.smaps(1).unwrap()[0];
+        assert_eq!(s.pss, (4096 * K) / 3);
+    }
+}
