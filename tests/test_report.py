@@ -6,14 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-import cowcore
 from cowcore.cli import main
-from cowcore.protocol import Smaps
 from cowcore.report import (
     PMD_ORDER,
     Report,
@@ -52,45 +49,6 @@ P mmap A 2M
 P write A 0 2M
 P fork C
 """
-
-
-# -- TEMPORARY: a stand-in for Process.smaps()/smaps_rollup() until i13-smaps is merged ------
-
-
-def _fake_smaps(p: cowcore.Process) -> list[Smaps]:
-    out = []
-    for vma in p.vmas():
-        acc = dict.fromkeys(("rss", "pss", "shared_dirty", "private_dirty", "huge"), 0)
-        for o in p.observe_iter(vma.start, vma.end - vma.start):
-            if not o.present or o.frame_kind != "normal" or not o.mapcount:
-                continue
-            acc["rss"] += 4096
-            acc["pss"] += (4096 << 12) // o.mapcount
-            acc["shared_dirty" if o.mapcount > 1 else "private_dirty"] += 4096
-            if p.translate(o.addr).page_size == 2 << 20:
-                acc["huge"] += 4096
-        out.append(
-            Smaps(vma.start, vma.end, vma.prot, vma.flags, acc["rss"], acc["pss"], acc["pss"],
-                  0, acc["shared_dirty"], 0, acc["private_dirty"], acc["rss"], acc["rss"],
-                  acc["huge"], 0, 0)
-        )  # fmt: skip
-    return out
-
-
-def _fake_rollup(p: cowcore.Process) -> Smaps:
-    all_ = _fake_smaps(p)
-    sums = [sum(getattr(r, f.name) for r in all_) for f in fields(Smaps)[4:]]
-    return Smaps(all_[0].start, all_[-1].end, all_[0].prot, all_[0].flags, *sums)
-
-
-@pytest.fixture(autouse=True)
-def _smaps_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not hasattr(cowcore.Process, "smaps"):
-        monkeypatch.setattr(cowcore.Process, "smaps", _fake_smaps, raising=False)
-        monkeypatch.setattr(cowcore.Process, "smaps_rollup", _fake_rollup, raising=False)
-
-
-# -- END TEMPORARY ------------------------------------------------------------------------------
 
 
 def _report(text: str, backend: str, kernel: str = "6.15", cont: tuple[int, ...] = ()) -> Report:
@@ -225,6 +183,24 @@ def test_fork_4k(backend: str) -> None:
         assert vma.smaps["Size"] == 2048
         assert _nonzero(vma.thp) == {}  # no THP at all
         assert p.rollup["Pss"] == 1536
+
+
+def test_smem_sums_the_lines_rollup_rounds_once(backend: str) -> None:
+    """Two 4K pages in each of three mappings, each page mapped by three processes: each
+    VMA's Pss is 2 * 4096 / 3 bytes (2.67 kB), printed as 2 kB; smem adds the three lines
+    (6 kB), smaps_rollup rounds the sum once (6 * 4096 / 3 bytes, 8 kB less the fixed
+    point's rounding down per page: 7 kB)."""
+    text = "kernel {kernel}\n" + "".join(
+        f"P mmap {n} 8K\nP write {n} 0 8K\n" for n in ("A", "B", "C")
+    )
+    report = _report(text + "P fork C1\nP fork C2\n", backend)
+    assert [p.name for p in report.processes] == ["P", "C1", "C2"]
+    for p in report.processes:
+        assert [m.smaps["Pss"] for m in p.mappings] == [2, 2, 2]
+        assert sorted(m.mapping for m in p.mappings) == ["A", "B", "C"]
+        assert p.pss == 6
+        assert p.rollup["Pss"] == 7
+        assert p.rss == p.rollup["Rss"] == 24
 
 
 @pytest.mark.parametrize("kernel", ["6.12", "6.15"])

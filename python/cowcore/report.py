@@ -409,8 +409,12 @@ def process_report(
 ) -> ProcessReport:
     """Read one live process: its smaps, its rollup and, for each VMA thpmaps looks at
     (some access permission and ``Rss`` above 0), its pages."""
+    # Both reads before the page observations (which change nothing in the model, and read
+    # nothing that would on a kernel: thpmaps reads pagemap and kpageflags, no page content).
+    records = p.smaps()
+    rollup = p.smaps_rollup().kb()
     mappings = []
-    for record in p.smaps():
+    for record in records:
         lines = smaps_kb(record)
         thp: dict[str, int] = {}
         if record.prot != "none" and lines["Rss"] > 0:
@@ -426,7 +430,6 @@ def process_report(
                 thp,
             )
         )
-    rollup = p.smaps_rollup().kb()
     return ProcessReport(p.pid, name, tuple(mappings), rollup)
 
 
