@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import cowcore
 from cowcore.cli import main
 from cowcore.report import (
     PMD_ORDER,
@@ -23,7 +24,7 @@ from cowcore.report import (
     smem_units,
     thp_breakdown,
 )
-from cowcore.scenario import Scenario
+from cowcore.scenario import Scenario, ScenarioSyntaxError
 
 FORK_4K = """\
 kernel {kernel}
@@ -264,6 +265,28 @@ def test_mprotect_splits_the_vma(backend: str) -> None:
     ]
     assert p.mappings[1].thp == {}
     assert p.rss == 2048
+
+
+SCENARIOS = sorted((Path(__file__).parent / "kernel" / "scenarios").glob("*.cow"))
+
+
+@pytest.mark.skipif(len(cowcore.BACKENDS) < 2, reason="one backend in this build")
+def test_backends_agree_on_every_scenario() -> None:
+    """The report (smaps lines, rollups, thpmaps breakdowns with --cont 64K) is the same on
+    both backends at the end of every conformance scenario that parses."""
+    checked = 0
+    for path in SCENARIOS:
+        try:
+            scenario = Scenario.parse(path.read_text(), path.stem)
+        except ScenarioSyntaxError:
+            continue  # the scenarios of syntax errors
+        reports = [
+            report_scenario(scenario, backend=b, cont=(parse_cont("64K"),)).report
+            for b in cowcore.BACKENDS
+        ]
+        assert all(r == reports[0] for r in reports), path.name
+        checked += 1
+    assert checked > 50
 
 
 # -- tables ------------------------------------------------------------------------------------
