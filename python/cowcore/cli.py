@@ -2,6 +2,8 @@
 
 ``cowcore run FILE...`` runs scenarios on the simulator and prints their observations;
 ``cowcore trace FILE`` runs one and explains every fault (:mod:`cowcore.trace`);
+``cowcore report FILE`` runs one and reports its memory as smem, pmap -X and thpmaps would
+(:mod:`cowcore.report`; ``cowcore run --report`` appends the same report);
 ``cowcore replay TRACE`` replays a memory trace (:mod:`cowcore.replay`);
 ``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`);
 ``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`).
@@ -21,6 +23,7 @@ from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
+from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
 
 
@@ -46,6 +49,9 @@ def _run(args: argparse.Namespace) -> int:
             continue
         try:
             scenario = Scenario.parse(text, name)
+            if args.report:
+                status = max(status, _report_scenario(scenario, args, observations=True))
+                continue
             scenario.run(
                 backend=args.backend,
                 kernel=args.kernel,
@@ -76,6 +82,38 @@ def _read_scenario(path: str) -> Scenario | int:
     except (ScenarioEncodingError, ScenarioSyntaxError) as exc:
         print(dumps({"error": str(exc)}), flush=True)
         return 1
+
+
+def _report_scenario(scenario: Scenario, args: argparse.Namespace, *, observations: bool) -> int:
+    """Run ``scenario`` and print its report (``cowcore report``, ``cowcore run --report``);
+    the observations too if ``observations``, else only an error observation. A run-time
+    error is reported, then the state it stopped in; the status is then 1."""
+
+    def show(obs: dict[str, object]) -> None:
+        if observations or "error" in obs:
+            print(dumps(obs), flush=True)
+
+    result = report_scenario(
+        scenario,
+        backend=args.backend,
+        kernel=args.kernel,
+        check=args.check,
+        cont=args.cont_orders,
+        on_observation=show,
+    )
+    print(report_text(result.report, args), flush=True)
+    return 1 if result.error is not None else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    scenario = _read_scenario(args.file)
+    if isinstance(scenario, int):
+        return scenario
+    try:
+        return _report_scenario(scenario, args, observations=False)
+    except CowError as exc:  # a bad backend name, an invariant broken under --check
+        print(f"cowcore: {args.file}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _trace(args: argparse.Namespace) -> int:
@@ -200,7 +238,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--check", action="store_true", help="verify every invariant after each statement"
     )
+    run.add_argument(
+        "--report",
+        action="store_true",
+        help="after each scenario's observations, print the report of `cowcore report` "
+        "(the options below apply to it)",
+    )
+    add_report_options(run)
     run.set_defaults(func=_run)
+    report = sub.add_parser(
+        "report",
+        help="run a scenario and report its memory as smem, pmap -X and thpmaps would",
+        description="Run a .cow scenario and print, for its final state, a per-process table "
+        "in smem's convention, a per-mapping table in pmap -X style and a thpmaps breakdown "
+        "of each mapping's anonymous memory (docs/accounting.md, 'Reports').",
+    )
+    report.add_argument("file", metavar="FILE", help="scenario file")
+    report.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
+    report.add_argument("--kernel", choices=("6.12", "6.15"), default=None)
+    report.add_argument("--check", action="store_true", help="verify every invariant")
+    add_report_options(report)
+    report.set_defaults(func=_report)
     trace = sub.add_parser(
         "trace",
         help="run a scenario and explain every fault",
@@ -287,6 +345,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowcore`` script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "cont"):
+        try:
+            args.cont_orders = [parse_cont(size) for size in args.cont]
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.command == "run" and not args.report:
+        given = [args.json, args.totals, args.unit, args.cont, args.inc_empty]
+        if any(given):
+            parser.error(
+                "the report options (--json, -t, -k, -m, --abbreviate, --cont, "
+                "--inc-empty) need --report"
+            )
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
