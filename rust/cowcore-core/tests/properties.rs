@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use cowcore_core::{
-    Advice, CowError, Machine, Profile, Prot, ThpMode, ThpSizeMode, VirtAddr, PAGE_SIZE,
+    Access, AccessKinds, Advice, CowError, Machine, Outcome, Profile, Prot, ThpMode, ThpSizeMode,
+    VirtAddr, PAGE_SIZE,
 };
 use proptest::prelude::*;
 
@@ -62,6 +63,23 @@ enum Op {
     ZeroPage {
         on: bool,
     },
+    /// `access` of one byte (`offset` into the page), checked against the shadow and the
+    /// page walk.
+    Access {
+        proc: usize,
+        map: usize,
+        page: u64,
+        offset: u64,
+        write: bool,
+        value: u64,
+    },
+    /// `access_batch` over scattered pages, mixed loads and stores.
+    AccessBatch {
+        proc: usize,
+        map: usize,
+        pages: Vec<(u64, bool)>,
+        value: u64,
+    },
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
@@ -88,6 +106,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (2..10u32, 0..4u8).prop_map(|(order, mode)| Op::ThpSize { order, mode }),
         1 => (0..3u8).prop_map(|mode| Op::ThpEnabled { mode }),
         1 => any::<bool>().prop_map(|on| Op::ZeroPage { on }),
+        2 => (0..4usize, 0..2usize, 0..MAP_PAGES, 0..PAGE_SIZE, any::<bool>(), 1..5u64).prop_map(|(proc, map, page, offset, write, value)| Op::Access { proc, map, page, offset, write, value }),
+        2 => (0..4usize, 0..2usize, proptest::collection::vec((0..MAP_PAGES, any::<bool>()), 1..16), 1..5u64).prop_map(|(proc, map, pages, value)| Op::AccessBatch { proc, map, pages, value }),
     ]
 }
 
@@ -278,11 +298,95 @@ impl World {
                 self.m.set_use_zero_page(on);
                 Ok(())
             }
+            Op::Access {
+                proc,
+                map,
+                page,
+                offset,
+                write,
+                value,
+            } => {
+                let Some(pid) = self.pid(proc) else {
+                    return false;
+                };
+                let (a, _) = self.addr(map, page, 1);
+                let rec = self
+                    .m
+                    .access(pid, VirtAddr::new(a.as_u64() + offset), write, value)
+                    .unwrap();
+                return self.learn(pid, a.as_u64(), write, value, &rec);
+            }
+            Op::AccessBatch {
+                proc,
+                map,
+                ref pages,
+                value,
+            } => {
+                let Some(pid) = self.pid(proc) else {
+                    return false;
+                };
+                let addrs: Vec<u64> = pages
+                    .iter()
+                    .map(|&(p, _)| self.addr(map, p, 1).0.as_u64())
+                    .collect();
+                let writes: Vec<bool> = pages.iter().map(|&(_, w)| w).collect();
+                let mut out = vec![Access::default(); addrs.len()];
+                self.m
+                    .access_batch(
+                        pid,
+                        &addrs,
+                        AccessKinds::PerAccess(&writes),
+                        value,
+                        &mut out,
+                    )
+                    .unwrap();
+                let mut oom = false;
+                for ((&a, &w), rec) in addrs.iter().zip(&writes).zip(&out) {
+                    oom |= self.learn_batched(pid, a, w, value, rec);
+                }
+                return oom;
+            }
         };
         match r {
             Err(CowError::OutOfMemory) => true,
             Ok(()) | Err(CowError::Segfault { .. } | CowError::InvalidAddress(_)) => false,
             Err(e) => panic!("{op:?}: unexpected {e}"),
+        }
+    }
+
+    /// What one access record says, checked against the shadow and the page walk: a
+    /// refused access changes nothing; a completed one landed where the walk now points,
+    /// and a store is remembered. Returns whether it ran out of memory.
+    fn learn(&mut self, pid: u32, page: u64, write: bool, value: u64, rec: &Access) -> bool {
+        let oom = self.learn_batched(pid, page, write, value, rec);
+        if let Some(pfn) = rec.pfn() {
+            let t = self.m.translate(pid, VirtAddr::new(page)).unwrap();
+            assert_eq!(t.pfn.map(cowcore_core::Pfn::as_u64), Some(pfn), "{rec:?}");
+            let o = self.m.observe(pid, VirtAddr::new(page), PAGE_SIZE).unwrap()[0];
+            let want = self.shadow[&pid].get(&page).copied().unwrap_or(0);
+            assert_eq!(o.content, want, "content after {rec:?}");
+        }
+        oom
+    }
+
+    /// [`Self::learn`] without the walk (a later access of the batch may move the page).
+    fn learn_batched(
+        &mut self,
+        pid: u32,
+        page: u64,
+        write: bool,
+        value: u64,
+        rec: &Access,
+    ) -> bool {
+        match rec.outcome {
+            Outcome::OutOfMemory => true,
+            Outcome::Segfault => false,
+            _ => {
+                if write {
+                    self.shadow.get_mut(&pid).unwrap().insert(page, value);
+                }
+                false
+            }
         }
     }
 

@@ -8,7 +8,10 @@
 //! At the end every process exits and all memory must be free again.
 #![no_main]
 
-use cowcore_core::{Advice, CowError, Machine, Pfn, Profile, Prot, ThpMode, ThpSizeMode, VirtAddr};
+use cowcore_core::{
+    Access, AccessKinds, Advice, CowError, Machine, Outcome, Pfn, Profile, Prot, ThpMode,
+    ThpSizeMode, VirtAddr,
+};
 use libfuzzer_sys::fuzz_target;
 
 const PAGE: u64 = 4096;
@@ -70,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !b.0.is_empty() && steps < 200 {
         steps += 1;
-        let op = b.u8() % 16;
+        let op = b.u8() % 19;
         // Mostly live pids, sometimes 0, exited ones or ones never used.
         let pids = m.pids();
         let pid = match b.u8() {
@@ -122,6 +125,42 @@ fuzz_target!(|data: &[u8]| {
                     [usize::from(b.u8() % 3)];
                 m.set_policy(name, b.u8() % 2 == 0)
             }
+            16 => m
+                .access(
+                    pid,
+                    VirtAddr::new(addr.wrapping_add(u64::from(b.u16()))),
+                    b.u8() % 2 == 0,
+                    b.u64(),
+                )
+                .map(|r| {
+                    assert!(
+                        r.phys().is_some()
+                            || matches!(r.outcome, Outcome::Segfault | Outcome::OutOfMemory)
+                    )
+                }),
+            17 => {
+                let n = usize::from(b.u8() % 24);
+                let addrs: Vec<u64> = (0..n).map(|i| addr + (i as u64) * PAGE).collect();
+                let writes: Vec<bool> = (0..n).map(|_| b.u8() % 2 == 0).collect();
+                let mut out = vec![Access::default(); n + usize::from(b.u8() % 2)];
+                m.access_batch(
+                    pid,
+                    &addrs,
+                    AccessKinds::PerAccess(&writes),
+                    b.u64(),
+                    &mut out,
+                )
+            }
+            18 => {
+                let pages = 1 + u64::from(b.u16() % 1024);
+                let at = if b.u8() % 2 == 0 {
+                    addr & !(PAGE - 1)
+                } else {
+                    b.u64()
+                };
+                m.mmap_fixed(pid, VirtAddr::new(at), pages * PAGE)
+                    .map(|a| maps.push((a.as_u64(), pages)))
+            }
             _ => {
                 // Inspection only: these must never fail except on bad input.
                 let _ = m.translate(pid, VirtAddr::new(addr));
@@ -134,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
         };
         m.check().unwrap();
         match result {
-            Ok(()) | Err(CowError::OutOfMemory) if matches!(op, 3..=7) => {}
+            Ok(()) | Err(CowError::OutOfMemory) if matches!(op, 3..=7 | 16 | 17) => {}
             Ok(()) => {}
             Err(e) => assert_eq!(state(&m), before, "{e} changed the machine"),
         }
