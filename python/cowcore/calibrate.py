@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cowcore
+from cowcore import native_smaps
 from cowcore.cost import DEFAULT, TERM_NAMES, CostModel, FitRow, Provenance, config_path
 from cowcore.kernel.build import BuildError, build_c, package_source
 
@@ -128,12 +129,15 @@ def native(mib: int, thp: bool, rounds: int) -> dict[str, float]:
 
 
 def host_thp() -> tuple[bool, str]:
-    """Whether ``MADV_HUGEPAGE`` memory may get PMD THPs here, and what sysfs says."""
+    """Whether ``MADV_HUGEPAGE`` memory may get PMD THPs here, and what sysfs says: the
+    host's knobs as :func:`cowcore.native_smaps.host_thp` reads them (``enabled`` and the
+    per-size ``hugepages-2048kB`` knob, ``thp_vma_allowable_orders``' rule)."""
     try:
-        enabled = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
-    except OSError:
-        return False, "no /sys/kernel/mm/transparent_hugepage/enabled"
-    return ("[always]" in enabled or "[madvise]" in enabled), f"THP enabled: {enabled}"
+        thp = native_smaps.host_thp()
+    except (OSError, native_smaps.HostNotComparableError) as err:
+        return False, f"THP knobs not usable: {err}"
+    note = f"THP enabled: {thp.enabled}; 2M: {thp.sizes['2M']}"
+    return "2M" in thp.effective("hugepage"), note
 
 
 def _recorded(m: cowcore.Machine, fn: Callable[[], object]) -> npt.NDArray[Any]:
