@@ -210,6 +210,26 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--kernel`` and ``--check``: how the commands that run a scenario
+    (``run``, ``trace``, ``report``) build its machine."""
+    parser.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        choices=BACKENDS,
+        help="simulation backend (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kernel",
+        choices=("6.12", "6.15"),
+        default=None,
+        help="override the scenario's kernel profile",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="verify every invariant after each statement"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cowcore",
@@ -223,21 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run .cow scenarios and print their observations as JSON lines.",
     )
     run.add_argument("files", nargs="+", metavar="FILE", help="scenario files")
-    run.add_argument(
-        "--backend",
-        default=DEFAULT_BACKEND,
-        choices=BACKENDS,
-        help="simulation backend (default: %(default)s)",
-    )
-    run.add_argument(
-        "--kernel",
-        choices=("6.12", "6.15"),
-        default=None,
-        help="override the scenario's kernel profile",
-    )
-    run.add_argument(
-        "--check", action="store_true", help="verify every invariant after each statement"
-    )
+    add_scenario_options(run)
     run.add_argument(
         "--report",
         action="store_true",
@@ -254,9 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of each mapping's anonymous memory (docs/accounting.md, 'Reports').",
     )
     report.add_argument("file", metavar="FILE", help="scenario file")
-    report.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
-    report.add_argument("--kernel", choices=("6.12", "6.15"), default=None)
-    report.add_argument("--check", action="store_true", help="verify every invariant")
+    add_scenario_options(report)
     add_report_options(report)
     report.set_defaults(func=_report)
     trace = sub.add_parser(
@@ -267,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "condition decided it.",
     )
     trace.add_argument("file", metavar="FILE", help="scenario file")
-    trace.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
-    trace.add_argument("--kernel", choices=("6.12", "6.15"), default=None)
+    add_scenario_options(trace)
     trace.add_argument(
         "--json",
         action="store_true",
@@ -285,7 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also print the fork, zap (munmap, exit, MADV_DONTNEED) and mprotect events",
     )
-    trace.add_argument("--check", action="store_true", help="verify every invariant")
     trace.add_argument(
         "--cost",
         nargs="?",
