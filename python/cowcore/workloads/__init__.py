@@ -1,0 +1,29 @@
+"""Workloads people run, as deterministic functions of their parameters (issue 14).
+
+See :mod:`cowcore.workloads.base` for the contract and ``docs/workloads.md`` for each
+workload's shape and its source.
+"""
+
+from __future__ import annotations
+
+from cowcore.workloads.base import (
+    MACHINE_PARAMS,
+    REGISTRY,
+    Scalar,
+    Workload,
+    WorkloadResult,
+    get,
+    machine_from_params,
+    register,
+)
+
+__all__ = [
+    "MACHINE_PARAMS",
+    "REGISTRY",
+    "Scalar",
+    "Workload",
+    "WorkloadResult",
+    "get",
+    "machine_from_params",
+    "register",
+]
