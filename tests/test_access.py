@@ -299,7 +299,13 @@ def test_out_of_memory_is_an_outcome(make_machine: MachineFactory) -> None:
     free = m.free_frames()
     r = p.access(b, True)
     assert (r.outcome, r.phys, r.level) == (Outcome.OUT_OF_MEMORY, None, MapLevel.NONE)
+    # b's PMD table is a's: only the PTE table is missing, do_anonymous_page's pte_alloc.
+    assert r.reason is Reason.PTE_NONE
     assert m.free_frames() == free
+    m.thp.enabled = "always"  # the PMD THP falls back first, then the PTE table fails
+    r = p.access(b, True)
+    assert (r.outcome, r.reason) == (Outcome.OUT_OF_MEMORY, Reason.PTE_NONE)
+    assert r.orders_failed & (1 << 9)
 
 
 def test_batch_matches_single_accesses(make_machine: MachineFactory) -> None:

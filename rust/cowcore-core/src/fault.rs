@@ -505,6 +505,9 @@ impl<R: Recorder> Fault<'_, R> {
             {
                 return Ok(());
             }
+            // The PTE table is `do_anonymous_page`'s `pte_alloc`: running out of memory for
+            // it is that handler's exit (docs/access-and-events.md), after a PMD fallback too.
+            self.record(|r| r.reason = Reason::PteNone);
             let t = alloc_table(self.mem)?;
             self.mem.set_entry(pmd_table, pmd_i, t.entry());
             log.push(pmd_table, pmd_i, t);
