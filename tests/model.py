@@ -438,9 +438,10 @@ class LockstepModel(RuleBasedStateMachine):
             return
         for m in self.ms:
             m.check()
-        for index in range(len(self.ms)):
+        for index, m in enumerate(self.ms):
             for p in self.live():
                 check_smaps(p.procs[index])
+            check_pss_total(m, [p.procs[index] for p in self.live()])
         streams = [r.drain() for r in self.recordings]
         for name, stream in zip(self.backends[1:], streams[1:], strict=True):
             assert stream.tobytes() == streams[0].tobytes(), (
@@ -478,6 +479,7 @@ class LockstepModel(RuleBasedStateMachine):
             "walks": walks,
             "folios": folios,
             "stats": m.stats(),
+            "vmstat": m.vmstat(),
             "smaps": smaps,
         }
 
@@ -513,6 +515,26 @@ def check_smaps(proc: cowcore.Process) -> None:
         assert r.pss_dirty <= r.pss <= r.rss << PSS_SHIFT and r.referenced <= r.rss
         assert r.anon_huge_pages <= r.rss and r.swap == r.swap_pss == 0
     assert proc.smaps_rollup().rss == rss
+
+
+def check_pss_total(m: cowcore.Machine, procs: list[cowcore.Process]) -> None:
+    """PSS shares each mapped page among the mms that map it, so the machine's PSS, summed
+    over processes, is ``nr_anon_pages`` pages, short only by the truncation of each
+    page's share (less than one fixed-point unit per mapping of a page); and the vmstat
+    gauges agree with the per-size ones."""
+    v = m.vmstat()
+    rollups = [p.smaps_rollup() for p in procs]
+    pss = sum(r.pss for r in rollups)
+    mappings = sum(r.rss for r in rollups) // PAGE
+    exact = v.nr_anon_pages * PAGE << PSS_SHIFT
+    assert 0 <= exact - pss <= mappings, f"PSS {pss} vs nr_anon_pages {v.nr_anon_pages}"
+    mthp = m.mthp_stats()
+    assert v.nr_anon_transparent_hugepages <= mthp["2M"].nr_anon
+    assert v.thp_deferred_split_page == mthp["2M"].split_deferred
+    assert v.thp_fault_fallback == mthp["2M"].anon_fault_fallback
+    for size, s in mthp.items():
+        assert 0 <= s.nr_anon_partially_mapped <= s.nr_anon, size
+        assert s.nr_anon_partially_mapped <= s.split_deferred, size
 
 
 def skip_unless_backends(*names: str) -> None:

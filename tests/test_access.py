@@ -214,7 +214,8 @@ def test_large_folio_reasons(make_machine: MachineFactory, kernel: str) -> None:
 
 def test_large_folio_last_mapped_page(make_machine: MachineFactory) -> None:
     """One page of a 64K folio left mapped (and no longer exclusive after a fork): copied
-    so that the folio can be freed, which the record shows as a FOLIO_FREE event."""
+    so that the folio can be freed, which the record shows as a FOLIO_FREE event, after the
+    folio leaves the deferred-split queue the partial munmap put it on."""
     m = make_machine("6.15")
     m.thp.sizes["64K"] = "always"
     p = m.init
@@ -232,11 +233,12 @@ def test_large_folio_last_mapped_page(make_machine: MachineFactory) -> None:
         EventCode.FOLIO_ALLOC,
         EventCode.PAGES_COPIED,
         EventCode.TLB_FLUSH,
+        EventCode.DEFERRED_UNQUEUE,
         EventCode.FOLIO_FREE,
         EventCode.COW_COPY,
     ]
-    freed = r.records()[4]
-    assert (freed.pfn, freed.order) == (head, 4)
+    unqueued, freed = r.records()[4:6]
+    assert (unqueued.pfn, unqueued.order) == (freed.pfn, freed.order) == (head, 4)
 
 
 def test_pmd_reasons(make_machine: MachineFactory) -> None:

@@ -30,6 +30,9 @@ def test_seed_copies_under_6_12(backend: str) -> None:
             "anon_fault_alloc": {"64K": 1},
             "anon_fault_fallback": {},
             "split": {},
+            "split_deferred": {"64K": 1},
+            "nr_anon": {"64K": 1},
+            "nr_anon_partially_mapped": {"64K": 1},
             "cow_copy": 1,
         }
     }

@@ -50,10 +50,14 @@ from cowcore.outcome import (
 )
 from cowcore.protocol import (
     FolioSnapshot,
+    Meminfo,
     MmIdSlot,
+    MthpStats,
     PageObservation,
     Smaps,
+    Stats,
     Translation,
+    Vmstat,
     WalkLevel,
 )
 from cowcore.recording import Recording
@@ -106,7 +110,9 @@ __all__ = [
     "InvariantError",
     "Machine",
     "MapLevel",
+    "Meminfo",
     "MmIdSlot",
+    "MthpStats",
     "NoSuchProcessError",
     "OutOfMemoryError",
     "Outcome",
@@ -120,8 +126,10 @@ __all__ = [
     "ScenarioSyntaxError",
     "SegmentationFault",
     "Smaps",
+    "Stats",
     "ThpSettings",
     "Translation",
+    "Vmstat",
     "WalkLevel",
     "ZapCause",
     "__version__",

@@ -18,6 +18,7 @@ from cowcore.protocol import (
     Stats,
     Translation,
     VmaInfo,
+    Vmstat,
 )
 
 __all__ = ["Machine", "__version__", "backends"]
@@ -114,4 +115,5 @@ class Machine:
         (``cowcore.Process.observe`` allows at most ``MAX_RESULT_PAGES`` pages)."""
     def folio(self, pfn: int) -> FolioSnapshot: ...
     def stats(self) -> Stats: ...
+    def vmstat(self) -> Vmstat: ...
     def check(self) -> None: ...

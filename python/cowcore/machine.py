@@ -48,6 +48,8 @@ from cowcore.protocol import (
     FolioSnapshot,
     KernelConfig,
     KernelProfile,
+    Meminfo,
+    MthpStats,
     PageObservation,
     PolicySpec,
     Prot,
@@ -57,6 +59,7 @@ from cowcore.protocol import (
     ThpSizeMode,
     Translation,
     VmaInfo,
+    Vmstat,
     batch_view,
     check_levels,
     check_pid,
@@ -412,6 +415,42 @@ class Machine:
         """Event counters since the machine started (see DESIGN.md, Stats): a record that is
         also a mapping (``m.stats().pgreuse``, ``m.stats()["pgreuse"]``)."""
         return self._b.stats()
+
+    def vmstat(self) -> Vmstat:
+        """The ``/proc/vmstat`` lines the simulator keeps (``nr_anon_pages``,
+        ``nr_anon_transparent_hugepages``, ``nr_page_table_pages``, ``thp_*``, ...), as the
+        kernel maintains them (docs/accounting.md)."""
+        return self._b.vmstat()
+
+    def mthp_stats(self) -> dict[str, MthpStats]:
+        """Per mTHP size (``"16K"`` .. ``"2M"``), the files of
+        ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` that the model
+        keeps: fault allocations and fallbacks, splits, deferred splits, and the gauges
+        ``nr_anon`` and ``nr_anon_partially_mapped``."""
+        s = self._b.stats()
+        return {
+            size: MthpStats(
+                anon_fault_alloc=s.anon_fault_alloc[size],
+                anon_fault_fallback=s.anon_fault_fallback[size],
+                split=s.split[size],
+                split_deferred=s.split_deferred[size],
+                nr_anon=s.nr_anon[size],
+                nr_anon_partially_mapped=s.nr_anon_partially_mapped[size],
+            )
+            for size in THP_SIZES
+        }
+
+    def meminfo(self) -> Meminfo:
+        """The anonymous-memory lines of ``/proc/meminfo``, in kB."""
+        v = self._b.vmstat()
+        kb = PAGE_SIZE >> 10
+        return Meminfo(
+            mem_total=self.total_frames * kb,
+            mem_free=v.nr_free_pages * kb,
+            anon_pages=v.nr_anon_pages * kb,
+            anon_huge_pages=v.nr_anon_transparent_hugepages * 512 * kb,
+            page_tables=v.nr_page_table_pages * kb,
+        )
 
     def check(self) -> None:
         """Recompute every counter from the page tables and verify the invariants.

@@ -183,8 +183,10 @@ ACCESS_SIZE = 32
 class EventCode(IntEnum):
     """The kind of an event record (the Rust ``Event`` variant), as a stable number.
 
-    The first eleven are counted (``stats()`` is their fold); the others report what changed
-    memory and what work the kernel did (``docs/access-and-events.md``).
+    ``stats()`` is the fold of the first eleven (counters), of ``FOLIO_ALLOC``/``FOLIO_FREE``
+    (the per-size ``nr_anon`` gauge) and of ``DEFERRED_SPLIT``/``DEFERRED_UNQUEUE`` (the
+    deferred-split counters and gauge); the others report what changed memory and what work
+    the kernel did (``docs/access-and-events.md``).
     """
 
     FAULT_READ = 1
@@ -206,6 +208,8 @@ class EventCode(IntEnum):
     ZAP = 17
     MPROTECT = 18
     TLB_FLUSH = 19
+    DEFERRED_SPLIT = 20
+    DEFERRED_UNQUEUE = 21
 
 
 class ZapCause(IntEnum):
@@ -225,7 +229,8 @@ class EventRecord:
     """One event, flat: the fields a kind does not use are 0.
 
     ``asid`` is the address space (``FORK``: the parent; ``asid2`` the child); ``pfn`` the
-    folio's first frame (``FOLIO_ALLOC``/``FOLIO_FREE``/``PAGES_ZEROED``) or the copy's
+    folio's first frame (``FOLIO_ALLOC``/``FOLIO_FREE``/``PAGES_ZEROED``/``DEFERRED_SPLIT``/
+    ``DEFERRED_UNQUEUE``, with ``order``) or the copy's
     source (``PAGES_COPIED``, ``pfn2`` its destination); ``start``/``end`` the range
     (``ZAP``, ``MPROTECT``, ``TLB_FLUSH``); ``nr`` the frames zeroed or copied, or the PTEs
     (``FORK``, ``ZAP``, ``MPROTECT``); ``pmds`` the huge PMDs of those three.

@@ -359,6 +359,7 @@ class EventsBackend(Protocol):
     """What happened since the machine started."""
 
     def stats(self) -> Stats: ...
+    def vmstat(self) -> Vmstat: ...
     # Start (True) or stop (False, dropping what was kept) keeping the events.
     def record(self, on: bool) -> None: ...
     # The events kept since the last call, as EVENT_SIZE-byte records (outcome.EVENT_FIELDS).
@@ -564,6 +565,21 @@ class Stats(Mapping[str, object]):
     """Write-protect faults (a write to a present read-only entry)."""
     huge_zero_write: int
     """``do_huge_zero_wp_pmd`` allocations."""
+    split_deferred: Mapping[str, int]
+    """``MTHP_STAT_SPLIT_DEFERRED`` by size name: folios queued for deferred split as
+    partially mapped (``deferred_split_folio``)."""
+    nr_anon: Mapping[str, int]
+    """``MTHP_STAT_NR_ANON`` by size name: anonymous folios of that size that exist now (a
+    gauge, not a count of events)."""
+    nr_anon_partially_mapped: Mapping[str, int]
+    """``MTHP_STAT_NR_ANON_PARTIALLY_MAPPED`` by size name: those waiting on the deferred-split
+    queue as partially mapped now (a gauge)."""
+    thp_fault_fallback: int
+    """``THP_FAULT_FALLBACK``: a fault found no PMD-size folio (``anon_fault_fallback`` of 2M)."""
+    thp_split_page: int
+    """``THP_SPLIT_PAGE``: PMD-size folios split (``split`` of 2M)."""
+    thp_deferred_split_page: int
+    """``THP_DEFERRED_SPLIT_PAGE``: PMD-size folios queued as partially mapped."""
 
     def __getitem__(self, key: str) -> object:
         if key not in STATS_KEYS:
@@ -582,3 +598,76 @@ class Stats(Mapping[str, object]):
 
 STATS_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Stats))
 """The keys of :class:`Stats`, in order (its field names)."""
+
+PER_SIZE_STATS: tuple[str, ...] = (
+    "anon_fault_alloc",
+    "anon_fault_fallback",
+    "split",
+    "split_deferred",
+    "nr_anon",
+    "nr_anon_partially_mapped",
+)
+"""The :class:`Stats` fields that are maps by size name: the files of
+``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` the model keeps."""
+
+
+@dataclass(frozen=True, slots=True)
+class Vmstat:
+    """The ``/proc/vmstat`` lines the simulator keeps, named as the kernel prints them: the
+    gauges of physical memory, then the THP events (the same values as in :class:`Stats`)."""
+
+    nr_free_pages: int
+    """Free frames."""
+    nr_anon_pages: int
+    """``NR_ANON_MAPPED``: anonymous pages mapped by at least one entry (a PMD-mapped THP
+    counts all its pages), maintained where ``__folio_add_rmap``/``__folio_remove_rmap``
+    maintain it."""
+    nr_anon_transparent_hugepages: int
+    """``NR_ANON_THPS`` in THPs: PMD-mapped anonymous folios."""
+    nr_page_table_pages: int
+    """``NR_PAGETABLE``: page-table frames, every level (PGDs and the tables deposited for
+    huge PMDs included)."""
+    thp_fault_alloc: int
+    thp_fault_fallback: int
+    thp_split_pmd: int
+    thp_split_page: int
+    thp_deferred_split_page: int
+    pgreuse: int
+
+
+@dataclass(frozen=True, slots=True)
+class MthpStats:
+    """One size's ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` files
+    that the model keeps (``Machine.mthp_stats()``): four event counts since the machine
+    started and two gauges (``nr_anon*``: how many such folios exist now)."""
+
+    anon_fault_alloc: int
+    anon_fault_fallback: int
+    split: int
+    split_deferred: int
+    nr_anon: int
+    nr_anon_partially_mapped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Meminfo:
+    """The anonymous-memory lines of ``/proc/meminfo`` (``Machine.meminfo()``), in kB as
+    the kernel prints them (``meminfo_proc_show``): ``MemTotal`` (the machine's frames),
+    ``MemFree``, ``AnonPages`` (``NR_ANON_MAPPED``), ``AnonHugePages`` (``NR_ANON_THPS``)
+    and ``PageTables`` (``NR_PAGETABLE``)."""
+
+    mem_total: int
+    mem_free: int
+    anon_pages: int
+    anon_huge_pages: int
+    page_tables: int
+
+    def lines(self) -> dict[str, int]:
+        """The values under the kernel's names (``{"MemTotal": ..., "AnonPages": ...}``)."""
+        return {
+            "MemTotal": self.mem_total,
+            "MemFree": self.mem_free,
+            "AnonPages": self.anon_pages,
+            "AnonHugePages": self.anon_huge_pages,
+            "PageTables": self.page_tables,
+        }

@@ -730,21 +730,38 @@ _BY_KIND: dict[type[Any], Verb[Any]] = {v.kind: v for v in VERBS}
 
 KERNEL_STATS = ("anon_fault_alloc", "anon_fault_fallback", "split")
 VMSTAT_STATS = ("thp_fault_alloc", "thp_split_pmd")
+DEFERRED_STATS = ("split_deferred", "nr_anon", "nr_anon_partially_mapped")
+"""The per-size counters of the second edition (the deferred-split queue): ``nr_anon*`` are
+current values (the kernel runner prints them relative to the start of the run)."""
+DEFERRED_VMSTAT = ("thp_deferred_split_page", "thp_split_page", "thp_fault_fallback")
+"""The vmstat counters of the second edition, printed only when non-zero."""
 EXTRA_STATS = ("pgreuse", "cow_copy")
 
 
 def format_stats(stats: Mapping[str, object]) -> dict[str, object]:
     """The ``stats`` observation: per-size maps holding only the non-zero sizes, then the
-    vmstat counters and the simulator's extras when non-zero."""
+    vmstat counters when non-zero, then the second edition's counters the same way, then
+    the simulator's extras when non-zero."""
     out: dict[str, object] = {}
-    for key in KERNEL_STATS:
-        sizes = stats[key]
-        assert isinstance(sizes, dict)
-        out[key] = {size: n for size, n in sizes.items() if n}
-    for key in (*VMSTAT_STATS, *EXTRA_STATS):
+
+    def sizes(key: str) -> None:
+        counts = stats[key]
+        assert isinstance(counts, Mapping)
+        out[key] = {size: n for size, n in counts.items() if n}
+
+    def nonzero(key: str) -> None:
         value = stats.get(key, 0)
         if value:
             out[key] = value
+
+    for key in KERNEL_STATS:
+        sizes(key)
+    for key in VMSTAT_STATS:
+        nonzero(key)
+    for key in DEFERRED_STATS:
+        sizes(key)
+    for key in (*DEFERRED_VMSTAT, *EXTRA_STATS):
+        nonzero(key)
     return out
 
 
@@ -796,7 +813,7 @@ def compare_observations(expected: list[Observation], actual: list[Observation])
         if "stats" in e and "stats" in a:
             es, as_ = e["stats"], a["stats"]
             assert isinstance(es, dict) and isinstance(as_, dict)
-            for key in (set(es) & set(as_)) - set(VMSTAT_STATS):
+            for key in (set(es) & set(as_)) - {*VMSTAT_STATS, *DEFERRED_VMSTAT}:
                 ev, av = es[key], as_[key]
                 if isinstance(ev, dict) and isinstance(av, dict):
                     for size in set(ev) | set(av):
@@ -806,7 +823,13 @@ def compare_observations(expected: list[Observation], actual: list[Observation])
                             )
                 elif ev != av:
                     diffs.append(f"#{i} stats {key}: {ev} != {av}")
-            for key in VMSTAT_STATS:  # printed only when non-zero, so absence means 0
+            # Printed only when non-zero, so absence means 0; the second edition's only
+            # between two sides that print its per-size maps (a recording made before them
+            # does not print these counters at all).
+            vmstat: tuple[str, ...] = VMSTAT_STATS
+            if "split_deferred" in es and "split_deferred" in as_:
+                vmstat += DEFERRED_VMSTAT
+            for key in vmstat:
                 if es.get(key, 0) != as_.get(key, 0):
                     diffs.append(f"#{i} stats {key}: {es.get(key, 0)} != {as_.get(key, 0)}")
         elif "smaps" in e and "smaps" in a:

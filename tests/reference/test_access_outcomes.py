@@ -475,7 +475,7 @@ def test_large_folio_exclusive(profile: str) -> None:
 @pytest.mark.parametrize("profile", PROFILES)
 def test_large_folio_last_mapped(profile: str) -> None:
     """6.15 copies the last mapped page of a large folio (so that it can be freed): the copy
-    frees the folio."""
+    frees the folio, which the partial munmap had put on the deferred-split queue."""
     ref, pid, child, a = _forked_16k(profile)
     ref.exit(child)
     head = phys(ref, pid, a) >> 12
@@ -501,6 +501,7 @@ def test_large_folio_last_mapped(profile: str) -> None:
         Event(EventKind.FOLIO_ALLOC, 0, pfn=new),
         Event(EventKind.PAGES_COPIED, pfn=head, pfn2=new, nr=1),
         Event(EventKind.TLB_FLUSH, asid=asid, start=a, end=a + PAGE),
+        Event(EventKind.DEFERRED_UNQUEUE, 2, pfn=head),
         Event(EventKind.FOLIO_FREE, 2, pfn=head),
         Event(EventKind.COW_COPY),
     ]
@@ -912,16 +913,18 @@ def test_munmap_events() -> None:
     assert events(ref) == [
         Event(EventKind.ZAP, cause=ZapCause.UNMAP, asid=asid, start=a, end=a + PAGE),
     ]
-    ref.munmap(pid, thp + PAGE, PAGE)  # splits the PMD first
+    head = ref.translate(pid, thp).pfn or 0
+    ref.munmap(pid, thp + PAGE, PAGE)  # splits the PMD first; the THP is partially mapped
     assert events(ref) == [
         Event(EventKind.THP_SPLIT_PMD),
         Event(EventKind.TLB_FLUSH, asid=asid, start=thp, end=thp + PMD),
+        Event(EventKind.DEFERRED_SPLIT, 9, pfn=head),
         Event(EventKind.TLB_FLUSH, asid=asid, start=thp + PAGE, end=thp + 2 * PAGE),
         Event(EventKind.ZAP, asid=asid, start=thp + PAGE, end=thp + 2 * PAGE, nr=1),
     ]
-    head = ref.translate(pid, thp).pfn or 0
     ref.munmap(pid, thp, PMD)
     assert events(ref) == [
+        Event(EventKind.DEFERRED_UNQUEUE, 9, pfn=head),
         Event(EventKind.FOLIO_FREE, 9, pfn=head),
         Event(EventKind.TLB_FLUSH, asid=asid, start=thp, end=thp + PMD),
         Event(EventKind.ZAP, asid=asid, start=thp, end=thp + PMD, nr=511),
@@ -1012,7 +1015,8 @@ def test_recorded_events_fold_to_the_stats(profile: str) -> None:
     ref.write(child, a + PMD, PAGE, 5)
     ref.mprotect(pid, b, 8 * PAGE, "r")
     ref.madvise(pid, a + PMD + PAGE, PAGE, "dontneed")
-    ref.exit(child)
+    ref.exit(child)  # page 0 of b's folio is now mapped by nothing: partially mapped
+    ref.madvise(pid, b, 64 * KB, "dontneed")  # ... and freed off the deferred-split queue
     ref.munmap(pid, a, PMD)
     c = ref.mmap(pid, PMD)
     ref.set_thp_enabled("never")

@@ -39,6 +39,8 @@ def test_a_scenario_emits_every_kind_and_folds_to_the_stats() -> None:
     ref.write(child, a + 4 * MB, PAGE, 6)  # PGREUSE (now only the child maps it)
     ref.mprotect(pid, a + 6 * MB, 16 * PAGE, "r")  # MPROTECT
     ref.exit(child)  # ZAP, FOLIO_FREE
+    ref.madvise(pid, a + 6 * MB, 2 * PAGE, "dontneed")  # DEFERRED_SPLIT of the 64K folio
+    ref.munmap(pid, a + 6 * MB, 64 * 1024)  # DEFERRED_UNQUEUE as it is freed
     # Exhaust memory so that mTHP and PMD allocations fall back (ANON_FAULT_FALLBACK).
     b = ref.mmap(pid, 16 * MB)
     ref.set_thp_size("2M", "always")

@@ -33,6 +33,7 @@ from cowcore.protocol import (
     Stats,
     Translation,
     VmaInfo,
+    Vmstat,
     WalkLevel,
     check_batch,
     check_u64,
@@ -476,6 +477,36 @@ class ReferenceBackend:
             faults_write=s.faults_write,
             faults_wp=s.faults_wp,
             huge_zero_write=s.huge_zero_write,
+            split_deferred=dict(s.split_deferred),
+            nr_anon=dict(s.nr_anon),
+            nr_anon_partially_mapped=dict(s.nr_anon_partially_mapped),
+            thp_fault_fallback=s.thp_fault_fallback,
+            thp_split_page=s.thp_split_page,
+            thp_deferred_split_page=s.thp_deferred_split_page,
+        )
+
+    def vmstat(self) -> Vmstat:
+        """The gauges by their definitions, recomputed from every folio (the core keeps them
+        where the kernel's rmap code updates them; the two must agree)."""
+        k, s = self._k, self._k.stats
+        anon_pages = thp_pages = 0
+        for folio in {f.pfn: f for f in k.page_folio.values()}.values():
+            if folio.entire_mapcount:  # PMD-mapped: every page counts, once
+                anon_pages += folio.nr_pages
+                thp_pages += folio.nr_pages
+            else:
+                anon_pages += sum(1 for c in folio.page_mapcount if c)
+        return Vmstat(
+            nr_free_pages=k.phys.buddy.free_count,
+            nr_anon_pages=anon_pages,
+            nr_anon_transparent_hugepages=thp_pages // pg.HPAGE_PMD_NR,
+            nr_page_table_pages=len(k.phys.tables),
+            thp_fault_alloc=s.thp_fault_alloc,
+            thp_fault_fallback=s.thp_fault_fallback,
+            thp_split_pmd=s.thp_split_pmd,
+            thp_split_page=s.thp_split_page,
+            thp_deferred_split_page=s.thp_deferred_split_page,
+            pgreuse=s.pgreuse,
         )
 
     def record(self, on: bool) -> None:

@@ -19,6 +19,8 @@ from enum import Enum
 from cowcore.outcome import EventCode, EventRecord
 from cowcore.protocol import THP_SIZES
 
+HPAGE_PMD_ORDER = 9
+
 SIZE_OF_ORDER = {order: name for name, order in THP_SIZES.items()}
 
 
@@ -69,6 +71,14 @@ class EventKind(Enum):
     TLB_FLUSH = "tlb_flush"
     """The TLB entries of ``[start, end)`` of ``asid`` were invalidated (``[0, 2^64-1)``: the
     whole address space, ``flush_tlb_mm``)."""
+    DEFERRED_SPLIT = "deferred_split"
+    """``deferred_split_folio(folio, true)``: an unmap left the large folio at ``pfn`` of
+    ``order`` partially mapped and it was queued, flagged ``PG_partially_mapped``
+    (``MTHP_STAT_SPLIT_DEFERRED``, ``THP_DEFERRED_SPLIT_PAGE`` for 2M,
+    ``MTHP_STAT_NR_ANON_PARTIALLY_MAPPED`` + 1). Once per folio."""
+    DEFERRED_UNQUEUE = "deferred_unqueue"
+    """A partially mapped folio left the deferred-split queue as it was freed
+    (``__folio_unqueue_deferred_split``): ``MTHP_STAT_NR_ANON_PARTIALLY_MAPPED`` - 1."""
 
 
 PER_SIZE = frozenset({EventKind.ANON_FAULT_ALLOC, EventKind.ANON_FAULT_FALLBACK, EventKind.SPLIT})
@@ -94,11 +104,24 @@ CODES: dict[EventKind, EventCode] = {
     EventKind.ZAP: EventCode.ZAP,
     EventKind.MPROTECT: EventCode.MPROTECT,
     EventKind.TLB_FLUSH: EventCode.TLB_FLUSH,
+    EventKind.DEFERRED_SPLIT: EventCode.DEFERRED_SPLIT,
+    EventKind.DEFERRED_UNQUEUE: EventCode.DEFERRED_UNQUEUE,
 }
 """The stable number of each kind (``cowcore.outcome.EventCode``, the Rust ``Event::code``)."""
 
 COUNTED = frozenset(kind for kind, code in CODES.items() if code <= EventCode.HUGE_ZERO_WRITE)
-"""The kinds that move a counter (the first eleven codes); the others count nothing."""
+"""The kinds that move a counter by one each (the first eleven codes)."""
+
+GAUGED = frozenset(
+    {
+        EventKind.FOLIO_ALLOC,
+        EventKind.FOLIO_FREE,
+        EventKind.DEFERRED_SPLIT,
+        EventKind.DEFERRED_UNQUEUE,
+    }
+)
+"""The kinds that move the per-size gauges ``nr_anon`` and ``nr_anon_partially_mapped``
+(and ``DEFERRED_SPLIT`` its counters); the remaining kinds count nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +179,14 @@ class Stats:
     faults_write: int = 0
     faults_wp: int = 0
     huge_zero_write: int = 0
+    split_deferred: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    nr_anon: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    nr_anon_partially_mapped: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(THP_SIZES, 0)
+    )
+    thp_fault_fallback: int = 0
+    thp_split_page: int = 0
+    thp_deferred_split_page: int = 0
 
     @classmethod
     def fold(cls, events: Iterable[Event]) -> Stats:
@@ -166,15 +197,37 @@ class Stats:
         return stats
 
     def count(self, event: Event) -> None:
-        """Add one event to its counter (``count_mthp_stat``/``count_vm_event``); a kind
-        that counts nothing is ignored."""
-        if event.kind not in COUNTED:
+        """Add one event to its counters (``count_mthp_stat``/``count_vm_event``, and the
+        gauges ``mod_mthp_stat`` keeps); a kind that counts nothing is ignored."""
+        kind, size = event.kind, SIZE_OF_ORDER.get(event.order)
+        pmd = event.order == HPAGE_PMD_ORDER
+        if kind in GAUGED:
+            if size is not None:  # mod_mthp_stat ignores orders without a sysfs directory
+                if kind is EventKind.FOLIO_ALLOC:
+                    self.nr_anon[size] += 1
+                elif kind is EventKind.FOLIO_FREE:
+                    self.nr_anon[size] -= 1
+                elif kind is EventKind.DEFERRED_SPLIT:
+                    self.split_deferred[size] += 1
+                    self.nr_anon_partially_mapped[size] += 1
+                else:
+                    self.nr_anon_partially_mapped[size] -= 1
+            if kind is EventKind.DEFERRED_SPLIT and pmd:
+                self.thp_deferred_split_page += 1
             return
-        if event.kind in PER_SIZE:
-            counts: dict[str, int] = getattr(self, event.kind.value)
+        if kind not in COUNTED:
+            return
+        if kind in PER_SIZE:
+            counts: dict[str, int] = getattr(self, kind.value)
             counts[SIZE_OF_ORDER[event.order]] += 1
+            # The vmstat event counted beside the 2M one (vma_alloc_anon_folio_pmd,
+            # __split_folio_to_order).
+            if pmd and kind is EventKind.ANON_FAULT_FALLBACK:
+                self.thp_fault_fallback += 1
+            elif pmd and kind is EventKind.SPLIT:
+                self.thp_split_page += 1
         else:
-            setattr(self, event.kind.value, getattr(self, event.kind.value) + 1)
+            setattr(self, kind.value, getattr(self, kind.value) + 1)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -189,4 +242,10 @@ class Stats:
             "faults_write": self.faults_write,
             "faults_wp": self.faults_wp,
             "huge_zero_write": self.huge_zero_write,
+            "split_deferred": dict(self.split_deferred),
+            "nr_anon": dict(self.nr_anon),
+            "nr_anon_partially_mapped": dict(self.nr_anon_partially_mapped),
+            "thp_fault_fallback": self.thp_fault_fallback,
+            "thp_split_page": self.thp_split_page,
+            "thp_deferred_split_page": self.thp_deferred_split_page,
         }

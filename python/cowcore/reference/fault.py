@@ -493,7 +493,8 @@ def wp_page_copy(
     page = addr & ~(pg.PAGE_SIZE - 1)
     k.tlb_flush(mm, page, page + pg.PAGE_SIZE)
     if old is not None:
-        old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id)
+        if old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id):
+            k.deferred_split_folio(old)
         k.put_folio(old, 1)
     else:
         mm.rss_anon += 1  # inc_mm_counter(mm, MM_ANONPAGES): the zero page was not counted

@@ -33,6 +33,9 @@ class Folio:
     shared: bool = False
     """``FOLIO_MM_IDS_SHARED_BIT``: "maybe mapped shared"."""
     anon_exclusive: list[bool] = field(default_factory=list)
+    partially_mapped: bool = False
+    """``PG_partially_mapped``: queued for deferred split as partially mapped (set once by
+    ``deferred_split_folio``, never cleared while the folio lives)."""
 
     def __post_init__(self) -> None:
         n = 1 << self.order
@@ -143,21 +146,31 @@ class Folio:
         self.entire_mapcount += 1
         self.add_large_mapcount(1, mm_id)
 
-    def remove_rmap_ptes(self, first: int, nr: int, mm_id: int) -> None:
-        """``folio_remove_rmap_ptes``: the large-mapcount update first, then the pages."""
+    def remove_rmap_ptes(self, first: int, nr: int, mm_id: int) -> bool:
+        """``folio_remove_rmap_ptes``: the large-mapcount update first, then the pages.
+
+        Returns ``partially_mapped`` of ``__folio_remove_rmap`` (``CONFIG_PAGE_MAPCOUNT``):
+        a page became mapped by nothing while others stay mapped by PTEs and no PMD maps
+        the folio; the caller then queues it (``deferred_split_folio``).
+        """
         if self.is_large:
             self.sub_large_mapcount(nr, mm_id)
+        unmapped = 0
         for i in range(first, first + nr):
             self.page_mapcount[i] -= 1
             if self.page_mapcount[i] == 0 and self.is_large:
                 self.nr_pages_mapped -= 1
+                unmapped += 1
         # Like the kernel, unmapping leaves PG_anon_exclusive as it is: an unmapped page of a
         # partially mapped folio is never mapped again, so the stale flag is harmless.
+        return unmapped > 0 and self.entire_mapcount == 0 and self.nr_pages_mapped > 0
 
-    def remove_rmap_pmd(self, mm_id: int) -> None:
-        """``folio_remove_rmap_pmd``."""
+    def remove_rmap_pmd(self, mm_id: int) -> bool:
+        """``folio_remove_rmap_pmd``. Returns ``partially_mapped``: the last PMD went while
+        some, not all, pages stay mapped by PTEs."""
         self.sub_large_mapcount(1, mm_id)
         self.entire_mapcount -= 1
+        return self.entire_mapcount == 0 and 0 < self.nr_pages_mapped < self.nr_pages
 
     def dup_ptes(self, first: int, nr: int, child_mm_id: int) -> None:
         """``folio_try_dup_anon_rmap_ptes`` (no pins modelled, so it never fails)."""

@@ -162,8 +162,20 @@ class Kernel:
         assert folio.refcount == 0 and folio.mapcount() == 0
         self._free_folio(folio)
 
+    def deferred_split_folio(self, folio: Folio) -> None:
+        """``deferred_split_folio(folio, true)`` after an unmap left ``folio`` partially
+        mapped (mm/huge_memory.c): the first time, flag and queue it (``DEFERRED_SPLIT``).
+        Folios below order 2 have no deferred list."""
+        if folio.order >= 2 and not folio.partially_mapped:
+            folio.partially_mapped = True
+            self.emit(Event(EventKind.DEFERRED_SPLIT, folio.order, pfn=folio.pfn))
+
     def _free_folio(self, folio: Folio) -> None:
-        """Free a folio whose last reference went (``FOLIO_FREE``)."""
+        """Free a folio whose last reference went (``FOLIO_FREE``), first taking it off the
+        deferred-split queue if it waits there (``folio_unqueue_deferred_split``,
+        ``DEFERRED_UNQUEUE``)."""
+        if folio.partially_mapped:
+            self.emit(Event(EventKind.DEFERRED_UNQUEUE, folio.order, pfn=folio.pfn))
         for p in range(folio.pfn, folio.pfn + folio.nr_pages):
             del self.page_folio[p]
         self.phys.free_data(folio.pfn, folio.order)
@@ -275,7 +287,8 @@ class Kernel:
                 flags |= pg.SOFT_DIRTY
             for i in range(pg.HPAGE_PMD_NR):
                 ptes[i] = pg.make_entry(head + i, flags)
-            folio.remove_rmap_pmd(mm.mm_id)
+            partial = folio.remove_rmap_pmd(mm.mm_id)
+            assert not partial, "every page is PTE-mapped after the split"
         self.set_entry(pmd_table, pmd_idx, pg.make_entry(deposit, pg.TABLE_ENTRY))
         haddr = addr & ~(pg.PMD_SIZE - 1)
         self.tlb_flush(mm, haddr, haddr + pg.PMD_SIZE)

@@ -108,7 +108,8 @@ class _ZapOps(WalkOps):
                 nr += 1
         for j in range(i, i + nr):
             ptes[j] = 0
-        folio.remove_rmap_ptes(page, nr, self.mm.mm_id)
+        if folio.remove_rmap_ptes(page, nr, self.mm.mm_id):
+            self.k.deferred_split_folio(folio)
         self.mm.rss_anon -= nr  # add_mm_counter(mm, MM_ANONPAGES, -nr)
         self.tlb.refs.append((folio, nr))
         self.tlb.ptes += nr
@@ -122,7 +123,8 @@ def _zap_huge_pmd(k: Kernel, mm: Mm, table: int, idx: int, tlb: Gather) -> None:
     head = pg.entry_pfn(pmd)
     if not k.is_huge_zero_pfn(head):
         folio = k.page_folio[head]
-        folio.remove_rmap_pmd(mm.mm_id)
+        if folio.remove_rmap_pmd(mm.mm_id):
+            k.deferred_split_folio(folio)
         mm.rss_anon -= pg.HPAGE_PMD_NR  # add_mm_counter(mm, MM_ANONPAGES, -HPAGE_PMD_NR)
         tlb.refs.append((folio, 1))
     tlb.tables.append(k.deposits.pop((table, idx)))

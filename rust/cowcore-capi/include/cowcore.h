@@ -370,6 +370,15 @@ enum cowcore_event_kind
    * A TLB flush of `[start, end)` of `asid` (`[0, UINT64_MAX)`: the whole space).
    */
   COWCORE_EVENT_KIND_TLB_FLUSH = 19,
+  /**
+   * A large folio queued for deferred split as partially mapped (`pfn`, `order`).
+   */
+  COWCORE_EVENT_KIND_DEFERRED_SPLIT = 20,
+  /**
+   * A partially mapped folio off the deferred-split queue as it is freed (`pfn`,
+   * `order`).
+   */
+  COWCORE_EVENT_KIND_DEFERRED_UNQUEUE = 21,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -517,7 +526,7 @@ typedef struct cowcore_event_t {
    */
   uint64_t asid2;
   /**
-   * A first frame (`PAGES_COPIED`: the source).
+   * A first frame (`FOLIO_*`, `PAGES_ZEROED`, `DEFERRED_*`; `PAGES_COPIED`: the source).
    */
   uint64_t pfn;
   /**
@@ -591,6 +600,30 @@ typedef struct cowcore_stats_t {
    * `do_huge_zero_wp_pmd` allocations.
    */
   uint64_t huge_zero_write;
+  /**
+   * `MTHP_STAT_SPLIT_DEFERRED` per size.
+   */
+  uint64_t split_deferred[8];
+  /**
+   * `MTHP_STAT_NR_ANON` per size (folios that exist now).
+   */
+  uint64_t nr_anon[8];
+  /**
+   * `MTHP_STAT_NR_ANON_PARTIALLY_MAPPED` per size (queued as partially mapped now).
+   */
+  uint64_t nr_anon_partially_mapped[8];
+  /**
+   * `THP_FAULT_FALLBACK`.
+   */
+  uint64_t thp_fault_fallback;
+  /**
+   * `THP_SPLIT_PAGE`.
+   */
+  uint64_t thp_split_page;
+  /**
+   * `THP_DEFERRED_SPLIT_PAGE`.
+   */
+  uint64_t thp_deferred_split_page;
 } cowcore_stats_t;
 
 #ifdef __cplusplus

@@ -200,6 +200,11 @@ pub enum CowcoreEventKind {
     Mprotect = 18,
     /// A TLB flush of `[start, end)` of `asid` (`[0, UINT64_MAX)`: the whole space).
     TlbFlush = 19,
+    /// A large folio queued for deferred split as partially mapped (`pfn`, `order`).
+    DeferredSplit = 20,
+    /// A partially mapped folio off the deferred-split queue as it is freed (`pfn`,
+    /// `order`).
+    DeferredUnqueue = 21,
 }
 
 /// `cowcore_event_t.cause` of a `ZAP` event (`cowcore_core::ZapCause`).
@@ -307,7 +312,7 @@ pub struct CowcoreEvent {
     pub asid: u64,
     /// `FORK`: the child's address space.
     pub asid2: u64,
-    /// A first frame (`PAGES_COPIED`: the source).
+    /// A first frame (`FOLIO_*`, `PAGES_ZEROED`, `DEFERRED_*`; `PAGES_COPIED`: the source).
     pub pfn: u64,
     /// `PAGES_COPIED`: the destination.
     pub pfn2: u64,
@@ -368,6 +373,18 @@ pub struct CowcoreStats {
     pub faults_wp: u64,
     /// `do_huge_zero_wp_pmd` allocations.
     pub huge_zero_write: u64,
+    /// `MTHP_STAT_SPLIT_DEFERRED` per size.
+    pub split_deferred: [u64; 8],
+    /// `MTHP_STAT_NR_ANON` per size (folios that exist now).
+    pub nr_anon: [u64; 8],
+    /// `MTHP_STAT_NR_ANON_PARTIALLY_MAPPED` per size (queued as partially mapped now).
+    pub nr_anon_partially_mapped: [u64; 8],
+    /// `THP_FAULT_FALLBACK`.
+    pub thp_fault_fallback: u64,
+    /// `THP_SPLIT_PAGE`.
+    pub thp_split_page: u64,
+    /// `THP_DEFERRED_SPLIT_PAGE`.
+    pub thp_deferred_split_page: u64,
 }
 
 impl From<&Stats> for CowcoreStats {
@@ -385,6 +402,12 @@ impl From<&Stats> for CowcoreStats {
             faults_write,
             faults_wp,
             huge_zero_write,
+            split_deferred,
+            nr_anon,
+            nr_anon_partially_mapped,
+            thp_fault_fallback,
+            thp_split_page,
+            thp_deferred_split_page,
         } = *s;
         Self {
             anon_fault_alloc,
@@ -398,6 +421,12 @@ impl From<&Stats> for CowcoreStats {
             faults_write,
             faults_wp,
             huge_zero_write,
+            split_deferred,
+            nr_anon,
+            nr_anon_partially_mapped,
+            thp_fault_fallback,
+            thp_split_page,
+            thp_deferred_split_page,
         }
     }
 }
@@ -460,7 +489,7 @@ pub(crate) const REASON_NAMES: [&std::ffi::CStr; 19] = [
 ];
 
 /// See [`OUTCOME_NAMES`]; index 0 is no kind.
-pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 20] = [
+pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 22] = [
     c"UNKNOWN",
     c"FAULT_READ",
     c"FAULT_WRITE",
@@ -481,4 +510,6 @@ pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 20] = [
     c"ZAP",
     c"MPROTECT",
     c"TLB_FLUSH",
+    c"DEFERRED_SPLIT",
+    c"DEFERRED_UNQUEUE",
 ];

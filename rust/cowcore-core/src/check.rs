@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::{VirtAddr, PAGE_SIZE};
 use crate::error::CowError;
-use crate::folio::{ENTIRELY_MAPPED, MM_ID_DUMMY};
+use crate::folio::{FolioRef, ENTIRELY_MAPPED, MM_ID_DUMMY};
 use crate::kernel::Kernel;
 use crate::mm::Mm;
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::Level;
 use crate::physmem::{PhysMem, TableFrame, ENTRIES, ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
+use crate::stats::Stats;
 
 #[derive(Default)]
 struct FolioAcc {
@@ -68,6 +69,80 @@ impl PageWalk for CheckWalk<'_> {
                 self.k
                     .check_leaf(self.mm, Level::Pte, PAGE_SIZE, loc, e, addr, self.w)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// The gauges recomputed from the folios and their mappings: `NR_ANON_MAPPED`,
+/// `NR_ANON_THPS`, and per size `nr_anon` and `nr_anon_partially_mapped`.
+#[derive(Default)]
+struct Gauges {
+    anon_mapped: u64,
+    anon_thps: u64,
+    nr_anon: [u64; 8],
+    partially_mapped: [u64; 8],
+}
+
+impl Gauges {
+    /// Adds one live folio. A large folio that is partially mapped now (some pages mapped
+    /// by PTEs, others by nothing, no PMD) must carry `PG_partially_mapped`: it was flagged
+    /// when the unmap that made it so happened (`deferred_split_folio`).
+    fn add(&mut self, m: &PhysMem, folio: FolioRef, acc: &FolioAcc) -> Result<(), CowError> {
+        let f = m.folio(folio);
+        let (order, nr) = (f.folio_order(), u64::from(f.folio_nr_pages()));
+        let ptes_mapped = acc.pages.len() as u64;
+        if acc.pmds > 0 {
+            self.anon_mapped += nr;
+            self.anon_thps += nr;
+        } else {
+            self.anon_mapped += ptes_mapped;
+        }
+        Stats::gauge_mthp(&mut self.nr_anon, order, 1);
+        let flagged = m.folio_test_partially_mapped(folio);
+        if flagged {
+            Stats::gauge_mthp(&mut self.partially_mapped, order, 1);
+        }
+        let partial = order >= 2 && acc.pmds == 0 && ptes_mapped > 0 && ptes_mapped < nr;
+        if partial && !flagged {
+            return Err(bad(
+                "deferred-split",
+                format!(
+                    "folio {}: {ptes_mapped} of {nr} pages mapped but not partially mapped",
+                    folio.pfn()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn compare(&self, m: &PhysMem, s: &Stats) -> Result<(), CowError> {
+        let pairs = [
+            ("NR_ANON_MAPPED", self.anon_mapped, m.nr_anon_mapped),
+            ("NR_ANON_THPS", self.anon_thps, m.nr_anon_thps),
+        ];
+        for (name, want, have) in pairs {
+            if want != have {
+                return Err(bad(
+                    "vmstat",
+                    format!("{name} {have} but {want} pages mapped"),
+                ));
+            }
+        }
+        if self.nr_anon != s.nr_anon {
+            return Err(bad(
+                "vmstat",
+                format!("nr_anon {:?} but {:?} folios", s.nr_anon, self.nr_anon),
+            ));
+        }
+        if self.partially_mapped != s.nr_anon_partially_mapped {
+            return Err(bad(
+                "deferred-split",
+                format!(
+                    "nr_anon_partially_mapped {:?} but {:?} folios flagged",
+                    s.nr_anon_partially_mapped, self.partially_mapped
+                ),
+            ));
         }
         Ok(())
     }
@@ -362,11 +437,14 @@ impl Kernel {
     fn check_frames(&self, w: &Walk) -> Result<(), CowError> {
         let m = &self.mem;
         let mut free = 0u64;
+        let mut tables = 0u64;
+        let mut gauges = Gauges::default();
         let mut p = 0u32;
         while p < m.nr_frames() {
             match m.state(p) {
                 ST_FREE => free += 1,
                 ST_TABLE => {
+                    tables += 1;
                     if !w.tables.contains(&TableFrame::at(p)) {
                         return Err(bad(
                             "table-reachable",
@@ -376,11 +454,14 @@ impl Kernel {
                 }
                 ST_FOLIO => {
                     let h = m.page_folio(p).pfn();
-                    if h == p && !w.folios.contains_key(&h) {
-                        return Err(bad(
-                            "no-unmapped-folio",
-                            format!("folio {h} is allocated but not mapped"),
-                        ));
+                    if h == p {
+                        let Some(acc) = w.folios.get(&h) else {
+                            return Err(bad(
+                                "no-unmapped-folio",
+                                format!("folio {h} is allocated but not mapped"),
+                            ));
+                        };
+                        gauges.add(m, m.page_folio(h), acc)?;
                     }
                 }
                 _ => {
@@ -399,6 +480,13 @@ impl Kernel {
                 format!("{free} free frames, allocator says {}", m.nr_free()),
             ));
         }
+        if tables != m.nr_tables {
+            return Err(bad(
+                "vmstat",
+                format!("{tables} table frames, NR_PAGETABLE {}", m.nr_tables),
+            ));
+        }
+        gauges.compare(m, self.events.stats())?;
         if self.mem.deposits.len() != w.huge {
             return Err(bad(
                 "pmd-deposit",

@@ -7,6 +7,7 @@
 //! `emit` (no dynamic dispatch): it folds each event into the counters and, only while
 //! recording (off by default), also keeps it.
 
+use crate::addr::PMD_ORDER;
 use crate::stats::Stats;
 
 /// Something the kernel (or the simulator's fault accounting) counts, at the place it
@@ -131,6 +132,26 @@ pub enum Event {
         /// The range's end.
         end: u64,
     },
+    // --- The deferred-split queue (issue 13). ---
+    /// `deferred_split_folio(folio, true)`: an unmap left the large folio partially mapped
+    /// and it was queued for deferred split, flagged `PG_partially_mapped`
+    /// (`MTHP_STAT_SPLIT_DEFERRED`, `THP_DEFERRED_SPLIT_PAGE` for PMD size, and
+    /// `MTHP_STAT_NR_ANON_PARTIALLY_MAPPED` + 1). Once per folio.
+    DeferredSplit {
+        /// Its first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+    },
+    /// A partially mapped folio left the deferred-split queue
+    /// (`__folio_unqueue_deferred_split`: it is being freed or split):
+    /// `MTHP_STAT_NR_ANON_PARTIALLY_MAPPED` − 1.
+    DeferredUnqueue {
+        /// Its first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+    },
 }
 
 /// Why entries were zapped.
@@ -154,7 +175,7 @@ pub struct EventRecord {
     /// The kind: [`Event::code`].
     pub kind: u8,
     /// A folio order (`AnonFaultAlloc`, `AnonFaultFallback`, `Split`, `FolioAlloc`,
-    /// `FolioFree`).
+    /// `FolioFree`, `DeferredSplit`, `DeferredUnqueue`).
     pub order: u8,
     /// A [`ZapCause`] (`Zap`).
     pub cause: u8,
@@ -166,7 +187,8 @@ pub struct EventRecord {
     pub asid: u64,
     /// `Fork`: the child's address space.
     pub asid2: u64,
-    /// A first frame (`FolioAlloc`, `FolioFree`, `PagesZeroed`; `PagesCopied`: the source).
+    /// A first frame (`FolioAlloc`, `FolioFree`, `PagesZeroed`, `DeferredSplit`,
+    /// `DeferredUnqueue`; `PagesCopied`: the source).
     pub pfn: u64,
     /// `PagesCopied`: the destination.
     pub pfn2: u64,
@@ -181,7 +203,7 @@ pub struct EventRecord {
 }
 
 /// The names of the event kinds by [`Event::code`] (0 is unused).
-pub const EVENT_NAMES: [&str; 20] = [
+pub const EVENT_NAMES: [&str; 22] = [
     "",
     "FAULT_READ",
     "FAULT_WRITE",
@@ -202,6 +224,8 @@ pub const EVENT_NAMES: [&str; 20] = [
     "ZAP",
     "MPROTECT",
     "TLB_FLUSH",
+    "DEFERRED_SPLIT",
+    "DEFERRED_UNQUEUE",
 ];
 
 impl EventRecord {
@@ -251,6 +275,8 @@ impl Event {
             Event::Zap { .. } => 17,
             Event::Mprotect { .. } => 18,
             Event::TlbFlush { .. } => 19,
+            Event::DeferredSplit { .. } => 20,
+            Event::DeferredUnqueue { .. } => 21,
         }
     }
 
@@ -279,7 +305,10 @@ impl Event {
             Event::AnonFaultAlloc { order }
             | Event::AnonFaultFallback { order }
             | Event::Split { order } => r.order = order as u8,
-            Event::FolioAlloc { pfn, order } | Event::FolioFree { pfn, order } => {
+            Event::FolioAlloc { pfn, order }
+            | Event::FolioFree { pfn, order }
+            | Event::DeferredSplit { pfn, order }
+            | Event::DeferredUnqueue { pfn, order } => {
                 r.pfn = pfn;
                 r.order = order as u8;
             }
@@ -355,16 +384,34 @@ impl Stats {
             Event::AnonFaultAlloc { order } => Self::count_mthp(&mut self.anon_fault_alloc, order),
             Event::AnonFaultFallback { order } => {
                 Self::count_mthp(&mut self.anon_fault_fallback, order);
+                if order == PMD_ORDER {
+                    self.thp_fault_fallback += 1; // counted beside it, vma_alloc_anon_folio_pmd
+                }
             }
-            Event::Split { order } => Self::count_mthp(&mut self.split, order),
+            Event::Split { order } => {
+                Self::count_mthp(&mut self.split, order);
+                if order == PMD_ORDER {
+                    self.thp_split_page += 1;
+                }
+            }
+            Event::FolioAlloc { order, .. } => Self::gauge_mthp(&mut self.nr_anon, order, 1),
+            Event::FolioFree { order, .. } => Self::gauge_mthp(&mut self.nr_anon, order, -1),
+            Event::DeferredSplit { order, .. } => {
+                Self::count_mthp(&mut self.split_deferred, order);
+                Self::gauge_mthp(&mut self.nr_anon_partially_mapped, order, 1);
+                if order == PMD_ORDER {
+                    self.thp_deferred_split_page += 1;
+                }
+            }
+            Event::DeferredUnqueue { order, .. } => {
+                Self::gauge_mthp(&mut self.nr_anon_partially_mapped, order, -1);
+            }
             Event::ThpFaultAlloc => self.thp_fault_alloc += 1,
             Event::ThpSplitPmd => self.thp_split_pmd += 1,
             Event::PgReuse => self.pgreuse += 1,
             Event::CowCopy => self.cow_copy += 1,
             Event::HugeZeroWrite => self.huge_zero_write += 1,
-            Event::FolioAlloc { .. }
-            | Event::FolioFree { .. }
-            | Event::PagesZeroed { .. }
+            Event::PagesZeroed { .. }
             | Event::PagesCopied { .. }
             | Event::Fork { .. }
             | Event::Zap { .. }

@@ -678,12 +678,7 @@ impl<R: Recorder> Fault<'_, R> {
         let t = match alloc_table(self.mem) {
             Ok(t) => t,
             Err(e) => {
-                if let Some(order) = self.mem.folio_put_refs(folio, 1) {
-                    self.events.emit(Event::FolioFree {
-                        pfn: u64::from(folio.pfn()),
-                        order,
-                    });
-                }
+                self.mem.folio_put_refs(folio, 1, self.events);
                 return Err(e);
             }
         };
@@ -800,13 +795,10 @@ impl<R: Recorder> Fault<'_, R> {
         // ptep_clear_flush: the old read-only translation goes.
         self.flush_tlb(self.address.align_down(PAGE_SIZE), PAGE_SIZE);
         if let (Some(p), Some(f)) = (page, old_folio) {
-            self.mem.remove_rmap_ptes(f, p, 1, self.mm_id);
-            if let Some(order) = self.mem.folio_put_refs(f, 2) {
-                self.events.emit(Event::FolioFree {
-                    pfn: u64::from(f.pfn()),
-                    order,
-                });
+            if self.mem.remove_rmap_ptes(f, p, 1, self.mm_id) {
+                self.mem.deferred_split_folio(f, self.events);
             }
+            self.mem.folio_put_refs(f, 2, self.events);
         }
         self.record(|r| {
             r.outcome = if r.flags.contains(AccessFlags::SPLIT) {
@@ -965,7 +957,9 @@ pub(crate) fn split_huge_pmd(
         for i in 0..512u32 {
             mem.set_entry(t, i as usize, e.with_frame(h + i));
         }
-        mem.remove_rmap_pmd(folio, mm_id);
+        // Every page is PTE-mapped now: never partially mapped.
+        let partial = mem.remove_rmap_pmd(folio, mm_id);
+        debug_assert!(!partial);
     }
     mem.set_entry(pmd_table, pmd_i, t.entry());
     Ok(())

@@ -7,7 +7,10 @@
 //! biased by −1 exactly as the kernel stores them (KS §1.2); per-page mapcounts are stored
 //! logically in the 24-bit field of the frame's `info` word.
 
-use crate::physmem::{dup_page_info, PhysMem, AE_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO};
+use crate::events::{Event, Events};
+use crate::physmem::{
+    dup_page_info, PhysMem, AE_BIT, FLAG_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO,
+};
 
 /// `ENTIRELY_MAPPED`: the bias `_nr_pages_mapped` carries while a PMD maps the folio.
 pub const ENTIRELY_MAPPED: i32 = 0x80_0000;
@@ -408,10 +411,12 @@ impl PhysMem {
 
     /// `folio_add_new_anon_rmap(folio, vma, addr, RMAP_EXCLUSIVE)`: the first mapping of a
     /// new folio. Order 9 is assumed PMD-mapped (entire 1, large 1, AE on the head only);
-    /// smaller orders are PTE-mapped in full. Does not touch the refcount.
+    /// smaller orders are PTE-mapped in full. Does not touch the refcount. `NR_ANON_MAPPED`
+    /// gains every page, `NR_ANON_THPS` the PMD-mapped ones (`__folio_mod_stat`).
     pub(crate) fn add_new_anon_rmap(&mut self, folio: FolioRef, mm_id: u32) {
         let head = folio.0;
         let order = self.order(head);
+        self.nr_anon_mapped += 1 << order;
         if order == 0 {
             self.page_mapcount_inc(head);
             self.set_anon_exclusive(head, true);
@@ -424,6 +429,7 @@ impl PhysMem {
             self.set_large_mapcount(head, nr as i32, mm_id);
             self.count[head as usize + 3] = nr as i32;
         } else {
+            self.nr_anon_thps += 1 << order;
             self.count[head as usize + 2] = 0;
             self.set_large_mapcount(head, 1, mm_id);
             self.count[head as usize + 3] = ENTIRELY_MAPPED;
@@ -433,7 +439,8 @@ impl PhysMem {
 
     /// `folio_add_anon_rmap_ptes(folio, page, nr, vma, addr, flags)` (PTE level): per-page
     /// mapcounts, `_nr_pages_mapped`, then the large mapcount; AE on the nr pages if
-    /// `exclusive`.
+    /// `exclusive`. Pages newly mapped count in `NR_ANON_MAPPED` unless a PMD maps the
+    /// folio already (then they were counted with it).
     pub(crate) fn add_anon_rmap_ptes(
         &mut self,
         folio: FolioRef,
@@ -450,10 +457,14 @@ impl PhysMem {
                     newly += 1;
                 }
             }
-            self.count[head as usize + 3] += newly;
+            let mapped = &mut self.count[head as usize + 3];
+            *mapped += newly;
+            if *mapped < ENTIRELY_MAPPED {
+                self.nr_anon_mapped += newly as u64;
+            }
             self.add_large_mapcount(head, nr as i32, mm_id);
-        } else {
-            self.page_mapcount_inc(head);
+        } else if self.page_mapcount_inc(head) {
+            self.nr_anon_mapped += 1;
         }
         if exclusive {
             for p in first..first + nr {
@@ -463,8 +474,20 @@ impl PhysMem {
     }
 
     /// `folio_remove_rmap_ptes(folio, page, nr, vma)`: large mapcount first, then the
-    /// per-page mapcounts and `_nr_pages_mapped`. Never touches the refcount.
-    pub(crate) fn remove_rmap_ptes(&mut self, folio: FolioRef, first: u32, nr: u32, mm_id: u32) {
+    /// per-page mapcounts and `_nr_pages_mapped`; pages no entry maps any more leave
+    /// `NR_ANON_MAPPED` unless a PMD still maps the folio. Never touches the refcount.
+    ///
+    /// Returns `partially_mapped` of `__folio_remove_rmap` (`CONFIG_PAGE_MAPCOUNT`): some
+    /// page became unmapped while others stay mapped by PTEs, no PMD mapping the folio;
+    /// the caller then queues it for deferred split ([`Self::deferred_split_folio`]).
+    #[must_use = "a partially mapped folio goes on the deferred-split queue"]
+    pub(crate) fn remove_rmap_ptes(
+        &mut self,
+        folio: FolioRef,
+        first: u32,
+        nr: u32,
+        mm_id: u32,
+    ) -> bool {
         let head = folio.0;
         if self.is_large(head) {
             self.sub_large_mapcount(head, nr as i32, mm_id);
@@ -474,21 +497,63 @@ impl PhysMem {
                     last += 1;
                 }
             }
-            self.count[head as usize + 3] -= last;
-        } else {
-            self.page_mapcount_dec(head);
+            let mapped = &mut self.count[head as usize + 3];
+            *mapped -= last;
+            if last > 0 && *mapped < ENTIRELY_MAPPED {
+                self.nr_anon_mapped -= last as u64;
+                return *mapped != 0;
+            }
+        } else if self.page_mapcount_dec(head) {
+            self.nr_anon_mapped -= 1;
         }
+        false
     }
 
-    /// `folio_remove_rmap_pmd(folio, page, vma)`.
-    pub(crate) fn remove_rmap_pmd(&mut self, folio: FolioRef, mm_id: u32) {
+    /// `folio_remove_rmap_pmd(folio, page, vma)`. When the last PMD goes, the pages no PTE
+    /// maps leave `NR_ANON_MAPPED` and the folio leaves `NR_ANON_THPS`.
+    ///
+    /// Returns `partially_mapped` (`CONFIG_PAGE_MAPCOUNT`): the last PMD went while some
+    /// but not all pages stay mapped by PTEs.
+    #[must_use = "a partially mapped folio goes on the deferred-split queue"]
+    pub(crate) fn remove_rmap_pmd(&mut self, folio: FolioRef, mm_id: u32) -> bool {
         let head = folio.0;
         self.sub_large_mapcount(head, 1, mm_id);
         let e = &mut self.count[head as usize + 2];
         *e -= 1;
-        if *e == -1 {
-            self.count[head as usize + 3] -= ENTIRELY_MAPPED;
+        if *e != -1 {
+            return false;
         }
+        let mapped = &mut self.count[head as usize + 3];
+        *mapped -= ENTIRELY_MAPPED;
+        let nr_pages = 1u64 << self.order(head);
+        let nr = nr_pages - self.count[head as usize + 3] as u64;
+        self.nr_anon_mapped -= nr;
+        self.nr_anon_thps -= nr_pages;
+        nr > 0 && nr < nr_pages
+    }
+
+    /// `folio_test_partially_mapped`: the folio waits on the deferred-split queue as
+    /// partially mapped (`PG_partially_mapped`, on the first tail page).
+    #[must_use]
+    pub(crate) fn folio_test_partially_mapped(&self, folio: FolioRef) -> bool {
+        self.is_large(folio.0) && self.info[folio.0 as usize + 1] & FLAG_BIT != 0
+    }
+
+    /// `deferred_split_folio(folio, true)` after `__folio_remove_rmap` found the folio
+    /// partially mapped: the first time, it is flagged and queued, which the kernel counts
+    /// (`MTHP_STAT_SPLIT_DEFERRED`, `THP_DEFERRED_SPLIT_PAGE` for PMD size, and
+    /// `MTHP_STAT_NR_ANON_PARTIALLY_MAPPED` + 1): a `DeferredSplit` event. Orders below 2
+    /// have no deferred list (nothing happens), as in the kernel.
+    pub(crate) fn deferred_split_folio(&mut self, folio: FolioRef, events: &mut Events) {
+        let order = self.order(folio.0);
+        if order < 2 || self.folio_test_partially_mapped(folio) {
+            return;
+        }
+        self.info[folio.0 as usize + 1] |= FLAG_BIT;
+        events.emit(Event::DeferredSplit {
+            pfn: u64::from(folio.0),
+            order,
+        });
     }
 
     /// `folio_try_dup_anon_rmap_ptes(folio, page, nr, dst_vma)` without pins: clear AE on
@@ -573,7 +638,7 @@ mod tests {
         assert!(!m.anon_exclusive(h + 3));
         assert_eq!(m.page_mapcount(h + 3), 2);
         // child exits: its slot frees, slot0 owns all 16 → shared clears.
-        m.remove_rmap_ptes(f, h, 16, 2);
+        assert!(!m.remove_rmap_ptes(f, h, 16, 2)); // mm 1 still maps every page
         m.folio_ref_add(f, -16);
         let s = m.slots(h);
         assert_eq!((s.ids, s.counts, s.shared), ([1, 0], [15, -1], false));
@@ -591,17 +656,41 @@ mod tests {
         m.dup_anon_rmap_ptes(f, h, 4, 3); // untracked
         let s = m.slots(h);
         assert_eq!((s.ids, s.shared), ([1, 2], true));
-        m.remove_rmap_ptes(f, h, 4, 1);
-        m.remove_rmap_ptes(f, h, 4, 2);
+        assert!(!m.remove_rmap_ptes(f, h, 4, 1));
+        assert!(!m.remove_rmap_ptes(f, h, 4, 2));
         // Only mm 3 maps it now, untracked: both slots −1, large 3 (biased) → no clear.
         let s = m.slots(h);
         assert_eq!((s.ids, s.counts, s.shared), ([0, 0], [-1, -1], true));
         assert!(m.folio(f).folio_maybe_mapped_shared());
-        m.remove_rmap_ptes(f, h, 3, 3);
+        // Pages 0..3 are now mapped by nothing, page 3 still is: partially mapped.
+        assert!(m.remove_rmap_ptes(f, h, 3, 3));
         assert!(!m.folio(f).folio_maybe_mapped_shared()); // mapcount 1
-        m.remove_rmap_ptes(f, h + 3, 1, 3);
+        assert!(!m.remove_rmap_ptes(f, h + 3, 1, 3)); // fully unmapped is not partial
         assert!(!m.slots(h).shared);
         assert_eq!(m.folio_mapcount(h), 0);
+    }
+
+    /// A PMD split then a partial unmap (KS §1.6, `CONFIG_PAGE_MAPCOUNT`): the PMD's removal
+    /// after the PTEs are added is not partial; unmapping some PTEs then is, once.
+    #[test]
+    fn pmd_split_then_partial_unmap() {
+        let (mut m, f) = mem_with_folio(9);
+        let h = f.pfn();
+        let mut events = Events::default();
+        m.add_new_anon_rmap(f, 1);
+        assert_eq!((m.nr_anon_mapped, m.nr_anon_thps), (512, 512));
+        m.add_anon_rmap_ptes(f, h, 512, 1, false);
+        assert!(!m.remove_rmap_pmd(f, 1));
+        assert_eq!((m.nr_anon_mapped, m.nr_anon_thps), (512, 0));
+        assert!(m.remove_rmap_ptes(f, h + 10, 2, 1));
+        assert_eq!(m.nr_anon_mapped, 510);
+        m.deferred_split_folio(f, &mut events);
+        assert!(m.folio_test_partially_mapped(f));
+        assert!(m.remove_rmap_ptes(f, h, 1, 1));
+        m.deferred_split_folio(f, &mut events); // already flagged: no second event
+        let s = events.stats();
+        assert_eq!((s.split_deferred[7], s.nr_anon_partially_mapped[7]), (1, 1));
+        assert_eq!(s.thp_deferred_split_page, 1);
     }
 
     #[test]
@@ -614,9 +703,10 @@ mod tests {
         m.dup_anon_rmap_pmd(f, 2);
         assert_eq!(m.folio_mapcount(h), 2);
         assert!(m.slots(h).shared);
-        m.remove_rmap_pmd(f, 2);
+        assert!(!m.remove_rmap_pmd(f, 2));
         assert!(!m.slots(h).shared);
-        m.remove_rmap_pmd(f, 1);
+        assert!(!m.remove_rmap_pmd(f, 1)); // no PTE maps a page: not partial
+        assert_eq!((m.nr_anon_mapped, m.nr_anon_thps), (0, 0));
         assert_eq!(m.nr_pages_mapped_raw(h), 0);
         assert_eq!(m.entire_mapcount(h), 0);
         let info = m.folio_info(f);

@@ -63,4 +63,4 @@ pub use policy::{
     KernelConfig, Policy, PolicySpec, Profile, ThpMode, ThpSizeMode, POLICIES, THP_SIZES,
 };
 pub use smaps::{SmapsInfo, PSS_SHIFT};
-pub use stats::Stats;
+pub use stats::{Stats, Vmstat};

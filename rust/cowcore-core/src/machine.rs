@@ -16,7 +16,7 @@ use crate::outcome::{Access, AccessKinds};
 use crate::paging::walk::Translation;
 use crate::policy::{KernelConfig, Profile, ThpMode, ThpSizeMode};
 use crate::smaps::SmapsInfo;
-use crate::stats::Stats;
+use crate::stats::{Stats, Vmstat};
 
 /// Lowest user address (`mmap_min_addr` is at least one page).
 pub const USER_START: u64 = 0x1000;
@@ -710,6 +710,24 @@ impl Machine {
     #[must_use]
     pub fn stats(&self) -> &Stats {
         self.k.events.stats()
+    }
+
+    /// The `/proc/vmstat` lines the simulator keeps ([`Vmstat`]).
+    #[must_use]
+    pub fn vmstat(&self) -> Vmstat {
+        let (s, m) = (self.k.events.stats(), &self.k.mem);
+        Vmstat {
+            nr_free_pages: m.nr_free(),
+            nr_anon_pages: m.nr_anon_mapped,
+            nr_anon_transparent_hugepages: m.nr_anon_thps >> crate::addr::PMD_ORDER,
+            nr_page_table_pages: m.nr_tables,
+            thp_fault_alloc: s.thp_fault_alloc,
+            thp_fault_fallback: s.thp_fault_fallback,
+            thp_split_pmd: s.thp_split_pmd,
+            thp_split_page: s.thp_split_page,
+            thp_deferred_split_page: s.thp_deferred_split_page,
+            pgreuse: s.pgreuse,
+        }
     }
 
     /// `hugepages-<size>/enabled` by sysfs size name (`"64K"`).

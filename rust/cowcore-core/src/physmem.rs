@@ -10,7 +10,9 @@
 //! untouched (a free frame is all zeros), so the host pays RSS only for frames in use:
 //! * `info: u32` — state (2 bits), order (4 bits), `PageAnonExclusive`, and the page's
 //!   logical PTE mapcount in the top 24 bits (zero for a free frame: where free blocks
-//!   start is known from the free lists alone);
+//!   start is known from the free lists alone); bit 7 is a folio flag, kept where the
+//!   kernel keeps it: on the first tail page of a large folio `PG_partially_mapped`
+//!   (`folio->_flags_1`);
 //! * `count: i32` — the head's `_refcount`; in a large folio page 1 holds
 //!   `_large_mapcount`, page 2 `_entire_mapcount`, page 3 `_nr_pages_mapped` (the kernel
 //!   also keeps folio fields in tail `struct page`s);
@@ -27,6 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::addr::Pfn;
+use crate::events::{Event, Events};
 use crate::folio::FolioRef;
 use crate::fork::cow_child_pte;
 use crate::paging::entry::PageTableEntry;
@@ -103,6 +106,8 @@ const STATE_MASK: u32 = 0b11;
 const ORDER_SHIFT: u32 = 2;
 const ORDER_MASK: u32 = 0b1111 << ORDER_SHIFT;
 pub(crate) const AE_BIT: u32 = 1 << 6;
+/// The folio-flag bit of an `info` word (`PG_partially_mapped` on the first tail page).
+pub(crate) const FLAG_BIT: u32 = 1 << 7;
 pub(crate) const MAPCOUNT_SHIFT: u32 = 8;
 /// Largest logical per-page mapcount the 24-bit field holds.
 pub(crate) const MAPCOUNT_MAX: u32 = (1 << 24) - 1;
@@ -129,6 +134,13 @@ pub struct PhysMem {
     /// Deposited PTE tables by huge PMD entry (`pgtable_trans_huge_deposit`, which keeps
     /// them in the PMD table's `struct page`): key `(pmd table frame << 9) | index`.
     pub(crate) deposits: BTreeMap<u64, TableFrame>,
+    /// `NR_ANON_MAPPED`: anonymous pages mapped by at least one entry, kept where
+    /// `__folio_add_rmap`/`__folio_remove_rmap` keep it (`__folio_mod_stat`).
+    pub(crate) nr_anon_mapped: u64,
+    /// `NR_ANON_THPS`, in pages: the pages of PMD-mapped anonymous folios.
+    pub(crate) nr_anon_thps: u64,
+    /// `NR_PAGETABLE`: table frames in use (every level, deposited tables included).
+    pub(crate) nr_tables: u64,
 }
 
 impl PhysMem {
@@ -154,6 +166,9 @@ impl PhysMem {
             zero_pfn: 0,
             huge_zero_pfn: 0,
             deposits: BTreeMap::new(),
+            nr_anon_mapped: 0,
+            nr_anon_thps: 0,
+            nr_tables: 0,
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);
@@ -240,16 +255,27 @@ impl PhysMem {
         Some(FolioRef::new_head(h))
     }
 
-    /// `folio_put_refs`: drops `n` references, freeing the folio at zero. Returns the
-    /// freed folio's order, for the caller's `FolioFree` event.
-    #[must_use = "a freed folio is reported as a FolioFree event"]
-    pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32) -> Option<u32> {
-        if self.folio_ref_add(folio, -(n as i32)) == 0 {
-            let order = self.order(folio.pfn());
-            self.free_folio(folio.pfn());
-            return Some(order);
+    /// `folio_put_refs`: drops `n` references, freeing the folio at zero. A freed folio
+    /// first leaves the deferred-split queue if it waits there as partially mapped
+    /// (`folio_unqueue_deferred_split`, a `DeferredUnqueue` event), then is a `FolioFree`
+    /// event. Returns whether it was freed.
+    pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32, events: &mut Events) -> bool {
+        if self.folio_ref_add(folio, -(n as i32)) != 0 {
+            return false;
         }
-        None
+        let (pfn, order) = (folio.pfn(), self.order(folio.pfn()));
+        if self.folio_test_partially_mapped(folio) {
+            events.emit(Event::DeferredUnqueue {
+                pfn: u64::from(pfn),
+                order,
+            });
+        }
+        self.free_folio(pfn);
+        events.emit(Event::FolioFree {
+            pfn: u64::from(pfn),
+            order,
+        });
+        true
     }
 
     /// `pgtable_trans_huge_deposit`: keeps table `t` for the huge PMD entry `(pmd_table, i)`.
@@ -320,6 +346,7 @@ impl PhysMem {
             self.tables.fresh_slot() // zero-filled by the host
         };
         self.word[pfn as usize] = slot;
+        self.nr_tables += 1;
         Some(TableFrame(pfn))
     }
 
@@ -335,6 +362,7 @@ impl PhysMem {
         debug_assert_eq!(self.state(t.0), ST_TABLE);
         self.free_slots.push(self.slot(t));
         self.free_block(t.0, 0);
+        self.nr_tables -= 1;
     }
 
     /// Reads entry `idx` of the table in frame `table`.

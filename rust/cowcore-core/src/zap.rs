@@ -181,12 +181,7 @@ impl Zap<'_> {
     /// is a `FolioFree` event.
     fn tlb_finish_mmu(&mut self) {
         for (h, n) in self.gather.drain(..) {
-            if let Some(order) = self.mem.folio_put_refs(h, n) {
-                self.events.emit(Event::FolioFree {
-                    pfn: u64::from(h.pfn()),
-                    order,
-                });
-            }
+            self.mem.folio_put_refs(h, n, self.events);
         }
     }
 
@@ -237,7 +232,9 @@ impl Zap<'_> {
             return Ok(0);
         }
         let folio = self.mem.page_folio(pmde.frame());
-        self.mem.remove_rmap_pmd(folio, self.mm_id);
+        if self.mem.remove_rmap_pmd(folio, self.mm_id) {
+            self.mem.deferred_split_folio(folio, self.events);
+        }
         self.gather.push((folio, 1));
         Ok(PMD_NR)
     }
@@ -270,7 +267,9 @@ impl Zap<'_> {
             for j in 0..nr {
                 self.mem.set_entry(t, i + j, PageTableEntry::NONE);
             }
-            self.mem.remove_rmap_ptes(folio, p, nr as u32, self.mm_id);
+            if self.mem.remove_rmap_ptes(folio, p, nr as u32, self.mm_id) {
+                self.mem.deferred_split_folio(folio, self.events);
+            }
             self.gather.push((folio, nr as u32));
             pages += nr as u64;
             self.ptes += nr as u64;

@@ -560,6 +560,12 @@ impl PyMachine {
         records::stats(py, &s)
     }
 
+    /// The `/proc/vmstat` lines the simulator keeps (`cowcore.protocol.Vmstat`).
+    fn vmstat<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = self.lock().vmstat();
+        records::vmstat(py, &v)
+    }
+
     fn check(&self, py: Python<'_>) -> PyResult<()> {
         run_core(py, || self.lock().check())
     }

@@ -7,7 +7,7 @@
 
 use cowcore_core::{
     Access, FolioInfo, FrameKind, KernelConfig, Observation, Profile, SmapsInfo, Stats,
-    Translation, VmaInfo, PAGE_SIZE, POLICIES, THP_SIZES,
+    Translation, VmaInfo, Vmstat, PAGE_SIZE, POLICIES, THP_SIZES,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -41,6 +41,7 @@ record_class!(folio_snapshot_class, "FolioSnapshot");
 record_class!(vma_info_class, "VmaInfo");
 record_class!(smaps_class, "Smaps");
 record_class!(stats_class, "Stats");
+record_class!(vmstat_class, "Vmstat");
 record_class!(policy_spec_class, "PolicySpec");
 record_class!(kernel_config_class, "KernelConfig");
 
@@ -198,25 +199,53 @@ pub(crate) fn smaps<'py>(py: Python<'py>, rows: &[SmapsInfo]) -> PyResult<Vec<Bo
 
 /// The `Stats` record; the per-size counters as dicts by size name, every size present.
 pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAny>> {
-    let sizes = |counts: &[u64; 8]| -> PyResult<Bound<'py, PyDict>> {
+    let sizes = |counts: &[u64; 8]| -> PyResult<Bound<'py, PyAny>> {
         let d = PyDict::new(py);
         for (name, value) in Stats::by_size(counts) {
             d.set_item(name, value)?;
         }
-        Ok(d)
+        Ok(d.into_any())
     };
-    stats_class(py)?.call1((
-        sizes(&s.anon_fault_alloc)?,
-        sizes(&s.anon_fault_fallback)?,
-        sizes(&s.split)?,
-        s.thp_fault_alloc,
-        s.thp_split_pmd,
-        s.pgreuse,
-        s.cow_copy,
-        s.faults_read,
-        s.faults_write,
-        s.faults_wp,
-        s.huge_zero_write,
+    let n = |v: u64| v.into_bound_py_any(py);
+    // More fields than a tuple literal converts: one tuple of objects, in field order.
+    let args = PyTuple::new(
+        py,
+        [
+            sizes(&s.anon_fault_alloc)?,
+            sizes(&s.anon_fault_fallback)?,
+            sizes(&s.split)?,
+            n(s.thp_fault_alloc)?,
+            n(s.thp_split_pmd)?,
+            n(s.pgreuse)?,
+            n(s.cow_copy)?,
+            n(s.faults_read)?,
+            n(s.faults_write)?,
+            n(s.faults_wp)?,
+            n(s.huge_zero_write)?,
+            sizes(&s.split_deferred)?,
+            sizes(&s.nr_anon)?,
+            sizes(&s.nr_anon_partially_mapped)?,
+            n(s.thp_fault_fallback)?,
+            n(s.thp_split_page)?,
+            n(s.thp_deferred_split_page)?,
+        ],
+    )?;
+    stats_class(py)?.call1(args)
+}
+
+/// The `Vmstat` record.
+pub(crate) fn vmstat<'py>(py: Python<'py>, v: &Vmstat) -> PyResult<Bound<'py, PyAny>> {
+    vmstat_class(py)?.call1((
+        v.nr_free_pages,
+        v.nr_anon_pages,
+        v.nr_anon_transparent_hugepages,
+        v.nr_page_table_pages,
+        v.thp_fault_alloc,
+        v.thp_fault_fallback,
+        v.thp_split_pmd,
+        v.thp_split_page,
+        v.thp_deferred_split_page,
+        v.pgreuse,
     ))
 }
 
