@@ -34,6 +34,15 @@ PAGE_KEYS = [
     "content",
 ]
 STATS_KEYS = ["anon_fault_alloc", "anon_fault_fallback", "split"]
+STATS_SIZE_MAPS = ("split_deferred", "nr_anon", "nr_anon_partially_mapped")
+STATS_OPTIONAL_KEYS = [
+    "thp_fault_alloc",
+    "thp_split_pmd",
+    *STATS_SIZE_MAPS,
+    "thp_deferred_split_page",
+    "thp_split_page",
+    "thp_fault_fallback",
+]
 
 
 def test_parse_size() -> None:
@@ -170,7 +179,14 @@ def test_recordings_are_exact_observation_lines() -> None:
             elif "stats" in obj:
                 keys = list(obj["stats"])
                 assert keys[:3] == STATS_KEYS, path
-                assert set(keys[3:]) <= {"thp_fault_alloc", "thp_split_pmd"}, path
+                # The optional keys, each at most once and in the format's order.
+                assert [k for k in STATS_OPTIONAL_KEYS if k in keys] == keys[3:], path
+                for key in keys[3:]:
+                    value = obj["stats"][key]
+                    if key in STATS_SIZE_MAPS:
+                        assert isinstance(value, dict) and 0 not in value.values(), path
+                    else:  # vmstat counters are printed only when non-zero
+                        assert isinstance(value, int) and value != 0, path
             else:
                 assert list(obj) == ["error"] and obj["error"].startswith("line "), path
 

@@ -621,6 +621,91 @@ static int read_counters(uint64_t st[NSIZES][NSTATS], uint64_t vm[2])
 	return 0;
 }
 
+/*
+ * The deferred-split counters of the format's second edition, printed after the older keys:
+ * the per-size mTHP stats split_deferred (a count: delta since the run began), nr_anon and
+ * nr_anon_partially_mapped (levels, kept by mod_mthp_stat() in mm/rmap.c, mm/huge_memory.c and
+ * mm/page_alloc.c), then the vmstat events thp_deferred_split_page, thp_split_page and
+ * thp_fault_fallback. The levels are printed minus their value when the run began too: in the
+ * bare guest that value is 0 (the probe's own memory is small pages), so this is the current
+ * value, and the subtraction keeps a folio left over from an earlier scenario out of the next
+ * one. A file the kernel does not have (older kernels lack some of these stats) is left out:
+ * a per-size key appears only if some size has the file.
+ */
+static const char *const dsplit_name[] = {"split_deferred", "nr_anon", "nr_anon_partially_mapped"};
+#define NDSPLIT 3
+static const char *const dsplit_vm_name[] = {"thp_deferred_split_page", "thp_split_page",
+					     "thp_fault_fallback"};
+#define NDSPLIT_VM 3
+/* UINT64_MAX marks a counter the kernel does not have. */
+static uint64_t dsplit_base[NSIZES][NDSPLIT], dsplit_vm_base[NDSPLIT_VM];
+
+static void read_dsplit_counters(uint64_t st[NSIZES][NDSPLIT], uint64_t vm[NDSPLIT_VM])
+{
+	char path[128];
+	for (int s = 0; s < NSIZES; s++)
+		for (int k = 0; k < NDSPLIT; k++) {
+			snprintf(path, sizeof(path), THP "hugepages-%ukB/stats/%s", size_kb[s],
+				 dsplit_name[k]);
+			if (read_u64_file(path, &st[s][k]))
+				st[s][k] = UINT64_MAX;
+		}
+	/* vmstat_buf holds /proc/vmstat as read_counters() just read it. */
+	for (int k = 0; k < NDSPLIT_VM; k++)
+		vm[k] = UINT64_MAX;
+	for (char *line = vmstat_buf; line && *line;) {
+		char *nl = strchr(line, '\n');
+		for (int k = 0; k < NDSPLIT_VM; k++) {
+			size_t n = strlen(dsplit_vm_name[k]);
+			if (!strncmp(line, dsplit_vm_name[k], n) && line[n] == ' ')
+				vm[k] = strtoull(line + n + 1, NULL, 10);
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+}
+
+static void print_dsplit_stats(void)
+{
+	uint64_t st[NSIZES][NDSPLIT], vm[NDSPLIT_VM];
+	read_dsplit_counters(st, vm);
+	for (int k = 0; k < NDSPLIT; k++) {
+		int have = 0, first = 1;
+		for (int s = 0; s < NSIZES; s++)
+			have |= st[s][k] != UINT64_MAX && dsplit_base[s][k] != UINT64_MAX;
+		if (!have)
+			continue;
+		out_str(",\"");
+		out_str(dsplit_name[k]);
+		out_str("\":{");
+		for (int s = 0; s < NSIZES; s++) {
+			if (st[s][k] == UINT64_MAX || dsplit_base[s][k] == UINT64_MAX)
+				continue;
+			uint64_t d = st[s][k] - dsplit_base[s][k];
+			if (!d)
+				continue;
+			out_str(first ? "\"" : ",\"");
+			out_str(size_name[s]);
+			out_str("\":");
+			/* A level below its start value would print as a huge number: print it signed. */
+			if ((int64_t)d < 0) {
+				out_str("-");
+				d = (uint64_t)(-(int64_t)d);
+			}
+			out_u64(d);
+			first = 0;
+		}
+		out_str("}");
+	}
+	for (int k = 0; k < NDSPLIT_VM; k++) {
+		if (vm[k] == UINT64_MAX || dsplit_vm_base[k] == UINT64_MAX || vm[k] == dsplit_vm_base[k])
+			continue;
+		out_str(",\"");
+		out_str(dsplit_vm_name[k]);
+		out_str("\":");
+		out_u64(vm[k] - dsplit_vm_base[k]);
+	}
+}
+
 static void print_stats(void)
 {
 	uint64_t st[NSIZES][NSTATS], vm[2];
@@ -652,6 +737,7 @@ static void print_stats(void)
 		out_str("\":");
 		out_u64(vm[k] - vm_base[k]);
 	}
+	print_dsplit_stats();
 	out_str("}}\n");
 }
 
@@ -1022,6 +1108,7 @@ static void begin_scenario(const char *idx)
 		procs[p].pidfd = procs[p].pagemap_fd = procs[p].mem_fd = -1;
 	}
 	read_counters(stat_base, vm_base);
+	read_dsplit_counters(dsplit_base, dsplit_vm_base);
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
