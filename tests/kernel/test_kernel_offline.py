@@ -34,6 +34,18 @@ PAGE_KEYS = [
     "content",
 ]
 STATS_KEYS = ["anon_fault_alloc", "anon_fault_fallback", "split"]
+# Kernel lines before multi-size THP (no hugepages-<kB>kB directories in sysfs).
+PMD_ONLY_LINES = {"6.1"}
+# The per-size deferred-split keys after the first three (probe.c print_dsplit_stats()).
+PROBE_DSPLIT_KEYS = {"split_deferred", "nr_anon", "nr_anon_partially_mapped"}
+# Every /proc/vmstat event the probe's stats may print (probe.c print_stats()).
+PROBE_VMSTAT_KEYS = {
+    "thp_fault_alloc",
+    "thp_split_pmd",
+    "thp_deferred_split_page",
+    "thp_split_page",
+    "thp_fault_fallback",
+}
 
 
 def test_parse_size() -> None:
@@ -167,10 +179,14 @@ def test_recordings_are_exact_observation_lines() -> None:
                 assert list(obj) == ["smaps"], path
                 assert list(obj["smaps"]) == ["proc", "map", *SMAPS_KB_FIELDS], path
                 assert all(isinstance(v, int) for v in list(obj["smaps"].values())[2:]), path
+            elif "stats" in obj and path.parent.name in PMD_ONLY_LINES:
+                # No per-size stats files on these kernels: only vmstat events, when non-zero.
+                assert set(obj["stats"]) <= PROBE_VMSTAT_KEYS, path
+                assert all(v > 0 for v in obj["stats"].values()), path
             elif "stats" in obj:
                 keys = list(obj["stats"])
                 assert keys[:3] == STATS_KEYS, path
-                assert set(keys[3:]) <= {"thp_fault_alloc", "thp_split_pmd"}, path
+                assert set(keys[3:]) <= PROBE_VMSTAT_KEYS | PROBE_DSPLIT_KEYS, path
             else:
                 assert list(obj) == ["error"] and obj["error"].startswith("line "), path
 
@@ -250,7 +266,7 @@ def test_fetch_and_run_agree_on_the_kernels_dir(
     """What ``fetch`` reports is what ``run --kernel X.Y`` boots, however the directory is
     given (a complete directory makes ``fetch`` a no-op, so no apt runs here)."""
     directory = no_kernels_env if how == "default" else tmp_path / "kernels"
-    paths = _fake_kernels(directory, ["6.12", "7.3"])
+    paths = _fake_kernels(directory, ["6.1", "6.12", "7.3"])
     fetch_args = {
         "option": ["--kernels", str(directory)],
         "positional": [str(directory)],
@@ -261,9 +277,10 @@ def test_fetch_and_run_agree_on_the_kernels_dir(
         monkeypatch.setenv("COWCORE_KERNELS_DIR", str(directory))
     assert cli.main(["fetch", *fetch_args]) == 0
     fetched = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
-    assert fetched == [str(paths["6.12"]), str(paths["7.3"])]
+    assert fetched == [str(paths["6.1"]), str(paths["6.12"]), str(paths["7.3"])]
     run_option = str(directory) if how in ("option", "positional") else None
     kernels = cli.choose_kernels_dir(run_option)
+    assert cli.resolve_kernel("6.1", kernels) == paths["6.1"]
     assert cli.resolve_kernel("6.12", kernels) == paths["6.12"]
     assert cli.resolve_kernel("7.3", kernels) == paths["7.3"]
 
@@ -319,7 +336,10 @@ def test_missing_kernel_names_the_lines_that_exist(
     assert cli.main(["run", seed, "--kernel", "6.15", "--kernels", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "fetched there: 6.12, 7.2, 7.3" in err
-    assert "6.12 from Debian trixie and the newest 7.x from trixie-backports or unstable" in err
+    assert (
+        "6.1 from Debian bookworm, 6.12 from trixie and the newest 7.x from trixie-backports "
+        "or unstable" in err
+    )
     assert "`--also X.Y`" in err
     assert "use --kernel 7.3" in err
     assert "--also 6.15" not in err

@@ -403,6 +403,8 @@ def fetch_kernels(
                 deb.unlink()
         if all(k.series != series for k in kernels):
             kernels.append(Kernel(series, package, version, vmlinuz))
+    # Lines fetched earlier with --also (7.2) stay in the manifest while their files exist.
+    kernels += [k for k in existing if all(k.series != n.series for n in kernels)]
     kernels.sort(key=functools.cmp_to_key(lambda a, b: _compare_versions(a.version, b.version)))
     (directory / MANIFEST).write_text(
         json.dumps([k.to_json(directory) for k in kernels], indent=2) + "\n"
