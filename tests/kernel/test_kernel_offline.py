@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cowcore.kernel import cli
+from cowcore.kernel import cli, fetch
 from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_size
 from cowcore.kernel.fetch import archive_uri
 from cowcore.kernel.initramfs import write_initramfs
@@ -133,6 +133,19 @@ def test_archive_uri_from_deb822(tmp_path: Path) -> None:
         "Signed-By: /k.gpg\n"
     )
     assert archive_uri(d, tmp_path / "none") == ("http://mirror.example/debian", "/k.gpg")
+
+
+def test_kernel_lines_match_their_debian_packages() -> None:
+    """bookworm names every 6.1 upload linux-image-6.1.0-ABI-amd64; 6.1 must not take 6.12."""
+    six_one, six_twelve = fetch._line_re("6", "1"), fetch._line_re("6", "12")
+    assert six_one.match("linux-image-6.1.0-50-amd64")
+    assert six_one.match("linux-image-6.1.0-50-amd64-unsigned")
+    assert not six_one.match("linux-image-6.12.117+deb13-amd64")
+    assert not six_one.match("linux-image-6.1.0-50-cloud-amd64")
+    assert six_twelve.match("linux-image-6.12.117+deb13-amd64")
+    assert not six_twelve.match("linux-image-6.1.0-50-amd64")
+    assert fetch._kernel_release("linux-image-6.1.0-50-amd64") == "6.1.0-50-amd64"
+    assert "bookworm" in fetch.SUITES and {"bookworm"} == fetch.OLDEST_LINE_SUITES
 
 
 def test_archive_uri_from_list(tmp_path: Path) -> None:
