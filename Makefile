@@ -24,7 +24,7 @@ format:        ## apply formatters
 	cargo fmt --all && ruff check --fix python tests benches fuzz && ruff format python tests benches fuzz
 bench:         ## benchmarks (see BENCHMARKS.md)
 	$(PY) -m pytest benches --benchmark-enable
-kernels:       ## fetch the 6.12 and 7.x kernels into .kernels/
+kernels:       ## fetch the 6.1, 6.12 and 7.x kernels into .kernels/
 	$(PY) -m cowcore.kernel fetch .kernels
 conformance:   ## run the conformance scenarios on the real kernels
 	$(PY) -m pytest tests/kernel

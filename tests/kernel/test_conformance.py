@@ -1,9 +1,11 @@
 """(a) The simulator reproduces every recorded real-kernel output, on every backend.
 
 Each ``scenarios/NAME.cow`` has recordings ``expected/<version>/NAME.jsonl`` made on real
-Debian kernels by the kernel runner. Version 6.12 is checked against the ``6.12`` profile and
-every later version against ``6.15``. A disagreement is fixed in the simulator, never in the
-recording.
+Debian kernels by the kernel runner. Version 6.1 is checked against the ``6.1`` profile, 6.12
+against ``6.12`` and every later version against ``6.15``. A disagreement is fixed in the
+simulator, never in the recording. A line whose profile the simulator does not have yet (6.1,
+issue 15) is skipped with that reason: its recordings are checked on the kernel by
+``test_kernel_live.py`` meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import cowcore
+from cowcore.protocol import KERNEL_PROFILES
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = sorted((HERE / "scenarios").glob("*.cow"))
@@ -21,16 +24,35 @@ VERSIONS = sorted(p.name for p in (HERE / "expected").iterdir() if p.is_dir())
 
 
 def profile_for(version: str) -> str:
+    """The simulator profile a recorded kernel line is held to."""
     major, minor = (int(x) for x in version.split(".")[:2])
+    if (major, minor) < (6, 12):
+        return "6.1"
     return "6.12" if (major, minor) < (6, 15) else "6.15"
 
 
+def _missing_profile(version: str) -> pytest.MarkDecorator:
+    """Skip a line whose profile the simulator does not have yet, saying so."""
+    profile = profile_for(version)
+    return pytest.mark.skipif(
+        profile not in KERNEL_PROFILES,
+        reason=f"the simulator has no kernel={profile!r} profile yet (issue 15); the "
+        f"{version} recordings are checked on the real kernel by test_kernel_live.py",
+    )
+
+
 CASES = [
-    pytest.param(version, path, id=f"{version}-{path.stem}")
+    pytest.param(version, path, id=f"{version}-{path.stem}", marks=_missing_profile(version))
     for version in VERSIONS
     for path in SCENARIOS
     if (HERE / "expected" / version / f"{path.stem}.jsonl").exists()
 ]
+
+
+def test_profile_for() -> None:
+    assert profile_for("6.1") == "6.1"
+    assert profile_for("6.12") == "6.12"
+    assert profile_for("7.2") == profile_for("7.10") == "6.15"
 
 
 def test_the_suite_is_complete() -> None:

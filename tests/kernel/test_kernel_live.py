@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from cowcore.kernel.fetch import Kernel, load_kernels
+from cowcore.kernel.fetch import DEBIAN_LINES, Kernel, load_kernels
 from cowcore.kernel.runner import RunResult, run_files
 
 HERE = Path(__file__).resolve().parent
@@ -93,9 +93,11 @@ def fetched() -> dict[str, Kernel]:
         checkable = [
             s for s in fetched if s in recorded or newest_recorded_line(s, recorded) is not None
         ]
-        if "6.12" not in checkable or not any(s.startswith("7.") for s in checkable):
+        named = [s for s in DEBIAN_LINES if s in recorded]
+        if any(s not in checkable for s in named) or not any(s.startswith("7.") for s in checkable):
             pytest.fail(
-                f"need a 6.12 and a 7.x kernel that recordings can check, have {sorted(fetched)}"
+                f"need a {', a '.join(named)} and a 7.x kernel that recordings can check, "
+                f"have {sorted(fetched)}"
             )
     return fetched
 
@@ -138,7 +140,7 @@ def _mismatches(result: RunResult, series: str) -> list[str]:
 def test_kernel_matches_recordings(kernels: dict[str, Kernel], series: str) -> None:
     """A fresh run on the real kernel prints exactly the recorded observations."""
     if series not in kernels:
-        if _required() and series == "6.12":
+        if _required() and series in DEBIAN_LINES:
             pytest.fail(f"no fetched {series} kernel")
         pytest.skip(f"no fetched {series} kernel in {_kernels_dir()}")
     mismatches = _mismatches(_run(kernels[series]), series)
@@ -183,8 +185,9 @@ def test_unrecorded_lines_match_the_newest_recorded_line(
 
 def test_newest_recorded_line() -> None:
     """The line an unrecorded kernel is checked against: same major, newest older line."""
-    recorded = ["6.12", "7.2", "7.3"]
+    recorded = ["6.1", "6.12", "7.2", "7.3"]
     assert newest_recorded_line("7.4", recorded) == "7.3"
+    assert newest_recorded_line("6.13", recorded) == "6.12"
     assert newest_recorded_line("7.10", [*recorded, "7.9"]) == "7.9"
     assert newest_recorded_line("7.1", recorded) is None
     assert newest_recorded_line("8.0", recorded) is None

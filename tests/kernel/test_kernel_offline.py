@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cowcore.kernel import cli
+from cowcore.kernel import cli, fetch
 from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_size
 from cowcore.kernel.fetch import archive_uri
 from cowcore.kernel.initramfs import write_initramfs
@@ -43,6 +43,10 @@ STATS_OPTIONAL_KEYS = [
     "thp_split_page",
     "thp_fault_fallback",
 ]
+# Kernel lines before multi-size THP (no hugepages-<kB>kB directories in sysfs).
+PMD_ONLY_LINES = {"6.1"}
+# Every /proc/vmstat event the probe's stats may print (probe.c print_stats()).
+PROBE_VMSTAT_KEYS = {k for k in STATS_OPTIONAL_KEYS if k not in STATS_SIZE_MAPS}
 
 
 def test_parse_size() -> None:
@@ -132,6 +136,19 @@ def test_archive_uri_from_deb822(tmp_path: Path) -> None:
     assert archive_uri(d, tmp_path / "none") == ("http://mirror.example/debian", "/k.gpg")
 
 
+def test_kernel_lines_match_their_debian_packages() -> None:
+    """bookworm names every 6.1 upload linux-image-6.1.0-ABI-amd64; 6.1 must not take 6.12."""
+    six_one, six_twelve = fetch._line_re("6", "1"), fetch._line_re("6", "12")
+    assert six_one.match("linux-image-6.1.0-50-amd64")
+    assert six_one.match("linux-image-6.1.0-50-amd64-unsigned")
+    assert not six_one.match("linux-image-6.12.117+deb13-amd64")
+    assert not six_one.match("linux-image-6.1.0-50-cloud-amd64")
+    assert six_twelve.match("linux-image-6.12.117+deb13-amd64")
+    assert not six_twelve.match("linux-image-6.1.0-50-amd64")
+    assert fetch._kernel_release("linux-image-6.1.0-50-amd64") == "6.1.0-50-amd64"
+    assert "bookworm" in fetch.SUITES and {"bookworm"} == fetch.OLDEST_LINE_SUITES
+
+
 def test_archive_uri_from_list(tmp_path: Path) -> None:
     lst = tmp_path / "sources.list"
     lst.write_text("# x\ndeb [arch=amd64 signed-by=/a.gpg] http://m/debian bookworm main\n")
@@ -176,6 +193,10 @@ def test_recordings_are_exact_observation_lines() -> None:
                 assert list(obj) == ["smaps"], path
                 assert list(obj["smaps"]) == ["proc", "map", *SMAPS_KB_FIELDS], path
                 assert all(isinstance(v, int) for v in list(obj["smaps"].values())[2:]), path
+            elif "stats" in obj and path.parent.name in PMD_ONLY_LINES:
+                # No per-size stats files on these kernels: only vmstat events, when non-zero.
+                assert set(obj["stats"]) <= PROBE_VMSTAT_KEYS, path
+                assert all(v > 0 for v in obj["stats"].values()), path
             elif "stats" in obj:
                 keys = list(obj["stats"])
                 assert keys[:3] == STATS_KEYS, path
@@ -266,7 +287,7 @@ def test_fetch_and_run_agree_on_the_kernels_dir(
     """What ``fetch`` reports is what ``run --kernel X.Y`` boots, however the directory is
     given (a complete directory makes ``fetch`` a no-op, so no apt runs here)."""
     directory = no_kernels_env if how == "default" else tmp_path / "kernels"
-    paths = _fake_kernels(directory, ["6.12", "7.3"])
+    paths = _fake_kernels(directory, ["6.1", "6.12", "7.3"])
     fetch_args = {
         "option": ["--kernels", str(directory)],
         "positional": [str(directory)],
@@ -277,9 +298,10 @@ def test_fetch_and_run_agree_on_the_kernels_dir(
         monkeypatch.setenv("COWCORE_KERNELS_DIR", str(directory))
     assert cli.main(["fetch", *fetch_args]) == 0
     fetched = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
-    assert fetched == [str(paths["6.12"]), str(paths["7.3"])]
+    assert fetched == [str(paths["6.1"]), str(paths["6.12"]), str(paths["7.3"])]
     run_option = str(directory) if how in ("option", "positional") else None
     kernels = cli.choose_kernels_dir(run_option)
+    assert cli.resolve_kernel("6.1", kernels) == paths["6.1"]
     assert cli.resolve_kernel("6.12", kernels) == paths["6.12"]
     assert cli.resolve_kernel("7.3", kernels) == paths["7.3"]
 
@@ -335,7 +357,10 @@ def test_missing_kernel_names_the_lines_that_exist(
     assert cli.main(["run", seed, "--kernel", "6.15", "--kernels", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "fetched there: 6.12, 7.2, 7.3" in err
-    assert "6.12 from Debian trixie and the newest 7.x from trixie-backports or unstable" in err
+    assert (
+        "6.1 from Debian bookworm, 6.12 from trixie and the newest 7.x from trixie-backports "
+        "or unstable" in err
+    )
     assert "`--also X.Y`" in err
     assert "use --kernel 7.3" in err
     assert "--also 6.15" not in err

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TextIO
 
 from cowcore.kernel.compile import PROFILES
-from cowcore.kernel.fetch import FetchError, fetch_kernels, fetchable_lines, load_kernels
+from cowcore.kernel.fetch import (
+    DEBIAN_LINES,
+    FetchError,
+    fetch_kernels,
+    fetchable_lines,
+    load_kernels,
+)
 from cowcore.kernel.runner import DEFAULT_TIMEOUT, Progress, RunnerError, run_files
 
 __all__ = [
@@ -108,7 +114,7 @@ def resolve_kernel(value: str, kernels: KernelsDir | None = None) -> Path:
         f"fetched there: {have}",
         f"`cowcore kernel fetch` gets {fetchable_lines()}",
     ]
-    if value in PROFILES and value != "6.12":
+    if value in PROFILES and value not in DEBIAN_LINES:
         newer = [k.series for k in fetched if k.series.startswith("7.")]
         lines.append(
             f"{value} is the simulator's behaviour profile (`kernel {value}`), not a kernel "
@@ -119,7 +125,7 @@ def resolve_kernel(value: str, kernels: KernelsDir | None = None) -> Path:
                 else f"; get one with `{_fetch_command(kernels, None)}`"
             )
         )
-    elif value == "6.12":
+    elif value in DEBIAN_LINES:
         lines.append(f"get it with `{_fetch_command(kernels, None)}`")
     else:
         lines.append(

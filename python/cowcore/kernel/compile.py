@@ -45,7 +45,7 @@ _THP_SIZES = {
     for s in (16 << 10, 32 << 10, 64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20)
 }
 # The simulator's behaviour profiles that a `kernel` statement may name.
-PROFILES = frozenset({"6.12", "6.15"})
+PROFILES = frozenset({"6.1", "6.12", "6.15"})
 _ENABLED = {"always", "madvise", "never"}
 _SIZE_ENABLED = {"always", "madvise", "inherit", "never"}
 _PROTS = {"r", "rw", "none"}

@@ -1,9 +1,10 @@
-"""Fetch the two reference kernels from Debian's package archive (``cowcore kernel fetch``).
+"""Fetch the reference kernels from Debian's package archive (``cowcore kernel fetch``).
 
-The conformance suite compares the simulator with two real kernels: one from before the COW
-reuse of PTE-mapped large folios (the 6.12 kernel of Debian *trixie*) and one after it (the
-newest 7.x kernel of *unstable* or *trixie-backports*). Both are plain Debian kernel image
-packages; only ``/boot/vmlinuz-*`` is needed because the probe needs no modules.
+The conformance suite compares the simulator with three real kernels: the 6.1 kernel of Debian
+*bookworm* (PMD-size THP only, before multi-size THP), one from before the COW reuse of
+PTE-mapped large folios (the 6.12 kernel of *trixie*) and one after it (the newest 7.x kernel
+of *unstable* or *trixie-backports*). All are plain Debian kernel image packages; only
+``/boot/vmlinuz-*`` is needed because the probe needs no modules.
 
 apt runs with a private configuration whose sources list, state and cache all live under
 ``DIR/apt`` so that the machine's own apt configuration is never touched. The archive address
@@ -25,6 +26,7 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 __all__ = [
+    "DEBIAN_LINES",
     "FetchError",
     "Kernel",
     "archive_uri",
@@ -35,16 +37,24 @@ __all__ = [
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 MANIFEST = "kernels.json"
-# The suites of the private sources list: trixie for the 6.12 line; unstable and
-# trixie-backports for the newest 7.x line. ``--also X.Y`` looks in all of them.
-SUITES = ("trixie", "trixie-backports", "unstable")
+# The suites of the private sources list: bookworm for the 6.1 line, trixie for the 6.12
+# line; unstable and trixie-backports for the newest 7.x line. ``--also X.Y`` looks in all.
+SUITES = ("bookworm", "trixie", "trixie-backports", "unstable")
+# PMD-size THP only, no per-size controls: the 6.1 kernel of bookworm (bookworm's own suite,
+# not its backports, which carry newer lines).
+OLDEST_LINE_SUITES = frozenset({"bookworm"})
 # Before the reuse change: the 6.12 kernel of trixie.
 OLD_LINE_SUITES = frozenset({"trixie"})
 # After it: the newest 7.x of unstable (also named sid) or trixie-backports.
 NEW_LINE_SUITES = frozenset({"unstable", "sid", "trixie-backports"})
 
+# The lines fetched by name (besides the newest 7.x): a `--kernel 6.1` or `--kernel 6.12`
+# that is missing is fetched by a plain `cowcore kernel fetch`.
+DEBIAN_LINES = ("6.1", "6.12")
+
 # The package names of a Debian amd64 kernel image: linux-image-6.12.117+deb13-amd64 (the
-# signed image) or the same with "-unsigned" (older: linux-image-6.1.0-18-amd64). The
+# signed image) or the same with "-unsigned" (older, bookworm's 6.1: linux-image-6.1.0-18-amd64,
+# whose name keeps 6.1.0 for every 6.1.y upload; the version field has the real one). The
 # -rt/-cloud flavours and the -dbg packages are not wanted.
 _IMAGE_TAIL = r"(?:\+deb\d+)?(?:-\d+)?-amd64(?:-unsigned)?$"
 _IMAGE_RE = re.compile(r"^linux-image-(\d+)\.(\d+)\.(\d+)" + _IMAGE_TAIL)
@@ -301,17 +311,20 @@ def load_kernels(directory: Path) -> list[Kernel]:
 def fetchable_lines() -> str:
     """What ``cowcore kernel fetch`` can get, in words (for error messages)."""
     return (
-        f"6.12 from Debian {' or '.join(sorted(OLD_LINE_SUITES))} and the newest 7.x from "
+        f"6.1 from Debian {' or '.join(sorted(OLDEST_LINE_SUITES))}, "
+        f"6.12 from {' or '.join(sorted(OLD_LINE_SUITES))} and the newest 7.x from "
         f"{' or '.join(s for s in SUITES if s in NEW_LINE_SUITES)}; "
         f"`--also X.Y` adds the newest X.Y that {', '.join(SUITES)} carry (if any)"
     )
 
 
 def _have(kernels: list[Kernel], also: list[str]) -> bool:
-    """Whether ``kernels`` covers the 6.12 line, a 7.x line and every series in ``also``."""
+    """Whether ``kernels`` covers the 6.1 and 6.12 lines, a 7.x line and every series in
+    ``also``."""
     series = {k.series for k in kernels}
     return (
-        "6.12" in series
+        "6.1" in series
+        and "6.12" in series
         and any(s.startswith("7.") for s in series)
         and all(a in series for a in also)
     )
@@ -320,7 +333,7 @@ def _have(kernels: list[Kernel], also: list[str]) -> bool:
 def fetch_kernels(
     directory: Path, refresh: bool = False, log: bool = True, also: list[str] | None = None
 ) -> list[Kernel]:
-    """Download and unpack the 6.12 and newest 7.x Debian kernels into ``directory``.
+    """Download and unpack the 6.1, 6.12 and newest 7.x Debian kernels into ``directory``.
 
     ``also`` names extra lines (``7.2``) to fetch as well, the newest image of that
     major.minor in any of the private suites (used to check recordings made on an older 7.x).
@@ -349,8 +362,12 @@ def fetch_kernels(
     names = sorted(
         n for n in apt.run("apt-cache", "pkgnames", "linux-image-").split() if _IMAGE_RE.match(n)
     )
-    all_suites = OLD_LINE_SUITES | NEW_LINE_SUITES
-    lines = [(_line_re("6", "12"), OLD_LINE_SUITES), (_line_re("7", r"\d+"), NEW_LINE_SUITES)]
+    all_suites = OLDEST_LINE_SUITES | OLD_LINE_SUITES | NEW_LINE_SUITES
+    lines = [
+        (_line_re("6", "1"), OLDEST_LINE_SUITES),
+        (_line_re("6", "12"), OLD_LINE_SUITES),
+        (_line_re("7", r"\d+"), NEW_LINE_SUITES),
+    ]
     for a in also:
         major, minor = a.split(".")
         lines.append((_line_re(major, minor), all_suites))
@@ -386,6 +403,8 @@ def fetch_kernels(
                 deb.unlink()
         if all(k.series != series for k in kernels):
             kernels.append(Kernel(series, package, version, vmlinuz))
+    # Lines fetched earlier with --also (7.2) stay in the manifest while their files exist.
+    kernels += [k for k in existing if all(k.series != n.series for n in kernels)]
     kernels.sort(key=functools.cmp_to_key(lambda a, b: _compare_versions(a.version, b.version)))
     (directory / MANIFEST).write_text(
         json.dumps([k.to_json(directory) for k in kernels], indent=2) + "\n"

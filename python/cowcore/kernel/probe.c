@@ -144,6 +144,7 @@ static char smaps_buf[1 << 16];
 static uint64_t kflags_block[512];
 static int out_fd = -1, kpageflags_fd = -1, kpagecount_fd = -1;
 static int scenario_failed; /* an error line was printed: skip to the end of the scenario */
+static int pmd_only; /* no per-size THP controls (6.1): see "kernels without mTHP" below */
 static int cur_line;
 
 /* ---------------------------------------------------------------- small helpers */
@@ -706,12 +707,28 @@ static void print_dsplit_stats(void)
 	}
 }
 
+/*
+ * The keys after the per-size ones are printed with a leading comma; on a kernel without
+ * per-size stats (pmd_only) the first key printed must lose it. ``keys`` is where the keys
+ * begin in outbuf (print_stats() flushed before the line, so the line is all in outbuf).
+ */
+static void stats_drop_leading_comma(size_t keys)
+{
+	if (outlen > keys && outbuf[keys] == ',') {
+		memmove(outbuf + keys, outbuf + keys + 1, outlen - keys - 1);
+		outlen--;
+	}
+}
+
 static void print_stats(void)
 {
 	uint64_t st[NSIZES][NSTATS], vm[2];
 	read_counters(st, vm);
+	out_flush(); /* the whole line stays in outbuf: stats_drop_leading_comma() edits it */
 	out_str("{\"stats\":{");
-	for (int k = 0; k < NSTATS; k++) {
+	size_t keys = outlen;
+	/* A PMD-only kernel (6.1) has no per-size stats files: print no per-size keys. */
+	for (int k = 0; k < NSTATS && !pmd_only; k++) {
 		out_str(k ? ",\"" : "\"");
 		out_str(stat_name[k]);
 		out_str("\":{");
@@ -738,6 +755,7 @@ static void print_stats(void)
 		out_u64(vm[k] - vm_base[k]);
 	}
 	print_dsplit_stats();
+	stats_drop_leading_comma(keys);
 	out_str("}}\n");
 }
 
@@ -1071,9 +1089,82 @@ static void process_statement(int p, char **tok, int ntok)
 
 /* ---------------------------------------------------------------- scenarios */
 
+/* ---------------------------------------------------------------- kernels without mTHP */
+
+/*
+ * Kernels before multi-size THP (6.1: per-size controls came with 6.8, commit 3485b88390b0
+ * "mm: thp: introduce multi-size THP sysfs interface") have no hugepages-<kB>kB directories:
+ * the top-level "enabled" is the only knob, and it governs the one THP size, PMD (2M).
+ * hugepage_vma_check() of 6.1 (mm/huge_memory.c) allows a PMD THP when "enabled" is always,
+ * or madvise and the VMA has VM_HUGEPAGE; 6.8+ thp_vma_allowable_orders() makes the same
+ * decision for order 9 from hugepages-2048kB/enabled, taking the top-level value where that
+ * is "inherit". So the probe keeps the scenario's two settings for 2M here and writes the
+ * effective one (2M's own setting unless it is inherit, then the top-level one) to the single
+ * knob: a scenario means on 6.1 what it means on later kernels. Any other size is an error,
+ * as its sysfs file does not exist (docs/scenario-format.md, `kernel 6.1`).
+ */
+static char pmd_size_mode[16];        /* `thp size 2M MODE`: inherit|always|madvise|never */
+static char pmd_global_mode[16];      /* `thp enabled MODE`: always|madvise|never */
+
+static void detect_pmd_only(void)
+{
+	struct stat sb;
+	pmd_only = stat(THP "hugepages-2048kB", &sb) != 0;
+	if (pmd_only)
+		dprintf(2, "cowcore-probe: no per-size THP controls (PMD-size THP only)\n");
+}
+
+/* Write the effective 2M setting to the top-level knob (a PMD-only kernel). */
+static int pmd_only_apply(void)
+{
+	const char *mode = strcmp(pmd_size_mode, "inherit") ? pmd_size_mode : pmd_global_mode;
+	return write_file(THP "enabled", mode);
+}
+
+static void pmd_only_reset(void)
+{
+	snprintf(pmd_size_mode, sizeof(pmd_size_mode), "inherit");
+	snprintf(pmd_global_mode, sizeof(pmd_global_mode), "never");
+	pmd_only_apply();
+}
+
+/* A K line on a PMD-only kernel: FILE is "enabled", "use_zero_page" or
+ * "hugepages-<kB>kB/enabled" (what compile.py emits). */
+static void pmd_only_knob(const char *file, const char *value)
+{
+	if (!strcmp(file, "enabled")) {
+		snprintf(pmd_global_mode, sizeof(pmd_global_mode), "%s", value);
+	} else if (!strcmp(file, "hugepages-2048kB/enabled")) {
+		snprintf(pmd_size_mode, sizeof(pmd_size_mode), "%s", value);
+	} else if (!strncmp(file, "hugepages-", 10)) {
+		unsigned kb = (unsigned)strtoul(file + 10, NULL, 10);
+		char size[16];
+		if (kb % 1024)
+			snprintf(size, sizeof(size), "%uK", kb);
+		else
+			snprintf(size, sizeof(size), "%uM", kb / 1024);
+		scenario_error("thp size %s: this kernel has PMD-size (2M) THP only, no %s", size,
+			       THP "hugepages-*kB");
+		return;
+	} else {
+		char path[160];
+		snprintf(path, sizeof(path), THP "%s", file);
+		if (write_file(path, value))
+			scenario_error("cannot write %s to %s", value, path);
+		return;
+	}
+	if (pmd_only_apply())
+		scenario_error("cannot write %s to %s", value, THP "enabled");
+}
+
 static void reset_knobs(void)
 {
 	char path[128];
+	if (pmd_only) {
+		pmd_only_reset();
+		write_file(THP "use_zero_page", "1");
+		return;
+	}
 	/* Format: "At the start of a run the per-size settings are the kernel's boot defaults: 2M
 	 * is inherit and every other size never. enabled is never and use_zero_page is on". */
 	for (int s = 0; s < NSIZES; s++) {
@@ -1205,6 +1296,7 @@ static void setup_system(void)
 	 */
 	if (write_file("/sys/module/damon_stat/parameters/enabled", "N") == 0)
 		dprintf(2, "cowcore-probe: DAMON_STAT switched off\n");
+	detect_pmd_only();
 	reset_knobs();
 	/* Touch every buffer now, with every THP size off, so that the probe's own memory is
 	 * small pages that never fault during a scenario. */
@@ -1218,9 +1310,39 @@ static void setup_system(void)
 	pretouch_stack();
 }
 
-int main(void)
+/*
+ * The kernel starts /init with its boot-time THP setting (Debian's kernels boot with enabled=
+ * always), so the C library's start-up writes, before main(), can fault a 2M THP into the
+ * probe's large .bss, depending only on where the linker placed the variables. Every worker
+ * inherits such a THP by fork and the first COW write to it splits the PMD (vmstat
+ * thp_split_pmd and thp_deferred_split_page then count in the first scenario: seen on 6.1).
+ * So PID 1 first switches every THP size off and executes itself again: the new image's
+ * memory is faulted with THP off and is all small pages. The marker in the environment stops
+ * the second start from doing it again.
+ */
+#define REEXEC_MARK "COWCORE_PROBE_THP_OFF"
+static void reexec_without_thp(char **argv)
+{
+	char path[128];
+	mkdir("/sys", 0755);
+	if (mount("sysfs", "/sys", "sysfs", 0, NULL) == 0) {
+		write_file(THP "enabled", "never");
+		for (int s = 0; s < NSIZES; s++) {
+			snprintf(path, sizeof(path), THP "hugepages-%ukB/enabled", size_kb[s]);
+			write_file(path, "never");
+		}
+		umount("/sys");
+	}
+	setenv(REEXEC_MARK, "1", 1);
+	execv(argv[0], argv);
+	/* Could not execute ourselves: go on (the first scenario may then count a split). */
+}
+
+int main(int argc, char **argv)
 {
 	static char input[INPUT_MAX];
+	if (argc > 0 && !getenv(REEXEC_MARK))
+		reexec_without_thp(argv);
 	setup_system();
 	memset(input, 0, sizeof(input));
 	int fd = open("/scenarios", O_RDONLY);
@@ -1258,6 +1380,9 @@ int main(void)
 				snprintf(map_name[m], NAMELEN, "%s", tok[2]);
 		} else if (scenario_failed) {
 			continue;
+		} else if (kind == 'K' && ntok >= 4 && pmd_only) {
+			cur_line = atoi(tok[1]);
+			pmd_only_knob(tok[2], tok[3]);
 		} else if (kind == 'K' && ntok >= 4) {
 			char path[160];
 			cur_line = atoi(tok[1]);
