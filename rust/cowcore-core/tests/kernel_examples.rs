@@ -30,6 +30,14 @@ const MAX_MAPPING: u64 = 1 << 30;
 const ADDRESS_LIMIT: u64 = 1 << 47;
 const THP_SIZES: [&str; 8] = ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"];
 const VMSTAT: [&str; 2] = ["thp_fault_alloc", "thp_split_pmd"];
+/// The vmstat counters of the format's second edition, compared (absence meaning 0) only
+/// between two sides that print its per-size `split_deferred` map, as
+/// `cowcore.scenario.compare_observations` does: older recordings do not print them.
+const DEFERRED_VMSTAT: [&str; 3] = [
+    "thp_deferred_split_page",
+    "thp_split_page",
+    "thp_fault_fallback",
+];
 /// The `smaps` keys the simulator does not model yet, which comparisons skip (as
 /// `cowcore.scenario.SMAPS_NOT_COMPARED` does): `Referenced` also counts the folio's
 /// `PG_referenced`, which the kernel sets when the probe reads a page through
@@ -231,6 +239,22 @@ impl Driver {
         for (key, v) in [
             ("thp_fault_alloc", s.thp_fault_alloc),
             ("thp_split_pmd", s.thp_split_pmd),
+        ] {
+            if v != 0 {
+                write!(line, ",\"{key}\":{v}").unwrap();
+            }
+        }
+        for (key, c) in [
+            ("split_deferred", &s.split_deferred),
+            ("nr_anon", &s.nr_anon),
+            ("nr_anon_partially_mapped", &s.nr_anon_partially_mapped),
+        ] {
+            write!(line, ",\"{key}\":{}", map(c)).unwrap();
+        }
+        for (key, v) in [
+            ("thp_deferred_split_page", s.thp_deferred_split_page),
+            ("thp_split_page", s.thp_split_page),
+            ("thp_fault_fallback", s.thp_fault_fallback),
         ] {
             if v != 0 {
                 write!(line, ",\"{key}\":{v}").unwrap();
@@ -531,7 +555,8 @@ fn compare(expected: &[Json], actual: &[Json]) -> Vec<String> {
                 for (key, ev) in es {
                     let Some(av) = as_.get(key) else { continue };
                     match (ev, av) {
-                        _ if VMSTAT.contains(&key.as_str()) => {}
+                        _ if VMSTAT.contains(&key.as_str())
+                            || DEFERRED_VMSTAT.contains(&key.as_str()) => {}
                         (Json::Obj(em), Json::Obj(am)) => {
                             for size in em.keys().chain(am.keys()) {
                                 let (x, y) = (count(em, size), count(am, size));
@@ -544,7 +569,10 @@ fn compare(expected: &[Json], actual: &[Json]) -> Vec<String> {
                         _ => {}
                     }
                 }
-                for key in VMSTAT {
+                let both_deferred =
+                    es.contains_key("split_deferred") && as_.contains_key("split_deferred");
+                let deferred: &[&str] = if both_deferred { &DEFERRED_VMSTAT } else { &[] };
+                for key in VMSTAT.iter().chain(deferred) {
                     let (x, y) = (count(es, key), count(as_, key));
                     if x != y {
                         diffs.push(format!("#{i} stats {key}: {x} != {y}"));
@@ -576,13 +604,17 @@ fn compare(expected: &[Json], actual: &[Json]) -> Vec<String> {
     diffs
 }
 
-fn profile_for(version: &str) -> Profile {
+/// The profile a recorded kernel line is held to; `None` for a line the simulator has no
+/// profile for yet (6.1, issue 15), which is skipped.
+fn profile_for(version: &str) -> Option<Profile> {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap());
     let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
-    if (major, minor) < (6, 15) {
-        Profile::V6_12
+    if (major, minor) < (6, 12) {
+        None
+    } else if (major, minor) < (6, 15) {
+        Some(Profile::V6_12)
     } else {
-        Profile::V6_15
+        Some(Profile::V6_15)
     }
 }
 
@@ -615,6 +647,10 @@ fn every_recording_replays() {
     let (mut runs, mut failures) = (0, Vec::new());
     for version in &versions {
         let name = version.file_name().unwrap().to_str().unwrap();
+        let Some(profile) = profile_for(name) else {
+            eprintln!("skipping the {name} recordings: no simulator profile for them yet");
+            continue;
+        };
         for cow in &scenarios {
             let stem = cow.file_stem().unwrap().to_str().unwrap();
             let recording = version.join(format!("{stem}.jsonl"));
@@ -626,10 +662,7 @@ fn every_recording_replays() {
                 .map(json)
                 .collect();
             let text = fs::read_to_string(cow).unwrap();
-            let actual: Vec<Json> = run(&text, profile_for(name))
-                .iter()
-                .map(|l| json(l))
-                .collect();
+            let actual: Vec<Json> = run(&text, profile).iter().map(|l| json(l)).collect();
             let diffs = compare(&expected, &actual);
             if !diffs.is_empty() {
                 failures.push(format!("{stem} on {name}:\n  {}", diffs.join("\n  ")));
