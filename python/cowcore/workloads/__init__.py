@@ -1,11 +1,13 @@
 """Workloads people run, as deterministic functions of their parameters (issue 14).
 
 See :mod:`cowcore.workloads.base` for the contract and ``docs/workloads.md`` for each
-workload's shape and its source.
+workload's shape and its source. Importing this package registers every workload.
 """
 
 from __future__ import annotations
 
+# the workloads register themselves on import
+from cowcore.workloads import prefork, snapshot
 from cowcore.workloads.base import (
     MACHINE_PARAMS,
     REGISTRY,
@@ -25,5 +27,7 @@ __all__ = [
     "WorkloadResult",
     "get",
     "machine_from_params",
+    "prefork",
     "register",
+    "snapshot",
 ]
