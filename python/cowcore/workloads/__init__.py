@@ -7,7 +7,7 @@ workload's shape and its source. Importing this package registers every workload
 from __future__ import annotations
 
 # the workloads register themselves on import
-from cowcore.workloads import prefork, snapshot
+from cowcore.workloads import anon_cow, fork_exec, micro, prefork, snapshot
 from cowcore.workloads.base import (
     MACHINE_PARAMS,
     REGISTRY,
@@ -25,8 +25,11 @@ __all__ = [
     "Scalar",
     "Workload",
     "WorkloadResult",
+    "anon_cow",
+    "fork_exec",
     "get",
     "machine_from_params",
+    "micro",
     "prefork",
     "register",
     "snapshot",

@@ -171,3 +171,46 @@ def uss_pss_rss_kb(proc: Process) -> tuple[int, int, int]:
     report)."""
     kb = proc.smaps_rollup().kb()
     return kb["Private_Clean"] + kb["Private_Dirty"], kb["Pss"], kb["Rss"]
+
+
+class EventTally:
+    """Sums over a recording's events, drained as they come (:meth:`add`), so that a run
+    of millions of faults keeps one chunk of events in host memory at a time."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, int] = {}
+        self.fork_ptes = self.fork_pmds = self.zap_ptes = self.zap_pmds = 0
+        self.pages_copied = self.pages_zeroed = 0
+        self.frames_allocated = self.frames_freed = 0
+
+    def add(self, events: npt.NDArray[np.void]) -> None:
+        """Folds ``events`` (:data:`~cowcore.outcome.EVENT_DTYPE`) into the sums."""
+        import numpy as np  # noqa: PLC0415
+
+        from cowcore.outcome import EventCode  # noqa: PLC0415
+
+        kind = events["kind"]
+        for code, n in zip(*np.unique(kind, return_counts=True), strict=True):
+            name = EventCode(int(code)).name.lower()
+            self.kinds[name] = self.kinds.get(name, 0) + int(n)
+
+        def total(code: EventCode, field: str) -> int:
+            return int(events[field][kind == code].sum())
+
+        def frames(code: EventCode) -> int:
+            orders = events["order"][kind == code].astype(np.int64)
+            return int((np.int64(1) << orders).sum())
+
+        self.fork_ptes += total(EventCode.FORK, "nr")
+        self.fork_pmds += total(EventCode.FORK, "pmds")
+        self.zap_ptes += total(EventCode.ZAP, "nr")
+        self.zap_pmds += total(EventCode.ZAP, "pmds")
+        self.pages_copied += total(EventCode.PAGES_COPIED, "nr")
+        self.pages_zeroed += total(EventCode.PAGES_ZEROED, "nr")
+        self.frames_allocated += frames(EventCode.FOLIO_ALLOC)
+        self.frames_freed += frames(EventCode.FOLIO_FREE)
+
+    def count(self, code: str) -> int:
+        """How many events of kind ``code`` (an :class:`~cowcore.outcome.EventCode` name,
+        lower case)."""
+        return self.kinds.get(code, 0)
