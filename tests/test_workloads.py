@@ -3,12 +3,14 @@ the kernel's rules, determinism, both backends agreeing, and parameter errors.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
 import cowcore
+from cowcore.cli import main
 from cowcore.errors import InvalidArgumentError
 from cowcore.workloads import REGISTRY, Scalar, WorkloadResult, get
 from cowcore.workloads.snapshot import keys_to_pages
@@ -295,3 +297,24 @@ def test_bad_parameters(name: str, params: dict[str, Scalar], message: str) -> N
 def test_unknown_workload() -> None:
     with pytest.raises(InvalidArgumentError, match=r"no workload 'redis'.*snapshot"):
         get("redis")
+
+
+# --- command line -----------------------------------------------------------------------
+
+
+def test_cli_prints_the_row(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["workload", "micro", "-p", "size=2M", "-p", "kernel=6.12", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row == run("micro", size="2M", kernel="6.12").row()
+
+
+def test_cli_timeline_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["workload", "snapshot", "-p", "heap=4M", "-p", "samples=3", "--json", "--timeline"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["step"] for r in doc["timeline"]] == [0, 1, 2]
+    assert main(["workload", "snapshot", "-p", "samples=many"]) == 2
+    assert "takes int values, not 'many'" in capsys.readouterr().err
+    assert main(["workload", "prefork", "-p", "refork=maybe"]) == 2
+    assert main(["workload", "prefork", "-p", "heap"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
