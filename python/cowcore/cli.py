@@ -25,6 +25,7 @@ from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
 from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
+from cowcore.workloads.cli import register as register_workload_command
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_kernel_commands(sub)
     register_bench_command(sub)
     register_calibrate_command(sub)
+    register_workload_command(sub)
     return parser
 
 
