@@ -8,6 +8,7 @@ sweep over kernel profiles and THP sizes measures what the simulator does, not c
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping
 
@@ -82,5 +83,28 @@ FORK_WRITE = register(
         run=fork_write,
         doc="Fault pages, fork, write a fraction of them in the child or, after it exits, "
         "in the parent (a test workload).",
+    )
+)
+
+
+def host_process(params: Mapping[str, Scalar]) -> WorkloadResult:
+    """Faults ``pages`` pages and reports the host process it ran in (the engines' test:
+    one process per point); with ``die`` the host process exits abruptly instead, as one
+    killed by the OOM killer would."""
+    if params["die"]:
+        os._exit(3)
+    m = machine_from_params(params)
+    p = m.init
+    p.write(p.mmap(int(params["pages"]) * PAGE), int(params["pages"]) * PAGE)
+    metrics: dict[str, Scalar] = {"host_pid": os.getpid(), "rss_kb": p.smaps_rollup().kb()["Rss"]}
+    return WorkloadResult("test_host_process", dict(params), metrics)
+
+
+HOST_PROCESS = register(
+    Workload(
+        name="test_host_process",
+        defaults={"pages": 4, "die": False, "seed": 0},
+        run=host_process,
+        doc="Fault a few pages and report the host pid (a test workload).",
     )
 )

@@ -6,7 +6,9 @@
 (:mod:`cowcore.report`; ``cowcore run --report`` appends the same report);
 ``cowcore replay TRACE`` replays a memory trace (:mod:`cowcore.replay`);
 ``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`);
-``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`).
+``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`);
+``cowcore sweep``, ``compare`` and ``plot`` run, compare and draw studies
+(:mod:`cowcore.sweep`, :mod:`cowcore.compare`, :mod:`cowcore.plot`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
 from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
+from cowcore.sweep import register as register_sweep_command
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -340,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_kernel_commands(sub)
     register_bench_command(sub)
     register_calibrate_command(sub)
+    register_sweep_command(sub)
     return parser
 
 

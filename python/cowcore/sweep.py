@@ -361,7 +361,10 @@ class _Output:
             return
         pq = importlib.import_module("pyarrow.parquet")
         for row in pq.read_table(self.paths["parquet"]).to_pylist():
-            self.rows[str(row["point"])] = {k: v for k, v in row.items() if v is not None}
+            # A null cell is a column this point does not have (a parameter of another
+            # point's, the metrics of a failed point), except the error column.
+            kept = {k: v for k, v in row.items() if v is not None}
+            self.rows[str(row["point"])] = {**kept, "error": row.get("error")}
         if self.paths["timeline_parquet"].exists():
             for row in pq.read_table(self.paths["timeline_parquet"]).to_pylist():
                 step = {k: v for k, v in row.items() if v is not None}
