@@ -21,6 +21,7 @@ from pathlib import Path
 from cowcore import __version__
 from cowcore.bench import register as register_bench_command
 from cowcore.calibrate import register as register_calibrate_command
+from cowcore.compare import register as register_compare_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_command(sub)
     register_calibrate_command(sub)
     register_sweep_command(sub)
+    register_compare_command(sub)
     return parser
 
 

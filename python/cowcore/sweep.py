@@ -302,7 +302,8 @@ def output_paths(output: str | os.PathLike[str]) -> dict[str, Path]:
     }
 
 
-def _pyarrow() -> Any:
+def require_pyarrow() -> Any:
+    """The pyarrow module, or a :class:`MissingDependencyError` naming its install."""
     try:
         import pyarrow  # noqa: PLC0415  (optional: cowcore[sweep])
     except ImportError:
@@ -325,7 +326,7 @@ def _column(pa: Any, name: str, values: list[Scalar | None]) -> Any:
 def _table(rows: Sequence[Row], first: Sequence[str] = (), last: Sequence[str] = ()) -> pa.Table:
     """A table of ``rows`` with one column per key any row has (missing cells null),
     ``first`` and ``last`` columns placed so, the others in order of first appearance."""
-    pa = _pyarrow()
+    pa = require_pyarrow()
     names = dict.fromkeys(k for row in rows for k in row)
     order = [k for k in first if k in names]
     order += [k for k in names if k not in first and k not in last]
@@ -567,7 +568,7 @@ def run_sweep(
         spec = SweepSpec.from_mapping(spec)
     if scheduler is not None and dask_local is not None:
         raise SweepSpecError("give a Dask scheduler or a local Dask cluster size, not both")
-    _pyarrow()
+    require_pyarrow()
     all_points = points(spec)
     out_path = output if output is not None else spec.output
     names = dict.fromkeys(name for p in all_points for name in p.params)
@@ -628,28 +629,52 @@ def run(
     ).table
 
 
-def _parse_value(text: str) -> Scalar:
-    """A ``--set`` value as TOML reads it (``64``, ``0.5``, ``true``, ``"x"``), else the
-    bare text as a string (``--set kernel=6.12``)."""
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-    return _scalar(text, value)
-
-
-def parse_assignments(items: Iterable[str]) -> dict[str, Scalar]:
-    """``KEY=VALUE`` strings as a parameter mapping.
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings as a mapping of names to the values' text (typed later, by
+    :func:`typed_params`, against the workload's parameters).
 
     Raises:
         SweepSpecError: an item without ``=``.
     """
-    out: dict[str, Scalar] = {}
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise SweepSpecError(f"{item!r}: expected KEY=VALUE")
-        out[key.strip()] = _parse_value(value.strip())
+        out[key.strip()] = value.strip()
+    return out
+
+
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "on": True, "off": False}
+
+
+def typed_params(workload: str, raw: Mapping[str, str]) -> dict[str, Scalar]:
+    """Command-line ``KEY=VALUE`` texts as parameters of ``workload``, each of the kind of
+    its default (so that ``kernel=6.12`` stays the string ``"6.12"`` and ``pages=64`` is
+    an integer); ``policy.<name>`` is a bool, ``thp.<size>`` a string.
+
+    Raises:
+        SweepSpecError: a value that is not of its parameter's kind.
+        InvalidArgumentError: no such workload.
+    """
+    defaults = get(workload).resolve({})
+    out: dict[str, Scalar] = {}
+    for key, text in raw.items():
+        default = defaults.get(key)
+        if default is None:
+            default = False if key.startswith("policy.") else ""
+        try:
+            if isinstance(default, bool):
+                out[key] = _BOOLS[text.lower()]
+            elif isinstance(default, int):
+                out[key] = int(text, 0)
+            elif isinstance(default, float):
+                out[key] = float(text)
+            else:
+                out[key] = text
+        except (KeyError, ValueError):
+            kind = type(default).__name__
+            raise SweepSpecError(f"{key}={text}: {key} takes a {kind}") from None
     return out
 
 
@@ -686,6 +711,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "failed (its row says why).",
     )
     p.add_argument("spec", metavar="SPEC.toml", help="sweep specification")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers workloads (repeatable; adds to the spec's)",
+    )
     p.add_argument("-o", "--output", help="output path (overrides the spec's output)")
     p.add_argument(
         "--set",
@@ -702,7 +735,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _main(args: argparse.Namespace) -> int:
     try:
         spec = SweepSpec.load(args.spec)
-        fixed = parse_assignments(args.set)
+        if args.imports:
+            spec = SweepSpec(
+                spec.workload,
+                spec.params,
+                spec.axes,
+                spec.repeats,
+                spec.seed,
+                (*spec.imports, *args.imports),
+                spec.output,
+            )
+        _import_all((*DEFAULT_IMPORTS, *spec.imports))
+        fixed = typed_params(spec.workload, parse_assignments(args.set))
         if fixed:
             axes = {k: v for k, v in spec.axes.items() if k not in fixed}
             spec = SweepSpec(
