@@ -26,6 +26,7 @@ from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
+from cowcore.plot import register as register_plot_command
 from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
 from cowcore.sweep import register as register_sweep_command
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_calibrate_command(sub)
     register_sweep_command(sub)
     register_compare_command(sub)
+    register_plot_command(sub)
     return parser
 
 
