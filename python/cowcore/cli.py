@@ -6,7 +6,9 @@
 (:mod:`cowcore.report`; ``cowcore run --report`` appends the same report);
 ``cowcore replay TRACE`` replays a memory trace (:mod:`cowcore.replay`);
 ``cowcore kernel run|fetch`` runs them on real Linux kernels under QEMU (:mod:`cowcore.kernel`);
-``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`).
+``cowcore calibrate`` fits the cost model to this host (:mod:`cowcore.calibrate`);
+``cowcore sweep``, ``compare`` and ``plot`` run, compare and draw studies
+(:mod:`cowcore.sweep`, :mod:`cowcore.compare`, :mod:`cowcore.plot`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from pathlib import Path
 from cowcore import __version__
 from cowcore.bench import register as register_bench_command
 from cowcore.calibrate import register as register_calibrate_command
+from cowcore.compare import register as register_compare_command
 from cowcore.errors import CowError, ScenarioError
 from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
+from cowcore.plot import register as register_plot_command
 from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
+from cowcore.sweep import register as register_sweep_command
 from cowcore.workloads.cli import register as register_workload_command
 
 
@@ -342,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench_command(sub)
     register_calibrate_command(sub)
     register_workload_command(sub)
+    register_sweep_command(sub)
+    register_compare_command(sub)
+    register_plot_command(sub)
     return parser
 
 

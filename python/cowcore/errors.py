@@ -14,10 +14,12 @@ __all__ = [
     "InvalidAddressError",
     "InvalidArgumentError",
     "InvariantError",
+    "MissingDependencyError",
     "NoSuchProcessError",
     "OutOfMemoryError",
     "ScenarioError",
     "SegmentationFault",
+    "SweepSpecError",
 ]
 
 
@@ -78,3 +80,13 @@ class ScenarioError(CowError):
         self.message = message
         self.observations = observations
         super().__init__(f"line {line}: {message}")
+
+
+class SweepSpecError(InvalidArgumentError):
+    """A sweep specification (``cowcore sweep SPEC``) is malformed: an unknown key, an axis
+    that is not a list of values, a seed parameter that is not an integer."""
+
+
+class MissingDependencyError(CowError, ImportError):
+    """An optional feature needs a package that is not installed; the message names the
+    ``pip install 'cowcore[GROUP]'`` that provides it."""
