@@ -33,7 +33,12 @@ SMALL: Mapping[str, dict[str, Scalar]] = {
 
 
 def test_every_workload_has_a_small_case() -> None:
-    assert set(SMALL) == set(REGISTRY)
+    """Every workload the package registers (tests may register their own, as the sweep
+    tests do: those are not the package's)."""
+    shipped = {
+        name for name, w in REGISTRY.items() if w.run.__module__.startswith("cowcore.workloads")
+    }
+    assert set(SMALL) == shipped
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
