@@ -357,6 +357,15 @@ class LockstepModel(RuleBasedStateMachine):
         for a, w, r in zip(addrs, writes, recs.tolist(), strict=True):
             self.learn_access(p, a, w, value, cowcore.Access.from_raw(r))
 
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def touch(self, data: st.DataObject) -> None:
+        """A FOLL_TOUCH read from outside (/proc/<pid>/mem): marks folios referenced, which
+        the smaps comparison of every step then checks; changes nothing a process reads."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, npages = self.pick_range(data, p)
+        self.expect_ok(self.each(lambda i: p.procs[i].touch(addr, npages * PAGE)), "touch")
+
     @precondition(lambda self: self.live())
     @rule(data=st.data(), npages=st.sampled_from([1, 16, 512]))
     def mmap_fixed(self, data: st.DataObject, npages: int) -> None:

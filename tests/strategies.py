@@ -199,7 +199,7 @@ CONTAINERS += ["uint32", "float64", "2d", "tuple", "generator", "scalars"]
 API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
-    *["thp", "policy", "access", "access_batch", "mmap_fixed"],
+    *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle)."""
 API_METHOD_WEIGHTS = {"write": 3, "fork": 2, "access_batch": 2}
@@ -291,7 +291,7 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
     lengths = st.sampled_from(API_LENGTHS)
     if method == "mmap":
         return method, which, (draw(st.sampled_from(API_MMAP_LENGTHS)),)
-    if method in ("munmap", "read", "observe"):
+    if method in ("munmap", "read", "observe", "touch"):
         return method, which, (addr, draw(lengths))
     if method == "mprotect":
         return method, which, (addr, draw(lengths), draw(st.sampled_from(API_PROTS)))
@@ -403,7 +403,8 @@ def program_ranges(draw: st.DrawFn) -> tuple[int, int]:
 
 def program_ops() -> st.SearchStrategy[Op]:
     """One operation of an isolation program (``tests/programs.py``): writes (three times as
-    likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect and munmap."""
+    likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect, munmap and a ``touch`` (a
+    read from outside, which must change nothing any process reads)."""
     who = st.integers(0, 1 << 16)  # taken modulo the live processes when applied
     return st.one_of(
         st.tuples(st.just("write"), who, program_ranges()),
@@ -416,6 +417,7 @@ def program_ops() -> st.SearchStrategy[Op]:
         st.tuples(st.just("dontneed"), who, program_ranges()),
         st.tuples(st.just("mprotect"), who, program_ranges(), prots),
         st.tuples(st.just("munmap"), who, program_ranges()),
+        st.tuples(st.just("touch"), who, program_ranges()),
     )
 
 

@@ -225,11 +225,12 @@ def test_compare_observations() -> None:
     assert compare_observations([page], [])
 
 
-def test_smaps_comparison_skips_only_what_is_not_modelled() -> None:
-    """``smaps`` observations are compared on every key but ``SMAPS_NOT_COMPARED``
-    (``Referenced``, whose ``PG_referenced`` half the model lacks yet)."""
+def test_smaps_comparison_compares_every_key() -> None:
+    """``smaps`` observations are compared on every key (``SMAPS_NOT_COMPARED`` is empty
+    since ``PG_referenced`` is modelled), ``Referenced`` included."""
     base = {"proc": "P", "map": "A", "Rss": 64, "Pss": 64, "Referenced": 64}
-    assert {"Referenced"} == SMAPS_NOT_COMPARED
-    assert compare_observations([{"smaps": base}], [{"smaps": {**base, "Referenced": 0}}]) == []
+    assert frozenset() == SMAPS_NOT_COMPARED
+    diffs = compare_observations([{"smaps": base}], [{"smaps": {**base, "Referenced": 0}}])
+    assert diffs == ["#0 smaps Referenced: 64 != 0"]
     diffs = compare_observations([{"smaps": base}], [{"smaps": {**base, "Pss": 32}}])
     assert diffs == ["#0 smaps Pss: 64 != 32"]

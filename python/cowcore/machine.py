@@ -548,6 +548,15 @@ class Process:
         """Unmap ``[addr, addr + length)``; unmapped pages in the range are fine."""
         self._b.munmap(self.pid, _int("addr", addr), _int("length", length))
 
+    def touch(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> None:
+        """Read ``[addr, addr + length)`` from outside the process, as a debugger or
+        ``/proc/<pid>/mem`` does (GUP with ``FOLL_TOUCH``): the folio of every present PTE
+        of the range is marked accessed (``PG_referenced``, which smaps counts as
+        ``Referenced``). PMD-mapped THPs and holes are left alone and nothing is faulted in
+        (docs/accounting.md, "Referenced"). The kernel runner's ``observe`` reads pages
+        this way, so the scenario runner's ``observe`` touches what it observes."""
+        self._b.touch(self.pid, _int("addr", addr), _int("length", length))
+
     def mprotect(self, addr: SupportsIndex, length: SupportsIndex, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
         self._b.mprotect(

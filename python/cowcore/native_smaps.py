@@ -12,8 +12,11 @@ steps on a machine whose profile follows the host's kernel version and whose THP
 the host's (:func:`host_thp`).
 
 What is compared is the region's VMA, every kB line of ``SMAPS_KB_FIELDS`` (and ``Size``) but
-``SMAPS_NOT_COMPARED`` (``Referenced``: the kernel also counts ``PG_referenced``, and on this
-kind of host DAMON's sampler clears accessed bits). The host's rollup also counts the
+:data:`NATIVE_NOT_COMPARED` (``Referenced``: it depends on how the host's kernel was built and
+what runs on it, not only on its version: whether MGLRU is on decides whether a faulted folio
+gets ``PG_referenced`` (docs/accounting.md, "Referenced"; a kernel built without it, as this
+kind of host is, has no ``/sys/kernel/mm/lru_gen``), and DAMON's sampler clears accessed bits.
+The recorded kernels, whose configuration is known, are compared on it). The host's rollup also counts the
 program's libc, stack and heap, so it is returned for reading, not compared; the simulator's
 rollup is over the same VMA set as the compared lines (the region), computed as
 ``show_smaps_rollup`` does.
@@ -48,7 +51,6 @@ from cowcore.protocol import (
     ThpMode,
     ThpSizeMode,
 )
-from cowcore.scenario import SMAPS_NOT_COMPARED
 
 __all__ = [
     "COMPARED",
@@ -74,7 +76,9 @@ STEPS = ("written", "child_wrote", "parent_wrote", "child_exited")
 """The program's steps, in order (``smapsnative.c`` says what each does)."""
 VMSTAT_EVIDENCE = ("thp_fault_fallback", "thp_split_pmd", "thp_collapse_alloc")
 """The ``/proc/vmstat`` counters :func:`explain` wants as evidence of a host-side cause."""
-COMPARED = ("Size", *(f for f in SMAPS_KB_FIELDS if f not in SMAPS_NOT_COMPARED))
+NATIVE_NOT_COMPARED = frozenset({"Referenced"})
+"""The smaps lines the host comparison skips (see the module docstring)."""
+COMPARED = ("Size", *(f for f in SMAPS_KB_FIELDS if f not in NATIVE_NOT_COMPARED))
 """The per-VMA kB lines compared."""
 
 Advice = Literal["none", "hugepage", "nohugepage"]

@@ -92,6 +92,12 @@ class KernelConfig:
     pagemap_pmd_exclusive_from_first_page: bool
     """pagemap reports a PMD mapping's exclusive bit once, from its first page, for all 512
     entries (``pagemap_pmd_range()``, measured on 7.2); before, per 4 KiB page."""
+    faulted_folios_referenced: bool
+    """A folio a fault maps gets ``PG_referenced`` as it is added to the LRU
+    (``folio_add_lru()`` in fault context calls ``folio_mark_accessed()`` under MGLRU;
+    measured on 7.2 and 7.3); without it (6.12) entering the LRU clears the flag
+    (``lru_gen_add_folio``), so a mark made while a small folio waits in the per-CPU LRU-add
+    batch is lost when the batch drains."""
 
 
 KERNEL_CONFIGS: dict[str, KernelConfig] = {
@@ -103,6 +109,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         reuses_pte_mapped_large_folios=False,
         allocates_on_huge_zero_write=False,
         pagemap_pmd_exclusive_from_first_page=False,
+        faulted_folios_referenced=False,
     ),
     "6.15": KernelConfig(
         profile="6.15",
@@ -112,6 +119,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         reuses_pte_mapped_large_folios=True,
         allocates_on_huge_zero_write=True,
         pagemap_pmd_exclusive_from_first_page=True,
+        faulted_folios_referenced=True,
     ),
 }
 """Each profile's capabilities, declared for Python (the reference's copy; the Rust core's is
@@ -309,6 +317,9 @@ class AddressSpaceBackend(Protocol):
     # The address-space id: 1 for init, the next number for each new mm, never reused.
     def asid(self, pid: int) -> int: ...
     def munmap(self, pid: int, addr: int, length: int) -> None: ...
+    # A FOLL_TOUCH read from outside (/proc/<pid>/mem): marks the folio of every present PTE
+    # of the range accessed (PG_referenced); no fault, no content change.
+    def touch(self, pid: int, addr: int, length: int) -> None: ...
     def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None: ...
     def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
     def fork(self, pid: int) -> int: ...

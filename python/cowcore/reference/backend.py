@@ -39,7 +39,7 @@ from cowcore.protocol import (
     check_u64,
 )
 from cowcore.reference import check as check_mod
-from cowcore.reference import fault, fork, vma_ops
+from cowcore.reference import fault, fork, gup, vma_ops
 from cowcore.reference import paging as pg
 from cowcore.reference import smaps as smaps_mod
 from cowcore.reference.kernel import Kernel
@@ -210,6 +210,11 @@ class ReferenceBackend:
         start, end = self._range(addr, length)
         vma_ops.mmap_fixed(mm, start, end)
         return start
+
+    def touch(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        gup.touch(self._k, mm, start, end)
 
     def munmap(self, pid: int, addr: int, length: int) -> None:
         _, mm = self._proc(pid)

@@ -332,6 +332,7 @@ def map_anon_folio_pmd(
     """``map_anon_folio_pmd``: install a new exclusive THP with one writable PMD."""
     folio.refcount = 1
     folio.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=True)
+    k.folio_add_lru(folio)
     entry = pg.mkdirty(pg.make_entry(folio.pfn, vma.page_prot() | pg.PS))
     if vma.write:
         entry = pg.mkwrite(entry)
@@ -402,6 +403,7 @@ def do_anonymous_page(
     first = idx & ~(nr - 1)
     folio.refcount = nr
     folio.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=False)
+    k.folio_add_lru(folio)
     flags = prot
     if vma.write:
         flags = pg.mkwrite(pg.mkdirty(flags))
@@ -422,6 +424,10 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio) -> tuple[bool, Reason]:
     (``cow_reuse_pte_mapped_thp`` off); since 6.15, ``__wp_can_reuse_large_anon_folio``.
     """
     if not folio.is_large:
+        if folio.refcount <= 2 and folio in k.lru_batch:
+            # A folio not on the LRU yet, whose count (the batch's reference included) is
+            # at most 3, is moved there first (lru_add_drain).
+            k.lru_add_drain()
         if folio.refcount == 1:
             return True, Reason.SMALL_SOLE_REF
         return False, Reason.SMALL_OTHER_REFS
@@ -486,6 +492,7 @@ def wp_page_copy(
         k.emit(Event(EventKind.PAGES_ZEROED, pfn=new.pfn, nr=1))
     new.refcount = 1
     new.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=False)
+    k.folio_add_lru(new)
     flags = vma.page_prot()
     if vma.write:
         flags = pg.mkwrite(pg.mkdirty(flags))

@@ -33,6 +33,8 @@ class Folio:
     shared: bool = False
     """``FOLIO_MM_IDS_SHARED_BIT``: "maybe mapped shared"."""
     anon_exclusive: list[bool] = field(default_factory=list)
+    referenced: bool = False
+    """``PG_referenced`` (``folio_mark_accessed``; smaps counts it as ``Referenced``)."""
     partially_mapped: bool = False
     """``PG_partially_mapped``: queued for deferred split as partially mapped (set once by
     ``deferred_split_folio``, never cleared while the folio lives)."""

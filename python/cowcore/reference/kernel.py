@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cowcore.errors import OutOfMemoryError
-from cowcore.protocol import POLICY_DEFAULTS, THP_SIZES, KernelProfile
+from cowcore.protocol import KERNEL_CONFIGS, POLICY_DEFAULTS, THP_SIZES, KernelProfile
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind, Stats
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
@@ -50,6 +50,10 @@ class ThpPolicy:
         return sorted(orders, reverse=True)
 
 
+LRU_BATCH_SIZE = 31
+"""``PAGEVEC_SIZE``: the folios a per-CPU LRU batch holds."""
+
+
 class Kernel:
     """The whole simulated machine (reference backend)."""
 
@@ -69,6 +73,11 @@ class Kernel:
         ``None`` when not recording (the default)."""
         self.thp = ThpPolicy()
         self.toggles: dict[str, bool] = dict(POLICY_DEFAULTS[profile])
+        self.faulted_folios_referenced = KERNEL_CONFIGS[profile].faulted_folios_referenced
+        self.lru_batch: list[Folio] = []
+        """The per-CPU LRU-add batch (``cpu_fbatches.lru_add``): folios a fault mapped that
+        have not entered the LRU yet; kept only where that changes what is reported (6.12,
+        where entering the LRU clears ``PG_referenced``)."""
         self.procs: dict[int, Process] = {}
         self.next_pid = 1
         self.next_asid = 1
@@ -161,6 +170,27 @@ class Kernel:
         ``folio_put`` of the new folio on the error path)."""
         assert folio.refcount == 0 and folio.mapcount() == 0
         self._free_folio(folio)
+
+    # -- the LRU (mm/swap.c) -------------------------------------------------------------
+
+    def folio_add_lru(self, folio: Folio) -> None:
+        """``folio_add_lru`` of a folio a fault has just mapped: on 7.x it is marked accessed
+        there (``faulted_folios_referenced``); on 6.12 it waits in the batch of
+        ``LRU_BATCH_SIZE``, which a large folio or a full batch moves to the LRU at once."""
+        if self.faulted_folios_referenced:
+            folio.referenced = True
+            return
+        self.lru_batch.append(folio)
+        if folio.is_large or len(self.lru_batch) == LRU_BATCH_SIZE:
+            self.lru_add_drain()
+
+    def lru_add_drain(self) -> None:
+        """``lru_add_drain``: the batch enters the LRU, which on 6.12 (MGLRU,
+        ``lru_gen_add_folio``) clears each folio's ``PG_referenced``."""
+        for folio in self.lru_batch:
+            if self.page_folio.get(folio.pfn) is folio:
+                folio.referenced = False
+        self.lru_batch.clear()
 
     def deferred_split_folio(self, folio: Folio) -> None:
         """``deferred_split_folio(folio, true)`` after an unmap left ``folio`` partially

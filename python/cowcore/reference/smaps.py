@@ -6,12 +6,13 @@
 mem_size_stats`` (:class:`MemSizeStats`): bytes, and the PSS sums in fixed point
 (``<< PSS_SHIFT``).
 
-What the model leaves out: swap and migration entries (none exist), ``PG_referenced``,
-``PG_young`` and ``PG_dirty`` of an anonymous folio. The flags change no line here: the
-model sets none of the paths that set them on an anonymous folio (reclaim, swap-in, page
-idle tracking) except the split of a dirty PMD (``__split_huge_pmd_locked`` sets
-``PG_dirty``), which also makes every new PTE dirty, and the model never cleans an
-anonymous PTE. Locked, LazyFree and KSM are not in the record.
+``Referenced`` is the entry's accessed bit or the folio's ``PG_referenced``
+(:meth:`~cowcore.reference.kernel.Kernel.folio_add_lru`, ``touch``). What the model leaves
+out: swap and migration entries (none exist), ``PG_young`` (page idle tracking) and
+``PG_dirty`` of an anonymous folio, which changes no line here: the only path the model has
+that sets it, the split of a dirty PMD (``__split_huge_pmd_locked``), also makes every new PTE
+dirty, and the model never cleans an anonymous PTE. Locked, LazyFree and KSM are not in the
+record.
 
 Both profiles run with ``CONFIG_PAGE_MAPCOUNT``, so ``smaps_account`` takes the per-page
 ``folio_precise_page_mapcount`` path under both (the ``CONFIG_NO_PAGE_MAPCOUNT`` branch of
@@ -80,7 +81,7 @@ def smaps_account(
     size = nr * pg.PAGE_SIZE
     mss.anonymous += size  # folio_test_anon
     mss.resident += size
-    if young:  # pte_young || folio_test_young || folio_test_referenced
+    if young or folio.referenced:  # pte_young || folio_test_young || folio_test_referenced
         mss.referenced += size
     if folio.refcount == 1:
         smaps_page_accumulate(mss, size, size << PSS_SHIFT, dirty, True)

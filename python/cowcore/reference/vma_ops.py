@@ -53,6 +53,8 @@ def mmap_fixed(mm: Mm, start: int, end: int) -> None:
 
 def munmap(k: Kernel, mm: Mm, start: int, end: int) -> None:
     """Unmap ``[start, end)``; pages that are not mapped are fine (KS §5)."""
+    if any(v.start < end and v.end > start for v in mm.vmas):
+        k.lru_add_drain()  # unmap_region
     k.split_vma_boundary(mm, start)
     k.split_vma_boundary(mm, end)
     tlb = Gather()
@@ -67,6 +69,7 @@ def exit_mm(k: Kernel, proc: Process) -> None:
     """``exit_mmap`` then ``__mmdrop``: zap everything, free the tables, free the MM id."""
     mm = proc.mm
     assert mm is not None
+    k.lru_add_drain()
     tlb = Gather()
     for vma in mm.vmas:
         zap_range(k, mm, vma.start, vma.end, tlb)
@@ -193,6 +196,7 @@ def madvise(k: Kernel, mm: Mm, start: int, end: int, advice: str) -> None:
     """MADV_DONTNEED zaps (keeping the VMAs and tables); the others change VMA flags."""
     _require_mapped(mm, start, end, "madvise")
     if advice == "dontneed":
+        k.lru_add_drain()  # zap_page_range_single
         tlb = Gather()
         zap_range(k, mm, start, end, tlb)
         tlb.finish(k)

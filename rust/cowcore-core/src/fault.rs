@@ -574,6 +574,7 @@ impl<R: Recorder> Fault<'_, R> {
         }
         self.record(|r| r.outcome = Outcome::AnonAlloc);
         self.mem.add_new_anon_rmap(folio, self.mm_id);
+        self.mem.folio_add_lru(folio);
         let h = folio.pfn();
         let e = make_writable_dirty(PageTableEntry::of_frame(h, prot), self.vma);
         for i in 0..nr {
@@ -700,6 +701,7 @@ impl<R: Recorder> Fault<'_, R> {
     fn map_anon_folio_pmd(&mut self, folio: FolioRef, pmd_table: TableFrame, pmd_i: usize) {
         let prot = self.vma.page_prot() | PteFlags::HUGE;
         self.mem.add_new_anon_rmap(folio, self.mm_id);
+        self.mem.folio_add_lru(folio);
         let e = make_writable_dirty(PageTableEntry::of_frame(folio.pfn(), prot), self.vma);
         self.mem.set_entry(pmd_table, pmd_i, e);
         *self.rss_anon += PMD_NR;
@@ -714,10 +716,20 @@ impl<R: Recorder> Fault<'_, R> {
         // vm_normal_page(): NULL for the zero page (special).
         let page = (!pte.is_special()).then(|| pte.frame());
         if let Some(p) = page {
-            let folio = self.mem.folio(self.mem.page_folio(p));
-            let reason = if self.mem.anon_exclusive(p) {
+            let folio_ref = self.mem.page_folio(p);
+            let small = !self.mem.folio(folio_ref).folio_test_large();
+            let ae = self.mem.anon_exclusive(p);
+            if !ae && small && self.mem.folio(folio_ref).folio_ref_count() <= 2 {
+                // wp_can_reuse_anon_folio: a folio not on the LRU yet, whose count (with the
+                // batch's reference) is at most 3, is moved there first (lru_add_drain).
+                if self.mem.folio_in_lru_batch(folio_ref) {
+                    self.mem.lru_add_drain();
+                }
+            }
+            let folio = self.mem.folio(folio_ref);
+            let reason = if ae {
                 Reason::AnonExclusive
-            } else if !folio.folio_test_large() {
+            } else if small {
                 // wp_can_reuse_anon_folio: only the mapping's own reference.
                 if folio.folio_ref_count() == 1 {
                     Reason::SmallSoleRef
@@ -788,6 +800,7 @@ impl<R: Recorder> Fault<'_, R> {
             self.vma,
         );
         self.mem.add_new_anon_rmap(new, self.mm_id);
+        self.mem.folio_add_lru(new);
         if page.is_none() {
             *self.rss_anon += 1;
         }

@@ -16,6 +16,8 @@ use crate::physmem::{
 pub const ENTIRELY_MAPPED: i32 = 0x80_0000;
 /// `FOLIO_PAGES_MAPPED`: mask of the page count in `_nr_pages_mapped`.
 pub const FOLIO_PAGES_MAPPED: i32 = ENTIRELY_MAPPED - 1;
+/// `PAGEVEC_SIZE`: the folios a per-CPU LRU batch holds.
+pub(crate) const LRU_BATCH_SIZE: usize = 31;
 /// `MM_ID_DUMMY`: a free slot.
 pub const MM_ID_DUMMY: u32 = 0;
 /// `MM_ID_MASK`.
@@ -154,6 +156,12 @@ impl Folio<'_> {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn folio_maybe_mapped_shared(self) -> bool {
         self.mem.maybe_mapped_shared(self.head)
+    }
+
+    /// `folio_test_referenced`.
+    #[inline]
+    pub(crate) fn folio_test_referenced(self) -> bool {
+        self.mem.folio_test_referenced(self.folio_ref())
     }
 
     /// The allocation serial (DESIGN.md "frame identity").
@@ -530,6 +538,65 @@ impl PhysMem {
         self.nr_anon_mapped -= nr;
         self.nr_anon_thps -= nr_pages;
         nr > 0 && nr < nr_pages
+    }
+
+    /// `folio_test_referenced` (`PG_referenced`, on the head page).
+    #[must_use]
+    #[inline]
+    pub(crate) fn folio_test_referenced(&self, folio: FolioRef) -> bool {
+        self.info[folio.0 as usize] & FLAG_BIT != 0
+    }
+
+    fn set_referenced(&mut self, folio: FolioRef, on: bool) {
+        let i = &mut self.info[folio.0 as usize];
+        if on {
+            *i |= FLAG_BIT;
+        } else {
+            *i &= !FLAG_BIT;
+        }
+    }
+
+    /// `folio_mark_accessed` (as a GUP with `FOLL_TOUCH` calls it on a PTE-mapped page):
+    /// `PG_referenced` (under MGLRU, `lru_gen_inc_refs` sets it first, then counts tiers the
+    /// model does not report).
+    pub(crate) fn folio_mark_accessed(&mut self, folio: FolioRef) {
+        self.set_referenced(folio, true);
+    }
+
+    /// `folio_add_lru` of a folio a fault has just mapped. Where faulted folios are marked
+    /// referenced (7.x), that is all. Otherwise (6.12) the folio waits in the per-CPU batch
+    /// of 31 (`PAGEVEC_SIZE`); a large folio, or the batch filling up, moves the whole batch
+    /// to the LRU at once (`folio_batch_add_and_move`).
+    pub(crate) fn folio_add_lru(&mut self, folio: FolioRef) {
+        if self.faulted_folios_referenced {
+            self.set_referenced(folio, true);
+            return;
+        }
+        let serial = self.folio(folio).folio_serial();
+        self.lru_batch.push((folio, serial));
+        if self.folio(folio).folio_test_large() || self.lru_batch.len() == LRU_BATCH_SIZE {
+            self.lru_add_drain();
+        }
+    }
+
+    /// Whether `folio` waits in the LRU-add batch (`!folio_test_lru`).
+    #[must_use]
+    pub(crate) fn folio_in_lru_batch(&self, folio: FolioRef) -> bool {
+        self.lru_batch.iter().any(|&(f, _)| f == folio)
+    }
+
+    /// `lru_add_drain`: every folio of the batch enters the LRU, which on 6.12's MGLRU
+    /// clears its `PG_referenced` (`lru_gen_add_folio`). A folio freed meanwhile (its frames
+    /// reused, so the serial differs) is skipped; the kernel's batch would have held it.
+    pub(crate) fn lru_add_drain(&mut self) {
+        for i in 0..self.lru_batch.len() {
+            let (f, serial) = self.lru_batch[i];
+            let alive = self.is_folio(f.0) && self.page_folio(f.0) == f;
+            if alive && self.folio(f).folio_serial() == serial {
+                self.set_referenced(f, false);
+            }
+        }
+        self.lru_batch.clear();
     }
 
     /// `folio_test_partially_mapped`: the folio waits on the deferred-split queue as

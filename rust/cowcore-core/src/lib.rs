@@ -36,6 +36,7 @@ pub mod events;
 mod fault;
 pub mod folio;
 mod fork;
+mod gup;
 mod kernel;
 pub mod machine;
 pub mod mm;

@@ -671,6 +671,18 @@ impl Machine {
         self.k.observe(pid, addr, length)
     }
 
+    /// Reads `[addr, addr + length)` of `pid` from outside, as a debugger or
+    /// `/proc/<pid>/mem` does (GUP with `FOLL_TOUCH`): the folio of every present PTE of the
+    /// range is marked accessed (`PG_referenced`, which smaps counts as `Referenced`);
+    /// PMD-mapped THPs and holes are left alone, nothing is faulted in (`gup` module).
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`] for a bad pid; [`CowError::InvalidArgument`] for an
+    /// unaligned or out-of-range `addr`/`length`.
+    pub fn touch(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.touch(pid, addr, length)
+    }
+
     /// The counters of the folio holding frame `pfn`.
     ///
     /// # Errors

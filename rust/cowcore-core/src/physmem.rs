@@ -11,8 +11,8 @@
 //! * `info: u32` — state (2 bits), order (4 bits), `PageAnonExclusive`, and the page's
 //!   logical PTE mapcount in the top 24 bits (zero for a free frame: where free blocks
 //!   start is known from the free lists alone); bit 7 is a folio flag, kept where the
-//!   kernel keeps it: on the first tail page of a large folio `PG_partially_mapped`
-//!   (`folio->_flags_1`);
+//!   kernel keeps it: on the head page `PG_referenced`, on the first tail page of a large
+//!   folio `PG_partially_mapped` (`folio->_flags_1`);
 //! * `count: i32` — the head's `_refcount`; in a large folio page 1 holds
 //!   `_large_mapcount`, page 2 `_entire_mapcount`, page 3 `_nr_pages_mapped` (the kernel
 //!   also keeps folio fields in tail `struct page`s);
@@ -106,7 +106,8 @@ const STATE_MASK: u32 = 0b11;
 const ORDER_SHIFT: u32 = 2;
 const ORDER_MASK: u32 = 0b1111 << ORDER_SHIFT;
 pub(crate) const AE_BIT: u32 = 1 << 6;
-/// The folio-flag bit of an `info` word (`PG_partially_mapped` on the first tail page).
+/// The folio-flag bit of an `info` word (`PG_referenced` on the head page,
+/// `PG_partially_mapped` on the first tail page).
 pub(crate) const FLAG_BIT: u32 = 1 << 7;
 pub(crate) const MAPCOUNT_SHIFT: u32 = 8;
 /// Largest logical per-page mapcount the 24-bit field holds.
@@ -141,6 +142,12 @@ pub struct PhysMem {
     pub(crate) nr_anon_thps: u64,
     /// `NR_PAGETABLE`: table frames in use (every level, deposited tables included).
     pub(crate) nr_tables: u64,
+    /// The per-CPU LRU-add batch (`cpu_fbatches.lru_add`): folios a fault mapped, with
+    /// their serials, waiting to enter the LRU. Kept only where entering the LRU changes
+    /// what the model reports (`!faulted_folios_referenced`: 6.12 clears `PG_referenced`).
+    pub(crate) lru_batch: Vec<(FolioRef, u64)>,
+    /// `KernelConfig::faulted_folios_referenced` of the machine's profile.
+    pub(crate) faulted_folios_referenced: bool,
 }
 
 impl PhysMem {
@@ -169,6 +176,8 @@ impl PhysMem {
             nr_anon_mapped: 0,
             nr_anon_thps: 0,
             nr_tables: 0,
+            lru_batch: Vec::new(),
+            faulted_folios_referenced: false,
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);

@@ -63,6 +63,7 @@ impl Profile {
                 reuses_pte_mapped_large_folios: false,
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: false,
+                faulted_folios_referenced: false,
             },
             Self::V6_15 => KernelConfig {
                 profile: self,
@@ -72,6 +73,7 @@ impl Profile {
                 reuses_pte_mapped_large_folios: true,
                 allocates_on_huge_zero_write: true,
                 pagemap_pmd_exclusive_from_first_page: true,
+                faulted_folios_referenced: true,
             },
         }
     }
@@ -107,6 +109,7 @@ pub struct KernelConfig {
     reuses_pte_mapped_large_folios: bool,
     allocates_on_huge_zero_write: bool,
     pagemap_pmd_exclusive_from_first_page: bool,
+    faulted_folios_referenced: bool,
 }
 
 impl KernelConfig {
@@ -168,6 +171,16 @@ impl KernelConfig {
     #[must_use]
     pub const fn pagemap_pmd_exclusive_from_first_page(self) -> bool {
         self.pagemap_pmd_exclusive_from_first_page
+    }
+
+    /// A folio a fault maps gets `PG_referenced` as it is added to the LRU
+    /// (`folio_add_lru()` in fault context calls `folio_mark_accessed()` under MGLRU; measured
+    /// on 7.2 and 7.3). Without it (6.12), entering the LRU clears the flag
+    /// (`lru_gen_add_folio`), so a mark made while a small folio waits in the per-CPU
+    /// LRU-add batch is lost when the batch drains.
+    #[must_use]
+    pub const fn faulted_folios_referenced(self) -> bool {
+        self.faulted_folios_referenced
     }
 }
 

@@ -137,8 +137,9 @@ impl MemSizeStats {
         let size = u64::from(nr) * PAGE_SIZE;
         self.anonymous += size; // folio_test_anon
         self.resident += size;
-        if young {
-            // pte_young || folio_test_young || folio_test_referenced
+        if young || folio.folio_test_referenced() {
+            // pte_young || folio_test_young || folio_test_referenced (the model has no
+            // page_idle tracking, so no PG_young)
             self.referenced += size;
         }
         if folio.folio_ref_count() == 1 {

@@ -82,8 +82,11 @@ impl Kernel {
     /// `munmap`: zaps `[addr, addr+length)`, removes it from the VMA list and frees the
     /// tables no VMA needs any more (`free_pgtables`).
     pub(crate) fn munmap(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
-        self.mm(pid)?;
+        let mm = self.mm(pid)?;
         let (start, end) = self.check_range(addr, length)?;
+        if mm.vmas.iter().any(|v| v.start < end && v.end > start) {
+            self.mem.lru_add_drain(); // unmap_region
+        }
         let mut z = self.zap(pid)?;
         z.zap_vmas_in(start, end)?;
         z.finish(ZapCause::Unmap, start.as_u64(), end.as_u64());
@@ -103,6 +106,7 @@ impl Kernel {
         start: VirtAddr,
         end: VirtAddr,
     ) -> Result<(), CowError> {
+        self.mem.lru_add_drain(); // zap_page_range_single
         let mut z = self.zap(pid)?;
         z.zap_vmas_in(start, end)?;
         z.finish(ZapCause::DontNeed, start.as_u64(), end.as_u64());
@@ -112,6 +116,8 @@ impl Kernel {
     /// `exit_mmap`: zaps every VMA, drops the gathered references, frees every table
     /// (bottom-up, lowest address first, the PGD last) and then the mm id.
     pub(crate) fn exit(&mut self, pid: u32) -> Result<(), CowError> {
+        self.mm(pid)?;
+        self.mem.lru_add_drain(); // exit_mmap
         let mut z = self.zap(pid)?;
         for v in z.vmas {
             z.zap_range(v.start.as_u64(), v.end.as_u64())?;

@@ -38,12 +38,9 @@ const DEFERRED_VMSTAT: [&str; 3] = [
     "thp_split_page",
     "thp_fault_fallback",
 ];
-/// The `smaps` keys the simulator does not model yet, which comparisons skip (as
-/// `cowcore.scenario.SMAPS_NOT_COMPARED` does): `Referenced` also counts the folio's
-/// `PG_referenced`, which the kernel sets when the probe reads a page through
-/// `/proc/<pid>/mem` (`FOLL_TOUCH`), and 7.x reports a fork child's pages as referenced
-/// where 6.12 does not (cause not found yet); issue 13.
-const SMAPS_NOT_COMPARED: [&str; 1] = ["Referenced"];
+/// The `smaps` keys comparisons skip (as `cowcore.scenario.SMAPS_NOT_COMPARED`): none
+/// since `Referenced` follows the folio's `PG_referenced` too.
+const SMAPS_NOT_COMPARED: [&str; 0] = [];
 /// The keys of a `smaps` observation after `proc` and `map`, in the format's order.
 const SMAPS_FIELDS: [&str; 12] = [
     "Rss",
@@ -419,6 +416,8 @@ impl Driver {
                             "observe" => {
                                 let rows = self.m.observe(pid, addr, len).map_err(err)?;
                                 self.observe(proc, a[0], off, &rows);
+                                // The probe reads each present page through /proc/<pid>/mem.
+                                self.m.touch(pid, addr, len).map_err(err)?;
                             }
                             other => unreachable!("verb {other} passed the syntax check"),
                         }

@@ -80,6 +80,13 @@ enum Op {
         pages: Vec<(u64, bool)>,
         value: u64,
     },
+    /// A `FOLL_TOUCH` read from outside (`touch`): changes no content.
+    Touch {
+        proc: usize,
+        map: usize,
+        page: u64,
+        pages: u64,
+    },
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
@@ -108,6 +115,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|on| Op::ZeroPage { on }),
         2 => (0..4usize, 0..2usize, 0..MAP_PAGES, 0..PAGE_SIZE, any::<bool>(), 1..5u64).prop_map(|(proc, map, page, offset, write, value)| Op::Access { proc, map, page, offset, write, value }),
         2 => (0..4usize, 0..2usize, proptest::collection::vec((0..MAP_PAGES, any::<bool>()), 1..16), 1..5u64).prop_map(|(proc, map, pages, value)| Op::AccessBatch { proc, map, pages, value }),
+        1 => (0..4usize, range()).prop_map(|(proc, (map, page, pages))| Op::Touch { proc, map, page, pages }),
     ]
 }
 
@@ -244,6 +252,21 @@ impl World {
                 };
                 self.shadow.remove(&pid);
                 self.m.exit(pid)
+            }
+            Op::Touch {
+                proc,
+                map,
+                page,
+                pages,
+            } => {
+                let Some(pid) = self.pid(proc) else {
+                    return false;
+                };
+                let (a, len) = self.addr(map, page, pages);
+                let before = self.m.rss_anon(pid);
+                self.m.touch(pid, a, len).map(|()| {
+                    assert_eq!(self.m.rss_anon(pid), before, "touch faulted something in");
+                })
             }
             Op::Munmap {
                 proc,

@@ -342,6 +342,12 @@ impl PyMachine {
         run_sized(py, 0, || self.lock().mmap(pid, length)).map(VirtAddr::as_u64)
     }
 
+    fn touch(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().touch(pid, VirtAddr::new(addr), length)
+        })
+    }
+
     fn munmap(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
         run_sized(py, length, || {
             self.lock().munmap(pid, VirtAddr::new(addr), length)

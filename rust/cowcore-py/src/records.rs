@@ -281,5 +281,6 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         cfg.reuses_pte_mapped_large_folios(),
         cfg.allocates_on_huge_zero_write(),
         cfg.pagemap_pmd_exclusive_from_first_page(),
+        cfg.faulted_folios_referenced(),
     ))
 }

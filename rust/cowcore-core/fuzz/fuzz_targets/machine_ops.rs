@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !b.0.is_empty() && steps < 200 {
         steps += 1;
-        let op = b.u8() % 19;
+        let op = b.u8() % 20;
         // Mostly live pids, sometimes 0, exited ones or ones never used.
         let pids = m.pids();
         let pid = match b.u8() {
@@ -161,6 +161,7 @@ fuzz_target!(|data: &[u8]| {
                 m.mmap_fixed(pid, VirtAddr::new(at), pages * PAGE)
                     .map(|a| maps.push((a.as_u64(), pages)))
             }
+            19 => m.touch(pid, VirtAddr::new(addr), len),
             _ => {
                 // Inspection only: these must never fail except on bad input.
                 let _ = m.translate(pid, VirtAddr::new(addr));
