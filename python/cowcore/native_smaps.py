@@ -16,8 +16,9 @@ What is compared is the region's VMA, every kB line of ``SMAPS_KB_FIELDS`` (and 
 what runs on it, not only on its version: whether MGLRU is on decides whether a faulted folio
 gets ``PG_referenced`` (docs/accounting.md, "Referenced"; a kernel built without it, as this
 kind of host is, has no ``/sys/kernel/mm/lru_gen``), and DAMON's sampler clears accessed bits.
-The recorded kernels, whose configuration is known, are compared on it). The host's rollup also counts the
-program's libc, stack and heap, so it is returned for reading, not compared; the simulator's
+The recorded kernels, whose configuration is known, are compared on it). The host's rollup
+also counts the program's libc, stack and heap, so it is returned for reading, not compared;
+the simulator's
 rollup is over the same VMA set as the compared lines (the region), computed as
 ``show_smaps_rollup`` does.
 
