@@ -29,6 +29,7 @@ from tests.strategies import (
     API_LENGTHS,
     API_METHODS,
     API_MMAP_LENGTHS,
+    API_PID_MAX,
     API_POLICY_NAMES,
     API_POLICY_VALUES,
     API_PROTS,
@@ -93,6 +94,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
             extra = fdp.PickValueInList(API_PROTS)
         elif method == "madvise":
             extra = fdp.PickValueInList(API_ADVICES)
+        elif method == "pid_max":
+            extra = fdp.PickValueInList(API_PID_MAX)
         elif method in ("thp", "policy"):
             extra = (fdp.ConsumeIntInRange(0, 63), fdp.ConsumeIntInRange(0, 63))
         elif method == "observe_iter":
@@ -119,6 +122,9 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
                 size = API_THP_SIZES[extra[0] % len(API_THP_SIZES)]
                 m.thp.sizes[size] = API_THP_MODES[extra[1] % len(API_THP_MODES)]
                 return None
+            if method == "pid_max":
+                m.pid_max = extra
+                return m.pid_max
             if method == "policy":
                 name = API_POLICY_NAMES[extra[0] % len(API_POLICY_NAMES)]
                 setattr(m.policy, name, API_POLICY_VALUES[extra[1] % len(API_POLICY_VALUES)])

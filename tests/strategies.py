@@ -187,6 +187,9 @@ API_THP_SIZES: list[Any] = [*SIZES, "8K", None]
 API_THP_MODES: list[Any] = [*THP_SIZE_MODES, "bad", None]
 API_POLICY_NAMES: list[str] = [*POLICIES, "x"]
 API_POLICY_VALUES: list[Any] = [True, False, 1, None, 0, "y"]
+API_PID_MAX: list[Any] = [301, 302, 4 * 1024 * 1024, 300, 0, -1, (4 << 20) + 1, 1 << 64]
+API_PID_MAX += [None, "301", True, np.uint64(400)]
+"""``Machine.pid_max`` values: the sysctl's range ``[301, 4M]``, its edges, and near misses."""
 OBSERVE_CHUNKS: list[Any] = [1, 3, 64, 1 << 16, 0, -1, (1 << 20) + 1, None]
 PAGE_BYTES = [0, 0, 0, 1, 2048]
 """Byte offsets into a page for an address inside a mapping: mostly page-aligned."""
@@ -199,9 +202,10 @@ CONTAINERS += ["uint32", "float64", "2d", "tuple", "generator", "scalars"]
 API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
-    *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch"],
+    *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max"],
 ]
-"""Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle)."""
+"""Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle;
+``pid_max``: sets ``Machine.pid_max``)."""
 API_METHOD_WEIGHTS = {"write": 3, "fork": 2, "access_batch": 2}
 API_WRITE_FLAGS: list[Any] = [True, False, True, False, 1, 0, None, "yes", np.bool_(True)]
 """``access``'s ``write``: bools, and near misses that must be refused."""
@@ -368,6 +372,8 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
     if method == "policy":
         name = draw(st.sampled_from(API_POLICY_NAMES))
         return method, which, (name, draw(st.sampled_from(API_POLICY_VALUES)))
+    if method == "pid_max":
+        return method, which, (draw(st.sampled_from(API_PID_MAX)),)
     return method, which, ()
 
 

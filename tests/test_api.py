@@ -15,6 +15,7 @@ from cowcore import (
     NoSuchProcessError,
     SegmentationFault,
 )
+from cowcore.machine import make_backend
 from tests.conftest import MachineFactory, MiB
 
 
@@ -26,8 +27,10 @@ def test_machine_arguments(backend: str) -> None:
         cowcore.Machine(backend="qemu")
     with pytest.raises(InvalidArgumentError, match="multiple of 2M"):
         cowcore.Machine(memory="3M")
-    with pytest.raises(InvalidArgumentError, match="256G"):
-        cowcore.Machine(memory="512G")
+    with pytest.raises(InvalidArgumentError, match=r"in \[4M, 1T\], not 1099513724928$"):
+        cowcore.Machine(memory=(1 << 40) + (2 << 20), backend=backend)
+    with pytest.raises(InvalidArgumentError, match=r"in \[4M, 1T\], not 2199023255552$"):
+        cowcore.Machine(memory="2T", backend=backend)
     with pytest.raises(InvalidArgumentError, match="bad size"):
         cowcore.Machine(memory="4 GB")
     with pytest.raises(InvalidArgumentError, match="levels"):
@@ -35,6 +38,37 @@ def test_machine_arguments(backend: str) -> None:
     m = cowcore.Machine(memory=64 << 20, backend=backend)
     assert m.total_frames == 16384 and m.kernel == "6.15" and m.levels == 4
     assert backend in repr(m)
+
+
+def test_one_tib_machine_boots_and_runs(backend: str) -> None:
+    """``MAX_MEMORY`` (1 TiB, 2^28 frames) boots on both backends without paying for its
+    size, and faults, forks and copies at the bottom of physical memory (the top needs every
+    frame in use: rust/cowcore-core/tests/scale.rs and ``benches/scale_1t.py top``)."""
+    assert cowcore.MAX_MEMORY == 1 << 40
+    m = cowcore.Machine(backend=backend, memory="1T")
+    assert m.total_frames == 1 << 28
+    assert m.free_frames() == (1 << 28) - 514  # the zero page, the huge zero folio, a PGD
+    p = m.init
+    a = p.mmap(64 << 30)
+    p.write(a, 4 * 4096, 7)
+    c = p.fork()
+    c.write(a, 4096, 9)
+    p.write(a + 4096, 4096, 8)
+    assert (p.read(a, 2 * 4096), c.read(a, 2 * 4096)) == ([7, 8], [9, 7])
+    assert m.stats().cow_copy == 2
+    m.check()
+    c.exit()
+    assert m.free_frames() == (1 << 28) - 514 - 4 - 3  # init's 4 pages, PUD, PMD, PTE table
+    m.check()
+
+
+def test_backends_refuse_above_one_tib_themselves(backend: str) -> None:
+    """Below the façade, each backend refuses the same sizes with the same message."""
+    frames = ((1 << 40) >> 12) + 512
+    with pytest.raises(InvalidArgumentError) as e:
+        make_backend(backend, "6.15", frames, 4)
+    assert str(e.value) == f"memory must be a multiple of 2M in [4M, 1T], not {frames << 12}"
+    assert make_backend(backend, "6.15", frames - 512, 4).total_frames == frames - 512
 
 
 def test_policy_defaults_follow_the_profile(backend: str) -> None:

@@ -3,6 +3,8 @@
 * an access that finds no frame raises ``OutOfMemoryError`` at the faulting page: the pages
   before it are done, it and the rest are untouched, every invariant holds;
 * a fork that cannot get its page-table frames fails as a whole: no child, parent unchanged;
+* a fork past ``pid_max - 1`` processes fails as a whole with ``ProcessLimitError`` (EAGAIN),
+  after the check for table frames (``copy_mm`` comes before ``alloc_pid``);
 * large-folio allocation falls back order by order (``anon_fault_fallback``) before that;
 * a COW copy that finds no frame fails without touching either side, while 6.15's reuse
   needs no frame at all;
@@ -17,7 +19,7 @@ import pytest
 from hypothesis import settings
 
 import cowcore
-from cowcore import OutOfMemoryError
+from cowcore import InvalidArgumentError, OutOfMemoryError, ProcessLimitError
 from cowcore.protocol import THP_SIZES
 from tests.conftest import MachineFactory, MiB
 from tests.model import LockstepModel, skip_unless_backends
@@ -134,6 +136,66 @@ def test_fork_without_table_frames_fails_as_a_whole(
     assert c.read(a + 4 * PAGE) == [7] and p.read(a + 4 * PAGE) == [7]
     c.exit()
     m.check()
+
+
+LIMIT_MESSAGE = "fork: no free pid (EAGAIN): 300 processes, the most pid_max 301 allows"
+
+
+def test_fork_past_pid_max_fails_as_a_whole(make_machine: MachineFactory, profile: str) -> None:
+    """``alloc_pid``: pid_max - 1 processes at most; the next fork fails with EAGAIN
+    (``ProcessLimitError``) and changes nothing. An exit makes room; pids are not reused."""
+    m = make_machine(profile, memory="16M")
+    assert m.pid_max == cowcore.PID_MAX_LIMIT == 4 * 1024 * 1024
+    p = m.init
+    a = p.mmap(16 * PAGE)
+    p.write(a, 16 * PAGE, 7)
+    m.pid_max = 301  # PID_MAX_MIN, the smallest the sysctl takes
+    children = [p.fork() for _ in range(299)]
+    assert len(m.processes()) == 300
+    before = state(m)
+    with pytest.raises(ProcessLimitError) as e:
+        p.fork()
+    assert str(e.value) == LIMIT_MESSAGE
+    with pytest.raises(ProcessLimitError, match="EAGAIN"):
+        children[-1].fork()
+    assert state(m) == before
+    m.check()
+    children[0].exit()
+    c = p.fork()
+    assert c.pid == 301  # the next pid, not the freed one
+    with pytest.raises(ProcessLimitError):
+        c.fork()
+    m.pid_max = 302
+    assert c.fork().read(a) == [7]
+    m.check()
+
+
+def test_out_of_memory_comes_before_the_pid_limit(
+    make_machine: MachineFactory, profile: str
+) -> None:
+    """``copy_process`` calls ``copy_mm`` before ``alloc_pid``: a fork that has neither
+    table frames nor a pid fails for want of memory."""
+    m = make_machine(profile, memory="4M")
+    p = m.init
+    m.pid_max = 301
+    for _ in range(299):
+        p.fork()
+    fill(p, 4 * MiB)
+    with pytest.raises(OutOfMemoryError):
+        p.fork()
+
+
+@pytest.mark.parametrize("value", [0, 300, 4 * 1024 * 1024 + 1, 1 << 64])
+def test_pid_max_range(make_machine: MachineFactory, value: int) -> None:
+    m = make_machine(memory="4M")
+    with pytest.raises(InvalidArgumentError, match=f"^pid_max must be in .*, not {value}$"):
+        m.pid_max = value
+    assert m.pid_max == cowcore.PID_MAX_LIMIT
+    # The backends check it too, with the same words, when the façade is bypassed.
+    if value < 1 << 64:
+        with pytest.raises(InvalidArgumentError) as e:
+            m._b.set_pid_max(value)
+        assert str(e.value) == f"pid_max must be in [301, 4194304], not {value}"
 
 
 def test_large_folios_fall_back_order_by_order(make_machine: MachineFactory) -> None:

@@ -76,6 +76,9 @@ class Side:
         if method == "policy":
             setattr(self.m.policy, args[0], args[1])
             return None
+        if method == "pid_max":
+            self.m.pid_max = args[0]
+            return self.m.pid_max
         if method == "exit" and len(self.m.processes()) == 1 and p.alive:
             return None  # keep one process, so the run goes on
         if method == "observe_iter":

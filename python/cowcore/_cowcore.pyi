@@ -35,7 +35,7 @@ class Machine:
 
     Args:
         kernel: ``"6.12"`` or ``"6.15"``.
-        total_frames: physical memory in 4 KiB frames (a multiple of 512, 4M..256G).
+        total_frames: physical memory in 4 KiB frames (a multiple of 512, 4M..1T).
         levels: 4 or 5 page-table levels.
 
     Raises:
@@ -50,6 +50,10 @@ class Machine:
     @property
     def total_frames(self) -> int: ...
     def free_frames(self) -> int: ...
+    def pid_max(self) -> int:
+        """``kernel.pid_max``: a fork fails with ``ProcessLimitError`` while ``pid_max - 1``
+        processes live."""
+    def set_pid_max(self, pid_max: int) -> None: ...
     def config(self) -> KernelConfig:
         """The capabilities of the machine's profile (``Profile::config`` in policy.rs)."""
     def thp_enabled(self) -> str: ...

@@ -17,6 +17,7 @@ __all__ = [
     "MissingDependencyError",
     "NoSuchProcessError",
     "OutOfMemoryError",
+    "ProcessLimitError",
     "ScenarioError",
     "SegmentationFault",
     "SweepSpecError",
@@ -55,6 +56,12 @@ class SegmentationFault(CowError):
 
 class OutOfMemoryError(CowError, MemoryError):
     """The simulated machine ran out of physical memory (the kernel's VM_FAULT_OOM / ENOMEM)."""
+
+
+class ProcessLimitError(CowError):
+    """``fork`` found no free pid: the machine already holds ``pid_max - 1`` processes (the
+    kernel's EAGAIN from ``alloc_pid``; ``Machine.pid_max`` is ``kernel.pid_max``, at most
+    ``PID_MAX_LIMIT`` = 4M)."""
 
 
 class InvariantError(CowError, AssertionError):

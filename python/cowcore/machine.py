@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 from cowcore.reference import ReferenceBackend
-from cowcore.units import format_size, parse_size
+from cowcore.units import format_size, parse_memory
 
 try:
     from cowcore import _cowcore
@@ -88,8 +88,17 @@ native extension is built, and the pure-Python reference it is proven equal to."
 DEFAULT_BACKEND: str = BACKENDS[0]
 
 PAGE_SIZE = 4096
-MAX_MEMORY = 256 << 30
-"""The largest simulated machine (keeps every per-page counter within the core's fields)."""
+MAX_MEMORY = 1 << 40
+"""The largest simulated machine, 1 TiB. The host pays for the frames in use, not for the
+size (DESIGN.md "Limits")."""
+
+PID_MAX_LIMIT = 4 * 1024 * 1024
+"""``PID_MAX_LIMIT`` on 64-bit (include/linux/threads.h): the largest :attr:`Machine.pid_max`
+and its default. At most ``pid_max - 1`` processes live at once, which is also what keeps
+every mapcount within the core's fields at any memory size."""
+
+PID_MAX_MIN = 301
+"""``PID_MAX_MIN`` (``RESERVED_PIDS + 1``): the smallest :attr:`Machine.pid_max`."""
 
 USER_START = 0x1000
 """The lowest user address (DESIGN.md "Addresses"); user space ends at 2^47, or 2^56 with 5
@@ -322,7 +331,9 @@ class Machine:
             ``"6.15"`` (MM-ID tracking and their reuse; also every later kernel seen so far).
         backend: which implementation simulates it: ``"rust"`` (the default when the native
             extension is built) or ``"reference"``; see :data:`BACKENDS`.
-        memory: physical memory, bytes or a size such as ``"4G"`` (a multiple of 2M, >= 4M).
+        memory: physical memory, bytes or a size such as ``"4G"`` (a multiple of 2M in
+            [4M, 1T]; the host pays about 20 bytes per 4 KiB frame in use, plus the page
+            tables).
         levels: page-table levels, 4 (default) or 5 (LA57).
 
     Raises:
@@ -337,11 +348,9 @@ class Machine:
         memory: SupportsIndex | str = "4G",
         levels: SupportsIndex = 4,
     ) -> None:
-        nbytes = parse_size(memory) if isinstance(memory, str) else _int("memory", memory)
+        nbytes = parse_memory(memory) if isinstance(memory, str) else _int("memory", memory)
         if nbytes % (2 << 20) or not (4 << 20) <= nbytes <= MAX_MEMORY:
-            raise InvalidArgumentError(
-                f"memory must be a multiple of 2M in [4M, 256G], not {nbytes}"
-            )
+            raise InvalidArgumentError(f"memory must be a multiple of 2M in [4M, 1T], not {nbytes}")
         nlevels = check_levels(levels)
         self.backend_name = _str("backend", backend)
         self._b: Backend = make_backend(
@@ -384,6 +393,26 @@ class Machine:
     def free_frames(self) -> int:
         """Frames currently free in the buddy allocator."""
         return self._b.free_frames()
+
+    @property
+    def pid_max(self) -> int:
+        """``kernel.pid_max`` (``/proc/sys/kernel/pid_max``), :data:`PID_MAX_LIMIT` unless set:
+        a fork raises :class:`ProcessLimitError` (EAGAIN) while ``pid_max - 1`` processes
+        live. pids are not reused, so they may pass ``pid_max``; only the count is bounded.
+
+        Raises:
+            InvalidArgumentError: (when set) a value outside ``[301, 4194304]``.
+        """
+        return self._b.pid_max()
+
+    @pid_max.setter
+    def pid_max(self, value: SupportsIndex) -> None:
+        n = _int("pid_max", value)
+        if not PID_MAX_MIN <= n <= PID_MAX_LIMIT:
+            raise InvalidArgumentError(
+                f"pid_max must be in [{PID_MAX_MIN}, {PID_MAX_LIMIT}], not {n}"
+            )
+        self._b.set_pid_max(n)
 
     def processes(self) -> list[Process]:
         """Live processes, in pid order."""
@@ -631,7 +660,12 @@ class Process:
         return self._b.read_pages(self.pid, _addrs("addrs", addrs))
 
     def fork(self) -> Process:
-        """Fork; the child inherits every mapping but the ``dontfork`` ones."""
+        """Fork; the child inherits every mapping but the ``dontfork`` ones.
+
+        Raises:
+            OutOfMemoryError: no frames for the child's page tables (nothing changes).
+            ProcessLimitError: ``pid_max - 1`` processes live (EAGAIN; nothing changes).
+        """
         return self.machine._process(self._b.fork(self.pid))
 
     def exit(self) -> None:

@@ -7,7 +7,8 @@ import re
 from cowcore.errors import InvalidArgumentError
 
 _SIZE = re.compile(r"^([0-9]+)([KMG]?)$")
-_MULT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_MEMORY = re.compile(r"^([0-9]+)([KMGT]?)$")
+_MULT = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def parse_size(text: str) -> int:
@@ -19,6 +20,22 @@ def parse_size(text: str) -> int:
     m = _SIZE.match(text)
     if m is None:
         raise InvalidArgumentError(f"bad size {text!r}: a decimal number with optional K, M or G")
+    return decimal(m.group(1), "size") * _MULT[m.group(2)]
+
+
+def parse_memory(text: str) -> int:
+    """A machine's memory size: :func:`parse_size`'s spelling plus ``T`` (``"1T"`` -> 2^40).
+    The scenario format's sizes stop at ``G`` (its kernel compiler keeps its own parser);
+    ``T`` is for ``Machine(memory=...)`` only.
+
+    Raises:
+        InvalidArgumentError: not a decimal number with an optional K, M, G or T suffix.
+    """
+    m = _MEMORY.match(text)
+    if m is None:
+        raise InvalidArgumentError(
+            f"bad size {text!r}: a decimal number with optional K, M, G or T"
+        )
     return decimal(m.group(1), "size") * _MULT[m.group(2)]
 
 

@@ -42,15 +42,17 @@ from cowcore.reference import check as check_mod
 from cowcore.reference import fault, fork, gup, vma_ops
 from cowcore.reference import paging as pg
 from cowcore.reference import smaps as smaps_mod
-from cowcore.reference.kernel import Kernel
+from cowcore.reference.kernel import PID_MAX_LIMIT, PID_MAX_MIN, Kernel
 from cowcore.reference.mm import Mm, Process
 
 USER_START = 0x1000
 """Page 0 is never user memory (``mmap_min_addr`` is at least one page)."""
 
 
-MAX_FRAMES = (256 << 30) // pg.PAGE_SIZE
-"""The largest machine, 256 GiB (the core's ``MAX_MEMORY``)."""
+MAX_FRAMES = (1 << 40) // pg.PAGE_SIZE
+"""The largest machine, 1 TiB (the core's ``MAX_MEMORY``). Nothing in the reference is
+bounded by it (Python ints do not overflow, and frames are kept in dicts only once used);
+it refuses what the core refuses."""
 
 
 ACCESS_STRUCT = struct.Struct("<QBBBBBBBBIHHHHI")
@@ -88,7 +90,7 @@ class ReferenceBackend:
             raise InvalidArgumentError(f"levels must be 4 or 5, not {levels!r}")
         if total_frames < 1024 or total_frames % 512 or total_frames > MAX_FRAMES:
             raise InvalidArgumentError(
-                f"memory must be a multiple of 2M in [4M, 256G], not {total_frames * pg.PAGE_SIZE}"
+                f"memory must be a multiple of 2M in [4M, 1T], not {total_frames * pg.PAGE_SIZE}"
             )
         profile: KernelProfile = "6.12" if kernel == "6.12" else "6.15"
         self._k = Kernel(profile, total_frames, levels)
@@ -110,6 +112,16 @@ class ReferenceBackend:
 
     def free_frames(self) -> int:
         return self._k.phys.buddy.free_count
+
+    def pid_max(self) -> int:
+        return self._k.pid_max
+
+    def set_pid_max(self, pid_max: int) -> None:
+        if not PID_MAX_MIN <= pid_max <= PID_MAX_LIMIT:
+            raise InvalidArgumentError(
+                f"pid_max must be in [{PID_MAX_MIN}, {PID_MAX_LIMIT}], not {pid_max}"
+            )
+        self._k.pid_max = pid_max
 
     def config(self) -> KernelConfig:
         return self._cfg

@@ -24,13 +24,17 @@ _BATCH_IGNORE = pg.A | pg.RW | pg.SOFT_DIRTY | pg.PFN_MASK
 
 def fork(k: Kernel, parent: Process) -> Process:
     """Fork ``parent``; fails as a whole with :class:`OutOfMemoryError` before any change
-    when the child's page tables cannot be allocated (DESIGN.md).
+    when the child's page tables cannot be allocated (DESIGN.md), then with
+    :class:`ProcessLimitError` when ``pid_max - 1`` processes live.
 
     Events: what the copy emits (nothing), then ``flush_tlb_mm(oldmm)`` (``dup_mmap``, always:
     ``TLB_FLUSH`` of the parent's whole address space), then ``FORK`` with the entries
     copied."""
     assert parent.mm is not None
     k.require_frames(1 + _count_child_tables(k, parent.mm))
+    # alloc_pid comes after copy_mm in copy_process; the kernel undoes the copy when the pids
+    # have run out, the simulator checks first so that a failed fork changes nothing.
+    k.require_pid()
     child = k.new_process(mmap_cursor=parent.mm.mmap_cursor)
     assert child.mm is not None
     ops = _CopyOps(k, child.mm)

@@ -12,13 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cowcore.errors import OutOfMemoryError
+from cowcore.errors import OutOfMemoryError, ProcessLimitError
 from cowcore.protocol import KERNEL_CONFIGS, POLICY_DEFAULTS, THP_SIZES, KernelProfile
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind, Stats
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
 from cowcore.reference.mm import Mm, Process, Vma
 from cowcore.reference.physmem import PhysMem
+
+PID_MAX_LIMIT = 4 * 1024 * 1024
+"""``PID_MAX_LIMIT`` on 64-bit (include/linux/threads.h): the largest ``kernel.pid_max``, and
+its default here (what systemd's ``50-pid-max.conf`` sets)."""
+
+PID_MAX_MIN = 301
+"""``PID_MAX_MIN`` (``RESERVED_PIDS + 1``): the smallest ``kernel.pid_max`` the sysctl takes."""
 
 
 @dataclass(slots=True)
@@ -80,6 +87,8 @@ class Kernel:
         where entering the LRU clears ``PG_referenced``)."""
         self.procs: dict[int, Process] = {}
         self.next_pid = 1
+        self.pid_max = PID_MAX_LIMIT
+        """``kernel.pid_max``: pids ``1..pid_max-1`` can be in use at once (``alloc_pid``)."""
         self.next_asid = 1
         """The address-space id of the next mm: 1 for init, then one more per fork, never
         reused (unlike MM ids)."""
@@ -354,6 +363,17 @@ class Kernel:
             self.phys.content[pfn] = value
         else:
             self.phys.content.pop(pfn, None)
+
+    def require_pid(self) -> None:
+        """``alloc_pid``: a new process needs a free pid, and ``pid_max - 1`` of them can be
+        in use at once; otherwise fork fails with EAGAIN (:class:`ProcessLimitError`). The live
+        processes are the MM ids in use (each mm holds one until it exits)."""
+        processes = len(self.mm_ids_in_use)
+        if processes >= self.pid_max - 1:
+            raise ProcessLimitError(
+                f"fork: no free pid (EAGAIN): {processes} processes, the most pid_max "
+                f"{self.pid_max} allows"
+            )
 
     def require_frames(self, n: int) -> None:
         if self.phys.buddy.free_count < n:

@@ -91,6 +91,11 @@ enum cowcore_status
    * returns `COWCORE_STATUS_PANIC`; free it.
    */
   COWCORE_STATUS_PANIC = 8,
+  /**
+   * `fork` found no free pid: the machine holds `pid_max - 1` processes (the kernel's
+   * `EAGAIN` from `alloc_pid`).
+   */
+  COWCORE_STATUS_PROCESS_LIMIT = 9,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -669,8 +674,8 @@ const char *cowcore_event_kind_name(uint8_t kind);
 const char *cowcore_last_error(const struct cowcore_machine *m);
 
 /**
- * Creates a machine with `memory_bytes` of RAM (a multiple of 2 MiB in [4 MiB, 256 GiB];
- * about 20 bytes of host memory per 4 KiB frame), `levels` of paging (4 or 5) and a kernel
+ * Creates a machine with `memory_bytes` of RAM (a multiple of 2 MiB in [4 MiB, 1 TiB];
+ * about 20 bytes of host memory per 4 KiB frame in use), `levels` of paging (4 or 5) and a kernel
  * `profile` (`"6.12"`, `"6.15"`), and stores its handle in `*out`. Process 1 exists.
  *
  * # Errors

@@ -87,6 +87,7 @@ impl From<CowError> for Failure {
             CowError::Segfault { .. } => CowcoreStatus::Segfault,
             CowError::OutOfMemory => CowcoreStatus::OutOfMemory,
             CowError::Invariant { .. } => CowcoreStatus::Invariant,
+            CowError::ProcessLimit { .. } => CowcoreStatus::ProcessLimit,
         };
         Self {
             status,
@@ -293,8 +294,8 @@ pub unsafe extern "C" fn cowcore_last_error(m: *const CowcoreMachine) -> *const 
 // ---------------------------------------------------------------------------------------
 // Life cycle
 
-/// Creates a machine with `memory_bytes` of RAM (a multiple of 2 MiB in [4 MiB, 256 GiB];
-/// about 20 bytes of host memory per 4 KiB frame), `levels` of paging (4 or 5) and a kernel
+/// Creates a machine with `memory_bytes` of RAM (a multiple of 2 MiB in [4 MiB, 1 TiB];
+/// about 20 bytes of host memory per 4 KiB frame in use), `levels` of paging (4 or 5) and a kernel
 /// `profile` (`"6.12"`, `"6.15"`), and stores its handle in `*out`. Process 1 exists.
 ///
 /// # Errors

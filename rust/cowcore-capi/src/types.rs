@@ -38,6 +38,9 @@ pub enum CowcoreStatus {
     /// The core panicked (a bug in cowcore). The machine is poisoned: every later call on it
     /// returns `COWCORE_STATUS_PANIC`; free it.
     Panic = 8,
+    /// `fork` found no free pid: the machine holds `pid_max - 1` processes (the kernel's
+    /// `EAGAIN` from `alloc_pid`).
+    ProcessLimit = 9,
 }
 
 impl CowcoreStatus {
@@ -54,11 +57,12 @@ impl CowcoreStatus {
             Self::Invariant => c"INVARIANT",
             Self::NullPointer => c"NULL_POINTER",
             Self::Panic => c"PANIC",
+            Self::ProcessLimit => c"PROCESS_LIMIT",
         }
     }
 
     /// Every code, in numeric order.
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Ok,
         Self::NoSuchProcess,
         Self::InvalidArgument,
@@ -68,6 +72,7 @@ impl CowcoreStatus {
         Self::Invariant,
         Self::NullPointer,
         Self::Panic,
+        Self::ProcessLimit,
     ];
 }
 

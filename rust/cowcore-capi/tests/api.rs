@@ -492,7 +492,8 @@ fn failures_have_codes_and_messages() {
         (1, "NO_SUCH_PROCESS"),
         (7, "NULL_POINTER"),
         (8, "PANIC"),
-        (9, "UNKNOWN"),
+        (9, "PROCESS_LIMIT"),
+        (10, "UNKNOWN"),
         (255, "UNKNOWN"),
     ] {
         // SAFETY: a static NUL-terminated string.

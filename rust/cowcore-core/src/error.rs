@@ -102,6 +102,17 @@ pub enum CowError {
     /// No frame for a page table or an order-0 page (`OutOfMemoryError`; `VM_FAULT_OOM`).
     #[error("out of memory")]
     OutOfMemory,
+    /// `fork` found no free pid: the machine already holds `pid_max - 1` processes
+    /// (`ProcessLimitError`; the kernel's `EAGAIN` from `alloc_pid`).
+    #[error(
+        "fork: no free pid (EAGAIN): {processes} processes, the most pid_max {pid_max} allows"
+    )]
+    ProcessLimit {
+        /// The live processes.
+        processes: u32,
+        /// `kernel.pid_max`.
+        pid_max: u32,
+    },
     /// [`crate::Machine::check`] found a broken invariant (`InvariantError`).
     #[error("{name}: {msg}")]
     Invariant {

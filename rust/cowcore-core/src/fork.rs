@@ -130,6 +130,18 @@ impl Kernel {
         if self.mem.nr_free() < need {
             return Err(CowError::OutOfMemory);
         }
+        // alloc_pid, after copy_mm in copy_process: pids 1..pid_max-1 can be in use at once.
+        // Live processes are the MM ids in use (each mm holds one until it exits). The
+        // kernel finds the pids gone after the copy and undoes it (the parent keeps its
+        // write-protected PTEs); the check comes first here so that a failed fork changes
+        // nothing (DESIGN.md "Errors").
+        let processes = self.used_mm_ids.len() as u32;
+        if processes >= self.pid_max - 1 {
+            return Err(CowError::ProcessLimit {
+                processes,
+                pid_max: self.pid_max,
+            });
+        }
         self.mem.reserve_tables(need);
         let mm_id = lowest_free_mm_id(&self.used_mm_ids);
         let pgd = alloc_table(&mut self.mem)?;
@@ -299,6 +311,60 @@ mod tests {
     use crate::{Advice, CowError, Machine, Profile, ThpSizeMode, VirtAddr};
 
     const K4: u64 = 4096;
+
+    #[test]
+    fn fork_past_pid_max_fails_and_changes_nothing() {
+        let mut m = Machine::new(8 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 4 * K4).unwrap();
+        m.write(1, a, 4 * K4, 1).unwrap();
+        m.set_pid_max(crate::PID_MAX_MIN.into()).unwrap();
+        for _ in 0..crate::PID_MAX_MIN - 2 {
+            m.fork(1).unwrap();
+        }
+        let (free, pids) = (m.free_frames(), m.pids());
+        let refcount = m
+            .folio(m.translate(1, a).unwrap().pfn.unwrap())
+            .unwrap()
+            .refcount;
+        let err = m.fork(1).unwrap_err();
+        assert_eq!(
+            err,
+            CowError::ProcessLimit {
+                processes: crate::PID_MAX_MIN - 1,
+                pid_max: crate::PID_MAX_MIN
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "fork: no free pid (EAGAIN): 300 processes, the most pid_max 301 allows"
+        );
+        assert_eq!((m.free_frames(), m.pids()), (free, pids));
+        let f = m.folio(m.translate(1, a).unwrap().pfn.unwrap()).unwrap();
+        assert_eq!(f.refcount, refcount);
+        m.check().unwrap();
+        // A process that exits frees its slot; raising pid_max makes room too.
+        m.exit(2).unwrap();
+        let child = m.fork(1).unwrap();
+        assert_eq!(child, crate::PID_MAX_MIN); // pids are not reused
+        assert!(matches!(m.fork(1), Err(CowError::ProcessLimit { .. })));
+        m.set_pid_max(u64::from(crate::PID_MAX_MIN) + 1).unwrap();
+        m.fork(child).unwrap();
+        m.check().unwrap();
+    }
+
+    #[test]
+    fn pid_max_range() {
+        let mut m = Machine::new(4 << 20, 4, Profile::V6_15).unwrap();
+        assert_eq!(m.pid_max(), crate::PID_MAX_LIMIT);
+        for bad in [0, 300, u64::from(crate::PID_MAX_LIMIT) + 1, u64::MAX] {
+            let e = m.set_pid_max(bad).unwrap_err();
+            assert_eq!(
+                e,
+                CowError::InvalidArgument(format!("pid_max must be in [301, 4194304], not {bad}"))
+            );
+        }
+        assert_eq!(m.pid_max(), crate::PID_MAX_LIMIT);
+    }
 
     #[test]
     fn fork_oom_changes_nothing() {

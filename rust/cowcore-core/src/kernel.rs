@@ -10,7 +10,7 @@ use crate::addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::{CowError, SegvReason};
 use crate::events::Events;
 use crate::folio::{FolioInfo, FolioRef};
-use crate::machine::{FrameKind, Observation, MAX_MEMORY, MMAP_BASE, USER_START};
+use crate::machine::{FrameKind, Observation, MAX_MEMORY, MMAP_BASE, PID_MAX_LIMIT, USER_START};
 use crate::mm::{Mm, VmFlags, Vma, VmaInfo};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, Translation};
@@ -36,6 +36,8 @@ pub(crate) struct Kernel {
     pub(crate) used_mm_ids: BTreeSet<u32>,
     /// The last address-space id handed out (never reused).
     pub(crate) last_asid: u64,
+    /// `kernel.pid_max`: a fork fails while `pid_max - 1` processes live (`alloc_pid`).
+    pub(crate) pid_max: u32,
     /// The `mmu_gather`: `(folio head, references)` to drop at the end of a zap.
     pub(crate) gather: Vec<(FolioRef, u32)>,
 }
@@ -53,7 +55,7 @@ impl Kernel {
         })?;
         if memory % PMD_SIZE != 0 || !(2 * PMD_SIZE..=MAX_MEMORY).contains(&memory) {
             return Err(CowError::InvalidArgument(format!(
-                "memory must be a multiple of 2M in [4M, 256G], not {memory}"
+                "memory must be a multiple of 2M in [4M, 1T], not {memory}"
             )));
         }
         let mut mem = PhysMem::new((memory / PAGE_SIZE) as u32);
@@ -82,6 +84,7 @@ impl Kernel {
             procs: vec![Some(init)],
             used_mm_ids: BTreeSet::from([1]),
             last_asid: 1,
+            pid_max: PID_MAX_LIMIT,
             gather: Vec::new(),
         })
     }

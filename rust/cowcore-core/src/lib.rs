@@ -55,7 +55,7 @@ pub use addr::{Pfn, VirtAddr, PAGE_SIZE, PMD_SIZE};
 pub use error::{CowError, SegvReason};
 pub use events::{Event, EventRecord, ZapCause};
 pub use folio::FolioInfo;
-pub use machine::{FrameKind, Machine, Observation};
+pub use machine::{FrameKind, Machine, Observation, MAX_MEMORY, PID_MAX_LIMIT, PID_MAX_MIN};
 pub use mm::{Advice, Mm, Prot, VmFlags, Vma, VmaInfo};
 pub use outcome::{Access, AccessFlags, AccessKinds, MapLevel, Outcome, Reason};
 pub use paging::{EntryKind, Level, PageTableEntry, PteFlags, SwapEntry, Translation, WalkStep};

@@ -20,9 +20,22 @@ use crate::stats::{Stats, Vmstat};
 
 /// Lowest user address (`mmap_min_addr` is at least one page).
 pub const USER_START: u64 = 0x1000;
-/// The largest simulated RAM: 256 GiB (2^26 frames). Bounding it keeps every per-page
-/// mapcount within its 24-bit field (each mm that maps a page needs at least 4 table frames).
-pub const MAX_MEMORY: u64 = 256 << 30;
+/// The largest simulated RAM: 1 TiB (2^28 frames). What bounds it is no longer the per-page
+/// mapcount (its 24-bit field holds any count that [`PID_MAX_LIMIT`] processes can make) but
+/// the host: the per-frame arrays are reserved at boot (20 bytes a frame, touched only for
+/// frames in use) and frame numbers are `u32` indexes, which would allow up to 16 TiB
+/// (DESIGN.md "Limits").
+pub const MAX_MEMORY: u64 = 1 << 40;
+/// `PID_MAX_LIMIT` on 64-bit (include/linux/threads.h): the largest `kernel.pid_max`, and
+/// its default here (what systemd's `50-pid-max.conf` sets). A machine holds at most
+/// `pid_max - 1` processes (pid 0 is the idle task); a fork beyond fails with
+/// [`CowError::ProcessLimit`] (`EAGAIN` from `alloc_pid`). With at most 2^22 - 1 processes
+/// no page's mapcount can pass its 24-bit field, and no large folio's `_refcount` (at most
+/// 512 references per mm) can pass `i32`, whatever the memory size.
+pub const PID_MAX_LIMIT: u32 = 4 << 20;
+/// `PID_MAX_MIN` (`RESERVED_PIDS + 1`, include/linux/threads.h): the smallest `kernel.pid_max`
+/// that `proc_dointvec_minmax` accepts.
+pub const PID_MAX_MIN: u32 = 301;
 /// Where the top-down `mmap` cursor starts (DESIGN.md "Addresses").
 pub const MMAP_BASE: u64 = 0x7f00_0000_0000;
 
@@ -154,6 +167,49 @@ impl Machine {
     #[must_use]
     pub fn free_frames(&self) -> u64 {
         self.k.mem.nr_free()
+    }
+
+    /// `kernel.pid_max` (`/proc/sys/kernel/pid_max`): a fork fails with
+    /// [`CowError::ProcessLimit`] while the machine holds `pid_max - 1` processes.
+    #[must_use]
+    pub fn pid_max(&self) -> u32 {
+        self.k.pid_max
+    }
+
+    /// Sets `kernel.pid_max`. Processes already there stay, as in the kernel; only the next
+    /// fork sees the new limit.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] outside `[PID_MAX_MIN, PID_MAX_LIMIT]` (the sysctl's
+    /// `extra1`/`extra2`).
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{CowError, Machine, Profile, PID_MAX_LIMIT, PID_MAX_MIN};
+    ///
+    /// let mut m = Machine::new(8 << 20, 4, Profile::V6_15)?;
+    /// assert_eq!(m.pid_max(), PID_MAX_LIMIT);
+    /// m.set_pid_max(PID_MAX_MIN.into())?;
+    /// for _ in 0..PID_MAX_MIN - 2 {
+    ///     m.fork(1)?; // 300 processes: pids 1..=300
+    /// }
+    /// assert!(matches!(m.fork(1), Err(CowError::ProcessLimit { .. })));
+    /// m.exit(2)?;
+    /// assert_eq!(m.fork(1)?, 301); // a free slot again (pids are not reused)
+    /// assert!(m.set_pid_max(u64::from(PID_MAX_LIMIT) + 1).is_err());
+    /// # Ok::<(), CowError>(())
+    /// ```
+    pub fn set_pid_max(&mut self, pid_max: u64) -> Result<(), CowError> {
+        match u32::try_from(pid_max) {
+            Ok(n) if (PID_MAX_MIN..=PID_MAX_LIMIT).contains(&n) => {
+                self.k.pid_max = n;
+                Ok(())
+            }
+            _ => Err(CowError::InvalidArgument(format!(
+                "pid_max must be in [{PID_MAX_MIN}, {PID_MAX_LIMIT}], not {pid_max}"
+            ))),
+        }
     }
 
     // -- policy --------------------------------------------------------------------------

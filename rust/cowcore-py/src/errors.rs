@@ -12,6 +12,7 @@ pyo3::import_exception!(cowcore.errors, InvalidAddressError);
 pyo3::import_exception!(cowcore.errors, SegmentationFault);
 pyo3::import_exception!(cowcore.errors, OutOfMemoryError);
 pyo3::import_exception!(cowcore.errors, InvariantError);
+pyo3::import_exception!(cowcore.errors, ProcessLimitError);
 
 /// A core error on its way to Python (a newtype because of the orphan rule).
 #[derive(Debug)]
@@ -39,6 +40,7 @@ impl From<PyCowError> for PyErr {
             }
             CowError::OutOfMemory => OutOfMemoryError::new_err(message),
             CowError::Invariant { name, msg } => InvariantError::new_err((name, msg)),
+            CowError::ProcessLimit { .. } => ProcessLimitError::new_err(message),
         }
     }
 }

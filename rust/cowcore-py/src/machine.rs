@@ -277,6 +277,14 @@ impl PyMachine {
         self.lock().free_frames()
     }
 
+    fn pid_max(&self) -> u32 {
+        self.lock().pid_max()
+    }
+
+    fn set_pid_max(&self, pid_max: u64) -> PyResult<()> {
+        Ok(self.lock().set_pid_max(pid_max).map_err(PyCowError)?)
+    }
+
     fn thp_enabled(&self) -> &'static str {
         self.lock().thp_enabled().as_str()
     }

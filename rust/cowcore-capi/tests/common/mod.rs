@@ -52,5 +52,6 @@ pub fn status_of<T>(r: &Result<T, CowError>) -> CowcoreStatus {
         Err(CowError::Segfault { .. }) => CowcoreStatus::Segfault,
         Err(CowError::OutOfMemory) => CowcoreStatus::OutOfMemory,
         Err(CowError::Invariant { .. }) => CowcoreStatus::Invariant,
+        Err(CowError::ProcessLimit { .. }) => CowcoreStatus::ProcessLimit,
     }
 }
