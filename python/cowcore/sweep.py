@@ -456,9 +456,14 @@ def _pool_engine(workers: int, preload: Sequence[str]) -> Engine:
     def engine(todo: Sequence[Point], done: Callable[[Point, tuple[Row, list[Row]]], None]) -> None:
         # forkserver: each worker is forked from a clean server that has imported cowcore
         # once (fast, and safe in a parent with threads); spawn would import it per point,
-        # and plain fork is refused with max_tasks_per_child.
+        # and plain fork is refused with max_tasks_per_child. The server imports what every
+        # point needs (the workloads, this module for run_point, numpy, which the workloads
+        # import on first use): left to each point, those imports cost ~150 ms a point and
+        # made a pool of small points no faster than one worker (BENCHMARKS.md, "Sweeps").
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["cowcore", *preload])
+        ctx.set_forkserver_preload(
+            ["cowcore", *DEFAULT_IMPORTS, "cowcore.sweep", "numpy", *preload]
+        )
         attempts = dict.fromkeys((p.key for p in todo), 0)
         pending = list(todo)
         while pending:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cowcore.outcome import Outcome
+from cowcore.protocol import THP_SIZES
 from cowcore.workloads import _common as c
 from cowcore.workloads.base import Scalar, Workload, WorkloadResult, register
 
@@ -35,6 +36,9 @@ METRICS = (
     "mapped_kb",
     "wasted_kb",
     "partially_mapped_folios",
+    *(f"split_deferred.{size}" for size in THP_SIZES),
+    *(f"nr_anon_partially_mapped.{size}" for size in THP_SIZES),
+    "thp_deferred_split_page",
     "memory_end_kb",
 )
 
@@ -62,6 +66,8 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
         )
         tally.add(rec.drain())
         start = c.counters(m)
+        deferred_start = {size: st.split_deferred for size, st in m.mthp_stats().items()}
+        thp_deferred_start = m.vmstat().thp_deferred_split_page
         child = parent.fork()
         if exec_first:
             child.exit()
@@ -73,7 +79,8 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
             strict=True,
         ):
             chunk = pages[at : at + len(r)]
-            moved[chunk[r["outcome"] == Outcome.COW_COPY]] = True
+            copied = (r["outcome"] == Outcome.COW_COPY) | (r["outcome"] == Outcome.PMD_SPLIT_COPY)
+            moved[chunk[copied]] = True
             tally.add(rec.drain())
         if not exec_first:
             child.exit()
@@ -91,8 +98,10 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
     gone = np.bincount(folio[moved], minlength=nfolios)
     is_large = np.bincount(folio[large], minlength=nfolios) > 0
     partial = is_large & (gone > 0) & (gone < size_of)
-    # TODO(issue 14): report split_deferred and nr_anon_partially_mapped from
-    # Machine.mthp_stats()/vmstat() once both backends have them
+    # the kernel's counters for the same folios (deferred_split_folio() counts
+    # split_deferred and raises nr_anon_partially_mapped the first time a folio is left
+    # partially mapped; freeing the folio lowers the gauge again)
+    mthp = m.mthp_stats()
     folio_kb = (tally.frames_allocated - tally.frames_freed) * (c.PAGE >> 10)
     mapped_kb = parent.rss_anon() * (c.PAGE >> 10)
     metrics: dict[str, Scalar] = {
@@ -105,6 +114,9 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
         "mapped_kb": mapped_kb,
         "wasted_kb": folio_kb - mapped_kb,
         "partially_mapped_folios": int(partial.sum()),
+        **{f"split_deferred.{k}": v.split_deferred - deferred_start[k] for k, v in mthp.items()},
+        **{f"nr_anon_partially_mapped.{k}": v.nr_anon_partially_mapped for k, v in mthp.items()},
+        "thp_deferred_split_page": m.vmstat().thp_deferred_split_page - thp_deferred_start,
         "memory_end_kb": c.used_kb(m),
     }
     return WorkloadResult("fork_exec", dict(params), metrics)

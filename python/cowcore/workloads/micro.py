@@ -1,14 +1,20 @@
 """``micro``: the micro-benchmark shapes of the COW-reuse series (docs/workloads.md).
 
-``size`` bytes (1 GiB in the series) are populated with folios of one size (``folio``:
-``4K`` .. ``2M``), and one operation is measured:
+David Hildenbrand's "PTE-mapped-THP microbenchmarks" (``pte-mapped-folio-benchmarks.c``),
+as the v1 cover letter of "mm: MM owner tracking for large folios (!hugetlb) +
+CONFIG_NO_PAGE_MAPCOUNT" (2024-08-29, section 4.1) describes them: "All benchmarks allocate
+1 GiB of THPs of a given size, to then fork()/munmap/... PMD-sized THPs are mapped by PTEs
+first." Here ``size`` bytes are populated with folios of one size (``folio``: ``4K`` ..
+``2M``; with ``pte_mapped``, each PMD-sized folio is then PTE-mapped by making one of its
+pages read-only and writable again, as the kernel's COW selftest does for its
+``THP_RUN_PTE`` case), and one operation is measured:
 
-- ``fork``: the fork of the populated region (``copy_page_range``);
-- ``munmap``: after a fork, the parent unmaps the region (the child keeps it);
-- ``cow-byte``: after a fork, with the child alive, the parent writes one byte per page;
-- ``reuse-byte``: after a fork, the child exits, then the parent writes one byte per page;
-- ``child-reuse-byte``: after a fork, the parent unmaps, then the child writes one byte per
-  page.
+- ``fork``: ``fork()``;
+- ``munmap``: ``munmap()`` of the populated memory (no fork);
+- ``cow-byte``: fork, the child stays; the parent writes one byte to each page;
+- ``reuse-byte``: fork, the child quits; the parent writes one byte to each page;
+- ``child-reuse-byte``: fork, the parent unmaps the memory; the child writes one byte to
+  each page.
 
 The metrics count the measured phase only, as the benchmark times it.
 """
@@ -29,6 +35,7 @@ DEFAULTS: Mapping[str, Scalar] = {
     "mode": "reuse-byte",
     "size": "1G",
     "folio": "64K",
+    "pte_mapped": True,
     "memory": "auto",
 }
 
@@ -70,7 +77,14 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
     parent = m.init
     base = parent.mmap(nbytes)
     parent.write(base, nbytes)
-    child = parent.fork() if mode != "fork" else None
+    if folio == "2M" and bool(params["pte_mapped"]):
+        # PTE-map every PMD-mapped THP: a one-page mprotect splits the huge PMD
+        # (__split_huge_pmd from change_pmd_range); making it writable again leaves the
+        # folio mapped by 512 PTEs (tools/testing/selftests/mm/cow.c, THP_RUN_PTE)
+        for at in range(base, base + nbytes, align):
+            parent.mprotect(at + c.PAGE, c.PAGE, "r")
+            parent.mprotect(at + c.PAGE, c.PAGE, "rw")
+    child = parent.fork() if mode not in ("fork", "munmap") else None
     if mode == "reuse-byte" and child is not None:
         child.exit()
     if mode == "child-reuse-byte":
