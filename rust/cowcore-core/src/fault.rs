@@ -719,12 +719,14 @@ impl<R: Recorder> Fault<'_, R> {
             let folio_ref = self.mem.page_folio(p);
             let small = !self.mem.folio(folio_ref).folio_test_large();
             let ae = self.mem.anon_exclusive(p);
-            if !ae && small && self.mem.folio(folio_ref).folio_ref_count() <= 2 {
-                // wp_can_reuse_anon_folio: a folio not on the LRU yet, whose count (with the
-                // batch's reference) is at most 3, is moved there first (lru_add_drain).
-                if self.mem.folio_in_lru_batch(folio_ref) {
-                    self.mem.lru_add_drain();
-                }
+            // wp_can_reuse_anon_folio: a small folio not on the LRU yet, whose count (with
+            // the batch's reference) is at most 3, is moved there first (lru_add_drain).
+            if !ae
+                && small
+                && self.mem.folio_in_lru_batch(folio_ref)
+                && self.mem.folio(folio_ref).folio_ref_count() <= 2
+            {
+                self.mem.lru_add_drain();
             }
             let folio = self.mem.folio(folio_ref);
             let reason = if ae {

@@ -268,12 +268,16 @@ impl PhysMem {
     /// first leaves the deferred-split queue if it waits there as partially mapped
     /// (`folio_unqueue_deferred_split`, a `DeferredUnqueue` event), then is a `FolioFree`
     /// event. Returns whether it was freed.
+    // Always inlined: out of line (issue 13 moved the FolioFree event in here) it cost the
+    // 4K exit benchmark about 20 instructions a page (callgrind, BENCHMARKS.md).
+    #[expect(clippy::inline_always, reason = "measured: see the comment above")]
+    #[inline(always)]
     pub(crate) fn folio_put_refs(&mut self, folio: FolioRef, n: u32, events: &mut Events) -> bool {
         if self.folio_ref_add(folio, -(n as i32)) != 0 {
             return false;
         }
         let (pfn, order) = (folio.pfn(), self.order(folio.pfn()));
-        if self.folio_test_partially_mapped(folio) {
+        if order > 0 && self.folio_test_partially_mapped(folio) {
             events.emit(Event::DeferredUnqueue {
                 pfn: u64::from(pfn),
                 order,
