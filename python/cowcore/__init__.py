@@ -2,8 +2,8 @@
 
 It models page tables in simulated physical frames, folios with the kernel's counters, fork,
 and the write fault that reuses or copies a page, including the Linux 6.15 change that lets
-a PTE-mapped large folio be reused after fork. Two kernel profiles (``"6.12"``, ``"6.15"``)
-reproduce observations recorded on real kernels.
+a PTE-mapped large folio be reused after fork. Three kernel profiles (``"6.1"``, ``"6.12"``,
+``"6.15"``) reproduce observations recorded on real kernels.
 
 Quick use::
 

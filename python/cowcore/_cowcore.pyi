@@ -34,7 +34,7 @@ class Machine:
     """A simulated machine run by the Rust core (see ``cowcore.protocol.Backend``).
 
     Args:
-        kernel: ``"6.12"`` or ``"6.15"``.
+        kernel: ``"6.1"``, ``"6.12"`` or ``"6.15"``.
         total_frames: physical memory in 4 KiB frames (a multiple of 512, 4M..1T).
         levels: 4 or 5 page-table levels.
 

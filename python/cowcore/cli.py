@@ -27,6 +27,7 @@ from cowcore.kernel.cli import register as register_kernel_commands
 from cowcore.kernel.compile import ScenarioEncodingError, decode_scenario
 from cowcore.machine import BACKENDS, DEFAULT_BACKEND
 from cowcore.plot import register as register_plot_command
+from cowcore.protocol import KERNEL_PROFILES
 from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
 from cowcore.sweep import register as register_sweep_command
@@ -227,7 +228,7 @@ def add_scenario_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kernel",
-        choices=("6.12", "6.15"),
+        choices=KERNEL_PROFILES,
         default=None,
         help="override the scenario's kernel profile",
     )

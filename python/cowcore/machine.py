@@ -218,10 +218,20 @@ def make_backend(backend: str, kernel: str, total_frames: int, levels: int) -> B
 
 class ThpSizes(MutableMapping[str, str]):
     """``machine.thp.sizes["64K"] = "always"``: the per-size sysfs knobs
-    (``hugepages-<N>kB/enabled``), keyed by ``16K`` .. ``2M``."""
+    (``hugepages-<N>kB/enabled``), keyed by ``16K`` .. ``2M``: the sizes the profile's kernel
+    has, which under ``"6.1"`` is ``2M`` alone (there the knob is what the single ``enabled``
+    file gets: 2M's own mode, or ``enabled`` while 2M is at ``inherit``).
+
+    Raises:
+        InvalidArgumentError: an unknown size name or mode, or (reading or setting) a size the
+            profile does not have (``"THP size 64K: this kernel has PMD-size (2M) THP only,
+            ..."``, the kernel runner's words).
+    """
 
     def __init__(self, backend: Backend) -> None:
         self._b = backend
+        orders = backend.config().anon_thp_orders
+        self._sizes = tuple(name for name, order in THP_SIZES.items() if order in orders)
 
     def __getitem__(self, size: str) -> str:
         return self._b.thp_size(_str("THP size", size, _THP_SIZE_NAMES))
@@ -234,11 +244,16 @@ class ThpSizes(MutableMapping[str, str]):
     def __delitem__(self, size: str) -> None:
         raise TypeError("THP sizes cannot be removed; set them to 'never'")
 
+    def __contains__(self, size: object) -> bool:
+        """Whether the profile has ``size`` (the mixin's version would call
+        ``__getitem__``, which raises ``InvalidArgumentError``, not ``KeyError``)."""
+        return size in self._sizes
+
     def __iter__(self) -> Iterator[str]:
-        return iter(THP_SIZES)
+        return iter(self._sizes)
 
     def __len__(self) -> int:
-        return len(THP_SIZES)
+        return len(self._sizes)
 
     def __repr__(self) -> str:
         return f"ThpSizes({dict(self)!r})"
@@ -327,8 +342,10 @@ class Machine:
     """A simulated x86-64 machine running one kernel profile.
 
     Args:
-        kernel: ``"6.12"`` (PTE-mapped large folios are never reused after fork) or
-            ``"6.15"`` (MM-ID tracking and their reuse; also every later kernel seen so far).
+        kernel: ``"6.12"`` (PTE-mapped large folios are never reused after fork),
+            ``"6.15"`` (MM-ID tracking and their reuse; also every later kernel seen so far) or
+            ``"6.1"`` (Debian bookworm's kernel: 6.12's COW rules, PMD-size THP only, no
+            per-size counters; DESIGN.md "Profiles").
         backend: which implementation simulates it: ``"rust"`` (the default when the native
             extension is built) or ``"reference"``; see :data:`BACKENDS`.
         memory: physical memory, bytes or a size such as ``"4G"`` (a multiple of 2M in
@@ -455,7 +472,14 @@ class Machine:
         """Per mTHP size (``"16K"`` .. ``"2M"``), the files of
         ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` that the model
         keeps: fault allocations and fallbacks, splits, deferred splits, and the gauges
-        ``nr_anon`` and ``nr_anon_partially_mapped``."""
+        ``nr_anon`` and ``nr_anon_partially_mapped``.
+
+        Empty under a profile whose kernel has no per-size counters (``"6.1"``: no
+        ``hugepages-<size>kB`` directory at all), as listing that directory would be; the
+        same events are in :meth:`vmstat` (``thp_fault_alloc``, ``thp_split_pmd``, ...) and
+        in :meth:`stats`, which keeps its per-size maps under every profile."""
+        if not self.config.per_size_thp_stats:
+            return {}
         s = self._b.stats()
         return {
             size: MthpStats(

@@ -28,10 +28,11 @@ from cowcore.errors import InvalidArgumentError, NoSuchProcessError
 from cowcore.outcome import Access
 from cowcore.x86 import flag_names
 
-KernelProfile = Literal["6.12", "6.15"]
-"""Which kernel behaviour to follow: ``"6.12"`` never reuses a PTE-mapped large folio after
-fork; ``"6.15"`` tracks MM ids per large folio and reuses it when one mm owns every reference
-(the behaviour of every later kernel seen so far, 7.2 included)."""
+KernelProfile = Literal["6.1", "6.12", "6.15"]
+"""Which kernel behaviour to follow: ``"6.1"`` has PMD-size (2M) THP only, no per-size
+counters, and otherwise the COW rules of 6.12; ``"6.12"`` never reuses a PTE-mapped large
+folio after fork; ``"6.15"`` tracks MM ids per large folio and reuses it when one mm owns every
+reference (the behaviour of every later kernel seen so far, 7.2 included)."""
 
 ThpMode = Literal["always", "madvise", "never"]
 """Values of ``/sys/kernel/mm/transparent_hugepage/enabled``."""
@@ -65,7 +66,16 @@ THP_SIZES: dict[str, int] = {
     "2M": 9,
 }
 """The anonymous THP sizes of x86-64 with 4 KiB pages, by sysfs name, with their folio order.
-Order 1 is never used for anonymous THP (``THP_ORDERS_ALL_ANON``)."""
+Order 1 is never used for anonymous THP (``THP_ORDERS_ALL_ANON``). A profile may have fewer
+(:attr:`KernelConfig.anon_thp_orders`: only 2M under 6.1)."""
+
+NO_MTHP_SIZES = (
+    "this kernel has PMD-size (2M) THP only, no /sys/kernel/mm/transparent_hugepage/hugepages-*kB"
+)
+"""Why a THP size other than 2M cannot be read or set under a profile with PMD-size THP only
+(6.1): the words of the kernel runner's probe, so that a scenario's error line reads the same
+on the simulator as on the kernel. Backends raise ``InvalidArgumentError("THP size SIZE: "
++ NO_MTHP_SIZES)``; the Rust core has its own copy (``NO_MTHP_SIZES`` in policy.rs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,14 @@ class KernelConfig:
     """Large folios keep two MM-owner slots and the shared bit (``CONFIG_MM_ID``); the
     simulator maintains them under every profile, as bookkeeping."""
     anon_thp_orders: tuple[int, ...]
-    """The anonymous large-folio orders that exist (``THP_ORDERS_ALL_ANON``)."""
+    """The anonymous large-folio orders that exist: ``THP_ORDERS_ALL_ANON`` (2..9) since 6.8's
+    multi-size THP, only the PMD order 9 before (6.1: no ``hugepages-<N>kB`` directories)."""
+    per_size_thp_stats: bool
+    """The kernel keeps per-size THP counters (``hugepages-<N>kB/stats/``,
+    ``count_mthp_stat()``, added from 6.10 to 6.12); without them (6.1) only the
+    ``/proc/vmstat`` events exist, so :meth:`cowcore.Machine.mthp_stats` is empty and the
+    scenario ``stats`` observation prints no per-size keys. The simulator counts the same
+    events under every profile (:class:`Stats` keeps its per-size maps)."""
     reuses_pte_mapped_large_folios: bool
     """``do_wp_page`` may reuse a PTE-mapped large folio (``__wp_can_reuse_large_anon_folio``,
     6.15); the default of ``cow_reuse_pte_mapped_thp``."""
@@ -91,7 +108,8 @@ class KernelConfig:
     ``huge_zero_wp_alloc``."""
     pagemap_pmd_exclusive_from_first_page: bool
     """pagemap reports a PMD mapping's exclusive bit once, from its first page, for all 512
-    entries (``pagemap_pmd_range()``, measured on 7.2); before, per 4 KiB page."""
+    entries (``pagemap_pmd_range()``: measured on 7.2, and on 6.1, whose version reads
+    ``page_mapcount(pmd_page(pmd))``); 6.12 tests every 4 KiB page."""
     faulted_folios_referenced: bool
     """A folio a fault maps gets ``PG_referenced`` as it is added to the LRU
     (``folio_add_lru()`` in fault context calls ``folio_mark_accessed()`` under MGLRU;
@@ -101,11 +119,23 @@ class KernelConfig:
 
 
 KERNEL_CONFIGS: dict[str, KernelConfig] = {
+    "6.1": KernelConfig(
+        profile="6.1",
+        per_page_mapcounts=True,
+        mm_ids=True,
+        anon_thp_orders=(9,),
+        per_size_thp_stats=False,
+        reuses_pte_mapped_large_folios=False,
+        allocates_on_huge_zero_write=False,
+        pagemap_pmd_exclusive_from_first_page=True,
+        faulted_folios_referenced=False,
+    ),
     "6.12": KernelConfig(
         profile="6.12",
         per_page_mapcounts=True,
         mm_ids=True,
         anon_thp_orders=(2, 3, 4, 5, 6, 7, 8, 9),
+        per_size_thp_stats=True,
         reuses_pte_mapped_large_folios=False,
         allocates_on_huge_zero_write=False,
         pagemap_pmd_exclusive_from_first_page=False,
@@ -116,6 +146,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         per_page_mapcounts=True,
         mm_ids=True,
         anon_thp_orders=(2, 3, 4, 5, 6, 7, 8, 9),
+        per_size_thp_stats=True,
         reuses_pte_mapped_large_folios=True,
         allocates_on_huge_zero_write=True,
         pagemap_pmd_exclusive_from_first_page=True,
@@ -144,13 +175,13 @@ POLICIES: tuple[PolicySpec, ...] = (
         "cow_reuse_pte_mapped_thp",
         "a write fault may reuse a PTE-mapped large folio that one mm maps exclusively "
         "(__wp_can_reuse_large_anon_folio, 6.15)",
-        {"6.12": False, "6.15": True},
+        {"6.1": False, "6.12": False, "6.15": True},
     ),
     PolicySpec(
         "huge_zero_wp_alloc",
         "a write to the huge zero PMD allocates a fresh PMD-mapped THP "
         "(do_huge_zero_wp_pmd, 6.14+) instead of splitting it and copying one 4 KiB page",
-        {"6.12": False, "6.15": True},
+        {"6.1": False, "6.12": False, "6.15": True},
     ),
 )
 """The policy toggles, declared once for Python: the reference backend's table and the one

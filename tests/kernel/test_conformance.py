@@ -3,9 +3,8 @@
 Each ``scenarios/NAME.cow`` has recordings ``expected/<version>/NAME.jsonl`` made on real
 Debian kernels by the kernel runner. Version 6.1 is checked against the ``6.1`` profile, 6.12
 against ``6.12`` and every later version against ``6.15``. A disagreement is fixed in the
-simulator, never in the recording. A line whose profile the simulator does not have yet (6.1,
-issue 15) is skipped with that reason: its recordings are checked on the kernel by
-``test_kernel_live.py`` meanwhile.
+simulator, never in the recording. A recorded line whose profile the simulator does not have
+(none, since the ``6.1`` profile came) would be skipped with that reason.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ def _missing_profile(version: str) -> pytest.MarkDecorator:
     profile = profile_for(version)
     return pytest.mark.skipif(
         profile not in KERNEL_PROFILES,
-        reason=f"the simulator has no kernel={profile!r} profile yet (issue 15); the "
-        f"{version} recordings are checked on the real kernel by test_kernel_live.py",
+        reason=f"the simulator has no kernel={profile!r} profile; the {version} recordings "
+        "are checked on the real kernel by test_kernel_live.py",
     )
 
 

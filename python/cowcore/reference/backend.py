@@ -4,7 +4,7 @@ over :class:`~cowcore.reference.kernel.Kernel`."""
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 from cowcore.errors import (
     InvalidAddressError,
@@ -17,6 +17,7 @@ from cowcore.protocol import (
     ADVICES,
     KERNEL_CONFIGS,
     KERNEL_PROFILES,
+    NO_MTHP_SIZES,
     POLICIES,
     PROTS,
     THP_MODES,
@@ -85,14 +86,16 @@ class ReferenceBackend:
 
     def __init__(self, kernel: str, total_frames: int, levels: int) -> None:
         if kernel not in KERNEL_PROFILES:
-            raise InvalidArgumentError(f"unknown kernel profile {kernel!r}: use '6.12' or '6.15'")
+            raise InvalidArgumentError(
+                f"unknown kernel profile {kernel!r}: one of {', '.join(KERNEL_PROFILES)}"
+            )
         if levels not in (4, 5):
             raise InvalidArgumentError(f"levels must be 4 or 5, not {levels!r}")
         if total_frames < 1024 or total_frames % 512 or total_frames > MAX_FRAMES:
             raise InvalidArgumentError(
                 f"memory must be a multiple of 2M in [4M, 1T], not {total_frames * pg.PAGE_SIZE}"
             )
-        profile: KernelProfile = "6.12" if kernel == "6.12" else "6.15"
+        profile = cast(KernelProfile, kernel)
         self._k = Kernel(profile, total_frames, levels)
         self._cfg = KERNEL_CONFIGS[profile]
 
@@ -139,6 +142,9 @@ class ReferenceBackend:
         return self._k.thp.sizes[size]
 
     def set_thp_size(self, size: str, mode: str) -> None:
+        """``hugepages-<size>/enabled``. Under 6.1 only ``2M`` exists: its mode is what the
+        single ``enabled`` knob gets there (2M's own, or ``enabled`` while 2M is at
+        ``inherit``), so :meth:`ThpPolicy.allowable_orders` needs no case of its own."""
         self._size(size)
         if mode not in THP_SIZE_MODES:
             raise InvalidArgumentError(
@@ -146,10 +152,13 @@ class ReferenceBackend:
             )
         self._k.thp.sizes[size] = mode
 
-    @staticmethod
-    def _size(size: str) -> None:
+    def _size(self, size: str) -> None:
+        """A THP size with a ``hugepages-<N>kB`` directory under this profile (a kernel before
+        6.8, such as 6.1, has none: only the PMD size, governed by ``enabled``)."""
         if size not in THP_SIZES:
             raise InvalidArgumentError(f"unknown THP size {size!r}: one of {', '.join(THP_SIZES)}")
+        if THP_SIZES[size] not in self._cfg.anon_thp_orders:
+            raise InvalidArgumentError(f"THP size {size}: {NO_MTHP_SIZES}")
 
     def use_zero_page(self) -> bool:
         return self._k.thp.use_zero_page

@@ -676,7 +676,7 @@ const char *cowcore_last_error(const struct cowcore_machine *m);
 /**
  * Creates a machine with `memory_bytes` of RAM (a multiple of 2 MiB in [4 MiB, 1 TiB];
  * about 20 bytes of host memory per 4 KiB frame in use), `levels` of paging (4 or 5) and a kernel
- * `profile` (`"6.12"`, `"6.15"`), and stores its handle in `*out`. Process 1 exists.
+ * `profile` (`"6.1"`, `"6.12"`, `"6.15"`), and stores its handle in `*out`. Process 1 exists.
  *
  * # Errors
  * `NULL_POINTER` (`profile`, `out`), `INVALID_ARGUMENT` (size, levels, unknown profile);

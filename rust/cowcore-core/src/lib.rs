@@ -61,7 +61,8 @@ pub use outcome::{Access, AccessFlags, AccessKinds, MapLevel, Outcome, Reason};
 pub use paging::{EntryKind, Level, PageTableEntry, PteFlags, SwapEntry, Translation, WalkStep};
 pub use physmem::PhysMem;
 pub use policy::{
-    KernelConfig, Policy, PolicySpec, Profile, ThpMode, ThpSizeMode, POLICIES, THP_SIZES,
+    KernelConfig, Policy, PolicySpec, Profile, ThpMode, ThpSizeMode, NO_MTHP_SIZES, POLICIES,
+    THP_SIZES,
 };
 pub use smaps::{SmapsInfo, PSS_SHIFT};
 pub use stats::{Stats, Vmstat};

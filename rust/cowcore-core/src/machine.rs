@@ -14,7 +14,7 @@ use crate::kernel::Kernel;
 use crate::mm::{Advice, Mm, Prot, VmaInfo};
 use crate::outcome::{Access, AccessKinds};
 use crate::paging::walk::Translation;
-use crate::policy::{KernelConfig, Profile, ThpMode, ThpSizeMode};
+use crate::policy::{KernelConfig, Profile, ThpMode, ThpSizeMode, NO_MTHP_SIZES};
 use crate::smaps::SmapsInfo;
 use crate::stats::{Stats, Vmstat};
 
@@ -250,16 +250,23 @@ impl Machine {
     /// `hugepages-<size>/enabled` of an order in 2..=9.
     ///
     /// # Errors
-    /// [`CowError::InvalidArgument`] for an order outside 2..=9.
+    /// [`CowError::InvalidArgument`] for an order outside 2..=9, or one the profile's kernel
+    /// does not have (every order but 9 under 6.1, [`KernelConfig::has_thp_order`]).
     pub fn thp_size(&self, order: u32) -> Result<ThpSizeMode, CowError> {
-        check_order(order)?;
+        self.check_thp_order(order)?;
         Ok(self.k.policy.size_mode(order))
     }
 
     /// Sets `hugepages-<size>/enabled` of an order in 2..=9.
     ///
+    /// Under a profile with PMD-size THP only (6.1) the one size is order 9 (2M), and its
+    /// mode works as under the others: 6.1's single `enabled` knob gets the effective 2M
+    /// setting (2M's own, or `enabled` while 2M is at `inherit`), which is what
+    /// [`crate::Policy::allowable_orders`] computes for order 9.
+    ///
     /// # Errors
-    /// [`CowError::InvalidArgument`] for an order outside 2..=9.
+    /// [`CowError::InvalidArgument`] for an order outside 2..=9, or one the profile's kernel
+    /// does not have (every order but 9 under 6.1: [`NO_MTHP_SIZES`]).
     ///
     /// # Examples
     ///
@@ -280,9 +287,24 @@ impl Machine {
     /// # Ok::<(), CowError>(())
     /// ```
     pub fn set_thp_size(&mut self, order: u32, mode: ThpSizeMode) -> Result<(), CowError> {
-        check_order(order)?;
+        self.check_thp_order(order)?;
         self.k.policy.sizes[(order - 2) as usize] = mode;
         Ok(())
+    }
+
+    /// An order with a `hugepages-<size>` directory under this profile: 2..=9, and one the
+    /// kernel has (a kernel before 6.8 has no per-size directories at all, only the PMD size
+    /// that the top-level `enabled` governs).
+    fn check_thp_order(&self, order: u32) -> Result<(), CowError> {
+        check_order(order)?;
+        if self.k.cfg.has_thp_order(order) {
+            Ok(())
+        } else {
+            Err(CowError::InvalidArgument(format!(
+                "THP size {}: {NO_MTHP_SIZES}",
+                crate::policy::size_name(order)
+            )))
+        }
     }
 
     /// `transparent_hugepage/use_zero_page`.

@@ -30,6 +30,10 @@ use core::str::FromStr;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Profile {
+    /// Linux 6.1 (Debian bookworm): PMD-size THP only (no `hugepages-<N>kB` directories, no
+    /// per-size counters), pagemap's PMD exclusive bit from the head page, and otherwise the
+    /// COW rules of 6.12 (`tests/kernel/PROVENANCE.md`, "The 6.1 line").
+    V6_1,
     /// Linux 6.10–6.14: a PTE-mapped large folio is never reused; a huge-zero write splits.
     V6_12,
     /// Linux 6.15+: MM-ID tracking and reuse of PTE-mapped large folios; a huge-zero write
@@ -39,12 +43,13 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, oldest first.
-    pub const ALL: [Self; 2] = [Self::V6_12, Self::V6_15];
+    pub const ALL: [Self; 3] = [Self::V6_1, Self::V6_12, Self::V6_15];
 
-    /// `"6.12"` or `"6.15"`.
+    /// `"6.1"`, `"6.12"` or `"6.15"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::V6_1 => "6.1",
             Self::V6_12 => "6.12",
             Self::V6_15 => "6.15",
         }
@@ -55,11 +60,27 @@ impl Profile {
     #[must_use]
     pub const fn config(self) -> KernelConfig {
         match self {
+            // 6.1: `hugepage_vma_check()` knows one size (the PMD), `pagemap_pmd_range()`
+            // reads `page_mapcount()` of the head page once per PMD, and the COW rules are
+            // 6.12's (a PTE-mapped large folio is copied: `do_wp_page()` refuses a page that
+            // is not `PageAnonExclusive` when its folio's refcount is over 3).
+            Self::V6_1 => KernelConfig {
+                profile: self,
+                per_page_mapcounts: true,
+                mm_ids: true,
+                anon_thp_orders: THP_ORDERS_PMD,
+                per_size_thp_stats: false,
+                reuses_pte_mapped_large_folios: false,
+                allocates_on_huge_zero_write: false,
+                pagemap_pmd_exclusive_from_first_page: true,
+                faulted_folios_referenced: false,
+            },
             Self::V6_12 => KernelConfig {
                 profile: self,
                 per_page_mapcounts: true,
                 mm_ids: true,
                 anon_thp_orders: THP_ORDERS_ALL_ANON,
+                per_size_thp_stats: true,
                 reuses_pte_mapped_large_folios: false,
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: false,
@@ -70,6 +91,7 @@ impl Profile {
                 per_page_mapcounts: true,
                 mm_ids: true,
                 anon_thp_orders: THP_ORDERS_ALL_ANON,
+                per_size_thp_stats: true,
                 reuses_pte_mapped_large_folios: true,
                 allocates_on_huge_zero_write: true,
                 pagemap_pmd_exclusive_from_first_page: true,
@@ -106,6 +128,7 @@ pub struct KernelConfig {
     per_page_mapcounts: bool,
     mm_ids: bool,
     anon_thp_orders: u32,
+    per_size_thp_stats: bool,
     reuses_pte_mapped_large_folios: bool,
     allocates_on_huge_zero_write: bool,
     pagemap_pmd_exclusive_from_first_page: bool,
@@ -136,8 +159,9 @@ impl KernelConfig {
         self.mm_ids
     }
 
-    /// The anonymous large-folio orders that exist (`THP_ORDERS_ALL_ANON`: orders 2..=9 on
-    /// x86-64 with 4 KiB pages), as a bitmask.
+    /// The anonymous large-folio orders that exist, as a bitmask: `THP_ORDERS_ALL_ANON`
+    /// (orders 2..=9 on x86-64 with 4 KiB pages) since 6.8's multi-size THP, only the PMD
+    /// order 9 before (6.1).
     #[must_use]
     pub const fn anon_thp_orders(self) -> u32 {
         self.anon_thp_orders
@@ -147,6 +171,15 @@ impl KernelConfig {
     #[must_use]
     pub const fn has_thp_order(self, order: u32) -> bool {
         order < 32 && self.anon_thp_orders & (1 << order) != 0
+    }
+
+    /// The kernel keeps per-size THP counters (`hugepages-<N>kB/stats/`: `anon_fault_alloc`
+    /// and the others, `count_mthp_stat()`, added from 6.10 to 6.12); without them (6.1) only the
+    /// `/proc/vmstat` events exist. The simulator counts the same events under every profile;
+    /// this says whether the kernel would show the per-size ones.
+    #[must_use]
+    pub const fn per_size_thp_stats(self) -> bool {
+        self.per_size_thp_stats
     }
 
     /// `do_wp_page` may reuse a PTE-mapped large folio that one mm maps exclusively
@@ -166,8 +199,10 @@ impl KernelConfig {
     }
 
     /// pagemap reports the exclusive bit (`PM_MMAP_EXCLUSIVE`) of a PMD mapping once, from
-    /// its first page, for all 512 entries (`pagemap_pmd_range()`, measured on 7.2); before,
-    /// per 4 KiB page.
+    /// its first page, for all 512 entries (`pagemap_pmd_range()`: measured on 7.2, and on
+    /// 6.1, whose version reads `page_mapcount(pmd_page(pmd))`); 6.12 tests every 4 KiB page
+    /// (the commit "`fs/proc/task_mmu`: properly detect `PM_MMAP_EXCLUSIVE` per page of
+    /// PMD-mapped THPs").
     #[must_use]
     pub const fn pagemap_pmd_exclusive_from_first_page(self) -> bool {
         self.pagemap_pmd_exclusive_from_first_page
@@ -188,6 +223,7 @@ impl FromStr for Profile {
     type Err = CowError;
     fn from_str(s: &str) -> Result<Self, CowError> {
         match s {
+            "6.1" => Ok(Self::V6_1),
             "6.12" => Ok(Self::V6_12),
             "6.15" => Ok(Self::V6_15),
             _ => Err(CowError::InvalidArgument(format!(
@@ -311,6 +347,16 @@ pub fn size_name(order: u32) -> &'static str {
 
 /// `THP_ORDERS_ALL_ANON`: orders 2..=9.
 pub const THP_ORDERS_ALL_ANON: u32 = 0b11_1111_1100;
+
+/// The PMD order alone (`HPAGE_PMD_ORDER` = 9): the one THP size of a kernel without
+/// multi-size THP (before 6.8).
+pub const THP_ORDERS_PMD: u32 = 1 << 9;
+
+/// Why a THP size other than 2M cannot be read or set on a kernel with PMD-size THP only:
+/// the words of the kernel runner's probe (`probe.c`, "kernels without mTHP"), so that a
+/// scenario prints the same error line on the simulator and on the kernel.
+pub const NO_MTHP_SIZES: &str =
+    "this kernel has PMD-size (2M) THP only, no /sys/kernel/mm/transparent_hugepage/hugepages-*kB";
 
 /// The per-size modes a freshly booted kernel has: `2M` (order 9, the last slot) at `inherit`,
 /// every mTHP size `never`.
@@ -565,6 +611,15 @@ mod tests {
     #[test]
     fn capabilities_per_profile() {
         let (old, new) = (Profile::V6_12.config(), Profile::V6_15.config());
+        let v61 = Profile::V6_1.config();
+        assert_eq!(v61.anon_thp_orders(), 1 << 9);
+        assert!(v61.has_thp_order(9) && (2..9).all(|order| !v61.has_thp_order(order)));
+        assert!(!v61.per_size_thp_stats() && old.per_size_thp_stats() && new.per_size_thp_stats());
+        assert!(v61.pagemap_pmd_exclusive_from_first_page());
+        assert!(!v61.reuses_pte_mapped_large_folios() && !v61.allocates_on_huge_zero_write());
+        assert!(!v61.faulted_folios_referenced() && v61.per_page_mapcounts() && v61.mm_ids());
+        assert_eq!("6.1".parse::<Profile>().unwrap(), Profile::V6_1);
+        assert_eq!(Profile::V6_1.as_str(), "6.1");
         assert!(!old.reuses_pte_mapped_large_folios());
         assert!(!old.allocates_on_huge_zero_write());
         assert!(!old.pagemap_pmd_exclusive_from_first_page());

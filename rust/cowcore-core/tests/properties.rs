@@ -312,7 +312,21 @@ impl World {
                 }
                 r
             }
-            Op::ThpSize { order, mode } => self.m.set_thp_size(order, SIZE_MODES[mode as usize]),
+            Op::ThpSize { order, mode } => {
+                let before = self.m.thp_size(9);
+                let r = self.m.set_thp_size(order, SIZE_MODES[mode as usize]);
+                if self.m.config().has_thp_order(order) {
+                    r
+                } else {
+                    // 6.1 has the PMD size only: any other is refused and changes nothing
+                    assert!(
+                        matches!(r, Err(CowError::InvalidArgument(_))),
+                        "{op:?}: {r:?}"
+                    );
+                    assert_eq!(self.m.thp_size(9), before);
+                    Ok(())
+                }
+            }
             Op::ThpEnabled { mode } => {
                 self.m.set_thp_enabled(MODES[mode as usize]);
                 Ok(())
@@ -468,6 +482,13 @@ proptest! {
     #[test]
     fn invariants_hold_612(ops in prop::collection::vec(op(), 1..40)) {
         run_ops(Profile::V6_12, 64 << 20, &ops);
+    }
+
+    /// 6.1: PMD-size THP only, so every `ThpSize` op but order 9 is refused and changes
+    /// nothing.
+    #[test]
+    fn invariants_hold_61(ops in prop::collection::vec(op(), 1..40)) {
+        run_ops(Profile::V6_1, 64 << 20, &ops);
     }
 
     /// A tight machine: OOM happens, and a failing access or fork leaves every invariant

@@ -278,6 +278,7 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         cfg.per_page_mapcounts(),
         cfg.mm_ids(),
         PyTuple::new(py, orders)?,
+        cfg.per_size_thp_stats(),
         cfg.reuses_pte_mapped_large_folios(),
         cfg.allocates_on_huge_zero_write(),
         cfg.pagemap_pmd_exclusive_from_first_page(),

@@ -62,11 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let memory = (4 + 2 * u64::from(b.u8() % 7)) << 20;
     let levels = if b.u8() % 4 == 0 { 5 } else { 4 };
-    let profile = if b.u8() % 2 == 0 {
-        Profile::V6_12
-    } else {
-        Profile::V6_15
-    };
+    let profile = Profile::ALL[usize::from(b.u8()) % Profile::ALL.len()];
     let mut m = Machine::new(memory, levels, profile).unwrap();
     let boot_free = m.free_frames();
     let mut maps: Vec<(u64, u64)> = Vec::new();
