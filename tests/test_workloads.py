@@ -363,7 +363,7 @@ def test_anon_cow_every_child_copies_every_page(name: str, backend: str) -> None
         ("snapshot", {"heap": "4K", "value_size": 8192}, "larger than the heap"),
         ("snapshot", {"scan_mb_s": 0.0}, "scan_mb_s must be > 0"),
         ("snapshot", {"samples": 0}, "samples must be > 0"),
-        ("snapshot", {"heap": "200G"}, "largest machine"),
+        ("snapshot", {"heap": "600G"}, "largest machine"),
         ("prefork", {"dirty": 1.5}, "dirty must be in [0, 1]"),
         ("prefork", {"fork_from": "zygote"}, "fork_from must be one of"),
         ("prefork", {"workers": 0}, "workers must be > 0"),
