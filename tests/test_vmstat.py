@@ -181,3 +181,21 @@ def test_backends_agree(kernel: str) -> None:
         p.munmap(b + 60 * KiB, PAGE)
         out.append((m.vmstat(), m.mthp_stats(), m.meminfo(), m.stats()))
     assert out[0] == out[1]
+
+
+def test_munmap_splits_both_cut_thps_before_zapping(make_machine: MachineFactory) -> None:
+    """munmap cuts its VMA first (``__split_vma``: ``vma_adjust_trans_huge`` splits a huge PMD
+    a cut lands in) and zaps after, so both THPs a range cuts are split before either is
+    queued as partially mapped (found by the long differential run: the core used to split
+    each while zapping, as MADV_DONTNEED does)."""
+    m = make_machine("6.12", memory="64M")
+    m.thp.enabled = "always"
+    p = m.init
+    a = aligned(p, 4 * MiB)
+    p.write(a, 4 * MiB, 1)  # two PMD THPs
+    with m.record() as rec:
+        p.munmap(a + MiB, 2 * MiB)
+    kinds = [r.kind for r in rec.records()]
+    assert kinds[:4] == [EventCode.THP_SPLIT_PMD, EventCode.TLB_FLUSH] * 2
+    assert kinds[4:6] == [EventCode.DEFERRED_SPLIT] * 2
+    assert mthp(m, "2M").nr_anon_partially_mapped == 2

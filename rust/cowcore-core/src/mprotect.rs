@@ -130,7 +130,7 @@ impl Kernel {
     }
 
     /// Splits the huge PMD covering `addr`, if any.
-    fn split_pmd_at(
+    pub(crate) fn split_pmd_at(
         &mut self,
         pid: u32,
         ids: (u32, u64),

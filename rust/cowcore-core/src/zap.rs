@@ -84,7 +84,24 @@ impl Kernel {
     pub(crate) fn munmap(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
         let mm = self.mm(pid)?;
         let (start, end) = self.check_range(addr, length)?;
-        if mm.vmas.iter().any(|v| v.start < end && v.end > start) {
+        let ids = (mm.mm_id, mm.asid);
+        // __split_vma before any zap: a cut inside a huge PMD splits it first
+        // (vma_adjust_trans_huge), the start's cut, then the end's.
+        let cuts: Vec<(Vma, VirtAddr)> = [start, end]
+            .into_iter()
+            .filter(|cut| !cut.is_aligned(PMD_SIZE))
+            .filter_map(|cut| {
+                mm.vmas
+                    .iter()
+                    .find(|v| v.start < cut && cut < v.end)
+                    .map(|v| (*v, cut))
+            })
+            .collect();
+        let overlaps = mm.vmas.iter().any(|v| v.start < end && v.end > start);
+        for (v, cut) in &cuts {
+            self.split_pmd_at(pid, ids, v, *cut)?;
+        }
+        if overlaps {
             self.mem.lru_add_drain(); // unmap_region
         }
         let mut z = self.zap(pid)?;
