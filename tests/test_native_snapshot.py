@@ -15,7 +15,7 @@ import pytest
 
 from cowcore.errors import InvalidArgumentError
 from cowcore.kernel.build import BuildError, build_c, package_source
-from cowcore.native_smaps import HostNotComparableError
+from cowcore.native_smaps import HostNotComparableError, _check_host
 from cowcore.native_snapshot import (
     CFLAGS,
     Reading,
@@ -23,6 +23,7 @@ from cowcore.native_snapshot import (
     _resolve,
     compare,
     explain,
+    main,
     plan_text,
     run_native,
     simulate,
@@ -157,3 +158,23 @@ def test_explain_names_a_page_out_only_with_its_evidence() -> None:
     # The same shape without the evidence, or with every page resident: the simulator's.
     assert explain(_cmp([4, 4], [4, 8], rss=60)) is None
     assert explain(_cmp([4, 4], [4, 8], pswpout=1)) is None
+
+
+def test_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-p", "thp.64K=always"]) == 2
+    assert "sets thp.64K itself" in capsys.readouterr().err
+    try:
+        _check_host()
+    except HostNotComparableError as err:
+        pytest.skip(str(err))
+    args = ["-p", "heap=4M", "-p", "samples=3", "-p", "writes_per_s=20000.0"]
+    status = main(args)
+    out = capsys.readouterr()
+    if status == 2:  # no gcc, a base page other than 4K: the comparison's own reason
+        pytest.skip(out.err.strip())
+    lines = out.out.splitlines()
+    assert status == 0, out.out
+    assert lines[2].split() == ["step", "host", "Private_Dirty", "(kB)", "simulator", "(kB)"]
+    rows = [line.split() for line in lines[3:6]]
+    assert [r[0] for r in rows] == ["0", "1", "2"] and all(r[1] == r[2] for r in rows)
+    assert lines[6].startswith("3/3 readings equal")

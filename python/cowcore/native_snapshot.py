@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,3 +247,50 @@ def explain(cmp: SnapshotComparison) -> str | None:
             f"the host paged heap pages out; {'; '.join(cmp.activity) or 'no DAMON context on'})"
         )
     return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cowcore.native_snapshot [-p KEY=VALUE ...]``: run one comparison and
+    print the child's ``Private_Dirty`` per step, host beside simulator (exit status 1 if
+    they differ, 2 if the host cannot be compared or a parameter is bad)."""
+    import argparse  # noqa: PLC0415
+
+    from cowcore.errors import CowError  # noqa: PLC0415
+    from cowcore.sweep import parse_assignments, typed_params  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cowcore.native_snapshot",
+        description="The snapshot workload on this host's kernel (4 KiB pages) against the "
+        "simulator: the child's Private_Dirty after each step.",
+    )
+    parser.add_argument(
+        "-p",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a snapshot parameter (heap, pattern, seed, ...; repeatable)",
+    )
+    parser.add_argument("--backend", default="rust", choices=("rust", "reference"))
+    args = parser.parse_args(argv)
+    try:
+        cmp = compare(typed_params("snapshot", parse_assignments(args.params)), args.backend)
+    except (HostNotComparableError, CowError) as err:
+        print(f"cowcore: native_snapshot: {err}", file=sys.stderr)
+        return 2
+    shown = {k: v for k, v in cmp.params.items() if k in get("snapshot").defaults}
+    print(f"kernel {cmp.release} (profile {cmp.params['kernel']}), 4 KiB pages; {shown}")
+    print(f"host: {'; '.join(cmp.activity) or 'no DAMON context on'}")
+    print("step  host Private_Dirty (kB)  simulator (kB)")
+    for h, s in zip(cmp.host, cmp.simulated, strict=True):
+        mark = "" if h.vma.get("Private_Dirty") == s else "  differs"
+        print(f"{h.step:4d}  {h.vma.get('Private_Dirty', 0):23d}  {s:14d}{mark}")
+    print(cmp.agreement())
+    cause = explain(cmp)
+    if cause:
+        print(f"host-side cause: {cause}")
+    return 1 if cmp.diffs() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
