@@ -255,7 +255,10 @@ def select(table: pa.Table, where: Mapping[str, Scalar | str]) -> pa.Table:
             raise InvalidArgumentError(
                 f"no column {name!r} to select on (columns: {', '.join(table.column_names)})"
             )
-    params, _, _ = _columns(table) if "workload" in table.column_names else ([], [], None)
+    try:
+        params = _columns(table)[0]
+    except InvalidArgumentError:  # no metadata, no registered workload: values as they are
+        params = []
     rows = _fill_defaults(table.to_pylist(), [k for k in where if k in params], None)
     keep = [
         i for i, row in enumerate(rows) if all(_text(row[k]) == _text(v) for k, v in where.items())
