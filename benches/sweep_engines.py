@@ -1,6 +1,8 @@
 """Wall time of the sweep engines on one spec, measured in one run (BENCHMARKS.md, "Sweeps
 (issue 14)"): each engine runs the same ``cowcore sweep`` command line, into a fresh output
-directory, one after the other, ``--rounds`` times; the table gives every round.
+directory, one after the other, ``--rounds`` times; the table gives every round and the
+speed-up of each engine's mean over the first's (one worker), and the load average is
+printed before and after (other jobs on the machine take CPU from the engines).
 
 Usage: python benches/sweep_engines.py [SPEC] [--rounds N]
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,7 @@ from pathlib import Path
 ENGINES = {
     "process pool, 1 worker": ["--workers", "1"],
     "process pool, default (1 per CPU)": [],
+    "Dask LocalCluster, 1 worker": ["--dask-local", "1"],
     "Dask LocalCluster, 2 workers": ["--dask-local", "2"],
 }
 
@@ -33,10 +37,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     cowcore = shlex.split(os.environ.get("COWCORE", f"{sys.executable} -m cowcore"))
-    print(f"spec {args.spec}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"spec {args.spec}, {os.cpu_count()} CPUs, load average {_load()}")
     print()
-    print("| engine | command | wall time per round (s) |")
-    print("|---|---|---|")
+    print("| engine | command | wall time per round (s) | speed-up over 1 worker |")
+    print("|---|---|---|---|")
+    first: float | None = None
     for name, extra in ENGINES.items():
         times = []
         for _ in range(args.rounds):
@@ -46,7 +51,18 @@ def main() -> None:
                 subprocess.run([*cmd, *extra], check=True, capture_output=True)
                 times.append(time.perf_counter() - start)
         shown = " ".join(["cowcore sweep SPEC -o OUT", *extra])
-        print(f"| {name} | `{shown}` | {', '.join(f'{t:.1f}' for t in times)} |")
+        mean = statistics.fmean(times)
+        first = first or mean
+        print(
+            f"| {name} | `{shown}` | {', '.join(f'{t:.1f}' for t in times)} | {first / mean:.2f}x |"
+        )
+    print()
+    print(f"load average after: {_load()}")
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from cowcore.cli import main
 from cowcore.compare import compare_tables, format_text, load_table, select, to_json
 from cowcore.errors import InvalidArgumentError
-from cowcore.sweep import run, run_sweep
+from cowcore.sweep import META_KEY, read_meta, run, run_sweep
 from tests import sweep_workloads
 
 pa = pytest.importorskip("pyarrow")
@@ -162,3 +162,44 @@ def test_csv_output_reads_like_the_parquet(tmp_path: Path) -> None:
     alone = to_json(compare_tables(load_table(lone), load_table(b)))
     assert alone["groups"] == from_csv["groups"]
     assert pcsv.read_csv(lone).num_rows == 4
+
+
+def test_a_parameter_missing_from_some_rows_is_its_default(tmp_path: Path) -> None:
+    """Two sweeps into one output, the first with thp.64K set, the second without it (the
+    file's last metadata lists no thp.64K): the rows without it are the machine's default
+    (never), a configuration of their own, not repeats of the thp.64K=always rows."""
+    out = tmp_path / "both.parquet"
+    spec: dict[str, Any] = {
+        "workload": "test_fork_write",
+        "imports": IMPORTS,
+        "params": {"pages": PAGES, "writer": "parent"},
+        "axes": {"kernel": ["6.12", "6.15"]},
+        "output": str(out),
+    }
+    run_sweep({**spec, "params": {**spec["params"], "thp.64K": "always"}}, workers=0)
+    run_sweep(spec, workers=0)
+    table = load_table(out)
+    assert table.num_rows == 4
+    assert table.column("thp.64K").to_pylist().count(None) == 2
+    assert "thp.64K" in read_meta(table)["params"]  # the earlier rows' parameter stays one
+    assert select(table, {"thp.64K": "never"}).column("thp.64K").to_pylist() == [None, None]
+    c = compare_tables(select(table, {"kernel": "6.12"}), select(table, {"kernel": "6.15"}))
+    groups = {g.params["thp.64K"]: {ch.metric: ch for ch in g.changes} for g in c.groups}
+    assert set(groups) == {"always", "never"}
+    for changes in groups.values():
+        assert all(ch.base.n == ch.new.n == 1 for ch in changes.values())  # no repeats
+    # 64K folios: 6.12 copies every page the parent writes, 6.15 reuses the folio; 4K pages
+    # are reused on both.
+    assert (groups["always"]["copies"].base.mean, groups["always"]["copies"].new.mean) == (K, 0)
+    assert (groups["never"]["copies"].base.mean, groups["never"]["copies"].new.mean) == (0, 0)
+    assert " ±" not in format_text(c)
+    # A parameter with no default the workload knows stays a value of its own.
+    rows = [
+        {"workload": "test_fork_write", "kernel": k, "mystery": m, "copies": n}
+        for k, m, n in (("6.12", "a", 1), ("6.12", None, 5), ("6.15", "a", 2), ("6.15", None, 5))
+    ]
+    meta = {"workload": "test_fork_write", "params": ["kernel", "mystery"], "seed": None}
+    hand = pa.Table.from_pylist(rows).replace_schema_metadata({META_KEY: json.dumps(meta)})
+    c = compare_tables(select(hand, {"kernel": "6.12"}), select(hand, {"kernel": "6.15"}))
+    assert [g.params for g in c.groups] == [{"mystery": "a"}, {"mystery": None}]
+    assert [g.changes[0].base.n for g in c.groups] == [1, 1]

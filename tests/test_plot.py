@@ -121,6 +121,29 @@ def test_timeline_lines_are_the_timeline(sweep: Any) -> None:
     assert len(legend_texts(ax)) == 4  # repeats share their entry
 
 
+def test_axis_labels_name_their_units() -> None:
+    pa = pytest.importorskip("pyarrow")
+    table = pa.Table.from_pylist(
+        [
+            {"point": p, "workload": "snapshot", "kernel": k}
+            for p, k in (("a", "6.12"), ("b", "6.15"))
+        ]
+    )
+    timeline = pa.Table.from_pylist(
+        [
+            {"point": p, "workload": "snapshot", "time_s": t, "current_cow_size_kb": kb}
+            for p in ("a", "b")
+            for t, kb in ((0.5, 10240), (1.0, 40960))
+        ]
+    )
+    ax = timeline_figure(table, timeline).axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("time (s)", "current cow size (MiB)")
+    assert ax.get_title() == "snapshot: current cow size (MiB) over time (s)"
+    assert np.asarray(ax.get_lines()[0].get_ydata()).tolist() == [10.0, 40.0]
+    steps = timeline_figure(table, timeline, x="current_cow_size_kb", y="time_s").axes[0]
+    assert (steps.get_xlabel(), steps.get_ylabel()) == ("current cow size (KiB)", "time (s)")
+
+
 def test_cli_writes_png_and_svg(sweep: Any, tmp_path: Path) -> None:
     _, out = sweep
     for kind, extra in (

@@ -251,8 +251,8 @@ def test_cli(tmp_path: Path) -> None:
         env={**os.environ, **env_path},
     )
     assert done.returncode == 0, done.stderr
-    assert "2 points" in done.stderr
-    assert "2 run, 0 already there, 0 with an error" in done.stderr
+    assert "2 points of the spec" in done.stderr
+    assert "2 run, 0 already there, 0 with an error; the file holds 2 points" in done.stderr
     table = pq.read_table(tmp_path / "r.parquet")
     assert table.column("pages").to_pylist() == [16, 16]
     failing = subprocess.run(
@@ -264,7 +264,9 @@ def test_cli(tmp_path: Path) -> None:
         env={**os.environ, **env_path},
     )
     assert failing.returncode == 1
-    assert "2 with an error" in failing.stderr
+    # Two new points (other parameters); the file keeps the first run's two as well.
+    assert "2 points of the spec" in failing.stderr
+    assert "2 with an error; the file holds 4 points" in failing.stderr
 
 
 def test_module_registers_its_workloads() -> None:

@@ -21,6 +21,7 @@ deviation is the sample standard deviation over them. docs/sweeps.md has example
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import math
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cowcore.errors import CowError, InvalidArgumentError
+from cowcore.machine import Machine
 from cowcore.sweep import (
     add_engine_options,
     output_paths,
@@ -166,6 +168,10 @@ def _columns(table: pa.Table) -> tuple[list[str], list[str], str | None]:
     names = table.column_names
     if meta:
         params = [c for c in meta["params"] if c in names]
+        # A file written before sweeps kept the parameters of earlier runs' rows listed as
+        # such may list one among the metrics: the registered workload knows better.
+        known = _known_params(meta.get("workload"))
+        params += [c for c in names if c not in params and _is_param(c, known)]
         seed = meta.get("seed")
     else:
         workloads = set(table.column("workload").to_pylist()) if "workload" in names else set()
@@ -175,11 +181,65 @@ def _columns(table: pa.Table) -> tuple[list[str], list[str], str | None]:
                 "metadata (a CSV file) unless its workload is registered: compare the "
                 ".parquet output, or --import the module that registers the workload"
             )
-        known = REGISTRY[next(iter(workloads))].resolve({})
-        params = [c for c in names if c in known or c.startswith(("thp.", "policy."))]
+        known = _known_params(next(iter(workloads)))
+        params = [c for c in names if _is_param(c, known)]
         seed = "seed" if "seed" in params else None  # the sweep's default seed parameter
     metrics = [c for c in names if c not in params and c not in _SPECIAL]
     return params, metrics, seed
+
+
+def _known_params(workload: object) -> frozenset[str]:
+    """The parameters of the registered ``workload`` (none if it is not registered)."""
+    if not isinstance(workload, str) or workload not in REGISTRY:
+        return frozenset()
+    return frozenset(REGISTRY[workload].resolve({}))
+
+
+def _is_param(column: str, known: frozenset[str]) -> bool:
+    return column in known or column.startswith(("thp.", "policy."))
+
+
+@functools.lru_cache(maxsize=32)
+def _defaults(workload: str, kernel: str) -> dict[str, Scalar]:
+    """What a run of ``workload`` on ``kernel`` takes for a parameter it is not given: the
+    workload's resolved defaults, the machine's ``thp.<size>`` modes and the profile's
+    ``policy.<name>`` values (which differ between profiles); ``{}`` when the workload is
+    not registered or the kernel is not a profile."""
+    if workload not in REGISTRY:
+        return {}
+    out: dict[str, Scalar] = dict(REGISTRY[workload].resolve({}))
+    try:
+        m = Machine(kernel, memory="64M")
+    except CowError:
+        return out
+    out.update({f"thp.{size}": mode for size, mode in m.thp.sizes.items()})
+    out.update({f"policy.{name}": value for name, value in m.policy.as_dict().items()})
+    return out
+
+
+def _fill_defaults(
+    rows: list[dict[str, Any]], params: Iterable[str], workload: object
+) -> list[dict[str, Any]]:
+    """``rows`` with each missing (null) parameter set to what the run took for it
+    (:func:`_defaults`), so that a row of a sweep that did not set ``thp.64K`` matches one
+    that set it to the default, and differs from one that set it to something else. A
+    parameter without a known default stays null: a value of its own."""
+    names = list(params)
+    for r in rows:
+        missing = [p for p in names if r.get(p) is None]
+        if not missing:
+            continue
+        name = r.get("workload") or workload
+        kernel = r.get("kernel")
+        if not isinstance(name, str):
+            continue
+        known = _defaults(name, str(kernel) if kernel is not None else "")
+        if kernel is None and "kernel" in known:
+            known = _defaults(name, str(known["kernel"]))
+        for p in missing:
+            if p in known:
+                r[p] = known[p]
+    return rows
 
 
 def select(table: pa.Table, where: Mapping[str, Scalar | str]) -> pa.Table:
@@ -195,10 +255,13 @@ def select(table: pa.Table, where: Mapping[str, Scalar | str]) -> pa.Table:
             raise InvalidArgumentError(
                 f"no column {name!r} to select on (columns: {', '.join(table.column_names)})"
             )
+    try:
+        params = _columns(table)[0]
+    except InvalidArgumentError:  # no metadata, no registered workload: values as they are
+        params = []
+    rows = _fill_defaults(table.to_pylist(), [k for k in where if k in params], None)
     keep = [
-        i
-        for i, row in enumerate(table.select(list(where)).to_pylist())
-        if all(_text(row[k]) == _text(v) for k, v in where.items())
+        i for i, row in enumerate(rows) if all(_text(row[k]) == _text(v) for k, v in where.items())
     ]
     return table.take(keep)
 
@@ -238,6 +301,8 @@ def compare_tables(
     params = [p for p in dict.fromkeys([*bp, *np_]) if p != seed]
     brows = [r for r in base.to_pylist() if r.get("error") is None]
     nrows = [r for r in new.to_pylist() if r.get("error") is None]
+    _fill_defaults(brows, params, read_meta(base).get("workload"))
+    _fill_defaults(nrows, params, read_meta(new).get("workload"))
     errors = (base.num_rows - len(brows), new.num_rows - len(nrows))
     bvals = {p: tuple(dict.fromkeys(r.get(p) for r in brows)) for p in params}
     nvals = {p: tuple(dict.fromkeys(r.get(p) for r in nrows)) for p in params}

@@ -100,7 +100,30 @@ def _unit(column: str, values: Sequence[float]) -> tuple[float, str]:
             if top >= 10 * div:
                 return float(div), f"{name} ({unit})"
         return 1.0, f"{name} (KiB)"
-    return 1.0, column.replace("_", " ")
+    return 1.0, _axis(column)
+
+
+_UNITS = (
+    ("_per_s", None),
+    ("_mb_s", "MiB/s"),
+    ("_ms", "ms"),
+    ("_us", "µs"),
+    ("_s", "s"),
+    ("_kb", "KiB"),
+)
+"""Column-name suffixes and the unit they stand for (``None``: none, the name reads as one:
+``writes_per_s``); the first that matches wins."""
+
+
+def _axis(column: str) -> str:
+    """An axis label for ``column``: words, with a unit suffix as the unit in parentheses
+    (``time_s`` -> ``time (s)``, ``scan_mb_s`` -> ``scan (MiB/s)``)."""
+    for suffix, unit in _UNITS:
+        if column.endswith(suffix) and len(column) > len(suffix):
+            if unit is None:
+                break
+            return f"{column.removesuffix(suffix).replace('_', ' ')} ({unit})"
+    return column.replace("_", " ")
 
 
 def _numeric(value: object) -> bool:
@@ -152,12 +175,12 @@ def timeline_figure(
             label=label if first else "_nolegend_",
         )
         colours.setdefault(label, line.get_color())
-    ax.set_xlabel(x.replace("_", " "))
+    ax.set_xlabel(_axis(x))
     ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     workload = steps[0].get("workload", "")
-    ax.set_title(f"{workload}: {ylabel} over {x.replace('_', ' ')}")
+    ax.set_title(f"{workload}: {ylabel} over {_axis(x)}")
     if len(colours) > 1:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
@@ -210,11 +233,11 @@ def bars_figure(
         bars = ax.bar(pos, means, width, yerr=errs if any(errs) else None, label=f"{hue}={h}")
         ax.bar_label(bars, fmt="%.4g", fontsize="x-small", padding=2)
     ax.set_xticks(range(len(xs)), xs)
-    ax.set_xlabel(x.replace("_", " "))
+    ax.set_xlabel(_axis(x))
     ax.set_ylabel(ylabel)
     ax.margins(y=0.12)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"{ylabel} by {x.replace('_', ' ')} and {hue.replace('_', ' ')}")
+    ax.set_title(f"{ylabel} by {_axis(x)} and {_axis(hue)}")
     ax.legend(fontsize="small")
     return fig
 

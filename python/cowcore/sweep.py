@@ -361,7 +361,11 @@ class _Output:
         if self.paths is None or not self.paths["parquet"].exists():
             return
         pq = importlib.import_module("pyarrow.parquet")
-        for row in pq.read_table(self.paths["parquet"]).to_pylist():
+        table = pq.read_table(self.paths["parquet"])
+        # The rows of earlier sweeps keep their parameters' columns parameters, including
+        # those this spec does not set (a thp.64K axis dropped): not metrics.
+        self.params = list(dict.fromkeys([*self.params, *read_meta(table).get("params", [])]))
+        for row in table.to_pylist():
             # A null cell is a column this point does not have (a parameter of another
             # point's, the metrics of a failed point), except the error column.
             kept = {k: v for k, v in row.items() if v is not None}
@@ -428,6 +432,9 @@ class SweepResult:
         ran: the points run by this call.
         skipped: the points found done in the output and not run again.
         errors: the points (of the spec) whose row has an error.
+        stored: the rows the output holds after the run: the spec's, and those of points
+            of earlier specs that are no longer in this one (``table``'s only without an
+            output).
     """
 
     table: pa.Table
@@ -435,6 +442,7 @@ class SweepResult:
     ran: int
     skipped: int
     errors: int
+    stored: int = 0
 
 
 Engine = Callable[[Sequence[Point], Callable[[Point, tuple[Row, list[Row]]], None]], None]
@@ -611,7 +619,7 @@ def run_sweep(
     keys = [k for k in dict.fromkeys(order) if k in out.rows]
     table, timeline = out.tables(keys)
     errors = sum(1 for k in keys if out.rows[k].get("error") is not None)
-    return SweepResult(table, timeline, len(todo), skipped, errors)
+    return SweepResult(table, timeline, len(todo), skipped, errors, len(out.rows))
 
 
 def run(
@@ -785,8 +793,9 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     dest = output_paths(args.output or spec.output or "")["parquet"]
     print(
-        f"{result.table.num_rows} points in {dest}: {result.ran} run, "
-        f"{result.skipped} already there, {result.errors} with an error",
+        f"{result.table.num_rows} points of the spec in {dest}: {result.ran} run, "
+        f"{result.skipped} already there, {result.errors} with an error; the file holds "
+        f"{result.stored} points",
         file=sys.stderr,
     )
     return 1 if result.errors else 0

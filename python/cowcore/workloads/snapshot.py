@@ -11,7 +11,8 @@ reading, ``updateChildInfo``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cowcore.errors import InvalidArgumentError
@@ -91,8 +92,40 @@ def draw_keys(
     return (next_seq + np.arange(n, dtype=np.int64)) % nkeys
 
 
-def run(params: Mapping[str, Scalar]) -> WorkloadResult:
-    """Runs the snapshot workload (see the module docstring)."""
+@dataclass(frozen=True)
+class Step:
+    """One reading interval of the run, as :func:`steps` plans it (no machine needed).
+
+    Attributes:
+        step: its index (``0 .. samples - 1`` while the child scans, then the steps after).
+        alive: the child is scanning (its reading ends the step; it exits after the last).
+        scan: the heap pages ``[lo, hi)`` the child reads in this step (empty once it is
+            gone).
+        writes: how many writes the parent serves in the step.
+        pages: the heap page indices those writes touch, in order (a value that straddles
+            a page boundary touches two).
+        time_s: the time of the step's reading, from the fork.
+    """
+
+    step: int
+    alive: bool
+    scan: tuple[int, int]
+    writes: int
+    pages: npt.NDArray[np.int64]
+    time_s: float
+
+
+def steps(params: Mapping[str, Scalar]) -> Iterator[Step]:
+    """The run's steps, drawn from ``seed`` exactly as :func:`run` takes them: what the
+    child reads and which pages the parent writes in each. :func:`run` replays them on
+    the simulator; :mod:`cowcore.native_snapshot` hands them to a real program.
+
+    ``params`` is the complete (resolved) mapping; it is checked here, before the first
+    step is drawn.
+
+    Raises:
+        InvalidArgumentError: a bad parameter.
+    """
     import numpy as np  # noqa: PLC0415
 
     heap = c.size(params, "heap")
@@ -107,59 +140,75 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
     samples = int(c.positive(params, "samples"))
     seed = int(c.positive(params, "seed", zero=True))
 
+    def draw() -> Iterator[Step]:
+        rng = np.random.Generator(np.random.PCG64(seed))
+        npages = heap // c.PAGE
+        nkeys = heap // value_size
+        duration = heap / scan
+        total_writes = round(writes_per_s * duration)
+        # the same sampling interval after the child exits, at most `samples` more readings
+        steps_after = min(samples, max(1, round(samples * after_s / duration))) if after_s else 0
+        writes_after = round(writes_per_s * after_s)
+        next_seq = int(rng.integers(0, nkeys)) if pattern == "sequential" else 0
+        for step in range(samples + steps_after):
+            alive = step < samples
+            if alive:
+                lo, hi = npages * step // samples, npages * (step + 1) // samples
+                n = total_writes * (step + 1) // samples - total_writes * step // samples
+                at = duration * (step + 1) / samples
+            else:
+                k = step - samples
+                lo = hi = npages
+                n = writes_after * (k + 1) // steps_after - writes_after * k // steps_after
+                at = duration + after_s * (k + 1) / steps_after
+            keys = draw_keys(rng, pattern, n, nkeys, sigma, next_seq)
+            next_seq = (next_seq + n) % nkeys
+            yield Step(step, alive, (lo, hi), n, keys_to_pages(keys, value_size), at)
+
+    return draw()
+
+
+def run(params: Mapping[str, Scalar]) -> WorkloadResult:
+    """Runs the snapshot workload (see the module docstring)."""
+    import numpy as np  # noqa: PLC0415
+
+    plan = steps(params)
+    heap = c.size(params, "heap")
     m = c.machine(params, 2 * heap)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    npages = heap // c.PAGE
-    nkeys = heap // value_size
-    duration = heap / scan
     parent = m.init
     base = parent.mmap(heap)
     parent.write(base, heap)
     child = parent.fork()
     start = c.counters(m)
 
-    total_writes = round(writes_per_s * duration)
-    # the same sampling interval after the child exits, at most `samples` more readings
-    steps_after = min(samples, max(1, round(samples * after_s / duration))) if after_s else 0
-    writes_after = round(writes_per_s * after_s)
     timeline: list[dict[str, Scalar]] = []
-    next_seq = int(rng.integers(0, nkeys)) if pattern == "sequential" else 0
     peak = cow = mem_peak = writes = pages_written = pmd_reuses = 0
-    for step in range(samples + steps_after):
-        alive = step < samples
-        if alive:
-            lo, hi = npages * step // samples, npages * (step + 1) // samples
-            for _ in c.access_chunks(child, c.page_addrs(base, np.arange(lo, hi)), False):
+    samples = int(params["samples"])
+    for st in plan:
+        if st.alive:
+            scanned = c.page_addrs(base, np.arange(*st.scan))
+            for _ in c.access_chunks(child, scanned, False):
                 pass
-            n = total_writes * (step + 1) // samples - total_writes * step // samples
-            at = duration * (step + 1) / samples
-        else:
-            k = step - samples
-            n = writes_after * (k + 1) // steps_after - writes_after * k // steps_after
-            at = duration + after_s * (k + 1) / steps_after
-        keys = draw_keys(rng, pattern, n, nkeys, sigma, next_seq)
-        next_seq = (next_seq + n) % nkeys
-        pages = keys_to_pages(keys, value_size)
-        counts = c.outcome_counts(parent, c.page_addrs(base, pages), True)
+        counts = c.outcome_counts(parent, c.page_addrs(base, st.pages), True)
         pmd_reuses += counts[Outcome.PMD_REUSE]
-        writes += n
-        pages_written += len(pages)
-        if alive:
+        writes += st.writes
+        pages_written += len(st.pages)
+        if st.alive:
             # the child's reading, as sendChildInfoGeneric takes it while it runs
             cow = c.private_dirty_kb(child) * 1024
             peak = max(peak, cow)
-            if step == samples - 1:
+            if st.step == samples - 1:
                 child.exit()
         used = c.used_kb(m)
         mem_peak = max(mem_peak, used)
         now = c.delta(c.counters(m), start)
         timeline.append(
             {
-                "step": step,
-                "time_s": at,
-                "child_alive": alive,
+                "step": st.step,
+                "time_s": st.time_s,
+                "child_alive": st.alive,
                 "parent_writes": writes,
-                "current_cow_size_kb": (cow >> 10) if alive else 0,
+                "current_cow_size_kb": (cow >> 10) if st.alive else 0,
                 "current_cow_peak_kb": peak >> 10,
                 "copies": now["copies"],
                 "reuses": now["reuses"],
@@ -168,7 +217,7 @@ def run(params: Mapping[str, Scalar]) -> WorkloadResult:
         )
     end = c.delta(c.counters(m), start)
     metrics: dict[str, Scalar] = {
-        "duration_s": duration,
+        "duration_s": heap / (float(params["scan_mb_s"]) * (1 << 20)),
         "parent_writes": writes,
         "pages_written": pages_written,
         "current_cow_size_kb": cow >> 10,
