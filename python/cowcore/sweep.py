@@ -51,7 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cowcore.errors import CowError, MissingDependencyError, SweepSpecError
+from cowcore import workloads
+from cowcore.errors import CowError, InvalidArgumentError, MissingDependencyError, SweepSpecError
 from cowcore.workloads import Scalar, get
 
 if TYPE_CHECKING:
@@ -643,52 +644,24 @@ def run(
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
-    """``KEY=VALUE`` strings as a mapping of names to the values' text (typed later, by
-    :func:`typed_params`, against the workload's parameters).
-
-    Raises:
-        SweepSpecError: an item without ``=``.
-    """
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SweepSpecError(f"{item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
-
-
-_BOOLS = {"true": True, "false": False, "1": True, "0": False, "on": True, "off": False}
+    """:func:`cowcore.workloads.parse_assignments`, refusing a bad item as a
+    :class:`SweepSpecError`."""
+    try:
+        return workloads.parse_assignments(items)
+    except SweepSpecError:
+        raise
+    except InvalidArgumentError as exc:
+        raise SweepSpecError(str(exc)) from None
 
 
 def typed_params(workload: str, raw: Mapping[str, str]) -> dict[str, Scalar]:
-    """Command-line ``KEY=VALUE`` texts as parameters of ``workload``, each of the kind of
-    its default (so that ``kernel=6.12`` stays the string ``"6.12"`` and ``pages=64`` is
-    an integer); ``policy.<name>`` is a bool, ``thp.<size>`` a string.
-
-    Raises:
-        SweepSpecError: a value that is not of its parameter's kind.
-        InvalidArgumentError: no such workload.
-    """
-    defaults = get(workload).resolve({})
-    out: dict[str, Scalar] = {}
-    for key, text in raw.items():
-        default = defaults.get(key)
-        if default is None:
-            default = False if key.startswith("policy.") else ""
-        try:
-            if isinstance(default, bool):
-                out[key] = _BOOLS[text.lower()]
-            elif isinstance(default, int):
-                out[key] = int(text, 0)
-            elif isinstance(default, float):
-                out[key] = float(text)
-            else:
-                out[key] = text
-        except (KeyError, ValueError):
-            kind = type(default).__name__
-            raise SweepSpecError(f"{key}={text}: {key} takes a {kind}") from None
-    return out
+    """:func:`cowcore.workloads.typed_params`, refusing a bad value as a
+    :class:`SweepSpecError` (an unknown workload stays an :class:`InvalidArgumentError`)."""
+    get(workload)
+    try:
+        return workloads.typed_params(workload, raw)
+    except InvalidArgumentError as exc:
+        raise SweepSpecError(str(exc)) from None
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:

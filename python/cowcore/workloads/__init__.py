@@ -16,7 +16,9 @@ from cowcore.workloads.base import (
     WorkloadResult,
     get,
     machine_from_params,
+    parse_assignments,
     register,
+    typed_params,
 )
 
 __all__ = [
@@ -30,7 +32,9 @@ __all__ = [
     "get",
     "machine_from_params",
     "micro",
+    "parse_assignments",
     "prefork",
     "register",
     "snapshot",
+    "typed_params",
 ]

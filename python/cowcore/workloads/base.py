@@ -10,7 +10,7 @@ configuration is spelled with the flat names of :data:`MACHINE_PARAMS` (``kernel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cowcore.errors import InvalidArgumentError
@@ -126,6 +126,59 @@ def machine_from_params(params: Mapping[str, Scalar]) -> Machine:
                 raise InvalidArgumentError(f"{key} must be true or false, not {value!r}")
             setattr(m.policy, key[7:], value)
     return m
+
+
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True}
+_BOOLS |= {"false": False, "no": False, "off": False, "0": False}
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` strings (the command lines' ``-p``/``--set``/``--where``) as a mapping
+    of names to the values' text, typed later by :func:`typed_params`.
+
+    Raises:
+        InvalidArgumentError: an item without ``=`` or without a key.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgumentError(f"{item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def typed_params(workload: str, raw: Mapping[str, str]) -> dict[str, Scalar]:
+    """Text values as parameters of ``workload``, each of the kind of its default (so that
+    ``kernel=6.12`` stays the string ``"6.12"`` and ``pages=64`` is an integer, ``0x40``
+    too); ``policy.<name>`` is a bool (``true``/``false``, ``yes``/``no``, ``on``/``off``,
+    ``1``/``0``), ``thp.<size>`` and any other parameter without a default a string.
+
+    Raises:
+        InvalidArgumentError: a value that is not of its parameter's kind, or no such
+            workload.
+    """
+    defaults = get(workload).resolve({})
+    out: dict[str, Scalar] = {}
+    for key, text in raw.items():
+        default = defaults.get(key)
+        if default is None:
+            default = False if key.startswith("policy.") else ""
+        try:
+            if isinstance(default, bool):
+                out[key] = _BOOLS[text.lower()]
+            elif isinstance(default, int):
+                out[key] = int(text, 0)
+            elif isinstance(default, float):
+                out[key] = float(text)
+            else:
+                out[key] = text
+        except (KeyError, ValueError):
+            kind = type(default).__name__
+            raise InvalidArgumentError(
+                f"parameter {key!r} takes {kind} values, not {text!r}"
+            ) from None
+    return out
 
 
 REGISTRY: dict[str, Workload] = {}

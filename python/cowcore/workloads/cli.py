@@ -6,49 +6,13 @@ import argparse
 import json
 import sys
 
-from cowcore.errors import CowError, InvalidArgumentError
-from cowcore.workloads import REGISTRY, Scalar, get
-
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-
-
-def parse_value(name: str, default: Scalar | None, text: str) -> Scalar:
-    """``text`` as the type of the parameter's default (``policy.<name>`` is a bool, any
-    other parameter without a default a string).
-
-    Raises:
-        InvalidArgumentError: not a value of that type.
-    """
-    kind: type = type(default) if default is not None else str
-    if default is None and name.startswith("policy."):
-        kind = bool
-    try:
-        if kind is bool:
-            if text.lower() in _TRUE + _FALSE:
-                return text.lower() in _TRUE
-            raise ValueError(text)
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"parameter {name!r} takes {kind.__name__} values, not {text!r}"
-        ) from None
-    return text
+from cowcore.errors import CowError
+from cowcore.workloads import REGISTRY, Scalar, get, parse_assignments, typed_params
 
 
 def _params(name: str, given: list[str]) -> dict[str, Scalar]:
-    workload = get(name)
-    defaults = workload.resolve({})
-    params: dict[str, Scalar] = {}
-    for item in given:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InvalidArgumentError(f"--param takes KEY=VALUE, not {item!r}")
-        params[key] = parse_value(key, defaults.get(key), value)
-    return params
+    """``--param KEY=VALUE`` items as the workload's typed parameters."""
+    return typed_params(name, parse_assignments(given))
 
 
 def _main(args: argparse.Namespace) -> int:
