@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -228,6 +229,25 @@ def test_dask_local_cluster_gives_the_pool_table(tmp_path: Path) -> None:
     assert (on_dask.ran, on_dask.errors) == (4, 0)
     assert rows(on_dask.table) == rows(run(spec(), workers=0))
     assert on_dask.timeline.num_rows == 20
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None,
+    reason="dask.distributed is not installed (pip install 'cowcore[dask]')",
+)
+def test_dask_local_cluster_does_not_need_port_8787() -> None:
+    """Another cluster on the machine holds the default dashboard port: the local cluster
+    still starts (it asks for no fixed port), without a warning."""
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", 8787))
+        holder.listen()
+    except OSError:
+        pass  # someone holds it already: the same situation
+    try:
+        assert run_sweep(spec(), dask_local=1).errors == 0
+    finally:
+        holder.close()
 
 
 def test_dask_options_are_exclusive() -> None:

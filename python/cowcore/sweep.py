@@ -524,6 +524,9 @@ def _dask_engine(scheduler: str | None, local_workers: int | None) -> Engine:
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
+                # No dashboard; the scheduler's own HTTP endpoints on a free port, not on
+                # 8787, which another cluster on the machine may hold.
+                scheduler_kwargs={"dashboard_address": ":0"},
             )
             client = distributed.Client(cluster)
         try:
