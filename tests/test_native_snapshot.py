@@ -15,7 +15,7 @@ import pytest
 
 from cowcore.errors import InvalidArgumentError
 from cowcore.kernel.build import BuildError, build_c, package_source
-from cowcore.native_smaps import HostNotComparableError, _check_host
+from cowcore.native_smaps import HostNotComparableError, check_host
 from cowcore.native_snapshot import (
     CFLAGS,
     Reading,
@@ -164,7 +164,7 @@ def test_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-p", "thp.64K=always"]) == 2
     assert "sets thp.64K itself" in capsys.readouterr().err
     try:
-        _check_host()
+        check_host()
     except HostNotComparableError as err:
         pytest.skip(str(err))
     args = ["-p", "heap=4M", "-p", "samples=3", "-p", "writes_per_s=20000.0"]

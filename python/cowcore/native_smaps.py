@@ -36,6 +36,7 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -257,7 +258,12 @@ def host_activity() -> list[str]:
     return notes
 
 
-def _check_host() -> None:
+def check_host() -> None:
+    """That this host can be compared at all: Linux, with readable ``/proc/self/smaps``.
+
+    Raises:
+        HostNotComparableError: saying which of the two is missing.
+    """
     if sys.platform != "linux":
         raise HostNotComparableError(f"not Linux ({sys.platform}): there is no /proc/<pid>/smaps")
     for name in ("smaps", "smaps_rollup"):
@@ -267,8 +273,10 @@ def _check_host() -> None:
             raise HostNotComparableError(f"/proc/self/{name} is unreadable: {err}") from None
 
 
-def _vmstat() -> dict[str, int]:
-    counters = dict.fromkeys(VMSTAT_EVIDENCE, 0)
+def read_vmstat(names: Iterable[str] = VMSTAT_EVIDENCE) -> dict[str, int]:
+    """The ``/proc/vmstat`` counters ``names`` (0 for one the kernel lacks, or everywhere if
+    the file is unreadable): the evidence a run's mismatch is checked against."""
+    counters = dict.fromkeys(names, 0)
     try:
         text = Path("/proc/vmstat").read_text()
     except OSError:
@@ -288,15 +296,15 @@ def run_native(pattern: Pattern) -> tuple[list[Snapshot], dict[str, int]]:
         HostNotComparableError: not Linux, smaps unreadable, no gcc or the build failed.
         RuntimeError: the program failed or printed something else than expected.
     """
-    _check_host()
+    check_host()
     try:
         exe = build_c(package_source("cowcore", "smapsnative.c"), "smapsnative", CFLAGS)
     except BuildError as err:
         raise HostNotComparableError(str(err)) from None
     args = [str(exe), *pattern.args()]
-    before = _vmstat()
+    before = read_vmstat()
     proc = subprocess.run(args, check=False, capture_output=True, text=True)
-    after = _vmstat()
+    after = read_vmstat()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     snaps: list[Snapshot] = []
@@ -364,7 +372,7 @@ def compare(pattern: Pattern, backend: str = "rust") -> Comparison:
     Raises:
         HostNotComparableError: see :func:`run_native` and :func:`host_thp`.
     """
-    _check_host()
+    check_host()
     thp = host_thp()
     profile = host_profile()
     activity = host_activity()

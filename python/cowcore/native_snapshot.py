@@ -40,10 +40,15 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cowcore.kernel.build import BuildError, build_c, package_source
-from cowcore.native_smaps import HostNotComparableError, _check_host, host_activity, host_profile
+from cowcore.native_smaps import (
+    HostNotComparableError,
+    check_host,
+    host_activity,
+    host_profile,
+    read_vmstat,
+)
 from cowcore.protocol import KernelProfile
 from cowcore.workloads import get
 from cowcore.workloads.base import Scalar
@@ -146,19 +151,6 @@ def plan_text(plan: list[Step], npages: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _vmstat() -> dict[str, int]:
-    counters = dict.fromkeys(VMSTAT_EVIDENCE, 0)
-    try:
-        text = Path("/proc/vmstat").read_text()
-    except OSError:
-        return counters
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in counters:
-            counters[name] = int(value)
-    return counters
-
-
 def run_native(params: Mapping[str, Scalar]) -> tuple[list[Reading], dict[str, int]]:
     """Build and run ``snapshotnative`` on the steps of the resolved snapshot ``params``
     while the child is alive: the child's readings, in order, and the growth of
@@ -169,7 +161,7 @@ def run_native(params: Mapping[str, Scalar]) -> tuple[list[Reading], dict[str, i
             build failed.
         RuntimeError: the program failed or printed something else than expected.
     """
-    _check_host()
+    check_host()
     if os.sysconf("SC_PAGE_SIZE") != PAGE:
         raise HostNotComparableError(
             f"the host's base page is {os.sysconf('SC_PAGE_SIZE')} bytes; the simulator's is {PAGE}"
@@ -180,11 +172,11 @@ def run_native(params: Mapping[str, Scalar]) -> tuple[list[Reading], dict[str, i
         raise HostNotComparableError(str(err)) from None
     plan = [st for st in steps(params) if st.alive]
     npages = _heap_pages(params)
-    before = _vmstat()
+    before = read_vmstat(VMSTAT_EVIDENCE)
     proc = subprocess.run(
         [str(exe)], input=plan_text(plan, npages), check=False, capture_output=True, text=True
     )
-    after = _vmstat()
+    after = read_vmstat(VMSTAT_EVIDENCE)
     if proc.returncode != 0:
         raise RuntimeError(f"{exe} failed ({proc.returncode}): {proc.stderr}")
     readings: list[Reading] = []
@@ -222,7 +214,7 @@ def compare(params: Mapping[str, Scalar], backend: str = "rust") -> SnapshotComp
         HostNotComparableError: see :func:`run_native`.
         InvalidArgumentError: see :func:`_resolve`.
     """
-    _check_host()
+    check_host()
     full = _resolve({**params, "backend": backend}, host_profile())
     activity = host_activity()
     host, grew = run_native(full)
