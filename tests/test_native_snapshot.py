@@ -15,9 +15,8 @@ import pytest
 
 from cowcore.errors import InvalidArgumentError
 from cowcore.kernel.build import BuildError, build_c, package_source
-from cowcore.native_smaps import HostNotComparableError, check_host
+from cowcore.native_smaps import CFLAGS, HostNotComparableError, check_host
 from cowcore.native_snapshot import (
-    CFLAGS,
     Reading,
     SnapshotComparison,
     _resolve,

@@ -36,10 +36,10 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import cowcore
 from cowcore.kernel.build import BuildError, build_c, package_source
@@ -288,6 +288,35 @@ def read_vmstat(names: Iterable[str] = VMSTAT_EVIDENCE) -> dict[str, int]:
     return counters
 
 
+def run_program(
+    name: str,
+    args: Sequence[str] = (),
+    stdin: str | None = None,
+    evidence: Iterable[str] = VMSTAT_EVIDENCE,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Build the package's ``NAME.c`` with the host's gcc (into the user cache), run it with
+    ``args`` and ``stdin``: the JSON object of each line it prints, and the growth of the
+    ``/proc/vmstat`` counters ``evidence`` over the run.
+
+    Raises:
+        HostNotComparableError: no gcc, or the build failed.
+        RuntimeError: the program exited with an error.
+    """
+    try:
+        exe = build_c(package_source("cowcore", f"{name}.c"), name, CFLAGS)
+    except BuildError as err:
+        raise HostNotComparableError(str(err)) from None
+    names = tuple(evidence)
+    before = read_vmstat(names)
+    cmd = [str(exe), *args]
+    proc = subprocess.run(cmd, input=stdin, check=False, capture_output=True, text=True)
+    after = read_vmstat(names)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr}")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    return lines, {k: after[k] - before[k] for k in names}
+
+
 def run_native(pattern: Pattern) -> tuple[list[Snapshot], dict[str, int]]:
     """Build and run ``smapsnative`` with ``pattern``: its snapshots, in order, and the
     growth of the :data:`VMSTAT_EVIDENCE` counters over the run.
@@ -297,23 +326,13 @@ def run_native(pattern: Pattern) -> tuple[list[Snapshot], dict[str, int]]:
         RuntimeError: the program failed or printed something else than expected.
     """
     check_host()
-    try:
-        exe = build_c(package_source("cowcore", "smapsnative.c"), "smapsnative", CFLAGS)
-    except BuildError as err:
-        raise HostNotComparableError(str(err)) from None
-    args = [str(exe), *pattern.args()]
-    before = read_vmstat()
-    proc = subprocess.run(args, check=False, capture_output=True, text=True)
-    after = read_vmstat()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    lines, grown = run_program("smapsnative", pattern.args())
     snaps: list[Snapshot] = []
-    for line in proc.stdout.splitlines():
-        obj = json.loads(line)
+    for obj in lines:
         if obj["end"] == 0:
             raise RuntimeError(f"smaps has no VMA at {obj['start']:#x} in step {obj['step']}")
         snaps.append(Snapshot(obj["step"], obj["who"], obj["vma"], obj["rollup"]))
-    return snaps, {name: after[name] - before[name] for name in VMSTAT_EVIDENCE}
+    return snaps, grown
 
 
 def _snapshot(

@@ -33,21 +33,18 @@ the growth of ``pswpout`` as evidence) rather than letting it pass.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cowcore.kernel.build import BuildError, build_c, package_source
 from cowcore.native_smaps import (
     HostNotComparableError,
     check_host,
     host_activity,
     host_profile,
-    read_vmstat,
+    run_program,
 )
 from cowcore.protocol import KernelProfile
 from cowcore.workloads import get
@@ -64,7 +61,6 @@ __all__ = [
     "simulate",
 ]
 
-CFLAGS = ["-O2", "-Wall", "-Wextra"]
 PAGE = 4096
 VMSTAT_EVIDENCE = ("pswpout",)
 """The ``/proc/vmstat`` counters :func:`explain` wants as evidence of a page-out."""
@@ -166,28 +162,18 @@ def run_native(params: Mapping[str, Scalar]) -> tuple[list[Reading], dict[str, i
         raise HostNotComparableError(
             f"the host's base page is {os.sysconf('SC_PAGE_SIZE')} bytes; the simulator's is {PAGE}"
         )
-    try:
-        exe = build_c(package_source("cowcore", "snapshotnative.c"), "snapshotnative", CFLAGS)
-    except BuildError as err:
-        raise HostNotComparableError(str(err)) from None
     plan = [st for st in steps(params) if st.alive]
-    npages = _heap_pages(params)
-    before = read_vmstat(VMSTAT_EVIDENCE)
-    proc = subprocess.run(
-        [str(exe)], input=plan_text(plan, npages), check=False, capture_output=True, text=True
+    lines, grown = run_program(
+        "snapshotnative", stdin=plan_text(plan, _heap_pages(params)), evidence=VMSTAT_EVIDENCE
     )
-    after = read_vmstat(VMSTAT_EVIDENCE)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{exe} failed ({proc.returncode}): {proc.stderr}")
     readings: list[Reading] = []
-    for line in proc.stdout.splitlines():
-        obj = json.loads(line)
+    for obj in lines:
         if obj["end"] == 0:
             raise RuntimeError(f"the child's smaps has no heap VMA in step {obj['step']}")
         readings.append(Reading(obj["step"], obj["vma"]))
     if [r.step for r in readings] != [st.step for st in plan]:
         raise RuntimeError(f"the program printed steps {[r.step for r in readings]}")
-    return readings, {k: after[k] - before[k] for k in VMSTAT_EVIDENCE}
+    return readings, grown
 
 
 def _heap_pages(params: Mapping[str, Scalar]) -> int:
