@@ -651,8 +651,6 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     :class:`SweepSpecError`."""
     try:
         return workloads.parse_assignments(items)
-    except SweepSpecError:
-        raise
     except InvalidArgumentError as exc:
         raise SweepSpecError(str(exc)) from None
 
