@@ -15,6 +15,7 @@ import pytest
 
 from cowcore import Access, AccessFlags, Machine, Outcome, Reason
 from cowcore.errors import InvalidArgumentError
+from cowcore.explain import explain
 from cowcore.scenario import Scenario, ScenarioSyntaxError, run_scenario
 from tests.conftest import MachineFactory, MiB
 
@@ -185,3 +186,12 @@ def test_scenario_policy_statement(backend: str) -> None:
         Scenario.parse("policy bogus on\n")
     with pytest.raises(ScenarioSyntaxError, match="line 1: bad policy setting"):
         Scenario.parse("policy mm_id_exact yes\n")
+
+
+def test_explain_says_what_the_policy_did(make_machine: MachineFactory) -> None:
+    """``explain`` names the memo, the exact tracker and fault-around in its line."""
+    recs = writes_after_child_exit(make_machine(), "cow_reuse_fault_around")
+    assert "fault-around" in explain(recs[0], write=True)
+    recs = writes_after_child_exit(make_machine(), "cow_reuse_remember_exclusive")
+    assert "cow_reuse_remember_exclusive" in explain(recs[1], write=True)
+    assert "fault-around" not in explain(recs[1], write=True)
