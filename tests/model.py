@@ -85,8 +85,10 @@ class LockstepModel(RuleBasedStateMachine):
     """Small machines set it: then an ``OutOfMemoryError`` is an accepted outcome (the same
     on every backend); otherwise it fails the run."""
 
-    @initialize(kernel=gen.kernels, levels=gen.levels, sizes=gen.large_sizes)
-    def start(self, kernel: str, levels: int, sizes: list[str]) -> None:
+    @initialize(
+        kernel=gen.kernels, levels=gen.levels, sizes=gen.large_sizes, policies=gen.new_policies
+    )
+    def start(self, kernel: str, levels: int, sizes: list[str], policies: list[str]) -> None:
         self.ms = [
             cowcore.Machine(kernel, backend=b, memory=self.memory, levels=levels)
             for b in self.backends
@@ -95,6 +97,11 @@ class LockstepModel(RuleBasedStateMachine):
             for size in sizes:
                 if size in m.thp.sizes:  # 6.1 has the PMD size only: 2M or nothing
                     m.thp.sizes[size] = "always"
+            # issue 15's policies (off under every profile) from the start, so that the
+            # isolation model sees whole runs decided by them, not only the steps after a
+            # `toggles` rule
+            for name in policies:
+                setattr(m.policy, name, True)
         self.free0 = self.ms[0].free_frames()
         self.procs: list[ProcModel] = [ProcModel([m.init for m in self.ms])]
         self.value = 0
@@ -389,10 +396,14 @@ class LockstepModel(RuleBasedStateMachine):
     @precondition(lambda self: self.live() and len(self.procs) < 12)
     @rule(data=st.data())
     def fork(self, data: st.DataObject) -> None:
-        p = data.draw(st.sampled_from(self.live()))
+        self.fork_model(data.draw(st.sampled_from(self.live())))
+
+    def fork_model(self, p: ProcModel) -> bool:
+        """Fork ``p`` and give the child the isolation model's copy of ``p``'s pages;
+        whether the fork happened."""
         children = self.do_fork(p)
         if children is None:
-            return
+            return False
         child = ProcModel(children, maps=list(p.maps))
         for addr, pm in p.pages.items():
             if not pm.dontfork:
@@ -400,12 +411,16 @@ class LockstepModel(RuleBasedStateMachine):
                     0 if pm.wipeonfork else pm.value, pm.prot, False, pm.wipeonfork
                 )
         self.procs.append(child)
+        return True
 
     @precondition(lambda self: self.mapped() and len(self.procs) < 12)
-    @rule(data=st.data(), unmap=st.booleans())
-    def fork_exit_rewrite(self, data: st.DataObject, unmap: bool) -> None:
+    @rule(data=st.data(), unmap=st.booleans(), refork=st.booleans())
+    def fork_exit_rewrite(self, data: st.DataObject, unmap: bool, refork: bool) -> None:
         """The seed commit's pattern, which random single steps rarely assemble: fork, the
-        child goes away (exit, or unmaps the range), the parent writes the range again."""
+        child goes away (exit, or unmaps the range), the parent writes the range again. With
+        ``refork``, the parent then forks once more and writes the range again: where the
+        rewrite reused the folio, its ``cow_reuse_remember_exclusive`` memo (issue 15) must
+        have been forgotten by the fork, or the new child would see the parent's writes."""
         p = data.draw(st.sampled_from(self.mapped()))
         addr, count = self.pick_range(data, p)
         children = self.do_fork(p)
@@ -416,6 +431,8 @@ class LockstepModel(RuleBasedStateMachine):
             self.expect_ok(self.each(lambda i: children[i].munmap(addr, count * PAGE)), "munmap")
         self.expect_ok(self.each(lambda i: children[i].exit()), "exit")
         self.write_range(p, addr, count)
+        if refork and len(self.procs) < 12 and self.fork_model(p):
+            self.write_range(p, addr, count)
 
     @precondition(lambda self: len(self.live()) > 1)
     @rule(data=st.data())
@@ -436,11 +453,22 @@ class LockstepModel(RuleBasedStateMachine):
             m.thp.enabled = mode  # type: ignore[assignment]
             m.thp.use_zero_page = zero
 
-    @rule(reuse=st.booleans(), huge_zero=st.booleans())
-    def toggles(self, reuse: bool, huge_zero: bool) -> None:
+    @rule(
+        reuse=st.booleans(),
+        huge_zero=st.booleans(),
+        memo=st.booleans(),
+        around=st.booleans(),
+        exact=st.booleans(),
+    )
+    def toggles(self, reuse: bool, huge_zero: bool, memo: bool, around: bool, exact: bool) -> None:
+        """Every policy, issue 15's three (off under every profile) among them: the isolation
+        model must hold whatever they decide."""
         for m in self.ms:
             m.policy.cow_reuse_pte_mapped_thp = reuse
             m.policy.huge_zero_wp_alloc = huge_zero
+            m.policy.cow_reuse_remember_exclusive = memo
+            m.policy.cow_reuse_fault_around = around
+            m.policy.mm_id_exact = exact
 
     # -- checks --------------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ SCENARIO_TOKENS: dict[str, Tokens] = {
     "always|madvise|inherit|never": (WEIGHTED_SIZE_MODES, ["sometimes"]),
     "r|rw|none": (list(PROTS), ["x"]),
     "on|off": (["on", "off"], ["yes"]),
+    "POLICY": (POLICIES, ["bogus"]),
 }
 """Token tables by argument of the verb table's syntax; ``ARG@verb`` where one verb's argument
 draws from a table of its own."""
@@ -383,6 +384,9 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
 # -- the lockstep model and the isolation programs --------------------------------------------
 
 kernels = st.sampled_from(KERNELS)
+NEW_POLICIES = ["cow_reuse_remember_exclusive", "cow_reuse_fault_around", "mm_id_exact"]
+"""Issue 15's policies, off under every profile: the lockstep model draws which start on."""
+new_policies = st.lists(st.sampled_from(NEW_POLICIES), unique=True)
 levels = st.sampled_from(LEVELS)
 large_sizes = st.lists(st.sampled_from(SIZES), max_size=3, unique=True)
 """THP sizes to turn on at the start (most runs use large folios)."""

@@ -150,7 +150,7 @@ def test_cow_rules_are_612s(make_machine: MachineFactory, kernel: str) -> None:
     process has exited (``munmap-partial-pmd``), and a write to the huge zero PMD splits it
     and copies 4K (``huge-zero-write``): the 6.12 rules, the toggles' defaults off."""
     m = make_machine(kernel, memory="16M")
-    assert m.policy.as_dict() == {"cow_reuse_pte_mapped_thp": False, "huge_zero_wp_alloc": False}
+    assert not any(m.policy.as_dict().values())  # every toggle off, issue 15's too
     m.thp.enabled = "always"
     p = m.init
     a = p.mmap(PMD)

@@ -184,6 +184,10 @@ def test_rust_capabilities_equal_the_reference_capabilities() -> None:
         assert defaults == {
             "cow_reuse_pte_mapped_thp": cfg.reuses_pte_mapped_large_folios,
             "huge_zero_wp_alloc": cfg.allocates_on_huge_zero_write,
+            # issue 15's policies override no capability: no kernel has them
+            "cow_reuse_remember_exclusive": False,
+            "cow_reuse_fault_around": False,
+            "mm_id_exact": False,
         }
 
 

@@ -26,7 +26,7 @@ LINE = PREFIX.count("\n") + 1
 
 # A valid token and some invalid ones for each kind of argument the table's syntax names.
 GOOD = {"PROFILE": "6.15", "SIZE": "64K", "NAME": "A", "OFF": "4K", "LEN": "8K"}
-GOOD |= {"ADVICE": "dontneed", "[VALUE]": "7", "C": "C"}
+GOOD |= {"ADVICE": "dontneed", "[VALUE]": "7", "C": "C", "POLICY": "mm_id_exact"}
 BAD = {
     "PROFILE": ["6.13", "615"],
     "SIZE": ["8K", "4M", "x", "64k"],
@@ -36,6 +36,7 @@ BAD = {
     "ADVICE": ["free", "DONTNEED"],
     "[VALUE]": ["07", "-1", "18446744073709551616", "1e3", "+1"],
     "C": ["1C", "C.D"],
+    "POLICY": ["bogus", "MM_ID_EXACT", "cow_reuse"],
 }
 
 
@@ -64,6 +65,8 @@ def _corpus() -> list[str]:
         "P kernel 6.15",
         "P stats",
         "P thp enabled always",
+        "P policy mm_id_exact on",
+        "policy",
         "kernel",
         "stats now",
         "P write A 0 4K 1 2",

@@ -61,6 +61,10 @@ REASON_PHRASES: dict[Reason, str] = {
     Reason.PMD_SHARED: "THP shared: PMD split (__split_huge_pmd)",
     Reason.SEGV_UNMAPPED: "no VMA covers the address (SEGV_MAPERR)",
     Reason.SEGV_PROTECTION: "the VMA forbids the access (SEGV_ACCERR, access_error)",
+    Reason.LARGE_MEMO_EXCLUSIVE: "large folio remembered exclusive to this mm by an earlier "
+    "fault (policy cow_reuse_remember_exclusive: no mapcount/refcount checks)",
+    Reason.LARGE_EXACT_EXCLUSIVE: "large folio maybe mapped shared by the two MM-id slots "
+    "but mapped only by this mm (policy mm_id_exact)",
 }
 """Why, one phrase per :class:`Reason`, naming the kernel condition that decided."""
 
@@ -71,6 +75,8 @@ _LARGE = frozenset(
         Reason.LARGE_MAYBE_SHARED,
         Reason.LARGE_EXTRA_REFS,
         Reason.LARGE_EXCLUSIVE,
+        Reason.LARGE_MEMO_EXCLUSIVE,
+        Reason.LARGE_EXACT_EXCLUSIVE,
     }
 )
 
@@ -119,7 +125,11 @@ def reason_text(reason: Reason, folio: FolioSnapshot | None = None) -> str:
     if reason in _LARGE:
         head, _, tail = phrase.partition("large folio")
         detail: list[str] = []
-        if reason in (Reason.LARGE_MAYBE_SHARED, Reason.LARGE_EXCLUSIVE):
+        if reason in (
+            Reason.LARGE_MAYBE_SHARED,
+            Reason.LARGE_EXCLUSIVE,
+            Reason.LARGE_EXACT_EXCLUSIVE,
+        ):
             ids = _mm_ids(folio)
             if ids:
                 detail.append(ids)
@@ -189,6 +199,8 @@ def explain(
         text += f" {ev}"
     if AccessFlags.FELL_BACK in access.flags and not access.orders_failed:
         text += " (fell back)"
+    if AccessFlags.FAULT_AROUND in access.flags:
+        text += " (fault-around: the folio's other PTEs made writable)"
     if access.phys is not None:
         text += f" -> {frame if frame is not None else frame_text(access)}"
     return text

@@ -64,6 +64,10 @@ class Reason(IntEnum):
     PMD_SHARED = 16
     SEGV_UNMAPPED = 17
     SEGV_PROTECTION = 18
+    LARGE_MEMO_EXCLUSIVE = 19
+    """``cow_reuse_remember_exclusive`` (a policy): reused on the folio's exclusive memo."""
+    LARGE_EXACT_EXCLUSIVE = 20
+    """``mm_id_exact`` (a policy): maybe shared by the two MM-id slots, exclusive in fact."""
 
 
 class MapLevel(IntEnum):
@@ -82,6 +86,8 @@ class AccessFlags(IntFlag):
     COPIED = 1 << 2
     SPLIT = 1 << 3
     FELL_BACK = 1 << 4
+    FAULT_AROUND = 1 << 5
+    """``cow_reuse_fault_around`` (a policy): the reuse made other PTEs of the folio writable."""
 
 
 NO_PHYS = (1 << 64) - 1

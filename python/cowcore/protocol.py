@@ -183,6 +183,27 @@ POLICIES: tuple[PolicySpec, ...] = (
         "(do_huge_zero_wp_pmd, 6.14+) instead of splitting it and copying one 4 KiB page",
         {"6.1": False, "6.12": False, "6.15": True},
     ),
+    PolicySpec(
+        "cow_reuse_remember_exclusive",
+        "when __wp_can_reuse_large_anon_folio finds a large folio exclusive to this mm, "
+        "remember it on the folio; later write faults on its pages reuse without the "
+        "mapcount/refcount checks until its mapcount changes (not in any kernel)",
+        {"6.1": False, "6.12": False, "6.15": False},
+    ),
+    PolicySpec(
+        "cow_reuse_fault_around",
+        "when a write fault reuses a PTE-mapped large folio, also make writable (and "
+        "anon-exclusive) this mm's other PTEs of the folio in the same VMA and page table "
+        "(wp_page_reuse; not in any kernel)",
+        {"6.1": False, "6.12": False, "6.15": False},
+    ),
+    PolicySpec(
+        "mm_id_exact",
+        "an idealised MM-id tracker that knows every mm mapping a large folio: "
+        "__wp_can_reuse_large_anon_folio's 'maybe mapped shared' answer is exact instead of "
+        "the two-slot approximation (not in any kernel)",
+        {"6.1": False, "6.12": False, "6.15": False},
+    ),
 )
 """The policy toggles, declared once for Python: the reference backend's table and the one
 the docs print. The Rust core declares its own (``POLICIES`` in ``rust/cowcore-core/src/

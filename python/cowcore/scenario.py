@@ -38,6 +38,7 @@ from cowcore.protocol import (
     ADVICES,
     KERNEL_PROFILES,
     NO_MTHP_SIZES,
+    POLICIES,
     PROTS,
     SMAPS_KB_FIELDS,
     THP_MODES,
@@ -125,6 +126,16 @@ class ThpZeroPage:
     """``thp zero_page on|off``: ``transparent_hugepage/use_zero_page``."""
 
     line: int
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetPolicy:
+    """``policy NAME on|off``: one simulator policy toggle (``Machine.policy.NAME``) from this
+    line on; the kernel runner ignores it, as it ignores ``kernel``."""
+
+    line: int
+    name: str
     on: bool
 
 
@@ -217,6 +228,7 @@ Statement: TypeAlias = (
     | ThpEnabled
     | ThpSize
     | ThpZeroPage
+    | SetPolicy
     | Mmap
     | Munmap
     | Read
@@ -360,6 +372,19 @@ def _parse_thp_zero_page(lineno: int, _proc: str, args: Sequence[str]) -> ThpZer
     if args[0] not in ("on", "off"):
         raise ScenarioSyntaxError(lineno, f"bad zero_page setting {args[0]!r}")
     return ThpZeroPage(lineno, args[0] == "on")
+
+
+_POLICY_NAMES = frozenset(spec.name for spec in POLICIES)
+
+
+def _parse_policy(lineno: int, _proc: str, args: Sequence[str]) -> SetPolicy:
+    if args[0] not in _POLICY_NAMES:
+        raise ScenarioSyntaxError(
+            lineno, f"unknown policy {args[0]!r}: one of {', '.join(sorted(_POLICY_NAMES))}"
+        )
+    if args[1] not in ("on", "off"):
+        raise ScenarioSyntaxError(lineno, f"bad policy setting {args[1]!r}: on or off")
+    return SetPolicy(lineno, args[0], args[1] == "on")
 
 
 def _parse_mmap(lineno: int, proc: str, args: Sequence[str]) -> Mmap:
@@ -534,6 +559,9 @@ class _Runner:
 
     def run_thp_zero_page(self, st: ThpZeroPage) -> None:
         self.m.thp.use_zero_page = st.on
+
+    def run_policy(self, st: SetPolicy) -> None:
+        setattr(self.m.policy, st.name, st.on)
 
     def run_mmap(self, st: Mmap) -> None:
         p = self.proc(st.proc)
@@ -717,6 +745,7 @@ VERBS: tuple[Verb[Any], ...] = (
         "thp size SIZE always|madvise|inherit|never", ThpSize, _parse_thp_size, _Runner.run_thp_size
     ),
     Verb("thp zero_page on|off", ThpZeroPage, _parse_thp_zero_page, _Runner.run_thp_zero_page),
+    Verb("policy POLICY on|off", SetPolicy, _parse_policy, _Runner.run_policy),
     Verb("stats", Stats, _parse_stats, _Runner.run_stats),
     Verb("P mmap NAME LEN", Mmap, _parse_mmap, _Runner.run_mmap),
     Verb("P munmap NAME OFF LEN", Munmap, _parse_munmap, _Runner.run_munmap),

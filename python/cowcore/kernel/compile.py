@@ -50,7 +50,18 @@ _ENABLED = {"always", "madvise", "never"}
 _SIZE_ENABLED = {"always", "madvise", "inherit", "never"}
 _PROTS = {"r", "rw", "none"}
 _ADVICE = {"hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork"}
-_GLOBAL = {"kernel", "thp", "stats"}
+_GLOBAL = {"kernel", "thp", "stats", "policy"}
+# The simulator's policy toggles that a `policy` statement may name (its own copy: see
+# CONTRIBUTING.md "Independence").
+POLICIES = frozenset(
+    {
+        "cow_reuse_pte_mapped_thp",
+        "huge_zero_wp_alloc",
+        "cow_reuse_remember_exclusive",
+        "cow_reuse_fault_around",
+        "mm_id_exact",
+    }
+)
 
 
 class ScenarioSyntaxError(Exception):
@@ -180,6 +191,12 @@ class _Compiler:
             if len(args) != 1 or args[0] not in PROFILES:
                 raise self.error("kernel wants one of " + " ".join(sorted(PROFILES)))
             return  # the kernel runner ignores the profile
+        if head == "policy":
+            if len(args) != 2 or args[0] not in POLICIES or args[1] not in ("on", "off"):
+                raise self.error(
+                    "policy wants NAME on|off, NAME one of " + " ".join(sorted(POLICIES))
+                )
+            return  # a simulator toggle: the kernel runner ignores it
         if head == "stats":
             if args:
                 raise self.error("stats takes no arguments")

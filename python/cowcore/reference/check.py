@@ -197,6 +197,12 @@ def _check_folio(
             _fail("mm-id-slot", f"{where}: slots count {slots} > {entries} entries")
         if not f.shared and len([m for m, c in owners.items() if c]) > 1:
             _fail("shared-bit", f"{where}: shared bit clear but mapped by mms {sorted(owners)}")
+        # Issue 15's policies: the exact tracker counts what the page tables hold, and the
+        # exclusive memo is sound only while one mm maps the folio.
+        if f.mm_mapcounts != {m: c for m, c in owners.items() if c}:
+            _fail("mm-id-exact", f"{where}: tracker {f.mm_mapcounts} but entries {owners}")
+        if f.exclusive_memo and len(f.mm_mapcounts) > 1:
+            _fail("exclusive-memo", f"{where}: remembered exclusive but mapped by mms {owners}")
     for i, ae in enumerate(f.anon_exclusive):
         if ae and ptes[i] + pmds > 1:
             _fail(

@@ -33,6 +33,7 @@ ZEROED = int(AccessFlags.ZEROED)
 COPIED = int(AccessFlags.COPIED)
 SPLIT = int(AccessFlags.SPLIT)
 FELL_BACK = int(AccessFlags.FELL_BACK)
+FAULT_AROUND = int(AccessFlags.FAULT_AROUND)
 
 PMD_BIT = 1 << HPAGE_PMD_ORDER
 
@@ -417,7 +418,7 @@ def do_anonymous_page(
     trace.flags |= ZEROED
 
 
-def can_reuse_anon_folio(k: Kernel, folio: Folio) -> tuple[bool, Reason]:
+def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool, Reason]:
     """``wp_can_reuse_anon_folio`` (KS §4.2, §4.3): whether to reuse, and the exit taken.
 
     Small folios: the only reference is our mapping. Large folios: never before 6.15
@@ -433,14 +434,53 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio) -> tuple[bool, Reason]:
         return False, Reason.SMALL_OTHER_REFS
     if not k.toggles["cow_reuse_pte_mapped_thp"]:
         return False, Reason.LARGE_NO_PTE_REUSE
+    if k.toggles["cow_reuse_remember_exclusive"] and folio.exclusive_memo:
+        # the policy's memo: no mapcount/refcount checks (DESIGN.md "Policies")
+        return True, Reason.LARGE_MEMO_EXCLUSIVE
     if folio.large_mapcount <= 1:
         # copy the last mapped page; the large folio can then be freed
         return False, Reason.LARGE_LAST_MAPPED
+    exclusive = Reason.LARGE_EXCLUSIVE
     if folio.shared:
-        return False, Reason.LARGE_MAYBE_SHARED
+        # mm_id_exact (a policy): an unbounded tracker overrules a stale shared bit
+        if not (k.toggles["mm_id_exact"] and folio.mapped_only_by(mm_id)):
+            return False, Reason.LARGE_MAYBE_SHARED
+        exclusive = Reason.LARGE_EXACT_EXCLUSIVE
     if folio.large_mapcount != folio.refcount:
         return False, Reason.LARGE_EXTRA_REFS
-    return True, Reason.LARGE_EXCLUSIVE
+    if k.toggles["cow_reuse_remember_exclusive"]:
+        folio.exclusive_memo = True
+    return True, exclusive
+
+
+_LARGE_REUSE = (Reason.LARGE_EXCLUSIVE, Reason.LARGE_EXACT_EXCLUSIVE, Reason.LARGE_MEMO_EXCLUSIVE)
+
+
+def cow_reuse_fault_around(
+    k: Kernel, vma: Vma, addr: int, pte_table: int, idx: int, folio: Folio, trace: Trace
+) -> None:
+    """``cow_reuse_fault_around`` (a policy, no kernel has it): after ``wp_page_reuse`` of
+    the page at ``addr`` of the large ``folio``, every other PTE of this page table inside
+    the VMA that maps a page of the same folio and is not writable becomes writable
+    (``pte_mkwrite``; A and D are the MMU's to set), its page anon-exclusive. The folio is
+    exclusive to this mm, so each of those pages could have been reused by its own fault.
+    No TLB flush (a permission upgrade). Sets ``FAULT_AROUND`` if it changed a PTE."""
+    page_addr = addr & ~(pg.PAGE_SIZE - 1)
+    start = page_addr - (pg.entry_pfn(k.entry(pte_table, idx)) - folio.pfn) * pg.PAGE_SIZE
+    table_start = page_addr & ~(pg.PMD_SIZE - 1)
+    lo = max(start, vma.start, table_start)
+    hi = min(start + folio.nr_pages * pg.PAGE_SIZE, vma.end, table_start + pg.PMD_SIZE)
+    for a in range(lo, hi, pg.PAGE_SIZE):
+        i = (a >> pg.PAGE_SHIFT) & (pg.HPAGE_PMD_NR - 1)
+        e = k.entry(pte_table, i)
+        if i == idx or not e & pg.P or e & pg.RW:
+            continue
+        pfn = pg.entry_pfn(e)
+        if k.is_zero_pfn(pfn) or k.page_folio.get(pfn) is not folio:
+            continue
+        folio.anon_exclusive[pfn - folio.pfn] = True
+        k.set_entry(pte_table, i, pg.mkwrite(e))
+        trace.flags |= FAULT_AROUND
 
 
 def do_wp_page(
@@ -455,11 +495,13 @@ def do_wp_page(
         if folio.anon_exclusive[page]:
             reuse, trace.reason = True, Reason.ANON_EXCLUSIVE
         else:
-            reuse, trace.reason = can_reuse_anon_folio(k, folio)
+            reuse, trace.reason = can_reuse_anon_folio(k, folio, mm.mm_id)
         if reuse:
             folio.anon_exclusive[page] = True
             # wp_page_reuse(): young, dirty, writable.
             k.set_entry(pte_table, idx, pg.mkwrite(pg.mkdirty(pte | pg.A)))
+            if trace.reason in _LARGE_REUSE and k.toggles["cow_reuse_fault_around"]:
+                cow_reuse_fault_around(k, vma, addr, pte_table, idx, folio, trace)
             k.emit(Event(EventKind.PGREUSE))
             trace.outcome = Outcome.COW_REUSE
             return

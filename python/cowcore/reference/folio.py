@@ -38,6 +38,15 @@ class Folio:
     partially_mapped: bool = False
     """``PG_partially_mapped``: queued for deferred split as partially mapped (set once by
     ``deferred_split_folio``, never cleared while the folio lives)."""
+    exclusive_memo: bool = False
+    """The ``cow_reuse_remember_exclusive`` memo (a policy, no kernel has it): a write fault
+    found the folio exclusive to the mm mapping it, and the large mapcount has not changed
+    since. Every large-mapcount update forgets it (:meth:`add_large_mapcount`,
+    :meth:`sub_large_mapcount`)."""
+    mm_mapcounts: dict[int, int] = field(default_factory=dict)
+    """The ``mm_id_exact`` tracker (a policy, no kernel has it): every mm's share of
+    ``large_mapcount``, kept by the same updates as the two slots but without their limit,
+    so that "mapped by another mm" is known exactly."""
 
     def __post_init__(self) -> None:
         n = 1 << self.order
@@ -74,13 +83,29 @@ class Folio:
 
     # -- MM-owner slots (include/linux/rmap.h, KS §1.5) ----------------------------------
 
+    def mapped_only_by(self, mm_id: int) -> bool:
+        """The ``mm_id_exact`` answer: every mapping of the folio is one of ``mm_id``'s."""
+        return self.mm_mapcounts.get(mm_id, 0) == self.large_mapcount
+
+    def _track(self, mm_id: int, diff: int) -> None:
+        """The unbounded per-mm count of :attr:`mm_mapcounts`, and the memo forgotten: the
+        large mapcount changes."""
+        self.exclusive_memo = False
+        n = self.mm_mapcounts.get(mm_id, 0) + diff
+        if n:
+            self.mm_mapcounts[mm_id] = n
+        else:
+            self.mm_mapcounts.pop(mm_id, None)
+
     def set_large_mapcount(self, n: int, mm_id: int) -> None:
         """``folio_set_large_mapcount``: the first mapping of a brand-new folio."""
+        self._track(mm_id, n)
         self.large_mapcount = n
         self.mm_ids[0], self.mm_id_mapcount[0] = mm_id, n
 
     def add_large_mapcount(self, diff: int, mm_id: int) -> None:
         """``folio_add_large_mapcount``: ``diff`` new entries by ``mm_id``."""
+        self._track(mm_id, diff)
         new = self.large_mapcount + diff
         self.large_mapcount = new
         ids, counts = self.mm_ids, self.mm_id_mapcount
@@ -99,6 +124,7 @@ class Folio:
 
     def sub_large_mapcount(self, diff: int, mm_id: int) -> None:
         """``folio_sub_large_mapcount``: ``diff`` entries of ``mm_id`` go away."""
+        self._track(mm_id, -diff)
         new = self.large_mapcount - diff
         self.large_mapcount = new
         ids, counts = self.mm_ids, self.mm_id_mapcount

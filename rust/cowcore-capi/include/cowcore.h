@@ -38,6 +38,11 @@
 #define COWCORE_ACCESS_FELL_BACK (1 << 4)
 
 /**
+ * `cowcore_access_t.flags`: `cow_reuse_fault_around` made other PTEs of the folio writable.
+ */
+#define COWCORE_ACCESS_FAULT_AROUND (1 << 5)
+
+/**
  * `cowcore_access_t.phys` of an access that did not complete (segfault, out of memory).
  */
 #define COWCORE_NO_PHYS UINT64_MAX
@@ -252,6 +257,14 @@ enum cowcore_reason
    * SIGSEGV: the VMA forbids the access.
    */
   COWCORE_REASON_SEGV_PROTECTION = 18,
+  /**
+   * `cow_reuse_remember_exclusive`: the folio was remembered exclusive: reuse.
+   */
+  COWCORE_REASON_LARGE_MEMO_EXCLUSIVE = 19,
+  /**
+   * `mm_id_exact`: maybe shared by the two slots, exclusive in fact: reuse.
+   */
+  COWCORE_REASON_LARGE_EXACT_EXCLUSIVE = 20,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

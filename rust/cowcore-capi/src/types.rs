@@ -148,6 +148,10 @@ pub enum CowcoreReason {
     SegvUnmapped = 17,
     /// SIGSEGV: the VMA forbids the access.
     SegvProtection = 18,
+    /// `cow_reuse_remember_exclusive`: the folio was remembered exclusive: reuse.
+    LargeMemoExclusive = 19,
+    /// `mm_id_exact`: maybe shared by the two slots, exclusive in fact: reuse.
+    LargeExactExclusive = 20,
 }
 
 /// `cowcore_access_t.level`: the entry mapping the page afterwards
@@ -234,6 +238,8 @@ pub const COWCORE_ACCESS_COPIED: u8 = 1 << 2;
 pub const COWCORE_ACCESS_SPLIT: u8 = 1 << 3;
 /// `cowcore_access_t.flags`: an allocation failed and a smaller order was used.
 pub const COWCORE_ACCESS_FELL_BACK: u8 = 1 << 4;
+/// `cowcore_access_t.flags`: `cow_reuse_fault_around` made other PTEs of the folio writable.
+pub const COWCORE_ACCESS_FAULT_AROUND: u8 = 1 << 5;
 /// `cowcore_access_t.phys` of an access that did not complete (segfault, out of memory).
 pub const COWCORE_NO_PHYS: u64 = u64::MAX;
 
@@ -471,7 +477,7 @@ pub(crate) const OUTCOME_NAMES: [&std::ffi::CStr; 11] = [
 ];
 
 /// See [`OUTCOME_NAMES`].
-pub(crate) const REASON_NAMES: [&std::ffi::CStr; 19] = [
+pub(crate) const REASON_NAMES: [&std::ffi::CStr; 21] = [
     c"NONE",
     c"PTE_NONE",
     c"PMD_NONE",
@@ -491,6 +497,8 @@ pub(crate) const REASON_NAMES: [&std::ffi::CStr; 19] = [
     c"PMD_SHARED",
     c"SEGV_UNMAPPED",
     c"SEGV_PROTECTION",
+    c"LARGE_MEMO_EXCLUSIVE",
+    c"LARGE_EXACT_EXCLUSIVE",
 ];
 
 /// See [`OUTCOME_NAMES`]; index 0 is no kind.

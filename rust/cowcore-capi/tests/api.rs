@@ -53,6 +53,8 @@ fn codes_are_the_cores() {
         (R::PmdShared, Reason::PmdShared),
         (R::SegvUnmapped, Reason::SegvUnmapped),
         (R::SegvProtection, Reason::SegvProtection),
+        (R::LargeMemoExclusive, Reason::LargeMemoExclusive),
+        (R::LargeExactExclusive, Reason::LargeExactExclusive),
     ] {
         assert_eq!(c as u8, r as u8, "{c:?}");
     }
@@ -76,6 +78,7 @@ fn codes_are_the_cores() {
         (COWCORE_ACCESS_COPIED, AccessFlags::COPIED),
         (COWCORE_ACCESS_SPLIT, AccessFlags::SPLIT),
         (COWCORE_ACCESS_FELL_BACK, AccessFlags::FELL_BACK),
+        (COWCORE_ACCESS_FAULT_AROUND, AccessFlags::FAULT_AROUND),
     ] {
         assert_eq!(c, r.bits());
     }

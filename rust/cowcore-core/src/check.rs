@@ -332,6 +332,7 @@ impl Kernel {
         Ok(())
     }
 
+    /// The per-folio invariants: refcount, mapcounts, MM-id slots, shared bit, memo.
     fn check_folio(&self, head: u32, acc: &FolioAcc) -> Result<(), CowError> {
         let m = &self.mem;
         let f = m.folio(m.page_folio(head));
@@ -431,7 +432,7 @@ impl Kernel {
                 ),
             ));
         }
-        Ok(())
+        check_exclusive_memo(f.folio_test_exclusive_memo(), head, acc)
     }
 
     fn check_frames(&self, w: &Walk) -> Result<(), CowError> {
@@ -507,6 +508,21 @@ impl Kernel {
         }
         Ok(())
     }
+}
+
+/// The `cow_reuse_remember_exclusive` memo (issue 15) is sound only while one mm maps the
+/// folio: any other mapping must have made it forget (folio.rs, `forget_exclusive_memo`).
+fn check_exclusive_memo(memo: bool, head: u32, acc: &FolioAcc) -> Result<(), CowError> {
+    if memo && acc.per_mm.len() > 1 {
+        return Err(bad(
+            "exclusive-memo",
+            format!(
+                "folio {head}: remembered exclusive but mapped by {} mms",
+                acc.per_mm.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

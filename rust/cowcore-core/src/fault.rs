@@ -739,22 +739,39 @@ impl<R: Recorder> Fault<'_, R> {
                     Reason::SmallOtherRefs
                 }
             } else if self.cfg.cow_reuse_pte_mapped_thp {
-                wp_can_reuse_large_anon_folio(folio)
+                if self.cfg.cow_reuse_remember_exclusive && folio.folio_test_exclusive_memo() {
+                    Reason::LargeMemoExclusive
+                } else {
+                    wp_can_reuse_large_anon_folio(folio, || {
+                        self.cfg.mm_id_exact && self.folio_mapped_only_here(folio_ref, p)
+                    })
+                }
             } else {
                 Reason::LargeNoPteReuse
             };
             self.record(|r| r.reason = reason);
-            if matches!(
+            let large_reuse = matches!(
                 reason,
-                Reason::AnonExclusive | Reason::SmallSoleRef | Reason::LargeExclusive
-            ) {
+                Reason::LargeExclusive | Reason::LargeExactExclusive | Reason::LargeMemoExclusive
+            );
+            if large_reuse || matches!(reason, Reason::AnonExclusive | Reason::SmallSoleRef) {
+                if self.cfg.cow_reuse_remember_exclusive
+                    && reason != Reason::LargeMemoExclusive
+                    && large_reuse
+                {
+                    self.mem.folio_set_exclusive_memo(folio_ref);
+                }
                 // wp_page_reuse.
                 self.mem.set_anon_exclusive(p, true);
                 let mut n = pte.mkyoung().mkdirty();
-                if self.vma.flags.contains(VmFlags::WRITE) {
+                let writable = self.vma.flags.contains(VmFlags::WRITE);
+                if writable {
                     n = n.mkwrite();
                 }
                 self.mem.set_entry(pte_table, pte_i, n);
+                if large_reuse && writable && self.cfg.cow_reuse_fault_around {
+                    self.cow_reuse_fault_around(pte_table, pte_i, folio_ref, p);
+                }
                 self.events.emit(Event::PgReuse);
                 self.record(|r| r.outcome = Outcome::CowReuse);
                 return Ok(());
@@ -763,6 +780,85 @@ impl<R: Recorder> Fault<'_, R> {
             self.record(|r| r.reason = Reason::ZeroPage);
         }
         self.wp_page_copy(pte_table, pte_i, page)
+    }
+
+    /// The `mm_id_exact` tracker's answer (a policy, no kernel has it): whether every
+    /// mapping of the large `folio` is one of this mm's, computed from this mm's page tables
+    /// rather than from the two MM-id slots. An anonymous folio's pages sit at one linear
+    /// address per mm (fork keeps addresses; nothing that moves pages, such as `mremap`, is
+    /// modelled yet), so this mm maps page `j` only at the address of the faulting `page`
+    /// plus `j - page`'s offset: counting those PTEs gives this mm's exact share of
+    /// `folio_large_mapcount`, the count an unbounded per-mm tracker would keep.
+    fn folio_mapped_only_here(&self, folio: FolioRef, page: u32) -> bool {
+        let f = self.mem.folio(folio);
+        let head = folio.pfn();
+        let Some(base) = self
+            .address
+            .align_down(PAGE_SIZE)
+            .as_u64()
+            .checked_sub(u64::from(page - head) * PAGE_SIZE)
+        else {
+            return false;
+        };
+        let own = (0..f.folio_nr_pages())
+            .filter(|&j| {
+                let a = VirtAddr::new(base + u64::from(j) * PAGE_SIZE);
+                walk::find_leaf(self.mem, self.paging, self.pgd, a).is_some_and(|leaf| {
+                    leaf.level == Level::Pte
+                        && leaf.entry.is_present()
+                        && !leaf.entry.is_special()
+                        && leaf.entry.frame() == head + j
+                })
+            })
+            .count();
+        i32::try_from(own).is_ok_and(|own| own == f.folio_large_mapcount())
+    }
+
+    /// `cow_reuse_fault_around` (a policy, no kernel has it; the seed commit's "faulting
+    /// around"): after `wp_page_reuse` of `page` of the large `folio`, the other PTEs of
+    /// this page table inside the VMA that map pages of the same folio and are not writable
+    /// become writable (`pte_mkwrite`, A and D left to the MMU), their pages anon-exclusive,
+    /// so that their first writes take no fault. The folio was just found exclusive to this
+    /// mm (or remembered so), which is what makes each of those pages reusable too. No TLB
+    /// flush: a permission upgrade needs none on x86. Sets [`AccessFlags::FAULT_AROUND`]
+    /// when it changed at least one PTE.
+    fn cow_reuse_fault_around(
+        &mut self,
+        pte_table: TableFrame,
+        pte_i: usize,
+        folio: FolioRef,
+        page: u32,
+    ) {
+        let nr = u64::from(self.mem.folio(folio).folio_nr_pages());
+        let addr = self.address.align_down(PAGE_SIZE).as_u64();
+        let Some(folio_start) = addr.checked_sub(u64::from(page - folio.pfn()) * PAGE_SIZE) else {
+            return;
+        };
+        let table_start = addr & !(PMD_SIZE - 1);
+        let lo = folio_start.max(self.vma.start.as_u64()).max(table_start);
+        let hi = (folio_start + nr * PAGE_SIZE)
+            .min(self.vma.end.as_u64())
+            .min(table_start + PMD_SIZE);
+        let mut made = false;
+        for a in (lo..hi).step_by(PAGE_SIZE as usize) {
+            let i = ((a >> 12) & 511) as usize;
+            let e = self.mem.entry(pte_table, i);
+            if i == pte_i
+                || !e.is_present()
+                || e.is_special()
+                || e.is_protnone()
+                || e.is_writable()
+                || self.mem.page_folio(e.frame()) != folio
+            {
+                continue;
+            }
+            self.mem.set_anon_exclusive(e.frame(), true);
+            self.mem.set_entry(pte_table, i, e.mkwrite());
+            made = true;
+        }
+        if made {
+            self.record(|r| r.flags |= AccessFlags::FAULT_AROUND);
+        }
     }
 
     /// `wp_page_copy` (KS §4.4): a new order-0 folio replaces the PTE; the old folio loses
@@ -904,18 +1000,31 @@ pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
 }
 
 /// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3): the exit it takes, in the kernel's
-/// order; only [`Reason::LargeExclusive`] reuses.
+/// order; [`Reason::LargeExclusive`] reuses. Where the shared bit is set, `exactly_exclusive`
+/// is asked (the `mm_id_exact` policy: false when the policy is off): if it knows that only
+/// this mm maps the folio, the checks go on and a reuse is [`Reason::LargeExactExclusive`],
+/// the decision the two-slot approximation cost.
 #[inline]
-fn wp_can_reuse_large_anon_folio(folio: Folio<'_>) -> Reason {
+fn wp_can_reuse_large_anon_folio(
+    folio: Folio<'_>,
+    exactly_exclusive: impl FnOnce() -> bool,
+) -> Reason {
     let mapcount = folio.folio_large_mapcount();
     if mapcount <= 1 {
-        Reason::LargeLastMapped
-    } else if folio.folio_mm_slots().shared {
-        Reason::LargeMaybeShared
-    } else if mapcount != folio.folio_ref_count() {
-        Reason::LargeExtraRefs
+        return Reason::LargeLastMapped;
+    }
+    let exclusive = if folio.folio_mm_slots().shared {
+        if !exactly_exclusive() {
+            return Reason::LargeMaybeShared;
+        }
+        Reason::LargeExactExclusive
     } else {
         Reason::LargeExclusive
+    };
+    if mapcount == folio.folio_ref_count() {
+        exclusive
+    } else {
+        Reason::LargeExtraRefs
     }
 }
 

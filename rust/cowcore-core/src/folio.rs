@@ -158,6 +158,14 @@ impl Folio<'_> {
         self.mem.maybe_mapped_shared(self.head)
     }
 
+    /// The `cow_reuse_remember_exclusive` memo (a policy, no kernel has it): an earlier
+    /// write fault found this large folio exclusive to the mm that maps it, and its mapcount
+    /// has not changed since ([`PhysMem::folio_set_exclusive_memo`]).
+    #[inline]
+    pub(crate) fn folio_test_exclusive_memo(self) -> bool {
+        self.folio_test_large() && self.mem.info[self.head as usize + 2] & FLAG_BIT != 0
+    }
+
     /// `folio_test_referenced`.
     #[inline]
     pub(crate) fn folio_test_referenced(self) -> bool {
@@ -362,8 +370,30 @@ impl PhysMem {
         self.slots(head).shared
     }
 
+    /// Sets the `cow_reuse_remember_exclusive` memo of a large folio that
+    /// `__wp_can_reuse_large_anon_folio` has just found exclusive to the faulting mm. It
+    /// lives in bit 7 of the second tail page's `info` word (physmem.rs; a kernel would use
+    /// the free bit 62 of `folio->_mm_ids`, next to the shared bit) and is forgotten by every
+    /// change of the large mapcount ([`Self::forget_exclusive_memo`]).
+    pub(crate) fn folio_set_exclusive_memo(&mut self, folio: FolioRef) {
+        debug_assert!(self.is_large(folio.0));
+        self.info[folio.0 as usize + 2] |= FLAG_BIT;
+    }
+
+    /// Forgets the exclusive memo: called by every update of the large mapcount (the
+    /// kernel's `folio_add/sub_return_large_mapcount`, under the mapcount lock), so that a
+    /// memo never survives another mm mapping the folio (fork's dup), a mapping going
+    /// (munmap, exit, `MADV_DONTNEED`, a COW copy) or a PMD being remapped by PTEs. A
+    /// reference that is not a mapping (pin, `ref`, swap cache: none modelled yet, issue 16)
+    /// must forget it too; a split re-initialises the tail pages and so forgets it.
+    #[inline]
+    fn forget_exclusive_memo(&mut self, head: u32) {
+        self.info[head as usize + 2] &= !FLAG_BIT;
+    }
+
     /// `folio_set_large_mapcount(folio, n, vma)` (rmap.h): only for a brand-new folio.
     fn set_large_mapcount(&mut self, head: u32, n: i32, mm_id: u32) {
+        self.forget_exclusive_memo(head);
         self.count[head as usize + 1] = n - 1;
         let mut s = self.slots(head);
         s.ids[0] = mm_id;
@@ -373,6 +403,7 @@ impl PhysMem {
 
     /// `folio_add_large_mapcount(folio, diff, vma)` (6.15, KS §1.5).
     fn add_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
+        self.forget_exclusive_memo(head);
         let new = self.count[head as usize + 1] + diff;
         self.count[head as usize + 1] = new;
         let mut s = self.slots(head);
@@ -396,6 +427,7 @@ impl PhysMem {
 
     /// `folio_sub_large_mapcount(folio, diff, vma)` (6.15, KS §1.5).
     fn sub_large_mapcount(&mut self, head: u32, diff: i32, mm_id: u32) {
+        self.forget_exclusive_memo(head);
         let new = self.count[head as usize + 1] - diff;
         self.count[head as usize + 1] = new;
         let mut s = self.slots(head);

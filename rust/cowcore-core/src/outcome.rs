@@ -101,6 +101,14 @@ pub enum Reason {
     SegvUnmapped = 17,
     /// SIGSEGV: the VMA forbids the access (`SEGV_ACCERR`, `access_error`).
     SegvProtection = 18,
+    /// `cow_reuse_remember_exclusive` (a policy, no kernel has it): an earlier write fault
+    /// found this large folio exclusive to this mm and remembered it, and its mapcount has
+    /// not changed since: reuse without the mapcount/refcount checks.
+    LargeMemoExclusive = 19,
+    /// `mm_id_exact` (a policy, no kernel has it): the two MM-id slots say "maybe mapped
+    /// shared" (the kernel would copy), but the exact tracker knows only this mm maps the
+    /// folio, and every reference is a mapping: reuse.
+    LargeExactExclusive = 20,
 }
 
 /// The level of the entry that maps the accessed page after the access.
@@ -131,6 +139,9 @@ bitflags! {
         const SPLIT = 1 << 3;
         /// An allocation failed and a smaller order was used (see [`Access::orders_failed`]).
         const FELL_BACK = 1 << 4;
+        /// `cow_reuse_fault_around` (a policy): the reuse also made other PTEs of the same
+        /// large folio writable, so their first writes take no fault.
+        const FAULT_AROUND = 1 << 5;
     }
 }
 
@@ -283,6 +294,8 @@ impl Reason {
             Self::PmdShared => "PMD_SHARED",
             Self::SegvUnmapped => "SEGV_UNMAPPED",
             Self::SegvProtection => "SEGV_PROTECTION",
+            Self::LargeMemoExclusive => "LARGE_MEMO_EXCLUSIVE",
+            Self::LargeExactExclusive => "LARGE_EXACT_EXCLUSIVE",
         }
     }
 }

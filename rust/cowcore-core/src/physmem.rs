@@ -12,7 +12,8 @@
 //!   logical PTE mapcount in the top 24 bits (zero for a free frame: where free blocks
 //!   start is known from the free lists alone); bit 7 is a folio flag, kept where the
 //!   kernel keeps it: on the head page `PG_referenced`, on the first tail page of a large
-//!   folio `PG_partially_mapped` (`folio->_flags_1`);
+//!   folio `PG_partially_mapped` (`folio->_flags_1`), on the second tail page the
+//!   `cow_reuse_remember_exclusive` memo (a policy of issue 15; folio.rs);
 //! * `count: i32` — the head's `_refcount`; in a large folio page 1 holds
 //!   `_large_mapcount`, page 2 `_entire_mapcount`, page 3 `_nr_pages_mapped` (the kernel
 //!   also keeps folio fields in tail `struct page`s);
@@ -107,7 +108,7 @@ const ORDER_SHIFT: u32 = 2;
 const ORDER_MASK: u32 = 0b1111 << ORDER_SHIFT;
 pub(crate) const AE_BIT: u32 = 1 << 6;
 /// The folio-flag bit of an `info` word (`PG_referenced` on the head page,
-/// `PG_partially_mapped` on the first tail page).
+/// `PG_partially_mapped` on the first tail page, the exclusive memo on the second).
 pub(crate) const FLAG_BIT: u32 = 1 << 7;
 pub(crate) const MAPCOUNT_SHIFT: u32 = 8;
 /// Largest logical per-page mapcount the 24-bit field holds.

@@ -436,9 +436,37 @@ pub const POLICIES: &[PolicySpec] = &[
         default: KernelConfig::allocates_on_huge_zero_write,
         field: |p| &mut p.huge_zero_wp_alloc,
     },
+    // The seed commit's future work and its series' known imprecision (issue 15): no kernel
+    // has these, so they are off under every profile (DESIGN.md "Policies").
+    PolicySpec {
+        name: "cow_reuse_remember_exclusive",
+        doc: "when __wp_can_reuse_large_anon_folio finds a large folio exclusive to this mm, \
+              remember it on the folio; later write faults on its pages reuse without the \
+              mapcount/refcount checks until its mapcount changes (not in any kernel)",
+        default: |_| false,
+        field: |p| &mut p.cow_reuse_remember_exclusive,
+    },
+    PolicySpec {
+        name: "cow_reuse_fault_around",
+        doc: "when a write fault reuses a PTE-mapped large folio, also make writable (and \
+              anon-exclusive) this mm's other PTEs of the folio in the same VMA and page \
+              table (wp_page_reuse; not in any kernel)",
+        default: |_| false,
+        field: |p| &mut p.cow_reuse_fault_around,
+    },
+    PolicySpec {
+        name: "mm_id_exact",
+        doc: "an idealised MM-id tracker that knows every mm mapping a large folio: \
+              __wp_can_reuse_large_anon_folio's 'maybe mapped shared' answer is exact \
+              instead of the two-slot approximation (not in any kernel)",
+        default: |_| false,
+        field: |p| &mut p.mm_id_exact,
+    },
 ];
 
 /// The THP settings and toggles of one machine.
+// Independent switches, one per behaviour (the POLICIES table), not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// `transparent_hugepage/enabled` (starts `never`, as a scenario run does).
@@ -455,6 +483,16 @@ pub struct Policy {
     /// A write to the huge zero PMD allocates a fresh PMD-mapped THP
     /// (`do_huge_zero_wp_pmd`, ≈6.14+); off: split + 4K copy. Defaults per profile.
     pub huge_zero_wp_alloc: bool,
+    /// Remember on a large folio that `__wp_can_reuse_large_anon_folio` found it exclusive
+    /// to the faulting mm, and reuse its other pages on that memo alone (issue 15; off
+    /// under every profile).
+    pub cow_reuse_remember_exclusive: bool,
+    /// When a PTE-mapped large folio is reused, make this mm's other PTEs of it in the same
+    /// VMA and page table writable too (issue 15; off under every profile).
+    pub cow_reuse_fault_around: bool,
+    /// Answer "maybe mapped shared" exactly (every mm mapping the folio known), not from the
+    /// two MM-id slots (issue 15; off under every profile).
+    pub mm_id_exact: bool,
 }
 
 impl Policy {
@@ -474,6 +512,9 @@ impl Policy {
             use_zero_page: true,
             cow_reuse_pte_mapped_thp: false,
             huge_zero_wp_alloc: false,
+            cow_reuse_remember_exclusive: false,
+            cow_reuse_fault_around: false,
+            mm_id_exact: false,
         };
         for spec in POLICIES {
             *(spec.field)(&mut policy) = spec.default_for(cfg);

@@ -140,7 +140,10 @@ fn valid(t: &[&str]) -> bool {
             thp_size_name(t[2]).is_some() && t[3].parse::<ThpSizeMode>().is_ok()
         }
         ("thp", 3) if t[1] == "zero_page" => matches!(t[2], "on" | "off"),
-        ("kernel" | "stats" | "thp", _) => false,
+        ("policy", 3) => {
+            cowcore_core::PolicySpec::find(t[1]).is_ok() && matches!(t[2], "on" | "off")
+        }
+        ("kernel" | "stats" | "thp" | "policy", _) => false,
         (proc, n) if n >= 2 && ident(proc) => {
             let a = &t[2..];
             match (t[1], a.len()) {
@@ -356,6 +359,7 @@ impl Driver {
         let err = |e: cowcore_core::CowError| e.to_string();
         match t[0] {
             "kernel" => {}
+            "policy" => self.m.set_policy(t[1], t[2] == "on").map_err(err)?,
             "stats" => {
                 let per_size = self.m.config().per_size_thp_stats();
                 self.out.push(Self::stats_line(self.m.stats(), per_size));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use cowcore_core::{
     Access, AccessKinds, Advice, CowError, Machine, Outcome, Profile, Prot, ThpMode, ThpSizeMode,
-    VirtAddr, PAGE_SIZE,
+    VirtAddr, PAGE_SIZE, POLICIES,
 };
 use proptest::prelude::*;
 
@@ -87,6 +87,11 @@ enum Op {
         page: u64,
         pages: u64,
     },
+    /// A policy toggle of `POLICIES` (issue 15's among them), by index.
+    Policy {
+        index: usize,
+        on: bool,
+    },
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
@@ -116,6 +121,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize, 0..2usize, 0..MAP_PAGES, 0..PAGE_SIZE, any::<bool>(), 1..5u64).prop_map(|(proc, map, page, offset, write, value)| Op::Access { proc, map, page, offset, write, value }),
         2 => (0..4usize, 0..2usize, proptest::collection::vec((0..MAP_PAGES, any::<bool>()), 1..16), 1..5u64).prop_map(|(proc, map, pages, value)| Op::AccessBatch { proc, map, pages, value }),
         1 => (0..4usize, range()).prop_map(|(proc, (map, page, pages))| Op::Touch { proc, map, page, pages }),
+        2 => (0..POLICIES.len(), any::<bool>()).prop_map(|(index, on)| Op::Policy { index, on }),
     ]
 }
 
@@ -335,6 +341,7 @@ impl World {
                 self.m.set_use_zero_page(on);
                 Ok(())
             }
+            Op::Policy { index, on } => self.m.set_policy(POLICIES[index].name, on),
             Op::Access {
                 proc,
                 map,
@@ -489,6 +496,17 @@ proptest! {
     #[test]
     fn invariants_hold_61(ops in prop::collection::vec(op(), 1..40)) {
         run_ops(Profile::V6_1, 64 << 20, &ops);
+    }
+
+    /// Every policy on from the start (issue 15's three among them, which no profile turns
+    /// on): the shadow memory and `check()` (its `exclusive-memo` invariant included) hold.
+    #[test]
+    fn invariants_hold_615_every_policy(ops in prop::collection::vec(op(), 1..40)) {
+        let all_on: Vec<Op> = (0..POLICIES.len())
+            .map(|index| Op::Policy { index, on: true })
+            .chain(ops)
+            .collect();
+        run_ops(Profile::V6_15, 64 << 20, &all_on);
     }
 
     /// A tight machine: OOM happens, and a failing access or fork leaves every invariant

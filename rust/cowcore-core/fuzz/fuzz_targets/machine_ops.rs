@@ -117,8 +117,14 @@ fuzz_target!(|data: &[u8]| {
                 let mode = b.pick(&MODES);
                 m.set_thp_enabled(mode);
                 m.set_use_zero_page(b.u8() % 2 == 0);
-                let name = ["cow_reuse_pte_mapped_thp", "huge_zero_wp_alloc", "bogus"]
-                    [usize::from(b.u8() % 3)];
+                let name = [
+                    "cow_reuse_pte_mapped_thp",
+                    "huge_zero_wp_alloc",
+                    "cow_reuse_remember_exclusive",
+                    "cow_reuse_fault_around",
+                    "mm_id_exact",
+                    "bogus",
+                ][usize::from(b.u8() % 6)];
                 m.set_policy(name, b.u8() % 2 == 0)
             }
             16 => m
