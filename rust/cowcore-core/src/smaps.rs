@@ -146,6 +146,11 @@ impl MemSizeStats {
             self.smaps_page_accumulate(size, size << PSS_SHIFT, dirty, true);
             return;
         }
+        if !folio.folio_test_large() {
+            // An order-0 folio: its precise mapcount is its page's (no entire mapping).
+            self.accumulate_pages(1, folio.folio_page_mapcount(0), dirty);
+            return;
+        }
         let entire = folio.folio_entire_mapcount() as u32;
         if nr > 1 && folio.folio_nr_pages_mapped_raw() & FOLIO_PAGES_MAPPED == 0 {
             // No page has a PTE mapping: every page's precise mapcount is the entire one.
