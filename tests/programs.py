@@ -46,7 +46,8 @@ class Runner:
     def __init__(self, m: cowcore.Machine, setup: dict[str, Any], max_procs: int = 24) -> None:
         self.m = m
         for size in setup["sizes"]:
-            m.thp.sizes[size] = "always"
+            if size in m.thp.sizes:  # 6.1 has the PMD size only: 2M or nothing
+                m.thp.sizes[size] = "always"
         m.thp.use_zero_page = setup["zero_page"]
         self.max_procs = max_procs
         self.free_at_boot = m.free_frames()

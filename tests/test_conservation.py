@@ -29,7 +29,7 @@ def assert_at_rest(m: cowcore.Machine, free_at_boot: int) -> None:
             m.folio(pfn)
 
 
-@pytest.mark.parametrize("profile", ["6.12", "6.15"])
+@pytest.mark.parametrize("profile", ["6.1", "6.12", "6.15"])
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
 @given(
     setup=setups(),
@@ -48,7 +48,7 @@ def test_everything_is_freed_when_every_process_exits(
     assert_at_rest(m, run.free_at_boot)
 
 
-@pytest.mark.parametrize("profile", ["6.12", "6.15"])
+@pytest.mark.parametrize("profile", ["6.1", "6.12", "6.15"])
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
 @given(setup=setups(), program=st.lists(ops(), min_size=1, max_size=30))
 def test_munmap_of_everything_frees_every_table_but_the_pgd(

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="canonical: a table (.csv, .parquet, .npy); lackey: valgrind --tool=lackey "
         "--trace-mem=yes output (default: %(default)s)",
     )
-    replay.add_argument("--kernel", choices=("6.12", "6.15"), default="6.15")
+    replay.add_argument("--kernel", choices=KERNEL_PROFILES, default="6.15")
     replay.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     replay.add_argument(
         "--thp",
