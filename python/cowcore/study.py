@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import io
 import re
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cowcore.cost import DEFAULT, CostModel
+from cowcore.errors import CowError, InvalidArgumentError, MissingDependencyError
 from cowcore.machine import Machine, Process
 from cowcore.outcome import AccessFlags, EventCode, MapLevel, Outcome, Reason
 from cowcore.protocol import THP_SIZES
@@ -1099,15 +1101,29 @@ def write_study(
 
 
 def _main(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    doc = Path(args.doc) if args.doc else None
-    model = CostModel.load(args.costs) if args.costs else DEFAULT
-
     def say(msg: str) -> None:
         print(msg, file=sys.stderr)
 
-    for path in write_study(out, QUICK if args.quick else FULL, model=model, doc=doc, progress=say):
-        print(path)
+    try:
+        if importlib.util.find_spec("matplotlib") is None:
+            # checked first: the figures come last, after a minute or two of simulation
+            raise MissingDependencyError(
+                "the study's figures need matplotlib, which is not installed: "
+                "pip install 'cowcore[plot]'"
+            )
+        model = CostModel.load(args.costs) if args.costs else DEFAULT
+        doc = Path(args.doc) if args.doc else None
+        if doc is not None and not doc.is_file():
+            raise InvalidArgumentError(f"--doc {doc}: no such file")
+        scale = QUICK if args.quick else FULL
+        for path in write_study(Path(args.out), scale, model=model, doc=doc, progress=say):
+            print(path)
+    except OSError as exc:
+        print(f"cowcore: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (CowError, KeyError, ValueError) as exc:
+        print(f"cowcore: study: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
