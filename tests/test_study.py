@@ -221,6 +221,19 @@ def test_the_documents_prose_holds_in_the_committed_data() -> None:
     assert by[("6.15", "2M", "fault_around", "reuse-byte")]["faults"] == "32"
     memo = by[("6.15", "64K", "remember_exclusive", "reuse-byte")]
     assert int(memo["memo_reuses"]) * 16 == int(memo["reuses"]) * 15
+    # "-89% at 64K in reuse-byte"
+    off64 = float(by[("6.15", "64K", "off", "reuse-byte")]["est_ms"])
+    fa64 = float(by[("6.15", "64K", "fault_around", "reuse-byte")]["est_ms"])
+    assert round(100 * (fa64 - off64) / off64) == -89
+    # "mm_id_exact changes nothing with one other process"; "the 6.12 what-if ... behaves as
+    # 6.15 in every row"
+    counts = ("faults", "reuses", "copies")
+    for (cfg, folio, policy, wl), r in by.items():
+        off = by[(cfg, folio, "off", wl)]
+        if policy == "mm_id_exact":
+            assert [r[k] for k in counts] == [off[k] for k in counts]
+        if cfg == "6.12+reuse":
+            assert [r[k] for k in counts] == [by[("6.15", folio, policy, wl)][k] for k in counts]
     # "about half the buffer" (fork_exec), "nearly half the heap" (snapshot), at 64K
     fe = by[("6.15", "64K", "fault_around", "fork_exec")]
     sn = by[("6.15", "64K", "fault_around", "snapshot")]
@@ -252,3 +265,13 @@ def test_the_documents_prose_holds_in_the_committed_data() -> None:
         surv[("64K", 3, "last", "exact")]["memory_end_kb"]
     )
     assert extra == 8 << 10
+
+
+def test_command_line_errors_say_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.md"
+    argv = ["study", "seed-future-work", "--quick", "--out", str(tmp_path), "--doc", str(missing)]
+    assert main(argv) == 2
+    assert f"--doc {missing}: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "cases.csv").exists()  # refused before anything ran
