@@ -883,35 +883,46 @@ def headlines(
     pby = _index(pools, "shape", "folio", "processes", "tracker")
     plines = []
     for shape in POOL_SHAPES:
-        saved = {}
-        for (s, folio, n, t), two in pby.items():
-            if s == shape and t == "two-slot":
-                ex = pby[(s, folio, n, "exact")]
-                saved[(folio, int(n))] = (
+        saved: dict[str, dict[int, tuple[int, int]]] = {}
+        for (sh, folio, n, t), two in pby.items():
+            if sh == shape and t == "two-slot":
+                ex = pby[(sh, folio, n, "exact")]
+                saved.setdefault(folio, {})[int(n)] = (
                     _i(two, "copies") - _i(ex, "copies"),
                     _i(two, "total_memory_kb") - _i(ex, "total_memory_kb"),
                 )
-        worst = max(saved.items(), key=lambda kv: kv[1][0])
-        at2 = [v[0] for (f, n), v in saved.items() if n == 2]
+        if all(v[0] == 0 for per in saved.values() for v in per.values()):
+            plines.append(
+                f"- prefork `{shape}`: no copy the exact tracker avoids, at any N and folio size."
+            )
+            continue
+        parts = []
+        for folio, per in saved.items():
+            ns = sorted(per)
+            parts.append(
+                f"{folio} " + ", ".join(f"N={n}: {per[n][0]:,}" for n in (ns[0], ns[1], ns[-1]))
+            )
+        extra = max(v[1] for per in saved.values() for v in per.values())
         plines.append(
-            f"- prefork `{shape}`: copies the exact tracker avoids, largest "
-            f"{worst[1][0]:,} ({worst[0][0]}, N = {worst[0][1]}, {worst[1][1]:,} kB more memory "
-            f"at the end); at N = 2: {max(at2):,}; extra memory at most "
-            f"{max(v[1] for v in saved.values()):,} kB."
+            f"- prefork `{shape}`: copies the exact tracker avoids: "
+            + "; ".join(parts)
+            + f"; extra memory at the end at most {extra:,} kB."
         )
     sby = _index(survivor, "folio", "processes", "survivor", "tracker")
     for which in ("first", "last"):
         parts = []
-        for (folio, n, o, t), two in sby.items():
-            if o == which and t == "two-slot" and folio == "64K":
-                ex = sby[(folio, n, o, "exact")]
+        for folio in sorted({k[0] for k in sby}, key=THP_SIZES.__getitem__):
+            ns = sorted({int(k[1]) for k in sby if k[0] == folio})
+            for size in (ns[0], ns[1], ns[-1]):
+                two = sby[(folio, str(size), which, "two-slot")]
+                ex = sby[(folio, str(size), which, "exact")]
                 parts.append(
-                    f"N={n}: {_i(two, 'copies'):,}/{_i(ex, 'copies'):,} "
+                    f"{folio} N={size}: {_i(two, 'copies'):,}/{_i(ex, 'copies'):,} "
                     f"({_i(two, 'memory_end_kb') - _i(ex, 'memory_end_kb'):+,} kB)"
                 )
         plines.append(
-            f"- survivor = the {which}-forked child, 64K: copies two-slot/exact "
-            "(extra memory at the end) " + ", ".join(parts) + "."
+            f"- survivor = the {which}-forked child: copies two-slot/exact (extra memory at the "
+            "end) " + ", ".join(parts) + "."
         )
     q["pools"] = "\n".join(plines) + "\n"
     return q
