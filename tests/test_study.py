@@ -260,6 +260,9 @@ def test_the_documents_prose_holds_in_the_committed_data() -> None:
         (r["folio"], int(r["processes"]), r["survivor"], r["tracker"]): r
         for r in s.read_csv(COMMITTED / "survivor.csv")
     }
+    # "PMD-mapped 2M folios never pay ... every 2M row is 0"
+    assert all(saved(k[0], "2M", k[2]) == 0 for k in pools)
+    assert all(r["copies"] == "0" for k, r in surv.items() if k[0] == "2M")
     # "8 MiB of a 16 MiB heap of which it writes half"
     extra = int(surv[("64K", 3, "last", "two-slot")]["memory_end_kb"]) - int(
         surv[("64K", 3, "last", "exact")]["memory_end_kb"]
