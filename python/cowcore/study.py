@@ -122,16 +122,27 @@ class Scale:
 
 
 FULL = Scale(
-    "64M",
-    "32M",
-    0.5,
-    "64M",
-    1.0,
-    "16M",
-    (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
-    ("16K", "64K", "2M"),
+    micro_size="64M",
+    fork_exec_size="32M",
+    fork_exec_fraction=0.5,
+    snapshot_heap="64M",
+    snapshot_after_s=1.0,
+    pool_heap="16M",
+    pool_sizes=(2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+    pool_folios=("16K", "64K", "2M"),
 )
-QUICK = Scale("4M", "4M", 0.5, "4M", 1.0, "2M", (2, 3, 4, 8), ("64K", "2M"))
+"""The committed study (a minute or two on one core)."""
+QUICK = Scale(
+    micro_size="4M",
+    fork_exec_size="4M",
+    fork_exec_fraction=0.5,
+    snapshot_heap="4M",
+    snapshot_after_s=1.0,
+    pool_heap="2M",
+    pool_sizes=(2, 3, 4, 8),
+    pool_folios=("64K", "2M"),
+)
+"""``--quick``: every table and figure, in seconds (the tests)."""
 
 POOL_SHAPES: Mapping[str, Mapping[str, Scalar]] = {
     "default": {"fork_from": "master", "warm": 0.05, "dirty": 0.1},
