@@ -279,3 +279,17 @@ def test_command_line_errors_say_what_is_wrong(
     assert main(argv) == 2
     assert f"--doc {missing}: no such file" in capsys.readouterr().err
     assert not (tmp_path / "cases.csv").exists()  # refused before anything ran
+
+
+def test_render_only_rewrites_the_outputs_from_the_data(quick: Path, tmp_path: Path) -> None:
+    for name in s.DATA:
+        (tmp_path / f"{name}.csv").write_bytes((quick / f"{name}.csv").read_bytes())
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- study:pools -->\n<!-- /study:pools -->\n")
+    argv = ["study", "seed-future-work", "--render-only", "--out", str(tmp_path)]
+    assert main([*argv, "--doc", str(doc)]) == 0
+    assert (tmp_path / "tables.md").read_text() == (quick / "tables.md").read_text()
+    assert (
+        doc.read_text()
+        == f"<!-- study:pools -->\n{s.render(quick)['pools']}<!-- /study:pools -->\n"
+    )
