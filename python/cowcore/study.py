@@ -268,7 +268,8 @@ class Meter:
                 writable[lo:hi] |= up
                 upgraded[j] = int(up.sum())
         done = faults > 0
-        writable[pages[recs["outcome"] != Outcome.SEGFAULT]] = True
+        refused = (recs["outcome"] == Outcome.SEGFAULT) | (recs["outcome"] == Outcome.OUT_OF_MEMORY)
+        writable[pages[~refused]] = True
         for j in np.flatnonzero((recs["level"] == MapLevel.PMD) & done):
             lo = (int(pages[j]) >> 9) << 9
             writable[lo : lo + 512] = True
