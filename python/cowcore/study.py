@@ -199,7 +199,8 @@ class Meter:
     """
 
     def __init__(self, m: Machine, base: int, npages: int, model: CostModel) -> None:
-
+        """Starts the phase on ``m`` (whose heap is ``npages`` pages at ``base``): takes the
+        counters and opens a recording (none may be open), which :meth:`close` ends."""
         self.m, self.base, self.npages, self.model = m, base, npages, model
         self.writable: dict[int, npt.NDArray[np.bool_]] = {}
         self.written: dict[int, npt.NDArray[np.bool_]] = {}
