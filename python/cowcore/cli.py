@@ -30,6 +30,7 @@ from cowcore.plot import register as register_plot_command
 from cowcore.protocol import KERNEL_PROFILES
 from cowcore.report import add_report_options, parse_cont, report_scenario, report_text
 from cowcore.scenario import Scenario, ScenarioSyntaxError, dumps
+from cowcore.study import register as register_study_command
 from cowcore.sweep import register as register_sweep_command
 from cowcore.workloads.cli import register as register_workload_command
 
@@ -351,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sweep_command(sub)
     register_compare_command(sub)
     register_plot_command(sub)
+    register_study_command(sub)
     return parser
 
 
