@@ -458,16 +458,20 @@ class LockstepModel(RuleBasedStateMachine):
         huge_zero=st.booleans(),
         memo=st.booleans(),
         around=st.booleans(),
+        window=st.booleans(),
         exact=st.booleans(),
     )
-    def toggles(self, reuse: bool, huge_zero: bool, memo: bool, around: bool, exact: bool) -> None:
-        """Every policy, issue 15's three (off under every profile) among them: the isolation
-        model must hold whatever they decide."""
+    def toggles(
+        self, reuse: bool, huge_zero: bool, memo: bool, around: bool, window: bool, exact: bool
+    ) -> None:
+        """Every policy, issue 15's (off under every profile) among them: the isolation model
+        must hold whatever they decide."""
         for m in self.ms:
             m.policy.cow_reuse_pte_mapped_thp = reuse
             m.policy.huge_zero_wp_alloc = huge_zero
             m.policy.cow_reuse_remember_exclusive = memo
             m.policy.cow_reuse_fault_around = around
+            m.policy.cow_reuse_fault_around_window = window
             m.policy.mm_id_exact = exact
 
     # -- checks --------------------------------------------------------------------------

@@ -384,7 +384,12 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
 # -- the lockstep model and the isolation programs --------------------------------------------
 
 kernels = st.sampled_from(KERNELS)
-NEW_POLICIES = ["cow_reuse_remember_exclusive", "cow_reuse_fault_around", "mm_id_exact"]
+NEW_POLICIES = [
+    "cow_reuse_remember_exclusive",
+    "cow_reuse_fault_around",
+    "cow_reuse_fault_around_window",
+    "mm_id_exact",
+]
 """Issue 15's policies, off under every profile: the lockstep model draws which start on."""
 new_policies = st.lists(st.sampled_from(NEW_POLICIES), unique=True)
 levels = st.sampled_from(LEVELS)

@@ -80,6 +80,7 @@ def test_policy_defaults_follow_the_profile(backend: str) -> None:
         # issue 15's policies: no kernel has them, so they are off under every profile
         "cow_reuse_remember_exclusive": False,
         "cow_reuse_fault_around": False,
+        "cow_reuse_fault_around_window": False,
         "mm_id_exact": False,
     }
     with pytest.raises(InvalidArgumentError, match="policy must be one of cow_reuse"):

@@ -21,7 +21,12 @@ from tests.conftest import MachineFactory, MiB
 
 PAGE = 4096
 PAGES = 16
-NEW_POLICIES = ("cow_reuse_remember_exclusive", "cow_reuse_fault_around", "mm_id_exact")
+NEW_POLICIES = (
+    "cow_reuse_remember_exclusive",
+    "cow_reuse_fault_around",
+    "cow_reuse_fault_around_window",
+    "mm_id_exact",
+)
 
 
 def folio_64k(m: Machine, *policies: str) -> int:
@@ -79,6 +84,60 @@ def test_fault_around_takes_one_fault_instead_of_sixteen(make_machine: MachineFa
     )
     assert AccessFlags.FAULT_AROUND in first.flags
     assert [(r.outcome, r.faults) for r in rest] == [(Outcome.NO_FAULT, 0)] * (PAGES - 1)
+
+
+def pte_mapped_2m_after_child_exit(m: Machine, *policies: str) -> int:
+    """A written 2M folio of the init process, remapped by PTEs (an mprotect round trip on
+    one page splits the PMD), shared with a child that has exited: every page's next write
+    reuses it (6.15)."""
+    m.thp.sizes["2M"] = "always"
+    for name in policies:
+        setattr(m.policy, name, True)
+    a = m.init.mmap(4 * MiB)
+    a = (a + 2 * MiB - 1) & ~(2 * MiB - 1)
+    m.init.write(a, 2 * MiB, value=1)
+    m.init.mprotect(a, PAGE, "r")
+    m.init.mprotect(a, PAGE, "rw")
+    assert m.init.translate(a).page_size == PAGE
+    m.init.fork().exit()
+    return a
+
+
+def test_fault_around_window_bounds_the_upgrade(make_machine: MachineFactory) -> None:
+    """With the window, the first write (page 20) upgrades only the other pages of its
+    aligned 16-page window, 16..31: page 31 then takes no fault, page 32 and page 15 do."""
+    m = make_machine()
+    a = pte_mapped_2m_after_child_exit(m, "cow_reuse_fault_around", "cow_reuse_fault_around_window")
+    first = m.init.access(a + 20 * PAGE, True, value=2)
+    assert (first.outcome, first.reason) == (Outcome.COW_REUSE, Reason.LARGE_EXCLUSIVE)
+    assert AccessFlags.FAULT_AROUND in first.flags
+    assert [m.init.access(a + i * PAGE, True, value=3).faults for i in (16, 31, 32, 15)] == [
+        0,
+        0,
+        1,
+        1,
+    ]
+    m.check()
+
+
+@pytest.mark.parametrize(("window", "faults"), [(False, 1), (True, 512 // 16)])
+def test_fault_around_window_faults_once_per_window(
+    make_machine: MachineFactory, window: bool, faults: int
+) -> None:
+    """Writing every page of a PTE-mapped 2M folio after fork and child exit: fault-around
+    takes one fault for the folio (upgrading the other 511 PTEs); with the window, one per
+    16-page window: 512 / 16 = 32, each upgrading 15."""
+    m = make_machine()
+    policies = ["cow_reuse_fault_around"] + (["cow_reuse_fault_around_window"] if window else [])
+    a = pte_mapped_2m_after_child_exit(m, *policies)
+    recs = [m.init.access(a + i * PAGE, True, value=3) for i in range(512)]
+    assert sum(r.faults for r in recs) == faults
+    faulted = [i for i, r in enumerate(recs) if r.faults]
+    assert faulted == list(range(0, 512, 512 // faults))
+    assert all(AccessFlags.FAULT_AROUND in recs[i].flags for i in faulted)
+    assert m.stats()["cow_copy"] == 0
+    assert m.init.read(a, 2 * MiB) == [3] * 512
+    m.check()
 
 
 def test_memo_decides_every_fault_after_the_first(make_machine: MachineFactory) -> None:

@@ -187,6 +187,7 @@ def test_rust_capabilities_equal_the_reference_capabilities() -> None:
             # issue 15's policies override no capability: no kernel has them
             "cow_reuse_remember_exclusive": False,
             "cow_reuse_fault_around": False,
+            "cow_reuse_fault_around_window": False,
             "mm_id_exact": False,
         }
 

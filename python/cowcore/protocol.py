@@ -198,6 +198,13 @@ POLICIES: tuple[PolicySpec, ...] = (
         {"6.1": False, "6.12": False, "6.15": False},
     ),
     PolicySpec(
+        "cow_reuse_fault_around_window",
+        "with cow_reuse_fault_around, upgrade only the PTEs in the naturally aligned "
+        "16-page (64 KiB) window around the faulting page, the default fault_around_bytes "
+        "of do_fault_around for file read faults (not in any kernel)",
+        {"6.1": False, "6.12": False, "6.15": False},
+    ),
+    PolicySpec(
         "mm_id_exact",
         "an idealised MM-id tracker that knows every mm mapping a large folio: "
         "__wp_can_reuse_large_anon_folio's 'maybe mapped shared' answer is exact instead of "

@@ -59,6 +59,7 @@ POLICIES = frozenset(
         "huge_zero_wp_alloc",
         "cow_reuse_remember_exclusive",
         "cow_reuse_fault_around",
+        "cow_reuse_fault_around_window",
         "mm_id_exact",
     }
 )

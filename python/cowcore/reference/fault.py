@@ -453,6 +453,10 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool,
     return True, exclusive
 
 
+FAULT_AROUND_PAGES = 16
+"""The ``cow_reuse_fault_around_window`` policy's window in pages: 64 KiB, the default
+``fault_around_bytes`` (mm/memory.c) that bounds ``do_fault_around`` for file read faults."""
+
 _LARGE_REUSE = (Reason.LARGE_EXCLUSIVE, Reason.LARGE_EXACT_EXCLUSIVE, Reason.LARGE_MEMO_EXCLUSIVE)
 
 
@@ -464,12 +468,18 @@ def cow_reuse_fault_around(
     the VMA that maps a page of the same folio and is not writable becomes writable
     (``pte_mkwrite``; A and D are the MMU's to set), its page anon-exclusive. The folio is
     exclusive to this mm, so each of those pages could have been reused by its own fault.
-    No TLB flush (a permission upgrade). Sets ``FAULT_AROUND`` if it changed a PTE."""
+    No TLB flush (a permission upgrade). Sets ``FAULT_AROUND`` if it changed a PTE. With
+    ``cow_reuse_fault_around_window``, only the naturally aligned :data:`FAULT_AROUND_PAGES`
+    window around the fault, as ``do_fault_around`` bounds a file read fault."""
     page_addr = addr & ~(pg.PAGE_SIZE - 1)
     start = page_addr - (pg.entry_pfn(k.entry(pte_table, idx)) - folio.pfn) * pg.PAGE_SIZE
-    table_start = page_addr & ~(pg.PMD_SIZE - 1)
-    lo = max(start, vma.start, table_start)
-    hi = min(start + folio.nr_pages * pg.PAGE_SIZE, vma.end, table_start + pg.PMD_SIZE)
+    # the bound: the page table, or the window inside it
+    size = FAULT_AROUND_PAGES * pg.PAGE_SIZE
+    if not k.toggles["cow_reuse_fault_around_window"]:
+        size = pg.PMD_SIZE
+    bound = page_addr & ~(size - 1)
+    lo = max(start, vma.start, bound)
+    hi = min(start + folio.nr_pages * pg.PAGE_SIZE, vma.end, bound + size)
     for a in range(lo, hi, pg.PAGE_SIZE):
         i = (a >> pg.PAGE_SHIFT) & (pg.HPAGE_PMD_NR - 1)
         e = k.entry(pte_table, i)

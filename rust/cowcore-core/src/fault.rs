@@ -821,7 +821,9 @@ impl<R: Recorder> Fault<'_, R> {
     /// so that their first writes take no fault. The folio was just found exclusive to this
     /// mm (or remembered so), which is what makes each of those pages reusable too. No TLB
     /// flush: a permission upgrade needs none on x86. Sets [`AccessFlags::FAULT_AROUND`]
-    /// when it changed at least one PTE.
+    /// when it changed at least one PTE. With `cow_reuse_fault_around_window`, only the
+    /// naturally aligned [`FAULT_AROUND_PAGES`]-page window around the fault is upgraded,
+    /// as `do_fault_around` bounds a file read fault's mapping of its neighbours.
     fn cow_reuse_fault_around(
         &mut self,
         pte_table: TableFrame,
@@ -834,11 +836,17 @@ impl<R: Recorder> Fault<'_, R> {
         let Some(folio_start) = addr.checked_sub(u64::from(page - folio.pfn()) * PAGE_SIZE) else {
             return;
         };
-        let table_start = addr & !(PMD_SIZE - 1);
-        let lo = folio_start.max(self.vma.start.as_u64()).max(table_start);
+        // The bound: the page table, or the window (which lies inside it).
+        let (bound_start, bound_size) = if self.cfg.cow_reuse_fault_around_window {
+            let size = FAULT_AROUND_PAGES * PAGE_SIZE;
+            (addr & !(size - 1), size)
+        } else {
+            (addr & !(PMD_SIZE - 1), PMD_SIZE)
+        };
+        let lo = folio_start.max(self.vma.start.as_u64()).max(bound_start);
         let hi = (folio_start + nr * PAGE_SIZE)
             .min(self.vma.end.as_u64())
-            .min(table_start + PMD_SIZE);
+            .min(bound_start + bound_size);
         let mut made = false;
         for a in (lo..hi).step_by(PAGE_SIZE as usize) {
             let i = ((a >> 12) & 511) as usize;
@@ -998,6 +1006,10 @@ impl<R: Recorder> Fault<'_, R> {
 pub(crate) fn alloc_table(mem: &mut PhysMem) -> Result<TableFrame, CowError> {
     mem.alloc_table().ok_or(CowError::OutOfMemory)
 }
+
+/// The `cow_reuse_fault_around_window` policy's window, in pages: 64 KiB, the default
+/// `fault_around_bytes` (mm/memory.c) that bounds `do_fault_around` for file read faults.
+pub(crate) const FAULT_AROUND_PAGES: u64 = 16;
 
 /// `__wp_can_reuse_large_anon_folio` (6.15, KS §4.3): the exit it takes, in the kernel's
 /// order; [`Reason::LargeExclusive`] reuses. Where the shared bit is set, `exactly_exclusive`

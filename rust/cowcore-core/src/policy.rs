@@ -455,6 +455,14 @@ pub const POLICIES: &[PolicySpec] = &[
         field: |p| &mut p.cow_reuse_fault_around,
     },
     PolicySpec {
+        name: "cow_reuse_fault_around_window",
+        doc: "with cow_reuse_fault_around, upgrade only the PTEs in the naturally aligned \
+              16-page (64 KiB) window around the faulting page, the default \
+              fault_around_bytes of do_fault_around for file read faults (not in any kernel)",
+        default: |_| false,
+        field: |p| &mut p.cow_reuse_fault_around_window,
+    },
+    PolicySpec {
         name: "mm_id_exact",
         doc: "an idealised MM-id tracker that knows every mm mapping a large folio: \
               __wp_can_reuse_large_anon_folio's 'maybe mapped shared' answer is exact \
@@ -490,6 +498,9 @@ pub struct Policy {
     /// When a PTE-mapped large folio is reused, make this mm's other PTEs of it in the same
     /// VMA and page table writable too (issue 15; off under every profile).
     pub cow_reuse_fault_around: bool,
+    /// Limit `cow_reuse_fault_around` to the aligned 16-page window around the fault
+    /// (issue 15's study: the latency of a whole 2M folio's upgrade; off under every profile).
+    pub cow_reuse_fault_around_window: bool,
     /// Answer "maybe mapped shared" exactly (every mm mapping the folio known), not from the
     /// two MM-id slots (issue 15; off under every profile).
     pub mm_id_exact: bool,
@@ -514,6 +525,7 @@ impl Policy {
             huge_zero_wp_alloc: false,
             cow_reuse_remember_exclusive: false,
             cow_reuse_fault_around: false,
+            cow_reuse_fault_around_window: false,
             mm_id_exact: false,
         };
         for spec in POLICIES {

@@ -206,3 +206,35 @@ fn fault_around_stays_in_the_vma() -> Result<(), CowError> {
     assert_eq!((r.outcome, r.faults), (Outcome::CowReuse, 1));
     m.check()
 }
+
+/// `cow_reuse_fault_around_window` on a 256K folio (64 pages) after fork and the child's
+/// exit: writing every page takes one fault per aligned 16-page window (pages 0, 16, 32,
+/// 48), each upgrading the window's other 15 PTEs; without the window, one fault in all.
+#[test]
+fn fault_around_window_faults_once_per_sixteen_pages() -> Result<(), CowError> {
+    for (window, faulted) in [(false, vec![0]), (true, vec![0, 16, 32, 48])] {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15)?;
+        m.set_thp_size(6, ThpSizeMode::Always)?;
+        m.set_policy("cow_reuse_fault_around", true)?;
+        m.set_policy("cow_reuse_fault_around_window", window)?;
+        let a = m.mmap(1, 2 << 20)?.as_u64();
+        m.write(1, VirtAddr::new(a), 64 * PAGE_SIZE, 1)?;
+        let child = m.fork(1)?;
+        m.exit(child)?;
+        let mut got = Vec::new();
+        for i in 0..64 {
+            let r = m.access(1, VirtAddr::new(a + i * PAGE_SIZE), true, 7)?;
+            if r.faults > 0 {
+                assert_eq!(
+                    (r.outcome, r.reason),
+                    (Outcome::CowReuse, Reason::LargeExclusive)
+                );
+                assert!(r.flags.contains(AccessFlags::FAULT_AROUND));
+                got.push(i);
+            }
+        }
+        assert_eq!(got, faulted, "window {window}");
+        m.check()?;
+    }
+    Ok(())
+}

@@ -122,9 +122,10 @@ fuzz_target!(|data: &[u8]| {
                     "huge_zero_wp_alloc",
                     "cow_reuse_remember_exclusive",
                     "cow_reuse_fault_around",
+                    "cow_reuse_fault_around_window",
                     "mm_id_exact",
                     "bogus",
-                ][usize::from(b.u8() % 6)];
+                ][usize::from(b.u8() % 7)];
                 m.set_policy(name, b.u8() % 2 == 0)
             }
             16 => m
