@@ -55,6 +55,11 @@ PROTS: tuple[str, ...] = get_args(Prot)
 ADVICES: tuple[str, ...] = get_args(Advice)
 """The values of the types above as tuples, for the checks that every layer makes."""
 
+FAULT_AROUND_PAGES = 16
+"""The ``cow_reuse_fault_around_window`` policy's window, in pages: 64 KiB, the default
+``fault_around_bytes`` (mm/memory.c) that bounds ``do_fault_around`` for file read faults.
+The Rust core's ``FAULT_AROUND_PAGES`` (fault.rs) is the same number."""
+
 THP_SIZES: dict[str, int] = {
     "16K": 2,
     "32K": 3,

@@ -16,6 +16,7 @@ from enum import Enum
 
 from cowcore.errors import OutOfMemoryError
 from cowcore.outcome import Access, AccessFlags, MapLevel, Outcome, Reason
+from cowcore.protocol import FAULT_AROUND_PAGES
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
@@ -452,10 +453,6 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool,
         folio.exclusive_memo = True
     return True, exclusive
 
-
-FAULT_AROUND_PAGES = 16
-"""The ``cow_reuse_fault_around_window`` policy's window in pages: 64 KiB, the default
-``fault_around_bytes`` (mm/memory.c) that bounds ``do_fault_around`` for file read faults."""
 
 _LARGE_REUSE = (Reason.LARGE_EXCLUSIVE, Reason.LARGE_EXACT_EXCLUSIVE, Reason.LARGE_MEMO_EXCLUSIVE)
 
