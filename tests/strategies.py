@@ -82,6 +82,7 @@ SCENARIO_TOKENS: dict[str, Tokens] = {
     "P": (SCENARIO_PROCS, []),
     "C": (SCENARIO_PROCS, []),
     "NAME": (SCENARIO_MAPS, []),
+    "NEW": (SCENARIO_MAPS, []),
     "OFF": OFFSETS,
     "LEN": LENGTHS,
     "LEN@observe": OBSERVE_LENGTHS,

@@ -7,6 +7,7 @@ import pytest
 
 import cowcore
 from cowcore.errors import InvalidAddressError, InvalidArgumentError, OutOfMemoryError
+from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario
 from tests.conftest import KiB, MachineFactory, MiB
 
 
@@ -166,3 +167,56 @@ def test_backends_agree(kernel: str, off: int, length: int, size: str) -> None:
             )
         )
     assert all(s == states[0] for s in states[1:])
+
+
+SCENARIO = """\
+kernel 6.15
+thp size 64K always
+P mmap A 2M
+P write A 0 64K 1
+P mremap A 32K 32K B
+P fork C
+P observe B 0 4K
+C observe B 0 4K
+P observe A 32K 4K
+"""
+
+
+def test_scenario_statement(backend: str) -> None:
+    """``P mremap NAME OFF LEN NEW``: the range becomes mapping NEW (inherited by C), the
+    old range a hole; its pages keep their frames (f8 is page 8 of the 64K folio)."""
+    out = cowcore.run_scenario(SCENARIO, backend=backend, check=True)
+    assert [(o["proc"], o["map"], o["frame"], o["mapcount"]) for o in out] == [
+        ("P", "B", "f0", 2),
+        ("C", "B", "f0", 2),
+        ("P", "A", None, None),
+    ]
+    assert out[0]["folio_pages"] == 16
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("P mremap A 0 4K A", "already has a mapping A"),
+        ("P mremap A 4K 2M B", "page at offset 2097152 is not mapped"),
+        ("P mremap Z 0 4K B", "has no mapping Z"),
+    ],
+)
+def test_scenario_statement_errors(backend: str, line: str, message: str) -> None:
+    out = cowcore.run_scenario(f"kernel 6.15\nP mmap A 2M\n{line}\n", backend=backend)
+    error = str(out[0]["error"])
+    assert len(out) == 1 and error.startswith("line 3: ")
+    assert message in error
+
+
+def test_scenario_crossing_vmas_is_efault(backend: str) -> None:
+    text = "kernel 6.15\nP mmap A 2M\nP mprotect A 0 4K r\nP mremap A 0 8K B\n"
+    out = cowcore.run_scenario(text, backend=backend)
+    assert out == [{"error": "line 4: mremap A: the range is not inside one mapping (EFAULT)"}]
+
+
+def test_probe_compiles_the_statement() -> None:
+    lines = compile_scenario("t", SCENARIO).lines
+    assert "C 5 0 mremap 0 32768 32768 1" in lines
+    with pytest.raises(ScenarioSyntaxError, match="mremap needs NAME OFF LEN NEW"):
+        compile_scenario("t", "P mmap A 2M\nP mremap A 0 4K\n")
