@@ -100,6 +100,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
             extra = (fdp.ConsumeIntInRange(0, 63), fdp.ConsumeIntInRange(0, 63))
         elif method == "observe_iter":
             extra = fdp.PickValueInList(OBSERVE_CHUNKS)
+        elif method == "mremap":  # a fresh address, or MREMAP_FIXED onto a mapping
+            extra = None if not maps or fdp.ConsumeBool() else maps[0] + PAGE * 8
         elif method == "access":
             extra = fdp.PickValueInList(API_WRITE_FLAGS)
         elif method == "access_batch":
@@ -144,6 +146,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
                 return p.access_batch(container(kind, batch), writes, value=length).tobytes()
             if method in ("write", "mprotect", "madvise"):
                 return getattr(p, method)(addr, length, extra)
+            if method == "mremap":
+                return p.mremap(addr, length, extra)
             return getattr(p, method)(addr, length)
 
         results = [outcome(lambda i=i: call(i)) for i in range(len(ms))]

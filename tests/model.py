@@ -393,6 +393,50 @@ class LockstepModel(RuleBasedStateMachine):
         for i in range(npages):
             p.pages[addr + i * PAGE] = PageModel()
 
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data(), fixed=st.booleans())
+    def mremap(self, data: st.DataObject, fixed: bool) -> None:
+        """Move a range to a fresh address, or (``fixed``) onto another mapping or a free
+        place. The pages move with their values and protections; a range that is not inside
+        one VMA fails with EFAULT (the model does not track VMA boundaries: every backend
+        must agree, and a range with an unmapped page must fail), a fixed destination that
+        overlaps the range with EINVAL. A fixed destination is unmapped before the source is
+        looked up, so it is gone even when the move fails."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        length = count * PAGE
+        new: int | None = None
+        if fixed:
+            bases = [start + k * PAGE for start, n in p.maps for k in (0, n // 2)]
+            new = data.draw(st.sampled_from([*bases, 0x5555_0000_0000 + (addr % (2 << 20))]))
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].mremap(addr, length, new))
+        if new is not None and new < addr + length and addr < new + length:
+            assert res[0] == "raise" and res[1][0] == "InvalidArgumentError", res
+            return
+        if new is not None:
+            for i in range(count):
+                p.pages.pop(new + i * PAGE, None)
+        if any(pm is None for pm in pages):
+            assert res[0] == "raise" and res[1][0] == InvalidAddressError.__name__, res
+            return
+        if self.is_oom(res):
+            return
+        if res[0] == "raise":
+            assert res[1][0] == InvalidAddressError.__name__ and "(EFAULT)" in res[1][1], res
+            event("mremap across VMAs")
+            return
+        dest = res[1]
+        if new is None:
+            assert dest % (2 << 20) == addr % (2 << 20), "the offset in the 2M block is kept"
+        else:
+            assert dest == new
+        for i, pm in enumerate(pages):
+            del p.pages[addr + i * PAGE]
+            assert pm is not None
+            p.pages[dest + i * PAGE] = pm
+        p.maps.append((dest, count))
+
     @precondition(lambda self: self.live() and len(self.procs) < 12)
     @rule(data=st.data())
     def fork(self, data: st.DataObject) -> None:

@@ -82,6 +82,7 @@ SCENARIO_TOKENS: dict[str, Tokens] = {
     "P": (SCENARIO_PROCS, []),
     "C": (SCENARIO_PROCS, []),
     "NAME": (SCENARIO_MAPS, []),
+    "NEW": (SCENARIO_MAPS, []),
     "OFF": OFFSETS,
     "LEN": LENGTHS,
     "LEN@observe": OBSERVE_LENGTHS,
@@ -206,7 +207,7 @@ CONTAINERS += ["uint32", "float64", "2d", "tuple", "generator", "scalars"]
 API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
-    *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max"],
+    *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max", "mremap"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle;
 ``pid_max``: sets ``Machine.pid_max``)."""
@@ -359,6 +360,10 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
         return method, which, (batch, writes, stored)
     if method == "mmap_fixed":
         return method, which, (addr, draw(st.sampled_from(API_MMAP_LENGTHS)))
+    if method == "mremap":
+        # to a fresh address, or onto another place of the mappings (MREMAP_FIXED)
+        to = ("map", draw(st.integers(0, 1 << 16)), draw(st.integers(-4, 600)), 0)
+        return method, which, (addr, draw(lengths), draw(st.sampled_from([None, None, to])))
     if method == "translate":
         return method, which, (addr,)
     if method == "folio":
@@ -421,8 +426,9 @@ def program_ranges(draw: st.DrawFn) -> tuple[int, int]:
 
 def program_ops() -> st.SearchStrategy[Op]:
     """One operation of an isolation program (``tests/programs.py``): writes (three times as
-    likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect, munmap and a ``touch`` (a
-    read from outside, which must change nothing any process reads)."""
+    likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect, munmap, a ``touch`` (a
+    read from outside, which must change nothing any process reads) and an ``mremap`` round
+    trip (out to a fresh address, optionally written there, and back)."""
     who = st.integers(0, 1 << 16)  # taken modulo the live processes when applied
     return st.one_of(
         st.tuples(st.just("write"), who, program_ranges()),
@@ -436,6 +442,7 @@ def program_ops() -> st.SearchStrategy[Op]:
         st.tuples(st.just("mprotect"), who, program_ranges(), prots),
         st.tuples(st.just("munmap"), who, program_ranges()),
         st.tuples(st.just("touch"), who, program_ranges()),
+        st.tuples(st.just("mremap"), who, program_ranges(), st.booleans()),
     )
 
 

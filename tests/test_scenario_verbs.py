@@ -27,6 +27,7 @@ LINE = PREFIX.count("\n") + 1
 # A valid token and some invalid ones for each kind of argument the table's syntax names.
 GOOD = {"PROFILE": "6.15", "SIZE": "64K", "NAME": "A", "OFF": "4K", "LEN": "8K"}
 GOOD |= {"ADVICE": "dontneed", "[VALUE]": "7", "C": "C", "POLICY": "mm_id_exact"}
+GOOD |= {"NEW": "B"}
 BAD = {
     "PROFILE": ["6.13", "615"],
     "SIZE": ["8K", "4M", "x", "64k"],
@@ -37,6 +38,7 @@ BAD = {
     "[VALUE]": ["07", "-1", "18446744073709551616", "1e3", "+1"],
     "C": ["1C", "C.D"],
     "POLICY": ["bogus", "MM_ID_EXACT", "cow_reuse"],
+    "NEW": ["1B", "B-C"],
 }
 
 

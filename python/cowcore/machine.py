@@ -601,6 +601,28 @@ class Process:
         """Unmap ``[addr, addr + length)``; unmapped pages in the range are fine."""
         self._b.munmap(self.pid, _int("addr", addr), _int("length", length))
 
+    def mremap(
+        self, addr: SupportsIndex, length: SupportsIndex, new_addr: SupportsIndex | None = None
+    ) -> int:
+        """Move ``[addr, addr + length)``, which must lie inside one mapping, to a new address
+        and return it: ``mremap(addr, length, length, MREMAP_MAYMOVE | MREMAP_FIXED,
+        new_addr)``. Without ``new_addr`` the address is fresh: where :meth:`mmap` would
+        place ``addr % 2M + length`` bytes, plus ``addr % 2M``, so the range keeps its offset
+        in its 2 MiB block (docs/scenario-format.md, ``mremap``). With it, whatever is mapped
+        there is unmapped first. Pages move with their frames, counts and exclusivity (a
+        huge PMD that the range cuts is split first; a whole aligned one moves whole); the
+        old range becomes a hole.
+
+        Raises:
+            InvalidArgumentError: a misaligned address, a bad length, or a destination that
+                overlaps the range (``EINVAL``).
+            InvalidAddressError: a range outside user space, a range not inside one mapping
+                (``EFAULT``), or no room for a fresh address (``ENOMEM``).
+            OutOfMemoryError: no frame for a page table (nothing moves).
+        """
+        new = None if new_addr is None else _int("new_addr", new_addr)
+        return self._b.mremap(self.pid, _int("addr", addr), _int("length", length), new)
+
     def touch(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> None:
         """Read ``[addr, addr + length)`` from outside the process, as a debugger or
         ``/proc/<pid>/mem`` does (GUP with ``FOLL_TOUCH``): the folio of every present PTE

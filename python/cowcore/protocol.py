@@ -121,6 +121,11 @@ class KernelConfig:
     measured on 7.2 and 7.3); without it (6.12) entering the LRU clears the flag
     (``lru_gen_add_folio``), so a mark made while a small folio waits in the per-CPU LRU-add
     batch is lost when the batch drains."""
+    mremap_realigns: bool = True
+    """``move_page_tables`` aligns a move that starts its VMA down to the PMD boundary when
+    both sides are equally misaligned, the range reaches the next boundary and nothing else
+    is mapped below either start (``try_realign_addr``, 6.7), so the first PTE table moves
+    whole (``move_normal_pmd``); 6.1 moves those PTEs one by one."""
 
 
 KERNEL_CONFIGS: dict[str, KernelConfig] = {
@@ -134,6 +139,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         allocates_on_huge_zero_write=False,
         pagemap_pmd_exclusive_from_first_page=True,
         faulted_folios_referenced=False,
+        mremap_realigns=False,
     ),
     "6.12": KernelConfig(
         profile="6.12",
@@ -385,6 +391,9 @@ class AddressSpaceBackend(Protocol):
     # The address-space id: 1 for init, the next number for each new mm, never reused.
     def asid(self, pid: int) -> int: ...
     def munmap(self, pid: int, addr: int, length: int) -> None: ...
+    # mremap(MREMAP_MAYMOVE | MREMAP_FIXED) of a range inside one mapping, to new_addr or
+    # (None) to a fresh address keeping the range's offset in its 2M block; the new address.
+    def mremap(self, pid: int, addr: int, length: int, new_addr: int | None) -> int: ...
     # A FOLL_TOUCH read from outside (/proc/<pid>/mem): marks the folio of every present PTE
     # of the range accessed (PG_referenced); no fault, no content change.
     def touch(self, pid: int, addr: int, length: int) -> None: ...

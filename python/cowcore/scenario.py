@@ -197,6 +197,13 @@ class Madvise(Ranged):
 
 
 @dataclass(frozen=True, slots=True)
+class Mremap(Ranged):
+    """``PROC mremap NAME OFF LEN NEW``: the range moves to a fresh address as mapping NEW."""
+
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
 class Smaps:
     """``PROC smaps NAME``: one observation of the mapping's smaps lines."""
 
@@ -237,6 +244,7 @@ Statement: TypeAlias = (
     | Mprotect
     | Madvise
     | Smaps
+    | Mremap
     | Fork
     | Exit
 )
@@ -427,6 +435,10 @@ def _parse_madvise(lineno: int, proc: str, args: Sequence[str]) -> Madvise:
     if args[3] not in ADVICES:
         raise ScenarioSyntaxError(lineno, f"unknown advice {args[3]!r}")
     return Madvise(lineno, proc, *_range(lineno, args), cast(Advice, args[3]))
+
+
+def _parse_mremap(lineno: int, proc: str, args: Sequence[str]) -> Mremap:
+    return Mremap(lineno, proc, *_range(lineno, args), _ident(lineno, args[3], "mapping"))
 
 
 def _parse_smaps(lineno: int, proc: str, args: Sequence[str]) -> Smaps:
@@ -636,6 +648,24 @@ class _Runner:
         with self.enomem(st, "madvise"):
             p.madvise(start + st.off, st.length, st.advice)
 
+    def run_mremap(self, st: Mremap) -> None:
+        """``mremap`` to a fresh address (:meth:`cowcore.Process.mremap` without
+        ``new_addr``: where ``mmap`` would place the range, plus its offset in its 2 MiB
+        block), recorded as mapping ``NEW`` of the process (and of its later children). The
+        range must be mapped and lie inside one VMA (``EFAULT`` otherwise)."""
+        p, start = self.mapped(st, "mremap")
+        if st.new in self.maps[st.proc]:
+            raise _RunError(f"process {st.proc} already has a mapping {st.new}")
+        try:
+            new = p.mremap(start + st.off, st.length)
+        except InvalidAddressError as exc:
+            if "(EFAULT)" in str(exc):
+                raise _RunError(
+                    f"mremap {st.name}: the range is not inside one mapping (EFAULT)"
+                ) from None
+            raise
+        self.maps[st.proc][st.new] = (new, st.length)
+
     # Helpers of the ranged verbs.
 
     @property
@@ -757,6 +787,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("P exit", Exit, _parse_exit, _Runner.run_exit),
     Verb("P observe NAME OFF LEN", Observe, _parse_observe, _Runner.run_observe),
     Verb("P smaps NAME", Smaps, _parse_smaps, _Runner.run_smaps),
+    Verb("P mremap NAME OFF LEN NEW", Mremap, _parse_mremap, _Runner.run_mremap),
 )
 """Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
 statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""

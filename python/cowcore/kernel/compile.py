@@ -250,6 +250,11 @@ class _Compiler:
                     raise self.error(f"bad value {rest[3]!r}")
                 value = int(rest[3])
             out = [verb, str(m), str(off), str(length), str(value)]
+        elif verb == "mremap":
+            if len(rest) != 4:
+                raise self.error("mremap needs NAME OFF LEN NEW")
+            m, off, length = self.range(rest[:3], verb)
+            out = [verb, str(m), str(off), str(length), str(self.mapping(rest[3]))]
         elif verb == "smaps":
             if len(rest) != 1:
                 raise self.error("smaps needs NAME")

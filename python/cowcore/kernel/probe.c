@@ -14,7 +14,7 @@
  *                              mmap MAP LEN | munmap MAP OFF LEN | mprotect MAP OFF LEN r|rw|none
  *                              madvise MAP OFF LEN ADVICE | write MAP OFF LEN VALUE
  *                              read MAP OFF LEN | observe MAP OFF LEN | smaps MAP
- *                              fork CHILD | exit
+ *                              fork CHILD | exit | mremap MAP OFF LEN NEWMAP
  *   Z                          the scenario ends ({"end":IDX})
  *
  * Architecture: this process (the controller, PID 1) owns all the bookkeeping: which process
@@ -91,6 +91,9 @@ static const char *const stat_name[] = {"anon_fault_alloc", "anon_fault_fallback
 /* ---------------------------------------------------------------- worker protocol */
 
 enum op { OP_MMAP = 1, OP_MUNMAP, OP_MPROTECT, OP_MADVISE, OP_WRITE, OP_READ, OP_FORK, OP_EXIT };
+
+/* mremap: a command number of its own, out of the enum's way. */
+#define OP_MREMAP 64
 
 struct cmd {
 	uint32_t op;
@@ -376,6 +379,33 @@ static void worker(int slot)
 			if (pid < 0)
 				err = errno;
 			val = (uint64_t)pid;
+			break;
+		}
+		case OP_MREMAP: {
+			/*
+			 * mremap(MREMAP_MAYMOVE | MREMAP_FIXED) into a region reserved as OP_MMAP
+			 * reserves one (PROT_NONE|MAP_NORESERVE, 2M of guard on each side, so the moved
+			 * VMA merges with nothing), at a 2M-aligned address plus the range's offset in
+			 * its 2M block: the simulator's rule (docs/scenario-format.md, mremap), so that
+			 * the same folio sizes fit (thp_vma_suitable_order) and the same huge PMDs move
+			 * whole (move_huge_pmd needs both sides PMD-aligned). The kernel unmaps the
+			 * reservation under the destination first (mremap_to).
+			 */
+			uint64_t in_block = c.addr & (PMD_SIZE - 1);
+			uint64_t span = in_block + c.len + 2 * PMD_SIZE;
+			void *res = mmap(NULL, span, PROT_NONE,
+					 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (res == MAP_FAILED) {
+				err = errno;
+				break;
+			}
+			uint64_t dest =
+				(((uint64_t)res + PAGE_SIZE + PMD_SIZE - 1) & ~(PMD_SIZE - 1)) + in_block;
+			void *p = mremap((void *)c.addr, c.len, c.len, MREMAP_MAYMOVE | MREMAP_FIXED,
+					 (void *)dest);
+			if (p == MAP_FAILED)
+				err = errno;
+			val = dest;
 			break;
 		}
 		case OP_EXIT:
@@ -1071,6 +1101,36 @@ static void process_statement(int p, char **tok, int ntok)
 			else if (advice == MADV_DOFORK)
 				mp->st[i] &= (uint8_t)~ST_DONTFORK;
 		}
+		return;
+	}
+	if (!strcmp(verb, "mremap")) {
+		/* The range moves to a fresh address as mapping NEWMAP; the old range is a hole. */
+		int nm = parse_idx(ntok > 4 ? tok[4] : NULL, MAXMAP);
+		if (nm < 0)
+			die("bad mremap statement");
+		if (procs[p].map[nm].exists) {
+			scenario_error("%s already has a mapping %s", proc_name[p], map_name[nm]);
+			return;
+		}
+		if (!check_range(p, m, off, len, 0, "mremap"))
+			return;
+		uint8_t *st = pool_alloc(n);
+		if (!st) {
+			scenario_error("probe out of bookkeeping memory");
+			return;
+		}
+		if (call(p, OP_MREMAP, 0, mp->base + off, len, 0, &r))
+			return;
+		if (r.err == EFAULT) { /* vma_to_resize: not inside one VMA (the simulator's words) */
+			scenario_error("mremap %s: the range is not inside one mapping (EFAULT)",
+				       map_name[m]);
+			return;
+		}
+		if (sys_error(r.err, "mremap"))
+			return;
+		memcpy(st, mp->st + first, n);
+		memset(mp->st + first, ST_UNMAPPED, n);
+		procs[p].map[nm] = (struct mapping){1, r.val, n, st};
 		return;
 	}
 	if (!strcmp(verb, "write") || !strcmp(verb, "read")) {

@@ -40,7 +40,7 @@ from cowcore.protocol import (
     check_u64,
 )
 from cowcore.reference import check as check_mod
-from cowcore.reference import fault, fork, gup, vma_ops
+from cowcore.reference import fault, fork, gup, mremap, vma_ops
 from cowcore.reference import paging as pg
 from cowcore.reference import smaps as smaps_mod
 from cowcore.reference.kernel import PID_MAX_LIMIT, PID_MAX_MIN, Kernel
@@ -241,6 +241,26 @@ class ReferenceBackend:
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)
         vma_ops.munmap(self._k, mm, start, end)
+
+    def mremap(self, pid: int, addr: int, length: int, new_addr: int | None) -> int:
+        """The core's ``mremap`` with its checks in its order: the ranges, the overlap
+        (EINVAL), the destination's unmap, the source VMA (EFAULT), the room (ENOMEM)."""
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        if new_addr is not None:
+            new_start, new_end = self._range(new_addr, length)
+            if new_start < end and new_end > start:
+                raise InvalidArgumentError(
+                    f"mremap: [{new_start:#x}, {new_end:#x}) overlaps the range moved, "
+                    f"[{start:#x}, {end:#x}) (EINVAL)"
+                )
+            vma_ops.munmap(self._k, mm, new_start, new_end)  # mremap_to: do_munmap first
+        else:
+            mremap.source_vma(mm, start, end)
+            off = start % pg.PMD_SIZE
+            new_start = vma_ops.get_unmapped_area(mm, off + length) + off
+        mremap.move_vma(self._k, mm, start, end, new_start, fresh=new_addr is None)
+        return new_start
 
     def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None:
         _, mm = self._proc(pid)

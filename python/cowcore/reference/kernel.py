@@ -81,6 +81,7 @@ class Kernel:
         self.thp = ThpPolicy()
         self.toggles: dict[str, bool] = dict(POLICY_DEFAULTS[profile])
         self.faulted_folios_referenced = KERNEL_CONFIGS[profile].faulted_folios_referenced
+        self.profile_config = KERNEL_CONFIGS[profile]
         self.lru_batch: list[Folio] = []
         """The per-CPU LRU-add batch (``cpu_fbatches.lru_add``): folios a fault mapped that
         have not entered the LRU yet; kept only where that changes what is reported (6.12,
@@ -349,7 +350,7 @@ class Kernel:
             return
         if addr % pg.PMD_SIZE:
             self.split_pmd_at(mm, addr)
-        upper = vma.copy(start=addr)
+        upper = vma.copy(start=addr, pgoff=vma.page_index(addr))
         vma.end = addr
         mm.insert(upper)
 

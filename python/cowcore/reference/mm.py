@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from cowcore.reference.paging import PAGE_COPY, PAGE_NONE
+from cowcore.reference.paging import PAGE_COPY, PAGE_NONE, PAGE_SHIFT
 
 MMAP_TOP = 0x7F0000000000
 """Where top-down mmap placement starts (DESIGN.md, Addresses)."""
@@ -32,6 +32,19 @@ class Vma:
     wipeonfork: bool = False
     anon_vma: bool = False
     """Whether the VMA has an ``anon_vma`` yet (set by the first allocating fault)."""
+    pgoff: int = -1
+    """``vm_pgoff`` in pages: the linear page index of ``start`` (``start >> 12`` for a new
+    mapping, which ``-1`` stands for). A split keeps it linear; ``mremap`` keeps the moved
+    range's (``copy_vma``), so that an anonymous folio's pages keep their index wherever
+    they move. Neighbours merge only with contiguous indices (``can_vma_merge_after``)."""
+
+    def __post_init__(self) -> None:
+        if self.pgoff < 0:
+            self.pgoff = self.start >> PAGE_SHIFT
+
+    def page_index(self, addr: int) -> int:
+        """``linear_page_index``: the page index of ``addr`` in this VMA."""
+        return self.pgoff + ((addr - self.start) >> PAGE_SHIFT)
 
     def flags(self) -> tuple[str, ...]:
         names = (VM_READ, VM_WRITE, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_DONTCOPY, VM_WIPEONFORK)
@@ -107,11 +120,17 @@ class Mm:
         self.vmas.sort(key=lambda v: v.start)
 
     def merge_adjacent(self) -> None:
-        """Merge neighbouring VMAs with equal flags (``vma_merge``; anon_vmas are compatible:
-        within one mm they come from the same mapping or one of them has none)."""
+        """Merge neighbouring VMAs with equal flags and contiguous ``vm_pgoff`` (``vma_merge``,
+        ``can_vma_merge_after``; anon_vmas are compatible: within one mm such neighbours come
+        from the same mapping or one of them has none)."""
         merged: list[Vma] = []
         for vma in self.vmas:
-            if merged and merged[-1].end == vma.start and merged[-1].same_flags(vma):
+            if (
+                merged
+                and merged[-1].end == vma.start
+                and merged[-1].same_flags(vma)
+                and merged[-1].page_index(vma.start) == vma.pgoff
+            ):
                 last = merged[-1]
                 last.end = vma.end
                 last.anon_vma = last.anon_vma or vma.anon_vma

@@ -23,6 +23,14 @@ def mmap(mm: Mm, length: int) -> int:
     some VMA meets the candidate ``[start, start + length]`` (ends included), the cursor
     moves 2 MiB below the lowest such VMA and the candidate is recomputed.
     """
+    start = get_unmapped_area(mm, length)
+    mm.mmap_cursor = start - pg.PMD_SIZE
+    mm.insert(Vma(start=start, end=start + length))
+    return start
+
+
+def get_unmapped_area(mm: Mm, length: int) -> int:
+    """Where :func:`mmap` places ``length`` bytes (the cursor is not moved)."""
     cursor = mm.mmap_cursor
     while True:
         start = (cursor - length) & ~(pg.PMD_SIZE - 1)
@@ -32,11 +40,8 @@ def mmap(mm: Mm, length: int) -> int:
             )
         met = [v.start for v in mm.vmas if v.start <= start + length and v.end >= start]
         if not met:
-            break
+            return start
         cursor = min(met) - pg.PMD_SIZE
-    mm.mmap_cursor = start - pg.PMD_SIZE
-    mm.insert(Vma(start=start, end=start + length))
-    return start
 
 
 def mmap_fixed(mm: Mm, start: int, end: int) -> None:

@@ -33,6 +33,8 @@ pub(crate) struct Fault<'a, R: Recorder> {
     write: bool,
     /// `vmf->vma` (its `anon_vma` is set by the first fault that allocates).
     vma: &'a mut Vma,
+    /// The mm's other VMAs, below and above `vma` (the `mm_id_exact` tracker's rmap walk).
+    others: (&'a [Vma], &'a [Vma]),
     /// `vma->vm_mm->mm_id`.
     mm_id: u32,
     /// The mm's address-space id (for `TlbFlush` events).
@@ -111,10 +113,15 @@ impl Kernel {
             rss_anon,
             ..
         } = mm;
+        let (below, rest) = vmas.split_at_mut(i);
+        let (vma, above) = rest
+            .split_first_mut()
+            .ok_or_else(|| CowError::invariant("access", "VMA index out of range"))?;
         Ok(Fault {
             address,
             write,
-            vma: &mut vmas[i],
+            vma,
+            others: (below, above),
             mm_id: *mm_id,
             asid: *asid,
             pgd: *pgd,
@@ -784,33 +791,49 @@ impl<R: Recorder> Fault<'_, R> {
 
     /// The `mm_id_exact` tracker's answer (a policy, no kernel has it): whether every
     /// mapping of the large `folio` is one of this mm's, computed from this mm's page tables
-    /// rather than from the two MM-id slots. An anonymous folio's pages sit at one linear
-    /// address per mm (fork keeps addresses; nothing that moves pages, such as `mremap`, is
-    /// modelled yet), so this mm maps page `j` only at the address of the faulting `page`
-    /// plus `j - page`'s offset: counting those PTEs gives this mm's exact share of
-    /// `folio_large_mapcount`, the count an unbounded per-mm tracker would keep.
+    /// rather than from the two MM-id slots: the count an unbounded per-mm tracker would
+    /// keep. The pages are found as the kernel's rmap finds them (`vma_address`): page `j`
+    /// of the folio has the linear index of the faulting `page` plus `j - page`, and in
+    /// each VMA of this mm whose `vm_pgoff` range holds that index it can only be mapped at
+    /// the address of that index. `mremap` moves pages with their index (`copy_vma` keeps
+    /// `vm_pgoff`), so a folio that is partly moved is still found whole, at two places.
     fn folio_mapped_only_here(&self, folio: FolioRef, page: u32) -> bool {
         let f = self.mem.folio(folio);
         let head = folio.pfn();
-        let Some(base) = self
-            .address
-            .align_down(PAGE_SIZE)
-            .as_u64()
-            .checked_sub(u64::from(page - head) * PAGE_SIZE)
+        let nr = u64::from(f.folio_nr_pages());
+        let Some(head_index) = self
+            .vma
+            .page_index(self.address)
+            .checked_sub(u64::from(page - head))
         else {
             return false;
         };
-        let own = (0..f.folio_nr_pages())
-            .filter(|&j| {
-                let a = VirtAddr::new(base + u64::from(j) * PAGE_SIZE);
-                walk::find_leaf(self.mem, self.paging, self.pgd, a).is_some_and(|leaf| {
-                    leaf.level == Level::Pte
-                        && leaf.entry.is_present()
-                        && !leaf.entry.is_special()
-                        && leaf.entry.frame() == head + j
-                })
-            })
-            .count();
+        let (below, above) = self.others;
+        let vmas = below
+            .iter()
+            .chain(core::iter::once(&*self.vma))
+            .chain(above);
+        let mut own = 0u64;
+        for v in vmas.filter(|v| v.anon_vma) {
+            for j in 0..nr {
+                let Some(a) = v.index_address(head_index + j) else {
+                    continue;
+                };
+                let Some(leaf) = walk::find_leaf(self.mem, self.paging, self.pgd, a) else {
+                    continue;
+                };
+                let e = leaf.entry;
+                if !e.is_present() || e.is_special() {
+                    continue;
+                }
+                let mapped = match leaf.level {
+                    Level::Pte => e.frame() == head + j as u32,
+                    // A PMD mapping counts once in the large mapcount: at its head page.
+                    _ => j == 0 && e.frame() == head,
+                };
+                own += u64::from(mapped);
+            }
+        }
         i32::try_from(own).is_ok_and(|own| own == f.folio_large_mapcount())
     }
 

@@ -113,38 +113,15 @@ impl Kernel {
     pub(crate) fn mmap(&mut self, pid: u32, length: u64) -> Result<VirtAddr, CowError> {
         let mm = self.mm_mut(pid)?;
         check_length(length)?;
-        let mut cursor = mm.cursor;
         // Top-down below the cursor, 2 MiB-aligned, never overlapping or touching a VMA
-        // (there are some only after `mmap_fixed`): a candidate that meets VMAs moves below
-        // the lowest of them, with a 2 MiB gap (docs/access-and-events.md).
-        let start = loop {
-            let start = cursor
-                .checked_sub(length)
-                .map(|s| s & !(PMD_SIZE - 1))
-                .filter(|&s| s >= USER_START)
-                .ok_or_else(|| {
-                    CowError::InvalidAddress(format!(
-                        "no room for a mapping of {length} bytes below {:#x} (ENOMEM)",
-                        mm.cursor
-                    ))
-                })?;
-            let lowest = mm
-                .vmas
-                .iter()
-                .filter(|v| v.start.as_u64() <= start + length && v.end.as_u64() >= start)
-                .map(|v| v.start.as_u64())
-                .min();
-            match lowest {
-                None => break start,
-                Some(low) => cursor = low.saturating_sub(PMD_SIZE),
-            }
-        };
-        let vma = Vma {
-            start: VirtAddr::new(start),
-            end: VirtAddr::new(start + length),
-            flags: VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
-            anon_vma: false,
-        };
+        // (there are some only after `mmap_fixed` or `mremap`): a candidate that meets VMAs
+        // moves below the lowest of them, with a 2 MiB gap (docs/access-and-events.md).
+        let start = crate::mremap::get_unmapped_area(mm, length)?;
+        let vma = Vma::new(
+            VirtAddr::new(start),
+            VirtAddr::new(start + length),
+            VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
+        );
         let i = mm.vmas.partition_point(|v| v.start < vma.start);
         mm.vmas.insert(i, vma);
         mm.cursor = start.saturating_sub(PMD_SIZE);
@@ -168,12 +145,11 @@ impl Kernel {
                 "range [{start}, {end}) overlaps an existing mapping (EEXIST)"
             )));
         }
-        let vma = Vma {
+        let vma = Vma::new(
             start,
             end,
-            flags: VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
-            anon_vma: false,
-        };
+            VmFlags::READ | VmFlags::WRITE | VmFlags::MAYREAD | VmFlags::MAYWRITE,
+        );
         let i = mm.vmas.partition_point(|v| v.start < vma.start);
         mm.vmas.insert(i, vma);
         mm.merge();

@@ -41,6 +41,7 @@ mod kernel;
 pub mod machine;
 pub mod mm;
 mod mprotect;
+mod mremap;
 pub mod outcome;
 mod pagewalk;
 pub mod paging;

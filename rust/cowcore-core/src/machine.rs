@@ -889,6 +889,43 @@ impl Machine {
         self.k.fork(pid)
     }
 
+    /// `mremap(addr, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr)`: moves the
+    /// range, which must lie inside one mapping, to `new_addr` (unmapping what is there
+    /// first), or without it to a fresh address (where `mmap` would place
+    /// `addr % 2M + length` bytes, plus `addr % 2M`). Pages move with their frames, counts
+    /// and exclusivity; the old range becomes a hole. Returns the new address.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] for a bad length or address or a destination that
+    /// overlaps the range (`EINVAL`), [`CowError::InvalidAddress`] for a range outside user
+    /// space, a range not inside one mapping (`EFAULT`) or no room (`ENOMEM`),
+    /// [`CowError::OutOfMemory`] when a page table cannot be allocated (nothing moves).
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile, VirtAddr};
+    ///
+    /// let mut m = Machine::new(16 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 4 << 12)?;
+    /// m.write(1, a, 4 << 12, 7)?;
+    /// let pfn = m.translate(1, a)?.pfn;
+    /// let b = m.mremap(1, a, 4 << 12, None)?;
+    /// assert_eq!(m.translate(1, b)?.pfn, pfn);
+    /// assert!(m.translate(1, a)?.pfn.is_none());
+    /// m.check()?;
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn mremap(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        new_addr: Option<VirtAddr>,
+    ) -> Result<VirtAddr, CowError> {
+        self.k.mremap(pid, addr, length, new_addr)
+    }
+
     /// Unmaps `[addr, addr+length)`; unmapped pages in the range are fine.
     ///
     /// # Errors

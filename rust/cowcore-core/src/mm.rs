@@ -175,9 +175,43 @@ pub struct Vma {
     /// Whether the VMA has an `anon_vma` (set by the first fault that allocates, or maps
     /// the huge zero page; `vma_needs_copy` copies page tables at fork only then).
     pub anon_vma: bool,
+    /// `vm_pgoff`, in pages: the linear page index of `start`. `mmap` sets it to
+    /// `start >> PAGE_SHIFT`; a split keeps it linear; `mremap` keeps the moved range's
+    /// (`copy_vma`), so that an anonymous folio's pages keep their index (`folio->index`,
+    /// what the rmap's `vma_address` computes addresses from) wherever they move. Two
+    /// neighbours merge only if their indices are contiguous (`can_vma_merge_after`).
+    pub pgoff: u64,
 }
 
 impl Vma {
+    /// A fresh VMA of `mmap` at `[start, end)` with `flags`: no `anon_vma` yet, its
+    /// `vm_pgoff` the start's page number (`mmap_region` of an anonymous mapping).
+    #[must_use]
+    pub fn new(start: VirtAddr, end: VirtAddr, flags: VmFlags) -> Self {
+        Self {
+            start,
+            end,
+            flags,
+            anon_vma: false,
+            pgoff: start.as_u64() >> 12,
+        }
+    }
+
+    /// The linear page index of `addr` in this VMA (`linear_page_index`).
+    #[must_use]
+    pub fn page_index(&self, addr: VirtAddr) -> u64 {
+        self.pgoff + ((addr.as_u64() - self.start.as_u64()) >> 12)
+    }
+
+    /// The address of page index `index` in this VMA, if the VMA covers it (the rmap's
+    /// `vma_address`).
+    #[must_use]
+    pub fn index_address(&self, index: u64) -> Option<VirtAddr> {
+        let pages = (self.end.as_u64() - self.start.as_u64()) >> 12;
+        let off = index.checked_sub(self.pgoff).filter(|&o| o < pages)?;
+        Some(VirtAddr::new(self.start.as_u64() + (off << 12)))
+    }
+
     /// Whether the VMA holds `addr`.
     #[must_use]
     pub fn contains(&self, addr: VirtAddr) -> bool {
@@ -292,17 +326,30 @@ impl Mm {
             let v = self.vmas[i];
             if v.start != addr {
                 self.vmas[i].end = addr;
-                self.vmas.insert(i + 1, Vma { start: addr, ..v });
+                let pgoff = v.page_index(addr);
+                self.vmas.insert(
+                    i + 1,
+                    Vma {
+                        start: addr,
+                        pgoff,
+                        ..v
+                    },
+                );
             }
         }
     }
 
-    /// Merges adjacent VMAs with equal flags (`vma_merge`).
+    /// Merges adjacent VMAs with equal flags and contiguous `vm_pgoff` (`vma_merge`:
+    /// `can_vma_merge_after`; within one mm the `anon_vma`s of such neighbours are
+    /// compatible, as one of them has none or both come from one mapping).
     pub(crate) fn merge(&mut self) {
         let mut out: Vec<Vma> = Vec::with_capacity(self.vmas.len());
         for v in self.vmas.drain(..) {
             if let Some(last) = out.last_mut() {
-                if last.end == v.start && last.flags == v.flags {
+                if last.end == v.start
+                    && last.flags == v.flags
+                    && last.page_index(v.start) == v.pgoff
+                {
                     last.end = v.end;
                     last.anon_vma |= v.anon_vma;
                     continue;
@@ -331,12 +378,11 @@ mod tests {
             mm_id: 1,
             asid: 1,
             pgd: TableFrame::at(0),
-            vmas: vec![Vma {
-                start: VirtAddr::new(0x20_0000),
-                end: VirtAddr::new(0x40_0000),
-                flags: VmFlags::READ | VmFlags::WRITE,
-                anon_vma: false,
-            }],
+            vmas: vec![Vma::new(
+                VirtAddr::new(0x20_0000),
+                VirtAddr::new(0x40_0000),
+                VmFlags::READ | VmFlags::WRITE,
+            )],
             cursor: 0,
             rss_anon: 0,
         }

@@ -74,6 +74,7 @@ impl Profile {
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: false,
+                mremap_realigns: false,
             },
             Self::V6_12 => KernelConfig {
                 profile: self,
@@ -85,6 +86,7 @@ impl Profile {
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: false,
                 faulted_folios_referenced: false,
+                mremap_realigns: true,
             },
             Self::V6_15 => KernelConfig {
                 profile: self,
@@ -96,6 +98,7 @@ impl Profile {
                 allocates_on_huge_zero_write: true,
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: true,
+                mremap_realigns: true,
             },
         }
     }
@@ -133,6 +136,7 @@ pub struct KernelConfig {
     allocates_on_huge_zero_write: bool,
     pagemap_pmd_exclusive_from_first_page: bool,
     faulted_folios_referenced: bool,
+    mremap_realigns: bool,
 }
 
 impl KernelConfig {
@@ -206,6 +210,15 @@ impl KernelConfig {
     #[must_use]
     pub const fn pagemap_pmd_exclusive_from_first_page(self) -> bool {
         self.pagemap_pmd_exclusive_from_first_page
+    }
+
+    /// `move_page_tables` first aligns a move that starts a VMA down to the PMD boundary
+    /// when source and destination are equally misaligned, the range reaches the next
+    /// boundary and nothing is mapped below either start (`try_realign_addr`, 6.7), so that
+    /// the first PTE table moves whole (`move_normal_pmd`). 6.1 moves PTE by PTE there.
+    #[must_use]
+    pub const fn mremap_realigns(self) -> bool {
+        self.mremap_realigns
     }
 
     /// A folio a fault maps gets `PG_referenced` as it is added to the LRU

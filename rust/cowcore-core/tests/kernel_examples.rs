@@ -153,6 +153,7 @@ fn valid(t: &[&str]) -> bool {
                 ("mprotect", 4) => a[3].parse::<Prot>().is_ok() && range_ok(a),
                 ("madvise", 4) => a[3].parse::<Advice>().is_ok() && range_ok(a),
                 ("smaps" | "fork", 1) => ident(a[0]),
+                ("mremap", 4) => range_ok(&a[..3]) && ident(a[3]),
                 ("exit", 0) => true,
                 _ => false,
             }
@@ -293,6 +294,28 @@ impl Driver {
         Ok((start + off, off, len, len.min(created.saturating_sub(off))))
     }
 
+    /// `P mremap NAME OFF LEN NEW`: the range moves to a fresh address as the mapping NEW
+    /// (docs/scenario-format.md, "Moves").
+    fn mremap(&mut self, proc: &str, pid: u32, a: &[&str]) -> Result<(), String> {
+        let (addr, _, len, inside) = self.range(proc, a)?;
+        if inside < len {
+            return Err(format!("mremap {}: past the mapping's end", a[0]));
+        }
+        if self.maps[proc].contains_key(a[3]) {
+            return Err(format!("process {proc} already has a mapping {}", a[3]));
+        }
+        let new = self
+            .m
+            .mremap(pid, VirtAddr::new(addr), len, None)
+            .map_err(|e| e.to_string())?
+            .as_u64();
+        self.maps
+            .get_mut(proc)
+            .unwrap()
+            .insert(a[3].into(), (new, len));
+        Ok(())
+    }
+
     /// The `smaps` line: per field, the sum of the kB values smaps prints for each VMA lying
     /// inside the mapping's range (rounded per VMA, as `__show_smap` prints them).
     fn smaps(&mut self, proc: &str, name: &str, vmas: &[SmapsInfo]) -> Result<(), String> {
@@ -404,6 +427,7 @@ impl Driver {
                         let vmas = self.m.smaps(pid).map_err(err)?;
                         self.smaps(proc, a[0], &vmas)?;
                     }
+                    "mremap" => self.mremap(proc, pid, a)?,
                     "munmap" => {
                         let (addr, _, _, inside) = self.range(proc, a)?;
                         if inside != 0 {

@@ -362,6 +362,27 @@ impl PyMachine {
         })
     }
 
+    #[pyo3(signature = (pid, addr, length, new_addr))]
+    fn mremap(
+        &self,
+        py: Python<'_>,
+        pid: u32,
+        addr: u64,
+        length: u64,
+        new_addr: Option<u64>,
+    ) -> PyResult<u64> {
+        run_core(py, || {
+            self.lock()
+                .mremap(
+                    pid,
+                    VirtAddr::new(addr),
+                    length,
+                    new_addr.map(VirtAddr::new),
+                )
+                .map(VirtAddr::as_u64)
+        })
+    }
+
     fn mprotect(
         &self,
         py: Python<'_>,

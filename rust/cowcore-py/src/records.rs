@@ -283,5 +283,6 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         cfg.allocates_on_huge_zero_write(),
         cfg.pagemap_pmd_exclusive_from_first_page(),
         cfg.faulted_folios_referenced(),
+        cfg.mremap_realigns(),
     ))
 }

@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !b.0.is_empty() && steps < 200 {
         steps += 1;
-        let op = b.u8() % 20;
+        let op = b.u8() % 21;
         // Mostly live pids, sometimes 0, exited ones or ones never used.
         let pids = m.pids();
         let pid = match b.u8() {
@@ -165,6 +165,20 @@ fuzz_target!(|data: &[u8]| {
                     .map(|a| maps.push((a.as_u64(), pages)))
             }
             19 => m.touch(pid, VirtAddr::new(addr), len),
+            20 => {
+                // A fresh destination (atomic: a failure changes nothing), or a fixed one,
+                // which mremap_to unmaps before it looks the source up: a failed fixed move
+                // may have unmapped it, so only its success is checked.
+                let fixed = b.u8() % 3 == 0;
+                if fixed {
+                    let to = if maps.is_empty() { b.u64() } else { maps[0].0 };
+                    let _ = m.mremap(pid, VirtAddr::new(addr), len, Some(VirtAddr::new(to)));
+                    Ok(())
+                } else {
+                    m.mremap(pid, VirtAddr::new(addr), len, None)
+                        .map(|a| maps.push((a.as_u64(), len / PAGE)))
+                }
+            }
             _ => {
                 // Inspection only: these must never fail except on bad input.
                 let _ = m.translate(pid, VirtAddr::new(addr));
