@@ -237,6 +237,28 @@ class ReferenceBackend:
         start, end = self._range(addr, length)
         gup.touch(self._k, mm, start, end)
 
+    def ref(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        self._check_access(mm, start, end, write=False)
+        gup.gup_get(self._k, mm, start, end, pin=False)
+
+    def unref(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        gup.gup_put(self._k, pid, mm, start, end, pin=False)
+
+    def pin(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        self._check_access(mm, start, end, write=True)
+        gup.gup_get(self._k, mm, start, end, pin=True)
+
+    def unpin(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        gup.gup_put(self._k, pid, mm, start, end, pin=True)
+
     def munmap(self, pid: int, addr: int, length: int) -> None:
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)

@@ -424,7 +424,7 @@ impl<R: Recorder> Fault<'_, R> {
     /// The dispatch is a `match` on the kind of the entry where the walk stopped, as in
     /// `handle_pte_fault`: a software entry (swap, migration) is an error, never an empty
     /// entry to overwrite.
-    fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
+    pub(crate) fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
         let kind = leaf.map_or(EntryKind::None, |l| l.entry.kind());
         self.record(|r| {
             r.faults += 1;

@@ -1,5 +1,7 @@
-//! Getting user pages from outside the process (`mm/gup.c`): for now the read a debugger
-//! or `/proc/<pid>/mem` makes, `FOLL_TOUCH` and nothing else.
+//! Getting user pages (`mm/gup.c`): the read a debugger or `/proc/<pid>/mem` makes
+//! (`FOLL_TOUCH`), and the references and pins a process holds (issue 16): `ref` (`FOLL_GET`,
+//! as vmsplice's `get_user_pages_fast` takes them) and `pin` (`FOLL_PIN | FOLL_LONGTERM |
+//! FOLL_WRITE`, as `io_uring`'s buffer registration takes them).
 //!
 //! `follow_page_pte` with `FOLL_TOUCH` calls `folio_mark_accessed` on the folio of a
 //! present PTE (not on the zero page, which has no folio); `follow_huge_pmd` only calls
@@ -8,11 +10,16 @@
 //! the callers read only pages that are present (the kernel runner's `observe` reads
 //! `/proc/<pid>/pagemap` first).
 
+use crate::addr::PAGE_SIZE;
 use crate::error::CowError;
+use crate::fault::NoRecord;
 use crate::folio::FolioRef;
-use crate::kernel::Kernel;
+use crate::kernel::{capacity_hint, Kernel};
+use crate::mm::GupHold;
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
+use crate::paging::table::Level;
+use crate::paging::walk;
 use crate::physmem::{PhysMem, TableFrame};
 use crate::VirtAddr;
 
@@ -65,5 +72,132 @@ impl Kernel {
             self.mem.folio_mark_accessed(f);
         }
         Ok(())
+    }
+}
+
+impl Kernel {
+    /// `faultin_page` until `follow_page_mask` finds the page (`__get_user_pages`): a
+    /// read fault where nothing is mapped, and for `write` (`FOLL_WRITE`) a write fault
+    /// where the entry is not writable (`do_wp_page`/`do_huge_pmd_wp_page`: COW copy or
+    /// reuse, as the profile decides; a PMD that falls back is split and faulted again by
+    /// PTE). Returns the frame behind `addr` (a zero page's included). No access is made:
+    /// the A and D bits are the fault's, nothing is stored.
+    fn gup_faultin(&mut self, pid: u32, addr: VirtAddr, write: bool) -> Result<u32, CowError> {
+        let pgd = self.mm(pid)?.pgd;
+        for _ in 0..4 {
+            let leaf = walk::find_leaf(&self.mem, self.paging, pgd, addr);
+            let present = leaf.is_some_and(|l| l.entry.is_present() && !l.entry.is_protnone());
+            if let Some(l) = leaf.filter(|l| present && (!write || l.entry.is_writable())) {
+                let base = l.entry.frame();
+                return Ok(if l.level == Level::Pmd {
+                    base + ((addr.as_u64() >> 12) & 511) as u32
+                } else {
+                    base
+                });
+            }
+            let code = walk::error_code(write, present);
+            self.fault(pid, addr, write, &mut NoRecord)?
+                .handle_mm_fault(leaf, code)?;
+        }
+        Err(CowError::invariant(
+            "fault-retry",
+            format!("GUP at {addr} keeps faulting"),
+        ))
+    }
+
+    /// `ref` (`pin == false`: `get_user_pages_fast` without `FOLL_WRITE`, as vmsplice takes
+    /// pages) or `pin` (`pin_user_pages` with `FOLL_LONGTERM | FOLL_WRITE`, as `io_uring`
+    /// registers a buffer) of every page of `[addr, addr + length)` of `pid`, held until
+    /// [`Self::gup_put`] or exit. Page by page, as `__get_user_pages` goes: fault the page
+    /// in ([`Self::gup_faultin`]), then `try_grab_folio` it
+    /// ([`PhysMem::gup_grab_folio`]), so a later page's fault sees the references taken on
+    /// the earlier ones. A `ref` never unshares (`gup_must_unshare` is false without
+    /// `FOLL_PIN`); a longterm pin never pins the zero page (it write-faults first). A pin
+    /// sets `MMF_HAS_PINNED` first (`mm_set_has_pinned_flag`). On an error nothing is held
+    /// (the references taken are dropped); the faults done stay, as a failed `write`'s do.
+    pub(crate) fn gup_get(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        pin: bool,
+    ) -> Result<(), CowError> {
+        let (start, end) = self.check_access(pid, addr, length, pin)?;
+        if pin {
+            self.mm_mut(pid)?.has_pinned = true;
+        }
+        let mut pages = Vec::with_capacity(capacity_hint(start, end));
+        let mut a = start;
+        while a < end {
+            match self.gup_faultin(pid, a, pin) {
+                Ok(pfn) => {
+                    if self.mem.is_folio(pfn) {
+                        let f = self.mem.page_folio(pfn);
+                        self.mem.gup_grab_folio(f, 1, pin);
+                    }
+                    pages.push(pfn);
+                }
+                Err(e) => {
+                    self.gup_release(&pages, pin);
+                    return Err(e);
+                }
+            }
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        self.mm_mut(pid)?.holds.push(GupHold {
+            start: start.as_u64(),
+            length,
+            pin,
+            pages,
+        });
+        Ok(())
+    }
+
+    /// `unref`/`unpin`: drops the latest hold of `pid` taken by [`Self::gup_get`] on exactly
+    /// `[addr, addr + length)` with the same `pin`; `InvalidArgument` if there is none.
+    pub(crate) fn gup_put(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+        pin: bool,
+    ) -> Result<(), CowError> {
+        let (start, end) = self.check_range(addr, length)?;
+        let mm = self.mm_mut(pid)?;
+        let Some(i) = mm
+            .holds
+            .iter()
+            .rposition(|h| h.pin == pin && h.start == start.as_u64() && h.length == length)
+        else {
+            return Err(CowError::InvalidArgument(format!(
+                "process {pid} holds no {} of [{start}, {end})",
+                if pin { "pin" } else { "ref" }
+            )));
+        };
+        let h = mm.holds.remove(i);
+        self.gup_release(&h.pages, h.pin);
+        Ok(())
+    }
+
+    /// Drops every hold of `pid` in the order taken (`exit_files` after `exit_mm`: the
+    /// pipe or the ring goes after the unmap, so a held folio is freed here, not by the
+    /// zap).
+    pub(crate) fn gup_exit(&mut self, pid: u32) -> Result<(), CowError> {
+        let holds = std::mem::take(&mut self.mm_mut(pid)?.holds);
+        for h in holds {
+            self.gup_release(&h.pages, h.pin);
+        }
+        Ok(())
+    }
+
+    /// `unpin_user_pages` / `put_page` of each page, in address order (zero pages hold
+    /// nothing).
+    fn gup_release(&mut self, pages: &[u32], pin: bool) {
+        for &p in pages {
+            if self.mem.is_folio(p) {
+                let f = self.mem.page_folio(p);
+                self.mem.gup_put_folio(f, 1, pin, &mut self.events);
+            }
+        }
     }
 }

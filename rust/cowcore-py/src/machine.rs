@@ -356,6 +356,31 @@ impl PyMachine {
         })
     }
 
+    #[pyo3(name = "ref")]
+    fn ref_pages(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().ref_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn unref(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().unref_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn pin(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().pin_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn unpin(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().unpin_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
     fn munmap(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
         run_sized(py, length, || {
             self.lock().munmap(pid, VirtAddr::new(addr), length)
