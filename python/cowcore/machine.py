@@ -643,6 +643,23 @@ class Process:
         (:class:`~cowcore.errors.InvalidArgumentError` if there is none)."""
         self._b.unpin(self.pid, _int("addr", addr), _int("length", length))
 
+    def unshare(
+        self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE
+    ) -> npt.NDArray[np.void]:
+        """A short read-only pin of the range taken and dropped by another process, as
+        ``process_vm_readv()`` does (``FOLL_PIN`` without ``FOLL_LONGTERM``): a read fault
+        first where nothing is mapped, then every anonymous page that is not anon-exclusive
+        (shared with another process, or not yet known to be P's alone) goes through the
+        unshare fault (``FAULT_FLAG_UNSHARE``) and ends exclusive to this process, reused or
+        copied as the profile decides (a copy is mapped read-only); nothing is written. The
+        zero pages are left as they are. Returns one access record per page (the layout of
+        :meth:`access_batch`; outcome ``UNSHARE`` where the unshare fault ran;
+        docs/access-and-events.md)."""
+        import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
+        raw = self._b.unshare(self.pid, _int("addr", addr), _int("length", length))
+        return np.frombuffer(raw, dtype=outcome.ACCESS_DTYPE)
+
     def mprotect(self, addr: SupportsIndex, length: SupportsIndex, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
         self._b.mprotect(

@@ -217,6 +217,11 @@ class Unpin(Ranged):
 
 
 @dataclass(frozen=True, slots=True)
+class Unshare(Ranged):
+    """``PROC unshare NAME OFF LEN``: a short R/O pin by another process (process_vm_readv)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Smaps:
     """``PROC smaps NAME``: one observation of the mapping's smaps lines."""
 
@@ -465,6 +470,10 @@ def _parse_unpin(lineno: int, proc: str, args: Sequence[str]) -> Unpin:
     return Unpin(lineno, proc, *_range(lineno, args))
 
 
+def _parse_unshare(lineno: int, proc: str, args: Sequence[str]) -> Unshare:
+    return Unshare(lineno, proc, *_range(lineno, args))
+
+
 def _parse_smaps(lineno: int, proc: str, args: Sequence[str]) -> Smaps:
     return Smaps(lineno, proc, _ident(lineno, args[0], "mapping"))
 
@@ -684,6 +693,12 @@ class _Runner:
     def run_unpin(self, st: Unpin) -> None:
         self.gup(st, "unpin")
 
+    def run_unshare(self, st: Unshare) -> None:
+        """Prints nothing: the unshare faults show in later observations."""
+        p, start = self.mapped(st, "unshare")
+        with self.sigsegv(st, start):
+            p.unshare(start + st.off, st.length)
+
     def gup(self, st: Ranged, verb: Literal["ref", "unref", "pin", "unpin"]) -> None:
         """The references and pins (docs/scenario-format.md, "References, pins and moves"):
         every page of the range must lie inside the mapping; an ``unref``/``unpin`` of a range
@@ -824,6 +839,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("P unref NAME OFF LEN", Unref, _parse_unref, _Runner.run_unref),
     Verb("P pin NAME OFF LEN", Pin, _parse_pin, _Runner.run_pin),
     Verb("P unpin NAME OFF LEN", Unpin, _parse_unpin, _Runner.run_unpin),
+    Verb("P unshare NAME OFF LEN", Unshare, _parse_unshare, _Runner.run_unshare),
 )
 """Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
 statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""

@@ -11,6 +11,7 @@ marks nothing. Nothing is faulted in: callers read only pages that are present.
 from __future__ import annotations
 
 from cowcore.errors import InvalidArgumentError, OutOfMemoryError
+from cowcore.outcome import Access, MapLevel
 from cowcore.reference import fault
 from cowcore.reference import paging as pg
 from cowcore.reference.fault import PF_PROT, PF_USER, PF_WRITE
@@ -117,3 +118,48 @@ def _release(k: Kernel, pages: list[int], pin: bool) -> None:
         folio = k.page_folio.get(pfn)
         if folio is not None:
             k.put_folio(folio, folio.gup_refs(pin))
+
+
+def unshare(k: Kernel, mm: Mm, start: int, end: int) -> list[Access]:
+    """A short R/O ``FOLL_PIN`` of ``[start, end)`` taken and dropped by another process, as
+    ``process_vm_readv()`` does (no ``FOLL_LONGTERM``, no ``FOLL_WRITE``); the caller has
+    checked the access. Page by page: a read fault where nothing is mapped; then, while
+    ``gup_must_unshare`` holds (an anonymous page that is not anon-exclusive; for a huge PMD
+    the head's flag), the unshare fault (:func:`fault.handle_unshare_fault`). The zero pages
+    are not anonymous: a short pin leaves them. The pin itself changes no count but forgets
+    the exclusive memo. One record per page (``UNSHARE`` where the unshare fault ran)."""
+    out: list[Access] = []
+    for addr in range(start, end, pg.PAGE_SIZE):
+        vma = mm.find_vma(addr)
+        assert vma is not None
+        trace = fault.Trace()
+        for _ in range(4):
+            pmd_slot = k.pmd_slot(mm, addr)
+            huge = pmd_slot is not None and pg.is_huge(k.entry(*pmd_slot))
+            if huge:
+                assert pmd_slot is not None
+                head = pg.entry_pfn(k.entry(*pmd_slot))
+                pfn = head + ((addr >> pg.PAGE_SHIFT) & 0x1FF)
+            else:
+                pte_slot = k.pte_slot(mm, addr)
+                pte = k.entry(*pte_slot) if pte_slot is not None else 0
+                if not pte & pg.P:
+                    fault.handle_mm_fault(k, mm, vma, addr, PF_USER, trace)
+                    continue
+                head = pfn = pg.entry_pfn(pte)
+            folio = k.page_folio.get(pfn)
+            if folio is not None and not folio.anon_exclusive[(head if huge else pfn) - folio.pfn]:
+                fault.handle_unshare_fault(k, mm, vma, addr, trace)
+                continue
+            if folio is not None:
+                folio.exclusive_memo = False  # try_grab_folio of the short pin
+            level = MapLevel.PMD if huge else MapLevel.PTE
+            out.append(
+                trace.record(
+                    pfn << pg.PAGE_SHIFT, level, folio.order if folio else (9 if huge else 0)
+                )
+            )
+            break
+        else:
+            raise AssertionError(f"unshare at {addr:#x} did not resolve")
+    return out

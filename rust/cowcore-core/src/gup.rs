@@ -1,7 +1,8 @@
 //! Getting user pages (`mm/gup.c`): the read a debugger or `/proc/<pid>/mem` makes
 //! (`FOLL_TOUCH`), and the references and pins a process holds (issue 16): `ref` (`FOLL_GET`,
 //! as vmsplice's `get_user_pages_fast` takes them) and `pin` (`FOLL_PIN | FOLL_LONGTERM |
-//! FOLL_WRITE`, as `io_uring`'s buffer registration takes them).
+//! FOLL_WRITE`, as `io_uring`'s buffer registration takes them); and the short R/O pin
+//! another process takes with `process_vm_readv()`, whose unshare faults are `unshare`.
 //!
 //! `follow_page_pte` with `FOLL_TOUCH` calls `folio_mark_accessed` on the folio of a
 //! present PTE (not on the zero page, which has no folio); `follow_huge_pmd` only calls
@@ -16,6 +17,7 @@ use crate::fault::NoRecord;
 use crate::folio::FolioRef;
 use crate::kernel::{capacity_hint, Kernel};
 use crate::mm::GupHold;
+use crate::outcome::{Access, MapLevel};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::Level;
@@ -199,5 +201,80 @@ impl Kernel {
                 self.mem.gup_put_folio(f, 1, pin, &mut self.events);
             }
         }
+    }
+}
+
+impl Kernel {
+    /// `unshare`: a short read-only `FOLL_PIN` of `[addr, addr + length)` of `pid` taken and
+    /// dropped by another process, as `process_vm_readv()` does (`pin_user_pages_remote`,
+    /// no `FOLL_LONGTERM`, no `FOLL_WRITE`). Page by page as `__get_user_pages` goes: a read
+    /// fault where nothing is mapped; then, while `gup_must_unshare` holds (an anonymous
+    /// page that is not anon-exclusive; for a huge PMD the head's flag), the unshare fault
+    /// ([`Fault::handle_unshare_fault`](crate::fault::Fault)): reuse marks the page
+    /// exclusive, a copy maps a new exclusive page read-only, a shared PMD THP is split and
+    /// the page unshared by PTE. The zero pages are not anonymous: a short pin leaves them.
+    /// The pin itself (`try_grab_folio`, then `unpin_user_pages`) changes no count but
+    /// forgets the exclusive memo (a reference that is not a mapping was taken).
+    ///
+    /// Returns one [`Access`] record per page: `phys` and `level`/`order` of the page
+    /// afterwards, the faults taken (`error_code` is the read fault's, 0 for an unshare
+    /// fault), and for an unshared page [`crate::Outcome::Unshare`] with the reason of the
+    /// reuse or copy decision (and `COPIED`/`SPLIT`). Errors as a read's; an out-of-memory
+    /// copy stops the call with the pages before it unshared.
+    pub(crate) fn unshare(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<Vec<Access>, CowError> {
+        let (start, end) = self.check_access(pid, addr, length, false)?;
+        let pgd = self.mm(pid)?.pgd;
+        let mut out = Vec::with_capacity(capacity_hint(start, end));
+        let mut a = start;
+        while a < end {
+            let mut rec = Access::default();
+            let mut done = false;
+            for _ in 0..4 {
+                let leaf = walk::find_leaf(&self.mem, self.paging, pgd, a);
+                let present = leaf.is_some_and(|l| l.entry.is_present() && !l.entry.is_protnone());
+                let Some(l) = leaf.filter(|_| present) else {
+                    let code = walk::error_code(false, false);
+                    self.fault(pid, a, false, &mut rec)?
+                        .handle_mm_fault(leaf, code)?;
+                    continue;
+                };
+                let base = l.entry.frame();
+                let huge = l.level == Level::Pmd;
+                let pfn = if huge {
+                    base + ((a.as_u64() >> 12) & 511) as u32
+                } else {
+                    base
+                };
+                let anon = self.mem.is_folio(pfn);
+                if anon && !self.mem.anon_exclusive(if huge { base } else { pfn }) {
+                    self.fault(pid, a, false, &mut rec)?
+                        .handle_unshare_fault(l)?;
+                    continue;
+                }
+                if anon {
+                    let f = self.mem.page_folio(pfn);
+                    self.mem.forget_exclusive_memo(f.pfn());
+                }
+                rec.phys = u64::from(pfn) << 12;
+                rec.level = if huge { MapLevel::Pmd } else { MapLevel::Pte };
+                rec.order = self.mem.order(pfn) as u8;
+                done = true;
+                break;
+            }
+            if !done {
+                return Err(CowError::invariant(
+                    "fault-retry",
+                    format!("unshare at {a} keeps faulting"),
+                ));
+            }
+            out.push(rec);
+            a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
+        }
+        Ok(out)
     }
 }

@@ -804,6 +804,25 @@ impl Machine {
         self.k.gup_put(pid, addr, length, true)
     }
 
+    /// `unshare`: a short read-only pin of the range taken and dropped by another process,
+    /// as `process_vm_readv()` does: every anonymous page of the range that is not
+    /// anon-exclusive goes through the unshare fault (`FAULT_FLAG_UNSHARE`) and ends
+    /// exclusive to `pid`, reused or copied as the profile decides; nothing is written, the
+    /// zero pages are left as they are. One record per page ([`Outcome::Unshare`] where the
+    /// unshare fault ran; docs/access-and-events.md).
+    ///
+    /// # Errors
+    /// As [`Self::read`]; [`CowError::OutOfMemory`] for a copy that gets no frame (the pages
+    /// before it stay unshared).
+    pub fn unshare(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<Vec<Access>, CowError> {
+        self.k.unshare(pid, addr, length)
+    }
+
     /// The counters of the folio holding frame `pfn`.
     ///
     /// # Errors

@@ -381,6 +381,20 @@ impl PyMachine {
         })
     }
 
+    fn unshare<'py>(
+        &self,
+        py: Python<'py>,
+        pid: u32,
+        addr: u64,
+        length: u64,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let recs = run_sized(py, length, || {
+            self.lock().unshare(pid, VirtAddr::new(addr), length)
+        })?;
+        let bytes: Vec<u8> = recs.iter().flat_map(Access::to_le_bytes).collect();
+        Ok(PyByteArray::new(py, &bytes))
+    }
+
     fn munmap(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
         run_sized(py, length, || {
             self.lock().munmap(pid, VirtAddr::new(addr), length)
