@@ -390,7 +390,7 @@ impl PhysMem {
     /// reference that is not a mapping (pin, `ref`, swap cache: none modelled yet, issue 16)
     /// must forget it too; a split re-initialises the tail pages and so forgets it.
     #[inline]
-    pub(crate) fn forget_exclusive_memo(&mut self, head: u32) {
+    fn forget_exclusive_memo(&mut self, head: u32) {
         self.info[head as usize + 2] &= !FLAG_BIT;
     }
 
@@ -443,6 +443,14 @@ impl PhysMem {
             refs
         };
         self.folio_put_refs(folio, n, events);
+    }
+
+    /// Forgets the exclusive memo of `folio` if it is large (the memo's bit belongs to the
+    /// second tail page: a small folio has none, and that frame is another folio's).
+    pub(crate) fn folio_forget_exclusive_memo(&mut self, folio: FolioRef) {
+        if self.is_large(folio.0) {
+            self.forget_exclusive_memo(folio.0);
+        }
     }
 
     /// `folio_maybe_dma_pinned` (include/linux/mm.h): a large folio with `_pincount > 0`,

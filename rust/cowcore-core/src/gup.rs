@@ -258,7 +258,7 @@ impl Kernel {
                 }
                 if anon {
                     let f = self.mem.page_folio(pfn);
-                    self.mem.forget_exclusive_memo(f.pfn());
+                    self.mem.folio_forget_exclusive_memo(f);
                 }
                 rec.phys = u64::from(pfn) << 12;
                 rec.level = if huge { MapLevel::Pmd } else { MapLevel::Pte };
