@@ -416,8 +416,10 @@ def program_ranges(draw: st.DrawFn) -> tuple[int, int]:
 
 def program_ops() -> st.SearchStrategy[Op]:
     """One operation of an isolation program (``tests/programs.py``): writes (three times as
-    likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect, munmap and a ``touch`` (a
-    read from outside, which must change nothing any process reads)."""
+    likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect, munmap, a ``touch`` (a
+    read from outside, which must change nothing any process reads), and issue 16's ``ref``,
+    ``pin`` (held until a later ``drop`` of the process's newest hold, or exit) and
+    ``unshare``, none of which may change what any process reads."""
     who = st.integers(0, 1 << 16)  # taken modulo the live processes when applied
     return st.one_of(
         st.tuples(st.just("write"), who, program_ranges()),
@@ -431,6 +433,10 @@ def program_ops() -> st.SearchStrategy[Op]:
         st.tuples(st.just("mprotect"), who, program_ranges(), prots),
         st.tuples(st.just("munmap"), who, program_ranges()),
         st.tuples(st.just("touch"), who, program_ranges()),
+        st.tuples(st.just("ref"), who, program_ranges()),
+        st.tuples(st.just("pin"), who, program_ranges()),
+        st.tuples(st.just("drop"), who),
+        st.tuples(st.just("unshare"), who, program_ranges()),
     )
 
 
