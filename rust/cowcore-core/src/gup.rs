@@ -278,3 +278,117 @@ impl Kernel {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::folio::GUP_PIN_COUNTING_BIAS;
+    use crate::{CowError, Machine, Outcome, Pfn, Profile, Reason, ThpSizeMode, VirtAddr};
+
+    const K4: u64 = 4096;
+
+    fn machine(profile: Profile) -> (Machine, VirtAddr) {
+        let mut m = Machine::new(64 << 20, 4, profile).unwrap();
+        let a = m.mmap(1, 2 << 20).unwrap();
+        (m, a)
+    }
+
+    fn pfn(m: &Machine, pid: u32, a: VirtAddr) -> Pfn {
+        m.translate(pid, a).unwrap().pfn.unwrap()
+    }
+
+    fn refcount(m: &Machine, pid: u32, a: VirtAddr) -> i64 {
+        m.folio(pfn(m, pid, a)).unwrap().refcount
+    }
+
+    /// A `ref` adds one reference (1 + 1 = 2): the page that fork shared and the child
+    /// gave back can no longer be reused by a write (`SMALL_OTHER_REFS`).
+    #[test]
+    fn ref_blocks_reuse() {
+        let (mut m, a) = machine(Profile::V6_15);
+        m.write(1, a, K4, 5).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        m.ref_pages(1, a, K4).unwrap();
+        assert_eq!(refcount(&m, 1, a), 2);
+        let r = m.access(1, a, true, 6).unwrap();
+        assert_eq!(
+            (r.outcome, r.reason),
+            (Outcome::CowCopy, Reason::SmallOtherRefs)
+        );
+        m.check().unwrap();
+        assert!(matches!(
+            m.unref_pages(1, a, 2 * K4),
+            Err(CowError::InvalidArgument(_))
+        ));
+        m.unref_pages(1, a, K4).unwrap(); // the old folio, no longer mapped, is freed
+        m.check().unwrap();
+    }
+
+    /// A pin adds the bias on a small folio, one reference a page on a large one; a fork
+    /// then copies the pinned page (the parent's stays writable and its own).
+    #[test]
+    fn pin_counts_and_fork_copies() {
+        let (mut m, a) = machine(Profile::V6_15);
+        m.write(1, a, K4, 5).unwrap();
+        m.pin_pages(1, a, K4).unwrap();
+        assert_eq!(refcount(&m, 1, a), 1 + i64::from(GUP_PIN_COUNTING_BIAS));
+        let c = m.fork(1).unwrap();
+        assert_ne!(pfn(&m, c, a), pfn(&m, 1, a));
+        assert_eq!(m.access(1, a, true, 7).unwrap().faults, 0);
+        assert_eq!(m.read(c, a, K4).unwrap(), vec![5]);
+        m.check().unwrap();
+
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        let b = VirtAddr::new(a.as_u64() + (1 << 20));
+        m.write(1, b, 16 * K4, 1).unwrap();
+        m.pin_pages(1, VirtAddr::new(b.as_u64() + K4), 2 * K4)
+            .unwrap();
+        assert_eq!(refcount(&m, 1, b), 16 + 2);
+        let c2 = m.fork(1).unwrap();
+        // every anon-exclusive page of the pinned folio is copied, none shared
+        for i in 0..16 {
+            let at = VirtAddr::new(b.as_u64() + i * K4);
+            assert_ne!(pfn(&m, c2, at), pfn(&m, 1, at));
+        }
+        assert_eq!(refcount(&m, 1, b), 16 + 2);
+        m.check().unwrap();
+        m.exit(1).unwrap();
+        m.check().unwrap();
+    }
+
+    /// The unshare fault: a page shared with a child is copied and mapped read-only; a page
+    /// only this mm maps is marked exclusive in place; the zero page is left alone.
+    #[test]
+    fn unshare_reuse_copy_zero() {
+        let (mut m, a) = machine(Profile::V6_12);
+        m.write(1, a, 2 * K4, 5).unwrap();
+        let c = m.fork(1).unwrap();
+        let recs = m.unshare(1, a, K4).unwrap();
+        assert_eq!(
+            (recs[0].outcome, recs[0].reason),
+            (Outcome::Unshare, Reason::SmallOtherRefs)
+        );
+        assert_ne!(pfn(&m, c, a), pfn(&m, 1, a));
+        let w = m.access(1, a, true, 6).unwrap();
+        assert_eq!(
+            (w.outcome, w.reason),
+            (Outcome::CowReuse, Reason::AnonExclusive)
+        );
+        m.exit(c).unwrap();
+        let second = VirtAddr::new(a.as_u64() + K4);
+        let before = pfn(&m, 1, second);
+        let recs = m.unshare(1, second, K4).unwrap();
+        assert_eq!(
+            (recs[0].outcome, recs[0].reason),
+            (Outcome::Unshare, Reason::SmallSoleRef)
+        );
+        assert_eq!(pfn(&m, 1, second), before);
+        let hole = VirtAddr::new(a.as_u64() + 8 * K4);
+        assert_eq!(
+            m.unshare(1, hole, K4).unwrap()[0].outcome,
+            Outcome::ZeroPage
+        );
+        assert_eq!(m.stats().pgreuse, 1);
+        m.check().unwrap();
+    }
+}
