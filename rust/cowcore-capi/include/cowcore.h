@@ -151,7 +151,7 @@ enum cowcore_outcome
    */
   COWCORE_OUTCOME_PMD_SPLIT_COPY = 7,
   /**
-   * An unshare fault (reserved).
+   * An unshare fault (`FAULT_FLAG_UNSHARE`; not produced through the C API yet).
    */
   COWCORE_OUTCOME_UNSHARE = 8,
   /**

@@ -387,8 +387,9 @@ impl PhysMem {
     /// kernel's `folio_add/sub_return_large_mapcount`, under the mapcount lock), so that a
     /// memo never survives another mm mapping the folio (fork's dup), a mapping going
     /// (munmap, exit, `MADV_DONTNEED`, a COW copy) or a PMD being remapped by PTEs. A
-    /// reference that is not a mapping (pin, `ref`, swap cache: none modelled yet, issue 16)
-    /// must forget it too; a split re-initialises the tail pages and so forgets it.
+    /// reference that is not a mapping forgets it too ([`Self::gup_grab_folio`]: `ref`,
+    /// `pin`, the short pin of `unshare`; the swap cache is not modelled yet); a split
+    /// re-initialises the tail pages and so forgets it.
     #[inline]
     fn forget_exclusive_memo(&mut self, head: u32) {
         self.info[head as usize + 2] &= !FLAG_BIT;

@@ -808,7 +808,7 @@ impl Machine {
     /// as `process_vm_readv()` does: every anonymous page of the range that is not
     /// anon-exclusive goes through the unshare fault (`FAULT_FLAG_UNSHARE`) and ends
     /// exclusive to `pid`, reused or copied as the profile decides; nothing is written, the
-    /// zero pages are left as they are. One record per page ([`Outcome::Unshare`] where the
+    /// zero pages are left as they are. One record per page ([`crate::Outcome::Unshare`] where the
     /// unshare fault ran; docs/access-and-events.md).
     ///
     /// # Errors
