@@ -207,6 +207,7 @@ API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
     *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max"],
+    *["ref", "unref", "pin", "unpin", "unshare"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle;
 ``pid_max``: sets ``Machine.pid_max``)."""
@@ -299,7 +300,7 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
     lengths = st.sampled_from(API_LENGTHS)
     if method == "mmap":
         return method, which, (draw(st.sampled_from(API_MMAP_LENGTHS)),)
-    if method in ("munmap", "read", "observe", "touch"):
+    if method in ("munmap", "read", "observe", "touch", "ref", "unref", "pin", "unpin", "unshare"):
         return method, which, (addr, draw(lengths))
     if method == "mprotect":
         return method, which, (addr, draw(lengths), draw(st.sampled_from(API_PROTS)))
