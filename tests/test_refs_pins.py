@@ -15,7 +15,8 @@ import pytest
 
 from cowcore import Access, AccessFlags, Machine, Outcome, Process, Reason
 from cowcore.errors import InvalidArgumentError, OutOfMemoryError, SegmentationFault
-from cowcore.scenario import run_scenario
+from cowcore.scenario import Scenario, run_scenario
+from cowcore.trace import trace_scenario
 from tests.conftest import MachineFactory, MiB
 
 PAGE = 4096
@@ -361,3 +362,17 @@ P unref A 0 4K
     assert [o.get("exclusive") for o in out[:3]] == [True, True, True]
     assert len({o.get("frame") for o in out[:3]}) == 3
     assert out[-1] == {"error": "line 12: unref A: no ref of offset 0 length 4096 is held"}
+
+
+def test_trace_explains_each_unshared_page(backend: str) -> None:
+    text = "kernel 6.15\nP mmap A 8K\nP write A 0 8K 1\nP fork C\nP unshare A 0 8K\n"
+    trace = trace_scenario(Scenario.parse(text), backend=backend)
+    assert trace.error is None
+    unshared = [e for e in trace.entries if e.op == "unshare"]
+    assert [(e.off, e.access.outcome) for e in unshared] == [
+        (0, Outcome.UNSHARE),
+        (PAGE, Outcome.UNSHARE),
+    ]
+    assert unshared[0].folio is not None and unshared[0].folio.refcount == 2
+    assert unshared[0].explain().startswith("line 5: P unshare A+0x0: unshare")
+    assert unshared[0].as_json()["op"] == "unshare"
