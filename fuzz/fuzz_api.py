@@ -144,6 +144,8 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
             if method == "access_batch":
                 writes = writes_flags(extra[0], len(batch), extra[1])
                 return p.access_batch(container(kind, batch), writes, value=length).tobytes()
+            if method == "unshare":  # issue 16: the records, comparable
+                return p.unshare(addr, length).tobytes()
             if method in ("write", "mprotect", "madvise"):
                 return getattr(p, method)(addr, length, extra)
             if method == "mremap":

@@ -57,6 +57,7 @@ class ProcModel:
     procs: list[cowcore.Process]
     pages: dict[int, PageModel] = field(default_factory=dict)
     maps: list[tuple[int, int]] = field(default_factory=list)  # (start, npages)
+    holds: list[tuple[str, int, int]] = field(default_factory=list)  # (ref|pin, addr, npages)
 
     @property
     def alive(self) -> bool:
@@ -373,6 +374,63 @@ class LockstepModel(RuleBasedStateMachine):
         p = data.draw(st.sampled_from(self.mapped()))
         addr, npages = self.pick_range(data, p)
         self.expect_ok(self.each(lambda i: p.procs[i].touch(addr, npages * PAGE)), "touch")
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data(), kind=st.sampled_from(["ref", "pin"]))
+    def gup_get(self, data: st.DataObject, kind: str) -> None:
+        """``ref`` (vmsplice) or ``pin`` (io_uring) of a range (issue 16): held until the
+        matching ``unref``/``unpin`` or exit; what the process reads does not change. The
+        isolation reads of later steps check that a pinned page never leaks a write across a
+        fork in either direction (fork copies it at once)."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        count = min(count, 64)
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.on_each(p, kind, addr, count * PAGE)
+        need = ("rw",) if kind == "pin" else ("r", "rw")
+        if any(pm is None or pm.prot not in need for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        if self.is_oom(res):
+            return  # nothing is held; the faults done changed no value
+        self.expect_ok(res, kind)
+        p.holds.append((kind, addr, count))
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data(), held=st.booleans())
+    def gup_put(self, data: st.DataObject, held: bool) -> None:
+        """``unref``/``unpin`` of a held range, or of any range (an error unless held)."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        if held and p.holds:
+            kind, addr, count = data.draw(st.sampled_from(p.holds))
+        else:
+            kind = data.draw(st.sampled_from(["ref", "pin"]))
+            addr, count = self.pick_range(data, p)
+        res = self.on_each(p, "un" + kind, addr, count * PAGE)
+        if (kind, addr, count) in p.holds:
+            self.expect_ok(res, "un" + kind)
+            p.holds.remove((kind, addr, count))
+        else:
+            assert res[0] == "raise" and res[1][0] == "InvalidArgumentError", res
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data())
+    def unshare(self, data: st.DataObject) -> None:
+        """A short R/O pin by another process (process_vm_readv): unshare faults change no
+        value a process reads; the records agree field for field."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: p.procs[i].unshare(addr, count * PAGE).tolist())
+        if any(pm is None or pm.prot == "none" for pm in pages):
+            assert res[0] == "raise" and res[1][0] == "SegmentationFault", res
+            return
+        if self.is_oom(res):
+            return
+        recs = self.expect_ok(res, "unshare")
+        assert len(recs) == count
+        if any(r[1] == int(cowcore.Outcome.UNSHARE) for r in recs):
+            event("unshare fault")
 
     @precondition(lambda self: self.live())
     @rule(data=st.data(), npages=st.sampled_from([1, 16, 512]))

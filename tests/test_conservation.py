@@ -65,6 +65,9 @@ def test_munmap_of_everything_frees_every_table_but_the_pgd(
         p.proc.munmap(run.base, NPAGES * PAGE)
         assert p.proc.vmas() == []
     m.check()
+    # a reference or pin outlives the mapping (issue 16): the folios go with the holds
+    run.drop_holds()
+    m.check()
     assert m.free_frames() == run.free_at_boot + 1 - len(live)
     for p in live:
         p.proc.exit()

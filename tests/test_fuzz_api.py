@@ -89,6 +89,8 @@ class Side:
             return p.read_pages(args[0])
         if method == "access":
             return p.access(args[0], args[1], value=args[2])
+        if method == "unshare":  # the records, comparable
+            return p.unshare(*args).tolist()
         if method == "access_batch":
             return p.access_batch(args[0], args[1], value=args[2]).tobytes()
         return getattr(p, method)(*args)

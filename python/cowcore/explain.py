@@ -166,6 +166,7 @@ def explain(
     where: str = "",
     folio: FolioSnapshot | None = None,
     frame: str | None = None,
+    op: str | None = None,
 ) -> str:
     """One English line for one access.
 
@@ -178,12 +179,15 @@ def explain(
             (``m.folio(pfn)``), which names the counts and MM ids the decision looked at.
         frame: the name of the frame the access landed in (``f7``, ``zero``); by default
             its pfn.
+        op: the operation's name when it is neither a read nor a write (``unshare``: the
+            record of one page of ``Process.unshare``).
 
     Returns:
         ``"WHO OP WHERE: OUTCOME: REASON [EVIDENCE] -> FRAME"``, shorter when the record
         has nothing to say (no reason for a fault-free access, no frame for a refused one).
     """
-    head = " ".join(part for part in (who, "write" if write else "read", where) if part)
+    op = op or ("write" if write else "read")
+    head = " ".join(part for part in (who, op, where) if part)
     text = f"{head}: {outcome_text(access)}"
     if access.outcome is Outcome.NO_FAULT:
         level = {MapLevel.PMD: "huge PMD", MapLevel.PTE: "PTE"}.get(access.level, "entry")

@@ -632,6 +632,56 @@ class Process:
         this way, so the scenario runner's ``observe`` touches what it observes."""
         self._b.touch(self.pid, _int("addr", addr), _int("length", length))
 
+    def ref(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> None:
+        """Take one extra reference on the page behind every address of the range, as
+        ``vmsplice()`` into a pipe does (GUP without ``FOLL_WRITE``: a read fault first
+        where nothing is mapped, no unshare), held until :meth:`unref` of the same range or
+        this process's exit. The pages stay mapped and shared as before; only refcounts
+        change (a COW fault can no longer reuse them). A reference outlives the mapping: a
+        folio unmapped meanwhile is freed when the reference goes. Raises
+        :class:`~cowcore.errors.SegmentationFault` where the range is not readable (the
+        kernel's ``EFAULT``; nothing is taken)."""
+        self._b.ref(self.pid, _int("addr", addr), _int("length", length))
+
+    def unref(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> None:
+        """Drop the references of the latest :meth:`ref` of exactly this range
+        (:class:`~cowcore.errors.InvalidArgumentError` if there is none)."""
+        self._b.unref(self.pid, _int("addr", addr), _int("length", length))
+
+    def pin(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> None:
+        """A long-term writable pin of every page of the range (``FOLL_PIN |
+        FOLL_LONGTERM | FOLL_WRITE``, as io_uring's buffer registration takes it): a write
+        fault first where the page is not writable (COW copy or reuse, as the profile
+        decides), then ``GUP_PIN_COUNTING_BIAS`` (1024) references on a small folio, one
+        reference and ``_pincount`` + 1 on a large one, per page; the mm gets
+        ``MMF_HAS_PINNED``. While pinned, a fork copies the pinned folio's anon-exclusive
+        pages into the child at once (``copy_present_page``). Held until :meth:`unpin` or
+        exit. Raises :class:`~cowcore.errors.SegmentationFault` where the range is not
+        writable."""
+        self._b.pin(self.pid, _int("addr", addr), _int("length", length))
+
+    def unpin(self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE) -> None:
+        """Release the pins of the latest :meth:`pin` of exactly this range
+        (:class:`~cowcore.errors.InvalidArgumentError` if there is none)."""
+        self._b.unpin(self.pid, _int("addr", addr), _int("length", length))
+
+    def unshare(
+        self, addr: SupportsIndex, length: SupportsIndex = PAGE_SIZE
+    ) -> npt.NDArray[np.void]:
+        """A short read-only pin of the range taken and dropped by another process, as
+        ``process_vm_readv()`` does (``FOLL_PIN`` without ``FOLL_LONGTERM``): a read fault
+        first where nothing is mapped, then every anonymous page that is not anon-exclusive
+        (shared with another process, or not yet known to be P's alone) goes through the
+        unshare fault (``FAULT_FLAG_UNSHARE``) and ends exclusive to this process, reused or
+        copied as the profile decides (a copy is mapped read-only); nothing is written. The
+        zero pages are left as they are. Returns one access record per page (the layout of
+        :meth:`access_batch`; outcome ``UNSHARE`` where the unshare fault ran;
+        docs/access-and-events.md)."""
+        import numpy as np  # noqa: PLC0415 (numpy loads on first use: outcome._dtypes)
+
+        raw = self._b.unshare(self.pid, _int("addr", addr), _int("length", length))
+        return np.frombuffer(raw, dtype=outcome.ACCESS_DTYPE)
+
     def mprotect(self, addr: SupportsIndex, length: SupportsIndex, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
         self._b.mprotect(

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, Generic, Literal, TypeAlias, TypeVar, cast
 
 from cowcore.errors import (
     CowError,
@@ -201,6 +201,31 @@ class Mremap(Ranged):
     """``PROC mremap NAME OFF LEN NEW``: the range moves to a fresh address as mapping NEW."""
 
     new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ref(Ranged):
+    """``PROC ref NAME OFF LEN``: a reference on every page, as vmsplice() into a pipe."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unref(Ranged):
+    """``PROC unref NAME OFF LEN``: drops the references of an earlier ``ref`` of the range."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pin(Ranged):
+    """``PROC pin NAME OFF LEN``: a long-term writable pin, as io_uring buffer registration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unpin(Ranged):
+    """``PROC unpin NAME OFF LEN``: releases the pin of an earlier ``pin`` of the range."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unshare(Ranged):
+    """``PROC unshare NAME OFF LEN``: a short R/O pin by another process (process_vm_readv)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +466,26 @@ def _parse_mremap(lineno: int, proc: str, args: Sequence[str]) -> Mremap:
     return Mremap(lineno, proc, *_range(lineno, args), _ident(lineno, args[3], "mapping"))
 
 
+def _parse_ref(lineno: int, proc: str, args: Sequence[str]) -> Ref:
+    return Ref(lineno, proc, *_range(lineno, args))
+
+
+def _parse_unref(lineno: int, proc: str, args: Sequence[str]) -> Unref:
+    return Unref(lineno, proc, *_range(lineno, args))
+
+
+def _parse_pin(lineno: int, proc: str, args: Sequence[str]) -> Pin:
+    return Pin(lineno, proc, *_range(lineno, args))
+
+
+def _parse_unpin(lineno: int, proc: str, args: Sequence[str]) -> Unpin:
+    return Unpin(lineno, proc, *_range(lineno, args))
+
+
+def _parse_unshare(lineno: int, proc: str, args: Sequence[str]) -> Unshare:
+    return Unshare(lineno, proc, *_range(lineno, args))
+
+
 def _parse_smaps(lineno: int, proc: str, args: Sequence[str]) -> Smaps:
     return Smaps(lineno, proc, _ident(lineno, args[0], "mapping"))
 
@@ -666,6 +711,39 @@ class _Runner:
             raise
         self.maps[st.proc][st.new] = (new, st.length)
 
+    def run_ref(self, st: Ref) -> None:
+        self.gup(st, "ref")
+
+    def run_unref(self, st: Unref) -> None:
+        self.gup(st, "unref")
+
+    def run_pin(self, st: Pin) -> None:
+        self.gup(st, "pin")
+
+    def run_unpin(self, st: Unpin) -> None:
+        self.gup(st, "unpin")
+
+    def run_unshare(self, st: Unshare) -> None:
+        """Prints nothing: the unshare faults show in later observations."""
+        p, start = self.mapped(st, "unshare")
+        with self.sigsegv(st, start):
+            p.unshare(start + st.off, st.length)
+
+    def gup(self, st: Ranged, verb: Literal["ref", "unref", "pin", "unpin"]) -> None:
+        """The references and pins (docs/scenario-format.md, "References, pins and moves"):
+        every page of the range must lie inside the mapping; an ``unref``/``unpin`` of a range
+        that no earlier ``ref``/``pin`` of exactly that range holds is an error."""
+        p, start = self.mapped(st, verb)
+        op = {"ref": p.ref, "unref": p.unref, "pin": p.pin, "unpin": p.unpin}[verb]
+        with self.sigsegv(st, start):
+            try:
+                op(start + st.off, st.length)
+            except InvalidArgumentError:
+                held = "pin" if verb == "unpin" else "ref"
+                raise _RunError(
+                    f"{verb} {st.name}: no {held} of offset {st.off} length {st.length} is held"
+                ) from None
+
     # Helpers of the ranged verbs.
 
     @property
@@ -788,6 +866,11 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("P observe NAME OFF LEN", Observe, _parse_observe, _Runner.run_observe),
     Verb("P smaps NAME", Smaps, _parse_smaps, _Runner.run_smaps),
     Verb("P mremap NAME OFF LEN NEW", Mremap, _parse_mremap, _Runner.run_mremap),
+    Verb("P ref NAME OFF LEN", Ref, _parse_ref, _Runner.run_ref),
+    Verb("P unref NAME OFF LEN", Unref, _parse_unref, _Runner.run_unref),
+    Verb("P pin NAME OFF LEN", Pin, _parse_pin, _Runner.run_pin),
+    Verb("P unpin NAME OFF LEN", Unpin, _parse_unpin, _Runner.run_unpin),
+    Verb("P unshare NAME OFF LEN", Unshare, _parse_unshare, _Runner.run_unshare),
 )
 """Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
 statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""

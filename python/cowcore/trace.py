@@ -3,7 +3,9 @@
 The trace runs a scenario exactly as ``cowcore run`` does (the same runner, the same
 observations, the same final state), except that each ``read``/``write`` statement does its
 page accesses through ``Process.access_batch`` -- lowest address first, each page's first
-byte, the statement's value -- and keeps the :class:`~cowcore.outcome.Access` record of each.
+byte, the statement's value -- and keeps the :class:`~cowcore.outcome.Access` record of each;
+an ``unshare`` statement is done page by page (``Process.unshare`` of one page, which is what
+the whole range does in turn), keeping each page's record (op ``unshare``).
 :class:`TraceEntry` holds one record with its context: the statement, the address as
 ``MAPPING+OFFSET``, the frame mapped before, and the folio as it was just before the access
 (``Machine.folio``), from which :func:`cowcore.explain.explain` names the MM ids and counts the
@@ -38,7 +40,7 @@ from cowcore.outcome import (
 )
 from cowcore.protocol import FolioSnapshot, PageObservation
 from cowcore.recording import Recording
-from cowcore.scenario import Observation, Read, Scenario, Statement, Write, _Runner
+from cowcore.scenario import Observation, Read, Scenario, Statement, Unshare, Write, _Runner
 
 PAGE = 4096
 
@@ -63,6 +65,8 @@ class TraceEntry:
     est_ns: float | None = None
     """The access's estimated time under the cost model (``cowcore trace --cost``): the
     events it emitted priced by :func:`cowcore.cost.annotate`; an estimate."""
+    op: str | None = None
+    """``unshare`` for a page of an ``unshare`` statement; ``None`` for a read or write."""
 
     @property
     def faulted(self) -> bool:
@@ -91,6 +95,7 @@ class TraceEntry:
             where=f"{self.mapping}+{self.off:#x}",
             folio=self.folio,
             frame=self.frame(),
+            op=self.op,
         )
         if self.est_ns is not None:
             text += f" (~{self.est_ns / 1000:.2f} us est.)"
@@ -104,7 +109,7 @@ class TraceEntry:
         return {
             "line": self.line,
             "proc": self.proc,
-            "op": "write" if self.write else "read",
+            "op": self.op or ("write" if self.write else "read"),
             "map": self.mapping,
             "off": self.off,
             "addr": self.addr,
@@ -191,6 +196,8 @@ class _TraceRunner(_Runner):
             self.trace_range(st, True, st.value)
         elif isinstance(st, Read):
             self.trace_range(st, False, 0)
+        elif isinstance(st, Unshare):
+            self.trace_unshare(st)
         elif self.on_event is None:
             _Runner.step(self, st)
         else:
@@ -216,6 +223,29 @@ class _TraceRunner(_Runner):
     def close(self) -> None:
         if self.recording is not None:
             self.recording.__exit__(None, None, None)
+
+    def trace_unshare(self, st: Unshare) -> None:
+        """An ``unshare`` page by page, each page's folio snapshot taken just before it."""
+        p, start = self.mapped(st, "unshare")
+        first = start + st.off
+        if not _allows(p, first, first + st.length, False):
+            with self.sigsegv(st, start):
+                p.unshare(first, st.length)
+            return
+        before = p.observe(first, st.length)
+        for k, o in enumerate(before):
+            addr = first + k * PAGE
+            folio = None
+            if o.present and o.frame_kind == "normal" and o.pfn is not None:
+                folio = self.m.folio(o.pfn)
+            (row,) = p.unshare(addr, PAGE).tolist()
+            entry = TraceEntry(
+                st.line, st.proc, False, st.name, addr - start, addr,
+                Access.from_raw(row), o, folio, None, "unshare",
+            )  # fmt: skip
+            self.entries.append(entry)
+            if self.on_entry is not None:
+                self.on_entry(entry)
 
     def trace_range(self, st: Read | Write, write: bool, value: int) -> None:
         verb = "write" if write else "read"

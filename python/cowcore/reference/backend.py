@@ -237,6 +237,38 @@ class ReferenceBackend:
         start, end = self._range(addr, length)
         gup.touch(self._k, mm, start, end)
 
+    def ref(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        self._check_access(mm, start, end, write=False)
+        gup.gup_get(self._k, mm, start, end, pin=False)
+
+    def unref(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        gup.gup_put(self._k, pid, mm, start, end, pin=False)
+
+    def pin(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        self._check_access(mm, start, end, write=True)
+        gup.gup_get(self._k, mm, start, end, pin=True)
+
+    def unpin(self, pid: int, addr: int, length: int) -> None:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        gup.gup_put(self._k, pid, mm, start, end, pin=True)
+
+    def unshare(self, pid: int, addr: int, length: int) -> bytearray:
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        self._check_access(mm, start, end, write=False)
+        recs = gup.unshare(self._k, mm, start, end)
+        raw = bytearray(ACCESS_SIZE * len(recs))
+        for i, rec in enumerate(recs):
+            ACCESS_STRUCT.pack_into(raw, i * ACCESS_SIZE, *rec.raw())
+        return raw
+
     def munmap(self, pid: int, addr: int, length: int) -> None:
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 from cowcore.errors import InvariantError
 from cowcore.reference import paging as pg
-from cowcore.reference.folio import Folio
+from cowcore.reference.folio import GUP_PIN_COUNTING_BIAS, Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm
 from cowcore.reference.pagewalk import WalkAction, WalkOps, address_space_end, walk_pgd_range
@@ -30,11 +30,13 @@ def check(k: Kernel) -> None:
     for mm in k.live_mms():
         _walk_mm(k, mm, pte_maps, pmd_maps, per_mm, tables_seen)
 
+    gup_refs, pins = _count_holds(k, pte_maps, pmd_maps)
     folios = {id(f): f for f in k.page_folio.values()}.values()
     data_frames = 0
     for folio in folios:
         data_frames += folio.nr_pages
         _check_folio(k, folio, pte_maps, pmd_maps, per_mm[folio.pfn])
+        _check_gup(folio, pte_maps, pmd_maps, gup_refs[folio.pfn], pins[folio.pfn])
 
     for pfn in list(pte_maps) + list(pmd_maps):
         if pfn not in k.page_folio:
@@ -59,6 +61,57 @@ def check(k: Kernel) -> None:
             _fail("mm-id", f"mm id {mm.mm_id} in use but not allocated")
     if len(k.mm_ids_in_use) != len(k.live_mms()):
         _fail("mm-id", "an MM id is allocated for no live mm")
+
+
+def _count_holds(
+    k: Kernel, pte_maps: Counter[int], pmd_maps: Counter[int]
+) -> tuple[Counter[int], Counter[int]]:
+    """The references every process holds (``ref``, ``pin``) by folio head, and the pins of
+    pages of large folios; checks that a pinned page that is mapped is anon-exclusive (KS
+    §1.3: "a pinned anon page is always AE"; for a PMD mapping the head's flag)."""
+    refs: Counter[int] = Counter()
+    pins: Counter[int] = Counter()
+    for mm in k.live_mms():
+        for h in mm.holds:
+            for pfn in h.pages:
+                folio = k.page_folio.get(pfn)
+                if folio is None:
+                    continue
+                refs[folio.pfn] += GUP_PIN_COUNTING_BIAS if h.pin and not folio.is_large else 1
+                if h.pin and folio.is_large:
+                    pins[folio.pfn] += 1
+                if pmd_maps[folio.pfn]:
+                    ae: bool | None = folio.anon_exclusive[0]
+                elif pte_maps[pfn]:
+                    ae = folio.anon_exclusive[pfn - folio.pfn]
+                else:
+                    ae = None
+                if h.pin and ae is False:
+                    _fail(
+                        "pinned-exclusive",
+                        f"mm {mm.mm_id}: pinned frame {pfn} is mapped but not anon-exclusive",
+                    )
+    return refs, pins
+
+
+def _check_gup(
+    f: Folio, pte_maps: Counter[int], pmd_maps: Counter[int], refs: int, pins: int
+) -> None:
+    """Refcount = mappings + GUP references; ``_pincount`` = pinned pages held; the
+    exclusive memo never coexists with a GUP reference."""
+    where = f"folio {f.pfn} (order {f.order})"
+    entries = sum(pte_maps[f.pfn + i] for i in range(f.nr_pages)) + pmd_maps[f.pfn]
+    if f.refcount != entries + refs:
+        _fail(
+            "refcount",
+            f"{where}: refcount {f.refcount} != mapping entries {entries} + GUP references {refs}",
+        )
+    if f.pincount != pins:
+        _fail("pincount", f"{where}: pincount {f.pincount} but {pins} pinned pages held")
+    if f.exclusive_memo and refs:
+        _fail("exclusive-memo", f"{where}: remembered exclusive but GUP holds references")
+    if entries == 0 and refs == 0:
+        _fail("no-unmapped-folio", f"{where} is allocated but mapped and held by nothing")
 
 
 def _walk_mm(
@@ -167,14 +220,6 @@ def _check_folio(
     if pmds != f.entire_mapcount:
         _fail("entire-mapcount", f"{where}: entire {f.entire_mapcount} != PMDs {pmds}")
     entries = sum(ptes) + pmds
-    if f.refcount != entries:
-        _fail(
-            "refcount",
-            f"{where}: refcount {f.refcount} != mapping entries {entries} "
-            "(one reference per mapping, no other holders are modelled)",
-        )
-    if entries == 0:
-        _fail("no-unmapped-folio", f"{where} is allocated but mapped by nothing")
     if f.is_large:
         if f.large_mapcount != entries:
             _fail("large-mapcount", f"{where}: large {f.large_mapcount} != entries {entries}")

@@ -490,10 +490,38 @@ def cow_reuse_fault_around(
         trace.flags |= FAULT_AROUND
 
 
+def handle_unshare_fault(k: Kernel, mm: Mm, vma: Vma, addr: int, trace: Trace) -> None:
+    """The unshare fault (``FAULT_FLAG_UNSHARE``, issue 16) of the present anonymous page at
+    ``addr`` that a R/O ``FOLL_PIN`` found not anon-exclusive (``gup_must_unshare``):
+    ``do_huge_pmd_wp_page`` for a huge PMD, else ``do_wp_page``, with ``unshare`` set (reuse
+    only marks the page exclusive; a copy maps the new page read-only and clean). A shared
+    PMD is split (``VM_FAULT_FALLBACK``): the caller faults again by PTE. Counted in none
+    of the ``faults_*`` counters; no error code (no hardware fault)."""
+    trace.faults += 1
+    pmd_slot = k.pmd_slot(mm, addr)
+    assert pmd_slot is not None
+    if pg.is_huge(k.entry(*pmd_slot)):
+        do_huge_pmd_wp_page(k, mm, vma, addr, *pmd_slot, trace, unshare=True)
+        return
+    pte_slot = k.pte_slot(mm, addr)
+    assert pte_slot is not None
+    do_wp_page(k, mm, vma, addr, *pte_slot, trace, unshare=True)
+
+
 def do_wp_page(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int, trace: Trace
+    k: Kernel,
+    mm: Mm,
+    vma: Vma,
+    addr: int,
+    pte_table: int,
+    idx: int,
+    trace: Trace,
+    unshare: bool = False,
 ) -> None:
-    """A write to a present, read-only PTE in a writable VMA: reuse or copy (KS §4.1)."""
+    """A write to a present, read-only PTE in a writable VMA: reuse or copy (KS §4.1).
+    With ``unshare`` (``FAULT_FLAG_UNSHARE``): the reuse only sets ``PageAnonExclusive``
+    and returns before ``wp_page_reuse`` (no write bit, no ``PGREUSE``); the copy maps the
+    new page read-only and clean."""
     pte = k.entry(pte_table, idx)
     pfn = pg.entry_pfn(pte)
     if not k.is_zero_pfn(pfn):
@@ -505,6 +533,9 @@ def do_wp_page(
             reuse, trace.reason = can_reuse_anon_folio(k, folio, mm.mm_id)
         if reuse:
             folio.anon_exclusive[page] = True
+            if unshare:
+                trace.outcome = Outcome.UNSHARE
+                return
             # wp_page_reuse(): young, dirty, writable.
             k.set_entry(pte_table, idx, pg.mkwrite(pg.mkdirty(pte | pg.A)))
             if trace.reason in _LARGE_REUSE and k.toggles["cow_reuse_fault_around"]:
@@ -512,8 +543,8 @@ def do_wp_page(
             k.emit(Event(EventKind.PGREUSE))
             trace.outcome = Outcome.COW_REUSE
             return
-        wp_page_copy(k, mm, vma, addr, pte_table, idx, folio)
-        trace.outcome = Outcome.COW_COPY
+        wp_page_copy(k, mm, vma, addr, pte_table, idx, folio, unshare)
+        trace.outcome = Outcome.UNSHARE if unshare else Outcome.COW_COPY
         trace.flags |= COPIED
         return
     trace.reason = Reason.ZERO_PAGE
@@ -523,7 +554,14 @@ def do_wp_page(
 
 
 def wp_page_copy(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, pte_table: int, idx: int, old: Folio | None
+    k: Kernel,
+    mm: Mm,
+    vma: Vma,
+    addr: int,
+    pte_table: int,
+    idx: int,
+    old: Folio | None,
+    unshare: bool = False,
 ) -> None:
     """Copy the page into a new order-0 folio and map it writable (KS §4.4).
 
@@ -543,7 +581,10 @@ def wp_page_copy(
     new.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=False)
     k.folio_add_lru(new)
     flags = vma.page_prot()
-    if vma.write:
+    if unshare:
+        # FAULT_FLAG_UNSHARE: read-only and clean, the old entry's soft-dirty kept.
+        flags |= pte & pg.SOFT_DIRTY
+    elif vma.write:
         flags = pg.mkwrite(pg.mkdirty(flags))
     k.set_entry(pte_table, idx, pg.make_entry(new.pfn, flags))
     page = addr & ~(pg.PAGE_SIZE - 1)
@@ -559,7 +600,14 @@ def wp_page_copy(
 
 
 def do_huge_pmd_wp_page(
-    k: Kernel, mm: Mm, vma: Vma, addr: int, pmd_table: int, pmd_idx: int, trace: Trace
+    k: Kernel,
+    mm: Mm,
+    vma: Vma,
+    addr: int,
+    pmd_table: int,
+    pmd_idx: int,
+    trace: Trace,
+    unshare: bool = False,
 ) -> None:
     """A write to a read-only huge PMD: reuse the THP, or split and fall back (KS §4.5)."""
     pmd = k.entry(pmd_table, pmd_idx)
@@ -589,6 +637,10 @@ def do_huge_pmd_wp_page(
         trace.outcome = Outcome.PMD_REUSE
         trace.reason = Reason.PMD_ANON_EXCLUSIVE if folio.anon_exclusive[0] else Reason.PMD_SOLE_REF
         folio.anon_exclusive[0] = True
+        if unshare:
+            # FAULT_FLAG_UNSHARE: the ``reuse:`` exit returns before the PMD is made writable.
+            trace.outcome = Outcome.UNSHARE
+            return
         k.set_entry(pmd_table, pmd_idx, pg.mkwrite(pg.mkdirty(pmd | pg.A)))
         return
     trace.reason = trace.split_reason = Reason.PMD_SHARED

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 HPAGE_PMD_ORDER = 9
+GUP_PIN_COUNTING_BIAS = 1024
+"""The references one ``FOLL_PIN`` adds to a small folio (include/linux/mm.h)."""
 
 
 @dataclass(slots=True)
@@ -43,6 +45,8 @@ class Folio:
     found the folio exclusive to the mm mapping it, and the large mapcount has not changed
     since. Every large-mapcount update forgets it (:meth:`add_large_mapcount`,
     :meth:`sub_large_mapcount`)."""
+    pincount: int = 0
+    """``_pincount`` (large folios; a small folio's pins hide in its refcount)."""
     mm_mapcounts: dict[int, int] = field(default_factory=dict)
     """The ``mm_id_exact`` tracker (a policy, no kernel has it): every mm's share of
     ``large_mapcount``, kept by the same updates as the two slots but without their limit,
@@ -68,6 +72,36 @@ class Folio:
         if self.is_large:
             return self.large_mapcount
         return self.page_mapcount[0]
+
+    def gup_grab(self, pin: bool) -> None:
+        """``try_grab_folio(folio, 1, flags)`` (mm/gup.c) for one page: ``FOLL_GET`` adds a
+        reference; ``FOLL_PIN`` adds one and ``_pincount`` + 1 on a large folio,
+        ``GUP_PIN_COUNTING_BIAS`` on a small one. The exclusive memo is forgotten: the folio
+        now has a reference that is not a mapping."""
+        self.exclusive_memo = False
+        if pin and not self.is_large:
+            self.refcount += GUP_PIN_COUNTING_BIAS
+            return
+        self.refcount += 1
+        if pin:
+            self.pincount += 1
+
+    def gup_refs(self, pin: bool) -> int:
+        """The references one page's ``gup_put_folio`` drops (after ``_pincount`` - 1 on a
+        large folio, done here)."""
+        if not pin:
+            return 1
+        if self.is_large:
+            self.pincount -= 1
+            return 1
+        return GUP_PIN_COUNTING_BIAS
+
+    def maybe_dma_pinned(self) -> bool:
+        """``folio_maybe_dma_pinned``: ``_pincount > 0`` (large), refcount >= 1024 (small; a
+        false positive with 1024 plain references, as in the kernel)."""
+        if self.is_large:
+            return self.pincount > 0
+        return self.refcount >= GUP_PIN_COUNTING_BIAS
 
     def precise_page_mapcount(self, idx: int) -> int:
         """What ``/proc/kpagecount`` reports: the page's PTE mappings plus PMD mappings."""

@@ -70,6 +70,19 @@ class Vma:
 
 
 @dataclass(slots=True)
+class GupHold:
+    """One ``ref`` or ``pin`` a process holds (issue 16): the range it was taken on and the
+    frame behind each page of it then (zero pages included: they hold no count). The frames
+    are what is released: the pages may have been unmapped or replaced since."""
+
+    start: int
+    length: int
+    pin: bool
+    """``FOLL_PIN`` (else ``FOLL_GET``)."""
+    pages: list[int]
+
+
+@dataclass(slots=True)
 class Mm:
     """An address space: id, page-table root, VMAs sorted by address, the mmap cursor, and
     its count of mapped anonymous pages."""
@@ -89,6 +102,13 @@ class Mm:
     of an anonymous page replaces one anonymous page by another), map_anon_folio_pmd,
     zap_present_ptes / zap_huge_pmd, copy_present_ptes / copy_huge_pmd (the child's); a PMD
     split leaves it as it is. ``check()`` recomputes it from the page tables."""
+    holds: list[GupHold] = field(default_factory=list)
+    """The GUP references and pins this process holds, in the order taken (a pipe holding
+    vmsplice()d pages, an io_uring's registered buffers); not inherited by a fork, dropped at
+    exit after the unmap."""
+    has_pinned: bool = False
+    """``MMF_HAS_PINNED``: set by the first ``FOLL_PIN`` of this mm, never cleared, not
+    inherited (``MMF_INIT_MASK`` leaves it out)."""
 
     def find_vma(self, addr: int) -> Vma | None:
         """The VMA containing ``addr`` (``vma_lookup``)."""

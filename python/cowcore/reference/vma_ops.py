@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cowcore.errors import InvalidAddressError
 from cowcore.outcome import WHOLE_MM_END, ZapCause
+from cowcore.reference import gup
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.kernel import Kernel
@@ -82,6 +83,7 @@ def exit_mm(k: Kernel, proc: Process) -> None:
     tlb.finish(k)
     free_unused_tables(k, mm, everything=True)
     tlb.report(k, mm, ZapCause.EXIT, 0, WHOLE_MM_END)
+    gup.gup_exit(k, mm)
     k.mm_ids_in_use.discard(mm.mm_id)
     proc.mm = None
 

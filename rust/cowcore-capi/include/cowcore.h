@@ -151,7 +151,7 @@ enum cowcore_outcome
    */
   COWCORE_OUTCOME_PMD_SPLIT_COPY = 7,
   /**
-   * An unshare fault (reserved).
+   * An unshare fault (`FAULT_FLAG_UNSHARE`, [`crate::cowcore_unshare`]).
    */
   COWCORE_OUTCOME_UNSHARE = 8,
   /**
@@ -839,6 +839,71 @@ cowcore_status cowcore_access(struct cowcore_machine *m, uint32_t pid, uint64_t 
  * elements and do not overlap.
  */
 cowcore_status cowcore_access_batch(struct cowcore_machine *m, uint32_t pid, const uint64_t *addrs, const uint8_t *writes, int all_writes, size_t n, uint64_t value, struct cowcore_access_t *out);
+
+/**
+ * `ref`: one extra reference on the page behind every address of `[addr, addr + length)`,
+ * as `vmsplice()` takes them (a read fault first where nothing is mapped), held until
+ * [`cowcore_unref`] of the same range or `pid`'s exit (the core's `Machine::ref_pages`).
+ *
+ * # Errors
+ * As a read of the range: `SEGFAULT` where it is not readable (nothing taken);
+ * `OUT_OF_MEMORY` (the faults done stay, nothing is held).
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_ref(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length);
+
+/**
+ * Drops the references of the latest [`cowcore_ref`] of exactly this range.
+ *
+ * # Errors
+ * `INVALID_ARGUMENT` if `pid` holds no `ref` of exactly this range.
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_unref(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length);
+
+/**
+ * `pin`: a long-term writable pin of every page of the range (`FOLL_PIN | FOLL_LONGTERM |
+ * FOLL_WRITE`, as `io_uring` buffer registration takes it), held until [`cowcore_unpin`] or
+ * exit; a fork copies the pinned folios' exclusive pages into the child at once.
+ *
+ * # Errors
+ * As a write of the range: `SEGFAULT` where it is not writable; `OUT_OF_MEMORY`.
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_pin(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length);
+
+/**
+ * Releases the pins of the latest [`cowcore_pin`] of exactly this range.
+ *
+ * # Errors
+ * `INVALID_ARGUMENT` if `pid` holds no `pin` of exactly this range.
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_unpin(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length);
+
+/**
+ * `unshare`: a short read-only pin of the range taken and dropped by another process, as
+ * `process_vm_readv()` does: every anonymous page that is not anon-exclusive goes through
+ * the unshare fault (`COWCORE_OUTCOME_UNSHARE`). One record per page goes to `out[0..n)`;
+ * `n` must be `length / 4096`.
+ *
+ * # Errors
+ * `INVALID_ARGUMENT` (`n` is not the page count; a misaligned buffer), `NULL_POINTER`
+ * (`out`), the errors of a read of the range; `OUT_OF_MEMORY` (the pages before the failing
+ * one are unshared, `out` is not written).
+ *
+ * # Safety
+ * `m` a live handle or NULL; `out` holds `n` writable elements.
+ */
+cowcore_status cowcore_unshare(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length, struct cowcore_access_t *out, size_t n);
 
 /**
  * Starts recording events (from now on) with `on`, or stops and drops what was recorded

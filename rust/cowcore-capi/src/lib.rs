@@ -701,6 +701,137 @@ pub unsafe extern "C" fn cowcore_access_batch(
 }
 
 // ---------------------------------------------------------------------------------------
+// References, pins and unshare (issue 16)
+
+/// `ref`: one extra reference on the page behind every address of `[addr, addr + length)`,
+/// as `vmsplice()` takes them (a read fault first where nothing is mapped), held until
+/// [`cowcore_unref`] of the same range or `pid`'s exit (the core's `Machine::ref_pages`).
+///
+/// # Errors
+/// As a read of the range: `SEGFAULT` where it is not readable (nothing taken);
+/// `OUT_OF_MEMORY` (the faults done stay, nothing is held).
+///
+/// # Safety
+/// `m` a live handle or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_ref(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+) -> CowcoreStatus {
+    let body =
+        |h: &mut CowcoreMachine| Ok(h.machine.ref_pages(pid, VirtAddr::new(addr), length)?);
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+/// Drops the references of the latest [`cowcore_ref`] of exactly this range.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` if `pid` holds no `ref` of exactly this range.
+///
+/// # Safety
+/// `m` a live handle or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_unref(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+) -> CowcoreStatus {
+    let body =
+        |h: &mut CowcoreMachine| Ok(h.machine.unref_pages(pid, VirtAddr::new(addr), length)?);
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+/// `pin`: a long-term writable pin of every page of the range (`FOLL_PIN | FOLL_LONGTERM |
+/// FOLL_WRITE`, as `io_uring` buffer registration takes it), held until [`cowcore_unpin`] or
+/// exit; a fork copies the pinned folios' exclusive pages into the child at once.
+///
+/// # Errors
+/// As a write of the range: `SEGFAULT` where it is not writable; `OUT_OF_MEMORY`.
+///
+/// # Safety
+/// `m` a live handle or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_pin(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+) -> CowcoreStatus {
+    let body =
+        |h: &mut CowcoreMachine| Ok(h.machine.pin_pages(pid, VirtAddr::new(addr), length)?);
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+/// Releases the pins of the latest [`cowcore_pin`] of exactly this range.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` if `pid` holds no `pin` of exactly this range.
+///
+/// # Safety
+/// `m` a live handle or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_unpin(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+) -> CowcoreStatus {
+    let body =
+        |h: &mut CowcoreMachine| Ok(h.machine.unpin_pages(pid, VirtAddr::new(addr), length)?);
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+/// `unshare`: a short read-only pin of the range taken and dropped by another process, as
+/// `process_vm_readv()` does: every anonymous page that is not anon-exclusive goes through
+/// the unshare fault (`COWCORE_OUTCOME_UNSHARE`). One record per page goes to `out[0..n)`;
+/// `n` must be `length / 4096`.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` (`n` is not the page count; a misaligned buffer), `NULL_POINTER`
+/// (`out`), the errors of a read of the range; `OUT_OF_MEMORY` (the pages before the failing
+/// one are unshared, `out` is not written).
+///
+/// # Safety
+/// `m` a live handle or NULL; `out` holds `n` writable elements.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_unshare(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+    out: *mut CowcoreAccess,
+    n: usize,
+) -> CowcoreStatus {
+    let body = |h: &mut CowcoreMachine| {
+        if u64::try_from(n).ok() != Some(length / cowcore_core::PAGE_SIZE) {
+            return Err(Failure::invalid(format!(
+                "out holds {n} records, the range has {} pages",
+                length / cowcore_core::PAGE_SIZE
+            )));
+        }
+        if n > 0 {
+            check_buffer(out.cast_const(), n, "out")?;
+        }
+        let records = h.machine.unshare(pid, VirtAddr::new(addr), length)?;
+        for (i, r) in records.iter().enumerate().take(n) {
+            // SAFETY: i < n, and `out` holds n elements (checked non-NULL, aligned, in size;
+            // writable by the caller's contract).
+            unsafe { out.add(i).write((*r).into()) };
+        }
+        Ok(())
+    };
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+// ---------------------------------------------------------------------------------------
 // Events and counters
 
 /// Starts recording events (from now on) with `on`, or stops and drops what was recorded

@@ -96,7 +96,7 @@ pub enum CowcoreOutcome {
     PmdReuse = 6,
     /// A huge PMD was split and the retried fault copied the page (two faults).
     PmdSplitCopy = 7,
-    /// An unshare fault (reserved).
+    /// An unshare fault (`FAULT_FLAG_UNSHARE`, [`crate::cowcore_unshare`]).
     Unshare = 8,
     /// SIGSEGV: nothing changed.
     Segfault = 9,

@@ -507,3 +507,71 @@ fn failures_have_codes_and_messages() {
     let v = unsafe { std::ffi::CStr::from_ptr(cowcore_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+/// Issue 16: `ref`, `pin`, `unshare` and their releases through the C API are the core's:
+/// the same statuses (a release of a range not held is `INVALID_ARGUMENT`), the same
+/// unshare records, the same counters afterwards.
+#[test]
+fn references_pins_and_unshare_are_the_cores() {
+    let h = Handle::new(16 << 20, c"6.15");
+    let mut core = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+    let mut a = 0;
+    let mut child = 0;
+    // SAFETY: a live handle; writable out-pointers.
+    unsafe {
+        assert_eq!(cowcore_mmap(h.0, 1, 2 << 20, &raw mut a), CowcoreStatus::Ok);
+        let mut rec = CowcoreAccess::default();
+        assert_eq!(
+            cowcore_access(h.0, 1, a, true, 5, &raw mut rec),
+            CowcoreStatus::Ok
+        );
+        assert_eq!(
+            cowcore_access(h.0, 1, a + K4, true, 6, &raw mut rec),
+            CowcoreStatus::Ok
+        );
+        assert_eq!(cowcore_ref(h.0, 1, a, K4), CowcoreStatus::Ok);
+        assert_eq!(cowcore_pin(h.0, 1, a + K4, K4), CowcoreStatus::Ok);
+        assert_eq!(cowcore_fork(h.0, 1, &raw mut child), CowcoreStatus::Ok);
+        assert_eq!(
+            cowcore_unref(h.0, 1, a, 2 * K4),
+            CowcoreStatus::InvalidArgument
+        );
+    }
+    let va = VirtAddr::new(a);
+    let vb = VirtAddr::new(a + K4);
+    core.mmap(1, 2 << 20).unwrap();
+    core.access(1, va, true, 5).unwrap();
+    core.access(1, vb, true, 6).unwrap();
+    core.ref_pages(1, va, K4).unwrap();
+    core.pin_pages(1, vb, K4).unwrap();
+    assert_eq!(core.fork(1).unwrap(), child);
+    let mut out = [CowcoreAccess::default(); 2];
+    // SAFETY: two records in `out`.
+    let s = unsafe { cowcore_unshare(h.0, child, a, 2 * K4, out.as_mut_ptr(), 2) };
+    assert_eq!(s, CowcoreStatus::Ok, "{}", h.error());
+    let want = core.unshare(child, va, 2 * K4).unwrap();
+    assert_eq!(out, [want[0].into(), want[1].into()]);
+    assert_eq!(out[0].outcome, CowcoreOutcome::Unshare as u8);
+    // SAFETY: as above; a wrong record count is refused before anything is done.
+    unsafe {
+        assert_eq!(
+            cowcore_unshare(h.0, child, a, 2 * K4, out.as_mut_ptr(), 1),
+            CowcoreStatus::InvalidArgument
+        );
+        assert_eq!(cowcore_unpin(h.0, 1, a + K4, K4), CowcoreStatus::Ok);
+        assert_eq!(cowcore_unref(h.0, 1, a, K4), CowcoreStatus::Ok);
+        assert_eq!(cowcore_check(h.0), CowcoreStatus::Ok);
+    }
+    core.unpin_pages(1, vb, K4).unwrap();
+    core.unref_pages(1, va, K4).unwrap();
+    let (mut stats, mut free) = (CowcoreStats::default(), 0);
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(cowcore_stats(h.0, &raw mut stats), CowcoreStatus::Ok);
+        assert_eq!(cowcore_free_frames(h.0, &raw mut free), CowcoreStatus::Ok);
+    }
+    assert_eq!(
+        (stats, free),
+        (CowcoreStats::from(core.stats()), core.free_frames())
+    );
+}

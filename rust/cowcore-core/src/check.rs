@@ -23,6 +23,11 @@ use crate::stats::Stats;
 struct FolioAcc {
     ptes: u32,
     pmds: u32,
+    /// References held by GUP (`ref`: 1 a page; `pin`: 1024 a page of a small folio, 1 of
+    /// a large one).
+    gup_refs: i32,
+    /// Pins of pages of a large folio (`_pincount`).
+    pins: u32,
     per_mm: BTreeMap<u32, u32>,
     pages: BTreeMap<u32, u32>,
 }
@@ -205,10 +210,62 @@ impl Kernel {
                 format!("live ids {ids:?} vs allocated {:?}", self.used_mm_ids),
             ));
         }
+        self.count_holds(&mut w)?;
         for (head, acc) in &w.folios {
             self.check_folio(*head, acc)?;
         }
+        for &head in self.mem.pincount.keys() {
+            if w.folios.get(&head).is_none_or(|a| a.pins == 0) {
+                return Err(bad(
+                    "pincount",
+                    format!("folio {head} has a pincount but no pin is held"),
+                ));
+            }
+        }
         self.check_frames(&w)
+    }
+
+    /// Adds the references every process holds (`ref`, `pin`) to the folios they hold,
+    /// mapped or not, and checks that a pinned page that is mapped is anon-exclusive (KS
+    /// §1.3: "a pinned anon page is always AE"; for a PMD mapping the head's flag).
+    fn count_holds(&self, w: &mut Walk) -> Result<(), CowError> {
+        let m = &self.mem;
+        for mm in self.procs.iter().flatten() {
+            for h in &mm.holds {
+                for &p in &h.pages {
+                    if !m.is_folio(p) {
+                        continue;
+                    }
+                    let f = m.page_folio(p);
+                    let large = m.folio(f).folio_test_large();
+                    let acc = w.folios.entry(f.pfn()).or_default();
+                    acc.gup_refs += match (h.pin, large) {
+                        (true, false) => crate::folio::GUP_PIN_COUNTING_BIAS as i32,
+                        _ => 1,
+                    };
+                    if h.pin && large {
+                        acc.pins += 1;
+                    }
+                    let mapped_ae = if acc.pmds > 0 {
+                        Some(m.anon_exclusive(f.pfn()))
+                    } else if m.page_mapcount(p) > 0 {
+                        Some(m.anon_exclusive(p))
+                    } else {
+                        None
+                    };
+                    if h.pin && mapped_ae == Some(false) {
+                        return Err(bad(
+                            "pinned-exclusive",
+                            format!(
+                                "pid {}: pinned frame {p} is mapped but not anon-exclusive",
+                                mm.pid
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The checks of one leaf entry `e` (a PTE, or a huge PMD) at `addr`, entry `idx` of
@@ -332,20 +389,46 @@ impl Kernel {
         Ok(())
     }
 
+    /// Refcount = mappings + GUP references, `_pincount` = pinned pages held, and the
+    /// exclusive memo never beside a GUP reference (issue 16).
+    fn check_gup(&self, head: u32, mappings: i32, acc: &FolioAcc) -> Result<(), CowError> {
+        let m = &self.mem;
+        let f = m.folio(m.page_folio(head));
+        if f.folio_ref_count() != mappings + acc.gup_refs {
+            return Err(bad(
+                "refcount",
+                format!(
+                    "folio {head}: refcount {} but {mappings} mappings and {} GUP references",
+                    f.folio_ref_count(),
+                    acc.gup_refs
+                ),
+            ));
+        }
+        if m.folio_pincount(f.folio_ref()) != acc.pins {
+            return Err(bad(
+                "pincount",
+                format!(
+                    "folio {head}: pincount {} but {} pinned pages held",
+                    m.folio_pincount(f.folio_ref()),
+                    acc.pins
+                ),
+            ));
+        }
+        if f.folio_test_exclusive_memo() && acc.gup_refs > 0 {
+            return Err(bad(
+                "exclusive-memo",
+                format!("folio {head}: remembered exclusive but GUP holds references"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The per-folio invariants: refcount, mapcounts, MM-id slots, shared bit, memo.
     fn check_folio(&self, head: u32, acc: &FolioAcc) -> Result<(), CowError> {
         let m = &self.mem;
         let f = m.folio(m.page_folio(head));
         let mappings = (acc.ptes + acc.pmds) as i32;
-        if f.folio_ref_count() != mappings {
-            return Err(bad(
-                "refcount",
-                format!(
-                    "folio {head}: refcount {} but {mappings} mappings",
-                    f.folio_ref_count()
-                ),
-            ));
-        }
+        self.check_gup(head, mappings, acc)?;
         let nr = f.folio_nr_pages();
         for p in head..head + nr {
             let want = acc.pages.get(&p).copied().unwrap_or(0);

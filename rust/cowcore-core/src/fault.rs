@@ -31,6 +31,9 @@ pub(crate) struct Fault<'a, R: Recorder> {
     address: VirtAddr,
     /// `FAULT_FLAG_WRITE`.
     write: bool,
+    /// `FAULT_FLAG_UNSHARE` (issue 16): a R/O pin found the page not anon-exclusive
+    /// (`gup_must_unshare`); only [`Fault::handle_unshare_fault`] sets it.
+    unshare: bool,
     /// `vmf->vma` (its `anon_vma` is set by the first fault that allocates).
     vma: &'a mut Vma,
     /// The mm's other VMAs, below and above `vma` (the `mm_id_exact` tracker's rmap walk).
@@ -120,6 +123,7 @@ impl Kernel {
         Ok(Fault {
             address,
             write,
+            unshare: false,
             vma,
             others: (below, above),
             mm_id: *mm_id,
@@ -431,7 +435,7 @@ impl<R: Recorder> Fault<'_, R> {
     /// The dispatch is a `match` on the kind of the entry where the walk stopped, as in
     /// `handle_pte_fault`: a software entry (swap, migration) is an error, never an empty
     /// entry to overwrite.
-    fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
+    pub(crate) fn handle_mm_fault(mut self, leaf: Option<Leaf>, code: u32) -> Result<(), CowError> {
         let kind = leaf.map_or(EntryKind::None, |l| l.entry.kind());
         self.record(|r| {
             r.faults += 1;
@@ -469,6 +473,26 @@ impl<R: Recorder> Fault<'_, R> {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The unshare fault (`FAULT_FLAG_UNSHARE`, issue 16) of the present anonymous page at
+    /// `leaf` that a R/O `FOLL_PIN` found not anon-exclusive (`gup_must_unshare` in
+    /// `follow_page_pte`/`follow_huge_pmd` returns `-EMLINK`, `faultin_page` faults with
+    /// `FAULT_FLAG_UNSHARE`): `handle_pte_fault` sends it to `do_wp_page`, a huge PMD to
+    /// `do_huge_pmd_wp_page`, both with `unshare` set (their reuse only marks the page
+    /// exclusive; their copy maps the new page read-only and clean). A shared PMD is split
+    /// (`VM_FAULT_FALLBACK`): the caller faults again at the PTE level. Counted in
+    /// none of `faults_read`/`faults_write`/`faults_wp` (it is neither a read nor a write);
+    /// the record's `error_code` stays 0 (no hardware fault).
+    pub(crate) fn handle_unshare_fault(mut self, leaf: Leaf) -> Result<(), CowError> {
+        self.unshare = true;
+        self.record(|r| r.faults += 1);
+        if leaf.level == Level::Pmd {
+            self.do_huge_pmd_wp_page(leaf.table, leaf.index)?;
+        } else {
+            self.do_wp_page(leaf.table, leaf.index)?;
         }
         Ok(())
     }
@@ -768,6 +792,13 @@ impl<R: Recorder> Fault<'_, R> {
                 {
                     self.mem.folio_set_exclusive_memo(folio_ref);
                 }
+                if self.unshare {
+                    // do_wp_page with FAULT_FLAG_UNSHARE: SetPageAnonExclusive, and return
+                    // before wp_page_reuse (no write bit, no PGREUSE).
+                    self.mem.set_anon_exclusive(p, true);
+                    self.record(|r| r.outcome = Outcome::Unshare);
+                    return Ok(());
+                }
                 // wp_page_reuse.
                 self.mem.set_anon_exclusive(p, true);
                 let mut n = pte.mkyoung().mkdirty();
@@ -924,10 +955,18 @@ impl<R: Recorder> Fault<'_, R> {
             self.record(|r| r.flags |= AccessFlags::ZEROED);
         }
         self.mem.content[new.pfn() as usize] = page.map_or(0, |p| self.mem.content[p as usize]);
-        let e = make_writable_dirty(
-            PageTableEntry::of_frame(new.pfn(), self.vma.page_prot()),
-            self.vma,
-        );
+        let fresh = PageTableEntry::of_frame(new.pfn(), self.vma.page_prot());
+        let e = if self.unshare {
+            // wp_page_copy with FAULT_FLAG_UNSHARE: read-only and clean, soft-dirty kept.
+            let old = self.mem.entry(pte_table, pte_i);
+            if old.is_soft_dirty() {
+                fresh.mksoft_dirty()
+            } else {
+                fresh
+            }
+        } else {
+            make_writable_dirty(fresh, self.vma)
+        };
         self.mem.add_new_anon_rmap(new, self.mm_id);
         self.mem.folio_add_lru(new);
         if page.is_none() {
@@ -942,8 +981,11 @@ impl<R: Recorder> Fault<'_, R> {
             }
             self.mem.folio_put_refs(f, 2, self.events);
         }
+        let unshare = self.unshare;
         self.record(|r| {
-            r.outcome = if r.flags.contains(AccessFlags::SPLIT) {
+            r.outcome = if unshare {
+                Outcome::Unshare
+            } else if r.flags.contains(AccessFlags::SPLIT) {
                 Outcome::PmdSplitCopy
             } else {
                 Outcome::CowCopy
@@ -990,6 +1032,13 @@ impl<R: Recorder> Fault<'_, R> {
         };
         if let Some(reason) = reuse {
             self.record(|r| r.reason = reason);
+            if self.unshare {
+                // do_huge_pmd_wp_page with FAULT_FLAG_UNSHARE: the `reuse:` exit returns
+                // before the PMD is made writable; only the head is marked exclusive.
+                self.mem.set_anon_exclusive(h, true);
+                self.record(|r| r.outcome = Outcome::Unshare);
+                return Ok(true);
+            }
             self.record(|r| r.outcome = Outcome::PmdReuse);
             self.mem.set_anon_exclusive(h, true);
             let mut n = pmde.mkyoung().mkdirty();

@@ -12,6 +12,9 @@ use crate::physmem::{
     dup_page_info, PhysMem, AE_BIT, FLAG_BIT, MAPCOUNT_MAX, MAPCOUNT_SHIFT, ST_FOLIO,
 };
 
+/// `GUP_PIN_COUNTING_BIAS` (include/linux/mm.h): the references one `FOLL_PIN` adds to a
+/// small folio.
+pub const GUP_PIN_COUNTING_BIAS: u32 = 1024;
 /// `ENTIRELY_MAPPED`: the bias `_nr_pages_mapped` carries while a PMD maps the folio.
 pub const ENTIRELY_MAPPED: i32 = 0x80_0000;
 /// `FOLIO_PAGES_MAPPED`: mask of the page count in `_nr_pages_mapped`.
@@ -384,11 +387,90 @@ impl PhysMem {
     /// kernel's `folio_add/sub_return_large_mapcount`, under the mapcount lock), so that a
     /// memo never survives another mm mapping the folio (fork's dup), a mapping going
     /// (munmap, exit, `MADV_DONTNEED`, a COW copy) or a PMD being remapped by PTEs. A
-    /// reference that is not a mapping (pin, `ref`, swap cache: none modelled yet, issue 16)
-    /// must forget it too; a split re-initialises the tail pages and so forgets it.
+    /// reference that is not a mapping forgets it too ([`Self::gup_grab_folio`]: `ref`,
+    /// `pin`, the short pin of `unshare`; the swap cache is not modelled yet); a split
+    /// re-initialises the tail pages and so forgets it.
     #[inline]
     fn forget_exclusive_memo(&mut self, head: u32) {
         self.info[head as usize + 2] &= !FLAG_BIT;
+    }
+
+    /// `try_grab_folio(folio, refs, flags)` (mm/gup.c) for `refs` pages of `folio`:
+    /// `FOLL_GET` adds `refs` references; `FOLL_PIN` adds `refs` references and `refs` to
+    /// `_pincount` on a large folio, `refs * GUP_PIN_COUNTING_BIAS` references on a small
+    /// one. Either way the `cow_reuse_remember_exclusive` memo is forgotten: the folio now
+    /// has a reference that is not a mapping (DESIGN.md "Policies").
+    pub(crate) fn gup_grab_folio(&mut self, folio: FolioRef, refs: u32, pin: bool) {
+        let head = folio.0;
+        if self.is_large(head) {
+            self.forget_exclusive_memo(head);
+            if pin {
+                *self.pincount.entry(head).or_insert(0) += refs;
+            }
+            self.folio_ref_add(folio, refs as i32);
+        } else if pin {
+            self.folio_ref_add(folio, (refs * GUP_PIN_COUNTING_BIAS) as i32);
+        } else {
+            self.folio_ref_add(folio, refs as i32);
+        }
+    }
+
+    /// `gup_put_folio(folio, refs, flags)` (mm/gup.c): the reverse of
+    /// [`Self::gup_grab_folio`], `folio_put_refs` last (the folio is freed when that was
+    /// its last reference: a reference can outlive every mapping).
+    pub(crate) fn gup_put_folio(
+        &mut self,
+        folio: FolioRef,
+        refs: u32,
+        pin: bool,
+        events: &mut Events,
+    ) {
+        let head = folio.0;
+        let n = if self.is_large(head) {
+            if pin {
+                let c = self
+                    .pincount
+                    .get_mut(&head)
+                    .expect("a pinned large folio has a pincount");
+                *c -= refs;
+                if *c == 0 {
+                    self.pincount.remove(&head);
+                }
+            }
+            refs
+        } else if pin {
+            refs * GUP_PIN_COUNTING_BIAS
+        } else {
+            refs
+        };
+        self.folio_put_refs(folio, n, events);
+    }
+
+    /// Forgets the exclusive memo of `folio` if it is large (the memo's bit belongs to the
+    /// second tail page: a small folio has none, and that frame is another folio's).
+    pub(crate) fn folio_forget_exclusive_memo(&mut self, folio: FolioRef) {
+        if self.is_large(folio.0) {
+            self.forget_exclusive_memo(folio.0);
+        }
+    }
+
+    /// `folio_maybe_dma_pinned` (include/linux/mm.h): a large folio with `_pincount > 0`,
+    /// or a small one whose refcount reaches `GUP_PIN_COUNTING_BIAS` (a false positive with
+    /// 1024 plain references, as in the kernel).
+    #[must_use]
+    #[inline]
+    pub(crate) fn folio_maybe_dma_pinned(&self, folio: FolioRef) -> bool {
+        if self.is_large(folio.0) {
+            self.pincount.contains_key(&folio.0)
+        } else {
+            self.refcount(folio.0) as u32 >= GUP_PIN_COUNTING_BIAS
+        }
+    }
+
+    /// `folio->_pincount` (0 for a small folio, whose pins hide in the refcount).
+    #[must_use]
+    pub(crate) fn folio_pincount(&self, folio: FolioRef) -> u32 {
+        self.pincount.get(&folio.0).copied().unwrap_or(0)
     }
 
     /// `folio_set_large_mapcount(folio, n, vma)` (rmap.h): only for a brand-new folio.

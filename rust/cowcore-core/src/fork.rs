@@ -10,10 +10,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR};
+use crate::addr::{VirtAddr, PAGE_SIZE, PMD_NR, PMD_SIZE};
 use crate::error::CowError;
-use crate::events::Event;
-use crate::fault::alloc_table;
+use crate::events::{Event, Events};
+use crate::fault::{alloc_table, split_huge_pmd};
 use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
@@ -26,6 +26,15 @@ use crate::physmem::{PhysMem, TableFrame};
 #[derive(Debug)]
 struct ForkCopy<'a> {
     mem: &'a mut PhysMem,
+    /// The event channel (a pinned page's copy, a pinned THP's split).
+    events: &'a mut Events,
+    /// `MMF_HAS_PINNED` of the parent: only then can a page need copying at fork
+    /// (`folio_needs_cow_for_dma`), so only then the per-page path runs.
+    has_pinned: bool,
+    /// The parent's mm id and address-space id (a pinned THP's PMD is split in it).
+    parent: (u32, u64),
+    /// The VMA being copied (`dst_vma`: its protection for a copied page's PTE).
+    vma: Option<Vma>,
     /// The child's mm id (`dst_vma->vm_mm`).
     child_id: u32,
     /// The child's table at each depth of the walk (`dst_pgd`, `dst_p4d`, ...).
@@ -44,6 +53,20 @@ struct CountCopy<'a> {
     mem: &'a PhysMem,
     seen: BTreeSet<(usize, u64)>,
     n: u64,
+    /// `MMF_HAS_PINNED` of the parent.
+    has_pinned: bool,
+    /// The pages `copy_present_page` will allocate (pinned anon-exclusive pages).
+    pages: u64,
+}
+
+impl CountCopy<'_> {
+    /// Whether fork must copy page `p` now: `folio_try_dup_anon_rmap_*` refuses an
+    /// anon-exclusive page of a folio that may be pinned in an mm with `MMF_HAS_PINNED`.
+    fn must_copy(&self, p: u32) -> bool {
+        self.has_pinned
+            && self.mem.anon_exclusive(p)
+            && self.mem.folio_maybe_dma_pinned(self.mem.page_folio(p))
+    }
 }
 
 impl PageWalk for CountCopy<'_> {
@@ -57,13 +80,28 @@ impl PageWalk for CountCopy<'_> {
         Ok(())
     }
 
-    fn huge_pmd(&mut self, _at: EntryAt) -> Result<(), CowError> {
-        self.n += 1; // the deposit table
+    fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
+        // The deposit table, or for a pinned THP the child's PTE table after the split and
+        // a copy of each of its pages (the head's AE goes to every PTE).
+        self.n += 1;
+        if !at.entry.is_special() && self.must_copy(at.entry.frame()) {
+            self.pages += PMD_NR;
+        }
         Ok(())
     }
 
-    fn pte_table(&mut self, at: EntryAt, _pte_table: TableFrame) -> Result<(), CowError> {
+    fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
         self.n += u64::from(self.seen.insert((at.depth, at.addr & !(at.span - 1))));
+        if self.has_pinned {
+            let first = ((at.addr >> 12) & 511) as usize;
+            let last = first + ((at.next - at.addr) >> 12) as usize;
+            for &raw in &self.mem.table(pte_table)[first..last] {
+                let e = PageTableEntry::from_raw(raw);
+                if e.is_present() && !e.is_special() && self.must_copy(e.frame()) {
+                    self.pages += 1;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -84,6 +122,31 @@ impl PageWalk for ForkCopy<'_> {
 
     fn huge_pmd(&mut self, at: EntryAt) -> Result<(), CowError> {
         let dst = self.dst[at.depth];
+        if self.has_pinned && !at.entry.is_special() {
+            let head = at.entry.frame();
+            let folio = self.mem.page_folio(head);
+            if self.mem.anon_exclusive(head) && self.mem.folio_maybe_dma_pinned(folio) {
+                // copy_huge_pmd: folio_try_dup_anon_rmap_pmd refuses a maybe-pinned
+                // exclusive THP; "split and retry the fault on PTEs" (__split_huge_pmd in
+                // the parent, -EAGAIN), then copy_pmd_range goes on with copy_pte_range.
+                let vma = self
+                    .vma
+                    .ok_or_else(|| CowError::invariant("fork", "no VMA"))?;
+                let haddr = VirtAddr::new(at.addr & !(PMD_SIZE - 1));
+                split_huge_pmd(
+                    self.mem,
+                    self.events,
+                    self.parent,
+                    &vma,
+                    (at.table, at.index),
+                    haddr,
+                )?;
+                let t = TableFrame::of(self.mem.entry(at.table, at.index));
+                let child = self.child_table(dst, at.index)?;
+                self.rss += self.copy_pte_range(t, child, at.addr, at.next, self.child_id)?;
+                return Ok(());
+            }
+        }
         self.rss += self.copy_huge_pmd(at.table, dst, at.index, self.child_id)?;
         self.pmds += 1;
         Ok(())
@@ -91,7 +154,7 @@ impl PageWalk for ForkCopy<'_> {
 
     fn pte_table(&mut self, at: EntryAt, pte_table: TableFrame) -> Result<(), CowError> {
         let child = self.child_table(self.dst[at.depth], at.index)?;
-        self.rss += self.copy_pte_range(pte_table, child, at.addr, at.next, self.child_id);
+        self.rss += self.copy_pte_range(pte_table, child, at.addr, at.next, self.child_id)?;
         Ok(())
     }
 }
@@ -112,10 +175,14 @@ impl Kernel {
             .collect();
         // vma_needs_copy: only VMAs with an anon_vma (a WIPEONFORK child VMA has none).
         let needs_copy = || copied.iter().filter(|v| v.anon_vma);
+        let has_pinned = parent.has_pinned;
+        let parent_ids = (parent.mm_id, parent.asid);
         let mut count = CountCopy {
             mem: &self.mem,
             seen: BTreeSet::new(),
             n: 1, // the child's PGD
+            has_pinned,
+            pages: 0,
         };
         for v in needs_copy() {
             walk_page_range(
@@ -126,8 +193,8 @@ impl Kernel {
                 v.end.as_u64(),
             )?;
         }
-        let need = count.n;
-        if self.mem.nr_free() < need {
+        let (need, pages) = (count.n, count.pages);
+        if self.mem.nr_free() < need + pages {
             return Err(CowError::OutOfMemory);
         }
         // alloc_pid, after copy_mm in copy_process: pids 1..pid_max-1 can be in use at once.
@@ -147,6 +214,10 @@ impl Kernel {
         let pgd = alloc_table(&mut self.mem)?;
         let mut f = ForkCopy {
             mem: &mut self.mem,
+            events: &mut self.events,
+            has_pinned,
+            parent: parent_ids,
+            vma: None,
             child_id: mm_id,
             dst: [pgd; 5],
             rss: 0,
@@ -154,6 +225,7 @@ impl Kernel {
             pmds: 0,
         };
         for v in needs_copy() {
+            f.vma = Some(*v);
             walk_page_range(
                 &mut f,
                 self.paging,
@@ -168,6 +240,8 @@ impl Kernel {
         let asid = self.new_asid();
         self.used_mm_ids.insert(mm_id);
         self.procs.push(Some(Mm {
+            holds: Vec::new(),
+            has_pinned: false,
             pid: child_pid,
             mm_id,
             asid,
@@ -255,8 +329,24 @@ impl ForkCopy<'_> {
         Ok(rss)
     }
 
-    /// `copy_pte_range` → `copy_present_ptes` (KS §3.3), without pins or swap entries.
+    /// `copy_pte_range` → `copy_present_ptes` (KS §3.3), without swap entries; in an mm
+    /// with `MMF_HAS_PINNED`, [`Self::copy_pte_range_pinned`].
     fn copy_pte_range(
+        &mut self,
+        src: TableFrame,
+        dst: TableFrame,
+        a: u64,
+        e: u64,
+        child_id: u32,
+    ) -> Result<u64, CowError> {
+        if self.has_pinned {
+            return self.copy_pte_range_pinned(src, dst, a, e, child_id);
+        }
+        Ok(self.copy_pte_range_unpinned(src, dst, a, e, child_id))
+    }
+
+    /// `copy_pte_range` of an mm that never pinned: no page can need a copy.
+    fn copy_pte_range_unpinned(
         &mut self,
         src: TableFrame,
         dst: TableFrame,
@@ -303,6 +393,117 @@ impl ForkCopy<'_> {
             i += nr;
         }
         rss
+    }
+}
+
+impl ForkCopy<'_> {
+    /// `copy_pte_range` of an mm with `MMF_HAS_PINNED`: `copy_present_ptes` asks
+    /// `folio_try_dup_anon_rmap_ptes` for each batch, which refuses (`-EBUSY`) when the
+    /// folio may be pinned (`folio_needs_cow_for_dma`: `MMF_HAS_PINNED` and
+    /// `folio_maybe_dma_pinned`) and a page of the batch is anon-exclusive. The batch then
+    /// falls back page by page (`-EAGAIN`, a preallocated page, no batching while it is
+    /// held; 6.1 has no batching at all): an anon-exclusive page is copied into the child
+    /// at once (`copy_present_page`), the others are shared as usual. No fast path: this
+    /// runs only where a pin was ever taken.
+    fn copy_pte_range_pinned(
+        &mut self,
+        src: TableFrame,
+        dst: TableFrame,
+        a: u64,
+        e: u64,
+        child_id: u32,
+    ) -> Result<u64, CowError> {
+        let mut i = Paging::index(VirtAddr::new(a), 12);
+        let end_i = i + ((e - a) / PAGE_SIZE) as usize;
+        let mut rss = 0;
+        while i < end_i {
+            let pte = self.mem.entry(src, i);
+            if pte.is_none() {
+                i += 1;
+                continue;
+            }
+            self.ptes += 1;
+            if pte.is_special() {
+                self.mem.set_entry(dst, i, pte.mkold());
+                i += 1;
+                continue;
+            }
+            let p = pte.frame();
+            let folio = self.mem.page_folio(p);
+            let nr = if self.mem.folio(folio).folio_test_large() && end_i - i > 1 {
+                self.mem.folio_pte_batch(src, i, end_i, pte, folio, false)
+            } else {
+                1
+            };
+            self.ptes += nr as u64 - 1;
+            rss += nr as u64;
+            let pinned = self.mem.folio_maybe_dma_pinned(folio);
+            if pinned && (p..p + nr as u32).any(|q| self.mem.anon_exclusive(q)) {
+                for j in 0..nr {
+                    let q = p + j as u32;
+                    if self.mem.anon_exclusive(q) {
+                        self.copy_present_page(dst, i + j, q)?;
+                    } else {
+                        self.share_ptes(src, dst, i + j, 1, child_id);
+                    }
+                }
+            } else {
+                self.share_ptes(src, dst, i, nr, child_id);
+            }
+            i += nr;
+        }
+        Ok(rss)
+    }
+
+    /// The sharing half of `copy_present_ptes` for `nr` PTEs of one folio from entry `i`:
+    /// references and `folio_try_dup_anon_rmap_ptes` (AE cleared), both sides
+    /// write-protected where any was writable, the child's entries old.
+    fn share_ptes(&mut self, src: TableFrame, dst: TableFrame, i: usize, nr: usize, child: u32) {
+        let pte = self.mem.entry(src, i);
+        let p = pte.frame();
+        let folio = self.mem.page_folio(p);
+        let any_writable = self.mem.any_writable(src, i, nr);
+        self.mem.folio_ref_add(folio, nr as i32);
+        self.mem.dup_anon_rmap_ptes(folio, p, nr as u32, child);
+        if any_writable {
+            self.mem.wrprotect_ptes(src, i, nr);
+        }
+        self.mem
+            .set_ptes(dst, i, nr, cow_child_pte(pte, any_writable));
+    }
+
+    /// `copy_present_page` (mm/memory.c): the child gets its own copy of the parent's
+    /// pinned page `src_page` at once, a new exclusive order-0 folio
+    /// (`folio_add_new_anon_rmap(RMAP_EXCLUSIVE)`, `folio_add_lru_vma`) mapped by
+    /// `maybe_mkwrite(pte_mkdirty(mk_pte(...)))`; the parent's entry stays as it was
+    /// (writable if it was). The page is the `folio_prealloc` of the `-EAGAIN` retry,
+    /// allocated right before the copy.
+    fn copy_present_page(
+        &mut self,
+        dst: TableFrame,
+        i: usize,
+        src_page: u32,
+    ) -> Result<(), CowError> {
+        let vma = self
+            .vma
+            .ok_or_else(|| CowError::invariant("fork", "no VMA"))?;
+        let new = self.mem.alloc_folio(0).ok_or(CowError::OutOfMemory)?;
+        let d = u64::from(new.pfn());
+        self.events.emit(Event::FolioAlloc { pfn: d, order: 0 });
+        self.events.emit(Event::PagesCopied {
+            src: u64::from(src_page),
+            dst: d,
+            nr: 1,
+        });
+        self.mem.content[new.pfn() as usize] = self.mem.content[src_page as usize];
+        self.mem.add_new_anon_rmap(new, self.child_id);
+        self.mem.folio_add_lru(new);
+        let mut e = PageTableEntry::of_frame(new.pfn(), vma.page_prot()).mkdirty();
+        if vma.flags.contains(VmFlags::WRITE) {
+            e = e.mkwrite();
+        }
+        self.mem.set_entry(dst, i, e);
+        Ok(())
     }
 }
 

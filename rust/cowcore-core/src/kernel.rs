@@ -67,6 +67,8 @@ impl Kernel {
         (mem.zero_pfn, mem.huge_zero_pfn) = (zero, hz);
         let pgd = mem.alloc_table().ok_or(CowError::OutOfMemory)?;
         let init = Mm {
+            holds: Vec::new(),
+            has_pinned: false,
             pid: 1,
             mm_id: 1,
             asid: 1,
@@ -260,7 +262,7 @@ impl Kernel {
     }
 
     /// `access_error()` over the whole range before touching anything.
-    fn check_access(
+    pub(crate) fn check_access(
         &self,
         pid: u32,
         addr: VirtAddr,

@@ -761,6 +761,68 @@ impl Machine {
         self.k.touch(pid, addr, length)
     }
 
+    /// `ref`: one extra reference on the page behind every address of the range, as
+    /// `vmsplice()` into a pipe takes them (`get_user_pages_fast`, read access; a read fault
+    /// first where nothing is mapped; no unshare), held until [`Self::unref_pages`] of the
+    /// same range or `pid`'s exit. A reference outlives the mapping: a folio unmapped
+    /// meanwhile is freed when the reference goes.
+    ///
+    /// # Errors
+    /// [`CowError::NoSuchProcess`], range errors, [`CowError::Segfault`] where the range is
+    /// not readable (the kernel's `EFAULT`; nothing is taken), [`CowError::OutOfMemory`]
+    /// (the faults done stay, nothing is held).
+    pub fn ref_pages(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.gup_get(pid, addr, length, false)
+    }
+
+    /// Drops the references of the latest [`Self::ref_pages`] of exactly this range.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] if `pid` holds no `ref` of exactly this range.
+    pub fn unref_pages(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.gup_put(pid, addr, length, false)
+    }
+
+    /// `pin`: a long-term writable pin of every page of the range (`FOLL_PIN |
+    /// FOLL_LONGTERM | FOLL_WRITE`, as `io_uring`'s buffer registration takes it): a write
+    /// fault first where the page is not writable (COW copy or reuse), then per page
+    /// `GUP_PIN_COUNTING_BIAS` references (small folio) or a reference and `_pincount` + 1
+    /// (large folio); the mm gets `MMF_HAS_PINNED`, and a fork copies its pinned
+    /// anon-exclusive pages into the child at once. Held until [`Self::unpin_pages`] or exit.
+    ///
+    /// # Errors
+    /// As [`Self::ref_pages`], with [`CowError::Segfault`] where the range is not writable.
+    pub fn pin_pages(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.gup_get(pid, addr, length, true)
+    }
+
+    /// Releases the pins of the latest [`Self::pin_pages`] of exactly this range.
+    ///
+    /// # Errors
+    /// [`CowError::InvalidArgument`] if `pid` holds no `pin` of exactly this range.
+    pub fn unpin_pages(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.gup_put(pid, addr, length, true)
+    }
+
+    /// `unshare`: a short read-only pin of the range taken and dropped by another process,
+    /// as `process_vm_readv()` does: every anonymous page of the range that is not
+    /// anon-exclusive goes through the unshare fault (`FAULT_FLAG_UNSHARE`) and ends
+    /// exclusive to `pid`, reused or copied as the profile decides; nothing is written, the
+    /// zero pages are left as they are. One record per page ([`crate::Outcome::Unshare`] where the
+    /// unshare fault ran; docs/access-and-events.md).
+    ///
+    /// # Errors
+    /// As [`Self::read`]; [`CowError::OutOfMemory`] for a copy that gets no frame (the pages
+    /// before it stay unshared).
+    pub fn unshare(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<Vec<Access>, CowError> {
+        self.k.unshare(pid, addr, length)
+    }
+
     /// The counters of the folio holding frame `pfn`.
     ///
     /// # Errors

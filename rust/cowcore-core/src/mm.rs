@@ -279,6 +279,28 @@ pub struct Mm {
     pub(crate) cursor: u64,
     /// `MM_ANONPAGES`.
     pub(crate) rss_anon: u64,
+    /// The GUP references and pins this process holds (`ref`, `pin`; issue 16), in the
+    /// order taken: what a pipe holding `vmsplice()`d pages or an `io_uring`'s registered
+    /// buffers would hold. Not inherited by a fork; dropped at exit after the unmap.
+    pub(crate) holds: Vec<GupHold>,
+    /// `MMF_HAS_PINNED`: set by the first `FOLL_PIN` of this mm, never cleared, not
+    /// inherited (`MMF_INIT_MASK` leaves it out).
+    pub(crate) has_pinned: bool,
+}
+
+/// One `ref` or `pin` a process holds: the range it was taken on and the frame behind each
+/// page of it at the time (the zero pages included: they hold no count). The frames, not
+/// the range, are what is released: the pages may have been unmapped or replaced since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GupHold {
+    /// First address of the range.
+    pub start: u64,
+    /// Length of the range in bytes.
+    pub length: u64,
+    /// `FOLL_PIN` (else `FOLL_GET`).
+    pub pin: bool,
+    /// The frame of each page, in address order.
+    pub pages: Vec<u32>,
 }
 
 impl Mm {
@@ -374,6 +396,8 @@ mod tests {
 
     fn mm() -> Mm {
         Mm {
+            holds: Vec::new(),
+            has_pinned: false,
             pid: 1,
             mm_id: 1,
             asid: 1,

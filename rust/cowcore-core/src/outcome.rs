@@ -39,7 +39,8 @@ pub enum Outcome {
     /// A write-protect fault on a huge PMD split it, and the retried fault copied the page
     /// at the PTE level (two faults).
     PmdSplitCopy = 7,
-    /// An unshare fault (`FAULT_FLAG_UNSHARE`); reserved, not produced yet.
+    /// An unshare fault (`FAULT_FLAG_UNSHARE`, [`crate::Machine::unshare`]): the page ended
+    /// anon-exclusive, reused in place or copied and mapped read-only.
     Unshare = 8,
     /// The access is refused with SIGSEGV (`access_error`, or no VMA): nothing changed.
     Segfault = 9,

@@ -136,6 +136,10 @@ pub struct PhysMem {
     /// Deposited PTE tables by huge PMD entry (`pgtable_trans_huge_deposit`, which keeps
     /// them in the PMD table's `struct page`): key `(pmd table frame << 9) | index`.
     pub(crate) deposits: BTreeMap<u64, TableFrame>,
+    /// `folio->_pincount` of the large folios that have one (issue 16), by head frame:
+    /// pins are rare, so they live beside the packed arrays rather than in a tail page
+    /// (an order-2 folio has no free counter word). Absent = 0.
+    pub(crate) pincount: BTreeMap<u32, u32>,
     /// `NR_ANON_MAPPED`: anonymous pages mapped by at least one entry, kept where
     /// `__folio_add_rmap`/`__folio_remove_rmap` keep it (`__folio_mod_stat`).
     pub(crate) nr_anon_mapped: u64,
@@ -174,6 +178,7 @@ impl PhysMem {
             zero_pfn: 0,
             huge_zero_pfn: 0,
             deposits: BTreeMap::new(),
+            pincount: BTreeMap::new(),
             nr_anon_mapped: 0,
             nr_anon_thps: 0,
             nr_tables: 0,

@@ -143,6 +143,7 @@ impl Kernel {
         let (pgd, mm_id) = (z.pgd, z.mm_id);
         free_subtree(&mut self.mem, self.paging, 0, pgd);
         self.mem.free_table(pgd);
+        self.gup_exit(pid)?;
         self.used_mm_ids.remove(&mm_id);
         self.procs[(pid - 1) as usize] = None;
         Ok(())

@@ -92,6 +92,20 @@ enum Op {
         index: usize,
         on: bool,
     },
+    /// Issue 16: `ref` (0), `pin` (1) or `unshare` (2) of a range; changes no content.
+    Gup {
+        proc: usize,
+        map: usize,
+        page: u64,
+        pages: u64,
+        kind: u8,
+    },
+    /// Issue 16: `unref`/`unpin` of the process's hold `index` (or, with none, of a range
+    /// not held: `InvalidArgument`).
+    Release {
+        proc: usize,
+        index: usize,
+    },
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
@@ -122,6 +136,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize, 0..2usize, proptest::collection::vec((0..MAP_PAGES, any::<bool>()), 1..16), 1..5u64).prop_map(|(proc, map, pages, value)| Op::AccessBatch { proc, map, pages, value }),
         1 => (0..4usize, range()).prop_map(|(proc, (map, page, pages))| Op::Touch { proc, map, page, pages }),
         2 => (0..POLICIES.len(), any::<bool>()).prop_map(|(index, on)| Op::Policy { index, on }),
+        2 => (0..4usize, range(), 0..3u8).prop_map(|(proc, (map, page, pages), kind)| Op::Gup { proc, map, page, pages, kind }),
+        1 => (0..4usize, 0..8usize).prop_map(|(proc, index)| Op::Release { proc, index }),
     ]
 }
 
@@ -130,6 +146,8 @@ struct World {
     m: Machine,
     bases: [u64; 2],
     shadow: BTreeMap<u32, BTreeMap<u64, u64>>,
+    /// The `ref`s and `pin`s each process holds: (pid, pin, addr, length).
+    holds: Vec<(u32, bool, VirtAddr, u64)>,
 }
 
 impl World {
@@ -143,6 +161,7 @@ impl World {
             m,
             bases: [a, b],
             shadow,
+            holds: Vec::new(),
         }
     }
 
@@ -257,6 +276,7 @@ impl World {
                     return false;
                 };
                 self.shadow.remove(&pid);
+                self.holds.retain(|h| h.0 != pid);
                 self.m.exit(pid)
             }
             Op::Touch {
@@ -342,6 +362,58 @@ impl World {
                 Ok(())
             }
             Op::Policy { index, on } => self.m.set_policy(POLICIES[index].name, on),
+            Op::Gup {
+                proc,
+                map,
+                page,
+                pages,
+                kind,
+            } => {
+                let Some(pid) = self.pid(proc) else {
+                    return false;
+                };
+                let (a, len) = self.addr(map, page, pages);
+                let content = |m: &Machine| -> Vec<u64> {
+                    m.observe(pid, a, len)
+                        .map(|o| o.iter().map(|p| p.content).collect())
+                        .unwrap_or_default()
+                };
+                let before = content(&self.m);
+                let r = match kind {
+                    0 => self.m.ref_pages(pid, a, len),
+                    1 => self.m.pin_pages(pid, a, len),
+                    _ => self.m.unshare(pid, a, len).map(|_| ()),
+                };
+                if r.is_ok() && kind < 2 {
+                    self.holds.push((pid, kind == 1, a, len));
+                }
+                if r.is_ok() {
+                    // a GUP changes no content (a hole reads as 0 before and after)
+                    assert_eq!(content(&self.m), before, "{op:?}");
+                }
+                r
+            }
+            Op::Release { proc, index } => {
+                let Some(pid) = self.pid(proc) else {
+                    return false;
+                };
+                let mine: Vec<usize> = (0..self.holds.len())
+                    .filter(|&i| self.holds[i].0 == pid)
+                    .collect();
+                if mine.is_empty() {
+                    let r = self
+                        .m
+                        .unref_pages(pid, VirtAddr::new(self.bases[0]), PAGE_SIZE);
+                    assert!(matches!(r, Err(CowError::InvalidArgument(_))), "{r:?}");
+                    return false;
+                }
+                let (_, pin, a, len) = self.holds.remove(mine[index % mine.len()]);
+                if pin {
+                    self.m.unpin_pages(pid, a, len)
+                } else {
+                    self.m.unref_pages(pid, a, len)
+                }
+            }
             Op::Access {
                 proc,
                 map,

@@ -356,6 +356,45 @@ impl PyMachine {
         })
     }
 
+    #[pyo3(name = "ref")]
+    fn ref_pages(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().ref_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn unref(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().unref_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn pin(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().pin_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn unpin(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_sized(py, length, || {
+            self.lock().unpin_pages(pid, VirtAddr::new(addr), length)
+        })
+    }
+
+    fn unshare<'py>(
+        &self,
+        py: Python<'py>,
+        pid: u32,
+        addr: u64,
+        length: u64,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let recs = run_sized(py, length, || {
+            self.lock().unshare(pid, VirtAddr::new(addr), length)
+        })?;
+        let bytes: Vec<u8> = recs.iter().flat_map(Access::to_le_bytes).collect();
+        Ok(PyByteArray::new(py, &bytes))
+    }
+
     fn munmap(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
         run_sized(py, length, || {
             self.lock().munmap(pid, VirtAddr::new(addr), length)

@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !b.0.is_empty() && steps < 200 {
         steps += 1;
-        let op = b.u8() % 21;
+        let op = b.u8() % 26;
         // Mostly live pids, sometimes 0, exited ones or ones never used.
         let pids = m.pids();
         let pid = match b.u8() {
@@ -179,6 +179,17 @@ fuzz_target!(|data: &[u8]| {
                         .map(|a| maps.push((a.as_u64(), len / PAGE)))
                 }
             }
+            // Issue 16: references and pins (held until the matching call or exit) and the
+            // unshare faults of a short R/O pin.
+            21 => m.ref_pages(pid, VirtAddr::new(addr), len),
+            22 => m.unref_pages(pid, VirtAddr::new(addr), len),
+            23 => m.pin_pages(pid, VirtAddr::new(addr), len),
+            24 => m.unpin_pages(pid, VirtAddr::new(addr), len),
+            25 => m.unshare(pid, VirtAddr::new(addr), len).map(|r| {
+                assert!(r
+                    .iter()
+                    .all(|a| a.phys().is_some() && a.outcome != Outcome::Segfault));
+            }),
             _ => {
                 // Inspection only: these must never fail except on bad input.
                 let _ = m.translate(pid, VirtAddr::new(addr));
@@ -191,7 +202,7 @@ fuzz_target!(|data: &[u8]| {
         };
         m.check().unwrap();
         match result {
-            Ok(()) | Err(CowError::OutOfMemory) if matches!(op, 3..=7 | 16 | 17) => {}
+            Ok(()) | Err(CowError::OutOfMemory) if matches!(op, 3..=7 | 16 | 17 | 20 | 22 | 24) => {}
             Ok(()) => {}
             Err(e) => assert_eq!(state(&m), before, "{e} changed the machine"),
         }
