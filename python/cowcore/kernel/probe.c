@@ -1502,9 +1502,9 @@ static void end_scenario(const char *idx)
 		if (procs[p].state == 1) {
 			/* A process holding pins exits by itself, unpinning first (a killed one's ring
 			 * would unpin later, from a workqueue, into the next scenario's counters). */
-			if (procs[p].nhold)
-				send_cmd(p, OP_EXIT, 0, 0, 0, 0);
-			else
+			struct cmd c = {OP_EXIT, 0, 0, 0, 0};
+			if (!procs[p].nhold ||
+			    write(cmd_pipe[p][1], &c, sizeof(c)) != (ssize_t)sizeof(c))
 				kill(procs[p].pid, SIGKILL);
 			wait_exit(p);
 		}
