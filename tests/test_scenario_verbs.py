@@ -109,16 +109,6 @@ def _kernel_runner(text: str) -> int | None:
     return None
 
 
-ISSUE16 = frozenset({"ref", "unref", "pin", "unpin", "unshare"})
-"""Issue 16's statements: the simulator's side (branch model16) and the kernel runner's
-(branch probe16) land separately; until both have, the runner refuses them all."""
-
-
-def _kernel_runner_knows(verb: str) -> bool:
-    """Whether the kernel runner parses a well-formed ``P VERB A 0 4K``."""
-    return _kernel_runner(PREFIX + f"P {verb} A 0 4K\n") is None
-
-
 def test_the_table_has_one_row_per_statement_kind() -> None:
     kinds = [v.kind for v in VERBS]
     assert len(set(kinds)) == len(kinds)
@@ -157,9 +147,6 @@ def test_the_corpus_has_both_outcomes() -> None:
 def test_simulator_and_kernel_runner_parse_alike(stmt: str) -> None:
     text = PREFIX + stmt + "\nP observe A 0 4K\n"
     sim, kernel = _simulator(text), _kernel_runner(text)
-    words = stmt.split()
-    if len(words) > 1 and words[1] in ISSUE16 and not _kernel_runner_knows(words[1]):
-        pytest.xfail(f"the kernel runner learns {words[1]!r} on branch probe16 (issue 16)")
     assert sim == kernel, f"{stmt!r}: simulator {sim}, kernel runner {kernel}"
     assert sim in (None, LINE)
 

@@ -76,6 +76,20 @@ def test_compile_names_and_lines() -> None:
     assert c.framed(3).startswith("S 3\n") and c.framed(3).endswith("Z\n")
 
 
+def test_compile_refs_pins_unshare() -> None:
+    """The five statements of issue 16's first slice compile to `C LINE PROC VERB MAP OFF LEN`."""
+    text = "P mmap A 2M\n"
+    text += "".join(f"P {verb} A 4K 8K\n" for verb in ("ref", "unref", "pin", "unpin", "unshare"))
+    c = compile_scenario("s", text)
+    assert c.lines[-5:] == [
+        "C 2 0 ref 0 4096 8192",
+        "C 3 0 unref 0 4096 8192",
+        "C 4 0 pin 0 4096 8192",
+        "C 5 0 unpin 0 4096 8192",
+        "C 6 0 unshare 0 4096 8192",
+    ]
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -95,6 +109,10 @@ def test_compile_names_and_lines() -> None:
         "P write A 0 4K " + "9" * 5000,  # past int()'s 4300 digits: a ValueError once
         "P write A " + "9" * 5000 + "K 4K",
         "thp size " + "9" * 5000 + "K always",
+        "P ref A 0 4K 1",  # extra token
+        "P pin A 0",  # no length
+        "P unshare A 2K 4K",  # misaligned offset
+        "P unpin A 0 0",  # zero length
     ],
 )
 def test_syntax_errors(line: str) -> None:

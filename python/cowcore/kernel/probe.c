@@ -15,6 +15,8 @@
  *                              madvise MAP OFF LEN ADVICE | write MAP OFF LEN VALUE
  *                              read MAP OFF LEN | observe MAP OFF LEN | smaps MAP
  *                              fork CHILD | exit | mremap MAP OFF LEN NEWMAP
+ *                              ref MAP OFF LEN | unref MAP OFF LEN | pin MAP OFF LEN
+ *                              unpin MAP OFF LEN | unshare MAP OFF LEN
  *   Z                          the scenario ends ({"end":IDX})
  *
  * Architecture: this process (the controller, PID 1) owns all the bookkeeping: which process
@@ -34,6 +36,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -45,9 +48,11 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -62,6 +67,11 @@
 #define NAME_SLOTS (1u << 19)   /* frame-name hash table (open addressing) */
 #define INPUT_MAX (8u << 20)
 #define THP "/sys/kernel/mm/transparent_hugepage/"
+#define MAXHOLD 64            /* refs and pins one process holds at a time */
+#define MAXHELD 4096          /* file descriptors a worker keeps for its refs and pins */
+#define REF_PIPE_PAGES 256    /* pages of one vmsplice pipe (1M: a small kcalloc) */
+#define MAX_RANGE_PAGES (MAX_MAPPING / PAGE_SIZE)
+#define PVM_BUF (1u << 20)    /* local buffer of `unshare`, reused for every 1M of the range */
 
 /* /proc/<pid>/pagemap bits (Documentation/admin-guide/mm/pagemap.rst, fs/proc/task_mmu.c). */
 #define PM_PRESENT (1ULL << 63)
@@ -90,7 +100,19 @@ static const char *const stat_name[] = {"anon_fault_alloc", "anon_fault_fallback
 
 /* ---------------------------------------------------------------- worker protocol */
 
-enum op { OP_MMAP = 1, OP_MUNMAP, OP_MPROTECT, OP_MADVISE, OP_WRITE, OP_READ, OP_FORK, OP_EXIT };
+enum op {
+	OP_MMAP = 1,
+	OP_MUNMAP,
+	OP_MPROTECT,
+	OP_MADVISE,
+	OP_WRITE,
+	OP_READ,
+	OP_FORK,
+	OP_EXIT,
+	OP_REF,   /* addr, len, val = hold id */
+	OP_PIN,   /* addr, len, val = hold id */
+	OP_UNHOLD /* val = hold id: close its pipes, or unregister and close its ring */
+};
 
 /* mremap: a command number of its own, out of the enum's way. */
 #define OP_MREMAP 64
@@ -117,11 +139,21 @@ struct mapping {
 	uint8_t *st; /* npages state bytes, from state_pool */
 };
 
+/* A `ref` or `pin` that a process holds (the controller's side of it). */
+enum hold_kind { HOLD_REF = 1, HOLD_PIN = 2 };
+struct hold {
+	int kind, map;
+	uint64_t off, len;
+	uint32_t id; /* the worker's name for its file descriptors */
+};
+
 struct proc {
 	int state; /* 0 never existed, 1 alive, 2 exited */
 	pid_t pid;
 	int pidfd, pagemap_fd, mem_fd;
 	struct mapping map[MAXMAP];
+	struct hold hold[MAXHOLD];
+	int nhold;
 };
 
 struct name_slot {
@@ -149,6 +181,10 @@ static int out_fd = -1, kpageflags_fd = -1, kpagecount_fd = -1;
 static int scenario_failed; /* an error line was printed: skip to the end of the scenario */
 static int pmd_only; /* no per-size THP controls (6.1): see "kernels without mTHP" below */
 static int cur_line;
+static uint32_t next_hold_id;
+static uint64_t range_pfn[MAX_RANGE_PAGES]; /* pagemap entries of a range before a statement */
+static uint8_t pvm_buf[PVM_BUF];
+static struct iovec pvm_iov[MAX_MAPPING / PVM_BUF];
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -303,6 +339,118 @@ static int do_read(const struct cmd *c)
 }
 
 /*
+ * The file descriptors behind a worker's refs and pins: the read ends of the vmsplice pipes of
+ * a `ref` (the write end is closed at once: the pipe keeps its buffers while one end is open),
+ * the io_uring ring of a `pin`. ``id`` is the controller's hold id. Static, so that the table
+ * was touched before any scenario ran (the probe's determinism rule).
+ */
+static struct held {
+	uint32_t id;
+	int fd;
+	int ring; /* an io_uring fd: unregister its buffers before closing it */
+} held[MAXHELD];
+static int nheld;
+
+static int held_add(uint32_t id, int fd, int ring)
+{
+	if (nheld == MAXHELD)
+		return -1;
+	held[nheld++] = (struct held){id, fd, ring};
+	return 0;
+}
+
+/*
+ * Release one hold (or every hold: id 0). A ring's buffers are unregistered first
+ * (IORING_UNREGISTER_BUFFERS unpins the pages before the syscall returns), because closing the
+ * last ring fd frees the ring from a workqueue (io_ring_exit_work in io_uring/io_uring.c), which
+ * would drop the pins at some later moment. Closing a pipe drops its page references at once
+ * (pipe_release() -> free_pipe_info(); the final fput runs before close() returns to user
+ * space).
+ */
+static int held_release(uint32_t id)
+{
+	int err = 0, j = 0;
+	for (int i = 0; i < nheld; i++) {
+		if (id && held[i].id != id) {
+			held[j++] = held[i];
+			continue;
+		}
+		if (held[i].ring &&
+		    syscall(SYS_io_uring_register, held[i].fd, IORING_UNREGISTER_BUFFERS, NULL, 0))
+			err = errno;
+		close(held[i].fd);
+	}
+	nheld = j;
+	return err;
+}
+
+/*
+ * `ref`: vmsplice() the range into pipes that this process keeps open. vmsplice_to_pipe()
+ * (fs/splice.c) takes one page reference per page with get_user_pages_fast() without
+ * FOLL_WRITE (a read fault where nothing is mapped) and stores it in a pipe buffer; it fills
+ * only the pipe's free slots, so each pipe is sized first (F_SETPIPE_SZ) for its share of the
+ * range, 1M at most.
+ */
+static int do_ref(const struct cmd *c)
+{
+	for (uint64_t done = 0; done < c->len;) {
+		uint64_t chunk = c->len - done;
+		int fds[2];
+		if (chunk > REF_PIPE_PAGES * PAGE_SIZE)
+			chunk = REF_PIPE_PAGES * PAGE_SIZE;
+		if (pipe(fds))
+			return errno;
+		uint64_t size = PAGE_SIZE;
+		while (size < chunk)
+			size *= 2;
+		if (fcntl(fds[1], F_SETPIPE_SZ, (int)size) < 0) {
+			int err = errno;
+			close(fds[0]);
+			close(fds[1]);
+			return err;
+		}
+		struct iovec iov = {(void *)(c->addr + done), chunk};
+		ssize_t n = vmsplice(fds[1], &iov, 1, SPLICE_F_NONBLOCK);
+		int err = n < 0 ? errno : (uint64_t)n != chunk ? EAGAIN : 0;
+		close(fds[1]);
+		if (err || held_add((uint32_t)c->val, fds[0], 0)) {
+			close(fds[0]);
+			return err ? err : EMFILE;
+		}
+		done += chunk;
+	}
+	return 0;
+}
+
+/*
+ * `pin`: a ring of this process's own (io_uring_setup with one entry) and the range registered
+ * as one fixed buffer (IORING_REGISTER_BUFFERS). io_sqe_buffer_register() (io_uring/rsrc.c)
+ * pins it with pin_user_pages_fast(FOLL_WRITE | FOLL_LONGTERM): write faults where a page is
+ * not writable, then a pin per page (a large folio's _pincount, GUP_PIN_COUNTING_BIAS on a
+ * small one). Raw system calls: no liburing in a static /init.
+ */
+static int do_pin(const struct cmd *c)
+{
+	struct io_uring_params params;
+	memset(&params, 0, sizeof(params));
+	int ring = (int)syscall(SYS_io_uring_setup, 1, &params);
+	if (ring < 0)
+		return errno;
+	struct iovec iov = {(void *)c->addr, c->len};
+	if (syscall(SYS_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1)) {
+		int err = errno;
+		close(ring);
+		return err;
+	}
+	if (held_add((uint32_t)c->val, ring, 1)) {
+		syscall(SYS_io_uring_register, ring, IORING_UNREGISTER_BUFFERS, NULL, 0);
+		close(ring);
+		return EMFILE;
+	}
+	return 0;
+}
+
+/*
  * A scenario process: executes the controller's commands in its own address space. Only the
  * slot's pipes are used; the controller reads everything observable from outside.
  */
@@ -372,6 +520,12 @@ static void worker(int slot)
 			pid_t pid = fork();
 			if (pid == 0) {
 				int child = (int)c.arg;
+				/* The parent's refs and pins stay the parent's: close the pipes and
+				 * rings the child inherited (only the fds: the ring and the pipes
+				 * live on in the parent, so nothing is unregistered here). */
+				for (int i = 0; i < nheld; i++)
+					close(held[i].fd);
+				nheld = 0;
 				send_rep(rep_pipe[child][1], REP_HELLO, 0, (uint64_t)getpid());
 				close(pagemap);
 				worker(child);
@@ -409,7 +563,19 @@ static void worker(int slot)
 			break;
 		}
 		case OP_EXIT:
+			held_release(0);
 			_exit(0);
+		case OP_REF:
+			err = do_ref(&c);
+			if (err)
+				held_release((uint32_t)c.val);
+			break;
+		case OP_PIN:
+			err = do_pin(&c);
+			break;
+		case OP_UNHOLD:
+			err = held_release((uint32_t)c.val);
+			break;
 		default:
 			err = EINVAL;
 		}
@@ -960,6 +1126,119 @@ static int sys_error(int err, const char *what)
 	return err;
 }
 
+/* Pagemap entries of pages [first, first + n) of mapping m of process p, into range_pfn. */
+static void snap_range(int p, int m, uint64_t first, uint64_t n)
+{
+	struct mapping *mp = &procs[p].map[m];
+	size_t bytes = (size_t)n * 8;
+	if (pread(procs[p].pagemap_fd, range_pfn, bytes, (off_t)((mp->base / PAGE_SIZE + first) * 8)) !=
+	    (ssize_t)bytes)
+		die("read pagemap");
+}
+
+/*
+ * After a statement that faults a whole range in one system call (`ref`, `pin`, `unshare`):
+ * a folio freed half-way through it (the last page of a COW-shared folio replaced by a copy)
+ * may give its frames to a later page's copy within the same call, and such a frame must not
+ * keep its old name (the format's retirement rule; `write` handles it page by page instead).
+ * A page never moves to another offset, so a frame now mapped at page i that was at page j != i
+ * before the call was freed and handed out again: retire its name before anything observes it.
+ */
+static void retire_reused(int p, int m, uint64_t first, uint64_t n)
+{
+	struct mapping *mp = &procs[p].map[m];
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t now;
+		if (!(range_pfn[i] & PM_PRESENT) || !(range_pfn[i] & PM_PFN_MASK))
+			continue;
+		if (pread_u64(procs[p].pagemap_fd, (mp->base / PAGE_SIZE + first + i) * 8, &now))
+			die("read pagemap");
+		uint64_t old = range_pfn[i] & PM_PFN_MASK;
+		if (!(now & PM_PRESENT) || (now & PM_PFN_MASK) == old)
+			continue;
+		for (uint64_t j = 0; j < n; j++)
+			if (j != i && (range_pfn[j] & PM_PRESENT) &&
+			    (range_pfn[j] & PM_PFN_MASK) == (now & PM_PFN_MASK))
+				retire_pfn(now & PM_PFN_MASK);
+	}
+}
+
+/*
+ * `unshare`: this controller process (not P) reads the range with process_vm_readv(), which
+ * takes short FOLL_PIN pins without FOLL_WRITE (pin_user_pages_remote() in
+ * process_vm_rw_single_vec(), mm/process_vm_access.c, up to 1024 pages a batch): every page
+ * that GUP must unshare (gup_must_unshare(): an anonymous page that is not PageAnonExclusive)
+ * goes through the unshare fault (FAULT_FLAG_UNSHARE), a page not present through a read fault.
+ * One call for the whole range, as a reader would make it; the local side is the same 1M
+ * buffer over and over.
+ */
+static int do_unshare(int p, uint64_t addr, uint64_t len)
+{
+	size_t niov = 0;
+	for (uint64_t done = 0; done < len; done += PVM_BUF)
+		pvm_iov[niov++] = (struct iovec){pvm_buf, len - done < PVM_BUF ? len - done : PVM_BUF};
+	struct iovec remote = {(void *)addr, len};
+	ssize_t n = process_vm_readv(procs[p].pid, pvm_iov, niov, &remote, 1, 0);
+	if (n < 0)
+		return errno;
+	return (uint64_t)n == len ? 0 : EFAULT;
+}
+
+/* The hold of kind `kind` on exactly [off, off+len) of mapping m that p took last, or -1. */
+static int find_hold(int p, int kind, int m, uint64_t off, uint64_t len)
+{
+	for (int i = procs[p].nhold - 1; i >= 0; i--) {
+		struct hold *h = &procs[p].hold[i];
+		if (h->kind == kind && h->map == m && h->off == off && h->len == len)
+			return i;
+	}
+	return -1;
+}
+
+/* `ref`, `unref`, `pin`, `unpin`, `unshare` (docs/scenario-format.md, "References, pins"). */
+static void hold_statement(int p, int m, const char *verb, uint64_t off, uint64_t len)
+{
+	struct mapping *mp = &procs[p].map[m];
+	uint64_t first = off / PAGE_SIZE, n = len / PAGE_SIZE;
+	struct rep r;
+	if (!strcmp(verb, "unref") || !strcmp(verb, "unpin")) {
+		int kind = verb[2] == 'r' ? HOLD_REF : HOLD_PIN;
+		int i = find_hold(p, kind, m, off, len);
+		if (i < 0) {
+			scenario_error("%s %s %s: no %s of that range", proc_name[p], verb, map_name[m],
+				       verb + 2);
+			return;
+		}
+		if (call(p, OP_UNHOLD, 0, 0, 0, procs[p].hold[i].id, &r) || sys_error(r.err, verb))
+			return;
+		procs[p].hold[i] = procs[p].hold[--procs[p].nhold];
+		return;
+	}
+	int pin = !strcmp(verb, "pin");
+	/* vmsplice and process_vm_readv read without FOLL_FORCE, the pin writes: an unmapped or
+	 * inaccessible page makes GUP fail with EFAULT, checked here before anything happens. */
+	if (!check_range(p, m, off, len, pin ? ST_RW : ST_R, verb))
+		return;
+	if (strcmp(verb, "unshare") && procs[p].nhold == MAXHOLD) {
+		scenario_error("%s %s: more than %d refs and pins held (probe limit)", proc_name[p],
+			       verb, MAXHOLD);
+		return;
+	}
+	snap_range(p, m, first, n);
+	if (!strcmp(verb, "unshare")) {
+		if (sys_error(do_unshare(p, mp->base + off, len), "process_vm_readv"))
+			return;
+	} else {
+		uint32_t id = ++next_hold_id;
+		if (call(p, pin ? OP_PIN : OP_REF, 0, mp->base + off, len, id, &r) ||
+		    sys_error(r.err, pin ? "io_uring_register" : "vmsplice"))
+			return;
+		procs[p].hold[procs[p].nhold++] =
+			(struct hold){pin ? HOLD_PIN : HOLD_REF, m, off, len, id};
+	}
+	retire_reused(p, m, first, n);
+}
+
 static void process_statement(int p, char **tok, int ntok)
 {
 	const char *verb = ntok > 0 ? tok[0] : "";
@@ -999,8 +1278,10 @@ static void process_statement(int p, char **tok, int ntok)
 		return;
 	}
 	if (!strcmp(verb, "exit")) {
+		/* The worker unregisters its rings' buffers before it exits (held_release()). */
 		send_cmd(p, OP_EXIT, 0, 0, 0, 0);
 		wait_exit(p);
+		procs[p].nhold = 0;
 		return;
 	}
 	int m = parse_idx(ntok > 1 ? tok[1] : NULL, MAXMAP);
@@ -1133,6 +1414,11 @@ static void process_statement(int p, char **tok, int ntok)
 		procs[p].map[nm] = (struct mapping){1, r.val, n, st};
 		return;
 	}
+	if (!strcmp(verb, "ref") || !strcmp(verb, "unref") || !strcmp(verb, "pin") ||
+	    !strcmp(verb, "unpin") || !strcmp(verb, "unshare")) {
+		hold_statement(p, m, verb, off, len);
+		return;
+	}
 	if (!strcmp(verb, "write") || !strcmp(verb, "read")) {
 		int w = verb[0] == 'w';
 		if (!check_range(p, m, off, len, w ? ST_RW : ST_R, verb))
@@ -1248,6 +1534,8 @@ static void begin_scenario(const char *idx)
 	memset(map_name, 0, sizeof(map_name));
 	names_used = 0;
 	next_frame = 0;
+	next_hold_id = 0;
+	nheld = 0;
 	state_used = 0;
 	scenario_failed = 0;
 	cur_line = 0;
@@ -1272,7 +1560,12 @@ static void end_scenario(const char *idx)
 {
 	for (int p = 0; p < MAXPROC; p++)
 		if (procs[p].state == 1) {
-			kill(procs[p].pid, SIGKILL);
+			/* A process holding pins exits by itself, unpinning first (a killed one's ring
+			 * would unpin later, from a workqueue, into the next scenario's counters). */
+			struct cmd c = {OP_EXIT, 0, 0, 0, 0};
+			if (!procs[p].nhold ||
+			    write(cmd_pipe[p][1], &c, sizeof(c)) != (ssize_t)sizeof(c))
+				kill(procs[p].pid, SIGKILL);
 			wait_exit(p);
 		}
 	while (waitpid(-1, NULL, WNOHANG) > 0)
@@ -1336,6 +1629,11 @@ static void setup_system(void)
 		die("open /proc/kpageflags or /proc/kpagecount");
 	/* Large sparse mappings (up to 1G plus guards) must not fail on commit accounting. */
 	write_file("/proc/sys/vm/overcommit_memory", "1");
+	/* `pin` needs io_uring (kernels since 6.6 can switch it off; 0 is the default) and `ref`
+	 * keeps a pipe per 1M of its range open. */
+	write_file("/proc/sys/kernel/io_uring_disabled", "0");
+	struct rlimit nofile = {1 << 16, 1 << 16};
+	setrlimit(RLIMIT_NOFILE, &nofile);
 	/*
 	 * khugepaged must never collapse behind a scenario's back: make its scans rare, tiny and
 	 * impossible to succeed (mm/khugepaged.c hpage_collapse_scan_pmd() refuses with any none,
@@ -1367,6 +1665,10 @@ static void setup_system(void)
 	memset(vmstat_buf, 0, sizeof(vmstat_buf));
 	memset(smaps_buf, 0, sizeof(smaps_buf));
 	memset(kflags_block, 0, sizeof(kflags_block));
+	memset(range_pfn, 0, sizeof(range_pfn));
+	memset(pvm_buf, 0, sizeof(pvm_buf));
+	memset(pvm_iov, 0, sizeof(pvm_iov));
+	memset(held, 0, sizeof(held));
 	pretouch_stack();
 }
 
