@@ -283,6 +283,53 @@ def test_unshare_reuses_a_page_no_one_else_maps(make_machine: MachineFactory) ->
     assert m.init.access(a, True, value=1).reason is Reason.ANON_EXCLUSIVE
 
 
+def test_unshare_reuses_only_the_first_page_of_a_folio_in_a_batch(
+    make_machine: MachineFactory,
+) -> None:
+    """A 64K folio after fork and the child's exit (6.15, which reuses PTE-mapped large
+    folios): the short pins are held for the whole batch, so the first page's pin is a
+    reference beyond the mappings when the second page faults: page 0 is reused, pages 1-15
+    are copied (recorded: unshare-child-exited-64K on 7.2/7.3)."""
+    m = make_machine("6.15")
+    m.thp.sizes["64K"] = "always"
+    a = m.init.mmap(2 * MiB)
+    m.init.write(a, 16 * PAGE, value=3)
+    m.init.fork().exit()
+    recs = records(m.init.unshare(a, 16 * PAGE))
+    assert [(r.outcome, r.reason) for r in recs] == [(Outcome.UNSHARE, Reason.LARGE_EXCLUSIVE)] + [
+        (Outcome.UNSHARE, Reason.LARGE_EXTRA_REFS)
+    ] * 15
+    assert [o.folio_pages for o in m.init.observe(a, 16 * PAGE)] == [16] + [1] * 15
+    assert m.folio(pfn(m.init, a)).refcount == 1  # the batch's pins are gone
+    m.check()
+
+
+def test_unshare_batches_are_1024_pages(make_machine: MachineFactory) -> None:
+    """The pins are dropped every 1024 pages (``process_vm_rw_single_vec``): a 64K folio
+    whose pages 0-3 end one batch and 4-15 start the next is reused at page 0 and, once the
+    first batch's pins are gone, again at page 4 (its mapcount, 13, then equals its
+    refcount)."""
+    m = make_machine("6.15")
+    m.thp.sizes["64K"] = "always"
+    before = 1020  # exclusive small pages first: no unshare fault, a pin each
+    lead = m.init.mmap(8 * MiB)
+    a = (lead + 4 * MiB) & ~(2 * MiB - 1)
+    start = a - before * PAGE
+    m.thp.sizes["64K"] = "never"
+    m.init.write(start, before * PAGE, value=1)
+    m.thp.sizes["64K"] = "always"
+    m.init.write(a, 16 * PAGE, value=3)
+    m.init.fork().exit()
+    m.init.write(start, before * PAGE, value=2)  # the small pages: exclusive again
+    recs = records(m.init.unshare(start, (before + 16) * PAGE))
+    folio = recs[before:]
+    reused = [i for i, r in enumerate(folio) if r.reason is Reason.LARGE_EXCLUSIVE]
+    assert reused == [0, 4]
+    assert all(r.reason is Reason.LARGE_EXTRA_REFS for i, r in enumerate(folio) if i not in (0, 4))
+    assert all(r.outcome is Outcome.NO_FAULT for r in recs[:before])
+    m.check()
+
+
 def test_unshare_leaves_exclusive_and_zero_pages(make_machine: MachineFactory) -> None:
     m = make_machine()
     a = small_page(m)

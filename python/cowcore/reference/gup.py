@@ -120,16 +120,44 @@ def _release(k: Kernel, pages: list[int], pin: bool) -> None:
             k.put_folio(folio, folio.gup_refs(pin))
 
 
+PVM_MAX_PAGES_PER_LOOP = 2 * 4096 // 8
+"""Pages ``process_vm_rw_single_vec`` pins with one ``pin_user_pages_remote`` call
+(``PVM_MAX_KMALLOC_PAGES / sizeof(struct page *)``, mm/process_vm_access.c)."""
+
+
 def unshare(k: Kernel, mm: Mm, start: int, end: int) -> list[Access]:
     """A short R/O ``FOLL_PIN`` of ``[start, end)`` taken and dropped by another process, as
     ``process_vm_readv()`` does (no ``FOLL_LONGTERM``, no ``FOLL_WRITE``); the caller has
     checked the access. Page by page: a read fault where nothing is mapped; then, while
     ``gup_must_unshare`` holds (an anonymous page that is not anon-exclusive; for a huge PMD
     the head's flag), the unshare fault (:func:`fault.handle_unshare_fault`). The zero pages
-    are not anonymous: a short pin leaves them. The pin itself changes no count but forgets
-    the exclusive memo. One record per page (``UNSHARE`` where the unshare fault ran)."""
+    are not anonymous: a short pin leaves them. One record per page (``UNSHARE`` where the
+    unshare fault ran).
+
+    The pins are held while the batch goes on: ``process_vm_rw_single_vec`` pins up to
+    :data:`PVM_MAX_PAGES_PER_LOOP` pages with one ``pin_user_pages_remote`` and unpins them
+    after the copy, so a later page of the same large folio in the batch sees the earlier
+    pages' pins as extra references and is copied, not reused (recorded on 7.2/7.3:
+    ``unshare-child-exited-64K``). ``FOLL_PIN`` sets ``MMF_HAS_PINNED`` on the target mm."""
+    mm.has_pinned = True
     out: list[Access] = []
+    pinned: list[int] = []
+    try:
+        _unshare_pages(k, mm, start, end, out, pinned)
+    finally:
+        _release(k, pinned, True)
+    return out
+
+
+def _unshare_pages(
+    k: Kernel, mm: Mm, start: int, end: int, out: list[Access], pinned: list[int]
+) -> None:
+    """The pages of :func:`unshare`, batch by batch; ``pinned`` holds the current batch's
+    pins (the caller drops what an error leaves in it)."""
     for addr in range(start, end, pg.PAGE_SIZE):
+        if len(out) % PVM_MAX_PAGES_PER_LOOP == 0:
+            _release(k, pinned, True)  # unpin_user_pages_dirty_lock of the batch
+            pinned.clear()
         vma = mm.find_vma(addr)
         assert vma is not None
         trace = fault.Trace()
@@ -152,7 +180,8 @@ def unshare(k: Kernel, mm: Mm, start: int, end: int) -> list[Access]:
                 fault.handle_unshare_fault(k, mm, vma, addr, trace)
                 continue
             if folio is not None:
-                folio.exclusive_memo = False  # try_grab_folio of the short pin
+                folio.gup_grab(True)  # try_grab_folio(FOLL_PIN), held until the batch ends
+                pinned.append(pfn)
             level = MapLevel.PMD if huge else MapLevel.PTE
             out.append(
                 trace.record(
@@ -162,4 +191,3 @@ def unshare(k: Kernel, mm: Mm, start: int, end: int) -> list[Access]:
             break
         else:
             raise AssertionError(f"unshare at {addr:#x} did not resolve")
-    return out

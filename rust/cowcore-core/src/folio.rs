@@ -446,14 +446,6 @@ impl PhysMem {
         self.folio_put_refs(folio, n, events);
     }
 
-    /// Forgets the exclusive memo of `folio` if it is large (the memo's bit belongs to the
-    /// second tail page: a small folio has none, and that frame is another folio's).
-    pub(crate) fn folio_forget_exclusive_memo(&mut self, folio: FolioRef) {
-        if self.is_large(folio.0) {
-            self.forget_exclusive_memo(folio.0);
-        }
-    }
-
     /// `folio_maybe_dma_pinned` (include/linux/mm.h): a large folio with `_pincount > 0`,
     /// or a small one whose refcount reaches `GUP_PIN_COUNTING_BIAS` (a false positive with
     /// 1024 plain references, as in the kernel).

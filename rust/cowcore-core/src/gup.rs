@@ -204,6 +204,11 @@ impl Kernel {
     }
 }
 
+/// Pages `process_vm_rw_single_vec` pins with one `pin_user_pages_remote` call
+/// (`PVM_MAX_KMALLOC_PAGES / sizeof(struct page *)` in `mm/process_vm_access.c`: two pages of
+/// page pointers).
+pub(crate) const PVM_MAX_PAGES_PER_LOOP: usize = 2 * 4096 / 8;
+
 impl Kernel {
     /// `unshare`: a short read-only `FOLL_PIN` of `[addr, addr + length)` of `pid` taken and
     /// dropped by another process, as `process_vm_readv()` does (`pin_user_pages_remote`,
@@ -213,8 +218,13 @@ impl Kernel {
     /// ([`Fault::handle_unshare_fault`](crate::fault::Fault)): reuse marks the page
     /// exclusive, a copy maps a new exclusive page read-only, a shared PMD THP is split and
     /// the page unshared by PTE. The zero pages are not anonymous: a short pin leaves them.
-    /// The pin itself (`try_grab_folio`, then `unpin_user_pages`) changes no count but
-    /// forgets the exclusive memo (a reference that is not a mapping was taken).
+    /// The pins are held while the batch goes on: `process_vm_rw_single_vec` pins up to
+    /// [`PVM_MAX_PAGES_PER_LOOP`] pages with one `pin_user_pages_remote` call and unpins them
+    /// after the copy, so a later page of the same large folio in the batch sees the earlier
+    /// pages' pins as references beyond the mappings and is copied, not reused (recorded on
+    /// 7.2/7.3: `unshare-child-exited-64K` reuses the range's first page of the folio and
+    /// copies the rest). The pin sets `MMF_HAS_PINNED` on the target mm
+    /// (`mm_set_has_pinned_flag` for every `FOLL_PIN`), and forgets the exclusive memo.
     ///
     /// Returns one [`Access`] record per page: `phys` and `level`/`order` of the page
     /// afterwards, the faults taken (`error_code` is the read fault's, 0 for an unshare
@@ -229,9 +239,32 @@ impl Kernel {
     ) -> Result<Vec<Access>, CowError> {
         let (start, end) = self.check_access(pid, addr, length, false)?;
         let pgd = self.mm(pid)?.pgd;
+        self.mm_mut(pid)?.has_pinned = true;
         let mut out = Vec::with_capacity(capacity_hint(start, end));
+        let mut pinned = Vec::new();
+        let result = self.unshare_pages(pid, pgd, start, end, &mut out, &mut pinned);
+        self.gup_release(&pinned, true);
+        result.map(|()| out)
+    }
+
+    /// The pages of [`Self::unshare`], batch by batch; `pinned` holds the pins of the
+    /// current batch (the caller drops what an error leaves in it).
+    fn unshare_pages(
+        &mut self,
+        pid: u32,
+        pgd: TableFrame,
+        start: VirtAddr,
+        end: VirtAddr,
+        out: &mut Vec<Access>,
+        pinned: &mut Vec<u32>,
+    ) -> Result<(), CowError> {
         let mut a = start;
         while a < end {
+            if out.len() % PVM_MAX_PAGES_PER_LOOP == 0 {
+                // unpin_user_pages_dirty_lock of the batch, before the next one is pinned
+                self.gup_release(pinned, true);
+                pinned.clear();
+            }
             let mut rec = Access::default();
             let mut done = false;
             for _ in 0..4 {
@@ -257,8 +290,10 @@ impl Kernel {
                     continue;
                 }
                 if anon {
+                    // try_grab_folio(FOLL_PIN), held until the batch ends
                     let f = self.mem.page_folio(pfn);
-                    self.mem.folio_forget_exclusive_memo(f);
+                    self.mem.gup_grab_folio(f, 1, true);
+                    pinned.push(pfn);
                 }
                 rec.phys = u64::from(pfn) << 12;
                 rec.level = if huge { MapLevel::Pmd } else { MapLevel::Pte };
@@ -275,7 +310,7 @@ impl Kernel {
             out.push(rec);
             a = VirtAddr::new(a.as_u64() + PAGE_SIZE);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -389,6 +424,24 @@ mod tests {
             Outcome::ZeroPage
         );
         assert_eq!(m.stats().pgreuse, 1);
+        m.check().unwrap();
+    }
+
+    /// The batch's pins are held until it ends: in a 64K folio after fork and the child's
+    /// exit (6.15), the first page is reused and its pin makes the other 15 copy.
+    #[test]
+    fn unshare_holds_the_batch_pins() {
+        let (mut m, a) = machine(Profile::V6_15);
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        m.write(1, a, 16 * K4, 5).unwrap();
+        let c = m.fork(1).unwrap();
+        m.exit(c).unwrap();
+        let recs = m.unshare(1, a, 16 * K4).unwrap();
+        assert_eq!(recs[0].reason, Reason::LargeExclusive);
+        assert!(recs[1..]
+            .iter()
+            .all(|r| (r.outcome, r.reason) == (Outcome::Unshare, Reason::LargeExtraRefs)));
+        assert_eq!(refcount(&m, 1, a), 1);
         m.check().unwrap();
     }
 }
