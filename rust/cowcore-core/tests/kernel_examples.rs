@@ -149,6 +149,7 @@ fn valid(t: &[&str]) -> bool {
             match (t[1], a.len()) {
                 ("mmap", 2) => ident(a[0]) && aligned(a[1], true),
                 ("munmap" | "read" | "observe" | "write", 3) => range_ok(a),
+                ("ref" | "unref" | "pin" | "unpin" | "unshare", 3) => range_ok(a),
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
                 ("mprotect", 4) => a[3].parse::<Prot>().is_ok() && range_ok(a),
                 ("madvise", 4) => a[3].parse::<Advice>().is_ok() && range_ok(a),
@@ -462,6 +463,13 @@ impl Driver {
                                 // The probe reads each present page through /proc/<pid>/mem.
                                 self.m.touch(pid, addr, len).map_err(err)?;
                             }
+                            // Issue 16's references, pins and the unshare faults of a
+                            // short R/O pin (docs/scenario-format.md).
+                            "ref" => self.m.ref_pages(pid, addr, len).map_err(err)?,
+                            "unref" => self.m.unref_pages(pid, addr, len).map_err(err)?,
+                            "pin" => self.m.pin_pages(pid, addr, len).map_err(err)?,
+                            "unpin" => self.m.unpin_pages(pid, addr, len).map_err(err)?,
+                            "unshare" => drop(self.m.unshare(pid, addr, len).map_err(err)?),
                             other => unreachable!("verb {other} passed the syntax check"),
                         }
                     }
