@@ -148,8 +148,11 @@ fn valid(t: &[&str]) -> bool {
             let a = &t[2..];
             match (t[1], a.len()) {
                 ("mmap", 2) => ident(a[0]) && aligned(a[1], true),
-                ("munmap" | "read" | "observe" | "write", 3) => range_ok(a),
-                ("ref" | "unref" | "pin" | "unpin" | "unshare", 3) => range_ok(a),
+                (
+                    "munmap" | "read" | "observe" | "write" | "ref" | "unref" | "pin" | "unpin"
+                    | "unshare",
+                    3,
+                ) => range_ok(a),
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
                 ("mprotect", 4) => a[3].parse::<Prot>().is_ok() && range_ok(a),
                 ("madvise", 4) => a[3].parse::<Advice>().is_ok() && range_ok(a),
