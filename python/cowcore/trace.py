@@ -4,8 +4,10 @@ The trace runs a scenario exactly as ``cowcore run`` does (the same runner, the 
 observations, the same final state), except that each ``read``/``write`` statement does its
 page accesses through ``Process.access_batch`` -- lowest address first, each page's first
 byte, the statement's value -- and keeps the :class:`~cowcore.outcome.Access` record of each;
-an ``unshare`` statement is done page by page (``Process.unshare`` of one page, which is what
-the whole range does in turn), keeping each page's record (op ``unshare``).
+an ``unshare`` statement is one ``Process.unshare`` of its range (its short pins are held for
+the whole batch, so a page's decision can depend on the pages before it: it cannot be cut into
+calls), keeping each page's record (op ``unshare``) with the folio as it was before the
+statement.
 :class:`TraceEntry` holds one record with its context: the statement, the address as
 ``MAPPING+OFFSET``, the frame mapped before, and the folio as it was just before the access
 (``Machine.folio``), from which :func:`cowcore.explain.explain` names the MM ids and counts the
@@ -225,7 +227,8 @@ class _TraceRunner(_Runner):
             self.recording.__exit__(None, None, None)
 
     def trace_unshare(self, st: Unshare) -> None:
-        """An ``unshare`` page by page, each page's folio snapshot taken just before it."""
+        """An ``unshare`` in one call (as ``run`` does it: the batch's pins are part of the
+        decisions), each page's record with its folio as it was before the statement."""
         p, start = self.mapped(st, "unshare")
         first = start + st.off
         if not _allows(p, first, first + st.length, False):
@@ -233,12 +236,15 @@ class _TraceRunner(_Runner):
                 p.unshare(first, st.length)
             return
         before = p.observe(first, st.length)
-        for k, o in enumerate(before):
+        folios = [
+            self.m.folio(o.pfn)
+            if o.present and o.frame_kind == "normal" and o.pfn is not None
+            else None
+            for o in before
+        ]
+        rows = p.unshare(first, st.length).tolist()
+        for k, (o, folio, row) in enumerate(zip(before, folios, rows, strict=True)):
             addr = first + k * PAGE
-            folio = None
-            if o.present and o.frame_kind == "normal" and o.pfn is not None:
-                folio = self.m.folio(o.pfn)
-            (row,) = p.unshare(addr, PAGE).tolist()
             entry = TraceEntry(
                 st.line, st.proc, False, st.name, addr - start, addr,
                 Access.from_raw(row), o, folio, None, "unshare",
