@@ -9,7 +9,8 @@ the test fails if the profile were only an alias.
   per-size keys (the simulator still counts the events: ``stats()`` keeps its maps).
 - pagemap's exclusive bit of a PMD mapping is the head page's (``pagemap_pmd_range()`` of 6.1
   reads ``page_mapcount(pmd_page(pmd))`` once for the 512 entries).
-- Otherwise 6.12's rules: no reuse of a PTE-mapped large folio, a huge-zero write splits.
+- Otherwise 6.12's rules: no reuse of a PTE-mapped large folio (but of its last mapped page,
+  whose folio has no other reference), a huge-zero write splits.
 """
 
 from __future__ import annotations
@@ -172,3 +173,35 @@ def test_cow_rules_are_612s(make_machine: MachineFactory, kernel: str) -> None:
 
 def test_the_kernel_statement_names_the_profile() -> None:
     assert cowcore.Scenario.parse("kernel 6.1\nstats\n").kernel == "6.1"
+
+
+@pytest.mark.parametrize(("kernel", "reused"), [("6.1", True), ("6.12", False)])
+def test_the_last_mapped_page_of_a_large_folio(
+    make_machine: MachineFactory, kernel: str, reused: bool
+) -> None:
+    """6.1's ``do_wp_page()`` asks ``page_count(page)`` of every anonymous page, large folio or
+    not: a page of a 2M THP that was shared (not anon-exclusive) is reused once it is the only
+    page of the folio still mapped (count 1); 6.12's ``wp_can_reuse_anon_folio()`` refuses
+    every large folio. cow.c's "R/O GUP pin on R/O-mapped previously-shared page" with a single
+    PTE of a THP (``cowc-single-pte-ro-pin-on-ro-previously-shared-2M``, recorded on 6.1.176)."""
+    m = make_machine(kernel, memory="16M")
+    m.thp.enabled = "always"
+    p = m.init
+    a = p.mmap(PMD)
+    p.write(a, PMD, 1)
+    p.madvise(a + PAGE, PMD - PAGE, "dontneed")  # one PTE of the THP left
+    p.fork().exit()
+    before = p.observe(a)[0]
+    assert (before.folio_pages, before.mapcount) == (512, 1)
+    p.write(a, PAGE, 2)  # the folio's count: 1 (this PTE)
+    after = p.observe(a)[0]
+    assert (after.pfn == before.pfn) is reused
+    assert (m.stats().pgreuse, m.stats().cow_copy) == ((1, 0) if reused else (0, 1))
+    # Two pages mapped (count 2): copied on both.
+    b = p.mmap(PMD)
+    p.write(b, PMD, 1)
+    p.madvise(b + 2 * PAGE, PMD - 2 * PAGE, "dontneed")
+    p.fork().exit()
+    first = p.observe(b)[0]
+    p.write(b, PAGE, 2)
+    assert p.observe(b)[0].pfn != first.pfn

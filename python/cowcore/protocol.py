@@ -126,6 +126,12 @@ class KernelConfig:
     both sides are equally misaligned, the range reaches the next boundary and nothing else
     is mapped below either start (``try_realign_addr``, 6.7), so the first PTE table moves
     whole (``move_normal_pmd``); 6.1 moves those PTEs one by one."""
+    reuses_sole_ref_large_pages: bool = False
+    """``do_wp_page`` decides a page of a large folio as a small page, by the folio's reference
+    count: reuse when it is 1, that is when no other page of the folio is mapped (6.1's
+    ``do_wp_page()`` checks ``page_count(page)`` for every anonymous page; measured by the
+    ``cowc-*-ro-pin-on-ro-previously-shared-2M`` scenarios on 6.1.176). Later kernels refuse
+    every large folio before 6.15 (``wp_can_reuse_anon_folio()``)."""
 
 
 KERNEL_CONFIGS: dict[str, KernelConfig] = {
@@ -140,6 +146,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         pagemap_pmd_exclusive_from_first_page=True,
         faulted_folios_referenced=False,
         mremap_realigns=False,
+        reuses_sole_ref_large_pages=True,
     ),
     "6.12": KernelConfig(
         profile="6.12",

@@ -423,7 +423,8 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool,
     """``wp_can_reuse_anon_folio`` (KS §4.2, §4.3): whether to reuse, and the exit taken.
 
     Small folios: the only reference is our mapping. Large folios: never before 6.15
-    (``cow_reuse_pte_mapped_thp`` off); since 6.15, ``__wp_can_reuse_large_anon_folio``.
+    (``cow_reuse_pte_mapped_thp`` off), but on 6.1 when the folio has no other reference
+    (``reuses_sole_ref_large_pages``); since 6.15, ``__wp_can_reuse_large_anon_folio``.
     """
     if not folio.is_large:
         if folio.refcount <= 2 and folio in k.lru_batch:
@@ -434,6 +435,10 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool,
             return True, Reason.SMALL_SOLE_REF
         return False, Reason.SMALL_OTHER_REFS
     if not k.toggles["cow_reuse_pte_mapped_thp"]:
+        if k.profile_config.reuses_sole_ref_large_pages and folio.refcount == 1:
+            # 6.1's do_wp_page: page_count(page) == 1 for a page of a large folio too, when
+            # no other page of it is mapped (reported as a sole reference).
+            return True, Reason.SMALL_SOLE_REF
         return False, Reason.LARGE_NO_PTE_REUSE
     if k.toggles["cow_reuse_remember_exclusive"] and folio.exclusive_memo:
         # the policy's memo: no mapcount/refcount checks (DESIGN.md "Policies")

@@ -777,6 +777,10 @@ impl<R: Recorder> Fault<'_, R> {
                         self.cfg.mm_id_exact && self.folio_mapped_only_here(folio_ref, p)
                     })
                 }
+            } else if self.mem.reuses_sole_ref_large_pages && folio.folio_ref_count() == 1 {
+                // 6.1's do_wp_page: page_count(page) == 1 for a page of a large folio too,
+                // when no other page of it is mapped (reported as a sole reference).
+                Reason::SmallSoleRef
             } else {
                 Reason::LargeNoPteReuse
             };

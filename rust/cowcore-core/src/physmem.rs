@@ -153,6 +153,8 @@ pub struct PhysMem {
     pub(crate) lru_batch: Vec<(FolioRef, u64)>,
     /// `KernelConfig::faulted_folios_referenced` of the machine's profile.
     pub(crate) faulted_folios_referenced: bool,
+    /// `KernelConfig::reuses_sole_ref_large_pages` of the machine's profile.
+    pub(crate) reuses_sole_ref_large_pages: bool,
 }
 
 impl PhysMem {
@@ -184,6 +186,7 @@ impl PhysMem {
             nr_tables: 0,
             lru_batch: Vec::new(),
             faulted_folios_referenced: false,
+            reuses_sole_ref_large_pages: false,
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);

@@ -62,8 +62,9 @@ impl Profile {
         match self {
             // 6.1: `hugepage_vma_check()` knows one size (the PMD), `pagemap_pmd_range()`
             // reads `page_mapcount()` of the head page once per PMD, and the COW rules are
-            // 6.12's (a PTE-mapped large folio is copied: `do_wp_page()` refuses a page that
-            // is not `PageAnonExclusive` when its folio's refcount is over 3).
+            // 6.12's but for the last page of a large folio (`do_wp_page()` refuses a page
+            // that is not `PageAnonExclusive` when its folio's refcount is over 1, which a
+            // PTE-mapped large folio's is while two of its pages are mapped).
             Self::V6_1 => KernelConfig {
                 profile: self,
                 per_page_mapcounts: true,
@@ -75,6 +76,7 @@ impl Profile {
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: false,
                 mremap_realigns: false,
+                reuses_sole_ref_large_pages: true,
             },
             Self::V6_12 => KernelConfig {
                 profile: self,
@@ -87,6 +89,7 @@ impl Profile {
                 pagemap_pmd_exclusive_from_first_page: false,
                 faulted_folios_referenced: false,
                 mremap_realigns: true,
+                reuses_sole_ref_large_pages: false,
             },
             Self::V6_15 => KernelConfig {
                 profile: self,
@@ -99,6 +102,7 @@ impl Profile {
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: true,
                 mremap_realigns: true,
+                reuses_sole_ref_large_pages: false,
             },
         }
     }
@@ -137,6 +141,7 @@ pub struct KernelConfig {
     pagemap_pmd_exclusive_from_first_page: bool,
     faulted_folios_referenced: bool,
     mremap_realigns: bool,
+    reuses_sole_ref_large_pages: bool,
 }
 
 impl KernelConfig {
@@ -229,6 +234,17 @@ impl KernelConfig {
     #[must_use]
     pub const fn faulted_folios_referenced(self) -> bool {
         self.faulted_folios_referenced
+    }
+
+    /// `do_wp_page` decides a page of a large folio as it decides a small page, by the
+    /// folio's reference count: it reuses the page when that count is 1, that is when no
+    /// other page of the folio is mapped and nothing else holds a reference (6.1's
+    /// `do_wp_page()`: `page_count(page)` checks for every anonymous page; measured by the
+    /// `cowc-*-ro-pin-on-ro-previously-shared-2M` scenarios on 6.1.176). Later kernels
+    /// (`wp_can_reuse_anon_folio()`, 6.12) refuse every large folio before 6.15.
+    #[must_use]
+    pub const fn reuses_sole_ref_large_pages(self) -> bool {
+        self.reuses_sole_ref_large_pages
     }
 }
 

@@ -284,5 +284,6 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         cfg.pagemap_pmd_exclusive_from_first_page(),
         cfg.faulted_folios_referenced(),
         cfg.mremap_realigns(),
+        cfg.reuses_sole_ref_large_pages(),
     ))
 }
