@@ -172,3 +172,11 @@ def test_the_doc_table_is_the_recordings() -> None:
     assert text[start:end] == matrix.render_table(matrix.load_recordings()), (
         "re-render: python tests/kernel/cowc_matrix.py --table"
     )
+
+
+def test_a_test_can_be_limited_to_setups() -> None:
+    # cow.c runs its collapse tests on the PMD setup alone: one field of the entry says so.
+    base, pmd = matrix.SETUPS[0], matrix.SETUPS[1]
+    limited = matrix.Test("t", "test_t", "T", lambda r: [], setups=("pmd",))
+    assert limited.runs_on(pmd) and not limited.runs_on(base)
+    assert all(t.runs_on(base) and t.runs_on(pmd) for t in matrix.TESTS)
