@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ import pytest
 
 from cowcore.kernel import cli, fetch
 from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_size
-from cowcore.kernel.fetch import archive_uri
+from cowcore.kernel.fetch import archive_uri, modules_dir
 from cowcore.kernel.initramfs import write_initramfs
+from cowcore.kernel.modules import guest_modules
 from cowcore.kernel.runner import Progress, RunnerError, _split
 from cowcore.protocol import SMAPS_KB_FIELDS
 
@@ -249,12 +251,16 @@ def test_syntax_error_scenarios_match_recordings() -> None:
 
 
 def _fake_kernels(directory: Path, series: list[str]) -> dict[str, Path]:
-    """A kernels directory as ``fetch`` leaves it (manifest and vmlinuz files), without apt."""
+    """A kernels directory as ``fetch`` leaves it (manifest, vmlinuz files and the zram
+    module the guest's swap device needs), without apt."""
     rows, paths = [], {}
     for s in series:
         vmlinuz = directory / s / "boot" / f"vmlinuz-{s}.1-amd64"
         vmlinuz.parent.mkdir(parents=True)
         vmlinuz.write_bytes(b"not a kernel")
+        zram = directory / s / "lib/modules" / f"{s}.1-amd64/kernel/drivers/block/zram/zram.ko"
+        zram.parent.mkdir(parents=True)
+        zram.write_bytes(b"\0name=zram\0depends=\0")
         rows.append(
             {
                 "series": s,
@@ -561,3 +567,33 @@ def test_progress_line_counts_and_clears() -> None:
     silent(Progress(booted=True, done=1, total=1, seconds=1.0))
     silent.clear()
     assert quiet.getvalue() == ""
+
+
+# -- the swap device's modules ----------------------------------------------------------------
+
+
+def test_guest_modules_come_with_their_dependencies_first(tmp_path: Path) -> None:
+    """zram and the modules its ``.modinfo`` names in ``depends=`` (recursively, each before
+    the modules that need it, decompressed); a dependency without a module file is built in.
+    Both layouts of an unpacked image are found (``boot/`` and ``usr/lib/modules/REL/``)."""
+    root = tmp_path / "7.3/usr/lib/modules/7.3.1-amd64"
+    vmlinuz = root / "vmlinuz"
+    files = {
+        "drivers/block/zram/zram.ko.xz": b"\0depends=zsmalloc,lz4hc-compress,builtin_one\0",
+        "mm/zsmalloc.ko.xz": b"\0depends=\0",
+        "lib/lz4/lz4hc_compress.ko.xz": b"\0depends=zsmalloc\0",
+        "lib/unrelated.ko.xz": b"\0depends=\0",
+    }
+    for name, modinfo in files.items():
+        path = root / "kernel" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(lzma.compress(b"ELF" + modinfo))
+    vmlinuz.write_bytes(b"not a kernel")
+    assert modules_dir(vmlinuz) == root
+    loaded = guest_modules(vmlinuz)
+    assert [name for name, _ in loaded] == ["zsmalloc", "lz4hc_compress", "zram"]
+    assert loaded[-1][1].startswith(b"ELF\0depends=zsmalloc")
+    bare = tmp_path / "6.1/boot/vmlinuz-6.1.0-amd64"
+    bare.parent.mkdir(parents=True)
+    bare.write_bytes(b"not a kernel")
+    assert modules_dir(bare) is None and guest_modules(bare) == []

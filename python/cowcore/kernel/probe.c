@@ -838,13 +838,14 @@ static int read_counters(uint64_t st[NSIZES][NSTATS], uint64_t vm[2])
  */
 /*
  * The swap counters of `pageout` follow the same rules (deltas, printed when non-zero, left out
- * where the kernel lacks them): the per-size mTHP stats swpout, swpout_fallback (6.10+) and
+ * where the kernel lacks them; a per-size map only when some size is non-zero): the per-size mTHP stats swpout, swpout_fallback (6.10+) and
  * swpin (6.13+), and the vmstat events pswpin, pswpout (pages read from and written to swap),
  * thp_swpout and thp_swpout_fallback (PMD-size folios swapped out whole or split first).
  */
 static const char *const dsplit_name[] = {"split_deferred", "nr_anon", "nr_anon_partially_mapped",
 					  "swpout",	    "swpout_fallback", "swpin"};
 #define NDSPLIT 6
+#define NDSPLIT_ALWAYS 3 /* printed even when empty: the maps of the format's second edition */
 static const char *const dsplit_vm_name[] = {"thp_deferred_split_page", "thp_split_page",
 					     "thp_fault_fallback",	 "pswpin",
 					     "pswpout",		 "thp_swpout",
@@ -882,10 +883,15 @@ static void print_dsplit_stats(void)
 	uint64_t st[NSIZES][NDSPLIT], vm[NDSPLIT_VM];
 	read_dsplit_counters(st, vm);
 	for (int k = 0; k < NDSPLIT; k++) {
-		int have = 0, first = 1;
-		for (int s = 0; s < NSIZES; s++)
-			have |= st[s][k] != UINT64_MAX && dsplit_base[s][k] != UINT64_MAX;
-		if (!have)
+		int have = 0, first = 1, nonzero = 0;
+		for (int s = 0; s < NSIZES; s++) {
+			int both = st[s][k] != UINT64_MAX && dsplit_base[s][k] != UINT64_MAX;
+			have |= both;
+			nonzero |= both && st[s][k] != dsplit_base[s][k];
+		}
+		/* The swap maps (after the first NDSPLIT_ALWAYS) appear only when not empty, so
+		 * that recordings made before `pageout` keep their lines. */
+		if (!have || (k >= NDSPLIT_ALWAYS && !nonzero))
 			continue;
 		out_str(",\"");
 		out_str(dsplit_name[k]);
