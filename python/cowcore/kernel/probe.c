@@ -838,13 +838,15 @@ static int read_counters(uint64_t st[NSIZES][NSTATS], uint64_t vm[2])
  */
 /*
  * The swap counters of `pageout` follow the same rules (deltas, printed when non-zero, left out
- * where the kernel lacks them; a per-size map only when some size is non-zero): the per-size mTHP stats swpout, swpout_fallback (6.10+) and
- * swpin (6.13+), and the vmstat events pswpin, pswpout (pages read from and written to swap),
- * thp_swpout and thp_swpout_fallback (PMD-size folios swapped out whole or split first).
+ * where the kernel lacks them; a per-size map only when some size is non-zero): the per-size
+ * mTHP stats swpout, swpout_fallback (6.10+), swpin and swpin_fallback (6.13+), and the vmstat
+ * events pswpin, pswpout (pages read from and written to swap), thp_swpout and
+ * thp_swpout_fallback (PMD-size folios swapped out whole or split first).
  */
 static const char *const dsplit_name[] = {"split_deferred", "nr_anon", "nr_anon_partially_mapped",
-					  "swpout",	    "swpout_fallback", "swpin"};
-#define NDSPLIT 6
+					  "swpout",	    "swpout_fallback", "swpin",
+					  "swpin_fallback"};
+#define NDSPLIT 7
 #define NDSPLIT_ALWAYS 3 /* printed even when empty: the maps of the format's second edition */
 static const char *const dsplit_vm_name[] = {"thp_deferred_split_page", "thp_split_page",
 					     "thp_fault_fallback",	 "pswpin",
