@@ -1649,7 +1649,7 @@ static void __attribute__((noinline)) pretouch_stack(void)
  * device (swapon sets it from the block device's BLK_FEAT_SYNCHRONOUS), which decides the
  * swap-in path of do_swap_page(). Swap readahead is cut to one page (vm.page-cluster = 0:
  * swap_vma_ra_win() then returns 1) so that a swap-in never brings neighbours into the swap
- * cache, and zswap is kept off so that every page goes to zram.
+ * cache, and zswap is kept off (below) so that every page goes to zram.
  */
 #define ZRAM_BYTES (1ULL << 30)
 static void setup_swap(void)
@@ -1675,17 +1675,24 @@ static void setup_swap(void)
 		}
 		close(mfd);
 	}
-	{
-		char zs[8] = "";
-		int zfd0 = open("/sys/module/zswap/parameters/enabled", O_RDONLY);
-		if (zfd0 >= 0) {
-			if (read(zfd0, zs, sizeof(zs) - 1) < 0)
-				zs[0] = 0;
-			close(zfd0);
-		}
-		dprintf(2, "cowcore-probe: zswap enabled at boot: %s\n", zs);
+	/*
+	 * zswap must stay off, and its parameter untouched while it is off: after a write of
+	 * even "N" to /sys/module/zswap/parameters/enabled, alloc_swap_folio() (6.13+) never
+	 * swapped a large folio in again (seen on 7.3: `swpin` 64K stayed 0 with the write and
+	 * counted without it), as when zswap_never_enabled() is false. Debian boots with zswap
+	 * off; it is switched off only if it is on.
+	 */
+	char zs[4] = "";
+	int zfd0 = open("/sys/module/zswap/parameters/enabled", O_RDONLY);
+	if (zfd0 >= 0) {
+		if (read(zfd0, zs, sizeof(zs) - 1) < 0)
+			zs[0] = 0;
+		close(zfd0);
 	}
-	write_file("/sys/module/zswap/parameters/enabled", "N");
+	if (zs[0] == 'Y') {
+		write_file("/sys/module/zswap/parameters/enabled", "N");
+		dprintf(2, "cowcore-probe: zswap was on: switched off (no large swap-in)\n");
+	}
 	write_file("/proc/sys/vm/page-cluster", "0");
 	write_file("/sys/block/zram0/comp_algorithm", "lzo-rle");
 	if (write_file("/sys/block/zram0/disksize", "1073741824")) {
