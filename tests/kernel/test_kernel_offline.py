@@ -20,7 +20,7 @@ from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_
 from cowcore.kernel.fetch import archive_uri, modules_dir
 from cowcore.kernel.initramfs import write_initramfs
 from cowcore.kernel.modules import guest_modules
-from cowcore.kernel.runner import Progress, RunnerError, _split
+from cowcore.kernel.runner import Progress, RunnerError, _initramfs_files, _split
 from cowcore.protocol import SMAPS_KB_FIELDS
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +92,36 @@ def test_compile_refs_pins_unshare() -> None:
     ]
 
 
+def test_compile_pageout() -> None:
+    """`P pageout NAME OFF LEN` (the kernel side of issue 16's swap) compiles like the other
+    ranged verbs; the probe turns it into madvise(MADV_PAGEOUT)."""
+    c = compile_scenario("s", "P mmap A 2M\nP pageout A 64K 8K\n")
+    assert c.lines[-1] == "C 2 0 pageout 0 65536 8192"
+
+
+def test_initramfs_lists_the_modules_in_load_order(tmp_path: Path) -> None:
+    """The runner packs zram and its dependencies as ``module-NN-NAME.ko`` files and lists
+    them in ``/modules`` in load order; without unpacked modules there is neither."""
+    root = tmp_path / "6.1/lib/modules/6.1.0-amd64/kernel"
+    for name, modinfo in (
+        ("drivers/block/zram/zram.ko", b"depends=zsmalloc"),
+        ("mm/zsmalloc.ko", b"depends="),
+    ):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"ELF\0" + modinfo + b"\0")
+    vmlinuz = tmp_path / "6.1/boot/vmlinuz-6.1.0-amd64"
+    vmlinuz.parent.mkdir(parents=True)
+    vmlinuz.write_bytes(b"not a kernel")
+    files = _initramfs_files(vmlinuz, b"S 0\nZ\n")
+    assert files["modules"] == b"module-00-zsmalloc.ko\nmodule-01-zram.ko\n"
+    assert files["module-01-zram.ko"] == b"ELF\0depends=zsmalloc\0"
+    assert files["scenarios"] == b"S 0\nZ\n"
+    bare = tmp_path / "7.3/usr/lib/modules/7.3.1-amd64/vmlinuz"
+    bare.parent.mkdir(parents=True)
+    bare.write_bytes(b"not a kernel")
+    assert _initramfs_files(bare, b"") == {"scenarios": b""}
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -115,6 +145,8 @@ def test_compile_refs_pins_unshare() -> None:
         "P pin A 0",  # no length
         "P unshare A 2K 4K",  # misaligned offset
         "P unpin A 0 0",  # zero length
+        "P pageout A 0",  # no length
+        "P pageout A 0 4K dontneed",  # extra token
     ],
 )
 def test_syntax_errors(line: str) -> None:
