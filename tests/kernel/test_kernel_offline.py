@@ -629,3 +629,63 @@ def test_guest_modules_come_with_their_dependencies_first(tmp_path: Path) -> Non
     bare.parent.mkdir(parents=True)
     bare.write_bytes(b"not a kernel")
     assert modules_dir(bare) is None and guest_modules(bare) == []
+
+
+def test_fetch_adds_the_modules_a_split_image_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernels directory fetched before `pageout` has only the vmlinuz of a split-packaged
+    7.x image: the next fetch downloads ``linux-modules-REL`` of the same version and unpacks it
+    beside the vmlinuz, and nothing else (apt is faked: the archive lists what is fetched)."""
+    paths = _fake_kernels(tmp_path, ["6.1", "6.12"])
+    release = "7.3.1+deb13-amd64"
+    vmlinuz = tmp_path / "7.3/usr/lib/modules" / release / "vmlinuz"
+    vmlinuz.parent.mkdir(parents=True)
+    vmlinuz.write_bytes(b"not a kernel")
+    manifest = json.loads((tmp_path / "kernels.json").read_text())
+    manifest.append(
+        {
+            "series": "7.3",
+            "package": f"linux-image-{release}",
+            "version": "7.3.1-1",
+            "vmlinuz": str(vmlinuz.relative_to(tmp_path)),
+        }
+    )
+    (tmp_path / "kernels.json").write_text(json.dumps(manifest))
+    images = {
+        r["package"]: (r["version"], s)
+        for r, s in zip(manifest, ["bookworm", "trixie", "unstable"], strict=True)
+    }
+    downloads: list[str] = []
+
+    def run(self: object, tool: str, *args: str, cwd: Path | None = None) -> str:
+        if args[:1] == ("pkgnames",):
+            return "\n".join(images) + "\n"
+        if args[:1] == ("madison",):
+            return "".join(
+                f"{p} | {v} | http://x {s}/main amd64 Packages\n" for p, (v, s) in images.items()
+            )
+        return ""
+
+    def download(apt: object, package: str, version: str, debs: Path) -> Path:
+        downloads.append(f"{package}={version}")
+        return debs / f"{package}_{version}_amd64.deb"
+
+    def unpack(deb: Path, dest: Path) -> None:
+        assert deb.name.startswith(f"linux-modules-{release}_")
+        zram = dest / "usr/lib/modules" / release / "kernel/drivers/block/zram/zram.ko.xz"
+        zram.parent.mkdir(parents=True)
+        zram.write_bytes(lzma.compress(b"ELF\0depends=\0"))
+
+    monkeypatch.setattr(fetch, "archive_uri", lambda: ("http://x/debian", "/k.gpg"))
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(fetch._Apt, "run", run)
+    monkeypatch.setattr(fetch, "_download", download)
+    monkeypatch.setattr(fetch, "_unpack", unpack)
+    monkeypatch.setattr(fetch, "_compare_versions", lambda a, b: (a > b) - (a < b))
+    kernels = fetch.fetch_kernels(tmp_path, log=False)
+    assert downloads == [f"linux-modules-{release}=7.3.1-1"]
+    assert [k.vmlinuz for k in kernels] == [paths["6.1"], paths["6.12"], vmlinuz]
+    assert [name for name, _ in guest_modules(vmlinuz)] == ["zram"]
+    assert fetch.fetch_kernels(tmp_path, log=False) == kernels  # complete now: a no-op
+    assert len(downloads) == 1
