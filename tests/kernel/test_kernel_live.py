@@ -18,6 +18,7 @@ silently.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -25,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from cowcore.kernel.fetch import DEBIAN_LINES, Kernel, load_kernels
-from cowcore.kernel.runner import RunResult, run_files
+from cowcore.kernel.modules import guest_modules
+from cowcore.kernel.runner import RunResult, run_files, run_texts
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
@@ -191,3 +193,53 @@ def test_newest_recorded_line() -> None:
     assert newest_recorded_line("7.10", [*recorded, "7.9"]) == "7.9"
     assert newest_recorded_line("7.1", recorded) is None
     assert newest_recorded_line("8.0", recorded) is None
+
+
+# The swap device (zram, loaded from the kernel's own modules) that `pageout` needs. Hand-derived
+# expectations, true on every line recorded so far: MADV_PAGEOUT reclaims the private page at 0
+# (its PTE becomes a swap entry: pagemap bit 62) and leaves the page at 4K, which the child
+# still maps, where it is (madvise_cold_or_pageout_pte_range skips a folio mapped more than
+# once); one page is written to swap and, after the read that swaps it back in, one is read.
+SWAP_PROBE = """\
+P mmap A 8K
+P write A 0 8K 7
+P fork C
+C write A 0 4K 9
+P pageout A 0 8K
+P observe A 0 8K
+P smaps A
+P read A 0 4K
+P observe A 0 4K
+stats
+"""
+
+
+def _swap_lines(kernel: Kernel) -> list[dict[str, object]]:
+    return [json.loads(line) for line in run_texts([("swap", SWAP_PROBE)], kernel.vmlinuz).lines[0]]
+
+
+@pytest.mark.parametrize("series", _recorded_series())
+def test_guest_has_a_swap_device(fetched: dict[str, Kernel], series: str) -> None:
+    """`pageout` reclaims to the guest's zram swap device: the page observes as
+    ``"frame":"swap"`` with the other keys null, smaps counts it in Swap, and a read brings
+    it back with its content (a kernels directory fetched before `pageout` lacks the zram
+    module of the 7.x lines: `cowcore kernel fetch` adds it)."""
+    if series not in fetched:
+        pytest.skip(f"no fetched {series} kernel in {_kernels_dir()}")
+    if not guest_modules(fetched[series].vmlinuz):
+        _unavailable(
+            f"the {series} kernel in {_kernels_dir()} has no zram module (fetched before "
+            f"`pageout`): `cowcore kernel fetch --kernels {_kernels_dir()}` adds it"
+        )
+    out = _swap_lines(fetched[series])
+    assert "error" not in out[0], out[0]
+    swapped, kept, smaps, back, stats = out
+    assert swapped["present"] is False and swapped["frame"] == "swap"
+    assert all(swapped[k] is None for k in ("folio_pages", "mapcount", "exclusive", "content"))
+    assert kept["present"] is True and kept["mapcount"] == 2
+    assert isinstance(smaps, dict) and smaps["smaps"]["Swap"] == 4  # type: ignore[index]
+    assert smaps["smaps"]["Rss"] == 4  # type: ignore[index]
+    assert back["present"] is True and back["content"] == 7 and back["mapcount"] == 1
+    counters = stats["stats"]
+    assert isinstance(counters, dict)
+    assert counters["pswpout"] == 1 and counters["pswpin"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -16,9 +17,10 @@ import pytest
 
 from cowcore.kernel import cli, fetch
 from cowcore.kernel.compile import ScenarioSyntaxError, compile_scenario, parse_size
-from cowcore.kernel.fetch import archive_uri
+from cowcore.kernel.fetch import archive_uri, modules_dir
 from cowcore.kernel.initramfs import write_initramfs
-from cowcore.kernel.runner import Progress, RunnerError, _split
+from cowcore.kernel.modules import guest_modules
+from cowcore.kernel.runner import Progress, RunnerError, _initramfs_files, _split
 from cowcore.protocol import SMAPS_KB_FIELDS
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +92,36 @@ def test_compile_refs_pins_unshare() -> None:
     ]
 
 
+def test_compile_pageout() -> None:
+    """`P pageout NAME OFF LEN` (the kernel side of issue 16's swap) compiles like the other
+    ranged verbs; the probe turns it into madvise(MADV_PAGEOUT)."""
+    c = compile_scenario("s", "P mmap A 2M\nP pageout A 64K 8K\n")
+    assert c.lines[-1] == "C 2 0 pageout 0 65536 8192"
+
+
+def test_initramfs_lists_the_modules_in_load_order(tmp_path: Path) -> None:
+    """The runner packs zram and its dependencies as ``module-NN-NAME.ko`` files and lists
+    them in ``/modules`` in load order; without unpacked modules there is neither."""
+    root = tmp_path / "6.1/lib/modules/6.1.0-amd64/kernel"
+    for name, modinfo in (
+        ("drivers/block/zram/zram.ko", b"depends=zsmalloc"),
+        ("mm/zsmalloc.ko", b"depends="),
+    ):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"ELF\0" + modinfo + b"\0")
+    vmlinuz = tmp_path / "6.1/boot/vmlinuz-6.1.0-amd64"
+    vmlinuz.parent.mkdir(parents=True)
+    vmlinuz.write_bytes(b"not a kernel")
+    files = _initramfs_files(vmlinuz, b"S 0\nZ\n")
+    assert files["modules"] == b"module-00-zsmalloc.ko\nmodule-01-zram.ko\n"
+    assert files["module-01-zram.ko"] == b"ELF\0depends=zsmalloc\0"
+    assert files["scenarios"] == b"S 0\nZ\n"
+    bare = tmp_path / "7.3/usr/lib/modules/7.3.1-amd64/vmlinuz"
+    bare.parent.mkdir(parents=True)
+    bare.write_bytes(b"not a kernel")
+    assert _initramfs_files(bare, b"") == {"scenarios": b""}
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -113,6 +145,8 @@ def test_compile_refs_pins_unshare() -> None:
         "P pin A 0",  # no length
         "P unshare A 2K 4K",  # misaligned offset
         "P unpin A 0 0",  # zero length
+        "P pageout A 0",  # no length
+        "P pageout A 0 4K dontneed",  # extra token
     ],
 )
 def test_syntax_errors(line: str) -> None:
@@ -249,12 +283,16 @@ def test_syntax_error_scenarios_match_recordings() -> None:
 
 
 def _fake_kernels(directory: Path, series: list[str]) -> dict[str, Path]:
-    """A kernels directory as ``fetch`` leaves it (manifest and vmlinuz files), without apt."""
+    """A kernels directory as ``fetch`` leaves it (manifest, vmlinuz files and the zram
+    module the guest's swap device needs), without apt."""
     rows, paths = [], {}
     for s in series:
         vmlinuz = directory / s / "boot" / f"vmlinuz-{s}.1-amd64"
         vmlinuz.parent.mkdir(parents=True)
         vmlinuz.write_bytes(b"not a kernel")
+        zram = directory / s / "lib/modules" / f"{s}.1-amd64/kernel/drivers/block/zram/zram.ko"
+        zram.parent.mkdir(parents=True)
+        zram.write_bytes(b"\0name=zram\0depends=\0")
         rows.append(
             {
                 "series": s,
@@ -561,3 +599,93 @@ def test_progress_line_counts_and_clears() -> None:
     silent(Progress(booted=True, done=1, total=1, seconds=1.0))
     silent.clear()
     assert quiet.getvalue() == ""
+
+
+# -- the swap device's modules ----------------------------------------------------------------
+
+
+def test_guest_modules_come_with_their_dependencies_first(tmp_path: Path) -> None:
+    """zram and the modules its ``.modinfo`` names in ``depends=`` (recursively, each before
+    the modules that need it, decompressed); a dependency without a module file is built in.
+    Both layouts of an unpacked image are found (``boot/`` and ``usr/lib/modules/REL/``)."""
+    root = tmp_path / "7.3/usr/lib/modules/7.3.1-amd64"
+    vmlinuz = root / "vmlinuz"
+    files = {
+        "drivers/block/zram/zram.ko.xz": b"\0depends=zsmalloc,lz4hc-compress,builtin_one\0",
+        "mm/zsmalloc.ko.xz": b"\0depends=\0",
+        "lib/lz4/lz4hc_compress.ko.xz": b"\0depends=zsmalloc\0",
+        "lib/unrelated.ko.xz": b"\0depends=\0",
+    }
+    for name, modinfo in files.items():
+        path = root / "kernel" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(lzma.compress(b"ELF" + modinfo))
+    vmlinuz.write_bytes(b"not a kernel")
+    assert modules_dir(vmlinuz) == root
+    loaded = guest_modules(vmlinuz)
+    assert [name for name, _ in loaded] == ["zsmalloc", "lz4hc_compress", "zram"]
+    assert loaded[-1][1].startswith(b"ELF\0depends=zsmalloc")
+    bare = tmp_path / "6.1/boot/vmlinuz-6.1.0-amd64"
+    bare.parent.mkdir(parents=True)
+    bare.write_bytes(b"not a kernel")
+    assert modules_dir(bare) is None and guest_modules(bare) == []
+
+
+def test_fetch_adds_the_modules_a_split_image_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernels directory fetched before `pageout` has only the vmlinuz of a split-packaged
+    7.x image: the next fetch downloads ``linux-modules-REL`` of the same version and unpacks it
+    beside the vmlinuz, and nothing else (apt is faked: the archive lists what is fetched)."""
+    paths = _fake_kernels(tmp_path, ["6.1", "6.12"])
+    release = "7.3.1+deb13-amd64"
+    vmlinuz = tmp_path / "7.3/usr/lib/modules" / release / "vmlinuz"
+    vmlinuz.parent.mkdir(parents=True)
+    vmlinuz.write_bytes(b"not a kernel")
+    manifest = json.loads((tmp_path / "kernels.json").read_text())
+    manifest.append(
+        {
+            "series": "7.3",
+            "package": f"linux-image-{release}",
+            "version": "7.3.1-1",
+            "vmlinuz": str(vmlinuz.relative_to(tmp_path)),
+        }
+    )
+    (tmp_path / "kernels.json").write_text(json.dumps(manifest))
+    images = {
+        r["package"]: (r["version"], s)
+        for r, s in zip(manifest, ["bookworm", "trixie", "unstable"], strict=True)
+    }
+    downloads: list[str] = []
+
+    def run(self: object, tool: str, *args: str, cwd: Path | None = None) -> str:
+        if args[:1] == ("pkgnames",):
+            return "\n".join(images) + "\n"
+        if args[:1] == ("madison",):
+            return "".join(
+                f"{p} | {v} | http://x {s}/main amd64 Packages\n" for p, (v, s) in images.items()
+            )
+        return ""
+
+    def download(apt: object, package: str, version: str, debs: Path) -> Path:
+        downloads.append(f"{package}={version}")
+        return debs / f"{package}_{version}_amd64.deb"
+
+    def unpack(deb: Path, dest: Path) -> None:
+        assert deb.name.startswith(f"linux-modules-{release}_")
+        zram = dest / "usr/lib/modules" / release / "kernel/drivers/block/zram/zram.ko.xz"
+        zram.parent.mkdir(parents=True)
+        zram.write_bytes(lzma.compress(b"ELF\0depends=\0"))
+
+    monkeypatch.setattr(fetch, "archive_uri", lambda: ("http://x/debian", "/k.gpg"))
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(fetch._Apt, "run", run)
+    monkeypatch.setattr(fetch, "_download", download)
+    monkeypatch.setattr(fetch, "_unpack", unpack)
+    monkeypatch.setattr(fetch, "_compare_versions", lambda a, b: (a > b) - (a < b))
+    kernels = fetch.fetch_kernels(tmp_path, log=False)
+    assert downloads == [f"linux-modules-{release}=7.3.1-1"]
+    assert [k.vmlinuz for k in kernels] == [paths["6.1"], paths["6.12"], vmlinuz]
+    assert [name for name, _ in guest_modules(vmlinuz)] == ["zram"]
+    assert fetch.fetch_kernels(tmp_path, log=False) == kernels  # complete now: a no-op
+    assert len(downloads) == 1

@@ -46,3 +46,23 @@ def test_walk_stops_at_none_and_at_huge_pmd() -> None:
     assert [s[0] for s in res.steps] == ["pgd", "pud", "pmd"]
     res = pg.walk(tables, 0, 4, 0x400000)
     assert res.level == 2 and res.entry == 0
+
+
+def test_swap_entry_encoding_and_its_software_bits() -> None:
+    """``__swp_entry(0, 5)`` and its exclusive marker as raw values, the same ones the Rust
+    core's ``swap_entry_bits`` test checks (paging/entry.rs), so the two encodings agree."""
+    e = pg.swp_entry_to_pte(0, 5)
+    assert e == 0x07FF_FFFF_FFFF_F400
+    x = pg.swp_mkexclusive(e)
+    assert x == 0x07FF_FFFF_FFFF_F408
+    assert pg.entry_kind(x) is pg.EntryKind.SWAP
+    assert pg.swp_exclusive(x) and not pg.swp_exclusive(e)
+    assert (pg.swp_type(x), pg.swp_offset(x)) == (0, 5)
+    assert pg.swp_clear_exclusive(x) == e
+    d = pg.swp_mksoft_dirty(e)
+    assert d & pg.SWP_SOFT_DIRTY and pg.swp_offset(d) == 5 and not pg.swp_exclusive(d)
+    assert (pg.SWP_EXCLUSIVE, pg.SWP_SOFT_DIRTY, pg.SWP_UFFD_WP) == (1 << 3, 1 << 1, 1 << 2)
+    for swap_type, offset in ((3, 12345), (23, (1 << 50) - 1), (0, 0)):
+        entry = pg.swp_entry_to_pte(swap_type, offset)
+        assert (pg.swp_type(entry), pg.swp_offset(entry)) == (swap_type, offset)
+        assert not entry & (pg.P | pg.PROTNONE | pg.SWP_EXCLUSIVE)

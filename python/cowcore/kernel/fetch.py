@@ -3,8 +3,10 @@
 The conformance suite compares the simulator with three real kernels: the 6.1 kernel of Debian
 *bookworm* (PMD-size THP only, before multi-size THP), one from before the COW reuse of
 PTE-mapped large folios (the 6.12 kernel of *trixie*) and one after it (the newest 7.x kernel
-of *unstable* or *trixie-backports*). All are plain Debian kernel image packages; only
-``/boot/vmlinuz-*`` is needed because the probe needs no modules.
+of *unstable* or *trixie-backports*). All are plain Debian kernel image packages. The probe
+needs the vmlinuz and one module with its dependencies: zram, the guest's swap device (``P
+pageout``). The 6.1 and 6.12 image packages hold the modules too; the split-packaged 7.x images
+(6.19+) keep them in ``linux-modules-REL``, which is fetched and unpacked beside the vmlinuz.
 
 apt runs with a private configuration whose sources list, state and cache all live under
 ``DIR/apt`` so that the machine's own apt configuration is never touched. The archive address
@@ -33,6 +35,7 @@ __all__ = [
     "fetch_kernels",
     "fetchable_lines",
     "load_kernels",
+    "modules_dir",
 ]
 
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -292,6 +295,32 @@ def _kernel_release(package: str) -> str:
     return release.removesuffix("-unsigned")
 
 
+def modules_dir(vmlinuz: Path) -> Path | None:
+    """The unpacked ``lib/modules/REL`` directory that belongs to ``vmlinuz`` (either layout:
+    ``DEST/boot/vmlinuz-REL`` or ``DEST/usr/lib/modules/REL/vmlinuz``), when it holds modules
+    (its ``kernel/`` subdirectory); else None."""
+    if vmlinuz.name.startswith("vmlinuz-"):
+        dest, release = vmlinuz.parent.parent, vmlinuz.name.removeprefix("vmlinuz-")
+    else:
+        dest, release = vmlinuz.parents[3], vmlinuz.parent.name
+    for cand in (dest / "lib" / "modules" / release, dest / "usr" / "lib" / "modules" / release):
+        if (cand / "kernel").is_dir():
+            return cand
+    return None
+
+
+def _has_zram(vmlinuz: Path) -> bool:
+    """Whether the zram module (the probe's swap device) was unpacked with ``vmlinuz``."""
+    mods = modules_dir(vmlinuz)
+    return mods is not None and any((mods / "kernel/drivers/block/zram").glob("zram.ko*"))
+
+
+def _extract_modules(apt: _Apt, package: str, version: str, debs: Path, dest: Path) -> None:
+    """Download and unpack ``linux-modules-REL`` (the modules of a split-packaged image)."""
+    modules = "linux-modules-" + _kernel_release(package)
+    _unpack(_download(apt, modules, version, debs), dest)
+
+
 def load_kernels(directory: Path) -> list[Kernel]:
     """The kernels recorded in ``directory/kernels.json`` whose vmlinuz exists (else [])."""
     directory = directory.resolve()
@@ -346,7 +375,8 @@ def fetch_kernels(
             raise FetchError(f"--also wants a kernel line like 7.2, not {a!r}")
     directory = directory.resolve()
     existing = load_kernels(directory)
-    if _have(existing, also) and not refresh:
+    complete = all(_has_zram(k.vmlinuz) for k in existing)
+    if _have(existing, also) and complete and not refresh:
         return existing
     for tool in ("apt-get", "apt-cache", "dpkg-deb", "dpkg"):
         if shutil.which(tool) is None:
@@ -399,12 +429,33 @@ def fetch_kernels(
             vmlinuz = _find_vmlinuz(dest, release)
             if vmlinuz is None:
                 raise FetchError(f"{package} (and its linux-binary) hold no vmlinuz")
-            for deb in debs.glob("*.deb"):  # unpacked: keep a CI cache small
-                deb.unlink()
+        if not _has_zram(vmlinuz):
+            # Split-packaged images (6.19+) keep the modules in linux-modules-REL; an older
+            # fetch (before `pageout`) took only the vmlinuz.
+            if log:
+                print(f"cowcore kernel fetch: downloading the modules of {package}", flush=True)
+            debs = directory / "debs"
+            debs.mkdir(exist_ok=True)
+            _extract_modules(apt, package, version, debs, dest)
+            if not _has_zram(vmlinuz):
+                raise FetchError(f"{package} and its modules package hold no zram module")
+        for deb in (directory / "debs").glob("*.deb"):  # unpacked: keep a CI cache small
+            deb.unlink()
         if all(k.series != series for k in kernels):
             kernels.append(Kernel(series, package, version, vmlinuz))
     # Lines fetched earlier with --also (7.2) stay in the manifest while their files exist.
-    kernels += [k for k in existing if all(k.series != n.series for n in kernels)]
+    for k in existing:
+        if all(k.series != n.series for n in kernels):
+            if not _has_zram(k.vmlinuz):
+                if log:
+                    print(f"cowcore kernel fetch: downloading the modules of {k.package}")
+                (directory / "debs").mkdir(exist_ok=True)
+                _extract_modules(
+                    apt, k.package, k.version, directory / "debs", directory / k.series
+                )
+                for deb in (directory / "debs").glob("*.deb"):
+                    deb.unlink()
+            kernels.append(k)
     kernels.sort(key=functools.cmp_to_key(lambda a, b: _compare_versions(a.version, b.version)))
     (directory / MANIFEST).write_text(
         json.dumps([k.to_json(directory) for k in kernels], indent=2) + "\n"

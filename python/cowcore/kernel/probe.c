@@ -16,7 +16,7 @@
  *                              read MAP OFF LEN | observe MAP OFF LEN | smaps MAP
  *                              fork CHILD | exit | mremap MAP OFF LEN NEWMAP
  *                              ref MAP OFF LEN | unref MAP OFF LEN | pin MAP OFF LEN
- *                              unpin MAP OFF LEN | unshare MAP OFF LEN
+ *                              unpin MAP OFF LEN | unshare MAP OFF LEN | pageout MAP OFF LEN
  *   Z                          the scenario ends ({"end":IDX})
  *
  * Architecture: this process (the controller, PID 1) owns all the bookkeeping: which process
@@ -50,6 +50,7 @@
 #include <sys/reboot.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
@@ -75,6 +76,7 @@
 
 /* /proc/<pid>/pagemap bits (Documentation/admin-guide/mm/pagemap.rst, fs/proc/task_mmu.c). */
 #define PM_PRESENT (1ULL << 63)
+#define PM_SWAP (1ULL << 62)
 #define PM_MMAP_EXCLUSIVE (1ULL << 56)
 #define PM_PFN_MASK ((1ULL << 55) - 1)
 /* /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h, fs/proc/page.c). */
@@ -180,6 +182,7 @@ static uint64_t kflags_block[512];
 static int out_fd = -1, kpageflags_fd = -1, kpagecount_fd = -1;
 static int scenario_failed; /* an error line was printed: skip to the end of the scenario */
 static int pmd_only; /* no per-size THP controls (6.1): see "kernels without mTHP" below */
+static int have_swap; /* the zram swap device is on: see "the swap device" below */
 static int cur_line;
 static uint32_t next_hold_id;
 static uint64_t range_pfn[MAX_RANGE_PAGES]; /* pagemap entries of a range before a statement */
@@ -757,7 +760,11 @@ static void observe_page(int p, int m, uint64_t off)
 		if (pread_u64(procs[p].pagemap_fd, (mp->base / PAGE_SIZE + idx) * 8, &ent))
 			die("read pagemap");
 	if (!(ent & PM_PRESENT)) {
-		out_str(",\"present\":false,\"frame\":null,\"folio_pages\":null,\"mapcount\":null,"
+		/* A swap entry (pagemap_pte_hole/pte_to_pagemap_entry set PM_SWAP): the page is
+		 * not read, which would swap it in. */
+		out_str(ent & PM_SWAP ? ",\"present\":false,\"frame\":\"swap\""
+				      : ",\"present\":false,\"frame\":null");
+		out_str(",\"folio_pages\":null,\"mapcount\":null,"
 			"\"exclusive\":null,\"content\":null}\n");
 		return;
 	}
@@ -829,11 +836,23 @@ static int read_counters(uint64_t st[NSIZES][NSTATS], uint64_t vm[2])
  * one. A file the kernel does not have (older kernels lack some of these stats) is left out:
  * a per-size key appears only if some size has the file.
  */
-static const char *const dsplit_name[] = {"split_deferred", "nr_anon", "nr_anon_partially_mapped"};
-#define NDSPLIT 3
+/*
+ * The swap counters of `pageout` follow the same rules (deltas, printed when non-zero, left out
+ * where the kernel lacks them; a per-size map only when some size is non-zero): the per-size
+ * mTHP stats swpout, swpout_fallback (6.10+), swpin and swpin_fallback (6.13+), and the vmstat
+ * events pswpin, pswpout (pages read from and written to swap), thp_swpout and
+ * thp_swpout_fallback (PMD-size folios swapped out whole or split first).
+ */
+static const char *const dsplit_name[] = {"split_deferred", "nr_anon", "nr_anon_partially_mapped",
+					  "swpout",	    "swpout_fallback", "swpin",
+					  "swpin_fallback"};
+#define NDSPLIT 7
+#define NDSPLIT_ALWAYS 3 /* printed even when empty: the maps of the format's second edition */
 static const char *const dsplit_vm_name[] = {"thp_deferred_split_page", "thp_split_page",
-					     "thp_fault_fallback"};
-#define NDSPLIT_VM 3
+					     "thp_fault_fallback",	 "pswpin",
+					     "pswpout",		 "thp_swpout",
+					     "thp_swpout_fallback"};
+#define NDSPLIT_VM 7
 /* UINT64_MAX marks a counter the kernel does not have. */
 static uint64_t dsplit_base[NSIZES][NDSPLIT], dsplit_vm_base[NDSPLIT_VM];
 
@@ -866,10 +885,15 @@ static void print_dsplit_stats(void)
 	uint64_t st[NSIZES][NDSPLIT], vm[NDSPLIT_VM];
 	read_dsplit_counters(st, vm);
 	for (int k = 0; k < NDSPLIT; k++) {
-		int have = 0, first = 1;
-		for (int s = 0; s < NSIZES; s++)
-			have |= st[s][k] != UINT64_MAX && dsplit_base[s][k] != UINT64_MAX;
-		if (!have)
+		int have = 0, first = 1, nonzero = 0;
+		for (int s = 0; s < NSIZES; s++) {
+			int both = st[s][k] != UINT64_MAX && dsplit_base[s][k] != UINT64_MAX;
+			have |= both;
+			nonzero |= both && st[s][k] != dsplit_base[s][k];
+		}
+		/* The swap maps (after the first NDSPLIT_ALWAYS) appear only when not empty, so
+		 * that recordings made before `pageout` keep their lines. */
+		if (!have || (k >= NDSPLIT_ALWAYS && !nonzero))
 			continue;
 		out_str(",\"");
 		out_str(dsplit_name[k]);
@@ -1414,6 +1438,20 @@ static void process_statement(int p, char **tok, int ntok)
 		procs[p].map[nm] = (struct mapping){1, r.val, n, st};
 		return;
 	}
+	if (!strcmp(verb, "pageout")) {
+		/* madvise(MADV_PAGEOUT) with no swap device reclaims nothing: an error, so that a
+		 * kernel without its zram module cannot record a wrong observation. */
+		if (!have_swap) {
+			scenario_error("pageout: the guest has no swap device (zram module missing)");
+			return;
+		}
+		if (!check_range(p, m, off, len, 0, "pageout"))
+			return;
+		if (call(p, OP_MADVISE, (uint32_t)MADV_PAGEOUT, mp->base + off, len, 0, &r) ||
+		    sys_error(r.err, "madvise(MADV_PAGEOUT)"))
+			return;
+		return;
+	}
 	if (!strcmp(verb, "ref") || !strcmp(verb, "unref") || !strcmp(verb, "pin") ||
 	    !strcmp(verb, "unpin") || !strcmp(verb, "unshare")) {
 		hold_statement(p, m, verb, off, len);
@@ -1598,6 +1636,105 @@ static void __attribute__((noinline)) pretouch_stack(void)
 		buf[i] = 0;
 }
 
+/* ---------------------------------------------------------------- the swap device */
+
+/*
+ * `pageout` needs swap. The runner puts zram and the modules it depends on into the initramfs
+ * (decompressed, dependencies first) and lists them in /modules, one file name a line; they
+ * are loaded here with finit_module(). zram0 gets a 1G disk (logical size: zram stores only
+ * the compressed pages) with the lzo-rle compressor when the kernel has it (every line does;
+ * the default stays otherwise), a swap header written here (mkswap's one page: the
+ * "SWAPSPACE2" signature at the end of the page, version 1, the last page number; see
+ * union swap_header in include/linux/swap.h) and swapon(). zram is a SWP_SYNCHRONOUS_IO
+ * device (swapon sets it from the block device's BLK_FEAT_SYNCHRONOUS), which decides the
+ * swap-in path of do_swap_page(). Swap readahead is cut to one page (vm.page-cluster = 0:
+ * swap_vma_ra_win() then returns 1) so that a swap-in never brings neighbours into the swap
+ * cache, and zswap is kept off (below) so that every page goes to zram.
+ */
+#define ZRAM_BYTES (1ULL << 30)
+static void setup_swap(void)
+{
+	static char list[4096];
+	int fd = open("/modules", O_RDONLY);
+	if (fd < 0) {
+		dprintf(2, "cowcore-probe: no /modules: no swap device\n");
+		return;
+	}
+	ssize_t n = read(fd, list, sizeof(list) - 1);
+	close(fd);
+	list[n > 0 ? n : 0] = 0;
+	char *save = NULL, path[128];
+	for (char *name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
+		snprintf(path, sizeof(path), "/%s", name);
+		int mfd = open(path, O_RDONLY | O_CLOEXEC);
+		if (mfd < 0 || (syscall(SYS_finit_module, mfd, "", 0) && errno != EEXIST)) {
+			dprintf(2, "cowcore-probe: cannot load %s: %s\n", name, strerror(errno));
+			if (mfd >= 0)
+				close(mfd);
+			return;
+		}
+		close(mfd);
+	}
+	/*
+	 * zswap must stay off, and its parameter untouched while it is off: after a write of
+	 * even "N" to /sys/module/zswap/parameters/enabled, alloc_swap_folio() (6.13+) never
+	 * swapped a large folio in again (seen on 7.3: `swpin` 64K stayed 0 with the write and
+	 * counted without it), as when zswap_never_enabled() is false. Debian boots with zswap
+	 * off; it is switched off only if it is on.
+	 */
+	char zs[4] = "";
+	int zfd0 = open("/sys/module/zswap/parameters/enabled", O_RDONLY);
+	if (zfd0 >= 0) {
+		if (read(zfd0, zs, sizeof(zs) - 1) < 0)
+			zs[0] = 0;
+		close(zfd0);
+	}
+	if (zs[0] == 'Y') {
+		write_file("/sys/module/zswap/parameters/enabled", "N");
+		dprintf(2, "cowcore-probe: zswap was on: switched off (no large swap-in)\n");
+	}
+	write_file("/proc/sys/vm/page-cluster", "0");
+	write_file("/sys/block/zram0/comp_algorithm", "lzo-rle");
+	if (write_file("/sys/block/zram0/disksize", "1073741824")) {
+		dprintf(2, "cowcore-probe: cannot size zram0\n");
+		return;
+	}
+	uint64_t dev = 0;
+	char devbuf[32] = "";
+	int dfd = open("/sys/block/zram0/dev", O_RDONLY);
+	if (dfd >= 0) {
+		ssize_t k = read(dfd, devbuf, sizeof(devbuf) - 1);
+		devbuf[k > 0 ? k : 0] = 0;
+		close(dfd);
+		unsigned ma = 0, mi = 0;
+		if (sscanf(devbuf, "%u:%u", &ma, &mi) == 2)
+			dev = makedev(ma, mi);
+	}
+	mknod("/dev/zram0", S_IFBLK | 0600, (dev_t)dev); /* devtmpfs may not have made it yet */
+	int zfd = open("/dev/zram0", O_RDWR | O_CLOEXEC);
+	if (zfd < 0) {
+		dprintf(2, "cowcore-probe: cannot open /dev/zram0: %s\n", strerror(errno));
+		return;
+	}
+	static unsigned char header[PAGE_SIZE];
+	uint32_t info[3] = {1, (uint32_t)(ZRAM_BYTES / PAGE_SIZE - 1), 0}; /* version, last_page,
+									      nr_badpages */
+	memset(header, 0, sizeof(header));
+	memcpy(header + 1024, info, sizeof(info));
+	memcpy(header + PAGE_SIZE - 10, "SWAPSPACE2", 10);
+	if (pwrite(zfd, header, sizeof(header), 0) != (ssize_t)sizeof(header) || fsync(zfd)) {
+		dprintf(2, "cowcore-probe: cannot write the swap header\n");
+		close(zfd);
+		return;
+	}
+	close(zfd);
+	if (swapon("/dev/zram0", 0)) {
+		dprintf(2, "cowcore-probe: swapon /dev/zram0: %s\n", strerror(errno));
+		return;
+	}
+	have_swap = 1;
+}
+
 static void setup_system(void)
 {
 	mkdir("/proc", 0755);
@@ -1655,6 +1792,7 @@ static void setup_system(void)
 	if (write_file("/sys/module/damon_stat/parameters/enabled", "N") == 0)
 		dprintf(2, "cowcore-probe: DAMON_STAT switched off\n");
 	detect_pmd_only();
+	setup_swap();
 	reset_knobs();
 	/* Touch every buffer now, with every THP size off, so that the probe's own memory is
 	 * small pages that never fault during a scenario. */

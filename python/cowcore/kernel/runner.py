@@ -38,6 +38,7 @@ from cowcore.kernel.compile import (
     decode_scenario,
 )
 from cowcore.kernel.initramfs import write_initramfs
+from cowcore.kernel.modules import ModuleError, guest_modules
 
 __all__ = [
     "KERNEL_ARGS",
@@ -295,6 +296,22 @@ def run_texts(
     return _run_compiled(compiled, vmlinuz, timeout, cache, keep_dir, progress)
 
 
+def _initramfs_files(vmlinuz: Path, payload: bytes) -> dict[str, bytes]:
+    """The initramfs besides ``/init``: the compiled scenarios, and the swap device's modules
+    as ``/module-NN-NAME.ko`` listed in load order in ``/modules`` (none when the kernel's
+    modules were not fetched: the probe then answers `pageout` with an error)."""
+    files = {"scenarios": payload}
+    try:
+        modules = guest_modules(vmlinuz)
+    except ModuleError as err:
+        raise RunnerError(str(err)) from None
+    names = [f"module-{i:02d}-{name}.ko" for i, (name, _) in enumerate(modules)]
+    files.update({n: image for n, (_, image) in zip(names, modules, strict=True)})
+    if names:
+        files["modules"] = "".join(f"{n}\n" for n in names).encode()
+    return files
+
+
 def _run_compiled(
     compiled: list[tuple[str, CompiledScenario | ScenarioSyntaxError]],
     vmlinuz: Path,
@@ -317,7 +334,7 @@ def _run_compiled(
             work = keep_dir or Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             initrd = work / "initramfs.cpio"
-            write_initramfs(initrd, probe.read_bytes(), {"scenarios": payload})
+            write_initramfs(initrd, probe.read_bytes(), _initramfs_files(vmlinuz, payload))
             text, boot_seconds = _boot(vmlinuz, initrd, work, timeout, len(to_run), progress)
         outputs = _split(text, len(to_run))
     it = iter(outputs)

@@ -111,6 +111,62 @@ types after ``MAX_SWAPFILES`` (24 with device-private, hwpoison and PTE-marker t
 configured, as in the Debian kernels) and ``SWP_HWPOISON``."""
 
 
+SWP_OFFSET_SHIFT = 9 + SWP_TYPE_BITS
+"""``SWP_OFFSET_SHIFT``: the offset is kept inverted from bit ``SWP_OFFSET_FIRST_BIT`` (9), in
+the bits the type does not use (``__swp_entry``, arch/x86/include/asm/pgtable_64.h)."""
+
+_MASK64 = (1 << 64) - 1
+
+SWP_EXCLUSIVE = PWT
+"""``_PAGE_SWP_EXCLUSIVE`` (bit 3): the exclusive marker of a swap entry, the page's
+``PG_anon_exclusive`` when it was unmapped for swap-out; bits 1 to 4 are outside the type and
+offset fields, so the software bits of a swap entry borrow them."""
+
+SWP_SOFT_DIRTY = RW
+"""``_PAGE_SWP_SOFT_DIRTY`` (bit 1): soft-dirty in a swap entry."""
+
+SWP_UFFD_WP = US
+"""``_PAGE_SWP_UFFD_WP`` (bit 2): userfaultfd write-protect in a swap entry."""
+
+
+def swp_entry_to_pte(swap_type: int, offset: int) -> int:
+    """``swp_entry_to_pte(__swp_entry(type, offset))``: the type in the top five bits, the
+    offset inverted from bit 9."""
+    inverted = ((~offset << SWP_OFFSET_SHIFT) & _MASK64) >> SWP_TYPE_BITS
+    return inverted | (swap_type << (64 - SWP_TYPE_BITS))
+
+
+def swp_type(entry: int) -> int:
+    """``__swp_type`` of a swap entry."""
+    return entry >> (64 - SWP_TYPE_BITS)
+
+
+def swp_offset(entry: int) -> int:
+    """``__swp_offset`` of a swap entry."""
+    return ((~entry << SWP_TYPE_BITS) & _MASK64) >> SWP_OFFSET_SHIFT
+
+
+def swp_exclusive(entry: int) -> bool:
+    """``pte_swp_exclusive``: ``do_swap_page`` maps the page writable at once when set, and
+    ``copy_nonpresent_pte`` clears it in the parent at fork."""
+    return bool(entry & SWP_EXCLUSIVE)
+
+
+def swp_mkexclusive(entry: int) -> int:
+    """``pte_swp_mkexclusive``."""
+    return entry | SWP_EXCLUSIVE
+
+
+def swp_clear_exclusive(entry: int) -> int:
+    """``pte_swp_clear_exclusive``."""
+    return entry & ~SWP_EXCLUSIVE
+
+
+def swp_mksoft_dirty(entry: int) -> int:
+    """``pte_swp_mksoft_dirty``."""
+    return entry | SWP_SOFT_DIRTY
+
+
 def entry_kind(entry: int) -> EntryKind:
     """Classify an entry (``pte_none``, ``pte_present``, ``is_swap_pte``,
     ``is_migration_entry``)."""

@@ -122,7 +122,32 @@ impl SwapEntry {
     pub const fn swp_offset(self) -> u64 {
         (!self.0) << Self::TYPE_BITS >> Self::OFFSET_SHIFT
     }
+
+    /// `pte_swp_exclusive`: the exclusive marker, `PG_anon_exclusive` of the page when it was
+    /// unmapped for swap-out (`try_to_unmap_one`); `do_swap_page` maps the page writable at once
+    /// when it is set, and `copy_nonpresent_pte` clears it in the parent at fork.
+    #[must_use]
+    pub const fn is_exclusive(self) -> bool {
+        self.0 & SWP_EXCLUSIVE.bits() != 0
+    }
+
+    /// `pte_swp_soft_dirty`: the soft-dirty bit a swap entry keeps for the page.
+    #[must_use]
+    pub const fn is_soft_dirty(self) -> bool {
+        self.0 & SWP_SOFT_DIRTY.bits() != 0
+    }
 }
+
+/// `_PAGE_SWP_EXCLUSIVE` = `_PAGE_PWT` (bit 3): the exclusive marker of a swap entry
+/// (`arch/x86/include/asm/pgtable_64_types.h`). Bits 1 to 4 are outside the type and offset
+/// fields, so the software bits of a swap entry borrow them.
+pub const SWP_EXCLUSIVE: PteFlags = PteFlags::PWT;
+
+/// `_PAGE_SWP_SOFT_DIRTY` = `_PAGE_RW` (bit 1): soft-dirty in a swap entry.
+pub const SWP_SOFT_DIRTY: PteFlags = PteFlags::WRITABLE;
+
+/// `_PAGE_SWP_UFFD_WP` = `_PAGE_USER` (bit 2): userfaultfd write-protect in a swap entry.
+pub const SWP_UFFD_WP: PteFlags = PteFlags::USER;
 
 /// A raw 64-bit page-table entry at any level (`pte_t`, `pmd_t`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -361,6 +386,24 @@ impl PageTableEntry {
         }
     }
 
+    /// `pte_swp_mkexclusive` (a swap entry only).
+    #[must_use]
+    pub const fn swp_mkexclusive(self) -> Self {
+        self.set(SWP_EXCLUSIVE)
+    }
+
+    /// `pte_swp_clear_exclusive` (a swap entry only).
+    #[must_use]
+    pub const fn swp_clear_exclusive(self) -> Self {
+        self.clear(SWP_EXCLUSIVE)
+    }
+
+    /// `pte_swp_mksoft_dirty` (a swap entry only).
+    #[must_use]
+    pub const fn swp_mksoft_dirty(self) -> Self {
+        self.set(SWP_SOFT_DIRTY)
+    }
+
     /// The same entry pointing at another frame (`pte_advance_pfn`-style).
     #[must_use]
     pub const fn with_pfn(self, pfn: Pfn) -> Self {
@@ -385,6 +428,30 @@ mod tests {
         assert_eq!((s.swp_type(), s.swp_offset()), (3, 0x1234));
     }
     use super::*;
+
+    #[test]
+    fn swap_entry_bits() {
+        // __swp_entry(0, 5): offset 5 inverted from bit 9 (after the 5 type bits are shifted
+        // out), type 0 in the top bits; the same raw values as tests/reference/test_paging.py.
+        let e = SwapEntry::to_pte(0, 5);
+        assert_eq!(e.raw(), 0x07ff_ffff_ffff_f400);
+        let x = e.swp_mkexclusive();
+        assert_eq!(x.raw(), 0x07ff_ffff_ffff_f408);
+        let EntryKind::Swap(s) = x.kind() else {
+            panic!("{x:?} is not a swap entry");
+        };
+        assert!(s.is_exclusive() && !s.is_soft_dirty());
+        assert_eq!((s.swp_type(), s.swp_offset()), (0, 5));
+        let back = x.swp_clear_exclusive();
+        assert_eq!(back, e);
+        let EntryKind::Swap(d) = back.swp_mksoft_dirty().kind() else {
+            panic!("a soft-dirty swap entry is a swap entry");
+        };
+        assert!(d.is_soft_dirty() && !d.is_exclusive() && d.swp_offset() == 5);
+        assert_eq!(SWP_EXCLUSIVE.bits(), 1 << 3);
+        assert_eq!(SWP_SOFT_DIRTY.bits(), 1 << 1);
+        assert_eq!(SWP_UFFD_WP.bits(), 1 << 2);
+    }
 
     #[test]
     fn real_bits() {
