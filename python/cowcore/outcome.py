@@ -216,6 +216,7 @@ class EventCode(IntEnum):
     TLB_FLUSH = 19
     DEFERRED_SPLIT = 20
     DEFERRED_UNQUEUE = 21
+    SPLIT_FAILED = 22
 
 
 class ZapCause(IntEnum):

@@ -452,6 +452,8 @@ class InspectionBackend(Protocol):
     # /proc/<pid>/smaps: one record per VMA, lowest first (docs/accounting.md).
     def smaps(self, pid: int) -> list[Smaps]: ...
     def check(self) -> None: ...
+    # drop_caches (2): the deferred-split shrinker splits the queued folios (split.rs).
+    def drop_caches(self) -> None: ...
 
 
 class EventsBackend(Protocol):
@@ -679,6 +681,11 @@ class Stats(Mapping[str, object]):
     """``THP_SPLIT_PAGE``: PMD-size folios split (``split`` of 2M)."""
     thp_deferred_split_page: int
     """``THP_DEFERRED_SPLIT_PAGE``: PMD-size folios queued as partially mapped."""
+    split_failed: Mapping[str, int]
+    """``MTHP_STAT_SPLIT_FAILED`` by size name: splits ``can_split_folio`` refused (the
+    deferred-split shrinker of ``drop_caches`` on a folio with a ``ref`` or a pin)."""
+    thp_split_page_failed: int
+    """``THP_SPLIT_PAGE_FAILED``: PMD-size folios that could not be split."""
 
     def __getitem__(self, key: str) -> object:
         if key not in STATS_KEYS:

@@ -152,6 +152,16 @@ pub enum Event {
         /// Its order.
         order: u32,
     },
+    // --- Folio splits (issue 16). `Split { order }` above is a successful one. ---
+    /// `split_folio()` refused a folio (`can_split_folio`: references beyond its mappings,
+    /// such as a `ref` or a pin; or no mapping left): `MTHP_STAT_SPLIT_FAILED`, and
+    /// `THP_SPLIT_PAGE_FAILED` for PMD size. Nothing else changes.
+    SplitFailed {
+        /// Its first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+    },
 }
 
 /// Why entries were zapped.
@@ -203,7 +213,7 @@ pub struct EventRecord {
 }
 
 /// The names of the event kinds by [`Event::code`] (0 is unused).
-pub const EVENT_NAMES: [&str; 22] = [
+pub const EVENT_NAMES: [&str; 23] = [
     "",
     "FAULT_READ",
     "FAULT_WRITE",
@@ -226,6 +236,7 @@ pub const EVENT_NAMES: [&str; 22] = [
     "TLB_FLUSH",
     "DEFERRED_SPLIT",
     "DEFERRED_UNQUEUE",
+    "SPLIT_FAILED",
 ];
 
 impl EventRecord {
@@ -277,6 +288,7 @@ impl Event {
             Event::TlbFlush { .. } => 19,
             Event::DeferredSplit { .. } => 20,
             Event::DeferredUnqueue { .. } => 21,
+            Event::SplitFailed { .. } => 22,
         }
     }
 
@@ -308,7 +320,8 @@ impl Event {
             Event::FolioAlloc { pfn, order }
             | Event::FolioFree { pfn, order }
             | Event::DeferredSplit { pfn, order }
-            | Event::DeferredUnqueue { pfn, order } => {
+            | Event::DeferredUnqueue { pfn, order }
+            | Event::SplitFailed { pfn, order } => {
                 r.pfn = pfn;
                 r.order = order as u8;
             }
@@ -389,9 +402,18 @@ impl Stats {
                 }
             }
             Event::Split { order } => {
+                // split_folio: MTHP_STAT_SPLIT, THP_SPLIT_PAGE, and the folio leaves
+                // MTHP_STAT_NR_ANON of its size (its pieces are order 0, uncounted).
                 Self::count_mthp(&mut self.split, order);
+                Self::gauge_mthp(&mut self.nr_anon, order, -1);
                 if order == PMD_ORDER {
                     self.thp_split_page += 1;
+                }
+            }
+            Event::SplitFailed { order, .. } => {
+                Self::count_mthp(&mut self.split_failed, order);
+                if order == PMD_ORDER {
+                    self.thp_split_page_failed += 1;
                 }
             }
             Event::FolioAlloc { order, .. } => Self::gauge_mthp(&mut self.nr_anon, order, 1),

@@ -228,6 +228,8 @@ pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAn
             n(s.thp_fault_fallback)?,
             n(s.thp_split_page)?,
             n(s.thp_deferred_split_page)?,
+            sizes(&s.split_failed)?,
+            n(s.thp_split_page_failed)?,
         ],
     )?;
     stats_class(py)?.call1(args)
