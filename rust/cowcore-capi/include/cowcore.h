@@ -397,6 +397,10 @@ enum cowcore_event_kind
    * `order`).
    */
   COWCORE_EVENT_KIND_DEFERRED_UNQUEUE = 21,
+  /**
+   * A folio `split_folio` refused (`pfn`, `order`): `split_failed`.
+   */
+  COWCORE_EVENT_KIND_SPLIT_FAILED = 22,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -642,6 +646,14 @@ typedef struct cowcore_stats_t {
    * `THP_DEFERRED_SPLIT_PAGE`.
    */
   uint64_t thp_deferred_split_page;
+  /**
+   * `MTHP_STAT_SPLIT_FAILED` per size (splits `can_split_folio` refused).
+   */
+  uint64_t split_failed[8];
+  /**
+   * `THP_SPLIT_PAGE_FAILED`.
+   */
+  uint64_t thp_split_page_failed;
 } cowcore_stats_t;
 
 #ifdef __cplusplus
