@@ -5,10 +5,17 @@ pages are freed, and a reference beyond the mappings makes can_split_folio refus
 
 from __future__ import annotations
 
-import cowcore
 import pytest
 
+import cowcore
+
 K = 4096
+
+
+def _pfn(p: cowcore.Process, addr: int) -> int:
+    pfn = p.translate(addr).pfn
+    assert pfn is not None
+    return pfn
 
 
 @pytest.fixture(params=["rust", "reference"])
@@ -27,7 +34,7 @@ def _machine(backend: str, profile: str = "6.12") -> tuple[cowcore.Machine, cowc
 
 def test_partial_64k_folio_is_split_and_its_unmapped_pages_freed(backend: str) -> None:
     m, p, a = _machine(backend)
-    frames = [p.translate(a + i * K).pfn for i in range(16)]
+    frames = [_pfn(p, a + i * K) for i in range(16)]
     free = m.free_frames()
     p.madvise(a, 4 * K, "dontneed")  # 12 of 16 pages stay mapped: partially mapped
     m.drop_caches()
@@ -46,11 +53,11 @@ def test_split_after_fork_lets_the_parent_reuse(backend: str) -> None:
     p.madvise(a + 12 * K, 4 * K, "dontneed")
     c = p.fork()
     m.drop_caches()
-    assert m.folio(p.translate(a).pfn).refcount == 2  # mapped by P and C
+    assert m.folio(_pfn(p, a)).refcount == 2  # mapped by P and C
     c.exit()
-    before = p.translate(a + K).pfn
+    before = _pfn(p, a + K)
     p.write(a + K, K, 2)  # an order-0 folio mapped once: reused, not copied (6.12)
-    assert p.translate(a + K).pfn == before
+    assert _pfn(p, a + K) == before
     assert m.stats().pgreuse == 1
     m.check()
 
@@ -62,7 +69,7 @@ def test_a_ref_blocks_the_split(backend: str) -> None:
     m.drop_caches()
     s = m.stats()
     assert s.split["64K"] == 0 and s.split_failed["64K"] == 1
-    assert m.folio(p.translate(a).pfn).order == 4  # still whole, still queued
+    assert m.folio(_pfn(p, a)).order == 4  # still whole, still queued
     p.unref(a, K)
     m.drop_caches()
     assert m.stats().split["64K"] == 1

@@ -103,7 +103,9 @@ def _thp_underused(k: Kernel, folio: Folio) -> bool:
     pages (a page's content is its first word in this model)."""
     if folio.order != HPAGE_PMD_ORDER:
         return False
-    zero = sum(1 for p in range(folio.pfn, folio.pfn + folio.nr_pages) if not k.phys.content.get(p, 0))
+    zero = sum(
+        1 for p in range(folio.pfn, folio.pfn + folio.nr_pages) if not k.phys.content.get(p, 0)
+    )
     return zero > MAX_PTES_NONE
 
 

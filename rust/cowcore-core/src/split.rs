@@ -2,7 +2,7 @@
 //! needs, and `split_folio`.
 //!
 //! * [`Kernel::drop_caches`] models writing 2 to `/proc/sys/vm/drop_caches`: `drop_slab()`
-//!   runs the shrinkers, among them `deferred_split_scan()` (mm/huge_memory.c), which walks
+//!   runs the shrinkers, among them `deferred_split_scan()` (`mm/huge_memory.c`), which walks
 //!   the deferred-split queue ([`PhysMem::deferred_queue`]) and splits each partially mapped
 //!   folio, and (6.12+) each PMD THP queued at its fault that `thp_underused` finds
 //!   underused; a fully used one leaves the queue.
