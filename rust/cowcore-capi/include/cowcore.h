@@ -962,6 +962,17 @@ cowcore_status cowcore_free_frames(struct cowcore_machine *m, uint64_t *out);
  */
 cowcore_status cowcore_check(struct cowcore_machine *m);
 
+/**
+ * `drop_caches` (writes 2 to `/proc/sys/vm/drop_caches`): the deferred-split shrinker
+ * splits the partially mapped large folios waiting on its queue, and on 6.12+ the underused
+ * PMD THPs queued at their fault (`cowcore_core::Machine::drop_caches`). A folio with
+ * references beyond its mappings is not split (`split_failed` of [`cowcore_stats`]).
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_drop_caches(struct cowcore_machine *m);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
