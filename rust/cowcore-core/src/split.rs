@@ -271,3 +271,131 @@ impl Kernel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::{Advice, Machine, Pfn, Profile, ThpMode, VirtAddr};
+
+    const K4: u64 = 4096;
+    const M1: u64 = 1 << 20;
+
+    /// A machine with 2M THPs always and one 2M mapping fully written (one PMD THP).
+    fn pmd_machine(profile: Profile, written: u64) -> (Machine, VirtAddr) {
+        let mut m = Machine::new(64 << 20, 4, profile).unwrap();
+        m.set_thp_enabled(ThpMode::Always);
+        let a = m.mmap(1, 2 * M1).unwrap();
+        m.write(1, a, written, 1).unwrap();
+        (m, a)
+    }
+
+    fn pfn(m: &Machine, pid: u32, a: VirtAddr) -> Pfn {
+        m.translate(pid, a).unwrap().pfn.unwrap()
+    }
+
+    /// Half of a PMD THP dropped: the madvise splits the PMD (the folio stays whole,
+    /// partially mapped), `drop_caches` splits the folio: 256 order-0 folios on the same
+    /// frames, each with refcount 1, and the 256 dropped pages freed.
+    #[test]
+    fn a_partially_mapped_thp_is_split_in_place() {
+        for profile in [Profile::V6_1, Profile::V6_12, Profile::V6_15] {
+            let (mut m, a) = pmd_machine(profile, 2 * M1);
+            let head = pfn(&m, 1, a);
+            m.madvise(1, a.checked_add(M1).unwrap(), M1, Advice::DontNeed)
+                .unwrap();
+            let free = m.free_frames();
+            assert_eq!(m.folio(head).unwrap().order, 9);
+            m.drop_caches().unwrap();
+            let s = m.stats();
+            assert_eq!((s.split[7], s.thp_split_page, s.nr_anon[7]), (1, 1, 0));
+            assert_eq!(m.free_frames(), free + 256);
+            let last = a.checked_add(M1 - K4).unwrap();
+            let f = m.folio(pfn(&m, 1, last)).unwrap();
+            assert_eq!((f.order, f.refcount, f.pfn), (0, 1, head.as_u64() + 255));
+            assert_eq!(m.rss_anon(1).unwrap(), 256);
+            m.check().unwrap();
+        }
+    }
+
+    /// The child's PMD keeps the folio whole until it exits; then the folio is partially
+    /// mapped, split by `drop_caches`, and the parent's write to a page fork left read-only
+    /// reuses it (an order-0 folio mapped once). Without the split 6.12 would copy.
+    #[test]
+    fn after_the_split_a_write_reuses() {
+        let (mut m, a) = pmd_machine(Profile::V6_12, 2 * M1);
+        let c = m.fork(1).unwrap();
+        m.madvise(1, a.checked_add(M1).unwrap(), M1, Advice::DontNeed)
+            .unwrap();
+        assert_eq!(m.stats().thp_deferred_split_page, 0); // C's PMD maps every page
+        m.exit(c).unwrap();
+        assert_eq!(m.stats().thp_deferred_split_page, 1);
+        m.drop_caches().unwrap();
+        let before = pfn(&m, 1, a);
+        m.write(1, a, K4, 2).unwrap();
+        assert_eq!(pfn(&m, 1, a), before);
+        assert_eq!((m.stats().pgreuse, m.stats().cow_copy), (1, 0));
+        m.check().unwrap();
+    }
+
+    /// 6.12+: a THP written in one page is queued at its fault and underused (511 zero-filled
+    /// pages): `drop_caches` splits it, maps the 511 pages to the zero page and frees them.
+    /// 6.1 queues nothing at fault: the THP stays.
+    #[test]
+    fn an_underused_thp_is_split_on_6_12() {
+        for (profile, split) in [(Profile::V6_1, false), (Profile::V6_12, true)] {
+            let (mut m, a) = pmd_machine(profile, K4);
+            let free = m.free_frames();
+            m.drop_caches().unwrap();
+            let s = m.stats();
+            assert_eq!(s.thp_split_page, u64::from(split));
+            if split {
+                assert_eq!(s.thp_split_pmd, 1);
+                assert_eq!(m.free_frames(), free + 511);
+                assert_eq!(m.rss_anon(1).unwrap(), 1);
+                let t = m.translate(1, a.checked_add(K4).unwrap()).unwrap();
+                assert_eq!(t.pfn.unwrap().as_u64(), u64::from(m.k.mem.zero_pfn));
+            } else {
+                assert_eq!(m.folio(pfn(&m, 1, a)).unwrap().order, 9);
+            }
+            m.check().unwrap();
+        }
+    }
+
+    /// A `ref` is a reference beyond the mappings: the split is refused once per
+    /// `drop_caches` (`split_failed`), the folio stays whole and queued; after `unref` it is
+    /// split.
+    #[test]
+    fn a_reference_blocks_the_split() {
+        let (mut m, a) = pmd_machine(Profile::V6_15, 2 * M1);
+        m.ref_pages(1, a, K4).unwrap();
+        m.madvise(1, a.checked_add(M1).unwrap(), M1, Advice::DontNeed)
+            .unwrap();
+        m.drop_caches().unwrap();
+        m.drop_caches().unwrap();
+        let s = m.stats();
+        assert_eq!(
+            (s.split_failed[7], s.thp_split_page_failed, s.split[7]),
+            (2, 2, 0)
+        );
+        assert_eq!(m.folio(pfn(&m, 1, a)).unwrap().order, 9);
+        m.unref_pages(1, a, K4).unwrap();
+        m.drop_caches().unwrap();
+        assert_eq!(m.stats().split[7], 1);
+        m.check().unwrap();
+    }
+
+    /// The reverse map finds a PMD THP at the same address in the parent and the child.
+    #[test]
+    fn rmap_walk_finds_every_mm() {
+        let (mut m, a) = pmd_machine(Profile::V6_15, 2 * M1);
+        let c = m.fork(1).unwrap();
+        let head = pfn(&m, 1, a).as_u64() as u32;
+        let hits = m.k.rmap_walk(&BTreeSet::from([head]));
+        let got: Vec<(u32, u64, bool)> = hits[&head]
+            .iter()
+            .map(|h| (h.pid, h.addr.as_u64(), h.pmd))
+            .collect();
+        assert_eq!(got, [(1, a.as_u64(), true), (c, a.as_u64(), true)]);
+    }
+}
