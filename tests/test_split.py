@@ -74,3 +74,35 @@ def test_a_ref_blocks_the_split(backend: str) -> None:
     m.drop_caches()
     assert m.stats().split["64K"] == 1
     m.check()
+
+
+def test_trace_shows_the_split_and_the_refusal(backend: str) -> None:
+    """``cowcore trace`` reports ``drop_caches``' splits and refusals with the line."""
+    from cowcore.outcome import EventRecord  # noqa: PLC0415
+    from cowcore.scenario import Scenario  # noqa: PLC0415
+    from cowcore.trace import format_event, trace_scenario  # noqa: PLC0415
+
+    text = "\n".join(
+        [
+            "kernel 6.12",
+            "thp size 64K always",
+            "P mmap A 2M",
+            "P write A 0 64K 1",
+            "P ref A 0 4K",
+            "P madvise A 32K 32K dontneed",
+            "drop_caches",
+            "P unref A 0 4K",
+            "drop_caches",
+        ]
+    )
+    lines: list[str] = []
+
+    def on_event(line: int, e: EventRecord) -> None:
+        lines.append(format_event(line, e))
+
+    trace_scenario(Scenario.parse(text), backend=backend, on_event=on_event)
+    shown = [x for x in lines if "split" in x]
+    assert len(shown) == 2
+    assert shown[0].startswith("line 7: split refused: the 64K folio at frame ")
+    assert shown[1].startswith("line 9: split: the 64K folio at frame ")
+    assert "16 order-0 folios" in shown[1]

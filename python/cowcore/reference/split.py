@@ -132,7 +132,7 @@ def split_folio(k: Kernel, folio: Folio, mappings: list[RmapHit]) -> None:
     if folio.partially_mapped:
         k.emit(Event(EventKind.DEFERRED_UNQUEUE, order, pfn=head))
     k.deferred_queue.discard(head)
-    k.emit(Event(EventKind.SPLIT, order))
+    k.emit(Event(EventKind.SPLIT, order, pfn=head))
     for i in range(nr):
         m = folio.page_mapcount[i]
         piece = Folio(

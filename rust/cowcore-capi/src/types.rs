@@ -181,7 +181,7 @@ pub enum CowcoreEventKind {
     AnonFaultAlloc = 4,
     /// `MTHP_STAT_ANON_FAULT_FALLBACK` (`order`).
     AnonFaultFallback = 5,
-    /// `MTHP_STAT_SPLIT` (`order`; not emitted yet).
+    /// `MTHP_STAT_SPLIT`: a folio split by `split_folio` (`pfn`, `order`).
     Split = 6,
     /// `THP_FAULT_ALLOC`.
     ThpFaultAlloc = 7,

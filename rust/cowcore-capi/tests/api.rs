@@ -102,7 +102,7 @@ fn event_kinds_and_records_are_the_cores() {
         (K::FaultWp, Event::FaultWp),
         (K::AnonFaultAlloc, Event::AnonFaultAlloc { order: 4 }),
         (K::AnonFaultFallback, Event::AnonFaultFallback { order: 4 }),
-        (K::Split, Event::Split { order: 4 }),
+        (K::Split, Event::Split { pfn: 0, order: 4 }),
         (K::ThpFaultAlloc, Event::ThpFaultAlloc),
         (K::ThpSplitPmd, Event::ThpSplitPmd),
         (K::Pgreuse, Event::PgReuse),

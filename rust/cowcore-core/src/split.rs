@@ -217,7 +217,10 @@ impl Kernel {
             });
         }
         self.mem.deferred_queue.remove(&head);
-        self.events.emit(Event::Split { order });
+        self.events.emit(Event::Split {
+            pfn: u64::from(head),
+            order,
+        });
         self.mem.split_folio_frames(folio);
         if self.cfg.queues_pmd_thp_at_fault() {
             self.map_unused_to_zeropage(head, nr, &ptes)?;
