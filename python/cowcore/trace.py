@@ -180,15 +180,16 @@ address spaces, and the folio splits of ``drop_caches``."""
 
 def format_event(line: int, e: EventRecord) -> str:
     """A ``Fork``, ``Zap``, ``Mprotect``, ``Split`` or ``SplitFailed`` event as one line."""
+    size = _SIZE_OF_ORDER.get(e.order, str(e.order))
     if e.kind is EventCode.SPLIT:
         return (
-            f"line {line}: split: the {_SIZE_OF_ORDER.get(e.order, str(e.order))} folio at frame {e.pfn} became "
+            f"line {line}: split: the {size} folio at frame {e.pfn} became "
             f"{1 << e.order} order-0 folios on the same frames (split_folio)"
         )
     if e.kind is EventCode.SPLIT_FAILED:
         return (
-            f"line {line}: split refused: the {_SIZE_OF_ORDER.get(e.order, str(e.order))} folio at frame {e.pfn} "
-            "has references beyond its mappings (can_split_folio); it stays whole and queued"
+            f"line {line}: split refused: the {size} folio at frame {e.pfn} has references "
+            "beyond its mappings (can_split_folio); it stays whole and queued"
         )
     span = "whole mm" if e.end == WHOLE_MM_END else f"[{e.start:#x}, {e.end:#x})"
     entries = f"{e.nr} PTEs, {e.pmds} huge PMDs"

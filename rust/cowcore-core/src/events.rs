@@ -318,8 +318,9 @@ impl Event {
             | Event::PgReuse
             | Event::CowCopy
             | Event::HugeZeroWrite => {}
-            Event::AnonFaultAlloc { order }
-            | Event::AnonFaultFallback { order } => r.order = order as u8,
+            Event::AnonFaultAlloc { order } | Event::AnonFaultFallback { order } => {
+                r.order = order as u8;
+            }
             Event::FolioAlloc { pfn, order }
             | Event::Split { pfn, order }
             | Event::FolioFree { pfn, order }

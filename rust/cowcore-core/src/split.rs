@@ -1,21 +1,21 @@
 //! Folio splits by the deferred-split shrinker (issue 16): `drop_caches`, the reverse map it
 //! needs, and `split_folio`.
 //!
-//! * [`Kernel::drop_caches`] models writing 2 to `/proc/sys/vm/drop_caches`: `drop_slab()`
-//!   runs the shrinkers, among them `deferred_split_scan()` (`mm/huge_memory.c`), which walks
-//!   the deferred-split queue ([`PhysMem::deferred_queue`]) and splits each partially mapped
+//! * `Kernel::drop_caches` (public as `Machine::drop_caches`) models writing 2 to
+//!   `/proc/sys/vm/drop_caches`: `drop_slab()` runs the shrinkers, among them `deferred_split_scan()` (`mm/huge_memory.c`), which walks
+//!   the deferred-split queue (`PhysMem::deferred_queue`) and splits each partially mapped
 //!   folio, and (6.12+) each PMD THP queued at its fault that `thp_underused` finds
 //!   underused; a fully used one leaves the queue.
-//! * [`Kernel::rmap_walk`] answers which `(mm, address)` map a folio, the question
+//! * `Kernel::rmap_walk` answers which `(mm, address)` map a folio, the question
 //!   `rmap_walk_anon` answers from `folio->mapping` (the `anon_vma`) and `folio->index`:
 //!   here, a walk of the page tables of every VMA that has an `anon_vma`, in pid order and
 //!   address order. It is the one place a split (and later swap-out and collapse) finds the
 //!   mappings of a folio in every process; `check()` holds that it finds exactly the entries
 //!   that the folio's counters account for.
-//! * [`Kernel::split_folio`] is `split_folio()` → `__folio_split` to order 0 for an anonymous
+//! * `Kernel::split_folio` is `split_folio()` → `__folio_split` to order 0 for an anonymous
 //!   folio: `can_split_folio`, the PMD mappings split first (`unmap_folio` with
 //!   `TTU_SPLIT_HUGE_PMD`), the frames carved into order-0 folios
-//!   ([`PhysMem::split_folio_frames`]), the zero-filled pages remapped to the shared zero page
+//!   (`PhysMem::split_folio_frames`), the zero-filled pages remapped to the shared zero page
 //!   (6.12+, `try_to_map_unused_to_zeropage`), and the pages nothing maps freed, tails first
 //!   and the head last (`free_page_and_swap_cache` of the tails, then the shrinker's
 //!   `folio_put`).
