@@ -489,6 +489,7 @@ class Machine:
                 split_deferred=s.split_deferred[size],
                 nr_anon=s.nr_anon[size],
                 nr_anon_partially_mapped=s.nr_anon_partially_mapped[size],
+                split_failed=s.split_failed[size],
             )
             for size in THP_SIZES
         }

@@ -738,6 +738,7 @@ class Vmstat:
     thp_split_pmd: int
     thp_split_page: int
     thp_deferred_split_page: int
+    thp_split_page_failed: int
     pgreuse: int
 
 
@@ -745,7 +746,8 @@ class Vmstat:
 class MthpStats:
     """One size's ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` files
     that the model keeps (``Machine.mthp_stats()``): four event counts since the machine
-    started and two gauges (``nr_anon*``: how many such folios exist now)."""
+    started and two gauges (``nr_anon*``: how many such folios exist now), then
+    ``split_failed`` (issue 16: splits ``can_split_folio`` refused)."""
 
     anon_fault_alloc: int
     anon_fault_fallback: int
@@ -753,6 +755,7 @@ class MthpStats:
     split_deferred: int
     nr_anon: int
     nr_anon_partially_mapped: int
+    split_failed: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -892,6 +892,7 @@ impl Machine {
             thp_split_pmd: s.thp_split_pmd,
             thp_split_page: s.thp_split_page,
             thp_deferred_split_page: s.thp_deferred_split_page,
+            thp_split_page_failed: s.thp_split_page_failed,
             pgreuse: s.pgreuse,
         }
     }

@@ -76,6 +76,8 @@ pub struct Vmstat {
     pub thp_split_page: u64,
     /// `thp_deferred_split_page`.
     pub thp_deferred_split_page: u64,
+    /// `thp_split_page_failed`.
+    pub thp_split_page_failed: u64,
     /// `pgreuse`.
     pub pgreuse: u64,
 }

@@ -247,6 +247,7 @@ pub(crate) fn vmstat<'py>(py: Python<'py>, v: &Vmstat) -> PyResult<Bound<'py, Py
         v.thp_split_pmd,
         v.thp_split_page,
         v.thp_deferred_split_page,
+        v.thp_split_page_failed,
         v.pgreuse,
     ))
 }
