@@ -127,6 +127,9 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
             if method == "pid_max":
                 m.pid_max = extra
                 return m.pid_max
+            if method == "drop_caches":
+                m.drop_caches()
+                return None
             if method == "policy":
                 name = API_POLICY_NAMES[extra[0] % len(API_POLICY_NAMES)]
                 setattr(m.policy, name, API_POLICY_VALUES[extra[1] % len(API_POLICY_VALUES)])

@@ -208,10 +208,10 @@ API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
     *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max", "mremap"],
-    *["ref", "unref", "pin", "unpin", "unshare"],
+    *["ref", "unref", "pin", "unpin", "unshare", "drop_caches"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle;
-``pid_max``: sets ``Machine.pid_max``)."""
+``pid_max``: sets ``Machine.pid_max``; ``drop_caches``: ``Machine.drop_caches``)."""
 API_METHOD_WEIGHTS = {"write": 3, "fork": 2, "access_batch": 2}
 API_WRITE_FLAGS: list[Any] = [True, False, True, False, 1, 0, None, "yes", np.bool_(True)]
 """``access``'s ``write``: bools, and near misses that must be refused."""
@@ -430,8 +430,9 @@ def program_ops() -> st.SearchStrategy[Op]:
     likely), reads, forks (twice), exits, MADV_DONTNEED, mprotect, munmap, a ``touch`` (a
     read from outside, which must change nothing any process reads), an ``mremap`` round trip
     (out to a fresh address, optionally written there, and back), and issue 16's ``ref``,
-    ``pin`` (held until a later ``drop`` of the process's newest hold, or exit) and
-    ``unshare``, none of which may change what any process reads."""
+    ``pin`` (held until a later ``drop`` of the process's newest hold, or exit),
+    ``unshare`` and ``drop_caches`` (folio splits), none of which may change what any
+    process reads."""
     who = st.integers(0, 1 << 16)  # taken modulo the live processes when applied
     return st.one_of(
         st.tuples(st.just("write"), who, program_ranges()),
@@ -450,6 +451,7 @@ def program_ops() -> st.SearchStrategy[Op]:
         st.tuples(st.just("pin"), who, program_ranges()),
         st.tuples(st.just("drop"), who),
         st.tuples(st.just("unshare"), who, program_ranges()),
+        st.tuples(st.just("drop_caches"), who),
     )
 
 

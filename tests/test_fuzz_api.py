@@ -79,6 +79,9 @@ class Side:
         if method == "pid_max":
             self.m.pid_max = args[0]
             return self.m.pid_max
+        if method == "drop_caches":
+            self.m.drop_caches()
+            return None
         if method == "exit" and len(self.m.processes()) == 1 and p.alive:
             return None  # keep one process, so the run goes on
         if method == "observe_iter":

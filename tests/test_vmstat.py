@@ -36,7 +36,7 @@ def test_fresh_machine(make_machine: MachineFactory, profile: str) -> None:
     assert (v.nr_anon_pages, v.nr_anon_transparent_hugepages) == (0, 0)
     assert v.nr_page_table_pages == 1  # init's PGD
     assert v.nr_free_pages == m.free_frames()
-    assert all(s == MthpStats(0, 0, 0, 0, 0, 0) for s in m.mthp_stats().values())
+    assert all(s == MthpStats(0, 0, 0, 0, 0, 0, 0) for s in m.mthp_stats().values())
     assert list(m.mthp_stats()) == ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"]
     info = m.meminfo()
     assert info == Meminfo(65536, m.free_frames() * 4, 0, 0, 4)
@@ -51,15 +51,15 @@ def test_dontneed_of_part_of_a_folio_queues_it_once(
     p = m.init
     a = aligned(p, 64 * KiB)
     p.write(a, 64 * KiB)
-    assert mthp(m, "64K") == MthpStats(1, 0, 0, 0, 1, 0)
+    assert mthp(m, "64K") == MthpStats(1, 0, 0, 0, 1, 0, 0)
     assert m.vmstat().nr_anon_pages == 16
     p.madvise(a, 2 * PAGE, "dontneed")
-    assert mthp(m, "64K") == MthpStats(1, 0, 0, 1, 1, 1)
+    assert mthp(m, "64K") == MthpStats(1, 0, 0, 1, 1, 1, 0)
     assert m.vmstat().nr_anon_pages == 14
     p.madvise(a + 4 * PAGE, PAGE, "dontneed")  # already queued: no second count
     assert mthp(m, "64K").split_deferred == 1
     p.madvise(a, 64 * KiB, "dontneed")  # the rest: freed, and off the queue
-    assert mthp(m, "64K") == MthpStats(1, 0, 0, 1, 0, 0)
+    assert mthp(m, "64K") == MthpStats(1, 0, 0, 1, 0, 0, 0)
     assert m.vmstat().nr_anon_pages == 0
 
 
@@ -76,10 +76,10 @@ def test_unmapping_what_another_mm_still_maps_is_not_partial(
     assert mthp(m, "32K").split_deferred == 0
     assert m.vmstat().nr_anon_pages == 8
     c.exit()  # now pages 0..2 are mapped by nothing, 3..7 by the parent
-    assert mthp(m, "32K") == MthpStats(1, 0, 0, 1, 1, 1)
+    assert mthp(m, "32K") == MthpStats(1, 0, 0, 1, 1, 1, 0)
     assert m.vmstat().nr_anon_pages == 5
     p.exit()
-    assert mthp(m, "32K") == MthpStats(1, 0, 0, 1, 0, 0)
+    assert mthp(m, "32K") == MthpStats(1, 0, 0, 1, 0, 0, 0)
 
 
 def test_copy_after_the_child_exits(make_machine: MachineFactory, profile: str) -> None:
@@ -112,7 +112,7 @@ def test_pmd_thp_split_then_partial_munmap(make_machine: MachineFactory, profile
     v = m.vmstat()
     assert (v.nr_anon_pages, v.nr_anon_transparent_hugepages) == (496, 0)
     assert (v.thp_split_pmd, v.thp_deferred_split_page) == (1, 1)
-    assert mthp(m, "2M") == MthpStats(1, 0, 0, 1, 1, 1)
+    assert mthp(m, "2M") == MthpStats(1, 0, 0, 1, 1, 1, 0)
     assert m.meminfo().anon_huge_pages == 0
 
 
@@ -126,7 +126,7 @@ def test_whole_pmd_unmap_is_not_partial(make_machine: MachineFactory, profile: s
     p.munmap(a, 2 * MiB)
     assert m.vmstat().nr_anon_transparent_hugepages == 1  # the child's PMD still maps it
     c.exit()
-    assert mthp(m, "2M") == MthpStats(1, 0, 0, 0, 0, 0)
+    assert mthp(m, "2M") == MthpStats(1, 0, 0, 0, 0, 0, 0)
     assert m.vmstat().nr_anon_pages == 0
 
 
@@ -157,7 +157,7 @@ def test_events_fold_into_the_counters(make_machine: MachineFactory) -> None:
     assert kinds == [EventCode.DEFERRED_SPLIT, EventCode.DEFERRED_UNQUEUE]
     split = next(r for r in rec.records() if r.kind == EventCode.DEFERRED_SPLIT)
     assert (split.order, split.pfn) == (2, head)
-    assert mthp(m, "16K") == MthpStats(1, 0, 0, 1, 0, 0)
+    assert mthp(m, "16K") == MthpStats(1, 0, 0, 1, 0, 0, 0)
 
 
 @pytest.mark.parametrize("kernel", ["6.12", "6.15"])

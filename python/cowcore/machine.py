@@ -489,6 +489,7 @@ class Machine:
                 split_deferred=s.split_deferred[size],
                 nr_anon=s.nr_anon[size],
                 nr_anon_partially_mapped=s.nr_anon_partially_mapped[size],
+                split_failed=s.split_failed[size],
             )
             for size in THP_SIZES
         }
@@ -504,6 +505,17 @@ class Machine:
             anon_huge_pages=v.nr_anon_transparent_hugepages * 512 * kb,
             page_tables=v.nr_page_table_pages * kb,
         )
+
+    def drop_caches(self) -> None:
+        """Write 2 to ``/proc/sys/vm/drop_caches``: the shrinkers run once, among them the
+        deferred-split queue's (``deferred_split_scan``). Every partially mapped large folio
+        waiting there is split into order-0 folios on the same frames (PMD mappings split
+        first, unmapped pages freed; on 6.12+ zero-filled pages mapped to the shared zero
+        page); one with references beyond its mappings (``ref``, ``pin``) cannot be split
+        (``split_failed``) and stays queued. On 6.12+ a PMD THP with a zero-filled page is
+        split as underused (``thp_underused`` with the kernel runner's ``max_ptes_none`` 0).
+        DESIGN.md "Splits"."""
+        self._b.drop_caches()
 
     def check(self) -> None:
         """Recompute every counter from the page tables and verify the invariants.

@@ -216,6 +216,7 @@ class EventCode(IntEnum):
     TLB_FLUSH = 19
     DEFERRED_SPLIT = 20
     DEFERRED_UNQUEUE = 21
+    SPLIT_FAILED = 22
 
 
 class ZapCause(IntEnum):
@@ -236,7 +237,7 @@ class EventRecord:
 
     ``asid`` is the address space (``FORK``: the parent; ``asid2`` the child); ``pfn`` the
     folio's first frame (``FOLIO_ALLOC``/``FOLIO_FREE``/``PAGES_ZEROED``/``DEFERRED_SPLIT``/
-    ``DEFERRED_UNQUEUE``, with ``order``) or the copy's
+    ``DEFERRED_UNQUEUE``/``SPLIT``/``SPLIT_FAILED``, with ``order``) or the copy's
     source (``PAGES_COPIED``, ``pfn2`` its destination); ``start``/``end`` the range
     (``ZAP``, ``MPROTECT``, ``TLB_FLUSH``); ``nr`` the frames zeroed or copied, or the PTEs
     (``FORK``, ``ZAP``, ``MPROTECT``); ``pmds`` the huge PMDs of those three.

@@ -459,6 +459,8 @@ class InspectionBackend(Protocol):
     # /proc/<pid>/smaps: one record per VMA, lowest first (docs/accounting.md).
     def smaps(self, pid: int) -> list[Smaps]: ...
     def check(self) -> None: ...
+    # drop_caches (2): the deferred-split shrinker splits the queued folios (split.rs).
+    def drop_caches(self) -> None: ...
 
 
 class EventsBackend(Protocol):
@@ -686,6 +688,11 @@ class Stats(Mapping[str, object]):
     """``THP_SPLIT_PAGE``: PMD-size folios split (``split`` of 2M)."""
     thp_deferred_split_page: int
     """``THP_DEFERRED_SPLIT_PAGE``: PMD-size folios queued as partially mapped."""
+    split_failed: Mapping[str, int]
+    """``MTHP_STAT_SPLIT_FAILED`` by size name: splits ``can_split_folio`` refused (the
+    deferred-split shrinker of ``drop_caches`` on a folio with a ``ref`` or a pin)."""
+    thp_split_page_failed: int
+    """``THP_SPLIT_PAGE_FAILED``: PMD-size folios that could not be split."""
 
     def __getitem__(self, key: str) -> object:
         if key not in STATS_KEYS:
@@ -738,6 +745,7 @@ class Vmstat:
     thp_split_pmd: int
     thp_split_page: int
     thp_deferred_split_page: int
+    thp_split_page_failed: int
     pgreuse: int
 
 
@@ -745,7 +753,8 @@ class Vmstat:
 class MthpStats:
     """One size's ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` files
     that the model keeps (``Machine.mthp_stats()``): four event counts since the machine
-    started and two gauges (``nr_anon*``: how many such folios exist now)."""
+    started and two gauges (``nr_anon*``: how many such folios exist now), then
+    ``split_failed`` (issue 16: splits ``can_split_folio`` refused)."""
 
     anon_fault_alloc: int
     anon_fault_fallback: int
@@ -753,6 +762,7 @@ class MthpStats:
     split_deferred: int
     nr_anon: int
     nr_anon_partially_mapped: int
+    split_failed: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,14 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
+class DropCaches:
+    """``drop_caches``: the shrinkers run once; the deferred-split queue's splits the
+    partially mapped large folios waiting there (``Machine.drop_caches``)."""
+
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
 class ThpEnabled:
     """``thp enabled MODE``: ``transparent_hugepage/enabled``."""
 
@@ -257,6 +265,7 @@ class Exit:
 Statement: TypeAlias = (
     Kernel
     | Stats
+    | DropCaches
     | ThpEnabled
     | ThpSize
     | ThpZeroPage
@@ -379,6 +388,10 @@ def _parse_kernel(lineno: int, _proc: str, args: Sequence[str]) -> Kernel:
 
 def _parse_stats(lineno: int, _proc: str, _args: Sequence[str]) -> Stats:
     return Stats(lineno)
+
+
+def _parse_drop_caches(lineno: int, _proc: str, _args: Sequence[str]) -> DropCaches:
+    return DropCaches(lineno)
 
 
 def _parse_thp_enabled(lineno: int, _proc: str, args: Sequence[str]) -> ThpEnabled:
@@ -603,6 +616,9 @@ class _Runner:
     def run_stats(self, st: Stats) -> None:
         per_size = self.m.config.per_size_thp_stats
         self.emit({"stats": format_stats(self.m.stats(), per_size=per_size)})
+
+    def run_drop_caches(self, st: DropCaches) -> None:
+        self.m.drop_caches()
 
     def run_thp_enabled(self, st: ThpEnabled) -> None:
         self.m.thp.enabled = st.mode
@@ -855,6 +871,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("thp zero_page on|off", ThpZeroPage, _parse_thp_zero_page, _Runner.run_thp_zero_page),
     Verb("policy POLICY on|off", SetPolicy, _parse_policy, _Runner.run_policy),
     Verb("stats", Stats, _parse_stats, _Runner.run_stats),
+    Verb("drop_caches", DropCaches, _parse_drop_caches, _Runner.run_drop_caches),
     Verb("P mmap NAME LEN", Mmap, _parse_mmap, _Runner.run_mmap),
     Verb("P munmap NAME OFF LEN", Munmap, _parse_munmap, _Runner.run_munmap),
     Verb("P mprotect NAME OFF LEN r|rw|none", Mprotect, _parse_mprotect, _Runner.run_mprotect),

@@ -40,7 +40,7 @@ from cowcore.outcome import (
     Outcome,
     ZapCause,
 )
-from cowcore.protocol import FolioSnapshot, PageObservation
+from cowcore.protocol import THP_SIZES, FolioSnapshot, PageObservation
 from cowcore.recording import Recording
 from cowcore.scenario import Observation, Read, Scenario, Statement, Unshare, Write, _Runner
 
@@ -165,13 +165,32 @@ def _batches(before: Sequence[PageObservation]) -> list[tuple[int, int]]:
     return runs
 
 
-_SHOWN_EVENTS = [int(EventCode.FORK), int(EventCode.ZAP), int(EventCode.MPROTECT)]
+_SIZE_OF_ORDER = {order: name for name, order in THP_SIZES.items()}
+
+_SHOWN_EVENTS = [
+    int(EventCode.FORK),
+    int(EventCode.ZAP),
+    int(EventCode.MPROTECT),
+    int(EventCode.SPLIT),
+    int(EventCode.SPLIT_FAILED),
+]
 """The events ``on_event`` reports: what a statement other than a read or write did to the
-address spaces."""
+address spaces, and the folio splits of ``drop_caches``."""
 
 
 def format_event(line: int, e: EventRecord) -> str:
-    """A ``Fork``, ``Zap`` or ``Mprotect`` event as one line."""
+    """A ``Fork``, ``Zap``, ``Mprotect``, ``Split`` or ``SplitFailed`` event as one line."""
+    size = _SIZE_OF_ORDER.get(e.order, str(e.order))
+    if e.kind is EventCode.SPLIT:
+        return (
+            f"line {line}: split: the {size} folio at frame {e.pfn} became "
+            f"{1 << e.order} order-0 folios on the same frames (split_folio)"
+        )
+    if e.kind is EventCode.SPLIT_FAILED:
+        return (
+            f"line {line}: split refused: the {size} folio at frame {e.pfn} has references "
+            "beyond its mappings (can_split_folio); it stays whole and queued"
+        )
     span = "whole mm" if e.end == WHOLE_MM_END else f"[{e.start:#x}, {e.end:#x})"
     entries = f"{e.nr} PTEs, {e.pmds} huge PMDs"
     if e.kind is EventCode.FORK:
@@ -317,7 +336,8 @@ def trace_scenario(
 
     A run-time error ends the trace as it ends the run: :attr:`Trace.error` holds it, and
     the observations end with the error observation. ``on_event`` (if given) is called with
-    the line and each ``Fork``, ``Zap`` and ``Mprotect`` event of the other statements.
+    the line and each ``Fork``, ``Zap``, ``Mprotect``, ``Split`` and ``SplitFailed`` event of the
+    other statements.
     """
     runner = _TraceRunner(
         kernel or scenario.kernel or "6.15",

@@ -50,7 +50,7 @@ _ENABLED = {"always", "madvise", "never"}
 _SIZE_ENABLED = {"always", "madvise", "inherit", "never"}
 _PROTS = {"r", "rw", "none"}
 _ADVICE = {"hugepage", "nohugepage", "dontneed", "dontfork", "dofork", "wipeonfork", "keeponfork"}
-_GLOBAL = {"kernel", "thp", "stats", "policy"}
+_GLOBAL = {"kernel", "thp", "stats", "policy", "drop_caches"}
 # The simulator's policy toggles that a `policy` statement may name (its own copy: see
 # CONTRIBUTING.md "Independence").
 POLICIES = frozenset(
@@ -202,6 +202,11 @@ class _Compiler:
             if args:
                 raise self.error("stats takes no arguments")
             self.body.append(f"X {self.lineno}")
+            return
+        if head == "drop_caches":
+            if args:
+                raise self.error("drop_caches takes no arguments")
+            self.body.append(f"D {self.lineno}")
             return
         if head == "thp":
             self.thp(args)

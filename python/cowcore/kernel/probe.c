@@ -10,6 +10,7 @@
  *   M IDX NAME                 mapping IDX is called NAME
  *   K LINE FILE VALUE          write VALUE to /sys/kernel/mm/transparent_hugepage/FILE
  *   X LINE                     stats
+ *   D LINE                     drop_caches (write 2 to /proc/sys/vm/drop_caches)
  *   C LINE PROC VERB ARGS...   a process statement, names replaced by indices, sizes in bytes:
  *                              mmap MAP LEN | munmap MAP OFF LEN | mprotect MAP OFF LEN r|rw|none
  *                              madvise MAP OFF LEN ADVICE | write MAP OFF LEN VALUE
@@ -1893,6 +1894,15 @@ int main(int argc, char **argv)
 			cur_line = atoi(tok[1]);
 			print_stats();
 			out_flush();
+		} else if (kind == 'D' && ntok >= 2) {
+			/* drop_caches: drop_slab() runs every shrinker, the deferred-split one among
+			 * them (deferred_split_scan() in mm/huge_memory.c); split folios free their
+			 * unmapped pages, whose names retire. */
+			cur_line = atoi(tok[1]);
+			if (write_file("/proc/sys/vm/drop_caches", "2"))
+				scenario_error("cannot write 2 to /proc/sys/vm/drop_caches");
+			else
+				retire_unmapped();
 		} else if (kind == 'C' && ntok >= 4) {
 			cur_line = atoi(tok[1]);
 			int p = parse_idx(tok[2], MAXPROC);

@@ -40,7 +40,7 @@ from cowcore.protocol import (
     check_u64,
 )
 from cowcore.reference import check as check_mod
-from cowcore.reference import fault, fork, gup, mremap, vma_ops
+from cowcore.reference import fault, fork, gup, mremap, split, vma_ops
 from cowcore.reference import paging as pg
 from cowcore.reference import smaps as smaps_mod
 from cowcore.reference.kernel import PID_MAX_LIMIT, PID_MAX_MIN, Kernel
@@ -561,6 +561,8 @@ class ReferenceBackend:
             thp_fault_fallback=s.thp_fault_fallback,
             thp_split_page=s.thp_split_page,
             thp_deferred_split_page=s.thp_deferred_split_page,
+            split_failed=dict(s.split_failed),
+            thp_split_page_failed=s.thp_split_page_failed,
         )
 
     def vmstat(self) -> Vmstat:
@@ -584,6 +586,7 @@ class ReferenceBackend:
             thp_split_pmd=s.thp_split_pmd,
             thp_split_page=s.thp_split_page,
             thp_deferred_split_page=s.thp_deferred_split_page,
+            thp_split_page_failed=s.thp_split_page_failed,
             pgreuse=s.pgreuse,
         )
 
@@ -599,3 +602,6 @@ class ReferenceBackend:
 
     def check(self) -> None:
         check_mod.check(self._k)
+
+    def drop_caches(self) -> None:
+        split.drop_caches(self._k)

@@ -33,8 +33,9 @@ class EventKind(Enum):
     ANON_FAULT_FALLBACK = "anon_fault_fallback"
     """``MTHP_STAT_ANON_FAULT_FALLBACK``: a fault could not get a folio of ``order``."""
     SPLIT = "split"
-    """``MTHP_STAT_SPLIT``: a large folio of ``order`` was split (no path emits it yet: the
-    model never splits a folio; the counter exists, at zero, as in the core)."""
+    """``MTHP_STAT_SPLIT``: a large folio of ``order`` was split (``split_folio``, by the
+    deferred-split shrinker of ``drop_caches``; ``THP_SPLIT_PAGE`` for 2M); the folio leaves
+    ``nr_anon`` of its size."""
     THP_FAULT_ALLOC = "thp_fault_alloc"
     """``THP_FAULT_ALLOC``: a fault mapped a new PMD-size THP."""
     THP_SPLIT_PMD = "thp_split_pmd"
@@ -76,6 +77,9 @@ class EventKind(Enum):
     ``order`` partially mapped and it was queued, flagged ``PG_partially_mapped``
     (``MTHP_STAT_SPLIT_DEFERRED``, ``THP_DEFERRED_SPLIT_PAGE`` for 2M,
     ``MTHP_STAT_NR_ANON_PARTIALLY_MAPPED`` + 1). Once per folio."""
+    SPLIT_FAILED = "split_failed"
+    """``split_folio()`` refused a folio of ``order`` at ``pfn`` (``can_split_folio``: references
+    beyond its mappings): ``MTHP_STAT_SPLIT_FAILED``, ``THP_SPLIT_PAGE_FAILED`` for 2M."""
     DEFERRED_UNQUEUE = "deferred_unqueue"
     """A partially mapped folio left the deferred-split queue as it was freed
     (``__folio_unqueue_deferred_split``): ``MTHP_STAT_NR_ANON_PARTIALLY_MAPPED`` - 1."""
@@ -106,6 +110,7 @@ CODES: dict[EventKind, EventCode] = {
     EventKind.TLB_FLUSH: EventCode.TLB_FLUSH,
     EventKind.DEFERRED_SPLIT: EventCode.DEFERRED_SPLIT,
     EventKind.DEFERRED_UNQUEUE: EventCode.DEFERRED_UNQUEUE,
+    EventKind.SPLIT_FAILED: EventCode.SPLIT_FAILED,
 }
 """The stable number of each kind (``cowcore.outcome.EventCode``, the Rust ``Event::code``)."""
 
@@ -187,6 +192,8 @@ class Stats:
     thp_fault_fallback: int = 0
     thp_split_page: int = 0
     thp_deferred_split_page: int = 0
+    split_failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    thp_split_page_failed: int = 0
 
     @classmethod
     def fold(cls, events: Iterable[Event]) -> Stats:
@@ -215,6 +222,12 @@ class Stats:
             if kind is EventKind.DEFERRED_SPLIT and pmd:
                 self.thp_deferred_split_page += 1
             return
+        if kind is EventKind.SPLIT_FAILED:
+            if size is not None:
+                self.split_failed[size] += 1
+            if pmd:
+                self.thp_split_page_failed += 1
+            return
         if kind not in COUNTED:
             return
         if kind in PER_SIZE:
@@ -224,8 +237,10 @@ class Stats:
             # __split_folio_to_order).
             if pmd and kind is EventKind.ANON_FAULT_FALLBACK:
                 self.thp_fault_fallback += 1
-            elif pmd and kind is EventKind.SPLIT:
-                self.thp_split_page += 1
+            if kind is EventKind.SPLIT:
+                self.nr_anon[SIZE_OF_ORDER[event.order]] -= 1  # mod_mthp_stat(NR_ANON, -1)
+                if pmd:
+                    self.thp_split_page += 1
         else:
             setattr(self, kind.value, getattr(self, kind.value) + 1)
 
@@ -248,4 +263,6 @@ class Stats:
             "thp_fault_fallback": self.thp_fault_fallback,
             "thp_split_page": self.thp_split_page,
             "thp_deferred_split_page": self.thp_deferred_split_page,
+            "split_failed": dict(self.split_failed),
+            "thp_split_page_failed": self.thp_split_page_failed,
         }

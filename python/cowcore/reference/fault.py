@@ -334,6 +334,10 @@ def map_anon_folio_pmd(
     """``map_anon_folio_pmd``: install a new exclusive THP with one writable PMD."""
     folio.refcount = 1
     folio.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=True)
+    if k.profile_config.per_size_thp_stats:
+        # deferred_split_folio(folio, false) (6.12+): queued for the shrinker's
+        # thp_underused check (split.py); the core's KernelConfig::queues_pmd_thp_at_fault.
+        k.deferred_queue.add(folio.pfn)
     k.folio_add_lru(folio)
     entry = pg.mkdirty(pg.make_entry(folio.pfn, vma.page_prot() | pg.PS))
     if vma.write:

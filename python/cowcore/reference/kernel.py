@@ -82,6 +82,9 @@ class Kernel:
         self.toggles: dict[str, bool] = dict(POLICY_DEFAULTS[profile])
         self.faulted_folios_referenced = KERNEL_CONFIGS[profile].faulted_folios_referenced
         self.profile_config = KERNEL_CONFIGS[profile]
+        self.deferred_queue: set[int] = set()
+        """The deferred-split queue by head frame: partially mapped large folios and (6.12+)
+        every PMD THP from its fault (split.py; walked in ascending frame order)."""
         self.lru_batch: list[Folio] = []
         """The per-CPU LRU-add batch (``cpu_fbatches.lru_add``): folios a fault mapped that
         have not entered the LRU yet; kept only where that changes what is reported (6.12,
@@ -208,6 +211,7 @@ class Kernel:
         Folios below order 2 have no deferred list."""
         if folio.order >= 2 and not folio.partially_mapped:
             folio.partially_mapped = True
+            self.deferred_queue.add(folio.pfn)
             self.emit(Event(EventKind.DEFERRED_SPLIT, folio.order, pfn=folio.pfn))
 
     def _free_folio(self, folio: Folio) -> None:
@@ -216,6 +220,7 @@ class Kernel:
         ``DEFERRED_UNQUEUE``)."""
         if folio.partially_mapped:
             self.emit(Event(EventKind.DEFERRED_UNQUEUE, folio.order, pfn=folio.pfn))
+        self.deferred_queue.discard(folio.pfn)
         for p in range(folio.pfn, folio.pfn + folio.nr_pages):
             del self.page_folio[p]
         self.phys.free_data(folio.pfn, folio.order)

@@ -397,6 +397,10 @@ enum cowcore_event_kind
    * `order`).
    */
   COWCORE_EVENT_KIND_DEFERRED_UNQUEUE = 21,
+  /**
+   * A folio `split_folio` refused (`pfn`, `order`): `split_failed`.
+   */
+  COWCORE_EVENT_KIND_SPLIT_FAILED = 22,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -642,6 +646,14 @@ typedef struct cowcore_stats_t {
    * `THP_DEFERRED_SPLIT_PAGE`.
    */
   uint64_t thp_deferred_split_page;
+  /**
+   * `MTHP_STAT_SPLIT_FAILED` per size (splits `can_split_folio` refused).
+   */
+  uint64_t split_failed[8];
+  /**
+   * `THP_SPLIT_PAGE_FAILED`.
+   */
+  uint64_t thp_split_page_failed;
 } cowcore_stats_t;
 
 #ifdef __cplusplus
@@ -949,6 +961,17 @@ cowcore_status cowcore_free_frames(struct cowcore_machine *m, uint64_t *out);
  * `m` a live handle or NULL.
  */
 cowcore_status cowcore_check(struct cowcore_machine *m);
+
+/**
+ * `drop_caches` (writes 2 to `/proc/sys/vm/drop_caches`): the deferred-split shrinker
+ * splits the partially mapped large folios waiting on its queue, and on 6.12+ the underused
+ * PMD THPs queued at their fault (`cowcore_core::Machine::drop_caches`). A folio with
+ * references beyond its mappings is not split (`split_failed` of [`cowcore_stats`]).
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_drop_caches(struct cowcore_machine *m);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -933,6 +933,20 @@ pub unsafe extern "C" fn cowcore_check(m: *mut CowcoreMachine) -> CowcoreStatus 
     unsafe { with_machine(m, body) }
 }
 
+/// `drop_caches` (writes 2 to `/proc/sys/vm/drop_caches`): the deferred-split shrinker
+/// splits the partially mapped large folios waiting on its queue, and on 6.12+ the underused
+/// PMD THPs queued at their fault (`cowcore_core::Machine::drop_caches`). A folio with
+/// references beyond its mappings is not split (`split_failed` of [`cowcore_stats`]).
+///
+/// # Safety
+/// `m` a live handle or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_drop_caches(m: *mut CowcoreMachine) -> CowcoreStatus {
+    let body = |h: &mut CowcoreMachine| Ok(h.machine.drop_caches()?);
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,7 +181,7 @@ pub enum CowcoreEventKind {
     AnonFaultAlloc = 4,
     /// `MTHP_STAT_ANON_FAULT_FALLBACK` (`order`).
     AnonFaultFallback = 5,
-    /// `MTHP_STAT_SPLIT` (`order`; not emitted yet).
+    /// `MTHP_STAT_SPLIT`: a folio split by `split_folio` (`pfn`, `order`).
     Split = 6,
     /// `THP_FAULT_ALLOC`.
     ThpFaultAlloc = 7,
@@ -214,6 +214,8 @@ pub enum CowcoreEventKind {
     /// A partially mapped folio off the deferred-split queue as it is freed (`pfn`,
     /// `order`).
     DeferredUnqueue = 21,
+    /// A folio `split_folio` refused (`pfn`, `order`): `split_failed`.
+    SplitFailed = 22,
 }
 
 /// `cowcore_event_t.cause` of a `ZAP` event (`cowcore_core::ZapCause`).
@@ -396,6 +398,10 @@ pub struct CowcoreStats {
     pub thp_split_page: u64,
     /// `THP_DEFERRED_SPLIT_PAGE`.
     pub thp_deferred_split_page: u64,
+    /// `MTHP_STAT_SPLIT_FAILED` per size (splits `can_split_folio` refused).
+    pub split_failed: [u64; 8],
+    /// `THP_SPLIT_PAGE_FAILED`.
+    pub thp_split_page_failed: u64,
 }
 
 impl From<&Stats> for CowcoreStats {
@@ -419,6 +425,8 @@ impl From<&Stats> for CowcoreStats {
             thp_fault_fallback,
             thp_split_page,
             thp_deferred_split_page,
+            split_failed,
+            thp_split_page_failed,
         } = *s;
         Self {
             anon_fault_alloc,
@@ -438,6 +446,8 @@ impl From<&Stats> for CowcoreStats {
             thp_fault_fallback,
             thp_split_page,
             thp_deferred_split_page,
+            split_failed,
+            thp_split_page_failed,
         }
     }
 }
@@ -502,7 +512,7 @@ pub(crate) const REASON_NAMES: [&std::ffi::CStr; 21] = [
 ];
 
 /// See [`OUTCOME_NAMES`]; index 0 is no kind.
-pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 22] = [
+pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 23] = [
     c"UNKNOWN",
     c"FAULT_READ",
     c"FAULT_WRITE",
@@ -525,4 +535,5 @@ pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 22] = [
     c"TLB_FLUSH",
     c"DEFERRED_SPLIT",
     c"DEFERRED_UNQUEUE",
+    c"SPLIT_FAILED",
 ];

@@ -7,8 +7,8 @@ mod common;
 use common::{last_error, status_of, Handle};
 use cowcore_capi::*;
 use cowcore_core::{
-    Access, AccessFlags, AccessKinds, Event, EventRecord, Machine, MapLevel, Outcome, Profile,
-    Reason, ThpSizeMode, VirtAddr, ZapCause,
+    Access, AccessFlags, AccessKinds, Advice, Event, EventRecord, Machine, MapLevel, Outcome,
+    Profile, Reason, ThpSizeMode, VirtAddr, ZapCause,
 };
 use std::collections::BTreeMap;
 
@@ -102,7 +102,7 @@ fn event_kinds_and_records_are_the_cores() {
         (K::FaultWp, Event::FaultWp),
         (K::AnonFaultAlloc, Event::AnonFaultAlloc { order: 4 }),
         (K::AnonFaultFallback, Event::AnonFaultFallback { order: 4 }),
-        (K::Split, Event::Split { order: 4 }),
+        (K::Split, Event::Split { pfn: 0, order: 4 }),
         (K::ThpFaultAlloc, Event::ThpFaultAlloc),
         (K::ThpSplitPmd, Event::ThpSplitPmd),
         (K::Pgreuse, Event::PgReuse),
@@ -574,4 +574,47 @@ fn references_pins_and_unshare_are_the_cores() {
         (stats, free),
         (CowcoreStats::from(core.stats()), core.free_frames())
     );
+}
+
+/// Issue 16: `cowcore_drop_caches` splits a partially mapped 64K folio as the core does: the
+/// same statuses and the same counters afterwards (`split` of 64K is 1, `nr_anon` back to 0).
+#[test]
+fn drop_caches_is_the_cores() {
+    let h = Handle::new(16 << 20, c"6.12");
+    let mut core = Machine::new(16 << 20, 4, Profile::V6_12).unwrap();
+    let mut a = 0;
+    // SAFETY: a live handle; writable out-pointers; static NUL-terminated strings.
+    unsafe {
+        assert_eq!(
+            cowcore_set_thp_size(h.0, 4, c"always".as_ptr()),
+            CowcoreStatus::Ok
+        );
+        assert_eq!(cowcore_mmap(h.0, 1, 2 << 20, &raw mut a), CowcoreStatus::Ok);
+        let mut rec = CowcoreAccess::default();
+        assert_eq!(
+            cowcore_access(h.0, 1, a, true, 5, &raw mut rec),
+            CowcoreStatus::Ok
+        );
+        assert_eq!(
+            cowcore_madvise(h.0, 1, a, 4 * K4, c"dontneed".as_ptr()),
+            CowcoreStatus::Ok
+        );
+        assert_eq!(cowcore_drop_caches(h.0), CowcoreStatus::Ok);
+        assert_eq!(
+            cowcore_drop_caches(std::ptr::null_mut()),
+            CowcoreStatus::NullPointer
+        );
+        assert_eq!(cowcore_check(h.0), CowcoreStatus::Ok);
+    }
+    core.set_thp_size(4, ThpSizeMode::Always).unwrap();
+    let va = core.mmap(1, 2 << 20).unwrap();
+    assert_eq!(va.as_u64(), a);
+    core.access(1, va, true, 5).unwrap();
+    core.madvise(1, va, 4 * K4, Advice::DontNeed).unwrap();
+    core.drop_caches().unwrap();
+    let mut stats = CowcoreStats::default();
+    // SAFETY: as above.
+    unsafe { assert_eq!(cowcore_stats(h.0, &raw mut stats), CowcoreStatus::Ok) };
+    assert_eq!(stats, CowcoreStats::from(core.stats()));
+    assert_eq!((stats.split[2], stats.nr_anon[2]), (1, 0));
 }

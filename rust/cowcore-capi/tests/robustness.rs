@@ -69,6 +69,7 @@ fn a_null_handle_is_an_error_everywhere() {
             cowcore_stats(null_m, &raw mut stats),
             cowcore_free_frames(null_m, &raw mut u64_out),
             cowcore_check(null_m),
+            cowcore_drop_caches(null_m),
         ]
     };
     for (i, s) in statuses.into_iter().enumerate() {

@@ -17,6 +17,7 @@ use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
 use crate::paging::entry::PageTableEntry;
 use crate::paging::table::Level;
 use crate::physmem::{PhysMem, TableFrame, ENTRIES, ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
+use crate::split::RmapHit;
 use crate::stats::Stats;
 
 #[derive(Default)]
@@ -34,6 +35,9 @@ struct FolioAcc {
 
 struct Walk {
     folios: BTreeMap<u32, FolioAcc>,
+    /// Every entry that maps a folio, by head, in pid then address order: what the reverse
+    /// map must answer (`rmap`).
+    mappings: BTreeMap<u32, Vec<RmapHit>>,
     tables: BTreeSet<TableFrame>,
     exclusive_owner: BTreeMap<u32, u32>,
     rss: u64,
@@ -162,6 +166,7 @@ impl Kernel {
     pub(crate) fn check(&self) -> Result<(), CowError> {
         let mut w = Walk {
             folios: BTreeMap::new(),
+            mappings: BTreeMap::new(),
             tables: BTreeSet::new(),
             exclusive_owner: BTreeMap::new(),
             rss: 0,
@@ -210,6 +215,8 @@ impl Kernel {
                 format!("live ids {ids:?} vs allocated {:?}", self.used_mm_ids),
             ));
         }
+        self.check_rmap(&w)?;
+        self.check_deferred_queue(&w)?;
         self.count_holds(&mut w)?;
         for (head, acc) in &w.folios {
             self.check_folio(*head, acc)?;
@@ -223,6 +230,63 @@ impl Kernel {
             }
         }
         self.check_frames(&w)
+    }
+
+    /// The reverse map (`split.rs`, `rmap_walk`) finds exactly the entries the page-table
+    /// walk found mapping each folio, in the same order (`rmap`): no mapping of a folio
+    /// escapes a split (or, later, swap-out and collapse), and none lies in a VMA without an
+    /// `anon_vma`.
+    fn check_rmap(&self, w: &Walk) -> Result<(), CowError> {
+        let heads: BTreeSet<u32> = w.mappings.keys().copied().collect();
+        let found = self.rmap_walk(&heads);
+        if found != w.mappings {
+            let head = heads
+                .iter()
+                .find(|h| found.get(h) != w.mappings.get(h))
+                .copied()
+                .unwrap_or_default();
+            return Err(bad(
+                "rmap",
+                format!(
+                    "folio {head}: the reverse map finds {:?} but the page tables hold {:?}",
+                    found.get(&head),
+                    w.mappings.get(&head)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deferred-split queue holds live large folios only: every `PG_partially_mapped`
+    /// one, and otherwise only PMD-size THPs queued at their fault (6.12+:
+    /// `queues_pmd_thp_at_fault`) (`deferred-queue`).
+    fn check_deferred_queue(&self, w: &Walk) -> Result<(), CowError> {
+        let m = &self.mem;
+        for &head in &m.deferred_queue {
+            let live = m.is_folio(head) && m.page_folio(head).pfn() == head;
+            let f = FolioRef::new_head(head);
+            let ok = live
+                && m.order(head) >= 2
+                && (m.folio_test_partially_mapped(f)
+                    || (self.cfg.queues_pmd_thp_at_fault() && m.order(head) == 9));
+            if !ok {
+                return Err(bad(
+                    "deferred-queue",
+                    format!("frame {head} is queued for deferred split but may not be"),
+                ));
+            }
+        }
+        for &head in w.folios.keys() {
+            if m.folio_test_partially_mapped(FolioRef::new_head(head))
+                && !m.deferred_queue.contains(&head)
+            {
+                return Err(bad(
+                    "deferred-queue",
+                    format!("folio {head} is partially mapped but not queued"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Adds the references every process holds (`ref`, `pin`) to the folios they hold,
@@ -335,6 +399,11 @@ impl Kernel {
             ));
         }
         let head = self.mem.page_folio(pfn).pfn();
+        w.mappings.entry(head).or_default().push(RmapHit {
+            pid,
+            addr: VirtAddr::new(addr),
+            pmd: level == Level::Pmd,
+        });
         let acc = w.folios.entry(head).or_default();
         *acc.per_mm.entry(mm_id).or_default() += 1;
         if level == Level::Pmd {

@@ -33,8 +33,12 @@ pub enum Event {
         /// The order that could not be allocated.
         order: u32,
     },
-    /// `MTHP_STAT_SPLIT`: a folio of this order was split (not modelled yet: never emitted).
+    /// `MTHP_STAT_SPLIT` (and `THP_SPLIT_PAGE` for PMD size): `split_folio()` split the
+    /// folio at `pfn` into order-0 folios (the deferred-split shrinker of `drop_caches`,
+    /// split.rs); it leaves `MTHP_STAT_NR_ANON` of its size.
     Split {
+        /// The folio's first frame.
+        pfn: u64,
         /// The order of the folio split.
         order: u32,
     },
@@ -152,6 +156,16 @@ pub enum Event {
         /// Its order.
         order: u32,
     },
+    // --- Folio splits (issue 16). `Split` above is a successful one. ---
+    /// `split_folio()` refused a folio (`can_split_folio`: references beyond its mappings,
+    /// such as a `ref` or a pin; or no mapping left): `MTHP_STAT_SPLIT_FAILED`, and
+    /// `THP_SPLIT_PAGE_FAILED` for PMD size. Nothing else changes.
+    SplitFailed {
+        /// Its first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+    },
 }
 
 /// Why entries were zapped.
@@ -175,7 +189,7 @@ pub struct EventRecord {
     /// The kind: [`Event::code`].
     pub kind: u8,
     /// A folio order (`AnonFaultAlloc`, `AnonFaultFallback`, `Split`, `FolioAlloc`,
-    /// `FolioFree`, `DeferredSplit`, `DeferredUnqueue`).
+    /// `FolioFree`, `DeferredSplit`, `DeferredUnqueue`, `SplitFailed`).
     pub order: u8,
     /// A [`ZapCause`] (`Zap`).
     pub cause: u8,
@@ -188,7 +202,7 @@ pub struct EventRecord {
     /// `Fork`: the child's address space.
     pub asid2: u64,
     /// A first frame (`FolioAlloc`, `FolioFree`, `PagesZeroed`, `DeferredSplit`,
-    /// `DeferredUnqueue`; `PagesCopied`: the source).
+    /// `DeferredUnqueue`, `Split`, `SplitFailed`; `PagesCopied`: the source).
     pub pfn: u64,
     /// `PagesCopied`: the destination.
     pub pfn2: u64,
@@ -203,7 +217,7 @@ pub struct EventRecord {
 }
 
 /// The names of the event kinds by [`Event::code`] (0 is unused).
-pub const EVENT_NAMES: [&str; 22] = [
+pub const EVENT_NAMES: [&str; 23] = [
     "",
     "FAULT_READ",
     "FAULT_WRITE",
@@ -226,6 +240,7 @@ pub const EVENT_NAMES: [&str; 22] = [
     "TLB_FLUSH",
     "DEFERRED_SPLIT",
     "DEFERRED_UNQUEUE",
+    "SPLIT_FAILED",
 ];
 
 impl EventRecord {
@@ -277,6 +292,7 @@ impl Event {
             Event::TlbFlush { .. } => 19,
             Event::DeferredSplit { .. } => 20,
             Event::DeferredUnqueue { .. } => 21,
+            Event::SplitFailed { .. } => 22,
         }
     }
 
@@ -302,13 +318,15 @@ impl Event {
             | Event::PgReuse
             | Event::CowCopy
             | Event::HugeZeroWrite => {}
-            Event::AnonFaultAlloc { order }
-            | Event::AnonFaultFallback { order }
-            | Event::Split { order } => r.order = order as u8,
+            Event::AnonFaultAlloc { order } | Event::AnonFaultFallback { order } => {
+                r.order = order as u8;
+            }
             Event::FolioAlloc { pfn, order }
+            | Event::Split { pfn, order }
             | Event::FolioFree { pfn, order }
             | Event::DeferredSplit { pfn, order }
-            | Event::DeferredUnqueue { pfn, order } => {
+            | Event::DeferredUnqueue { pfn, order }
+            | Event::SplitFailed { pfn, order } => {
                 r.pfn = pfn;
                 r.order = order as u8;
             }
@@ -388,10 +406,19 @@ impl Stats {
                     self.thp_fault_fallback += 1; // counted beside it, vma_alloc_anon_folio_pmd
                 }
             }
-            Event::Split { order } => {
+            Event::Split { order, .. } => {
+                // split_folio: MTHP_STAT_SPLIT, THP_SPLIT_PAGE, and the folio leaves
+                // MTHP_STAT_NR_ANON of its size (its pieces are order 0, uncounted).
                 Self::count_mthp(&mut self.split, order);
+                Self::gauge_mthp(&mut self.nr_anon, order, -1);
                 if order == PMD_ORDER {
                     self.thp_split_page += 1;
+                }
+            }
+            Event::SplitFailed { order, .. } => {
+                Self::count_mthp(&mut self.split_failed, order);
+                if order == PMD_ORDER {
+                    self.thp_split_page_failed += 1;
                 }
             }
             Event::FolioAlloc { order, .. } => Self::gauge_mthp(&mut self.nr_anon, order, 1),

@@ -545,6 +545,11 @@ impl PhysMem {
             self.count[head as usize + 3] = nr as i32;
         } else {
             self.nr_anon_thps += 1 << order;
+            if self.queues_pmd_thp_at_fault {
+                // map_anon_folio_pmd: deferred_split_folio(folio, false), for the
+                // shrinker's thp_underused check (split.rs).
+                self.deferred_queue.insert(head);
+            }
             self.count[head as usize + 2] = 0;
             self.set_large_mapcount(head, 1, mm_id);
             self.count[head as usize + 3] = ENTIRELY_MAPPED;
@@ -746,6 +751,7 @@ impl PhysMem {
             return;
         }
         self.info[folio.0 as usize + 1] |= FLAG_BIT;
+        self.deferred_queue.insert(folio.0);
         events.emit(Event::DeferredSplit {
             pfn: u64::from(folio.0),
             order,

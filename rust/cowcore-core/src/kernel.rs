@@ -61,6 +61,7 @@ impl Kernel {
         let mut mem = PhysMem::new((memory / PAGE_SIZE) as u32);
         mem.faulted_folios_referenced = profile.config().faulted_folios_referenced();
         mem.reuses_sole_ref_large_pages = profile.config().reuses_sole_ref_large_pages();
+        mem.queues_pmd_thp_at_fault = profile.config().queues_pmd_thp_at_fault();
         let zero = mem.alloc_block(0).ok_or(CowError::OutOfMemory)?;
         mem.mark_zero(zero, 0);
         let hz = mem.alloc_block(9).ok_or(CowError::OutOfMemory)?;

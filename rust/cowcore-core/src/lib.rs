@@ -48,6 +48,7 @@ pub mod paging;
 pub mod physmem;
 pub mod policy;
 mod smaps;
+pub mod split;
 pub mod stats;
 mod table_pool;
 mod zap;

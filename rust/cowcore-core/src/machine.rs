@@ -796,6 +796,20 @@ impl Machine {
         self.k.gup_get(pid, addr, length, true)
     }
 
+    /// `drop_caches`: writes 2 to `/proc/sys/vm/drop_caches`, so the shrinkers run once,
+    /// among them the deferred-split queue's (`deferred_split_scan`): every partially mapped
+    /// large folio waiting there is split into order-0 folios on the same frames (its PMD
+    /// mappings split first, its unmapped pages freed; on 6.12+ its zero-filled pages mapped
+    /// to the shared zero page), unless references beyond its mappings (`ref`, `pin`) make
+    /// `can_split_folio` refuse it (`split_failed`). On 6.12+ a PMD THP queued at its fault
+    /// is split too if it has a zero-filled page (`thp_underused`, split.rs).
+    ///
+    /// # Errors
+    /// [`CowError::Invariant`] only if the model's state is broken.
+    pub fn drop_caches(&mut self) -> Result<(), CowError> {
+        self.k.drop_caches()
+    }
+
     /// Releases the pins of the latest [`Self::pin_pages`] of exactly this range.
     ///
     /// # Errors
@@ -878,6 +892,7 @@ impl Machine {
             thp_split_pmd: s.thp_split_pmd,
             thp_split_page: s.thp_split_page,
             thp_deferred_split_page: s.thp_deferred_split_page,
+            thp_split_page_failed: s.thp_split_page_failed,
             pgreuse: s.pgreuse,
         }
     }

@@ -155,6 +155,14 @@ pub struct PhysMem {
     pub(crate) faulted_folios_referenced: bool,
     /// `KernelConfig::reuses_sole_ref_large_pages` of the machine's profile.
     pub(crate) reuses_sole_ref_large_pages: bool,
+    /// The deferred-split queue (`ds_queue->split_queue`), by head frame: the partially
+    /// mapped large folios (`deferred_split_folio(folio, true)`) and, where
+    /// `KernelConfig::queues_pmd_thp_at_fault`, every PMD-mapped THP from its fault
+    /// (`deferred_split_folio(folio, false)`). Walked in ascending frame order by the
+    /// shrinker (split.rs; the kernel's list is FIFO: DESIGN.md "Splits").
+    pub(crate) deferred_queue: BTreeSet<u32>,
+    /// `KernelConfig::queues_pmd_thp_at_fault` of the machine's profile.
+    pub(crate) queues_pmd_thp_at_fault: bool,
 }
 
 impl PhysMem {
@@ -187,6 +195,8 @@ impl PhysMem {
             lru_batch: Vec::new(),
             faulted_folios_referenced: false,
             reuses_sole_ref_large_pages: false,
+            deferred_queue: BTreeSet::new(),
+            queues_pmd_thp_at_fault: false,
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);
@@ -292,6 +302,9 @@ impl PhysMem {
                 order,
             });
         }
+        if order >= 2 && !self.deferred_queue.is_empty() {
+            self.deferred_queue.remove(&pfn);
+        }
         self.free_folio(pfn);
         events.emit(Event::FolioFree {
             pfn: u64::from(pfn),
@@ -349,6 +362,36 @@ impl PhysMem {
         self.count[hu..end].fill(0);
         self.word[hu..end].fill(0);
         self.content[hu..end].fill(0);
+    }
+
+    /// The carving step of `__split_huge_page` (`__split_folio_to_order` to order 0): every
+    /// page of the large `folio` becomes an order-0 folio on the same frame, its refcount the
+    /// number of PTEs mapping it (`remove_migration_ptes` takes one per entry), its mapcount
+    /// and `PageAnonExclusive` kept, `PG_referenced` copied from the head
+    /// (`__split_huge_page_tail`), the tail counters and flags (large and entire mapcount,
+    /// `_nr_pages_mapped`, MM-ID slots, `PG_partially_mapped`, the exclusive memo)
+    /// forgotten. Each piece keeps the folio's allocation serial, so a frame keeps its
+    /// identity (DESIGN.md "frame identity"). The caller has split every PMD mapping first
+    /// and checked that nothing but mappings holds a reference (`can_split_folio`).
+    pub(crate) fn split_folio_frames(&mut self, folio: FolioRef) {
+        let head = folio.pfn();
+        let nr = 1u32 << self.order(head);
+        let serial = self.folio(folio).folio_serial();
+        let referenced = self.folio_test_referenced(folio);
+        for p in head..head + nr {
+            let pu = p as usize;
+            let mapcount = self.info[pu] >> MAPCOUNT_SHIFT;
+            let mut info = ST_FOLIO | (self.info[pu] & AE_BIT) | (mapcount << MAPCOUNT_SHIFT);
+            if referenced {
+                info |= FLAG_BIT;
+            }
+            self.info[pu] = info;
+            self.count[pu] = mapcount as i32;
+            self.word[pu] = serial as u32;
+            if let Some(x) = self.serial_hi.get_mut(pu) {
+                *x = (serial >> 32) as u32;
+            }
+        }
     }
 
     /// Returns a folio's frames to the buddy allocator.

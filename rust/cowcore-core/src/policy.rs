@@ -246,6 +246,18 @@ impl KernelConfig {
     pub const fn reuses_sole_ref_large_pages(self) -> bool {
         self.reuses_sole_ref_large_pages
     }
+
+    /// A PMD-size THP goes on the deferred-split queue when a fault maps it
+    /// (`deferred_split_folio(folio, false)` in `map_anon_folio_pmd`, 6.12's "split
+    /// underused THPs"), and the shrinker splits it if `thp_underused` (split.rs); a
+    /// successful anonymous split maps the zero-filled pages to the shared zero page
+    /// (`remap_page(..., RMP_USE_SHARED_ZEROPAGE)`). Measured on 6.12, 7.2 and 7.3
+    /// (`split-underused`, `split-zero-pages-*`); 6.1 has neither. Not exported: it follows
+    /// `per_size_thp_stats` on every profile (both arrived in 6.10-6.12).
+    #[must_use]
+    pub const fn queues_pmd_thp_at_fault(self) -> bool {
+        self.per_size_thp_stats
+    }
 }
 
 impl FromStr for Profile {

@@ -34,6 +34,10 @@ pub struct Stats {
     pub thp_split_page: u64,
     /// `THP_DEFERRED_SPLIT_PAGE`: PMD-size folios queued as partially mapped.
     pub thp_deferred_split_page: u64,
+    /// `MTHP_STAT_SPLIT_FAILED` per size: splits `can_split_folio` refused (issue 16).
+    pub split_failed: [u64; 8],
+    /// `THP_SPLIT_PAGE_FAILED`: PMD-size folios that could not be split.
+    pub thp_split_page_failed: u64,
     /// `PGREUSE`: reuse in `do_wp_page` (`wp_page_reuse`); a PMD reuse does not count it.
     pub pgreuse: u64,
     /// Copies made by `wp_page_copy`.
@@ -72,6 +76,8 @@ pub struct Vmstat {
     pub thp_split_page: u64,
     /// `thp_deferred_split_page`.
     pub thp_deferred_split_page: u64,
+    /// `thp_split_page_failed`.
+    pub thp_split_page_failed: u64,
     /// `pgreuse`.
     pub pgreuse: u64,
 }

@@ -134,7 +134,7 @@ fn value(token: &str) -> Option<u64> {
 fn valid(t: &[&str]) -> bool {
     match (t[0], t.len()) {
         ("kernel", 2) => t[1].parse::<Profile>().is_ok(),
-        ("stats", 1) => true,
+        ("stats" | "drop_caches", 1) => true,
         ("thp", 3) if t[1] == "enabled" => t[2].parse::<ThpMode>().is_ok(),
         ("thp", 4) if t[1] == "size" => {
             thp_size_name(t[2]).is_some() && t[3].parse::<ThpSizeMode>().is_ok()
@@ -143,7 +143,7 @@ fn valid(t: &[&str]) -> bool {
         ("policy", 3) => {
             cowcore_core::PolicySpec::find(t[1]).is_ok() && matches!(t[2], "on" | "off")
         }
-        ("kernel" | "stats" | "thp" | "policy", _) => false,
+        ("kernel" | "stats" | "thp" | "policy" | "drop_caches", _) => false,
         (proc, n) if n >= 2 && ident(proc) => {
             let a = &t[2..];
             match (t[1], a.len()) {
@@ -387,6 +387,7 @@ impl Driver {
         match t[0] {
             "kernel" => {}
             "policy" => self.m.set_policy(t[1], t[2] == "on").map_err(err)?,
+            "drop_caches" => self.m.drop_caches().map_err(err)?,
             "stats" => {
                 let per_size = self.m.config().per_size_thp_stats();
                 self.out.push(Self::stats_line(self.m.stats(), per_size));

@@ -106,6 +106,8 @@ enum Op {
         proc: usize,
         index: usize,
     },
+    /// Issue 16: `drop_caches` (the deferred-split shrinker); changes no content.
+    DropCaches,
 }
 
 const MAP_PAGES: u64 = 1024; // two 2 MiB mappings per process tree
@@ -138,6 +140,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..POLICIES.len(), any::<bool>()).prop_map(|(index, on)| Op::Policy { index, on }),
         2 => (0..4usize, range(), 0..3u8).prop_map(|(proc, (map, page, pages), kind)| Op::Gup { proc, map, page, pages, kind }),
         1 => (0..4usize, 0..8usize).prop_map(|(proc, index)| Op::Release { proc, index }),
+        1 => Just(Op::DropCaches),
     ]
 }
 
@@ -393,6 +396,7 @@ impl World {
                 }
                 r
             }
+            Op::DropCaches => self.m.drop_caches(),
             Op::Release { proc, index } => {
                 let Some(pid) = self.pid(proc) else {
                     return false;

@@ -644,6 +644,10 @@ impl PyMachine {
         run_core(py, || self.lock().check())
     }
 
+    fn drop_caches(&self, py: Python<'_>) -> PyResult<()> {
+        run_core(py, || self.lock().drop_caches())
+    }
+
     fn __repr__(&self) -> String {
         let m = self.lock();
         format!(

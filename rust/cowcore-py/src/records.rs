@@ -228,6 +228,8 @@ pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAn
             n(s.thp_fault_fallback)?,
             n(s.thp_split_page)?,
             n(s.thp_deferred_split_page)?,
+            sizes(&s.split_failed)?,
+            n(s.thp_split_page_failed)?,
         ],
     )?;
     stats_class(py)?.call1(args)
@@ -245,6 +247,7 @@ pub(crate) fn vmstat<'py>(py: Python<'py>, v: &Vmstat) -> PyResult<Bound<'py, Py
         v.thp_split_pmd,
         v.thp_split_page,
         v.thp_deferred_split_page,
+        v.thp_split_page_failed,
         v.pgreuse,
     ))
 }
