@@ -152,6 +152,22 @@ pub enum Event {
         /// Its order.
         order: u32,
     },
+    // --- MADV_COLLAPSE (issue 16). ---
+    /// `THP_COLLAPSE_ALLOC`: a collapse allocated its THP (`alloc_charge_folio`).
+    ThpCollapseAlloc,
+    /// `THP_COLLAPSE_ALLOC_FAILED`: a collapse found no free PMD-size block.
+    ThpCollapseAllocFailed,
+    /// `MADV_COLLAPSE` tried the 2 MiB block at `start` of one address space, with this
+    /// result (`madvise_collapse`'s per-block `enum scan_result`): why it did or did not
+    /// collapse.
+    Collapse {
+        /// The address-space id.
+        asid: u64,
+        /// The block's first address.
+        start: u64,
+        /// The block's result.
+        result: crate::khugepaged::ScanResult,
+    },
 }
 
 /// Why entries were zapped.
@@ -177,7 +193,7 @@ pub struct EventRecord {
     /// A folio order (`AnonFaultAlloc`, `AnonFaultFallback`, `Split`, `FolioAlloc`,
     /// `FolioFree`, `DeferredSplit`, `DeferredUnqueue`).
     pub order: u8,
-    /// A [`ZapCause`] (`Zap`).
+    /// A [`ZapCause`] (`Zap`), a [`crate::ScanResult`] (`Collapse`).
     pub cause: u8,
     /// Padding, always zero.
     pub reserved: u8,
@@ -203,7 +219,7 @@ pub struct EventRecord {
 }
 
 /// The names of the event kinds by [`Event::code`] (0 is unused).
-pub const EVENT_NAMES: [&str; 22] = [
+pub const EVENT_NAMES: [&str; 25] = [
     "",
     "FAULT_READ",
     "FAULT_WRITE",
@@ -226,6 +242,9 @@ pub const EVENT_NAMES: [&str; 22] = [
     "TLB_FLUSH",
     "DEFERRED_SPLIT",
     "DEFERRED_UNQUEUE",
+    "THP_COLLAPSE_ALLOC",
+    "THP_COLLAPSE_ALLOC_FAILED",
+    "COLLAPSE",
 ];
 
 impl EventRecord {
@@ -277,6 +296,9 @@ impl Event {
             Event::TlbFlush { .. } => 19,
             Event::DeferredSplit { .. } => 20,
             Event::DeferredUnqueue { .. } => 21,
+            Event::ThpCollapseAlloc => 22,
+            Event::ThpCollapseAllocFailed => 23,
+            Event::Collapse { .. } => 24,
         }
     }
 
@@ -301,7 +323,17 @@ impl Event {
             | Event::ThpSplitPmd
             | Event::PgReuse
             | Event::CowCopy
-            | Event::HugeZeroWrite => {}
+            | Event::HugeZeroWrite
+            | Event::ThpCollapseAlloc
+            | Event::ThpCollapseAllocFailed => {}
+            Event::Collapse {
+                asid,
+                start,
+                result,
+            } => {
+                (r.asid, r.start, r.end, r.cause) =
+                    (asid, start, start + crate::addr::PMD_SIZE, result as u8);
+            }
             Event::AnonFaultAlloc { order }
             | Event::AnonFaultFallback { order }
             | Event::Split { order } => r.order = order as u8,
@@ -411,7 +443,10 @@ impl Stats {
             Event::PgReuse => self.pgreuse += 1,
             Event::CowCopy => self.cow_copy += 1,
             Event::HugeZeroWrite => self.huge_zero_write += 1,
+            Event::ThpCollapseAlloc => self.thp_collapse_alloc += 1,
+            Event::ThpCollapseAllocFailed => self.thp_collapse_alloc_failed += 1,
             Event::PagesZeroed { .. }
+            | Event::Collapse { .. }
             | Event::PagesCopied { .. }
             | Event::Fork { .. }
             | Event::Zap { .. }

@@ -74,6 +74,8 @@ impl Profile {
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: false,
+                collapse_needs_writable_pte: true,
+                collapse_batches_ptes: false,
                 mremap_realigns: false,
             },
             Self::V6_12 => KernelConfig {
@@ -86,6 +88,8 @@ impl Profile {
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: false,
                 faulted_folios_referenced: false,
+                collapse_needs_writable_pte: true,
+                collapse_batches_ptes: false,
                 mremap_realigns: true,
             },
             Self::V6_15 => KernelConfig {
@@ -98,6 +102,8 @@ impl Profile {
                 allocates_on_huge_zero_write: true,
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: true,
+                collapse_needs_writable_pte: false,
+                collapse_batches_ptes: true,
                 mremap_realigns: true,
             },
         }
@@ -136,6 +142,8 @@ pub struct KernelConfig {
     allocates_on_huge_zero_write: bool,
     pagemap_pmd_exclusive_from_first_page: bool,
     faulted_folios_referenced: bool,
+    collapse_needs_writable_pte: bool,
+    collapse_batches_ptes: bool,
     mremap_realigns: bool,
 }
 
@@ -229,6 +237,24 @@ impl KernelConfig {
     #[must_use]
     pub const fn faulted_folios_referenced(self) -> bool {
         self.faulted_folios_referenced
+    }
+
+    /// `MADV_COLLAPSE` refuses a 2 MiB block none of whose PTEs is writable (`SCAN_PAGE_RO`
+    /// in `hpage_collapse_scan_pmd()` and `__collapse_huge_page_isolate()`, `EINVAL`): a
+    /// block that fork left read-only in both processes. Measured on 6.1 and 6.12; 7.2 and
+    /// 7.3 collapse such a block.
+    #[must_use]
+    pub const fn collapse_needs_writable_pte(self) -> bool {
+        self.collapse_needs_writable_pte
+    }
+
+    /// `__collapse_huge_page_copy_succeeded()` removes the rmap of a large folio's
+    /// consecutive PTEs as one `folio_pte_batch` (7.x), so a folio the collapse unmaps whole
+    /// is never partially mapped on the way; 6.1 and 6.12 go page by page, and the first page
+    /// removed queues the folio for deferred split (recorded: `split_deferred` on 6.12).
+    #[must_use]
+    pub const fn collapse_batches_ptes(self) -> bool {
+        self.collapse_batches_ptes
     }
 }
 
