@@ -228,6 +228,8 @@ pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAn
             n(s.thp_fault_fallback)?,
             n(s.thp_split_page)?,
             n(s.thp_deferred_split_page)?,
+            n(s.thp_collapse_alloc)?,
+            n(s.thp_collapse_alloc_failed)?,
         ],
     )?;
     stats_class(py)?.call1(args)
@@ -283,6 +285,8 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         cfg.allocates_on_huge_zero_write(),
         cfg.pagemap_pmd_exclusive_from_first_page(),
         cfg.faulted_folios_referenced(),
+        cfg.collapse_needs_writable_pte(),
+        cfg.collapse_batches_ptes(),
         cfg.mremap_realigns(),
     ))
 }
