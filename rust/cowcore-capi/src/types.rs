@@ -214,6 +214,41 @@ pub enum CowcoreEventKind {
     /// A partially mapped folio off the deferred-split queue as it is freed (`pfn`,
     /// `order`).
     DeferredUnqueue = 21,
+    /// `THP_COLLAPSE_ALLOC`: a collapse allocated its THP.
+    ThpCollapseAlloc = 22,
+    /// `THP_COLLAPSE_ALLOC_FAILED`: a collapse found no free PMD-size block.
+    ThpCollapseAllocFailed = 23,
+    /// `MADV_COLLAPSE` tried the 2 MiB block `[start, end)` of `asid`; `cause` is its
+    /// [`CowcoreScanResult`].
+    Collapse = 24,
+}
+
+/// The result of [`crate::cowcore_collapse`] and the `cause` of a `COLLAPSE` event: the
+/// kernel's `enum scan_result` member (`cowcore_core::ScanResult`, same numbers). The
+/// errno the system call returned follows from it (`madvise_collapse_errno`): none for
+/// `SUCCEED` and `PMD_MAPPED`, `ENOMEM` for `ALLOC_HUGE_PAGE_FAIL`, `EAGAIN` for
+/// `PAGE_COUNT`, `EINVAL` for the others.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CowcoreScanResult {
+    /// `SCAN_FAIL`.
+    Fail = 0,
+    /// Every block of the range is PMD-mapped now.
+    Succeed = 1,
+    /// No page table maps the block.
+    PmdNull = 2,
+    /// A huge PMD maps the block already.
+    PmdMapped = 3,
+    /// No PTE of the block is writable (6.1, 6.12).
+    PageRo = 4,
+    /// A folio has references beyond its mappings (a ref or a pin).
+    PageCount = 5,
+    /// The VMA has no `anon_vma`.
+    PageAnon = 6,
+    /// The VMA refuses THPs (`VM_NOHUGEPAGE`).
+    VmaCheck = 7,
+    /// No free PMD-size block.
+    AllocHugePageFail = 8,
 }
 
 /// `cowcore_event_t.cause` of a `ZAP` event (`cowcore_core::ZapCause`).
@@ -396,6 +431,10 @@ pub struct CowcoreStats {
     pub thp_split_page: u64,
     /// `THP_DEFERRED_SPLIT_PAGE`.
     pub thp_deferred_split_page: u64,
+    /// `THP_COLLAPSE_ALLOC`.
+    pub thp_collapse_alloc: u64,
+    /// `THP_COLLAPSE_ALLOC_FAILED`.
+    pub thp_collapse_alloc_failed: u64,
 }
 
 impl From<&Stats> for CowcoreStats {
@@ -419,6 +458,8 @@ impl From<&Stats> for CowcoreStats {
             thp_fault_fallback,
             thp_split_page,
             thp_deferred_split_page,
+            thp_collapse_alloc,
+            thp_collapse_alloc_failed,
         } = *s;
         Self {
             anon_fault_alloc,
@@ -438,6 +479,8 @@ impl From<&Stats> for CowcoreStats {
             thp_fault_fallback,
             thp_split_page,
             thp_deferred_split_page,
+            thp_collapse_alloc,
+            thp_collapse_alloc_failed,
         }
     }
 }
@@ -502,7 +545,7 @@ pub(crate) const REASON_NAMES: [&std::ffi::CStr; 21] = [
 ];
 
 /// See [`OUTCOME_NAMES`]; index 0 is no kind.
-pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 22] = [
+pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 25] = [
     c"UNKNOWN",
     c"FAULT_READ",
     c"FAULT_WRITE",
@@ -525,4 +568,7 @@ pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 22] = [
     c"TLB_FLUSH",
     c"DEFERRED_SPLIT",
     c"DEFERRED_UNQUEUE",
+    c"THP_COLLAPSE_ALLOC",
+    c"THP_COLLAPSE_ALLOC_FAILED",
+    c"COLLAPSE",
 ];
