@@ -217,7 +217,17 @@ class _Compiler:
             m = self.mapping(rest[0])
             length = self.size(rest[1], "length", allow_zero=False)
             out = ["mmap", str(m), str(length)]
-        elif verb in ("munmap", "read", "observe", "ref", "unref", "pin", "unpin", "unshare"):
+        elif verb in (
+            "munmap",
+            "read",
+            "observe",
+            "ref",
+            "unref",
+            "pin",
+            "unpin",
+            "unshare",
+            "collapse",
+        ):
             if len(rest) != 3:
                 raise self.error(f"{verb} needs NAME OFF LEN")
             m, off, length = self.range(rest, verb)
