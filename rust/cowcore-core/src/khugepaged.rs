@@ -348,3 +348,86 @@ fn copy_succeeded(
         i += nr;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ScanResult;
+    use crate::{Machine, Profile, ThpSizeMode, VirtAddr};
+
+    const K4: u64 = 4096;
+    const M2: u64 = 2 << 20;
+
+    fn order(m: &Machine, pid: u32, a: VirtAddr) -> u32 {
+        let pfn = m.translate(pid, a).unwrap().pfn.unwrap();
+        m.folio(pfn).unwrap().order
+    }
+
+    /// 512 small folios: one THP allocated, 512 folios freed (free frames unchanged), the
+    /// content copied, the page count unchanged, no table allocated (the old one is the
+    /// deposit).
+    #[test]
+    fn small_pages_collapse() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_12).unwrap();
+        let a = m.mmap(1, M2).unwrap();
+        m.write(1, a, M2, 3).unwrap();
+        m.write(1, VirtAddr::new(a.as_u64() + K4), K4, 9).unwrap();
+        let (free, tables) = (m.free_frames(), m.vmstat().nr_page_table_pages);
+        assert_eq!(m.collapse(1, a, M2).unwrap(), ScanResult::Succeed);
+        assert_eq!(order(&m, 1, a), 9);
+        assert_eq!(m.read(1, a, 2 * K4).unwrap(), vec![3, 9]);
+        assert_eq!(m.free_frames(), free);
+        assert_eq!(m.vmstat().nr_page_table_pages, tables);
+        assert_eq!(m.vmstat().nr_anon_pages, 512);
+        assert_eq!(m.stats().thp_collapse_alloc, 1);
+        m.check().unwrap();
+    }
+
+    /// A GUP reference makes the block `SCAN_PAGE_COUNT` (EAGAIN); nothing changes.
+    #[test]
+    fn ref_is_eagain() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, M2).unwrap();
+        m.write(1, a, M2, 3).unwrap();
+        m.ref_pages(1, a, K4).unwrap();
+        let r = m.collapse(1, a, M2).unwrap();
+        assert_eq!((r, r.errno()), (ScanResult::PageCount, Some("EAGAIN")));
+        assert_eq!(order(&m, 1, a), 0);
+        assert_eq!(m.stats().thp_collapse_alloc, 0);
+        m.check().unwrap();
+    }
+
+    /// After fork every PTE is read-only: 6.12 refuses (`SCAN_PAGE_RO`), 6.15 collapses.
+    #[test]
+    fn read_only_block_by_profile() {
+        for (profile, want) in [
+            (Profile::V6_12, ScanResult::PageRo),
+            (Profile::V6_15, ScanResult::Succeed),
+        ] {
+            let mut m = Machine::new(16 << 20, 4, profile).unwrap();
+            let a = m.mmap(1, M2).unwrap();
+            m.write(1, a, M2, 3).unwrap();
+            let c = m.fork(1).unwrap();
+            assert_eq!(m.collapse(1, a, M2).unwrap(), want);
+            assert_eq!(m.read(c, a, K4).unwrap(), vec![3]);
+            m.check().unwrap();
+        }
+    }
+
+    /// A PTE-mapped 64K folio is removed page by page on 6.12 (queued for deferred split
+    /// once on the way) and as one batch on 6.15 (not queued); freed either way.
+    #[test]
+    fn mthp_removal_page_by_page_or_batched() {
+        for (profile, deferred) in [(Profile::V6_12, 1), (Profile::V6_15, 0)] {
+            let mut m = Machine::new(16 << 20, 4, profile).unwrap();
+            m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+            let a = m.mmap(1, M2).unwrap();
+            m.write(1, a, 16 * K4, 3).unwrap();
+            assert_eq!(order(&m, 1, a), 4);
+            assert_eq!(m.collapse(1, a, M2).unwrap(), ScanResult::Succeed);
+            let s = m.stats();
+            assert_eq!(s.split_deferred[2], deferred);
+            assert_eq!((s.nr_anon[2], s.nr_anon_partially_mapped[2]), (0, 0));
+            m.check().unwrap();
+        }
+    }
+}
