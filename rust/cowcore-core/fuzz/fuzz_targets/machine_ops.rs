@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !b.0.is_empty() && steps < 200 {
         steps += 1;
-        let op = b.u8() % 26;
+        let op = b.u8() % 27;
         // Mostly live pids, sometimes 0, exited ones or ones never used.
         let pids = m.pids();
         let pid = match b.u8() {
@@ -190,6 +190,9 @@ fuzz_target!(|data: &[u8]| {
                     .iter()
                     .all(|a| a.phys().is_some() && a.outcome != Outcome::Segfault));
             }),
+            // MADV_COLLAPSE: its failures are results (ENOMEM included), so only a bad or
+            // unmapped range is an error, and it must change nothing.
+            26 => m.collapse(pid, VirtAddr::new(addr), len).map(|_| ()),
             _ => {
                 // Inspection only: these must never fail except on bad input.
                 let _ = m.translate(pid, VirtAddr::new(addr));
