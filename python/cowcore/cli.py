@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument(
         "--events",
         action="store_true",
-        help="also print the fork, zap (munmap, exit, MADV_DONTNEED) and mprotect events",
+        help="also print the fork, zap (munmap, exit, MADV_DONTNEED), mprotect and collapse "
+        "events (one per 2M block, with its result)",
     )
     trace.add_argument(
         "--cost",
