@@ -243,8 +243,8 @@ class EventRecord:
     ``DEFERRED_UNQUEUE``, with ``order``) or the copy's
     source (``PAGES_COPIED``, ``pfn2`` its destination); ``start``/``end`` the range
     (``ZAP``, ``MPROTECT``, ``TLB_FLUSH``, ``COLLAPSE``: one 2 MiB block, with its
-    :class:`cowcore.protocol.ScanResult` in ``cause``); ``nr`` the frames zeroed or copied, or the PTEs
-    (``FORK``, ``ZAP``, ``MPROTECT``); ``pmds`` the huge PMDs of those three.
+    :class:`cowcore.protocol.ScanResult` in ``cause``); ``nr`` the frames zeroed or copied,
+    or the PTEs (``FORK``, ``ZAP``, ``MPROTECT``); ``pmds`` the huge PMDs of those three.
     """
 
     kind: EventCode

@@ -226,9 +226,7 @@ class ScanResult(IntEnum):
         return "EINVAL"
 
 
-CONTINUE_SCAN_RESULTS = frozenset(
-    {ScanResult.PMD_NULL, ScanResult.PAGE_RO, ScanResult.PAGE_COUNT}
-)
+CONTINUE_SCAN_RESULTS = frozenset({ScanResult.PMD_NULL, ScanResult.PAGE_RO, ScanResult.PAGE_COUNT})
 """The failures after which ``madvise_collapse`` goes on with the next block (its
 whitelist); any other failure ends the call."""
 

@@ -35,7 +35,6 @@ from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Vma
 
-
 _BATCH_IGNORED = pg.A | pg.D | pg.RW | pg.SOFT_DIRTY
 """The PTE bits ``folio_pte_batch()`` (no ``FPB_RESPECT_*`` flag) does not compare."""
 
