@@ -222,3 +222,21 @@ def test_the_backends_agree_after_collapses() -> None:
         records.append((pfns, rec.records(), m.stats()))
         m.check()
     assert records[0] == records[1]
+
+
+def test_a_vma_without_a_whole_block_is_refused(make_machine: MachineFactory) -> None:
+    """Outside a fault, thp_vma_allowable_order() checks that the VMA holds an aligned 2M
+    block: a 1M mapping, or a 2M block that mprotect cut into three VMAs, is SCAN_VMA_CHECK
+    (EINVAL, recorded: collapse-split-vma), even for a range holding no block at all."""
+    m = make_machine()
+    p = m.init
+    a = p.mmap(2 * MiB)
+    p.write(a, 2 * MiB, value=1)
+    p.mprotect(a + PAGE, PAGE, "r")
+    r = p.collapse(a, 2 * MiB)
+    assert (r, r.errno) == (ScanResult.VMA_CHECK, "EINVAL")
+    p.mprotect(a + PAGE, PAGE, "rw")  # merged back: one VMA
+    assert p.collapse(a, 2 * MiB) is ScanResult.SUCCEED
+    b = p.mmap(1 * MiB)
+    p.write(b, value=2)
+    assert p.collapse(b, PAGE) is ScanResult.VMA_CHECK

@@ -57,9 +57,11 @@ def madvise(k: Kernel, mm: Mm, start: int, end: int) -> ScanResult:
 
 def madvise_collapse(k: Kernel, mm: Mm, vma: Vma, start: int, end: int) -> ScanResult:
     """``madvise_collapse`` for ``[start, end)`` inside ``vma``."""
-    # thp_vma_allowable_order() without sysfs enforcement (TVA_FORCED_COLLAPSE): only a
-    # VM_NOHUGEPAGE VMA refuses; the THP modes, even never, do not matter.
-    if vma.nohugepage:
+    # thp_vma_allowable_order() without sysfs enforcement (TVA_FORCED_COLLAPSE): the THP
+    # modes, even never, do not matter; a VM_NOHUGEPAGE VMA refuses, and so does one that
+    # holds no whole aligned 2 MiB block (outside a fault the check tries the VMA's last
+    # one, thp_vma_suitable_order(vma, vm_end - HPAGE_PMD_SIZE)).
+    if vma.nohugepage or not _holds_pmd_block(vma):
         return ScanResult.VMA_CHECK
     hstart = (start + pg.PMD_SIZE - 1) & ~(pg.PMD_SIZE - 1)
     hend = end & ~(pg.PMD_SIZE - 1)
@@ -87,6 +89,13 @@ def madvise_collapse(k: Kernel, mm: Mm, vma: Vma, start: int, end: int) -> ScanR
             break
     blocks = (hend - hstart) // pg.PMD_SIZE
     return ScanResult.SUCCEED if thps == blocks else last_fail
+
+
+def _holds_pmd_block(vma: Vma) -> bool:
+    """Whether an aligned 2 MiB block lies inside ``vma`` (the highest one that could:
+    ``ALIGN_DOWN(vm_end - HPAGE_PMD_SIZE)``, which must not start below ``vm_start``)."""
+    last = (vma.end - pg.PMD_SIZE) & ~(pg.PMD_SIZE - 1)
+    return vma.end >= pg.PMD_SIZE and last >= vma.start
 
 
 def _collapse_single_pmd(k: Kernel, mm: Mm, vma: Vma, addr: int) -> ScanResult:

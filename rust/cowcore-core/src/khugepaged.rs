@@ -84,6 +84,15 @@ impl ScanResult {
     }
 }
 
+/// Whether an aligned 2 MiB block lies inside `vma` (the highest one that could,
+/// `ALIGN_DOWN(vm_end - HPAGE_PMD_SIZE)`, must not start below `vm_start`).
+fn holds_pmd_block(vma: &Vma) -> bool {
+    vma.end
+        .as_u64()
+        .checked_sub(PMD_SIZE)
+        .is_some_and(|last| last & !(PMD_SIZE - 1) >= vma.start.as_u64())
+}
+
 /// Whether a PTE is none or maps the shared zero page (`pte_none_or_zero`).
 fn none_or_zero(mem: &PhysMem, e: PageTableEntry) -> bool {
     e.is_none() || (e.is_present() && e.frame() == mem.zero_pfn)
@@ -128,9 +137,11 @@ impl Kernel {
         start: VirtAddr,
         end: VirtAddr,
     ) -> Result<ScanResult, CowError> {
-        // thp_vma_allowable_order() without sysfs enforcement (TVA_FORCED_COLLAPSE): only a
-        // VM_NOHUGEPAGE VMA refuses; the THP modes, even never, do not matter.
-        if vma.flags.contains(VmFlags::NOHUGEPAGE) {
+        // thp_vma_allowable_order() without sysfs enforcement (TVA_FORCED_COLLAPSE): the THP
+        // modes, even never, do not matter; a VM_NOHUGEPAGE VMA refuses, and so does one that
+        // holds no whole aligned 2 MiB block (outside a fault the check tries the VMA's last
+        // one, thp_vma_suitable_order(vma, vm_end - HPAGE_PMD_SIZE)).
+        if vma.flags.contains(VmFlags::NOHUGEPAGE) || !holds_pmd_block(vma) {
             return Ok(ScanResult::VmaCheck);
         }
         let hstart = start.as_u64().next_multiple_of(PMD_SIZE);
@@ -411,6 +422,18 @@ mod tests {
             assert_eq!(m.read(c, a, K4).unwrap(), vec![3]);
             m.check().unwrap();
         }
+    }
+
+    /// A VMA without a whole aligned 2 MiB block is refused (`SCAN_VMA_CHECK`, EINVAL),
+    /// whatever the range: a 1M mapping, even for one page of it.
+    #[test]
+    fn small_vma_is_refused() {
+        let mut m = Machine::new(16 << 20, 4, Profile::V6_15).unwrap();
+        let a = m.mmap(1, 1 << 20).unwrap();
+        m.write(1, a, K4, 3).unwrap();
+        let r = m.collapse(1, a, K4).unwrap();
+        assert_eq!((r, r.errno()), (ScanResult::VmaCheck, Some("EINVAL")));
+        m.check().unwrap();
     }
 
     /// A PTE-mapped 64K folio is removed page by page on 6.12 (queued for deferred split
