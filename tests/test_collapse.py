@@ -62,12 +62,18 @@ def test_holes_and_zero_pages_are_zero_filled(make_machine: MachineFactory) -> N
 
 
 def test_nothing_faulted_is_einval(make_machine: MachineFactory) -> None:
-    """No page table under the block: SCAN_PMD_NULL, which madvise_collapse_errno maps to
-    EINVAL; nothing is allocated."""
+    """A VMA never faulted has no anon_vma: refused as a whole (SCAN_VMA_CHECK). With one, a
+    block with no page table under it is SCAN_PMD_NULL. Both are EINVAL; nothing is
+    allocated."""
     m = make_machine()
     p = m.init
-    a = p.mmap(2 * MiB)
-    r = p.collapse(a, 2 * MiB)
+    a = p.mmap(4 * MiB)
+    r = p.collapse(a, 4 * MiB)
+    assert (r, r.errno) == (ScanResult.VMA_CHECK, "EINVAL")
+    p.read(a)  # the zero page: still no anon_vma
+    assert p.collapse(a, 4 * MiB) is ScanResult.VMA_CHECK
+    p.write(a, value=1)  # an anon_vma; the second block's PMD entry is none
+    r = p.collapse(a + 2 * MiB, 2 * MiB)
     assert (r, r.errno) == (ScanResult.PMD_NULL, "EINVAL")
     assert m.stats().thp_collapse_alloc == 0
 

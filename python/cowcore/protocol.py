@@ -205,10 +205,12 @@ class ScanResult(IntEnum):
     PAGE_COUNT = 5
     """A folio of the block has references beyond its mappings (a GUP ``ref`` or ``pin``)."""
     PAGE_ANON = 6
-    """The VMA has no ``anon_vma`` (only zero pages were ever mapped): found after the
-    allocation, which is freed again."""
+    """The VMA has no ``anon_vma``, found again after the allocation
+    (``hugepage_vma_revalidate``); the VMA check refuses such a VMA first."""
     VMA_CHECK = 7
-    """The VMA refuses THPs (``VM_NOHUGEPAGE``): nothing is tried."""
+    """The VMA refuses MADV_COLLAPSE (``thp_vma_allowable_order``): ``VM_NOHUGEPAGE``, no
+    ``anon_vma`` (only zero pages ever mapped), or no whole aligned 2 MiB block in it (a 1M
+    mapping, a block that mprotect cut into VMAs). Nothing is tried."""
     ALLOC_HUGE_PAGE_FAIL = 8
     """No free PMD-size block (``THP_COLLAPSE_ALLOC_FAILED``)."""
 

@@ -181,7 +181,7 @@ _COLLAPSE_WHY = {
     ScanResult.PAGE_RO: "no PTE is writable (SCAN_PAGE_RO before 7.x)",
     ScanResult.PAGE_COUNT: "a folio has references beyond its mappings (a ref or pin)",
     ScanResult.PAGE_ANON: "the VMA has no anon_vma",
-    ScanResult.VMA_CHECK: "the VMA refuses THPs (nohugepage)",
+    ScanResult.VMA_CHECK: "the VMA refuses it (nohugepage, no anon_vma, or no whole 2M block)",
     ScanResult.ALLOC_HUGE_PAGE_FAIL: "no free 2M block",
 }
 

@@ -60,8 +60,9 @@ def madvise_collapse(k: Kernel, mm: Mm, vma: Vma, start: int, end: int) -> ScanR
     # thp_vma_allowable_order() without sysfs enforcement (TVA_FORCED_COLLAPSE): the THP
     # modes, even never, do not matter; a VM_NOHUGEPAGE VMA refuses, and so does one that
     # holds no whole aligned 2 MiB block (outside a fault the check tries the VMA's last
-    # one, thp_vma_suitable_order(vma, vm_end - HPAGE_PMD_SIZE)).
-    if vma.nohugepage or not _holds_pmd_block(vma):
+    # one, thp_vma_suitable_order(vma, vm_end - HPAGE_PMD_SIZE)), and one without an
+    # anon_vma (only zero pages ever mapped: recorded, collapse-zero-pages).
+    if vma.nohugepage or not vma.anon_vma or not _holds_pmd_block(vma):
         return ScanResult.VMA_CHECK
     hstart = (start + pg.PMD_SIZE - 1) & ~(pg.PMD_SIZE - 1)
     hend = end & ~(pg.PMD_SIZE - 1)

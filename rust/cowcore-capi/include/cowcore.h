@@ -485,11 +485,12 @@ enum cowcore_scan_result
    */
   COWCORE_SCAN_RESULT_PAGE_COUNT = 5,
   /**
-   * The VMA has no `anon_vma`.
+   * The VMA has no `anon_vma` (found again after the allocation).
    */
   COWCORE_SCAN_RESULT_PAGE_ANON = 6,
   /**
-   * The VMA refuses THPs (`VM_NOHUGEPAGE`).
+   * The VMA refuses `MADV_COLLAPSE`: `VM_NOHUGEPAGE`, no `anon_vma`, or no whole
+   * aligned 2 MiB block in it.
    */
   COWCORE_SCAN_RESULT_VMA_CHECK = 7,
   /**

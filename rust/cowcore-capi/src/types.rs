@@ -243,9 +243,10 @@ pub enum CowcoreScanResult {
     PageRo = 4,
     /// A folio has references beyond its mappings (a ref or a pin).
     PageCount = 5,
-    /// The VMA has no `anon_vma`.
+    /// The VMA has no `anon_vma` (found again after the allocation).
     PageAnon = 6,
-    /// The VMA refuses THPs (`VM_NOHUGEPAGE`).
+    /// The VMA refuses `MADV_COLLAPSE`: `VM_NOHUGEPAGE`, no `anon_vma`, or no whole
+    /// aligned 2 MiB block in it.
     VmaCheck = 7,
     /// No free PMD-size block.
     AllocHugePageFail = 8,

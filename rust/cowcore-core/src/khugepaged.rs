@@ -55,9 +55,11 @@ pub enum ScanResult {
     PageRo = 4,
     /// `SCAN_PAGE_COUNT`: a folio has references beyond its mappings (a GUP ref or pin).
     PageCount = 5,
-    /// `SCAN_PAGE_ANON`: the VMA has no `anon_vma` (found after the allocation).
+    /// `SCAN_PAGE_ANON`: the VMA has no `anon_vma`, found again after the allocation
+    /// (`hugepage_vma_revalidate`); the VMA check refuses such a VMA first.
     PageAnon = 6,
-    /// `SCAN_VMA_CHECK`: the VMA refuses THPs (`VM_NOHUGEPAGE`).
+    /// `SCAN_VMA_CHECK`: the VMA refuses `MADV_COLLAPSE` (`thp_vma_allowable_order`):
+    /// `VM_NOHUGEPAGE`, no `anon_vma`, or no whole aligned 2 MiB block in it.
     VmaCheck = 7,
     /// `SCAN_ALLOC_HUGE_PAGE_FAIL`: no free PMD-size block.
     AllocHugePageFail = 8,
@@ -140,8 +142,9 @@ impl Kernel {
         // thp_vma_allowable_order() without sysfs enforcement (TVA_FORCED_COLLAPSE): the THP
         // modes, even never, do not matter; a VM_NOHUGEPAGE VMA refuses, and so does one that
         // holds no whole aligned 2 MiB block (outside a fault the check tries the VMA's last
-        // one, thp_vma_suitable_order(vma, vm_end - HPAGE_PMD_SIZE)).
-        if vma.flags.contains(VmFlags::NOHUGEPAGE) || !holds_pmd_block(vma) {
+        // one, thp_vma_suitable_order(vma, vm_end - HPAGE_PMD_SIZE)), and one without an
+        // anon_vma (only zero pages ever mapped: recorded, collapse-zero-pages).
+        if vma.flags.contains(VmFlags::NOHUGEPAGE) || !vma.anon_vma || !holds_pmd_block(vma) {
             return Ok(ScanResult::VmaCheck);
         }
         let hstart = start.as_u64().next_multiple_of(PMD_SIZE);
