@@ -42,6 +42,7 @@ from cowcore.protocol import PSS_SHIFT
 from tests import strategies as gen
 
 PAGE = 4096
+MiB = 1 << 20
 
 
 @dataclass
@@ -431,6 +432,27 @@ class LockstepModel(RuleBasedStateMachine):
         assert len(recs) == count
         if any(r[1] == int(cowcore.Outcome.UNSHARE) for r in recs):
             event("unshare fault")
+
+    @precondition(lambda self: self.mapped())
+    @rule(data=st.data(), block=st.booleans())
+    def collapse(self, data: st.DataObject, block: bool) -> None:
+        """MADV_COLLAPSE of a range, or (``block``) of the 2M blocks around a mapped page:
+        no value a process reads changes, both backends give the same result (a
+        :class:`cowcore.ScanResult`, not an exception), and a range with an unmapped page
+        is an InvalidAddressError."""
+        p = data.draw(st.sampled_from(self.mapped()))
+        addr, count = self.pick_range(data, p)
+        if block:
+            start = addr & ~(2 * MiB - 1)
+            count = data.draw(st.sampled_from([512, 1024]))
+            addr = start
+        pages = [p.pages.get(addr + i * PAGE) for i in range(count)]
+        res = self.each(lambda i: int(p.procs[i].collapse(addr, count * PAGE)))
+        if any(pm is None for pm in pages):
+            assert res[0] == "raise" and res[1][0] == InvalidAddressError.__name__, res
+            return
+        result = cowcore.ScanResult(self.expect_ok(res, "collapse"))
+        event(f"collapse {result.name}")
 
     @precondition(lambda self: self.live())
     @rule(data=st.data(), npages=st.sampled_from([1, 16, 512]))

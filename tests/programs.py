@@ -6,7 +6,8 @@ mapping of the first process, inherited by every process forked from it: writes 
 that are distinct machine-wide, reads, forks (biased towards the newest process, so trees
 grow deep), exits, MADV_DONTNEED, mprotect, munmap, reads from outside (``touch``), ``mremap``
 round trips, folio splits (``drop_caches``), and references, pins and unshare faults (issue
-16): a pinned page seen by its holder never leaks a write across a fork, in either direction.
+16): a pinned page seen by its holder never leaks a write across a fork, in either direction;
+and MADV_COLLAPSE of the whole mapping, which changes no value any process reads.
 :class:`Runner` applies it to a machine and keeps, for every process, what each page must
 hold: what that process wrote itself or inherited at fork, never a write of another process
 made later.
@@ -62,6 +63,7 @@ class Runner:
         ]
         self.value = 0
         self.oom = 0
+        self.collapsed = 0
 
     def live(self) -> list[Proc]:
         return [p for p in self.procs if p.proc.alive]
@@ -98,6 +100,16 @@ class Runner:
             if p.holds:
                 what, addr, length = p.holds.pop()
                 (p.proc.unpin if what == "pin" else p.proc.unref)(addr, length)
+            return
+        if kind == "collapse":  # MADV_COLLAPSE of the whole mapping: no value changes
+            whole = all(v is not None for v in p.pages.values())
+            try:
+                result = p.proc.collapse(self.base, NPAGES * PAGE)
+            except cowcore.InvalidAddressError:
+                assert not whole, "a collapse of a mapped range raised"
+                return
+            assert whole, "a collapse over unmapped pages succeeded"
+            self.collapsed += result is cowcore.ScanResult.SUCCEED
             return
         first, count = op[2]
         addr, length = self.base + first * PAGE, count * PAGE

@@ -208,7 +208,7 @@ API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
     *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max", "mremap"],
-    *["ref", "unref", "pin", "unpin", "unshare", "drop_caches"],
+    *["ref", "unref", "pin", "unpin", "unshare", "drop_caches", "collapse"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle;
 ``pid_max``: sets ``Machine.pid_max``; ``drop_caches``: ``Machine.drop_caches``)."""
@@ -301,7 +301,10 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
     lengths = st.sampled_from(API_LENGTHS)
     if method == "mmap":
         return method, which, (draw(st.sampled_from(API_MMAP_LENGTHS)),)
-    if method in ("munmap", "read", "observe", "touch", "ref", "unref", "pin", "unpin", "unshare"):
+    if method in (
+        *("munmap", "read", "observe", "touch", "ref", "unref", "pin", "unpin", "unshare"),
+        "collapse",
+    ):
         return method, which, (addr, draw(lengths))
     if method == "mprotect":
         return method, which, (addr, draw(lengths), draw(st.sampled_from(API_PROTS)))
@@ -431,8 +434,8 @@ def program_ops() -> st.SearchStrategy[Op]:
     read from outside, which must change nothing any process reads), an ``mremap`` round trip
     (out to a fresh address, optionally written there, and back), and issue 16's ``ref``,
     ``pin`` (held until a later ``drop`` of the process's newest hold, or exit),
-    ``unshare`` and ``drop_caches`` (folio splits), none of which may change what any
-    process reads."""
+    ``unshare``, ``drop_caches`` (folio splits) and ``collapse`` (MADV_COLLAPSE of the whole
+    mapping), none of which may change what any process reads."""
     who = st.integers(0, 1 << 16)  # taken modulo the live processes when applied
     return st.one_of(
         st.tuples(st.just("write"), who, program_ranges()),
@@ -452,6 +455,7 @@ def program_ops() -> st.SearchStrategy[Op]:
         st.tuples(st.just("drop"), who),
         st.tuples(st.just("unshare"), who, program_ranges()),
         st.tuples(st.just("drop_caches"), who),
+        st.tuples(st.just("collapse"), who),
     )
 
 

@@ -75,6 +75,21 @@ def test_cli_prints_one_line_per_fault(capsys: pytest.CaptureFixture[str]) -> No
     assert "line 8: zap (exit) asid 2" in out
 
 
+def test_events_say_why_each_block_did_not_collapse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``collapse`` statement's events: one line per 2M block, with its result and why."""
+    path = tmp_path / "collapse.cow"
+    path.write_text(
+        "thp size 2M never\nP mmap A 4M\nP write A 0 4M 1\nP ref A 4K 4K\nP collapse A 0 4M\n"
+    )
+    assert main(["trace", str(path), "--events"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if "collapse" in x]
+    assert len(lines) == 2
+    assert "PAGE_COUNT (EAGAIN): a folio has references beyond its mappings" in lines[0]
+    assert lines[1].endswith("SUCCEED: collapsed into a new PMD-mapped THP")
+
+
 def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", str(SEED), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

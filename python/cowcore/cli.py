@@ -294,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument(
         "--events",
         action="store_true",
-        help="also print the fork, zap (munmap, exit, MADV_DONTNEED) and mprotect events, and "
-        "the folio splits of drop_caches",
+        help="also print the fork, zap (munmap, exit, MADV_DONTNEED), mprotect and collapse "
+        "events (one per 2M block, with its result), and the folio splits of drop_caches",
     )
     trace.add_argument(
         "--cost",

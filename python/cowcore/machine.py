@@ -53,6 +53,7 @@ from cowcore.protocol import (
     PageObservation,
     PolicySpec,
     Prot,
+    ScanResult,
     Smaps,
     Stats,
     ThpMode,
@@ -693,6 +694,28 @@ class Process:
 
         raw = self._b.unshare(self.pid, _int("addr", addr), _int("length", length))
         return np.frombuffer(raw, dtype=outcome.ACCESS_DTYPE)
+
+    def collapse(self, addr: SupportsIndex, length: SupportsIndex) -> ScanResult:
+        """``madvise(addr, length, MADV_COLLAPSE)``: collapse every whole, aligned 2 MiB block
+        of a fully mapped range into a new PMD-mapped THP, synchronously, whatever the THP
+        modes say (mm/khugepaged.c ``madvise_collapse``; DESIGN.md "MADV_COLLAPSE"). Each
+        block's pages are copied into a fresh PMD-size folio (none and zero-page entries
+        zero-filled), their PTEs cleared and their folios freed with their last mapping. A
+        block stays as it is when a folio in it has an extra reference (a ``ref`` or
+        ``pin``), when nothing was ever faulted there, or, before 7.x, when none of its
+        PTEs is writable.
+
+        Returns the :class:`ScanResult` that decided the call: ``SUCCEED`` when every block
+        is PMD-mapped now, else the last failure; ``result.errno`` is what the system call
+        returned (``None`` for 0, or ``"EINVAL"``, ``"EAGAIN"``, ``"ENOMEM"``). These are
+        results, not exceptions, as for the kernel's caller.
+
+        Raises:
+            InvalidArgumentError: a misaligned address or a bad length.
+            InvalidAddressError: a range outside user space, or with unmapped pages.
+        """
+        code = self._b.collapse(self.pid, _int("addr", addr), _int("length", length))
+        return ScanResult(code)
 
     def mprotect(self, addr: SupportsIndex, length: SupportsIndex, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""

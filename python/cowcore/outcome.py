@@ -189,7 +189,8 @@ ACCESS_SIZE = 32
 class EventCode(IntEnum):
     """The kind of an event record (the Rust ``Event`` variant), as a stable number.
 
-    ``stats()`` is the fold of the first eleven (counters), of ``FOLIO_ALLOC``/``FOLIO_FREE``
+    ``stats()`` is the fold of the first eleven and of ``THP_COLLAPSE_ALLOC``/
+    ``THP_COLLAPSE_ALLOC_FAILED`` (counters), of ``FOLIO_ALLOC``/``FOLIO_FREE``
     (the per-size ``nr_anon`` gauge) and of ``DEFERRED_SPLIT``/``DEFERRED_UNQUEUE`` (the
     deferred-split counters and gauge); the others report what changed memory and what work
     the kernel did (``docs/access-and-events.md``).
@@ -217,6 +218,9 @@ class EventCode(IntEnum):
     DEFERRED_SPLIT = 20
     DEFERRED_UNQUEUE = 21
     SPLIT_FAILED = 22
+    THP_COLLAPSE_ALLOC = 23
+    THP_COLLAPSE_ALLOC_FAILED = 24
+    COLLAPSE = 25
 
 
 class ZapCause(IntEnum):
@@ -239,8 +243,9 @@ class EventRecord:
     folio's first frame (``FOLIO_ALLOC``/``FOLIO_FREE``/``PAGES_ZEROED``/``DEFERRED_SPLIT``/
     ``DEFERRED_UNQUEUE``/``SPLIT``/``SPLIT_FAILED``, with ``order``) or the copy's
     source (``PAGES_COPIED``, ``pfn2`` its destination); ``start``/``end`` the range
-    (``ZAP``, ``MPROTECT``, ``TLB_FLUSH``); ``nr`` the frames zeroed or copied, or the PTEs
-    (``FORK``, ``ZAP``, ``MPROTECT``); ``pmds`` the huge PMDs of those three.
+    (``ZAP``, ``MPROTECT``, ``TLB_FLUSH``, ``COLLAPSE``: one 2 MiB block, with its
+    :class:`cowcore.protocol.ScanResult` in ``cause``); ``nr`` the frames zeroed or copied,
+    or the PTEs (``FORK``, ``ZAP``, ``MPROTECT``); ``pmds`` the huge PMDs of those three.
     """
 
     kind: EventCode

@@ -22,6 +22,7 @@ import contextlib
 import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
+from enum import IntEnum
 from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 from cowcore.errors import InvalidArgumentError, NoSuchProcessError
@@ -121,6 +122,17 @@ class KernelConfig:
     measured on 7.2 and 7.3); without it (6.12) entering the LRU clears the flag
     (``lru_gen_add_folio``), so a mark made while a small folio waits in the per-CPU LRU-add
     batch is lost when the batch drains."""
+    collapse_needs_writable_pte: bool = False
+    """``MADV_COLLAPSE`` refuses a 2 MiB block none of whose PTEs is writable
+    (``SCAN_PAGE_RO`` in ``hpage_collapse_scan_pmd()``/``__collapse_huge_page_isolate()``,
+    EINVAL: a block fork left read-only in both processes; measured on 6.1 and 6.12, gone in
+    7.2 and 7.3, where such a block collapses)."""
+    collapse_batches_ptes: bool = False
+    """``__collapse_huge_page_copy_succeeded()`` removes the rmap of a large folio's
+    consecutive PTEs as one ``folio_pte_batch`` (7.x), so a folio that the collapse unmaps
+    whole is never seen partially mapped; before (6.1, 6.12) it goes page by page and the
+    first page removed queues the folio for deferred split (``split_deferred`` counts it,
+    as the 6.12 recordings show)."""
     mremap_realigns: bool = True
     """``move_page_tables`` aligns a move that starts its VMA down to the PMD boundary when
     both sides are equally misaligned, the range reaches the next boundary and nothing else
@@ -145,6 +157,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         allocates_on_huge_zero_write=False,
         pagemap_pmd_exclusive_from_first_page=True,
         faulted_folios_referenced=False,
+        collapse_needs_writable_pte=True,
         mremap_realigns=False,
         reuses_sole_ref_large_pages=True,
     ),
@@ -158,6 +171,7 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         allocates_on_huge_zero_write=False,
         pagemap_pmd_exclusive_from_first_page=False,
         faulted_folios_referenced=False,
+        collapse_needs_writable_pte=True,
     ),
     "6.15": KernelConfig(
         profile="6.15",
@@ -169,11 +183,61 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         allocates_on_huge_zero_write=True,
         pagemap_pmd_exclusive_from_first_page=True,
         faulted_folios_referenced=True,
+        collapse_batches_ptes=True,
     ),
 }
 """Each profile's capabilities, declared for Python (the reference's copy; the Rust core's is
 ``Profile::config`` in policy.rs, exported as ``cowcore._cowcore.Machine.config()``;
 ``tests/test_records.py`` checks that the two agree)."""
+
+
+class ScanResult(IntEnum):
+    """The result of ``madvise(MADV_COLLAPSE)`` (:meth:`cowcore.Process.collapse`): the
+    kernel's ``enum scan_result`` member (mm/khugepaged.c, ``SCAN_*``; only those the model
+    can produce) that decided the call, and through :attr:`errno` what the system call
+    returned (``madvise_collapse_errno``). Its value is the ``cause`` of ``COLLAPSE``
+    events, one per 2 MiB block, and the number crossing the backend boundary."""
+
+    FAIL = 0
+    SUCCEED = 1
+    """Every 2 MiB block of the range is now PMD-mapped (also: no whole block in the
+    range)."""
+    PMD_NULL = 2
+    """No page table maps the block (``SCAN_PMD_NULL``; ``SCAN_NO_PTE_TABLE`` in 7.x):
+    nothing was ever faulted there."""
+    PMD_MAPPED = 3
+    """A huge PMD maps the block already (a THP, or the huge zero page): counts as done."""
+    PAGE_RO = 4
+    """No PTE of the block is writable (6.1, 6.12: ``collapse_needs_writable_pte``)."""
+    PAGE_COUNT = 5
+    """A folio of the block has references beyond its mappings (a GUP ``ref`` or ``pin``)."""
+    PAGE_ANON = 6
+    """The VMA has no ``anon_vma``, found again after the allocation
+    (``hugepage_vma_revalidate``); the VMA check refuses such a VMA first."""
+    VMA_CHECK = 7
+    """The VMA refuses MADV_COLLAPSE (``thp_vma_allowable_order``): ``VM_NOHUGEPAGE``, no
+    ``anon_vma`` (only zero pages ever mapped), or no whole aligned 2 MiB block in it (a 1M
+    mapping, a block that mprotect cut into VMAs). Nothing is tried."""
+    ALLOC_HUGE_PAGE_FAIL = 8
+    """No free PMD-size block (``THP_COLLAPSE_ALLOC_FAILED``)."""
+
+    @property
+    def errno(self) -> str | None:
+        """``madvise_collapse_errno``: ``None`` for success (the call returned 0), else the
+        errno's name: ``ENOMEM`` (no THP), ``EAGAIN`` (a reference, try again), ``EINVAL``
+        (everything else: the range itself cannot be collapsed)."""
+        if self in (ScanResult.SUCCEED, ScanResult.PMD_MAPPED):
+            return None
+        if self is ScanResult.ALLOC_HUGE_PAGE_FAIL:
+            return "ENOMEM"
+        if self is ScanResult.PAGE_COUNT:
+            return "EAGAIN"
+        return "EINVAL"
+
+
+CONTINUE_SCAN_RESULTS = frozenset({ScanResult.PMD_NULL, ScanResult.PAGE_RO, ScanResult.PAGE_COUNT})
+"""The failures after which ``madvise_collapse`` goes on with the next block (its
+whitelist); any other failure ends the call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +475,9 @@ class AddressSpaceBackend(Protocol):
     def unref(self, pid: int, addr: int, length: int) -> None: ...
     def pin(self, pid: int, addr: int, length: int) -> None: ...
     def unpin(self, pid: int, addr: int, length: int) -> None: ...
+    # madvise(MADV_COLLAPSE) of a range every page of which is mapped (the caller checks):
+    # the ScanResult code of the call (SUCCEED, or the last failure; ScanResult.errno).
+    def collapse(self, pid: int, addr: int, length: int) -> int: ...
     # A short R/O FOLL_PIN by another process (process_vm_readv): read faults, then the
     # unshare fault of every anonymous page that is not anon-exclusive; one access record a
     # page (ACCESS_SIZE bytes each, outcome UNSHARE where the unshare fault ran).
@@ -693,6 +760,10 @@ class Stats(Mapping[str, object]):
     deferred-split shrinker of ``drop_caches`` on a folio with a ``ref`` or a pin)."""
     thp_split_page_failed: int
     """``THP_SPLIT_PAGE_FAILED``: PMD-size folios that could not be split."""
+    thp_collapse_alloc: int
+    """``THP_COLLAPSE_ALLOC``: THPs allocated by a collapse (``MADV_COLLAPSE``)."""
+    thp_collapse_alloc_failed: int
+    """``THP_COLLAPSE_ALLOC_FAILED``: collapses that found no free PMD-size block."""
 
     def __getitem__(self, key: str) -> object:
         if key not in STATS_KEYS:

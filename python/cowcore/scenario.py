@@ -237,6 +237,11 @@ class Unshare(Ranged):
 
 
 @dataclass(frozen=True, slots=True)
+class Collapse(Ranged):
+    """``PROC collapse NAME OFF LEN``: ``madvise(MADV_COLLAPSE)``, printing its result."""
+
+
+@dataclass(frozen=True, slots=True)
 class Smaps:
     """``PROC smaps NAME``: one observation of the mapping's smaps lines."""
 
@@ -499,6 +504,10 @@ def _parse_unshare(lineno: int, proc: str, args: Sequence[str]) -> Unshare:
     return Unshare(lineno, proc, *_range(lineno, args))
 
 
+def _parse_collapse(lineno: int, proc: str, args: Sequence[str]) -> Collapse:
+    return Collapse(lineno, proc, *_range(lineno, args))
+
+
 def _parse_smaps(lineno: int, proc: str, args: Sequence[str]) -> Smaps:
     return Smaps(lineno, proc, _ident(lineno, args[0], "mapping"))
 
@@ -745,6 +754,15 @@ class _Runner:
         with self.sigsegv(st, start):
             p.unshare(start + st.off, st.length)
 
+    def run_collapse(self, st: Collapse) -> None:
+        """``madvise(MADV_COLLAPSE)`` of a range that must be mapped (as for ``madvise``);
+        prints ``{"collapse":PROC,"map":NAME,"result":0 or "ERRNO"}``."""
+        p, start = self.mapped(st, "collapse")
+        with self.enomem(st, "collapse"):
+            result = p.collapse(start + st.off, st.length)
+        errno = result.errno
+        self.emit({"collapse": st.proc, "map": st.name, "result": 0 if errno is None else errno})
+
     def gup(self, st: Ranged, verb: Literal["ref", "unref", "pin", "unpin"]) -> None:
         """The references and pins (docs/scenario-format.md, "References, pins and moves"):
         every page of the range must lie inside the mapping; an ``unref``/``unpin`` of a range
@@ -888,6 +906,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("P pin NAME OFF LEN", Pin, _parse_pin, _Runner.run_pin),
     Verb("P unpin NAME OFF LEN", Unpin, _parse_unpin, _Runner.run_unpin),
     Verb("P unshare NAME OFF LEN", Unshare, _parse_unshare, _Runner.run_unshare),
+    Verb("P collapse NAME OFF LEN", Collapse, _parse_collapse, _Runner.run_collapse),
 )
 """Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
 statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""
@@ -902,8 +921,15 @@ VMSTAT_STATS = ("thp_fault_alloc", "thp_split_pmd")
 DEFERRED_STATS = ("split_deferred", "nr_anon", "nr_anon_partially_mapped")
 """The per-size counters of the second edition (the deferred-split queue): ``nr_anon*`` are
 current values (the kernel runner prints them relative to the start of the run)."""
-DEFERRED_VMSTAT = ("thp_deferred_split_page", "thp_split_page", "thp_fault_fallback")
-"""The vmstat counters of the second edition, printed only when non-zero."""
+DEFERRED_VMSTAT = (
+    "thp_deferred_split_page",
+    "thp_split_page",
+    "thp_fault_fallback",
+    "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
+)
+"""The vmstat counters of the second edition (and of ``collapse``), printed only when
+non-zero."""
 EXTRA_STATS = ("pgreuse", "cow_copy")
 
 

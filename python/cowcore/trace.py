@@ -40,7 +40,7 @@ from cowcore.outcome import (
     Outcome,
     ZapCause,
 )
-from cowcore.protocol import THP_SIZES, FolioSnapshot, PageObservation
+from cowcore.protocol import THP_SIZES, FolioSnapshot, PageObservation, ScanResult
 from cowcore.recording import Recording
 from cowcore.scenario import Observation, Read, Scenario, Statement, Unshare, Write, _Runner
 
@@ -173,13 +173,27 @@ _SHOWN_EVENTS = [
     int(EventCode.MPROTECT),
     int(EventCode.SPLIT),
     int(EventCode.SPLIT_FAILED),
+    int(EventCode.COLLAPSE),
 ]
 """The events ``on_event`` reports: what a statement other than a read or write did to the
-address spaces, and the folio splits of ``drop_caches``."""
+address spaces (a ``collapse``: each 2 MiB block it tried, with the reason), and the folio
+splits of ``drop_caches``."""
+
+_COLLAPSE_WHY = {
+    ScanResult.SUCCEED: "collapsed into a new PMD-mapped THP",
+    ScanResult.PMD_NULL: "no page table: nothing was faulted there",
+    ScanResult.PMD_MAPPED: "a PMD maps it already",
+    ScanResult.PAGE_RO: "no PTE is writable (SCAN_PAGE_RO before 7.x)",
+    ScanResult.PAGE_COUNT: "a folio has references beyond its mappings (a ref or pin)",
+    ScanResult.PAGE_ANON: "the VMA has no anon_vma",
+    ScanResult.VMA_CHECK: "the VMA refuses it (nohugepage, no anon_vma, or no whole 2M block)",
+    ScanResult.ALLOC_HUGE_PAGE_FAIL: "no free 2M block",
+}
 
 
 def format_event(line: int, e: EventRecord) -> str:
-    """A ``Fork``, ``Zap``, ``Mprotect``, ``Split`` or ``SplitFailed`` event as one line."""
+    """A ``Fork``, ``Zap``, ``Mprotect``, ``Collapse``, ``Split`` or ``SplitFailed`` event as
+    one line."""
     size = _SIZE_OF_ORDER.get(e.order, str(e.order))
     if e.kind is EventCode.SPLIT:
         return (
@@ -193,6 +207,11 @@ def format_event(line: int, e: EventRecord) -> str:
         )
     span = "whole mm" if e.end == WHOLE_MM_END else f"[{e.start:#x}, {e.end:#x})"
     entries = f"{e.nr} PTEs, {e.pmds} huge PMDs"
+    if e.kind is EventCode.COLLAPSE:
+        result = ScanResult(e.cause)
+        errno = f" ({result.errno})" if result.errno else ""
+        why = _COLLAPSE_WHY.get(result, result.name)
+        return f"line {line}: collapse asid {e.asid} {span}: {result.name}{errno}: {why}"
     if e.kind is EventCode.FORK:
         return f"line {line}: fork: asid {e.asid} -> asid {e.asid2}, copied {entries}"
     if e.kind is EventCode.ZAP:
@@ -336,8 +355,8 @@ def trace_scenario(
 
     A run-time error ends the trace as it ends the run: :attr:`Trace.error` holds it, and
     the observations end with the error observation. ``on_event`` (if given) is called with
-    the line and each ``Fork``, ``Zap``, ``Mprotect``, ``Split`` and ``SplitFailed`` event of the
-    other statements.
+    the line and each ``Fork``, ``Zap``, ``Mprotect``, ``Collapse``, ``Split`` and
+    ``SplitFailed`` event of the other statements.
     """
     runner = _TraceRunner(
         kernel or scenario.kernel or "6.15",

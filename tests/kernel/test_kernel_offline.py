@@ -44,6 +44,8 @@ STATS_OPTIONAL_KEYS = [
     "thp_deferred_split_page",
     "thp_split_page",
     "thp_fault_fallback",
+    "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
 ]
 # Kernel lines before multi-size THP (no hugepages-<kB>kB directories in sysfs).
 PMD_ONLY_LINES = {"6.1"}
@@ -241,6 +243,10 @@ def test_recordings_are_exact_observation_lines() -> None:
                 assert list(obj) == PAGE_KEYS, path
                 if not obj["present"]:
                     assert all(obj[k] is None for k in PAGE_KEYS[4:]), path
+            elif "collapse" in obj:
+                assert list(obj) == ["collapse", "map", "result"], path
+                result = obj["result"]
+                assert result == 0 or (isinstance(result, str) and result.startswith("E")), path
             elif "smaps" in obj:
                 assert list(obj) == ["smaps"], path
                 assert list(obj["smaps"]) == ["proc", "map", *SMAPS_KB_FIELDS], path

@@ -791,7 +791,10 @@ KINDS = {kind: Event(kind).record().kind for kind in EventKind}
 
 def test_event_codes_and_raw_layout() -> None:
     assert sorted(KINDS.values()) == sorted(EventCode)
-    assert {k for k in EventKind if KINDS[k] <= EventCode.HUGE_ZERO_WRITE} == COUNTED
+    collapse_counters = {EventKind.THP_COLLAPSE_ALLOC, EventKind.THP_COLLAPSE_ALLOC_FAILED}
+    assert {k for k in EventKind if KINDS[k] <= EventCode.HUGE_ZERO_WRITE} == (
+        COUNTED - collapse_counters
+    )
     e = Event(EventKind.ZAP, cause=2, asid=3, start=4, end=5, nr=6, pmds=7)
     assert e.raw() == (int(EventCode.ZAP), 0, 2, 0, 0, 3, 0, 0, 0, 4, 5, 6, 7)
     assert len(struct.pack("<BBBBI8Q", *e.raw())) == EVENT_SIZE
@@ -1026,6 +1029,7 @@ def test_recorded_events_fold_to_the_stats(profile: str) -> None:
     ref.set_thp_size("16K", "always")
     oom = ref.access(pid, c, True, 1)  # 16K falls back, then order 0 runs out
     assert (oom.outcome, oom.orders_failed) == (Outcome.OUT_OF_MEMORY, 1 << 2)
+    assert ref.collapse(pid, c, PMD) == 8  # ALLOC_HUGE_PAGE_FAIL: a COLLAPSE event
     got = events(ref)
     assert Stats.fold(got).as_dict() == ref.stats()
     assert {e.kind for e in got} >= set(EventKind) - COUNTED

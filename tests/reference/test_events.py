@@ -53,6 +53,10 @@ def test_a_scenario_emits_every_kind_and_folds_to_the_stats() -> None:
     while ref.free_frames() > 4:  # down to single frames: 64K fails, order 0 does not
         ref.write(pid, b + pages * PAGE, PAGE, 7)
         pages += 1
+    last = (b + (pages - 1) * PAGE) & ~(2 * MB - 1)
+    assert ref.collapse(pid, last, 2 * MB) == 8  # THP_COLLAPSE_ALLOC_FAILED: ENOMEM
+    ref.munmap(pid, b, 16 * MB)
+    assert ref.collapse(pid, a + 4 * MB, 2 * MB) == 1  # COLLAPSE, THP_COLLAPSE_ALLOC
     ref.check()
 
     kinds = {e.kind for e in events}

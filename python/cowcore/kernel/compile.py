@@ -232,6 +232,7 @@ class _Compiler:
             "unpin",
             "unshare",
             "pageout",
+            "collapse",
         ):
             if len(rest) != 3:
                 raise self.error(f"{verb} needs NAME OFF LEN")

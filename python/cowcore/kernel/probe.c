@@ -18,6 +18,7 @@
  *                              fork CHILD | exit | mremap MAP OFF LEN NEWMAP
  *                              ref MAP OFF LEN | unref MAP OFF LEN | pin MAP OFF LEN
  *                              unpin MAP OFF LEN | unshare MAP OFF LEN | pageout MAP OFF LEN
+ *                              collapse MAP OFF LEN
  *   Z                          the scenario ends ({"end":IDX})
  *
  * Architecture: this process (the controller, PID 1) owns all the bookkeeping: which process
@@ -119,6 +120,12 @@ enum op {
 
 /* mremap: a command number of its own, out of the enum's way. */
 #define OP_MREMAP 64
+/* collapse: madvise(MADV_COLLAPSE), whose errno is the statement's result, not an error. */
+#define OP_COLLAPSE 65
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 /* include/uapi/asm-generic/mman-common.h, since 6.1 */
+#endif
 
 struct cmd {
 	uint32_t op;
@@ -566,6 +573,10 @@ static void worker(int slot)
 			val = dest;
 			break;
 		}
+		case OP_COLLAPSE:
+			if (madvise((void *)c.addr, c.len, MADV_COLLAPSE))
+				err = errno;
+			break;
 		case OP_EXIT:
 			held_release(0);
 			_exit(0);
@@ -850,10 +861,11 @@ static const char *const dsplit_name[] = {"split_deferred", "nr_anon", "nr_anon_
 #define NDSPLIT 7
 #define NDSPLIT_ALWAYS 3 /* printed even when empty: the maps of the format's second edition */
 static const char *const dsplit_vm_name[] = {"thp_deferred_split_page", "thp_split_page",
-					     "thp_fault_fallback",	 "pswpin",
+					     "thp_fault_fallback",	 "thp_collapse_alloc",
+					     "thp_collapse_alloc_failed", "pswpin",
 					     "pswpout",		 "thp_swpout",
 					     "thp_swpout_fallback"};
-#define NDSPLIT_VM 7
+#define NDSPLIT_VM 9
 /* UINT64_MAX marks a counter the kernel does not have. */
 static uint64_t dsplit_base[NSIZES][NDSPLIT], dsplit_vm_base[NDSPLIT_VM];
 
@@ -1264,6 +1276,56 @@ static void hold_statement(int p, int m, const char *verb, uint64_t off, uint64_
 	retire_reused(p, m, first, n);
 }
 
+/* The errno names a `collapse` prints (madvise_collapse_errno() in mm/khugepaged.c and
+ * madvise()'s own: ENOMEM for an unmapped hole, EPERM/EINVAL for a refused VMA). */
+static void out_errno(int err)
+{
+	static const struct {
+		int err;
+		const char *name;
+	} names[] = {{EINVAL, "EINVAL"}, {EAGAIN, "EAGAIN"}, {ENOMEM, "ENOMEM"},
+		     {EBUSY, "EBUSY"},   {EPERM, "EPERM"},   {EFAULT, "EFAULT"}};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (names[i].err == err) {
+			out_str("\"");
+			out_str(names[i].name);
+			out_str("\"");
+			return;
+		}
+	out_str("\"E");
+	out_u64((uint64_t)err);
+	out_str("\"");
+}
+
+/*
+ * `collapse`: P calls madvise(MADV_COLLAPSE) on the range (madvise_collapse() in
+ * mm/khugepaged.c runs synchronously in the caller, khugepaged's sleep does not matter) and
+ * the controller prints {"collapse":"P","map":"A","result":0 or "ERRNO"}. The collapsed
+ * pages' frames are freed; a frame handed out again within the call (a later 2M block's new
+ * THP) loses its old name, as after `unshare`.
+ */
+static void collapse_statement(int p, int m, uint64_t off, uint64_t len)
+{
+	struct rep r;
+	if (!check_range(p, m, off, len, 0, "collapse"))
+		return;
+	snap_range(p, m, off / PAGE_SIZE, len / PAGE_SIZE);
+	if (call(p, OP_COLLAPSE, 0, procs[p].map[m].base + off, len, 0, &r))
+		return;
+	retire_reused(p, m, off / PAGE_SIZE, len / PAGE_SIZE);
+	out_str("{\"collapse\":\"");
+	out_str(proc_name[p]);
+	out_str("\",\"map\":\"");
+	out_str(map_name[m]);
+	out_str("\",\"result\":");
+	if (r.err)
+		out_errno(r.err);
+	else
+		out_str("0");
+	out_str("}\n");
+	out_flush();
+}
+
 static void process_statement(int p, char **tok, int ntok)
 {
 	const char *verb = ntok > 0 ? tok[0] : "";
@@ -1451,6 +1513,10 @@ static void process_statement(int p, char **tok, int ntok)
 		if (call(p, OP_MADVISE, (uint32_t)MADV_PAGEOUT, mp->base + off, len, 0, &r) ||
 		    sys_error(r.err, "madvise(MADV_PAGEOUT)"))
 			return;
+		return;
+	}
+	if (!strcmp(verb, "collapse")) {
+		collapse_statement(p, m, off, len);
 		return;
 	}
 	if (!strcmp(verb, "ref") || !strcmp(verb, "unref") || !strcmp(verb, "pin") ||

@@ -40,7 +40,7 @@ from cowcore.protocol import (
     check_u64,
 )
 from cowcore.reference import check as check_mod
-from cowcore.reference import fault, fork, gup, mremap, split, vma_ops
+from cowcore.reference import fault, fork, gup, khugepaged, mremap, split, vma_ops
 from cowcore.reference import paging as pg
 from cowcore.reference import smaps as smaps_mod
 from cowcore.reference.kernel import PID_MAX_LIMIT, PID_MAX_MIN, Kernel
@@ -268,6 +268,17 @@ class ReferenceBackend:
         for i, rec in enumerate(recs):
             ACCESS_STRUCT.pack_into(raw, i * ACCESS_SIZE, *rec.raw())
         return raw
+
+    def collapse(self, pid: int, addr: int, length: int) -> int:
+        """``madvise(MADV_COLLAPSE)``: every page of the range must be mapped (an
+        :class:`InvalidAddressError` otherwise, as for ``madvise``)."""
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        if not mm.covered(start, end):
+            raise InvalidAddressError(
+                f"MADV_COLLAPSE [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)"
+            )
+        return int(khugepaged.madvise(self._k, mm, start, end))
 
     def munmap(self, pid: int, addr: int, length: int) -> None:
         _, mm = self._proc(pid)
@@ -563,6 +574,8 @@ class ReferenceBackend:
             thp_deferred_split_page=s.thp_deferred_split_page,
             split_failed=dict(s.split_failed),
             thp_split_page_failed=s.thp_split_page_failed,
+            thp_collapse_alloc=s.thp_collapse_alloc,
+            thp_collapse_alloc_failed=s.thp_collapse_alloc_failed,
         )
 
     def vmstat(self) -> Vmstat:

@@ -83,6 +83,13 @@ class EventKind(Enum):
     DEFERRED_UNQUEUE = "deferred_unqueue"
     """A partially mapped folio left the deferred-split queue as it was freed
     (``__folio_unqueue_deferred_split``): ``MTHP_STAT_NR_ANON_PARTIALLY_MAPPED`` - 1."""
+    THP_COLLAPSE_ALLOC = "thp_collapse_alloc"
+    """``THP_COLLAPSE_ALLOC``: a collapse allocated its THP (``alloc_charge_folio``)."""
+    THP_COLLAPSE_ALLOC_FAILED = "thp_collapse_alloc_failed"
+    """``THP_COLLAPSE_ALLOC_FAILED``: a collapse found no free PMD-size block."""
+    COLLAPSE = "collapse"
+    """``MADV_COLLAPSE`` tried the 2 MiB block ``[start, end)`` of ``asid``; ``cause`` is the
+    block's :class:`cowcore.protocol.ScanResult` (why it did or did not collapse)."""
 
 
 PER_SIZE = frozenset({EventKind.ANON_FAULT_ALLOC, EventKind.ANON_FAULT_FALLBACK, EventKind.SPLIT})
@@ -111,11 +118,18 @@ CODES: dict[EventKind, EventCode] = {
     EventKind.DEFERRED_SPLIT: EventCode.DEFERRED_SPLIT,
     EventKind.DEFERRED_UNQUEUE: EventCode.DEFERRED_UNQUEUE,
     EventKind.SPLIT_FAILED: EventCode.SPLIT_FAILED,
+    EventKind.THP_COLLAPSE_ALLOC: EventCode.THP_COLLAPSE_ALLOC,
+    EventKind.THP_COLLAPSE_ALLOC_FAILED: EventCode.THP_COLLAPSE_ALLOC_FAILED,
+    EventKind.COLLAPSE: EventCode.COLLAPSE,
 }
 """The stable number of each kind (``cowcore.outcome.EventCode``, the Rust ``Event::code``)."""
 
-COUNTED = frozenset(kind for kind, code in CODES.items() if code <= EventCode.HUGE_ZERO_WRITE)
-"""The kinds that move a counter by one each (the first eleven codes)."""
+COUNTED = frozenset(
+    {kind for kind, code in CODES.items() if code <= EventCode.HUGE_ZERO_WRITE}
+    | {EventKind.THP_COLLAPSE_ALLOC, EventKind.THP_COLLAPSE_ALLOC_FAILED}
+)
+"""The kinds that move a counter by one each (the first eleven codes, and the collapse's
+allocation counters)."""
 
 GAUGED = frozenset(
     {
@@ -194,6 +208,8 @@ class Stats:
     thp_deferred_split_page: int = 0
     split_failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
     thp_split_page_failed: int = 0
+    thp_collapse_alloc: int = 0
+    thp_collapse_alloc_failed: int = 0
 
     @classmethod
     def fold(cls, events: Iterable[Event]) -> Stats:
@@ -265,4 +281,6 @@ class Stats:
             "thp_deferred_split_page": self.thp_deferred_split_page,
             "split_failed": dict(self.split_failed),
             "thp_split_page_failed": self.thp_split_page_failed,
+            "thp_collapse_alloc": self.thp_collapse_alloc,
+            "thp_collapse_alloc_failed": self.thp_collapse_alloc_failed,
         }

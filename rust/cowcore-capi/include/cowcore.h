@@ -333,7 +333,7 @@ enum cowcore_event_kind
    */
   COWCORE_EVENT_KIND_ANON_FAULT_FALLBACK = 5,
   /**
-   * `MTHP_STAT_SPLIT` (`order`; not emitted yet).
+   * `MTHP_STAT_SPLIT`: a folio split by `split_folio` (`pfn`, `order`).
    */
   COWCORE_EVENT_KIND_SPLIT = 6,
   /**
@@ -401,6 +401,19 @@ enum cowcore_event_kind
    * A folio `split_folio` refused (`pfn`, `order`): `split_failed`.
    */
   COWCORE_EVENT_KIND_SPLIT_FAILED = 22,
+  /**
+   * `THP_COLLAPSE_ALLOC`: a collapse allocated its THP.
+   */
+  COWCORE_EVENT_KIND_THP_COLLAPSE_ALLOC = 23,
+  /**
+   * `THP_COLLAPSE_ALLOC_FAILED`: a collapse found no free PMD-size block.
+   */
+  COWCORE_EVENT_KIND_THP_COLLAPSE_ALLOC_FAILED = 24,
+  /**
+   * `MADV_COLLAPSE` tried the 2 MiB block `[start, end)` of `asid`; `cause` is its
+   * [`CowcoreScanResult`].
+   */
+  COWCORE_EVENT_KIND_COLLAPSE = 25,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -436,6 +449,64 @@ enum cowcore_zap_cause
 typedef enum cowcore_zap_cause cowcore_zap_cause;
 #else
 typedef uint8_t cowcore_zap_cause;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The result of [`crate::cowcore_collapse`] and the `cause` of a `COLLAPSE` event: the
+ * kernel's `enum scan_result` member (`cowcore_core::ScanResult`, same numbers). The
+ * errno the system call returned follows from it (`madvise_collapse_errno`): none for
+ * `SUCCEED` and `PMD_MAPPED`, `ENOMEM` for `ALLOC_HUGE_PAGE_FAIL`, `EAGAIN` for
+ * `PAGE_COUNT`, `EINVAL` for the others.
+ */
+enum cowcore_scan_result
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * `SCAN_FAIL`.
+   */
+  COWCORE_SCAN_RESULT_FAIL = 0,
+  /**
+   * Every block of the range is PMD-mapped now.
+   */
+  COWCORE_SCAN_RESULT_SUCCEED = 1,
+  /**
+   * No page table maps the block.
+   */
+  COWCORE_SCAN_RESULT_PMD_NULL = 2,
+  /**
+   * A huge PMD maps the block already.
+   */
+  COWCORE_SCAN_RESULT_PMD_MAPPED = 3,
+  /**
+   * No PTE of the block is writable (6.1, 6.12).
+   */
+  COWCORE_SCAN_RESULT_PAGE_RO = 4,
+  /**
+   * A folio has references beyond its mappings (a ref or a pin).
+   */
+  COWCORE_SCAN_RESULT_PAGE_COUNT = 5,
+  /**
+   * The VMA has no `anon_vma` (found again after the allocation).
+   */
+  COWCORE_SCAN_RESULT_PAGE_ANON = 6,
+  /**
+   * The VMA refuses `MADV_COLLAPSE`: `VM_NOHUGEPAGE`, no `anon_vma`, or no whole
+   * aligned 2 MiB block in it.
+   */
+  COWCORE_SCAN_RESULT_VMA_CHECK = 7,
+  /**
+   * No free PMD-size block.
+   */
+  COWCORE_SCAN_RESULT_ALLOC_HUGE_PAGE_FAIL = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum cowcore_scan_result cowcore_scan_result;
+#else
+typedef uint8_t cowcore_scan_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -654,6 +725,14 @@ typedef struct cowcore_stats_t {
    * `THP_SPLIT_PAGE_FAILED`.
    */
   uint64_t thp_split_page_failed;
+  /**
+   * `THP_COLLAPSE_ALLOC`.
+   */
+  uint64_t thp_collapse_alloc;
+  /**
+   * `THP_COLLAPSE_ALLOC_FAILED`.
+   */
+  uint64_t thp_collapse_alloc_failed;
 } cowcore_stats_t;
 
 #ifdef __cplusplus
@@ -916,6 +995,21 @@ cowcore_status cowcore_unpin(struct cowcore_machine *m, uint32_t pid, uint64_t a
  * `m` a live handle or NULL; `out` holds `n` writable elements.
  */
 cowcore_status cowcore_unshare(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length, struct cowcore_access_t *out, size_t n);
+
+/**
+ * `madvise(MADV_COLLAPSE)` of a fully mapped range: every whole, aligned 2 MiB block
+ * becomes a new PMD-mapped THP (its pages copied, their folios freed with their last
+ * mapping). The result, a [`CowcoreScanResult`] number, goes to `*out`: `SUCCEED` when
+ * every block is PMD-mapped now, else the last failure (a result, not an error status).
+ *
+ * # Errors
+ * `INVALID_ADDRESS` for a range with unmapped pages or outside user space,
+ * `INVALID_ARGUMENT` for a misaligned one, `NO_SUCH_PROCESS`.
+ *
+ * # Safety
+ * As [`cowcore_init_pid`].
+ */
+cowcore_status cowcore_collapse(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length, uint8_t *out);
 
 /**
  * Starts recording events (from now on) with `on`, or stops and drops what was recorded

@@ -37,7 +37,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use types::{
     CowcoreAccess, CowcoreEvent, CowcoreEventKind, CowcoreMapLevel, CowcoreOutcome, CowcoreReason,
-    CowcoreStats, CowcoreStatus, CowcoreZapCause, COWCORE_ACCESS_COPIED,
+    CowcoreScanResult, CowcoreStats, CowcoreStatus, CowcoreZapCause, COWCORE_ACCESS_COPIED,
     COWCORE_ACCESS_FAULT_AROUND, COWCORE_ACCESS_FELL_BACK, COWCORE_ACCESS_FIRST_TOUCH,
     COWCORE_ACCESS_SPLIT, COWCORE_ACCESS_ZEROED, COWCORE_NO_PHYS,
 };
@@ -826,6 +826,35 @@ pub unsafe extern "C" fn cowcore_unshare(
             unsafe { out.add(i).write((*r).into()) };
         }
         Ok(())
+    };
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+/// `madvise(MADV_COLLAPSE)` of a fully mapped range: every whole, aligned 2 MiB block
+/// becomes a new PMD-mapped THP (its pages copied, their folios freed with their last
+/// mapping). The result, a [`CowcoreScanResult`] number, goes to `*out`: `SUCCEED` when
+/// every block is PMD-mapped now, else the last failure (a result, not an error status).
+///
+/// # Errors
+/// `INVALID_ADDRESS` for a range with unmapped pages or outside user space,
+/// `INVALID_ARGUMENT` for a misaligned one, `NO_SUCH_PROCESS`.
+///
+/// # Safety
+/// As [`cowcore_init_pid`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_collapse(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+    out: *mut u8,
+) -> CowcoreStatus {
+    let body = |h: &mut CowcoreMachine| {
+        check_out(out, "out")?;
+        let r = h.machine.collapse(pid, VirtAddr::new(addr), length)?;
+        // SAFETY: the out-pointer is NULL or writable (the caller's contract).
+        unsafe { put(out, "out", r as u8) }
     };
     // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
     unsafe { with_machine(m, body) }

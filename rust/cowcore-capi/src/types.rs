@@ -216,6 +216,42 @@ pub enum CowcoreEventKind {
     DeferredUnqueue = 21,
     /// A folio `split_folio` refused (`pfn`, `order`): `split_failed`.
     SplitFailed = 22,
+    /// `THP_COLLAPSE_ALLOC`: a collapse allocated its THP.
+    ThpCollapseAlloc = 23,
+    /// `THP_COLLAPSE_ALLOC_FAILED`: a collapse found no free PMD-size block.
+    ThpCollapseAllocFailed = 24,
+    /// `MADV_COLLAPSE` tried the 2 MiB block `[start, end)` of `asid`; `cause` is its
+    /// [`CowcoreScanResult`].
+    Collapse = 25,
+}
+
+/// The result of [`crate::cowcore_collapse`] and the `cause` of a `COLLAPSE` event: the
+/// kernel's `enum scan_result` member (`cowcore_core::ScanResult`, same numbers). The
+/// errno the system call returned follows from it (`madvise_collapse_errno`): none for
+/// `SUCCEED` and `PMD_MAPPED`, `ENOMEM` for `ALLOC_HUGE_PAGE_FAIL`, `EAGAIN` for
+/// `PAGE_COUNT`, `EINVAL` for the others.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CowcoreScanResult {
+    /// `SCAN_FAIL`.
+    Fail = 0,
+    /// Every block of the range is PMD-mapped now.
+    Succeed = 1,
+    /// No page table maps the block.
+    PmdNull = 2,
+    /// A huge PMD maps the block already.
+    PmdMapped = 3,
+    /// No PTE of the block is writable (6.1, 6.12).
+    PageRo = 4,
+    /// A folio has references beyond its mappings (a ref or a pin).
+    PageCount = 5,
+    /// The VMA has no `anon_vma` (found again after the allocation).
+    PageAnon = 6,
+    /// The VMA refuses `MADV_COLLAPSE`: `VM_NOHUGEPAGE`, no `anon_vma`, or no whole
+    /// aligned 2 MiB block in it.
+    VmaCheck = 7,
+    /// No free PMD-size block.
+    AllocHugePageFail = 8,
 }
 
 /// `cowcore_event_t.cause` of a `ZAP` event (`cowcore_core::ZapCause`).
@@ -402,6 +438,10 @@ pub struct CowcoreStats {
     pub split_failed: [u64; 8],
     /// `THP_SPLIT_PAGE_FAILED`.
     pub thp_split_page_failed: u64,
+    /// `THP_COLLAPSE_ALLOC`.
+    pub thp_collapse_alloc: u64,
+    /// `THP_COLLAPSE_ALLOC_FAILED`.
+    pub thp_collapse_alloc_failed: u64,
 }
 
 impl From<&Stats> for CowcoreStats {
@@ -427,6 +467,8 @@ impl From<&Stats> for CowcoreStats {
             thp_deferred_split_page,
             split_failed,
             thp_split_page_failed,
+            thp_collapse_alloc,
+            thp_collapse_alloc_failed,
         } = *s;
         Self {
             anon_fault_alloc,
@@ -448,6 +490,8 @@ impl From<&Stats> for CowcoreStats {
             thp_deferred_split_page,
             split_failed,
             thp_split_page_failed,
+            thp_collapse_alloc,
+            thp_collapse_alloc_failed,
         }
     }
 }
@@ -512,7 +556,7 @@ pub(crate) const REASON_NAMES: [&std::ffi::CStr; 21] = [
 ];
 
 /// See [`OUTCOME_NAMES`]; index 0 is no kind.
-pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 23] = [
+pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 26] = [
     c"UNKNOWN",
     c"FAULT_READ",
     c"FAULT_WRITE",
@@ -536,4 +580,7 @@ pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 23] = [
     c"DEFERRED_SPLIT",
     c"DEFERRED_UNQUEUE",
     c"SPLIT_FAILED",
+    c"THP_COLLAPSE_ALLOC",
+    c"THP_COLLAPSE_ALLOC_FAILED",
+    c"COLLAPSE",
 ];

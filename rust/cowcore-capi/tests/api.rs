@@ -8,7 +8,7 @@ use common::{last_error, status_of, Handle};
 use cowcore_capi::*;
 use cowcore_core::{
     Access, AccessFlags, AccessKinds, Advice, Event, EventRecord, Machine, MapLevel, Outcome,
-    Profile, Reason, ThpSizeMode, VirtAddr, ZapCause,
+    Profile, Reason, ScanResult, ThpSizeMode, VirtAddr, ZapCause,
 };
 use std::collections::BTreeMap;
 
@@ -145,6 +145,16 @@ fn event_kinds_and_records_are_the_cores() {
                 asid: 1,
                 start: 0,
                 end: 1,
+            },
+        ),
+        (K::ThpCollapseAlloc, Event::ThpCollapseAlloc),
+        (K::ThpCollapseAllocFailed, Event::ThpCollapseAllocFailed),
+        (
+            K::Collapse,
+            Event::Collapse {
+                asid: 1,
+                start: 0,
+                result: ScanResult::PageCount,
             },
         ),
     ] {
@@ -617,4 +627,53 @@ fn drop_caches_is_the_cores() {
     unsafe { assert_eq!(cowcore_stats(h.0, &raw mut stats), CowcoreStatus::Ok) };
     assert_eq!(stats, CowcoreStats::from(core.stats()));
     assert_eq!((stats.split[2], stats.nr_anon[2]), (1, 0));
+}
+
+/// Issue 16: `cowcore_collapse` is the core's `collapse`: the same results (a success, then
+/// `PAGE_COUNT` with a ref), the same counters afterwards.
+#[test]
+fn collapse_is_the_cores() {
+    let h = Handle::new(16 << 20, c"6.12");
+    let mut core = Machine::new(16 << 20, 4, Profile::V6_12).unwrap();
+    let (mut a, mut r) = (0, 0u8);
+    let two_m = 2u64 << 20;
+    // SAFETY: a live handle; writable out-pointers.
+    unsafe {
+        assert_eq!(
+            cowcore_mmap(h.0, 1, 2 * two_m, &raw mut a),
+            CowcoreStatus::Ok
+        );
+        let mut rec = CowcoreAccess::default();
+        for off in [0, two_m] {
+            assert_eq!(
+                cowcore_access(h.0, 1, a + off, true, 5, &raw mut rec),
+                CowcoreStatus::Ok
+            );
+        }
+        assert_eq!(cowcore_ref(h.0, 1, a + two_m, K4), CowcoreStatus::Ok);
+        assert_eq!(
+            cowcore_collapse(h.0, 1, a, 2 * two_m, &raw mut r),
+            CowcoreStatus::Ok
+        );
+        assert_eq!(r, CowcoreScanResult::PageCount as u8);
+        assert_eq!(
+            cowcore_collapse(h.0, 1, a + K4, K4, std::ptr::null_mut()),
+            CowcoreStatus::NullPointer
+        );
+        assert_eq!(cowcore_check(h.0), CowcoreStatus::Ok);
+    }
+    let va = VirtAddr::new(a);
+    core.mmap(1, 2 * two_m).unwrap();
+    core.access(1, va, true, 5).unwrap();
+    core.access(1, VirtAddr::new(a + two_m), true, 5).unwrap();
+    core.ref_pages(1, VirtAddr::new(a + two_m), K4).unwrap();
+    assert_eq!(
+        core.collapse(1, va, 2 * two_m).unwrap(),
+        ScanResult::PageCount
+    );
+    let mut stats = CowcoreStats::default();
+    // SAFETY: as above.
+    unsafe { assert_eq!(cowcore_stats(h.0, &raw mut stats), CowcoreStatus::Ok) };
+    assert_eq!(stats, CowcoreStats::from(core.stats()));
+    assert_eq!(stats.thp_collapse_alloc, 1);
 }

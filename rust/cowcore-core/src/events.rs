@@ -166,6 +166,22 @@ pub enum Event {
         /// Its order.
         order: u32,
     },
+    // --- MADV_COLLAPSE (issue 16). ---
+    /// `THP_COLLAPSE_ALLOC`: a collapse allocated its THP (`alloc_charge_folio`).
+    ThpCollapseAlloc,
+    /// `THP_COLLAPSE_ALLOC_FAILED`: a collapse found no free PMD-size block.
+    ThpCollapseAllocFailed,
+    /// `MADV_COLLAPSE` tried the 2 MiB block at `start` of one address space, with this
+    /// result (`madvise_collapse`'s per-block `enum scan_result`): why it did or did not
+    /// collapse.
+    Collapse {
+        /// The address-space id.
+        asid: u64,
+        /// The block's first address.
+        start: u64,
+        /// The block's result.
+        result: crate::khugepaged::ScanResult,
+    },
 }
 
 /// Why entries were zapped.
@@ -191,7 +207,7 @@ pub struct EventRecord {
     /// A folio order (`AnonFaultAlloc`, `AnonFaultFallback`, `Split`, `FolioAlloc`,
     /// `FolioFree`, `DeferredSplit`, `DeferredUnqueue`, `SplitFailed`).
     pub order: u8,
-    /// A [`ZapCause`] (`Zap`).
+    /// A [`ZapCause`] (`Zap`), a [`crate::ScanResult`] (`Collapse`).
     pub cause: u8,
     /// Padding, always zero.
     pub reserved: u8,
@@ -217,7 +233,7 @@ pub struct EventRecord {
 }
 
 /// The names of the event kinds by [`Event::code`] (0 is unused).
-pub const EVENT_NAMES: [&str; 23] = [
+pub const EVENT_NAMES: [&str; 26] = [
     "",
     "FAULT_READ",
     "FAULT_WRITE",
@@ -241,6 +257,9 @@ pub const EVENT_NAMES: [&str; 23] = [
     "DEFERRED_SPLIT",
     "DEFERRED_UNQUEUE",
     "SPLIT_FAILED",
+    "THP_COLLAPSE_ALLOC",
+    "THP_COLLAPSE_ALLOC_FAILED",
+    "COLLAPSE",
 ];
 
 impl EventRecord {
@@ -293,6 +312,9 @@ impl Event {
             Event::DeferredSplit { .. } => 20,
             Event::DeferredUnqueue { .. } => 21,
             Event::SplitFailed { .. } => 22,
+            Event::ThpCollapseAlloc => 23,
+            Event::ThpCollapseAllocFailed => 24,
+            Event::Collapse { .. } => 25,
         }
     }
 
@@ -317,7 +339,17 @@ impl Event {
             | Event::ThpSplitPmd
             | Event::PgReuse
             | Event::CowCopy
-            | Event::HugeZeroWrite => {}
+            | Event::HugeZeroWrite
+            | Event::ThpCollapseAlloc
+            | Event::ThpCollapseAllocFailed => {}
+            Event::Collapse {
+                asid,
+                start,
+                result,
+            } => {
+                (r.asid, r.start, r.end, r.cause) =
+                    (asid, start, start + crate::addr::PMD_SIZE, result as u8);
+            }
             Event::AnonFaultAlloc { order } | Event::AnonFaultFallback { order } => {
                 r.order = order as u8;
             }
@@ -438,7 +470,10 @@ impl Stats {
             Event::PgReuse => self.pgreuse += 1,
             Event::CowCopy => self.cow_copy += 1,
             Event::HugeZeroWrite => self.huge_zero_write += 1,
+            Event::ThpCollapseAlloc => self.thp_collapse_alloc += 1,
+            Event::ThpCollapseAllocFailed => self.thp_collapse_alloc_failed += 1,
             Event::PagesZeroed { .. }
+            | Event::Collapse { .. }
             | Event::PagesCopied { .. }
             | Event::Fork { .. }
             | Event::Zap { .. }

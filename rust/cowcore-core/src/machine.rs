@@ -11,6 +11,7 @@ use crate::error::CowError;
 use crate::events::Event;
 use crate::folio::FolioInfo;
 use crate::kernel::Kernel;
+use crate::khugepaged::ScanResult;
 use crate::mm::{Advice, Mm, Prot, VmaInfo};
 use crate::outcome::{Access, AccessKinds};
 use crate::paging::walk::Translation;
@@ -1001,6 +1002,41 @@ impl Machine {
         new_addr: Option<VirtAddr>,
     ) -> Result<VirtAddr, CowError> {
         self.k.mremap(pid, addr, length, new_addr)
+    }
+
+    /// `madvise(addr, length, MADV_COLLAPSE)`: every whole, aligned 2 MiB block of the
+    /// range becomes a new PMD-mapped THP, whatever the THP modes say (`madvise_collapse` in
+    /// `mm/khugepaged.c`; DESIGN.md "`MADV_COLLAPSE`"): its pages are copied into a fresh folio
+    /// (none and zero-page entries zero-filled) and their folios freed with their last
+    /// mapping. Returns the [`ScanResult`] that decided the call ([`ScanResult::Succeed`]
+    /// when every block is PMD-mapped now, else the last failure; [`ScanResult::errno`] is
+    /// what the system call returned).
+    ///
+    /// # Errors
+    /// A bad range, or one with unmapped pages ([`CowError::InvalidAddress`]); an unknown
+    /// pid. The collapse's own failures are results.
+    ///
+    /// # Examples
+    ///
+    /// ```rust
+    /// use cowcore_core::{Machine, Profile, ScanResult};
+    ///
+    /// let mut m = Machine::new(16 << 20, 4, Profile::V6_15)?;
+    /// let a = m.mmap(1, 2 << 20)?;
+    /// m.write(1, a, 2 << 20, 7)?; // THP never: 512 small folios
+    /// assert_eq!(m.collapse(1, a, 2 << 20)?, ScanResult::Succeed);
+    /// assert_eq!(m.folio(m.translate(1, a)?.pfn.unwrap())?.order, 9);
+    /// assert_eq!(m.stats().thp_collapse_alloc, 1);
+    /// m.check()?;
+    /// # Ok::<(), cowcore_core::CowError>(())
+    /// ```
+    pub fn collapse(
+        &mut self,
+        pid: u32,
+        addr: VirtAddr,
+        length: u64,
+    ) -> Result<ScanResult, CowError> {
+        self.k.collapse(pid, addr, length)
     }
 
     /// Unmaps `[addr, addr+length)`; unmapped pages in the range are fine.

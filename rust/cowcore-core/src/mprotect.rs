@@ -71,7 +71,7 @@ impl Kernel {
 
     /// The checked range of `op` (`"mprotect"` or `"madvise"`, for the message), which must
     /// be fully mapped.
-    fn checked_mapped_range(
+    pub(crate) fn checked_mapped_range(
         &self,
         op: &str,
         pid: u32,

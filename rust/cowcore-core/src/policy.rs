@@ -75,6 +75,8 @@ impl Profile {
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: false,
+                collapse_needs_writable_pte: true,
+                collapse_batches_ptes: false,
                 mremap_realigns: false,
                 reuses_sole_ref_large_pages: true,
             },
@@ -88,6 +90,8 @@ impl Profile {
                 allocates_on_huge_zero_write: false,
                 pagemap_pmd_exclusive_from_first_page: false,
                 faulted_folios_referenced: false,
+                collapse_needs_writable_pte: true,
+                collapse_batches_ptes: false,
                 mremap_realigns: true,
                 reuses_sole_ref_large_pages: false,
             },
@@ -101,6 +105,8 @@ impl Profile {
                 allocates_on_huge_zero_write: true,
                 pagemap_pmd_exclusive_from_first_page: true,
                 faulted_folios_referenced: true,
+                collapse_needs_writable_pte: false,
+                collapse_batches_ptes: true,
                 mremap_realigns: true,
                 reuses_sole_ref_large_pages: false,
             },
@@ -140,6 +146,8 @@ pub struct KernelConfig {
     allocates_on_huge_zero_write: bool,
     pagemap_pmd_exclusive_from_first_page: bool,
     faulted_folios_referenced: bool,
+    collapse_needs_writable_pte: bool,
+    collapse_batches_ptes: bool,
     mremap_realigns: bool,
     reuses_sole_ref_large_pages: bool,
 }
@@ -257,6 +265,24 @@ impl KernelConfig {
     #[must_use]
     pub const fn queues_pmd_thp_at_fault(self) -> bool {
         self.per_size_thp_stats
+    }
+
+    /// `MADV_COLLAPSE` refuses a 2 MiB block none of whose PTEs is writable (`SCAN_PAGE_RO`
+    /// in `hpage_collapse_scan_pmd()` and `__collapse_huge_page_isolate()`, `EINVAL`): a
+    /// block that fork left read-only in both processes. Measured on 6.1 and 6.12; 7.2 and
+    /// 7.3 collapse such a block.
+    #[must_use]
+    pub const fn collapse_needs_writable_pte(self) -> bool {
+        self.collapse_needs_writable_pte
+    }
+
+    /// `__collapse_huge_page_copy_succeeded()` removes the rmap of a large folio's
+    /// consecutive PTEs as one `folio_pte_batch` (7.x), so a folio the collapse unmaps whole
+    /// is never partially mapped on the way; 6.1 and 6.12 go page by page, and the first page
+    /// removed queues the folio for deferred split (recorded: `split_deferred` on 6.12).
+    #[must_use]
+    pub const fn collapse_batches_ptes(self) -> bool {
+        self.collapse_batches_ptes
     }
 }
 

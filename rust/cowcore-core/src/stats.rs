@@ -50,6 +50,10 @@ pub struct Stats {
     pub faults_wp: u64,
     /// `do_huge_zero_wp_pmd` allocations.
     pub huge_zero_write: u64,
+    /// `THP_COLLAPSE_ALLOC`: THPs a collapse allocated (`MADV_COLLAPSE`).
+    pub thp_collapse_alloc: u64,
+    /// `THP_COLLAPSE_ALLOC_FAILED`: collapses that found no free PMD-size block.
+    pub thp_collapse_alloc_failed: u64,
 }
 
 /// The `/proc/vmstat` lines the simulator keeps, named as the kernel prints them: the

@@ -34,10 +34,12 @@ const VMSTAT: [&str; 2] = ["thp_fault_alloc", "thp_split_pmd"];
 /// The vmstat counters of the format's second edition, compared (absence meaning 0) only
 /// between two sides that print its per-size `split_deferred` map, as
 /// `cowcore.scenario.compare_observations` does: older recordings do not print them.
-const DEFERRED_VMSTAT: [&str; 3] = [
+const DEFERRED_VMSTAT: [&str; 5] = [
     "thp_deferred_split_page",
     "thp_split_page",
     "thp_fault_fallback",
+    "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
 ];
 /// The `smaps` keys comparisons skip (as `cowcore.scenario.SMAPS_NOT_COMPARED`): none
 /// since `Referenced` follows the folio's `PG_referenced` too.
@@ -150,7 +152,7 @@ fn valid(t: &[&str]) -> bool {
                 ("mmap", 2) => ident(a[0]) && aligned(a[1], true),
                 (
                     "munmap" | "read" | "observe" | "write" | "ref" | "unref" | "pin" | "unpin"
-                    | "unshare",
+                    | "unshare" | "collapse",
                     3,
                 ) => range_ok(a),
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
@@ -270,6 +272,8 @@ impl Driver {
             ("thp_deferred_split_page", s.thp_deferred_split_page),
             ("thp_split_page", s.thp_split_page),
             ("thp_fault_fallback", s.thp_fault_fallback),
+            ("thp_collapse_alloc", s.thp_collapse_alloc),
+            ("thp_collapse_alloc_failed", s.thp_collapse_alloc_failed),
         ] {
             if v != 0 {
                 write!(line, ",\"{key}\":{v}").unwrap();
@@ -317,6 +321,24 @@ impl Driver {
             .get_mut(proc)
             .unwrap()
             .insert(a[3].into(), (new, len));
+        Ok(())
+    }
+
+    /// `P collapse NAME OFF LEN`: `MADV_COLLAPSE`, then its result line
+    /// (docs/scenario-format.md, "Collapse").
+    fn collapse(
+        &mut self,
+        proc: &str,
+        pid: u32,
+        name: &str,
+        addr: VirtAddr,
+        len: u64,
+    ) -> Result<(), String> {
+        let r = self.m.collapse(pid, addr, len).map_err(|e| e.to_string())?;
+        let result = r.errno().map_or("0".into(), |e| format!("\"{e}\""));
+        self.out.push(format!(
+            "{{\"collapse\":\"{proc}\",\"map\":\"{name}\",\"result\":{result}}}"
+        ));
         Ok(())
     }
 
@@ -474,6 +496,7 @@ impl Driver {
                             "pin" => self.m.pin_pages(pid, addr, len).map_err(err)?,
                             "unpin" => self.m.unpin_pages(pid, addr, len).map_err(err)?,
                             "unshare" => drop(self.m.unshare(pid, addr, len).map_err(err)?),
+                            "collapse" => self.collapse(proc, pid, a[0], addr, len)?,
                             other => unreachable!("verb {other} passed the syntax check"),
                         }
                     }

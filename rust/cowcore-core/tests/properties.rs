@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use cowcore_core::{
     Access, AccessKinds, Advice, CowError, Machine, Outcome, Profile, Prot, ThpMode, ThpSizeMode,
-    VirtAddr, PAGE_SIZE, POLICIES,
+    VirtAddr, PAGE_SIZE, PMD_SIZE, POLICIES,
 };
 use proptest::prelude::*;
 
@@ -100,6 +100,15 @@ enum Op {
         pages: u64,
         kind: u8,
     },
+    /// Issue 16: `MADV_COLLAPSE` of a range (`block`: rounded out to whole 2 MiB blocks);
+    /// changes no content, and its failures are results.
+    Collapse {
+        proc: usize,
+        map: usize,
+        page: u64,
+        pages: u64,
+        block: bool,
+    },
     /// Issue 16: `unref`/`unpin` of the process's hold `index` (or, with none, of a range
     /// not held: `InvalidArgument`).
     Release {
@@ -137,6 +146,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize, 0..2usize, 0..MAP_PAGES, 0..PAGE_SIZE, any::<bool>(), 1..5u64).prop_map(|(proc, map, page, offset, write, value)| Op::Access { proc, map, page, offset, write, value }),
         2 => (0..4usize, 0..2usize, proptest::collection::vec((0..MAP_PAGES, any::<bool>()), 1..16), 1..5u64).prop_map(|(proc, map, pages, value)| Op::AccessBatch { proc, map, pages, value }),
         1 => (0..4usize, range()).prop_map(|(proc, (map, page, pages))| Op::Touch { proc, map, page, pages }),
+        1 => (0..4usize, range(), any::<bool>()).prop_map(|(proc, (map, page, pages), block)| Op::Collapse { proc, map, page, pages, block }),
         2 => (0..POLICIES.len(), any::<bool>()).prop_map(|(index, on)| Op::Policy { index, on }),
         2 => (0..4usize, range(), 0..3u8).prop_map(|(proc, (map, page, pages), kind)| Op::Gup { proc, map, page, pages, kind }),
         1 => (0..4usize, 0..8usize).prop_map(|(proc, index)| Op::Release { proc, index }),
@@ -296,6 +306,25 @@ impl World {
                 self.m.touch(pid, a, len).map(|()| {
                     assert_eq!(self.m.rss_anon(pid), before, "touch faulted something in");
                 })
+            }
+            Op::Collapse {
+                proc,
+                map,
+                page,
+                pages,
+                block,
+            } => {
+                let Some(pid) = self.pid(proc) else {
+                    return false;
+                };
+                let (mut a, mut len) = self.addr(map, page, pages);
+                if block {
+                    // The 2 MiB blocks the range touches (a mapping is 2 MiB-aligned).
+                    let start = a.as_u64() & !(PMD_SIZE - 1);
+                    len = (a.as_u64() + len).next_multiple_of(PMD_SIZE) - start;
+                    a = VirtAddr::new(start);
+                }
+                self.m.collapse(pid, a, len).map(|_| ())
             }
             Op::Munmap {
                 proc,

@@ -401,6 +401,14 @@ impl PyMachine {
         })
     }
 
+    fn collapse(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<u8> {
+        run_core(py, || {
+            self.lock()
+                .collapse(pid, VirtAddr::new(addr), length)
+                .map(|r| r as u8)
+        })
+    }
+
     #[pyo3(signature = (pid, addr, length, new_addr))]
     fn mremap(
         &self,

@@ -230,6 +230,8 @@ pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAn
             n(s.thp_deferred_split_page)?,
             sizes(&s.split_failed)?,
             n(s.thp_split_page_failed)?,
+            n(s.thp_collapse_alloc)?,
+            n(s.thp_collapse_alloc_failed)?,
         ],
     )?;
     stats_class(py)?.call1(args)
@@ -276,17 +278,35 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         .map(|&(_, order)| order)
         .filter(|&order| cfg.has_thp_order(order))
         .collect();
-    kernel_config_class(py)?.call1((
-        cfg.profile().as_str(),
-        cfg.per_page_mapcounts(),
-        cfg.mm_ids(),
-        PyTuple::new(py, orders)?,
-        cfg.per_size_thp_stats(),
+    // By keyword: more fields than PyO3 converts as one positional tuple.
+    let kw = PyDict::new(py);
+    kw.set_item("profile", cfg.profile().as_str())?;
+    kw.set_item("per_page_mapcounts", cfg.per_page_mapcounts())?;
+    kw.set_item("mm_ids", cfg.mm_ids())?;
+    kw.set_item("anon_thp_orders", PyTuple::new(py, orders)?)?;
+    kw.set_item("per_size_thp_stats", cfg.per_size_thp_stats())?;
+    kw.set_item(
+        "reuses_pte_mapped_large_folios",
         cfg.reuses_pte_mapped_large_folios(),
+    )?;
+    kw.set_item(
+        "allocates_on_huge_zero_write",
         cfg.allocates_on_huge_zero_write(),
+    )?;
+    kw.set_item(
+        "pagemap_pmd_exclusive_from_first_page",
         cfg.pagemap_pmd_exclusive_from_first_page(),
-        cfg.faulted_folios_referenced(),
-        cfg.mremap_realigns(),
+    )?;
+    kw.set_item("faulted_folios_referenced", cfg.faulted_folios_referenced())?;
+    kw.set_item(
+        "collapse_needs_writable_pte",
+        cfg.collapse_needs_writable_pte(),
+    )?;
+    kw.set_item("collapse_batches_ptes", cfg.collapse_batches_ptes())?;
+    kw.set_item("mremap_realigns", cfg.mremap_realigns())?;
+    kw.set_item(
+        "reuses_sole_ref_large_pages",
         cfg.reuses_sole_ref_large_pages(),
-    ))
+    )?;
+    kernel_config_class(py)?.call((), Some(&kw))
 }

@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     let mut steps = 0;
     while !b.0.is_empty() && steps < 200 {
         steps += 1;
-        let op = b.u8() % 28;
+        let op = b.u8() % 29;
         // Mostly live pids, sometimes 0, exited ones or ones never used.
         let pids = m.pids();
         let pid = match b.u8() {
@@ -192,6 +192,9 @@ fuzz_target!(|data: &[u8]| {
             }),
             // Issue 16: the deferred-split shrinker (folio splits change no content).
             26 => m.drop_caches(),
+            // MADV_COLLAPSE: its failures are results (ENOMEM included), so only a bad or
+            // unmapped range is an error, and it must change nothing.
+            27 => m.collapse(pid, VirtAddr::new(addr), len).map(|_| ()),
             _ => {
                 // Inspection only: these must never fail except on bad input.
                 let _ = m.translate(pid, VirtAddr::new(addr));
