@@ -1020,6 +1020,14 @@ def test_recorded_events_fold_to_the_stats(profile: str) -> None:
     ref.madvise(pid, a + PMD + PAGE, PAGE, "dontneed")
     ref.exit(child)  # page 0 of b's folio is now mapped by nothing: partially mapped
     ref.madvise(pid, b, 64 * KB, "dontneed")  # ... and freed off the deferred-split queue
+    d = ref.mmap(pid, 16 * KB)
+    ref.write(pid, d, 16 * KB, 6)  # one 16K folio
+    ref.ref(pid, d, PAGE)
+    ref.madvise(pid, d + 8 * KB, 8 * KB, "dontneed")  # partially mapped: queued
+    ref.drop_caches()  # the ref refuses the split: SPLIT_FAILED
+    ref.unref(pid, d, PAGE)
+    ref.drop_caches()  # SPLIT, then the two unmapped pages freed
+    ref.munmap(pid, d, 16 * KB)
     ref.munmap(pid, a, PMD)
     c = ref.mmap(pid, PMD)
     ref.set_thp_enabled("never")
