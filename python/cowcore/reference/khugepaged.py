@@ -174,6 +174,12 @@ def _collapse_huge_page(
     k.deposits[slot] = table
     new.refcount = 1
     new.add_new_anon_rmap(mm.mm_id, exclusive=True, pmd_mapped=True)
+    if k.profile_config.per_size_thp_stats:
+        # deferred_split_folio(folio, false) for a collapsed THP too (6.12+: in
+        # collapse_huge_page, later inside map_anon_folio_pmd_nopf): the shrinker splits it
+        # when underused (recorded: split-collapsed-underused); the core queues it in
+        # add_new_anon_rmap (KernelConfig::queues_pmd_thp_at_fault).
+        k.deferred_queue.add(new.pfn)
     k.folio_add_lru(new)
     entry = pg.mkdirty(pg.make_entry(new.pfn, vma.page_prot() | pg.PS))
     if vma.write:

@@ -547,7 +547,9 @@ impl PhysMem {
             self.nr_anon_thps += 1 << order;
             if self.queues_pmd_thp_at_fault {
                 // map_anon_folio_pmd: deferred_split_folio(folio, false), for the
-                // shrinker's thp_underused check (split.rs).
+                // shrinker's thp_underused check (split.rs). A THP that MADV_COLLAPSE maps
+                // comes through here too and is queued as the kernel queues it
+                // (collapse_huge_page; recorded: split-collapsed-underused).
                 self.deferred_queue.insert(head);
             }
             self.count[head as usize + 2] = 0;
