@@ -7,14 +7,17 @@ that are distinct machine-wide, reads, forks (biased towards the newest process,
 grow deep), exits, MADV_DONTNEED, mprotect, munmap, reads from outside (``touch``), ``mremap``
 round trips, folio splits (``drop_caches``), and references, pins and unshare faults (issue
 16): a pinned page seen by its holder never leaks a write across a fork, in either direction;
-and MADV_COLLAPSE of the whole mapping, which changes no value any process reads.
+MADV_COLLAPSE of the whole mapping, which changes no value any process reads; and
+MADV_PAGEOUT of a range (swap), after which every value comes back through the swap-in
+fault.
 :class:`Runner` applies it to a machine and keeps, for every process, what each page must
 hold: what that process wrote itself or inherited at fork, never a write of another process
 made later.
 
 The model is checked without faulting, through ``observe`` (a page that is not present
 must read as 0, a present one must hold the model's value), so the checks themselves
-allocate nothing and change nothing.
+allocate nothing and change nothing; a swapped-out page cannot be read that way, so
+:meth:`Runner.read_back` reads every page at the end, swapping them all in.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import pytest
 
 import cowcore
-from cowcore import OutOfMemoryError, SegmentationFault
+from cowcore import NotModelledError, OutOfMemoryError, SegmentationFault
 from tests.strategies import PROGRAM_PAGES, Op, program_ops, program_setups
 
 __all__ = ["NPAGES", "PAGE", "Op", "Proc", "Runner", "ops", "setups"]
@@ -64,6 +67,8 @@ class Runner:
         self.value = 0
         self.oom = 0
         self.collapsed = 0
+        self.refused = 0
+        """Swap-ins the model refuses (``NotModelledError``; DESIGN.md "Swap")."""
 
     def live(self) -> list[Proc]:
         return [p for p in self.procs if p.proc.alive]
@@ -108,6 +113,9 @@ class Runner:
             except cowcore.InvalidAddressError:
                 assert not whole, "a collapse of a mapped range raised"
                 return
+            except NotModelledError:  # a swap entry in a block: no collapse swap-in yet
+                self.refused += 1
+                return
             assert whole, "a collapse over unmapped pages succeeded"
             self.collapsed += result is cowcore.ScanResult.SUCCEED
             return
@@ -123,8 +131,11 @@ class Runner:
             except SegmentationFault:
                 assert not ok, "a write that the model allows segfaulted"
                 return
-            except OutOfMemoryError:
-                self.oom += 1
+            except (OutOfMemoryError, NotModelledError) as exc:
+                if isinstance(exc, OutOfMemoryError):
+                    self.oom += 1
+                else:
+                    self.refused += 1
                 # pages before the failing one are written, the rest untouched
                 done = [o.content == self.value for o in p.proc.observe(addr, length)]
                 k = done.index(False)
@@ -145,7 +156,16 @@ class Runner:
             except OutOfMemoryError:
                 self.oom += 1
                 return
+            except NotModelledError:
+                self.refused += 1
+                return
             assert ok and got == [p.pages[i] for i in idx], f"pid {p.proc.pid} read {got}"
+        elif kind == "pageout":  # MADV_PAGEOUT: no value changes, pages go to swap
+            if not mapped:
+                with pytest.raises(cowcore.InvalidAddressError):
+                    p.proc.pageout(addr, length)
+                return
+            p.proc.pageout(addr, length)
         elif kind == "dontneed":
             if not mapped:
                 return
@@ -174,6 +194,9 @@ class Runner:
                 return
             except OutOfMemoryError:
                 self.oom += 1
+                return
+            except NotModelledError:
+                self.refused += 1
                 return
             assert ok, f"a {kind} that must segfault succeeded"
             if kind != "unshare":
@@ -239,15 +262,37 @@ class Runner:
                 (p.proc.unpin if what == "pin" else p.proc.unref)(addr, length)
 
     def check_isolation(self) -> None:
-        """Every live process sees exactly its model, page by page (without faulting)."""
+        """Every live process sees exactly its model, page by page (without faulting; a
+        swapped-out page is checked by :meth:`read_back`)."""
         for p in self.live():
             for i, o in enumerate(p.proc.observe(self.base, NPAGES * PAGE)):
                 want = p.pages[i]
                 got = o.content if o.present else (None if want is None else 0)
                 if want is None:
-                    assert not o.present, f"pid {p.proc.pid} page {i} unmapped but present"
+                    assert not o.present and o.frame_kind is None, (
+                        f"pid {p.proc.pid} page {i} unmapped but present or swapped"
+                    )
+                    continue
+                if o.frame_kind == "swap":
                     continue
                 assert got == want, f"pid {p.proc.pid} page {i} holds {got}, the model says {want}"
+
+    def read_back(self) -> None:
+        """Read every readable page of every live process, faulting (so swapping in every
+        swapped-out page), and compare with the model."""
+        for p in self.live():
+            for i, want in p.pages.items():
+                if want is None or p.prot[i] == "none":
+                    continue
+                try:
+                    (got,) = p.proc.read(self.base + i * PAGE, PAGE)
+                except OutOfMemoryError:
+                    self.oom += 1
+                    continue
+                except NotModelledError:
+                    self.refused += 1
+                    continue
+                assert got == want, f"pid {p.proc.pid} page {i} reads {got}, the model says {want}"
 
     def exit_all(self, order: list[int]) -> None:
         live = self.live()

@@ -208,7 +208,7 @@ API_METHODS = [
     *["mmap", "munmap", "mprotect", "madvise", "write", "read", "fork", "exit"],
     *["translate", "observe", "observe_iter", "write_pages", "read_pages", "folio"],
     *["thp", "policy", "access", "access_batch", "mmap_fixed", "touch", "pid_max", "mremap"],
-    *["ref", "unref", "pin", "unpin", "unshare", "drop_caches", "collapse"],
+    *["ref", "unref", "pin", "unpin", "unshare", "drop_caches", "collapse", "pageout"],
 ]
 """Every call ``api_calls`` makes (``thp``: a per-size THP mode; ``policy``: a toggle;
 ``pid_max``: sets ``Machine.pid_max``; ``drop_caches``: ``Machine.drop_caches``)."""
@@ -303,7 +303,7 @@ def api_calls(draw: st.DrawFn) -> tuple[Any, ...]:
         return method, which, (draw(st.sampled_from(API_MMAP_LENGTHS)),)
     if method in (
         *("munmap", "read", "observe", "touch", "ref", "unref", "pin", "unpin", "unshare"),
-        "collapse",
+        *("collapse", "pageout"),
     ):
         return method, which, (addr, draw(lengths))
     if method == "mprotect":
@@ -435,7 +435,8 @@ def program_ops() -> st.SearchStrategy[Op]:
     (out to a fresh address, optionally written there, and back), and issue 16's ``ref``,
     ``pin`` (held until a later ``drop`` of the process's newest hold, or exit),
     ``unshare``, ``drop_caches`` (folio splits) and ``collapse`` (MADV_COLLAPSE of the whole
-    mapping), none of which may change what any process reads."""
+    mapping), and ``pageout`` (MADV_PAGEOUT: pages go to swap and come back on the next
+    access), none of which may change what any process reads."""
     who = st.integers(0, 1 << 16)  # taken modulo the live processes when applied
     return st.one_of(
         st.tuples(st.just("write"), who, program_ranges()),
@@ -456,6 +457,8 @@ def program_ops() -> st.SearchStrategy[Op]:
         st.tuples(st.just("unshare"), who, program_ranges()),
         st.tuples(st.just("drop_caches"), who),
         st.tuples(st.just("collapse"), who),
+        st.tuples(st.just("pageout"), who, program_ranges()),
+        st.tuples(st.just("pageout"), who, program_ranges()),
     )
 
 

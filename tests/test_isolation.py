@@ -31,6 +31,7 @@ def test_no_write_crosses_between_processes(
     for op in program:
         run.apply(op)
         run.check_isolation()
+    run.read_back()  # every swapped-out page comes back with its value
     m.check()
 
 
@@ -54,6 +55,7 @@ def test_issue_15_policies_leak_no_write(
     for op in program:
         run.apply(op)
         run.check_isolation()
+    run.read_back()  # every swapped-out page comes back with its value
     m.check()
 
 

@@ -139,6 +139,10 @@ class Setup:
     build: Callable[[int], tuple[list[str], Range]]
     thp: bool = True
     pmd_only: bool = False
+    swap: bool = False
+    """A ``*_SWAPOUT`` setup: the range is paged out after the setup (``MADV_PAGEOUT``), and
+    the tests' reads of it (cow.c's ``memcpy``/``memcmp``) become ``read`` statements, which
+    swap the pages back in, before the observations of the sides that read."""
 
     def sizes(self) -> tuple[int, ...]:
         """The sizes this setup runs at, as cow.c's ``run_anon_test_case`` picks them."""
@@ -202,13 +206,32 @@ def _partial_shared(size: int) -> tuple[list[str], Range]:
     return statements, Range("A", 0, size)
 
 
-#: cow.c's setups that the language can express, in cow.c's order. The ``*_SWAPOUT`` ones wait
-#: for ``pageout``.
+def _swapped(build: Callable[[int], tuple[list[str], Range]]) -> Callable[
+    [int], tuple[list[str], Range]
+]:
+    # run_with_*_swap / THP_RUN_*_SWAPOUT: MADV_PAGEOUT of the range after the setup (cow.c
+    # then skips the test unless every page is swapped: the recordings show they are).
+    def build_swapped(size: int) -> tuple[list[str], Range]:
+        statements, r = build(size)
+        return [*statements, f"P pageout {r.text()}"], r
+
+    return build_swapped
+
+
+#: cow.c's setups that the language can express, in cow.c's order (run_anon_test_case: the
+#: base page, then per size the PMD THP, the PTE-mapped THP and the single PTE, each followed
+#: by its swapped-out twin, then the partial mremap and the partial share).
 SETUPS: tuple[Setup, ...] = (
     Setup("base", "with base page", _base, thp=False),
+    Setup("base-swap", "with swapped out base page", _swapped(_base), thp=False, swap=True),
     Setup("pmd", "with THP", _pmd, pmd_only=True),
+    Setup("pmd-swap", "with swapped-out THP", _swapped(_pmd), pmd_only=True, swap=True),
     Setup("pte", "with PTE-mapped THP", _pte),
+    Setup("pte-swap", "with swapped-out, PTE-mapped THP", _swapped(_pte), swap=True),
     Setup("single-pte", "with single PTE of THP", _single_pte),
+    Setup(
+        "single-pte-swap", "with single PTE of swapped-out THP", _swapped(_single_pte), swap=True
+    ),
     Setup("partial-mremap", "with partially mremap()'ed THP", _partial_mremap),
     Setup("partial-shared", "with partially shared THP", _partial_shared),
 )
@@ -397,6 +420,18 @@ def make_case(setup: Setup, test: Test, size: int) -> Case:
     """The scenario for one cell of the matrix."""
     statements, r = setup.build(size)
     steps = tuple(test.steps(r))
+    if setup.swap:
+        # cow.c's sides read the memory they check (memcpy of the old content, memcmp after
+        # the write): on a swapped-out range those reads are what swaps the pages back in.
+        steps = tuple(
+            x
+            for s in steps
+            for x in (
+                [f"{s.proc} read {s.range.text()}", s]
+                if isinstance(s, Observe) and s.role in ("before", "protected")
+                else [s]
+            )
+        )
     lines = [
         f'# cow.c {test.function}: "{test.title}" ... {setup.title}'
         + (f" ({size >> 10} kB)" if setup.thp else ""),
@@ -463,7 +498,9 @@ def check(case: Case, observations: Sequence[Mapping[str, Any]]) -> list[str]:
                 )
                 continue
             if not page["present"]:
-                problems.append(f"{where}: not present")
+                # before the test, a swapped-out setup's pages are still in swap
+                if not (obs.role == "start" and case.setup.swap and page["frame"] == "swap"):
+                    problems.append(f"{where}: not present")
                 continue
             frame, content = str(page["frame"]), page["content"]
             if obs.role == "before":
@@ -512,8 +549,9 @@ def outcome(case: Case, observations: Sequence[Mapping[str, Any]]) -> str:
     ``copy``/``reuse``: whether the writer's write landed on a new frame or on the frame the
     other side holds; ``write: reuse``: on the pinned frame; ``unshare: reuse``/``copy``: whether
     the R/O pin kept the page or gave the writer a new one; ``fork: copy``: fork gave the child
-    its own copy of a pinned page. ``reuse first, copy rest``: the first observed page differs
-    from the others. ``no mTHP``: a PMD-only kernel refused the ``thp size`` line.
+    its own copy of a pinned page; ``unshare: swap-in``: the page was swapped out before the pin,
+    which swapped it in. ``reuse first, copy rest``: the first observed page differs from the
+    others. ``no mTHP``: a PMD-only kernel refused the ``thp size`` line.
     """
     if thp_size_error(case, observations):
         return "no mTHP"
@@ -531,7 +569,9 @@ def outcome(case: Case, observations: Sequence[Mapping[str, Any]]) -> str:
 
     def compare(a: Role, b: Role, same: str, new: str) -> str:
         words = [
-            same if frames[(b, pb, off)] == frames[(a, pa, off)] else new
+            same
+            if frames[(b, pb, off)] == frames[(a, pa, off)]
+            else ("swap-in" if frames[(a, pa, off)] == "swap" else new)
             for (ra, pa, off) in frames
             if ra == a
             for (rb, pb, offb) in frames
