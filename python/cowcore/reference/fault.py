@@ -270,8 +270,10 @@ def _handle_fault(
             do_wp_page(k, mm, vma, addr, pte_table, pte_idx, trace)
         case pg.EntryKind.PRESENT:
             raise pg.not_modelled(pte, addr, "PROT_NONE PTE fault")  # do_numa_page
-        case pg.EntryKind.SWAP:
+        case pg.EntryKind.SWAP if swap.is_swap_pte(pte) and pg.swp_offset(pte) in k.swap.slots:
             do_swap_page(k, mm, vma, addr, write, pte_table, pte_idx, trace)
+        case pg.EntryKind.SWAP:
+            raise pg.not_modelled(pte, addr, "PTE fault")  # no such device or slot
         case pg.EntryKind.MIGRATION:
             raise pg.not_modelled(pte, addr, "PTE fault")  # migration_entry_wait
 

@@ -91,8 +91,9 @@ def make_swap_pte(offset: int, exclusive: bool, soft_dirty: bool) -> int:
 
 
 def is_swap_pte(entry: int) -> bool:
-    """``is_swap_pte`` and not a migration entry: a PTE naming a slot of the device."""
-    return pg.entry_kind(entry) is pg.EntryKind.SWAP
+    """``is_swap_pte`` and not a migration entry: a PTE naming a slot of the device (type
+    0; an entry of another type names no device and is refused as broken state)."""
+    return pg.entry_kind(entry) is pg.EntryKind.SWAP and pg.swp_type(entry) == SWAP_TYPE
 
 
 def add_to_swap(k: Kernel, folio: Folio, first: int) -> None:
