@@ -64,6 +64,11 @@ class ProcessLimitError(CowError):
     ``PID_MAX_LIMIT`` = 4M)."""
 
 
+class NotModelledError(CowError):
+    """The model does not cover this case; the message says which and why (for instance a
+    large swap-in whose answer depends on the kernel's swap cluster allocator)."""
+
+
 class InvariantError(CowError, AssertionError):
     """``Machine.check()`` found a broken invariant (kernel-semantics.md section 1.3).
 

@@ -717,6 +717,22 @@ class Process:
         code = self._b.collapse(self.pid, _int("addr", addr), _int("length", length))
         return ScanResult(code)
 
+    def pageout(self, addr: SupportsIndex, length: SupportsIndex) -> None:
+        """``madvise(addr, length, MADV_PAGEOUT)``: reclaim the range's anonymous folios to
+        the swap device now (mm/madvise.c ``madvise_cold_or_pageout_pte_range``, mm/vmscan.c
+        ``shrink_folio_list``). A folio that only this mapping maps is written to swap slots
+        and its PTEs become swap entries (``observe`` shows ``frame_kind == "swap"``); a
+        later access swaps it back in (``do_swap_page``). Folios mapped by another process
+        stay, a large folio the range covers only in part is split first, a pinned one stays
+        mapped, and one with a ``ref`` is unmapped into the swap cache without being
+        written. Zero-filled folios are only marked in the swap zeromap (6.12+).
+
+        Raises:
+            InvalidArgumentError: a misaligned address or a bad length.
+            InvalidAddressError: a range outside user space, or with unmapped pages.
+        """
+        self._b.pageout(self.pid, _int("addr", addr), _int("length", length))
+
     def mprotect(self, addr: SupportsIndex, length: SupportsIndex, prot: Prot) -> None:
         """Set the protection of a fully mapped range to ``"none"``, ``"r"`` or ``"rw"``."""
         self._b.mprotect(

@@ -40,6 +40,9 @@ class Outcome(IntEnum):
     UNSHARE = 8
     SEGFAULT = 9
     OUT_OF_MEMORY = 10
+    SWAP_IN = 11
+    """``do_swap_page`` mapped the page from a swap entry (read, or a write mapped writable at
+    once); a write that goes on to ``do_wp_page`` reports that fault's outcome."""
 
 
 class Reason(IntEnum):
@@ -68,6 +71,14 @@ class Reason(IntEnum):
     """``cow_reuse_remember_exclusive`` (a policy): reused on the folio's exclusive memo."""
     LARGE_EXACT_EXCLUSIVE = 20
     """``mm_id_exact`` (a policy): maybe shared by the two MM-id slots, exclusive in fact."""
+    SWAP_FRESH = 21
+    """``do_swap_page``: read into a new folio outside the swap cache, certainly exclusive."""
+    SWAP_EXCLUSIVE = 22
+    """``do_swap_page``: the swap entry's exclusive bit (``pte_swp_exclusive``)."""
+    SWAP_SOLE_REF = 23
+    """``do_swap_page``: reference count 1 once the swap cache was freed."""
+    SWAP_MAYBE_SHARED = 24
+    """``do_swap_page``: mapped read-only, maybe shared."""
 
 
 class MapLevel(IntEnum):
@@ -88,6 +99,8 @@ class AccessFlags(IntFlag):
     FELL_BACK = 1 << 4
     FAULT_AROUND = 1 << 5
     """``cow_reuse_fault_around`` (a policy): the reuse made other PTEs of the folio writable."""
+    SWAP_IN = 1 << 6
+    """A fault of the access swapped in (read from a slot or found in the swap cache)."""
 
 
 NO_PHYS = (1 << 64) - 1
@@ -221,6 +234,16 @@ class EventCode(IntEnum):
     THP_COLLAPSE_ALLOC = 23
     THP_COLLAPSE_ALLOC_FAILED = 24
     COLLAPSE = 25
+    SWAP_OUT = 26
+    """``shrink_folio_list`` wrote a folio (``pfn``, ``order``; ``nr`` pages written, 0 when
+    its zero-filled pages were only marked in the zeromap)."""
+    SWAP_IN = 27
+    """``do_swap_page`` read a folio (``pfn``, ``order``; ``nr`` pages read, 0 for zero
+    slots)."""
+    SWPOUT_FALLBACK = 28
+    """A large folio of ``order`` found no swap slots and was split (``swpout_fallback``)."""
+    SWPIN_FALLBACK = 29
+    """A large swap-in of ``order`` found no memory (``swpin_fallback``)."""
 
 
 class ZapCause(IntEnum):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Literal, NamedTuple, Protocol, get_args
 
@@ -144,6 +144,16 @@ class KernelConfig:
     ``do_wp_page()`` checks ``page_count(page)`` for every anonymous page; measured by the
     ``cowc-*-ro-pin-on-ro-previously-shared-2M`` scenarios on 6.1.176). Later kernels refuse
     every large folio before 6.15 (``wp_can_reuse_anon_folio()``)."""
+    swap_zeromap: bool = False
+    """A zero-filled folio paged out is not written: its slots are marked in the swap
+    zeromap (``swap_writepage`` -> ``swap_zeromap_folio_set``) and read back as zeros without
+    a read (6.12+). On 6.1 a zero page is written and read like any other."""
+    swapin_large: bool = False
+    """``alloc_swap_folio`` may swap in a large folio (an mTHP order below the PMD order)
+    when the faulting block's entries name consecutive slots (6.12+)."""
+    swapin_large_shared: bool = False
+    """Large swap-in also for a slot whose swap count is above 1, through the swap cache
+    (7.x); 6.12 only in the ``SWP_SYNCHRONOUS_IO`` bypass, for a count of 1."""
 
 
 KERNEL_CONFIGS: dict[str, KernelConfig] = {
@@ -160,6 +170,9 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         collapse_needs_writable_pte=True,
         mremap_realigns=False,
         reuses_sole_ref_large_pages=True,
+        swap_zeromap=False,
+        swapin_large=False,
+        swapin_large_shared=False,
     ),
     "6.12": KernelConfig(
         profile="6.12",
@@ -172,6 +185,9 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         pagemap_pmd_exclusive_from_first_page=False,
         faulted_folios_referenced=False,
         collapse_needs_writable_pte=True,
+        swap_zeromap=True,
+        swapin_large=True,
+        swapin_large_shared=False,
     ),
     "6.15": KernelConfig(
         profile="6.15",
@@ -184,6 +200,9 @@ KERNEL_CONFIGS: dict[str, KernelConfig] = {
         pagemap_pmd_exclusive_from_first_page=True,
         faulted_folios_referenced=True,
         collapse_batches_ptes=True,
+        swap_zeromap=True,
+        swapin_large=True,
+        swapin_large_shared=True,
     ),
 }
 """Each profile's capabilities, declared for Python (the reference's copy; the Rust core's is
@@ -484,6 +503,9 @@ class AddressSpaceBackend(Protocol):
     def unshare(self, pid: int, addr: int, length: int) -> bytearray: ...
     def mprotect(self, pid: int, addr: int, length: int, prot: str) -> None: ...
     def madvise(self, pid: int, addr: int, length: int, advice: str) -> None: ...
+    # madvise(MADV_PAGEOUT): reclaim the range's exclusive folios to the swap device; raises
+    # as madvise does.
+    def pageout(self, pid: int, addr: int, length: int) -> None: ...
     def fork(self, pid: int) -> int: ...
     def exit(self, pid: int) -> None: ...
 
@@ -595,7 +617,8 @@ class PageObservation:
     addr: int
     present: bool
     pfn: int | None
-    frame_kind: Literal["normal", "zero", "huge_zero"] | None
+    frame_kind: Literal["normal", "zero", "huge_zero", "swap"] | None
+    """``"swap"`` for a swap entry (``present`` False, every other field ``None``)."""
     serial: int | None
     """Allocation serial of the folio holding the frame (frames are named by (pfn, serial))."""
     folio_pages: int | None
@@ -764,6 +787,22 @@ class Stats(Mapping[str, object]):
     """``THP_COLLAPSE_ALLOC``: THPs allocated by a collapse (``MADV_COLLAPSE``)."""
     thp_collapse_alloc_failed: int
     """``THP_COLLAPSE_ALLOC_FAILED``: collapses that found no free PMD-size block."""
+    pswpin: int = 0
+    """``PSWPIN``: pages read from swap (zero-map slots are not read)."""
+    pswpout: int = 0
+    """``PSWPOUT``: pages written to swap (zero-filled pages only marked are not)."""
+    thp_swpout: int = 0
+    """``THP_SWPOUT``: PMD-size folios written to swap whole."""
+    thp_swpout_fallback: int = 0
+    """``THP_SWPOUT_FALLBACK``: PMD-size folios split for want of swap slots."""
+    swpout: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    """``MTHP_STAT_SWPOUT`` by size name: large folios written whole."""
+    swpout_fallback: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    """``MTHP_STAT_SWPOUT_FALLBACK`` by size name: large folios split for want of slots."""
+    swpin: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    """``MTHP_STAT_SWPIN`` by size name: large folios read whole."""
+    swpin_fallback: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    """``MTHP_STAT_SWPIN_FALLBACK`` by size name: large swap-ins that found no memory."""
 
     def __getitem__(self, key: str) -> object:
         if key not in STATS_KEYS:
@@ -790,6 +829,10 @@ PER_SIZE_STATS: tuple[str, ...] = (
     "split_deferred",
     "nr_anon",
     "nr_anon_partially_mapped",
+    "swpout",
+    "swpout_fallback",
+    "swpin",
+    "swpin_fallback",
 )
 """The :class:`Stats` fields that are maps by size name: the files of
 ``/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`` the model keeps."""

@@ -242,6 +242,11 @@ class Collapse(Ranged):
 
 
 @dataclass(frozen=True, slots=True)
+class Pageout(Ranged):
+    """``PROC pageout NAME OFF LEN``: ``madvise(MADV_PAGEOUT)``, reclaim to swap now."""
+
+
+@dataclass(frozen=True, slots=True)
 class Smaps:
     """``PROC smaps NAME``: one observation of the mapping's smaps lines."""
 
@@ -282,6 +287,7 @@ Statement: TypeAlias = (
     | Write
     | Mprotect
     | Madvise
+    | Pageout
     | Smaps
     | Mremap
     | Fork
@@ -508,6 +514,10 @@ def _parse_collapse(lineno: int, proc: str, args: Sequence[str]) -> Collapse:
     return Collapse(lineno, proc, *_range(lineno, args))
 
 
+def _parse_pageout(lineno: int, proc: str, args: Sequence[str]) -> Pageout:
+    return Pageout(lineno, proc, *_range(lineno, args))
+
+
 def _parse_smaps(lineno: int, proc: str, args: Sequence[str]) -> Smaps:
     return Smaps(lineno, proc, _ident(lineno, args[0], "mapping"))
 
@@ -624,7 +634,8 @@ class _Runner:
 
     def run_stats(self, st: Stats) -> None:
         per_size = self.m.config.per_size_thp_stats
-        self.emit({"stats": format_stats(self.m.stats(), per_size=per_size)})
+        swpin = PRINTS_SWPIN.get(self.m.config.profile, True)
+        self.emit({"stats": format_stats(self.m.stats(), per_size=per_size, swpin=swpin)})
 
     def run_drop_caches(self, st: DropCaches) -> None:
         self.m.drop_caches()
@@ -763,6 +774,13 @@ class _Runner:
         errno = result.errno
         self.emit({"collapse": st.proc, "map": st.name, "result": 0 if errno is None else errno})
 
+    def run_pageout(self, st: Pageout) -> None:
+        """``madvise(MADV_PAGEOUT)`` of a range that must be mapped (as for ``madvise``);
+        prints nothing: the swap entries show in later observations."""
+        p, start = self.mapped(st, "pageout")
+        with self.enomem(st, "pageout"):
+            p.pageout(start + st.off, st.length)
+
     def gup(self, st: Ranged, verb: Literal["ref", "unref", "pin", "unpin"]) -> None:
         """The references and pins (docs/scenario-format.md, "References, pins and moves"):
         every page of the range must lie inside the mapping; an ``unref``/``unpin`` of a range
@@ -821,7 +839,10 @@ class _Runner:
     def page_observation(self, proc: str, name: str, off: int, o: object) -> Observation:
         assert isinstance(o, PageObservation)
         if not o.present:
-            return _absent_page(proc, name, off)
+            obs = _absent_page(proc, name, off)
+            if o.frame_kind == "swap":
+                obs["frame"] = "swap"  # pagemap's PM_SWAP
+            return obs
         if o.frame_kind == "zero":
             frame = "zero"
         elif o.frame_kind == "huge_zero":
@@ -907,6 +928,7 @@ VERBS: tuple[Verb[Any], ...] = (
     Verb("P unpin NAME OFF LEN", Unpin, _parse_unpin, _Runner.run_unpin),
     Verb("P unshare NAME OFF LEN", Unshare, _parse_unshare, _Runner.run_unshare),
     Verb("P collapse NAME OFF LEN", Collapse, _parse_collapse, _Runner.run_collapse),
+    Verb("P pageout NAME OFF LEN", Pageout, _parse_pageout, _Runner.run_pageout),
 )
 """Every statement of the language, in the order of docs/scenario-format.md. A new verb is one
 statement class, one parser, one runner method and one row here (see CONTRIBUTING.md)."""
@@ -931,13 +953,26 @@ DEFERRED_VMSTAT = (
 """The vmstat counters of the second edition (and of ``collapse``), printed only when
 non-zero."""
 EXTRA_STATS = ("pgreuse", "cow_copy")
+SWAP_SIZE_STATS = ("swpout", "swpout_fallback", "swpin", "swpin_fallback")
+"""The swap device's per-size counters (issue 16), each printed only when some size is
+non-zero, so that the recordings made before the swap device keep their lines."""
+SWAP_VMSTAT = ("pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback")
+"""The swap device's vmstat counters, printed when non-zero."""
+PRINTS_SWPIN: dict[str, bool] = {"6.1": False, "6.12": False, "6.15": True}
+"""Whether the profile's kernel has the ``swpin``/``swpin_fallback`` files (7.x; 6.12 counts
+the events but has no such file, 6.1 has no per-size files at all). A printer fact, not a
+model one (the model counts the same events under every profile)."""
 
 
-def format_stats(stats: Mapping[str, object], *, per_size: bool = True) -> dict[str, object]:
+def format_stats(
+    stats: Mapping[str, object], *, per_size: bool = True, swpin: bool = True
+) -> dict[str, object]:
     """The ``stats`` observation: per-size maps holding only the non-zero sizes, then the
     vmstat counters when non-zero, then the second edition's counters the same way, then
     the simulator's extras when non-zero. ``per_size=False`` (a profile whose kernel has no
-    per-size counters, ``KernelConfig.per_size_thp_stats``: 6.1) leaves the maps out."""
+    per-size counters, ``KernelConfig.per_size_thp_stats``: 6.1) leaves the maps out; then
+    the swap maps that have a non-zero size (``swpin=False``: not the ``swpin`` ones, 6.12),
+    then the swap vmstat counters when non-zero."""
     out: dict[str, object] = {}
 
     def sizes(key: str) -> None:
@@ -958,7 +993,14 @@ def format_stats(stats: Mapping[str, object], *, per_size: bool = True) -> dict[
         nonzero(key)
     for key in DEFERRED_STATS:
         sizes(key)
-    for key in (*DEFERRED_VMSTAT, *EXTRA_STATS):
+    for key in SWAP_SIZE_STATS:
+        counts = stats.get(key)
+        if not per_size or not isinstance(counts, Mapping) or not any(counts.values()):
+            continue
+        if key.startswith("swpin") and not swpin:
+            continue
+        sizes(key)
+    for key in (*DEFERRED_VMSTAT, *SWAP_VMSTAT, *EXTRA_STATS):
         nonzero(key)
     return out
 
@@ -1010,7 +1052,7 @@ def compare_observations(expected: list[Observation], actual: list[Observation])
         if "stats" in e and "stats" in a:
             es, as_ = e["stats"], a["stats"]
             assert isinstance(es, dict) and isinstance(as_, dict)
-            for key in (set(es) & set(as_)) - {*VMSTAT_STATS, *DEFERRED_VMSTAT}:
+            for key in (set(es) & set(as_)) - {*VMSTAT_STATS, *DEFERRED_VMSTAT, *SWAP_VMSTAT}:
                 ev, av = es[key], as_[key]
                 if isinstance(ev, dict) and isinstance(av, dict):
                     for size in set(ev) | set(av):
@@ -1024,7 +1066,7 @@ def compare_observations(expected: list[Observation], actual: list[Observation])
             # between two sides that print its per-size maps (a recording made before them
             # does not print these counters at all) or that print no per-size keys at all (a
             # kernel without per-size counters, 6.1, whose recordings all print them).
-            vmstat: tuple[str, ...] = VMSTAT_STATS
+            vmstat: tuple[str, ...] = (*VMSTAT_STATS, *SWAP_VMSTAT)
             both_deferred = "split_deferred" in es and "split_deferred" in as_
             no_per_size = "anon_fault_alloc" not in es and "anon_fault_alloc" not in as_
             if both_deferred or no_per_size:

@@ -46,6 +46,8 @@ def test_a_scenario_emits_every_kind_and_folds_to_the_stats() -> None:
     ref.drop_caches()
     ref.unref(pid, a + 6 * MB + 2 * PAGE, PAGE)
     ref.munmap(pid, a + 6 * MB, 64 * 1024)  # DEFERRED_UNQUEUE as it is freed
+    ref.pageout(pid, a + 6 * MB + 64 * 1024, 64 * 1024)  # SWAP_OUT of the second 64K folio
+    ref.read(pid, a + 6 * MB + 64 * 1024, PAGE)  # SWAP_IN, whole
     # Exhaust memory so that mTHP and PMD allocations fall back (ANON_FAULT_FALLBACK).
     b = ref.mmap(pid, 16 * MB)
     ref.set_thp_size("2M", "always")
@@ -60,7 +62,9 @@ def test_a_scenario_emits_every_kind_and_folds_to_the_stats() -> None:
     ref.check()
 
     kinds = {e.kind for e in events}
-    assert kinds == set(EventKind)
+    # The swap fallbacks need a full device or a large swap-in without memory
+    # (test_access_outcomes.py covers SWPIN_FALLBACK).
+    assert kinds == set(EventKind) - {EventKind.SWPOUT_FALLBACK, EventKind.SWPIN_FALLBACK}
     assert {e.order for e in events if e.kind is EventKind.ANON_FAULT_FALLBACK} >= {4, 9}
     counted = [e for e in events if e.kind in COUNTED]
     assert all((e.kind in PER_SIZE) == (e.order >= 2) for e in counted)

@@ -40,7 +40,7 @@ from cowcore.protocol import (
     check_u64,
 )
 from cowcore.reference import check as check_mod
-from cowcore.reference import fault, fork, gup, khugepaged, mremap, split, vma_ops
+from cowcore.reference import fault, fork, gup, khugepaged, mremap, split, swap, vma_ops, vmscan
 from cowcore.reference import paging as pg
 from cowcore.reference import smaps as smaps_mod
 from cowcore.reference.kernel import PID_MAX_LIMIT, PID_MAX_MIN, Kernel
@@ -280,6 +280,17 @@ class ReferenceBackend:
             )
         return int(khugepaged.madvise(self._k, mm, start, end))
 
+    def pageout(self, pid: int, addr: int, length: int) -> None:
+        """``madvise(MADV_PAGEOUT)``: every page of the range must be mapped (an
+        :class:`InvalidAddressError` otherwise, as for ``madvise``)."""
+        _, mm = self._proc(pid)
+        start, end = self._range(addr, length)
+        if not mm.covered(start, end):
+            raise InvalidAddressError(
+                f"MADV_PAGEOUT [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)"
+            )
+        vmscan.pageout(self._k, mm, start, end)
+
     def munmap(self, pid: int, addr: int, length: int) -> None:
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)
@@ -494,6 +505,12 @@ class ReferenceBackend:
         for page in range(start, end, pg.PAGE_SIZE):
             res = pg.walk(k.phys.tables, mm.pgd, k.levels, page)
             huge = res.level == k.pmd_level() and pg.is_huge(res.entry)
+            if res.level == k.levels - 1 and swap.is_swap_pte(res.entry):
+                # a swap entry: pagemap's PM_SWAP, nothing read (never swapped in here)
+                rows.append(
+                    PageObservation(page, False, None, "swap", None, None, None, None, None)
+                )
+                continue
             if not pg.is_present(res.entry) or not (huge or res.level == k.levels - 1):
                 rows.append(PageObservation(page, False, None, None, None, None, None, None, None))
                 continue
@@ -576,6 +593,14 @@ class ReferenceBackend:
             thp_split_page_failed=s.thp_split_page_failed,
             thp_collapse_alloc=s.thp_collapse_alloc,
             thp_collapse_alloc_failed=s.thp_collapse_alloc_failed,
+            pswpin=s.pswpin,
+            pswpout=s.pswpout,
+            thp_swpout=s.thp_swpout,
+            thp_swpout_fallback=s.thp_swpout_fallback,
+            swpout=dict(s.swpout),
+            swpout_fallback=dict(s.swpout_fallback),
+            swpin=dict(s.swpin),
+            swpin_fallback=dict(s.swpin_fallback),
         )
 
     def vmstat(self) -> Vmstat:

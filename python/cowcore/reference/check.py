@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 
 from cowcore.errors import InvariantError
 from cowcore.reference import paging as pg
+from cowcore.reference import swap
 from cowcore.reference.folio import GUP_PIN_COUNTING_BIAS, Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm
@@ -26,9 +27,11 @@ def check(k: Kernel) -> None:
     pmd_maps: Counter[int] = Counter()  # head pfn -> PMD mappings
     per_mm: dict[int, Counter[int]] = defaultdict(Counter)  # folio head -> mm id -> entries
     tables_seen: set[int] = set()
+    swap_ptes: Counter[int] = Counter()  # slot -> swap PTEs naming it
 
     for mm in k.live_mms():
-        _walk_mm(k, mm, pte_maps, pmd_maps, per_mm, tables_seen)
+        _walk_mm(k, mm, pte_maps, pmd_maps, per_mm, tables_seen, swap_ptes)
+    _check_swap(k, swap_ptes)
 
     gup_refs, pins = _count_holds(k, pte_maps, pmd_maps)
     folios = {id(f): f for f in k.page_folio.values()}.values()
@@ -101,16 +104,18 @@ def _check_gup(
     exclusive memo never coexists with a GUP reference."""
     where = f"folio {f.pfn} (order {f.order})"
     entries = sum(pte_maps[f.pfn + i] for i in range(f.nr_pages)) + pmd_maps[f.pfn]
-    if f.refcount != entries + refs:
+    cache = f.nr_pages if f.swapcache is not None else 0
+    if f.refcount != entries + refs + cache:
         _fail(
             "refcount",
-            f"{where}: refcount {f.refcount} != mapping entries {entries} + GUP references {refs}",
+            f"{where}: refcount {f.refcount} != mapping entries {entries} + GUP references "
+            f"{refs} + swap cache {cache}",
         )
     if f.pincount != pins:
         _fail("pincount", f"{where}: pincount {f.pincount} but {pins} pinned pages held")
     if f.exclusive_memo and refs:
         _fail("exclusive-memo", f"{where}: remembered exclusive but GUP holds references")
-    if entries == 0 and refs == 0:
+    if entries == 0 and refs == 0 and not cache:
         _fail("no-unmapped-folio", f"{where} is allocated but mapped and held by nothing")
 
 
@@ -121,12 +126,13 @@ def _walk_mm(
     pmd_maps: Counter[int],
     per_mm: dict[int, Counter[int]],
     tables_seen: set[int],
+    swap_ptes: Counter[int],
 ) -> None:
     """Walk every table of ``mm`` over the whole address space, counting its mappings."""
     if mm.pgd in tables_seen:
         _fail("table-unique", f"table {mm.pgd} linked twice")
     tables_seen.add(mm.pgd)
-    ops = _CheckOps(k, mm, pte_maps, pmd_maps, per_mm, tables_seen)
+    ops = _CheckOps(k, mm, pte_maps, pmd_maps, per_mm, tables_seen, swap_ptes)
     walk_pgd_range(k, mm.pgd, 0, address_space_end(k), ops)
     if ops.rss != mm.rss_anon:
         _fail("rss", f"mm {mm.mm_id}: rss_anon {mm.rss_anon} != {ops.rss} mapped anon pages")
@@ -143,12 +149,14 @@ class _CheckOps(WalkOps):
         pmd_maps: Counter[int],
         per_mm: dict[int, Counter[int]],
         tables_seen: set[int],
+        swap_ptes: Counter[int],
     ) -> None:
         self.k, self.mm = k, mm
         self.pte_maps, self.pmd_maps, self.per_mm = pte_maps, pmd_maps, per_mm
         self.tables_seen = tables_seen
         self.rss = 0
         """Anonymous pages mapped (MM_ANONPAGES recomputed: 512 per huge PMD)."""
+        self.swap_ptes = swap_ptes
 
     def table_entry(self, level: int, table: int, idx: int, addr: int, end: int) -> None:
         """A non-leaf entry: the ``_PAGE_TABLE`` flags, and a table no other entry links."""
@@ -176,6 +184,11 @@ class _CheckOps(WalkOps):
         """A PTE (``deposited`` is ``None``) or a huge PMD (whether its table is deposited)."""
         k, mm = self.k, self.mm
         huge = deposited is not None
+        if not huge and swap.is_swap_pte(entry):
+            self.swap_ptes[pg.swp_offset(entry)] += 1
+            if mm.find_vma(addr) is None:
+                _fail("leaf-in-vma", f"mm {mm.mm_id} has a swap entry at {addr:#x} outside VMAs")
+            return
         if not pg.is_present(entry):
             _fail("entry-kind", f"mm {mm.mm_id}: {pg.entry_kind(entry).value} entry at {addr:#x}")
         vma = mm.find_vma(addr)
@@ -256,3 +269,34 @@ def _check_folio(
             )
     if any(f.anon_exclusive) and len([m for m, c in owners.items() if c]) > 1 and not f.is_large:
         _fail("anon-exclusive", f"{where}: exclusive page mapped by several mms")
+
+
+def _check_swap(k: Kernel, swap_ptes: Counter[int]) -> None:
+    """The swap device: every slot's count is the number of swap PTEs naming it, no swap
+    PTE names a free slot, a slot in use has a count or a cache folio, and every cache folio
+    covers exactly its own slots (``folio->swap``) and still exists."""
+    slots = k.swap.slots
+    for offset, n in swap_ptes.items():
+        if offset not in slots:
+            _fail("swap-slot-free", f"{n} swap PTEs name free slot {offset}")
+    for offset, slot in slots.items():
+        if slot.count != swap_ptes.get(offset, 0):
+            _fail(
+                "swap-count",
+                f"slot {offset}: count {slot.count} != {swap_ptes.get(offset, 0)} swap PTEs",
+            )
+        if slot.count == 0 and slot.cache is None:
+            _fail("swap-slot-free", f"slot {offset} is kept but holds nothing")
+        f = slot.cache
+        if f is not None:
+            first = f.swapcache
+            if first is None or not first <= offset < first + f.nr_pages:
+                _fail("swap-cache", f"slot {offset}: its cache folio {f.pfn} does not cover it")
+            if k.page_folio.get(f.pfn) is not f:
+                _fail("swap-cache", f"slot {offset}: its cache folio {f.pfn} was freed")
+    for f in {id(f): f for f in k.page_folio.values()}.values():
+        if f.swapcache is not None:
+            for i in range(f.nr_pages):
+                s = slots.get(f.swapcache + i)
+                if s is None or s.cache is not f:
+                    _fail("swap-cache", f"folio {f.pfn}: slot {f.swapcache + i} not its own")

@@ -90,6 +90,19 @@ class EventKind(Enum):
     COLLAPSE = "collapse"
     """``MADV_COLLAPSE`` tried the 2 MiB block ``[start, end)`` of ``asid``; ``cause`` is the
     block's :class:`cowcore.protocol.ScanResult` (why it did or did not collapse)."""
+    SWAP_OUT = "swap_out"
+    """``shrink_folio_list`` wrote the folio at ``pfn`` of ``order`` to swap (``pageout`` ->
+    ``swap_writepage``): ``nr`` pages written (``PSWPOUT``; ``MTHP_STAT_SWPOUT`` and
+    ``THP_SWPOUT`` for a large folio), 0 when its zero-filled pages were only marked in the
+    swap zeromap (nothing counted)."""
+    SWAP_IN = "swap_in"
+    """``do_swap_page`` read the folio at ``pfn`` of ``order`` from swap: ``nr`` pages read
+    (``PSWPIN``; ``MTHP_STAT_SWPIN`` for a large folio), 0 for zero-map slots."""
+    SWPOUT_FALLBACK = "swpout_fallback"
+    """A large folio of ``order`` found no swap slots and is split (``MTHP_STAT_SWPOUT_FALLBACK``,
+    ``THP_SWPOUT_FALLBACK`` for 2M)."""
+    SWPIN_FALLBACK = "swpin_fallback"
+    """A large swap-in of ``order`` found no memory (``MTHP_STAT_SWPIN_FALLBACK``)."""
 
 
 PER_SIZE = frozenset({EventKind.ANON_FAULT_ALLOC, EventKind.ANON_FAULT_FALLBACK, EventKind.SPLIT})
@@ -121,6 +134,10 @@ CODES: dict[EventKind, EventCode] = {
     EventKind.THP_COLLAPSE_ALLOC: EventCode.THP_COLLAPSE_ALLOC,
     EventKind.THP_COLLAPSE_ALLOC_FAILED: EventCode.THP_COLLAPSE_ALLOC_FAILED,
     EventKind.COLLAPSE: EventCode.COLLAPSE,
+    EventKind.SWAP_OUT: EventCode.SWAP_OUT,
+    EventKind.SWAP_IN: EventCode.SWAP_IN,
+    EventKind.SWPOUT_FALLBACK: EventCode.SWPOUT_FALLBACK,
+    EventKind.SWPIN_FALLBACK: EventCode.SWPIN_FALLBACK,
 }
 """The stable number of each kind (``cowcore.outcome.EventCode``, the Rust ``Event::code``)."""
 
@@ -141,6 +158,12 @@ GAUGED = frozenset(
 )
 """The kinds that move the per-size gauges ``nr_anon`` and ``nr_anon_partially_mapped``
 (and ``DEFERRED_SPLIT`` its counters); the remaining kinds count nothing."""
+
+
+SWAP_KINDS = frozenset(
+    {EventKind.SWAP_OUT, EventKind.SWAP_IN, EventKind.SWPOUT_FALLBACK, EventKind.SWPIN_FALLBACK}
+)
+"""The swap device's kinds (issue 16): counted by pages (``nr``) or per size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +233,14 @@ class Stats:
     thp_split_page_failed: int = 0
     thp_collapse_alloc: int = 0
     thp_collapse_alloc_failed: int = 0
+    pswpin: int = 0
+    pswpout: int = 0
+    thp_swpout: int = 0
+    thp_swpout_fallback: int = 0
+    swpout: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    swpout_fallback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    swpin: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
+    swpin_fallback: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THP_SIZES, 0))
 
     @classmethod
     def fold(cls, events: Iterable[Event]) -> Stats:
@@ -238,6 +269,9 @@ class Stats:
             if kind is EventKind.DEFERRED_SPLIT and pmd:
                 self.thp_deferred_split_page += 1
             return
+        if kind in SWAP_KINDS:
+            self._count_swap(event, size, pmd)
+            return
         if kind is EventKind.SPLIT_FAILED:
             if size is not None:
                 self.split_failed[size] += 1
@@ -259,6 +293,30 @@ class Stats:
                     self.thp_split_page += 1
         else:
             setattr(self, kind.value, getattr(self, kind.value) + 1)
+
+    def _count_swap(self, event: Event, size: str | None, pmd: bool) -> None:
+        """The swap counters: ``PSWPOUT``/``PSWPIN`` by pages (``count_vm_events``), the
+        per-size ``MTHP_STAT_SWPOUT``/``SWPIN`` once per large folio written or read (none
+        for zero-map folios: ``swap_writepage``/``swap_read_folio`` return before counting),
+        and the fallbacks."""
+        kind = event.kind
+        if kind is EventKind.SWAP_OUT:
+            self.pswpout += event.nr
+            if event.nr and size is not None:
+                self.swpout[size] += 1
+            if event.nr and pmd:
+                self.thp_swpout += 1
+        elif kind is EventKind.SWAP_IN:
+            self.pswpin += event.nr
+            if event.nr and size is not None:
+                self.swpin[size] += 1
+        elif kind is EventKind.SWPOUT_FALLBACK:
+            if size is not None:
+                self.swpout_fallback[size] += 1
+            if pmd:
+                self.thp_swpout_fallback += 1
+        elif size is not None:
+            self.swpin_fallback[size] += 1
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -283,4 +341,12 @@ class Stats:
             "thp_split_page_failed": self.thp_split_page_failed,
             "thp_collapse_alloc": self.thp_collapse_alloc,
             "thp_collapse_alloc_failed": self.thp_collapse_alloc_failed,
+            "pswpin": self.pswpin,
+            "pswpout": self.pswpout,
+            "thp_swpout": self.thp_swpout,
+            "thp_swpout_fallback": self.thp_swpout_fallback,
+            "swpout": dict(self.swpout),
+            "swpout_fallback": dict(self.swpout_fallback),
+            "swpin": dict(self.swpin),
+            "swpin_fallback": dict(self.swpin_fallback),
         }

@@ -14,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from cowcore.errors import OutOfMemoryError
+from cowcore.errors import NotModelledError, OutOfMemoryError
 from cowcore.outcome import Access, AccessFlags, MapLevel, Outcome, Reason
 from cowcore.protocol import FAULT_AROUND_PAGES
 from cowcore.reference import paging as pg
+from cowcore.reference import swap
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
 from cowcore.reference.kernel import Kernel
@@ -35,6 +36,7 @@ COPIED = int(AccessFlags.COPIED)
 SPLIT = int(AccessFlags.SPLIT)
 FELL_BACK = int(AccessFlags.FELL_BACK)
 FAULT_AROUND = int(AccessFlags.FAULT_AROUND)
+SWAP_IN = int(AccessFlags.SWAP_IN)
 
 PMD_BIT = 1 << HPAGE_PMD_ORDER
 
@@ -268,8 +270,12 @@ def _handle_fault(
             do_wp_page(k, mm, vma, addr, pte_table, pte_idx, trace)
         case pg.EntryKind.PRESENT:
             raise pg.not_modelled(pte, addr, "PROT_NONE PTE fault")  # do_numa_page
-        case pg.EntryKind.SWAP | pg.EntryKind.MIGRATION:
-            raise pg.not_modelled(pte, addr, "PTE fault")  # do_swap_page
+        case pg.EntryKind.SWAP if swap.is_swap_pte(pte) and pg.swp_offset(pte) in k.swap.slots:
+            do_swap_page(k, mm, vma, addr, write, pte_table, pte_idx, trace)
+        case pg.EntryKind.SWAP:
+            raise pg.not_modelled(pte, addr, "PTE fault")  # no such device or slot
+        case pg.EntryKind.MIGRATION:
+            raise pg.not_modelled(pte, addr, "PTE fault")  # migration_entry_wait
 
 
 def do_huge_pmd_anonymous_page(
@@ -435,6 +441,11 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool,
             # A folio not on the LRU yet, whose count (the batch's reference included) is
             # at most 3, is moved there first (lru_add_drain).
             k.lru_add_drain()
+        cache = 1 if folio.swapcache is not None else 0
+        if folio.refcount > 1 + cache:
+            return False, Reason.SMALL_OTHER_REFS
+        if cache:
+            swap.folio_free_swap(k, folio)  # fails while a PTE still names the slot
         if folio.refcount == 1:
             return True, Reason.SMALL_SOLE_REF
         return False, Reason.SMALL_OTHER_REFS
@@ -601,6 +612,7 @@ def wp_page_copy(
     if old is not None:
         if old.remove_rmap_ptes(pfn - old.pfn, 1, mm.mm_id):
             k.deferred_split_folio(old)
+        swap.free_swap_cache(k, old)  # after the copy: an unmapped swap-cache folio
         k.put_folio(old, 1)
     else:
         mm.rss_anon += 1  # inc_mm_counter(mm, MM_ANONPAGES): the zero page was not counted
@@ -655,3 +667,172 @@ def do_huge_pmd_wp_page(
     trace.reason = trace.split_reason = Reason.PMD_SHARED
     trace.flags |= SPLIT
     k.split_huge_pmd(mm, addr, pmd_table, pmd_idx)
+
+
+# -- the swap-in fault (mm/memory.c do_swap_page; issue 16) ---------------------------------
+
+
+def swapin_orders(
+    k: Kernel, vma: Vma, addr: int, pte_table: int, offset: int
+) -> tuple[list[int], int | None]:
+    """``alloc_swap_folio``'s choice of orders (``thp_swap_suitable_orders``,
+    ``can_swapin_thp``): the mTHP orders below the PMD order that the THP settings allow
+    for this VMA, whose aligned block lies in it and has the faulting slot's alignment
+    (``(addr >> 12) % nr == offset % nr``), highest first. Returns the orders left and the
+    first one whose block is entirely swap entries of consecutive slots with the same bits,
+    all zero-map or none, none in the swap cache (``None`` if none qualifies)."""
+    orders = [o for o in k.thp.allowable_orders(vma) if o < HPAGE_PMD_ORDER]
+    ptes = k.phys.tables[pte_table]
+    idx = pg.index_at(addr, k.levels, k.levels - 1)
+    for pos, order in enumerate(orders):
+        nr = 1 << order
+        base = addr & ~((pg.PAGE_SIZE << order) - 1)
+        if base < vma.start or base + (pg.PAGE_SIZE << order) > vma.end:
+            continue
+        if (addr >> pg.PAGE_SHIFT) % nr != offset % nr:
+            continue
+        first_idx = idx & ~(nr - 1)
+        first_slot = offset - (idx - first_idx)
+        head = ptes[first_idx]
+        bits = pg.SWP_EXCLUSIVE | pg.SWP_SOFT_DIRTY
+        ok = True
+        zeros = set()
+        for j in range(nr):
+            e = ptes[first_idx + j]
+            if not swap.is_swap_pte(e) or pg.swp_offset(e) != first_slot + j:
+                ok = False
+                break
+            if (e & bits) != (head & bits):
+                ok = False
+                break
+            slot = k.swap.slots.get(first_slot + j)
+            if slot is None or slot.cache is not None:
+                ok = False
+                break
+            zeros.add(slot.zero)
+        if ok and len(zeros) == 1:
+            return orders[pos:], order
+    return [], None
+
+
+def do_swap_page(
+    k: Kernel, mm: Mm, vma: Vma, addr: int, write: bool, pte_table: int, idx: int, trace: Trace
+) -> None:
+    """A fault on a swap entry (``do_swap_page``), read or write (KS issue 16).
+
+    The swap cache first; else a new folio read from the slots: a large one when
+    ``alloc_swap_folio`` finds a qualifying block (6.12+; 7.x also for a slot shared by a
+    fork, through the swap cache), outside the swap cache when the slot's count is 1 (the
+    ``SWP_SYNCHRONOUS_IO`` bypass: certainly exclusive), in it otherwise. The PTEs of the
+    folio's slots are mapped (``swap_free_nr``), the swap cache freed when a write fault
+    leaves nobody else (``should_try_to_free_swap``), the page mapped writable when
+    exclusive or solely referenced; a write that is not mapped writable goes on to
+    :func:`do_wp_page`. Raises :class:`NotModelledError` for a large block whose slots
+    were not allocated together by one swap-out (the kernel's cluster allocator decides).
+    """
+    ptes = k.phys.tables[pte_table]
+    entry = ptes[idx]
+    offset = pg.swp_offset(entry)
+    slot = k.swap.slots[offset]
+    cfg = k.profile_config
+    trace.flags |= SWAP_IN
+    folio = slot.cache
+    new = False
+    if folio is not None:
+        exclusive = pg.swp_exclusive(entry)
+        trace.reason = Reason.SWAP_EXCLUSIVE if exclusive else Reason.SWAP_MAYBE_SHARED
+        assert folio.swapcache is not None
+        first_slot = folio.swapcache
+    else:
+        bypass = slot.count == 1
+        order = 0
+        if cfg.swapin_large and (bypass or cfg.swapin_large_shared):
+            _, found = swapin_orders(k, vma, addr, pte_table, offset)
+            if found is not None:
+                nr = 1 << found
+                base_slot = offset - (offset % nr)
+                if any(k.swap.slots[base_slot + j].run_order < found for j in range(nr)):
+                    raise NotModelledError(
+                        f"large swap-in of order {found} at {addr:#x}: slots {base_slot}.."
+                        f"{base_slot + nr - 1} were not allocated by one swap-out; the kernel's "
+                        "answer depends on its swap cluster allocator, which is not modelled"
+                    )
+                if k.phys.buddy.can_allocate(found):
+                    order = found
+                else:
+                    k.emit(Event(EventKind.SWPIN_FALLBACK, found))
+                    trace.orders_failed |= 1 << found
+                    trace.flags |= FELL_BACK
+        folio = k.alloc_folio(order)  # OutOfMemoryError propagates with nothing changed
+        new = True
+        nr = folio.nr_pages
+        first_slot = offset - (offset % nr)
+        slots = [k.swap.slots[first_slot + j] for j in range(nr)]
+        read = 0
+        if not all(s.zero for s in slots):
+            read = nr
+        for j, s in enumerate(slots):
+            k.set_content(folio.pfn + j, 0 if s.zero else s.content)
+        k.emit(Event(EventKind.SWAP_IN, folio.order, pfn=folio.pfn, nr=read))
+        if bypass:
+            exclusive = True
+            trace.reason = Reason.SWAP_FRESH
+        else:
+            swap.add_to_swap_cache(k, folio, first_slot)
+            exclusive = pg.swp_exclusive(entry)
+            trace.reason = Reason.SWAP_EXCLUSIVE if exclusive else Reason.SWAP_MAYBE_SHARED
+    # Which PTEs to map: the whole folio when every PTE of its place holds its slots.
+    page = offset - first_slot
+    nr_map, start_page = 1, page
+    if folio.is_large:
+        base = addr - page * pg.PAGE_SIZE
+        first_idx = idx - page
+        inside = (
+            base >= vma.start
+            and base + folio.nr_pages * pg.PAGE_SIZE <= vma.end
+            and first_idx >= 0
+            and first_idx + folio.nr_pages <= pg.HPAGE_PMD_NR
+        )
+        if inside and all(
+            swap.is_swap_pte(ptes[first_idx + j])
+            and pg.swp_offset(ptes[first_idx + j]) == first_slot + j
+            for j in range(folio.nr_pages)
+        ):
+            nr_map, start_page = folio.nr_pages, 0
+        else:
+            assert not new, "a new large folio is mapped whole"
+    first_idx = idx - (page - start_page)
+    old_entries = [ptes[first_idx + j] for j in range(nr_map)]
+    for e in old_entries:
+        swap.swap_free(k, pg.swp_offset(e))
+    # should_try_to_free_swap: a write fault, and nobody but the cache and this fault.
+    if folio.swapcache is not None and write and folio.refcount == folio.nr_pages:
+        swap.folio_free_swap(k, folio)
+    if not exclusive and folio.refcount == 0:
+        exclusive = True
+        trace.reason = Reason.SWAP_SOLE_REF
+    writable = exclusive and vma.write
+    folio.refcount += nr_map
+    if new:  # folio_add_new_anon_rmap
+        folio.add_new_anon_rmap(mm.mm_id, exclusive=exclusive, pmd_mapped=False)
+        k.folio_add_lru(folio)
+    else:  # folio_add_anon_rmap_ptes, RMAP_EXCLUSIVE or not
+        folio.add_rmap_ptes(start_page, nr_map, mm.mm_id, exclusive)
+    for j in range(start_page, start_page + nr_map):
+        folio.anon_exclusive[j] = exclusive
+    if write and writable:
+        folio.dirty = True
+    for j, e in enumerate(old_entries):
+        flags = vma.page_prot()
+        if e & pg.SWP_SOFT_DIRTY:
+            flags |= pg.SOFT_DIRTY
+        if writable:
+            flags = pg.mkwrite(flags)
+            if write:
+                flags = pg.mkdirty(flags)
+        ptes[first_idx + j] = pg.make_entry(folio.pfn + start_page + j, flags)
+    mm.rss_anon += nr_map
+    vma.anon_vma = True
+    trace.outcome = Outcome.SWAP_IN
+    if write and not writable:
+        do_wp_page(k, mm, vma, addr, pte_table, idx, trace)

@@ -51,6 +51,13 @@ class Folio:
     """The ``mm_id_exact`` tracker (a policy, no kernel has it): every mm's share of
     ``large_mapcount``, kept by the same updates as the two slots but without their limit,
     so that "mapped by another mm" is known exactly."""
+    swapcache: int | None = None
+    """``folio->swap`` while ``PG_swapcache``: the first of the folio's slots in the swap
+    cache (the folio covers ``nr_pages`` consecutive slots from it and holds one reference
+    per page for the cache), ``None`` outside it (:mod:`.swap`)."""
+    dirty: bool = False
+    """``PG_dirty``, as the swap model needs it: set by ``add_to_swap``, by an unmap of a
+    dirty PTE and by ``folio_free_swap``; cleared when reclaim writes the folio out."""
 
     def __post_init__(self) -> None:
         n = 1 << self.order

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cowcore.outcome import WHOLE_MM_END
 from cowcore.reference import paging as pg
+from cowcore.reference import swap
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
@@ -113,7 +114,14 @@ class _CopyOps(WalkOps):
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
         dst_tab = self.k.phys.tables[self.dst_tables[-1]]
         if not pg.is_present(ptes[i]):
-            raise pg.not_modelled(ptes[i], addr, "fork")  # copy_nonpresent_pte
+            if not swap.is_swap_pte(ptes[i]):
+                raise pg.not_modelled(ptes[i], addr, "fork")  # a migration entry
+            # copy_nonpresent_pte: the slot gains the child's PTE; "Mark the swap entry as
+            # shared": the exclusive bit goes in both.
+            swap.swap_duplicate(self.k, pg.swp_offset(ptes[i]))
+            ptes[i] = pg.swp_clear_exclusive(ptes[i])
+            dst_tab[i] = ptes[i]
+            return 1
         assert self.vma is not None
         nr = _copy_present_ptes(self.k, self.dst, ptes, dst_tab, i, end, self.src, self.vma)
         self.ptes += nr

@@ -19,6 +19,7 @@ from cowcore.reference.events import Event, EventKind, Stats
 from cowcore.reference.folio import HPAGE_PMD_ORDER, Folio
 from cowcore.reference.mm import Mm, Process, Vma
 from cowcore.reference.physmem import PhysMem
+from cowcore.reference.swap import SwapDevice
 
 PID_MAX_LIMIT = 4 * 1024 * 1024
 """``PID_MAX_LIMIT`` on 64-bit (include/linux/threads.h): the largest ``kernel.pid_max``, and
@@ -97,6 +98,8 @@ class Kernel:
         """The address-space id of the next mm: 1 for init, then one more per fork, never
         reused (unlike MM ids)."""
         self.mm_ids_in_use: set[int] = set()
+        self.swap = SwapDevice()
+        """The one swap device (zram-like, synchronous) and its swap cache (:mod:`.swap`)."""
         self.deposits: dict[tuple[int, int], int] = {}
         """PTE tables deposited with huge PMDs: (pmd table, index) -> table pfn
         (``pgtable_trans_huge_deposit``)."""
@@ -208,7 +211,10 @@ class Kernel:
     def deferred_split_folio(self, folio: Folio) -> None:
         """``deferred_split_folio(folio, true)`` after an unmap left ``folio`` partially
         mapped (mm/huge_memory.c): the first time, flag and queue it (``DEFERRED_SPLIT``).
-        Folios below order 2 have no deferred list."""
+        Folios below order 2 have no deferred list, and a folio in the swap cache is left to
+        reclaim ("Exclude swapcache")."""
+        if folio.swapcache is not None:
+            return
         if folio.order >= 2 and not folio.partially_mapped:
             folio.partially_mapped = True
             self.deferred_queue.add(folio.pfn)

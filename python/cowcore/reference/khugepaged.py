@@ -28,6 +28,7 @@ else ``madvise_collapse_errno`` of the last failure (:class:`cowcore.protocol.Sc
 
 from __future__ import annotations
 
+from cowcore.errors import NotModelledError
 from cowcore.protocol import CONTINUE_SCAN_RESULTS, ScanResult
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind
@@ -125,7 +126,11 @@ def _scan_ptes(k: Kernel, ptes: list[int]) -> ScanResult:
         if not pte or (pg.is_present(pte) and k.is_zero_pfn(pg.entry_pfn(pte))):
             continue
         if not pg.is_present(pte):
-            raise pg.not_modelled(pte, 0, "MADV_COLLAPSE scan")
+            # __collapse_huge_page_swapin is not modelled (issue 16)
+            raise NotModelledError(
+                "MADV_COLLAPSE of a block with a swap entry: the swap-in of "
+                "__collapse_huge_page_swapin is not modelled"
+            )
         writable |= bool(pte & pg.RW)
         folio = k.page_folio[pg.entry_pfn(pte)]
         if folio.refcount != folio.mapcount():

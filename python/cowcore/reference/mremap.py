@@ -186,6 +186,8 @@ def _move(k: Kernel, mm: Mm, vma: Vma, step: _Step) -> None:
         if pg.is_present(entry):
             present = True
             entry |= pg.SOFT_DIRTY  # move_soft_dirty_pte
+        else:
+            entry = pg.swp_mksoft_dirty(entry)  # move_soft_dirty_pte of a swap entry
         new_ptes[j + n] = entry
     if present:
         k.tlb_flush(mm, step.old_addr, step.old_addr + step.length)

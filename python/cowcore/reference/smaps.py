@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from cowcore.protocol import PSS_SHIFT, Smaps
 from cowcore.reference import paging as pg
+from cowcore.reference import swap
 from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm, Vma
@@ -122,7 +123,14 @@ class _SmapsOps(WalkOps):
         is not (``vm_normal_page`` is NULL for it)."""
         pte = ptes[i]
         if not pg.is_present(pte):
-            raise pg.not_modelled(pte, addr, "smaps")  # swap entries: issue 16
+            if not swap.is_swap_pte(pte):
+                raise pg.not_modelled(pte, addr, "smaps")  # a migration entry
+            # the swap part of smaps_pte_entry: Swap, and SwapPss by swp_swapcount
+            self.mss.swap += pg.PAGE_SIZE
+            mapcount = self.k.swap.count(pg.swp_offset(pte))
+            pss = pg.PAGE_SIZE << PSS_SHIFT
+            self.mss.swap_pss += pss // mapcount if mapcount >= 2 else pss
+            return 1
         pfn = pg.entry_pfn(pte)
         if not self.k.is_zero_pfn(pfn):
             folio = self.k.page_folio[pfn]

@@ -90,7 +90,8 @@ def drop_caches(k: Kernel) -> None:
             continue
         mappings = hits.pop(head, [])
         mapcount = folio.large_mapcount
-        if not (mapcount > 0 and folio.refcount == mapcount):  # can_split_folio
+        cache = folio.nr_pages if folio.swapcache is not None else 0
+        if not (mapcount > 0 and folio.refcount == mapcount + cache):  # can_split_folio
             if not partially:
                 k.deferred_queue.discard(head)
             k.emit(Event(EventKind.SPLIT_FAILED, folio.order, pfn=head))
@@ -133,6 +134,7 @@ def split_folio(k: Kernel, folio: Folio, mappings: list[RmapHit]) -> None:
         k.emit(Event(EventKind.DEFERRED_UNQUEUE, order, pfn=head))
     k.deferred_queue.discard(head)
     k.emit(Event(EventKind.SPLIT, order, pfn=head))
+    first = folio.swapcache
     for i in range(nr):
         m = folio.page_mapcount[i]
         piece = Folio(
@@ -143,7 +145,13 @@ def split_folio(k: Kernel, folio: Folio, mappings: list[RmapHit]) -> None:
             page_mapcount=[m],
             anon_exclusive=[folio.anon_exclusive[i]],
             referenced=folio.referenced,
+            dirty=folio.dirty,
         )
+        if first is not None:
+            # A swap-cache folio splits into swap-cache pages, one slot and reference each.
+            piece.swapcache = first + i
+            piece.refcount += 1
+            k.swap.slots[first + i].cache = piece
         k.page_folio[head + i] = piece
     if k.profile_config.per_size_thp_stats:  # KernelConfig::queues_pmd_thp_at_fault
         _map_unused_to_zeropage(k, head, nr, ptes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cowcore.errors import InvalidAddressError
 from cowcore.outcome import WHOLE_MM_END, ZapCause
-from cowcore.reference import gup
+from cowcore.reference import gup, swap
 from cowcore.reference import paging as pg
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.kernel import Kernel
@@ -173,7 +173,9 @@ class _ChangeProtOps(WalkOps):
     def pte_entry(self, ptes: list[int], i: int, end: int, addr: int) -> int:
         """``change_pte_range`` for one present PTE."""
         if not pg.is_present(ptes[i]):
-            raise pg.not_modelled(ptes[i], addr, "mprotect")  # change_pte_range's swap case
+            if not swap.is_swap_pte(ptes[i]):
+                raise pg.not_modelled(ptes[i], addr, "mprotect")  # a migration entry
+            return 1  # change_pte_range leaves a swap entry as it is
         new = pg.modify(ptes[i], self.newprot)
         if self.writable and _exclusive_anon(self.k, pg.entry_pfn(new)):
             new = pg.mkwrite(new)

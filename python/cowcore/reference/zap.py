@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from cowcore.outcome import ZapCause
 from cowcore.reference import paging as pg
+from cowcore.reference import swap
 from cowcore.reference.events import Event, EventKind
 from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
@@ -34,6 +35,7 @@ class Gather:
     def finish(self, k: Kernel) -> None:
         """``tlb_finish_mmu``: drop the folio references, then free gathered tables."""
         for folio, nr in self.refs:
+            swap.free_swap_cache(k, folio)  # free_pages_and_swap_cache
             k.put_folio(folio, nr)
         for table in self.tables:
             k.phys.free_table(table)
@@ -88,7 +90,12 @@ class _ZapOps(WalkOps):
         and remove their rmap; the references go to the gather."""
         pte = ptes[i]
         if not pg.is_present(pte):
-            raise pg.not_modelled(pte, addr, "zap")  # zap_nonpresent_ptes
+            if not swap.is_swap_pte(pte):
+                raise pg.not_modelled(pte, addr, "zap")  # a migration entry
+            # zap_nonpresent_ptes -> free_swap_and_cache_nr (MM_SWAPENTS - 1)
+            ptes[i] = 0
+            swap.free_swap_and_cache(self.k, pg.swp_offset(pte))
+            return 1
         k = self.k
         pfn = pg.entry_pfn(pte)
         if k.is_zero_pfn(pfn):
