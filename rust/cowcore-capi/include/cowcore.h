@@ -101,6 +101,12 @@ enum cowcore_status
    * `EAGAIN` from `alloc_pid`).
    */
   COWCORE_STATUS_PROCESS_LIMIT = 9,
+  /**
+   * The model does not cover this case (issue 16): a large swap-in whose answer depends on
+   * the kernel's swap cluster allocator, `MADV_COLLAPSE` over swap entries; the message
+   * says which.
+   */
+  COWCORE_STATUS_NOT_MODELLED = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -162,6 +168,10 @@ enum cowcore_outcome
    * The fault found no memory: nothing changed.
    */
   COWCORE_OUTCOME_OUT_OF_MEMORY = 10,
+  /**
+   * The swap-in fault (`do_swap_page`) mapped the page.
+   */
+  COWCORE_OUTCOME_SWAP_IN = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -265,6 +275,22 @@ enum cowcore_reason
    * `mm_id_exact`: maybe shared by the two slots, exclusive in fact: reuse.
    */
   COWCORE_REASON_LARGE_EXACT_EXCLUSIVE = 20,
+  /**
+   * `do_swap_page`: a new folio read outside the swap cache, certainly exclusive.
+   */
+  COWCORE_REASON_SWAP_FRESH = 21,
+  /**
+   * `do_swap_page`: the swap entry's exclusive bit.
+   */
+  COWCORE_REASON_SWAP_EXCLUSIVE = 22,
+  /**
+   * `do_swap_page`: the only reference once the swap cache was freed.
+   */
+  COWCORE_REASON_SWAP_SOLE_REF = 23,
+  /**
+   * `do_swap_page`: maybe shared, mapped read-only.
+   */
+  COWCORE_REASON_SWAP_MAYBE_SHARED = 24,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -414,6 +440,22 @@ enum cowcore_event_kind
    * [`CowcoreScanResult`].
    */
   COWCORE_EVENT_KIND_COLLAPSE = 25,
+  /**
+   * A folio written to swap (`pfn`, `order`, `nr` pages written; 0 when zero-filled).
+   */
+  COWCORE_EVENT_KIND_SWAP_OUT = 26,
+  /**
+   * A folio read from swap (`pfn`, `order`, `nr` pages read; 0 for zero slots).
+   */
+  COWCORE_EVENT_KIND_SWAP_IN = 27,
+  /**
+   * `MTHP_STAT_SWPOUT_FALLBACK` (`order`).
+   */
+  COWCORE_EVENT_KIND_SWPOUT_FALLBACK = 28,
+  /**
+   * `MTHP_STAT_SWPIN_FALLBACK` (`order`).
+   */
+  COWCORE_EVENT_KIND_SWPIN_FALLBACK = 29,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -733,6 +775,38 @@ typedef struct cowcore_stats_t {
    * `THP_COLLAPSE_ALLOC_FAILED`.
    */
   uint64_t thp_collapse_alloc_failed;
+  /**
+   * `PSWPIN`.
+   */
+  uint64_t pswpin;
+  /**
+   * `PSWPOUT`.
+   */
+  uint64_t pswpout;
+  /**
+   * `THP_SWPOUT`.
+   */
+  uint64_t thp_swpout;
+  /**
+   * `THP_SWPOUT_FALLBACK`.
+   */
+  uint64_t thp_swpout_fallback;
+  /**
+   * `MTHP_STAT_SWPOUT` per size.
+   */
+  uint64_t swpout[8];
+  /**
+   * `MTHP_STAT_SWPOUT_FALLBACK` per size.
+   */
+  uint64_t swpout_fallback[8];
+  /**
+   * `MTHP_STAT_SWPIN` per size.
+   */
+  uint64_t swpin[8];
+  /**
+   * `MTHP_STAT_SWPIN_FALLBACK` per size.
+   */
+  uint64_t swpin_fallback[8];
 } cowcore_stats_t;
 
 #ifdef __cplusplus
@@ -874,6 +948,15 @@ cowcore_status cowcore_mprotect(struct cowcore_machine *m, uint32_t pid, uint64_
  * As [`cowcore_mprotect`].
  */
 cowcore_status cowcore_madvise(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length, const char *advice);
+
+/**
+ * `madvise(MADV_PAGEOUT)` (issue 16): reclaims to the swap device the private anonymous
+ * folios of a fully mapped range that only this range maps; a length of 0 does nothing.
+ *
+ * # Safety
+ * `m` a live handle or NULL.
+ */
+cowcore_status cowcore_pageout(struct cowcore_machine *m, uint32_t pid, uint64_t addr, uint64_t length);
 
 /**
  * Sets `hugepages-<size>/enabled` for a folio order in 2..=9 (4 = 64K, 9 = 2M): `mode` is

@@ -89,6 +89,7 @@ impl From<CowError> for Failure {
             CowError::OutOfMemory => CowcoreStatus::OutOfMemory,
             CowError::Invariant { .. } => CowcoreStatus::Invariant,
             CowError::ProcessLimit { .. } => CowcoreStatus::ProcessLimit,
+            CowError::NotModelled(_) => CowcoreStatus::NotModelled,
         };
         Self {
             status,
@@ -527,6 +528,23 @@ pub unsafe extern "C" fn cowcore_madvise(
         Ok(h.machine
             .madvise(pid, VirtAddr::new(addr), length, advice)?)
     };
+    // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
+    unsafe { with_machine(m, body) }
+}
+
+/// `madvise(MADV_PAGEOUT)` (issue 16): reclaims to the swap device the private anonymous
+/// folios of a fully mapped range that only this range maps; a length of 0 does nothing.
+///
+/// # Safety
+/// `m` a live handle or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cowcore_pageout(
+    m: *mut CowcoreMachine,
+    pid: u32,
+    addr: u64,
+    length: u64,
+) -> CowcoreStatus {
+    let body = |h: &mut CowcoreMachine| Ok(h.machine.pageout(pid, VirtAddr::new(addr), length)?);
     // SAFETY: `m` is NULL or a live, unshared handle (the caller's contract).
     unsafe { with_machine(m, body) }
 }

@@ -41,6 +41,10 @@ pub enum CowcoreStatus {
     /// `fork` found no free pid: the machine holds `pid_max - 1` processes (the kernel's
     /// `EAGAIN` from `alloc_pid`).
     ProcessLimit = 9,
+    /// The model does not cover this case (issue 16): a large swap-in whose answer depends on
+    /// the kernel's swap cluster allocator, `MADV_COLLAPSE` over swap entries; the message
+    /// says which.
+    NotModelled = 10,
 }
 
 impl CowcoreStatus {
@@ -58,6 +62,7 @@ impl CowcoreStatus {
             Self::NullPointer => c"NULL_POINTER",
             Self::Panic => c"PANIC",
             Self::ProcessLimit => c"PROCESS_LIMIT",
+            Self::NotModelled => c"NOT_MODELLED",
         }
     }
 
@@ -102,6 +107,8 @@ pub enum CowcoreOutcome {
     Segfault = 9,
     /// The fault found no memory: nothing changed.
     OutOfMemory = 10,
+    /// The swap-in fault (`do_swap_page`) mapped the page.
+    SwapIn = 11,
 }
 
 /// `cowcore_access_t.reason` and `.split_reason`: the kernel condition that decided
@@ -152,6 +159,14 @@ pub enum CowcoreReason {
     LargeMemoExclusive = 19,
     /// `mm_id_exact`: maybe shared by the two slots, exclusive in fact: reuse.
     LargeExactExclusive = 20,
+    /// `do_swap_page`: a new folio read outside the swap cache, certainly exclusive.
+    SwapFresh = 21,
+    /// `do_swap_page`: the swap entry's exclusive bit.
+    SwapExclusive = 22,
+    /// `do_swap_page`: the only reference once the swap cache was freed.
+    SwapSoleRef = 23,
+    /// `do_swap_page`: maybe shared, mapped read-only.
+    SwapMaybeShared = 24,
 }
 
 /// `cowcore_access_t.level`: the entry mapping the page afterwards
@@ -223,6 +238,14 @@ pub enum CowcoreEventKind {
     /// `MADV_COLLAPSE` tried the 2 MiB block `[start, end)` of `asid`; `cause` is its
     /// [`CowcoreScanResult`].
     Collapse = 25,
+    /// A folio written to swap (`pfn`, `order`, `nr` pages written; 0 when zero-filled).
+    SwapOut = 26,
+    /// A folio read from swap (`pfn`, `order`, `nr` pages read; 0 for zero slots).
+    SwapIn = 27,
+    /// `MTHP_STAT_SWPOUT_FALLBACK` (`order`).
+    SwpoutFallback = 28,
+    /// `MTHP_STAT_SWPIN_FALLBACK` (`order`).
+    SwpinFallback = 29,
 }
 
 /// The result of [`crate::cowcore_collapse`] and the `cause` of a `COLLAPSE` event: the
@@ -442,6 +465,22 @@ pub struct CowcoreStats {
     pub thp_collapse_alloc: u64,
     /// `THP_COLLAPSE_ALLOC_FAILED`.
     pub thp_collapse_alloc_failed: u64,
+    /// `PSWPIN`.
+    pub pswpin: u64,
+    /// `PSWPOUT`.
+    pub pswpout: u64,
+    /// `THP_SWPOUT`.
+    pub thp_swpout: u64,
+    /// `THP_SWPOUT_FALLBACK`.
+    pub thp_swpout_fallback: u64,
+    /// `MTHP_STAT_SWPOUT` per size.
+    pub swpout: [u64; 8],
+    /// `MTHP_STAT_SWPOUT_FALLBACK` per size.
+    pub swpout_fallback: [u64; 8],
+    /// `MTHP_STAT_SWPIN` per size.
+    pub swpin: [u64; 8],
+    /// `MTHP_STAT_SWPIN_FALLBACK` per size.
+    pub swpin_fallback: [u64; 8],
 }
 
 impl From<&Stats> for CowcoreStats {
@@ -469,6 +508,14 @@ impl From<&Stats> for CowcoreStats {
             thp_split_page_failed,
             thp_collapse_alloc,
             thp_collapse_alloc_failed,
+            pswpin,
+            pswpout,
+            thp_swpout,
+            thp_swpout_fallback,
+            swpout,
+            swpout_fallback,
+            swpin,
+            swpin_fallback,
         } = *s;
         Self {
             anon_fault_alloc,
@@ -492,6 +539,14 @@ impl From<&Stats> for CowcoreStats {
             thp_split_page_failed,
             thp_collapse_alloc,
             thp_collapse_alloc_failed,
+            pswpin,
+            pswpout,
+            thp_swpout,
+            thp_swpout_fallback,
+            swpout,
+            swpout_fallback,
+            swpin,
+            swpin_fallback,
         }
     }
 }
@@ -516,7 +571,7 @@ const _: () = assert!(size_of::<CowcoreAccess>() == 32 && size_of::<CowcoreEvent
 
 /// The names of the codes, indexed by value, as Python's `cowcore.outcome` spells them
 /// (`tests/api.rs` checks both against `python/cowcore/outcome.py`).
-pub(crate) const OUTCOME_NAMES: [&std::ffi::CStr; 11] = [
+pub(crate) const OUTCOME_NAMES: [&std::ffi::CStr; 12] = [
     c"NO_FAULT",
     c"ANON_ALLOC",
     c"ZERO_PAGE",
@@ -528,10 +583,11 @@ pub(crate) const OUTCOME_NAMES: [&std::ffi::CStr; 11] = [
     c"UNSHARE",
     c"SEGFAULT",
     c"OUT_OF_MEMORY",
+    c"SWAP_IN",
 ];
 
 /// See [`OUTCOME_NAMES`].
-pub(crate) const REASON_NAMES: [&std::ffi::CStr; 21] = [
+pub(crate) const REASON_NAMES: [&std::ffi::CStr; 25] = [
     c"NONE",
     c"PTE_NONE",
     c"PMD_NONE",
@@ -553,10 +609,14 @@ pub(crate) const REASON_NAMES: [&std::ffi::CStr; 21] = [
     c"SEGV_PROTECTION",
     c"LARGE_MEMO_EXCLUSIVE",
     c"LARGE_EXACT_EXCLUSIVE",
+    c"SWAP_FRESH",
+    c"SWAP_EXCLUSIVE",
+    c"SWAP_SOLE_REF",
+    c"SWAP_MAYBE_SHARED",
 ];
 
 /// See [`OUTCOME_NAMES`]; index 0 is no kind.
-pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 26] = [
+pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 30] = [
     c"UNKNOWN",
     c"FAULT_READ",
     c"FAULT_WRITE",
@@ -583,4 +643,8 @@ pub(crate) const EVENT_KIND_NAMES: [&std::ffi::CStr; 26] = [
     c"THP_COLLAPSE_ALLOC",
     c"THP_COLLAPSE_ALLOC_FAILED",
     c"COLLAPSE",
+    c"SWAP_OUT",
+    c"SWAP_IN",
+    c"SWPOUT_FALLBACK",
+    c"SWPIN_FALLBACK",
 ];

@@ -14,11 +14,12 @@ use crate::folio::{FolioRef, ENTIRELY_MAPPED, MM_ID_DUMMY};
 use crate::kernel::Kernel;
 use crate::mm::Mm;
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
-use crate::paging::entry::PageTableEntry;
+use crate::paging::entry::{EntryKind, PageTableEntry};
 use crate::paging::table::Level;
 use crate::physmem::{PhysMem, TableFrame, ENTRIES, ST_FOLIO, ST_FREE, ST_TABLE, ST_ZERO};
 use crate::split::RmapHit;
 use crate::stats::Stats;
+use crate::swap::entry_slot;
 
 #[derive(Default)]
 struct FolioAcc {
@@ -29,6 +30,8 @@ struct FolioAcc {
     gup_refs: i32,
     /// Pins of pages of a large folio (`_pincount`).
     pins: u32,
+    /// References of the swap cache (`nr_pages` while the folio is in it).
+    cache_refs: i32,
     per_mm: BTreeMap<u32, u32>,
     pages: BTreeMap<u32, u32>,
 }
@@ -42,6 +45,8 @@ struct Walk {
     exclusive_owner: BTreeMap<u32, u32>,
     rss: u64,
     huge: usize,
+    /// Swap PTEs by the slot they name.
+    swap_ptes: BTreeMap<u32, u32>,
 }
 
 /// The walk of one mm's tables for `check`: every table frame once, every leaf checked.
@@ -171,6 +176,7 @@ impl Kernel {
             exclusive_owner: BTreeMap::new(),
             rss: 0,
             huge: 0,
+            swap_ptes: BTreeMap::new(),
         };
         let mut ids = BTreeSet::new();
         for mm in self.procs.iter().flatten() {
@@ -218,6 +224,7 @@ impl Kernel {
         self.check_rmap(&w)?;
         self.check_deferred_queue(&w)?;
         self.count_holds(&mut w)?;
+        self.check_swap(&mut w)?;
         for (head, acc) in &w.folios {
             self.check_folio(*head, acc)?;
         }
@@ -230,6 +237,67 @@ impl Kernel {
             }
         }
         self.check_frames(&w)
+    }
+
+    /// The swap device (issue 16): each slot's count is the number of swap PTEs naming it,
+    /// no swap PTE names a free slot, no slot is kept with neither count nor cache folio,
+    /// every folio in the swap cache is a live folio whose slots point back to it, and
+    /// its `nr_pages` references are counted.
+    fn check_swap(&self, w: &mut Walk) -> Result<(), CowError> {
+        let sw = &self.mem.swap;
+        for (&slot, &n) in &w.swap_ptes {
+            if sw.count(slot) != n {
+                return Err(bad(
+                    "swap-count",
+                    format!("slot {slot:#x}: count {} but {n} swap PTEs", sw.count(slot)),
+                ));
+            }
+        }
+        for (&slot, x) in &sw.slots {
+            if slot == 0 || slot >= crate::swap::SWAP_SLOTS {
+                return Err(bad(
+                    "swap-slot",
+                    format!("slot {slot:#x} is not a usable slot"),
+                ));
+            }
+            if x.count != w.swap_ptes.get(&slot).copied().unwrap_or(0) {
+                return Err(bad(
+                    "swap-count",
+                    format!("slot {slot:#x}: count {} but no such swap PTEs", x.count),
+                ));
+            }
+            if x.count == 0 && x.cache.is_none() {
+                return Err(bad("swap-free", format!("slot {slot:#x} is free but kept")));
+            }
+            if let Some(h) = x.cache {
+                if !sw.cache.contains_key(&h) {
+                    return Err(bad(
+                        "swap-cache",
+                        format!("slot {slot:#x} names folio {h}, which is not in the swap cache"),
+                    ));
+                }
+            }
+        }
+        for (&h, c) in &sw.cache {
+            if self.mem.state(h) != ST_FOLIO || self.mem.page_folio(h).pfn() != h {
+                return Err(bad(
+                    "swap-cache",
+                    format!("folio {h} in the swap cache is not a live folio"),
+                ));
+            }
+            let nr = 1u32 << self.mem.order(h);
+            if (c.slot..c.slot + nr).any(|s| sw.lookup(s) != Some(h)) {
+                return Err(bad(
+                    "swap-cache",
+                    format!(
+                        "folio {h}: its slots from {:#x} do not all point back to it",
+                        c.slot
+                    ),
+                ));
+            }
+            w.folios.entry(h).or_default().cache_refs += nr as i32;
+        }
+        Ok(())
     }
 
     /// The reverse map (`split.rs`, `rmap_walk`) finds exactly the entries the page-table
@@ -347,10 +415,29 @@ impl Kernel {
     ) -> Result<(), CowError> {
         let (pid, mm_id) = (mm.pid, mm.mm_id);
         if !e.is_present() {
-            return Err(bad(
-                "table-entry",
-                format!("pid {pid}: non-present entry at {addr:#x}"),
-            ));
+            let EntryKind::Swap(s) = e.kind() else {
+                return Err(bad(
+                    "table-entry",
+                    format!("pid {pid}: non-present entry at {addr:#x}"),
+                ));
+            };
+            if level != Level::Pte || s.swp_type() != crate::swap::SWAP_TYPE {
+                return Err(bad(
+                    "swap-entry",
+                    format!(
+                        "pid {pid}: a swap entry at {addr:#x} of type {} at {level:?}",
+                        s.swp_type()
+                    ),
+                ));
+            }
+            if mm.find_vma(VirtAddr::new(addr)).is_none() {
+                return Err(bad(
+                    "leaf-in-vma",
+                    format!("pid {pid}: swap entry at {addr:#x} outside any VMA"),
+                ));
+            }
+            *w.swap_ptes.entry(entry_slot(s)).or_default() += 1;
+            return Ok(());
         }
         let Some(vi) = mm.find_vma(VirtAddr::new(addr)) else {
             return Err(bad(
@@ -463,13 +550,15 @@ impl Kernel {
     fn check_gup(&self, head: u32, mappings: i32, acc: &FolioAcc) -> Result<(), CowError> {
         let m = &self.mem;
         let f = m.folio(m.page_folio(head));
-        if f.folio_ref_count() != mappings + acc.gup_refs {
+        if f.folio_ref_count() != mappings + acc.gup_refs + acc.cache_refs {
             return Err(bad(
                 "refcount",
                 format!(
-                    "folio {head}: refcount {} but {mappings} mappings and {} GUP references",
+                    "folio {head}: refcount {} but {mappings} mappings, {} GUP references \
+                     and {} of the swap cache",
                     f.folio_ref_count(),
-                    acc.gup_refs
+                    acc.gup_refs,
+                    acc.cache_refs
                 ),
             ));
         }

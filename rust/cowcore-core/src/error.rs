@@ -113,6 +113,11 @@ pub enum CowError {
         /// `kernel.pid_max`.
         pid_max: u32,
     },
+    /// The model does not cover this case (`NotModelledError`, issue 16); the message says
+    /// which and why (a large swap-in whose answer depends on the kernel's cluster
+    /// allocator, `MADV_COLLAPSE` over swap entries).
+    #[error("not modelled: {0}")]
+    NotModelled(String),
     /// [`crate::Machine::check`] found a broken invariant (`InvariantError`).
     #[error("{name}: {msg}")]
     Invariant {

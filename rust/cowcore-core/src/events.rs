@@ -182,6 +182,39 @@ pub enum Event {
         /// The block's result.
         result: crate::khugepaged::ScanResult,
     },
+    // --- The swap device (issue 16). ---
+    /// Reclaim wrote the folio at `pfn` to swap (`swap_writepage`: `PSWPOUT` += `nr`,
+    /// `MTHP_STAT_SWPOUT`, `THP_SWPOUT` for PMD size), or, zero-filled with the zeromap,
+    /// only marked its slots zero (`nr` = 0: nothing counted).
+    SwapOut {
+        /// The folio's first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+        /// Pages written.
+        nr: u64,
+    },
+    /// The swap-in fault read the folio at `pfn` from swap (`swap_read_folio`: `PSWPIN` +=
+    /// `nr`, `MTHP_STAT_SWPIN`); `nr` = 0 for zero slots (nothing read or counted).
+    SwapIn {
+        /// The new folio's first frame.
+        pfn: u64,
+        /// Its order.
+        order: u32,
+        /// Pages read.
+        nr: u64,
+    },
+    /// `MTHP_STAT_SWPOUT_FALLBACK` (and `THP_SWPOUT_FALLBACK` for PMD size): no run of
+    /// slots for a large folio, which is split and swapped out page by page.
+    SwpoutFallback {
+        /// The order that found no run of slots.
+        order: u32,
+    },
+    /// `MTHP_STAT_SWPIN_FALLBACK`: no folio of this order for a large swap-in.
+    SwpinFallback {
+        /// The order that could not be allocated.
+        order: u32,
+    },
 }
 
 /// Why entries were zapped.
@@ -233,7 +266,7 @@ pub struct EventRecord {
 }
 
 /// The names of the event kinds by [`Event::code`] (0 is unused).
-pub const EVENT_NAMES: [&str; 26] = [
+pub const EVENT_NAMES: [&str; 30] = [
     "",
     "FAULT_READ",
     "FAULT_WRITE",
@@ -260,6 +293,10 @@ pub const EVENT_NAMES: [&str; 26] = [
     "THP_COLLAPSE_ALLOC",
     "THP_COLLAPSE_ALLOC_FAILED",
     "COLLAPSE",
+    "SWAP_OUT",
+    "SWAP_IN",
+    "SWPOUT_FALLBACK",
+    "SWPIN_FALLBACK",
 ];
 
 impl EventRecord {
@@ -315,6 +352,10 @@ impl Event {
             Event::ThpCollapseAlloc => 23,
             Event::ThpCollapseAllocFailed => 24,
             Event::Collapse { .. } => 25,
+            Event::SwapOut { .. } => 26,
+            Event::SwapIn { .. } => 27,
+            Event::SwpoutFallback { .. } => 28,
+            Event::SwpinFallback { .. } => 29,
         }
     }
 
@@ -350,8 +391,14 @@ impl Event {
                 (r.asid, r.start, r.end, r.cause) =
                     (asid, start, start + crate::addr::PMD_SIZE, result as u8);
             }
-            Event::AnonFaultAlloc { order } | Event::AnonFaultFallback { order } => {
+            Event::AnonFaultAlloc { order }
+            | Event::AnonFaultFallback { order }
+            | Event::SwpoutFallback { order }
+            | Event::SwpinFallback { order } => {
                 r.order = order as u8;
+            }
+            Event::SwapOut { pfn, order, nr } | Event::SwapIn { pfn, order, nr } => {
+                (r.pfn, r.order, r.nr) = (pfn, order as u8, nr);
             }
             Event::FolioAlloc { pfn, order }
             | Event::Split { pfn, order }
@@ -472,6 +519,28 @@ impl Stats {
             Event::HugeZeroWrite => self.huge_zero_write += 1,
             Event::ThpCollapseAlloc => self.thp_collapse_alloc += 1,
             Event::ThpCollapseAllocFailed => self.thp_collapse_alloc_failed += 1,
+            Event::SwapOut { order, nr, .. } => {
+                if nr > 0 {
+                    self.pswpout += nr;
+                    Self::count_mthp(&mut self.swpout, order);
+                    if order == PMD_ORDER {
+                        self.thp_swpout += 1;
+                    }
+                }
+            }
+            Event::SwapIn { order, nr, .. } => {
+                if nr > 0 {
+                    self.pswpin += nr;
+                    Self::count_mthp(&mut self.swpin, order);
+                }
+            }
+            Event::SwpoutFallback { order } => {
+                Self::count_mthp(&mut self.swpout_fallback, order);
+                if order == PMD_ORDER {
+                    self.thp_swpout_fallback += 1;
+                }
+            }
+            Event::SwpinFallback { order } => Self::count_mthp(&mut self.swpin_fallback, order),
             Event::PagesZeroed { .. }
             | Event::Collapse { .. }
             | Event::PagesCopied { .. }

@@ -21,35 +21,37 @@ use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
 use crate::paging::walk::{self, hw_accessed, hw_permits, Leaf, PmdLoc, PF_PROT};
 use crate::physmem::{PhysMem, TableFrame};
-use crate::policy::Policy;
+use crate::policy::{KernelConfig, Policy};
 
 /// One fault (`struct vm_fault`): the faulting address and access, the VMA, the mm's id,
 /// root table and `MM_ANONPAGES`, and the state the handlers change.
 #[derive(Debug)]
 pub(crate) struct Fault<'a, R: Recorder> {
     /// `vmf->address`.
-    address: VirtAddr,
+    pub(crate) address: VirtAddr,
     /// `FAULT_FLAG_WRITE`.
-    write: bool,
+    pub(crate) write: bool,
     /// `FAULT_FLAG_UNSHARE` (issue 16): a R/O pin found the page not anon-exclusive
     /// (`gup_must_unshare`); only [`Fault::handle_unshare_fault`] sets it.
     unshare: bool,
     /// `vmf->vma` (its `anon_vma` is set by the first fault that allocates).
-    vma: &'a mut Vma,
+    pub(crate) vma: &'a mut Vma,
     /// The mm's other VMAs, below and above `vma` (the `mm_id_exact` tracker's rmap walk).
     others: (&'a [Vma], &'a [Vma]),
     /// `vma->vm_mm->mm_id`.
-    mm_id: u32,
+    pub(crate) mm_id: u32,
     /// The mm's address-space id (for `TlbFlush` events).
     asid: u64,
     /// `vma->vm_mm->pgd`.
-    pgd: TableFrame,
+    pub(crate) pgd: TableFrame,
     /// `get_mm_counter(vma->vm_mm, MM_ANONPAGES)`.
-    rss_anon: &'a mut u64,
-    mem: &'a mut PhysMem,
-    cfg: &'a Policy,
+    pub(crate) rss_anon: &'a mut u64,
+    pub(crate) mem: &'a mut PhysMem,
+    pub(crate) cfg: &'a Policy,
+    /// The profile's capabilities (the swap-in's large-folio rules).
+    pub(crate) kcfg: KernelConfig,
     paging: Paging,
-    events: &'a mut Events,
+    pub(crate) events: &'a mut Events,
     /// The record of the access this fault is part of: each handler writes its decision
     /// (through [`Fault::record`]).
     rec: &'a mut R,
@@ -102,6 +104,7 @@ impl Kernel {
             policy,
             events,
             paging,
+            cfg,
             ..
         } = self;
         let mm = proc_mut(procs, pid)?;
@@ -132,6 +135,7 @@ impl Kernel {
             rss_anon,
             mem,
             cfg: policy,
+            kcfg: *cfg,
             paging: *paging,
             events,
             rec,
@@ -422,7 +426,7 @@ fn access_huge(
 impl<R: Recorder> Fault<'_, R> {
     /// Writes into the access's record, if there is one (see [`Recorder`]).
     #[inline]
-    fn record(&mut self, f: impl FnOnce(&mut Access)) {
+    pub(crate) fn record(&mut self, f: impl FnOnce(&mut Access)) {
         if let Some(r) = self.rec.get() {
             f(r);
         }
@@ -461,16 +465,14 @@ impl<R: Recorder> Fault<'_, R> {
                 self.count_not_present();
                 self.handle_none_fault()?;
             }
-            (EntryKind::Swap(s), _) => {
+            (EntryKind::Swap(s), Some(l)) => {
+                self.count_not_present();
+                self.do_swap_page(l, s)?;
+            }
+            (EntryKind::Swap(_), None) => {
                 return Err(CowError::invariant(
                     "swap-entry",
-                    format!(
-                        "a software entry (swap type {}, offset {:#x}) at {}: swap and \
-                         migration entries are not modelled (do_swap_page)",
-                        s.swp_type(),
-                        s.swp_offset(),
-                        self.address
-                    ),
+                    "a swap entry without a leaf",
                 ));
             }
         }
@@ -507,7 +509,7 @@ impl<R: Recorder> Fault<'_, R> {
     }
 
     /// `anon_vma_prepare`: the VMA has an `anon_vma` from now on.
-    fn anon_vma_prepare(&mut self) {
+    pub(crate) fn anon_vma_prepare(&mut self) {
         self.vma.anon_vma = true;
     }
 
@@ -742,7 +744,11 @@ impl<R: Recorder> Fault<'_, R> {
     }
 
     /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
-    fn do_wp_page(&mut self, pte_table: TableFrame, pte_i: usize) -> Result<(), CowError> {
+    pub(crate) fn do_wp_page(
+        &mut self,
+        pte_table: TableFrame,
+        pte_i: usize,
+    ) -> Result<(), CowError> {
         let pte = self.mem.entry(pte_table, pte_i);
         // vm_normal_page(): NULL for the zero page (special).
         let page = (!pte.is_special()).then(|| pte.frame());

@@ -749,7 +749,11 @@ impl PhysMem {
     #[cold]
     pub(crate) fn deferred_split_folio(&mut self, folio: FolioRef, events: &mut Events) {
         let order = self.order(folio.0);
-        if order < 2 || self.folio_test_partially_mapped(folio) {
+        // A folio in the swap cache is reclaim's business, not the shrinker's.
+        if order < 2
+            || self.folio_test_partially_mapped(folio)
+            || self.swap.folio_swap(folio.0).is_some()
+        {
             return;
         }
         self.info[folio.0 as usize + 1] |= FLAG_BIT;

@@ -17,9 +17,10 @@ use crate::fault::{alloc_table, split_huge_pmd};
 use crate::kernel::Kernel;
 use crate::mm::{Mm, VmFlags, Vma};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
-use crate::paging::entry::PageTableEntry;
+use crate::paging::entry::{EntryKind, PageTableEntry, SwapEntry, SWP_EXCLUSIVE};
 use crate::paging::table::Paging;
 use crate::physmem::{PhysMem, TableFrame};
+use crate::swap::entry_slot;
 
 /// The copy of one parent's page tables into a child's (`copy_page_range` over the VMAs
 /// that need it): physical memory and the paging geometry, nothing else.
@@ -366,6 +367,11 @@ impl ForkCopy<'_> {
                 break;
             }
             let pte = self.mem.entry(src, i);
+            if let EntryKind::Swap(s) = pte.kind() {
+                self.copy_swap_pte(src, dst, i, s);
+                i += 1;
+                continue;
+            }
             if pte.is_special() {
                 // vm_normal_page() == NULL: copy the entry (never writable).
                 self.mem.set_entry(dst, i, pte.mkold());
@@ -397,6 +403,17 @@ impl ForkCopy<'_> {
 }
 
 impl ForkCopy<'_> {
+    /// `copy_nonpresent_pte` for a swap entry (issue 16): the child gets the entry, the
+    /// slot one more reference (`swap_duplicate`), and the exclusive bit is cleared in both
+    /// ("Mark the swap entry as shared": `pte_swp_clear_exclusive`). Not a present PTE: not
+    /// counted in the `Fork` event, and no RSS of anonymous pages.
+    fn copy_swap_pte(&mut self, src: TableFrame, dst: TableFrame, i: usize, s: SwapEntry) {
+        self.mem.swap.dup(entry_slot(s));
+        let shared = PageTableEntry::from_raw(self.mem.entry(src, i).raw() & !SWP_EXCLUSIVE.bits());
+        self.mem.set_entry(src, i, shared);
+        self.mem.set_entry(dst, i, shared);
+    }
+
     /// `copy_pte_range` of an mm with `MMF_HAS_PINNED`: `copy_present_ptes` asks
     /// `folio_try_dup_anon_rmap_ptes` for each batch, which refuses (`-EBUSY`) when the
     /// folio may be pinned (`folio_needs_cow_for_dma`: `MMF_HAS_PINNED` and
@@ -419,6 +436,11 @@ impl ForkCopy<'_> {
         while i < end_i {
             let pte = self.mem.entry(src, i);
             if pte.is_none() {
+                i += 1;
+                continue;
+            }
+            if let EntryKind::Swap(s) = pte.kind() {
+                self.copy_swap_pte(src, dst, i, s);
                 i += 1;
                 continue;
             }

@@ -323,11 +323,21 @@ impl Kernel {
     }
 
     fn observe_page(&self, pgd: TableFrame, addr: VirtAddr) -> Observation {
-        let Some(leaf) =
-            walk::find_leaf(&self.mem, self.paging, pgd, addr).filter(|l| l.entry.is_present())
-        else {
+        let Some(leaf) = walk::find_leaf(&self.mem, self.paging, pgd, addr) else {
             return Observation::ABSENT;
         };
+        if !leaf.entry.is_present() {
+            // A swap entry reads as not present, frame "swap" (pagemap's PM_SWAP), without
+            // swapping anything in.
+            return if matches!(leaf.entry.kind(), crate::paging::EntryKind::Swap(_)) {
+                Observation {
+                    kind: FrameKind::Swap,
+                    ..Observation::ABSENT
+                }
+            } else {
+                Observation::ABSENT
+            };
+        }
         let base = leaf.entry.frame();
         let pmd = leaf.level == Level::Pmd;
         let pfn = if pmd {

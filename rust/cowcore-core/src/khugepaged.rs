@@ -212,13 +212,22 @@ impl Kernel {
                 continue;
             }
             if !e.is_present() {
-                return Err(CowError::invariant(
-                    "entry-kind",
-                    "a swap entry in a MADV_COLLAPSE scan (not modelled)".to_string(),
+                return Err(CowError::NotModelled(
+                    "MADV_COLLAPSE over a swap entry (__collapse_huge_page_swapin is not \
+                     modelled)"
+                        .to_string(),
                 ));
             }
             writable |= e.is_writable();
-            let f = self.mem.folio(self.mem.page_folio(e.frame()));
+            let folio = self.mem.page_folio(e.frame());
+            if self.mem.swap.folio_swap(folio.pfn()).is_some() {
+                return Err(CowError::NotModelled(
+                    "MADV_COLLAPSE over a folio in the swap cache (its release after the copy, \
+                     free_swap_cache, is not modelled)"
+                        .to_string(),
+                ));
+            }
+            let f = self.mem.folio(folio);
             if f.folio_ref_count() != f.folio_mapcount() {
                 return Ok(ScanResult::PageCount);
             }

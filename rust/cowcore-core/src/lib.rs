@@ -51,6 +51,8 @@ pub mod policy;
 mod smaps;
 pub mod split;
 pub mod stats;
+mod swap;
+mod swapin;
 mod table_pool;
 mod zap;
 
@@ -70,3 +72,4 @@ pub use policy::{
 };
 pub use smaps::{SmapsInfo, PSS_SHIFT};
 pub use stats::{Stats, Vmstat};
+pub use swap::SWAP_SLOTS;

@@ -51,11 +51,19 @@ pub enum FrameKind {
     Zero = 2,
     /// The huge zero folio (`FRAME_HUGE_ZERO` = 3).
     HugeZero = 3,
+    /// Not present: a swap entry (`FRAME_SWAP` = 4, pagemap's `PM_SWAP`; issue 16).
+    Swap = 4,
 }
 
 impl FrameKind {
     /// Every kind, by protocol value (`FRAME_NONE` = 0 first).
-    pub const ALL: [Self; 4] = [Self::None, Self::Normal, Self::Zero, Self::HugeZero];
+    pub const ALL: [Self; 5] = [
+        Self::None,
+        Self::Normal,
+        Self::Zero,
+        Self::HugeZero,
+        Self::Swap,
+    ];
 }
 
 /// One page of an `observe` (the protocol's `ObservationRow`).
@@ -1104,6 +1112,17 @@ impl Machine {
         advice: Advice,
     ) -> Result<(), CowError> {
         self.k.madvise(pid, addr, length, advice)
+    }
+
+    /// `madvise(MADV_PAGEOUT)` (issue 16): reclaims the private anonymous folios that only
+    /// this range maps to the swap device, PMD block by PMD block
+    /// (`madvise_cold_or_pageout_pte_range`, then `shrink_folio_list`); a length of 0 does
+    /// nothing.
+    ///
+    /// # Errors
+    /// As [`Self::madvise`]; [`CowError::Invariant`] only if the model's state is broken.
+    pub fn pageout(&mut self, pid: u32, addr: VirtAddr, length: u64) -> Result<(), CowError> {
+        self.k.pageout(pid, addr, length)
     }
 
     /// Recomputes every counter from the page tables and compares (KS §1.3).

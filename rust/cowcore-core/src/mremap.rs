@@ -31,7 +31,7 @@ use crate::events::Event;
 use crate::fault::{alloc_table, split_huge_pmd};
 use crate::kernel::Kernel;
 use crate::mm::{Mm, Vma};
-use crate::paging::entry::PageTableEntry;
+use crate::paging::entry::{PageTableEntry, SWP_SOFT_DIRTY};
 use crate::paging::table::Paging;
 use crate::physmem::{PhysMem, TableFrame};
 
@@ -287,7 +287,8 @@ impl Kernel {
                         present = true;
                         e.mksoft_dirty()
                     } else {
-                        e
+                        // move_soft_dirty_pte: a swap entry gets `pte_swp_mksoft_dirty`.
+                        PageTableEntry::from_raw(e.raw() | SWP_SOFT_DIRTY.bits())
                     };
                     self.mem.set_entry(new_table, j + k, moved);
                 }

@@ -46,6 +46,9 @@ pub enum Outcome {
     Segfault = 9,
     /// The fault could not get memory (`VM_FAULT_OOM`): nothing changed.
     OutOfMemory = 10,
+    /// The swap-in fault (`do_swap_page`) mapped the page (a read, or a write mapped
+    /// writable at once).
+    SwapIn = 11,
 }
 
 /// The decision exit that produced the [`Outcome`], named after the kernel condition.
@@ -110,6 +113,14 @@ pub enum Reason {
     /// shared" (the kernel would copy), but the exact tracker knows only this mm maps the
     /// folio, and every reference is a mapping: reuse.
     LargeExactExclusive = 20,
+    /// `do_swap_page`: read into a new folio outside the swap cache, certainly exclusive.
+    SwapFresh = 21,
+    /// `do_swap_page`: the swap entry's exclusive bit (`pte_swp_exclusive`).
+    SwapExclusive = 22,
+    /// `do_swap_page`: only the fault's reference once the swap cache was freed.
+    SwapSoleRef = 23,
+    /// `do_swap_page`: maybe shared, mapped read-only.
+    SwapMaybeShared = 24,
 }
 
 /// The level of the entry that maps the accessed page after the access.
@@ -143,6 +154,9 @@ bitflags! {
         /// `cow_reuse_fault_around` (a policy): the reuse also made other PTEs of the same
         /// large folio writable, so their first writes take no fault.
         const FAULT_AROUND = 1 << 5;
+        /// The fault swapped the page in (`do_swap_page`: read from a slot or found in the
+        /// swap cache).
+        const SWAP_IN = 1 << 6;
     }
 }
 
@@ -267,6 +281,7 @@ impl Outcome {
             Self::Unshare => "UNSHARE",
             Self::Segfault => "SEGFAULT",
             Self::OutOfMemory => "OUT_OF_MEMORY",
+            Self::SwapIn => "SWAP_IN",
         }
     }
 }
@@ -297,6 +312,10 @@ impl Reason {
             Self::SegvProtection => "SEGV_PROTECTION",
             Self::LargeMemoExclusive => "LARGE_MEMO_EXCLUSIVE",
             Self::LargeExactExclusive => "LARGE_EXACT_EXCLUSIVE",
+            Self::SwapFresh => "SWAP_FRESH",
+            Self::SwapExclusive => "SWAP_EXCLUSIVE",
+            Self::SwapSoleRef => "SWAP_SOLE_REF",
+            Self::SwapMaybeShared => "SWAP_MAYBE_SHARED",
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::addr::Pfn;
 use crate::events::{Event, Events};
 use crate::folio::FolioRef;
 use crate::fork::cow_child_pte;
-use crate::paging::entry::PageTableEntry;
+use crate::paging::entry::{PageTableEntry, PteFlags};
 use crate::paging::walk::{hw_accessed, hw_permits};
 use crate::table_pool::TablePool;
 pub use crate::table_pool::ENTRIES;
@@ -163,6 +163,8 @@ pub struct PhysMem {
     pub(crate) deferred_queue: BTreeSet<u32>,
     /// `KernelConfig::queues_pmd_thp_at_fault` of the machine's profile.
     pub(crate) queues_pmd_thp_at_fault: bool,
+    /// The swap device and the swap cache (issue 16, swap.rs).
+    pub(crate) swap: crate::swap::SwapDevice,
 }
 
 impl PhysMem {
@@ -197,6 +199,7 @@ impl PhysMem {
             reuses_sole_ref_large_pages: false,
             deferred_queue: BTreeSet::new(),
             queues_pmd_thp_at_fault: false,
+            swap: crate::swap::SwapDevice::default(),
         };
         let mut pos: u64 = 0;
         let total = u64::from(nr_frames);
@@ -474,7 +477,11 @@ impl PhysMem {
                 i += 1;
                 continue;
             }
-            if pte.is_special() {
+            // A special entry (zero page) or a not-present one (PROT_NONE, a swap entry)
+            // leaves the fast path: one test of two bits.
+            if pte.raw() & (PteFlags::SPECIAL.bits() | PteFlags::PRESENT.bits())
+                != PteFlags::PRESENT.bits()
+            {
                 break;
             }
             let p = pte.pfn().as_u64() as usize;

@@ -79,6 +79,9 @@ impl Profile {
                 collapse_batches_ptes: false,
                 mremap_realigns: false,
                 reuses_sole_ref_large_pages: true,
+                swap_zeromap: false,
+                swapin_large: false,
+                swapin_large_shared: false,
             },
             Self::V6_12 => KernelConfig {
                 profile: self,
@@ -94,6 +97,9 @@ impl Profile {
                 collapse_batches_ptes: false,
                 mremap_realigns: true,
                 reuses_sole_ref_large_pages: false,
+                swap_zeromap: true,
+                swapin_large: true,
+                swapin_large_shared: false,
             },
             Self::V6_15 => KernelConfig {
                 profile: self,
@@ -109,6 +115,9 @@ impl Profile {
                 collapse_batches_ptes: true,
                 mremap_realigns: true,
                 reuses_sole_ref_large_pages: false,
+                swap_zeromap: true,
+                swapin_large: true,
+                swapin_large_shared: true,
             },
         }
     }
@@ -150,6 +159,9 @@ pub struct KernelConfig {
     collapse_batches_ptes: bool,
     mremap_realigns: bool,
     reuses_sole_ref_large_pages: bool,
+    swap_zeromap: bool,
+    swapin_large: bool,
+    swapin_large_shared: bool,
 }
 
 impl KernelConfig {
@@ -283,6 +295,27 @@ impl KernelConfig {
     #[must_use]
     pub const fn collapse_batches_ptes(self) -> bool {
         self.collapse_batches_ptes
+    }
+
+    /// A zero-filled folio is not written to swap: its slots are marked in the zeromap and
+    /// its swap-in reads nothing (`swap_writepage` → `swap_zeromap_folio_set`, 6.12+).
+    #[must_use]
+    pub const fn swap_zeromap(self) -> bool {
+        self.swap_zeromap
+    }
+
+    /// The swap-in fault may read a large folio (mTHP below PMD order) at once
+    /// (`alloc_swap_folio`, 6.12+).
+    #[must_use]
+    pub const fn swapin_large(self) -> bool {
+        self.swapin_large
+    }
+
+    /// The large swap-in also for a slot shared by a fork (count > 1), through the swap
+    /// cache (7.x); before, only the `SWP_SYNCHRONOUS_IO` bypass (count 1) reads large.
+    #[must_use]
+    pub const fn swapin_large_shared(self) -> bool {
+        self.swapin_large_shared
     }
 }
 

@@ -26,8 +26,9 @@ use crate::folio::{Folio, FOLIO_PAGES_MAPPED};
 use crate::kernel::Kernel;
 use crate::mm::{Prot, Vma};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
-use crate::paging::entry::PageTableEntry;
+use crate::paging::entry::{EntryKind, PageTableEntry};
 use crate::physmem::{PhysMem, TableFrame};
+use crate::swap::entry_slot;
 
 /// `PSS_SHIFT`: the PSS sums are kept in bytes `<< PSS_SHIFT`, so that dividing a page
 /// among its mappers loses little (`fs/proc/task_mmu.c`).
@@ -82,9 +83,9 @@ pub struct SmapsInfo {
     pub anonymous: u64,
     /// `AnonHugePages` (`anonymous_thp`): PMD-mapped anonymous THPs only.
     pub anon_huge_pages: u64,
-    /// `Swap` (0: swap is not modelled).
+    /// `Swap`: bytes of swap entries (issue 16).
     pub swap: u64,
-    /// `SwapPss`, fixed point (0).
+    /// `SwapPss`, fixed point: each swap entry's 4 KiB shared by its slot's map count.
     pub swap_pss: u64,
 }
 
@@ -101,6 +102,8 @@ struct MemSizeStats {
     referenced: u64,
     anonymous: u64,
     anonymous_thp: u64,
+    swap: u64,
+    swap_pss: u64,
 }
 
 impl MemSizeStats {
@@ -189,17 +192,23 @@ struct Smaps<'a> {
 }
 
 impl Smaps<'_> {
-    /// A PTE that is neither none nor present: a swap or migration entry, which the model
-    /// never creates (`smaps_pte_entry` would count swap here: issue 16).
-    fn not_modelled(e: PageTableEntry, addr: u64) -> CowError {
-        CowError::invariant(
-            "swap-entry",
-            format!(
-                "smaps: a software entry {:#x} at {addr:#x}: swap and migration entries are \
-                 not modelled",
-                e.raw()
-            ),
-        )
+    /// `smaps_pte_entry`'s swap part (issue 16): `Swap` + 4 KiB, `SwapPss` + 4 KiB divided
+    /// by the slot's map count (`swp_swapcount`), in fixed point as the kernel divides it.
+    fn swap_entry(&mut self, e: PageTableEntry, addr: u64) -> Result<(), CowError> {
+        let EntryKind::Swap(s) = e.kind() else {
+            return Err(CowError::invariant(
+                "swap-entry",
+                format!(
+                    "smaps: an entry {:#x} at {addr:#x} of no known kind",
+                    e.raw()
+                ),
+            ));
+        };
+        self.mss.swap += PAGE_SIZE;
+        let mapcount = u64::from(self.mem.swap.count(entry_slot(s)));
+        let full = PAGE_SIZE << PSS_SHIFT;
+        self.mss.swap_pss += if mapcount >= 2 { full / mapcount } else { full };
+        Ok(())
     }
 }
 
@@ -246,7 +255,9 @@ impl PageWalk for Smaps<'_> {
                 continue;
             }
             if !e.is_present() {
-                return Err(Self::not_modelled(e, at.addr + i as u64 * PAGE_SIZE));
+                self.swap_entry(e, at.addr + i as u64 * PAGE_SIZE)?;
+                i += 1;
+                continue;
             }
             if e.is_special() {
                 i += 1;
@@ -293,8 +304,8 @@ impl Kernel {
                     referenced: s.referenced,
                     anonymous: s.anonymous,
                     anon_huge_pages: s.anonymous_thp,
-                    swap: 0,
-                    swap_pss: 0,
+                    swap: s.swap,
+                    swap_pss: s.swap_pss,
                 })
             })
             .collect()

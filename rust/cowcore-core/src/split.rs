@@ -165,12 +165,22 @@ impl Kernel {
     fn can_split_folio(&self, folio: FolioRef) -> bool {
         let f = self.mem.folio(folio);
         let mapcount = f.folio_mapcount();
-        mapcount > 0 && f.folio_ref_count() == mapcount
+        // The swap cache's references are expected ones (`extra_pins`).
+        let cache = if self.mem.swap.folio_swap(folio.pfn()).is_some() {
+            f.folio_nr_pages() as i32
+        } else {
+            0
+        };
+        mapcount > 0 && f.folio_ref_count() == mapcount + cache
     }
 
     /// `split_folio()` of an anonymous large folio that [`Self::can_split_folio`] accepted,
     /// whose mappings the reverse map found (`mappings`).
-    fn split_folio(&mut self, folio: FolioRef, mappings: &[RmapHit]) -> Result<(), CowError> {
+    pub(crate) fn split_folio(
+        &mut self,
+        folio: FolioRef,
+        mappings: &[RmapHit],
+    ) -> Result<(), CowError> {
         let head = folio.pfn();
         let order = self.mem.order(head);
         let nr = 1u32 << order;
@@ -221,7 +231,18 @@ impl Kernel {
             pfn: u64::from(head),
             order,
         });
+        let cached = self.mem.swap.cache.get(&head).copied();
         self.mem.split_folio_frames(folio);
+        if let Some(c) = cached {
+            // __split_huge_page of a folio in the swap cache: each page keeps its slot in
+            // the cache, with one cache reference (issue 16).
+            self.mem.swap.cache.remove(&head);
+            for i in 0..nr {
+                let p = head + i;
+                self.mem.folio_ref_add(FolioRef::new_head(p), 1);
+                self.mem.swap.add_to_cache(p, c.slot + i, 1, 0, c.dirty);
+            }
+        }
         if self.cfg.queues_pmd_thp_at_fault() {
             self.map_unused_to_zeropage(head, nr, &ptes)?;
         }

@@ -54,6 +54,22 @@ pub struct Stats {
     pub thp_collapse_alloc: u64,
     /// `THP_COLLAPSE_ALLOC_FAILED`: collapses that found no free PMD-size block.
     pub thp_collapse_alloc_failed: u64,
+    /// `PSWPIN`: pages read from swap (issue 16).
+    pub pswpin: u64,
+    /// `PSWPOUT`: pages written to swap.
+    pub pswpout: u64,
+    /// `THP_SWPOUT`: PMD-size folios written to swap whole.
+    pub thp_swpout: u64,
+    /// `THP_SWPOUT_FALLBACK`: PMD-size folios split for want of a run of slots.
+    pub thp_swpout_fallback: u64,
+    /// `MTHP_STAT_SWPOUT` per size: large folios written whole.
+    pub swpout: [u64; 8],
+    /// `MTHP_STAT_SWPOUT_FALLBACK` per size.
+    pub swpout_fallback: [u64; 8],
+    /// `MTHP_STAT_SWPIN` per size: large folios read whole.
+    pub swpin: [u64; 8],
+    /// `MTHP_STAT_SWPIN_FALLBACK` per size.
+    pub swpin_fallback: [u64; 8],
 }
 
 /// The `/proc/vmstat` lines the simulator keeps, named as the kernel prints them: the

@@ -15,9 +15,10 @@ use crate::folio::FolioRef;
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{vma_lookup, Mm, Vma};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
-use crate::paging::entry::PageTableEntry;
+use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
 use crate::paging::table::{Level, Paging};
 use crate::physmem::{PhysMem, TableFrame};
+use crate::swap::entry_slot;
 
 /// Gathered references after which a zap drops them before it goes on (the kernel's
 /// `tlb_flush_mmu` when a batch is full), so that an `exit` of 8M pages does not hold 64 MiB
@@ -275,11 +276,21 @@ impl Zap<'_> {
                 i += 1;
                 continue;
             }
-            if e.is_special() {
-                self.mem.set_entry(t, i, PageTableEntry::NONE);
-                self.ptes += 1;
-                i += 1;
-                continue;
+            if e.raw() & (PteFlags::SPECIAL | PteFlags::PRESENT).bits() != PteFlags::PRESENT.bits()
+            {
+                if let EntryKind::Swap(s) = e.kind() {
+                    // zap_nonpresent_ptes → free_swap_and_cache_nr.
+                    self.mem.set_entry(t, i, PageTableEntry::NONE);
+                    Kernel::free_swap_and_cache(self.mem, self.events, entry_slot(s));
+                    i += 1;
+                    continue;
+                }
+                if e.is_special() {
+                    self.mem.set_entry(t, i, PageTableEntry::NONE);
+                    self.ptes += 1;
+                    i += 1;
+                    continue;
+                }
             }
             let p = e.frame();
             let folio = self.mem.page_folio(p);

@@ -13,6 +13,7 @@ pyo3::import_exception!(cowcore.errors, SegmentationFault);
 pyo3::import_exception!(cowcore.errors, OutOfMemoryError);
 pyo3::import_exception!(cowcore.errors, InvariantError);
 pyo3::import_exception!(cowcore.errors, ProcessLimitError);
+pyo3::import_exception!(cowcore.errors, NotModelledError);
 
 /// A core error on its way to Python (a newtype because of the orphan rule).
 #[derive(Debug)]
@@ -41,6 +42,8 @@ impl From<PyCowError> for PyErr {
             CowError::OutOfMemory => OutOfMemoryError::new_err(message),
             CowError::Invariant { name, msg } => InvariantError::new_err((name, msg)),
             CowError::ProcessLimit { .. } => ProcessLimitError::new_err(message),
+            // The bare message: the class says "not modelled" (issue 16).
+            CowError::NotModelled(msg) => NotModelledError::new_err(msg),
         }
     }
 }

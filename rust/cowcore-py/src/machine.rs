@@ -459,6 +459,11 @@ impl PyMachine {
         })
     }
 
+    /// `madvise(MADV_PAGEOUT)` (issue 16).
+    fn pageout(&self, py: Python<'_>, pid: u32, addr: u64, length: u64) -> PyResult<()> {
+        run_core(py, || self.lock().pageout(pid, VirtAddr::new(addr), length))
+    }
+
     fn write(&self, py: Python<'_>, pid: u32, addr: u64, length: u64, value: u64) -> PyResult<()> {
         run_sized(py, length, || {
             self.lock().write(pid, VirtAddr::new(addr), length, value)

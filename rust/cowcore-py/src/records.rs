@@ -92,6 +92,7 @@ pub(crate) fn observations<'py>(
             FrameKind::Normal => Some(intern!(py, "normal")),
             FrameKind::Zero => Some(intern!(py, "zero")),
             FrameKind::HugeZero => Some(intern!(py, "huge_zero")),
+            FrameKind::Swap => Some(intern!(py, "swap")),
         };
         out.push(match kind {
             Some(kind) if o.present => cls.call1((
@@ -105,6 +106,11 @@ pub(crate) fn observations<'py>(
                 o.exclusive,
                 o.content,
             ))?,
+            // A swap entry: not present, frame kind "swap", the rest None (issue 16).
+            Some(kind) if o.kind == FrameKind::Swap => {
+                let none = py.None();
+                cls.call1((page, false, &none, kind, &none, &none, &none, &none, &none))?
+            }
             _ => {
                 let none = py.None();
                 cls.call1((page, false, &none, &none, &none, &none, &none, &none, &none))?
@@ -234,7 +240,18 @@ pub(crate) fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyAn
             n(s.thp_collapse_alloc_failed)?,
         ],
     )?;
-    stats_class(py)?.call1(args)
+    // The swap counters (issue 16) by keyword, so that their place in the record does not
+    // matter.
+    let kw = PyDict::new(py);
+    kw.set_item("pswpin", s.pswpin)?;
+    kw.set_item("pswpout", s.pswpout)?;
+    kw.set_item("thp_swpout", s.thp_swpout)?;
+    kw.set_item("thp_swpout_fallback", s.thp_swpout_fallback)?;
+    kw.set_item("swpout", sizes(&s.swpout)?)?;
+    kw.set_item("swpout_fallback", sizes(&s.swpout_fallback)?)?;
+    kw.set_item("swpin", sizes(&s.swpin)?)?;
+    kw.set_item("swpin_fallback", sizes(&s.swpin_fallback)?)?;
+    stats_class(py)?.call(args, Some(&kw))
 }
 
 /// The `Vmstat` record.
@@ -308,5 +325,8 @@ pub(crate) fn kernel_config(py: Python<'_>, cfg: KernelConfig) -> PyResult<Bound
         "reuses_sole_ref_large_pages",
         cfg.reuses_sole_ref_large_pages(),
     )?;
+    kw.set_item("swap_zeromap", cfg.swap_zeromap())?;
+    kw.set_item("swapin_large", cfg.swapin_large())?;
+    kw.set_item("swapin_large_shared", cfg.swapin_large_shared())?;
     kernel_config_class(py)?.call((), Some(&kw))
 }

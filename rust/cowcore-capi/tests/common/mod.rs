@@ -53,5 +53,6 @@ pub fn status_of<T>(r: &Result<T, CowError>) -> CowcoreStatus {
         Err(CowError::OutOfMemory) => CowcoreStatus::OutOfMemory,
         Err(CowError::Invariant { .. }) => CowcoreStatus::Invariant,
         Err(CowError::ProcessLimit { .. }) => CowcoreStatus::ProcessLimit,
+        Err(CowError::NotModelled(_)) => CowcoreStatus::NotModelled,
     }
 }
