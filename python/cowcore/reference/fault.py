@@ -467,6 +467,10 @@ def can_reuse_anon_folio(k: Kernel, folio: Folio, mm_id: int = 0) -> tuple[bool,
         if not (k.toggles["mm_id_exact"] and folio.mapped_only_by(mm_id)):
             return False, Reason.LARGE_MAYBE_SHARED
         exclusive = Reason.LARGE_EXACT_EXCLUSIVE
+    if folio.swapcache is not None:
+        # __wp_can_reuse_large_anon_folio frees the swap cache first; folio_free_swap fails
+        # while a PTE still names one of the slots
+        swap.folio_free_swap(k, folio)
     if folio.large_mapcount != folio.refcount:
         return False, Reason.LARGE_EXTRA_REFS
     if k.toggles["cow_reuse_remember_exclusive"]:
@@ -722,12 +726,16 @@ def do_swap_page(
 
     The swap cache first; else a new folio read from the slots: a large one when
     ``alloc_swap_folio`` finds a qualifying block (6.12+; 7.x also for a slot shared by a
-    fork, through the swap cache), outside the swap cache when the slot's count is 1 (the
-    ``SWP_SYNCHRONOUS_IO`` bypass: certainly exclusive), in it otherwise. The PTEs of the
-    folio's slots are mapped (``swap_free_nr``), the swap cache freed when a write fault
-    leaves nobody else (``should_try_to_free_swap``), the page mapped writable when
-    exclusive or solely referenced; a write that is not mapped writable goes on to
-    :func:`do_wp_page`. Raises :class:`NotModelledError` for a large block whose slots
+    fork). On 6.1 and 6.12 a slot whose count is 1 is read outside the swap cache (the
+    ``SWP_SYNCHRONOUS_IO`` bypass: certainly exclusive), others into it; the PTEs of the
+    folio's slots are mapped (``swap_free_nr``), the swap cache freed first when a write
+    fault leaves nobody else (``should_try_to_free_swap``), and the page mapped writable
+    when exclusive or solely referenced. 7.x (the swap-table rework, ``swapin_large_shared``)
+    reads every folio into the swap cache, decides exclusivity while the cache still holds
+    it (so only the entry's exclusive marker makes it exclusive) and frees the swap cache
+    after mapping, always for a synchronous device such as zram. A write that is not mapped
+    writable goes on to :func:`do_wp_page`. The fault holds its own reference (the lookup's
+    or the allocation's) until it becomes one of the mappings' (``folio_ref_add(nr - 1)``). Raises :class:`NotModelledError` for a large block whose slots
     were not allocated together by one swap-out (the kernel's cluster allocator decides).
     """
     ptes = k.phys.tables[pte_table]
@@ -738,13 +746,15 @@ def do_swap_page(
     trace.flags |= SWAP_IN
     folio = slot.cache
     new = False
+    via_cache = cfg.swapin_large_shared  # 7.x: no swap-cache bypass
     if folio is not None:
+        folio.refcount += 1  # the lookup's reference (swap_cache_get_folio)
         exclusive = pg.swp_exclusive(entry)
         trace.reason = Reason.SWAP_EXCLUSIVE if exclusive else Reason.SWAP_MAYBE_SHARED
         assert folio.swapcache is not None
         first_slot = folio.swapcache
     else:
-        bypass = slot.count == 1
+        bypass = slot.count == 1 and not via_cache
         order = 0
         if cfg.swapin_large and (bypass or cfg.swapin_large_shared):
             _, found = swapin_orders(k, vma, addr, pte_table, offset)
@@ -764,6 +774,7 @@ def do_swap_page(
                     trace.orders_failed |= 1 << found
                     trace.flags |= FELL_BACK
         folio = k.alloc_folio(order)  # OutOfMemoryError propagates with nothing changed
+        folio.refcount = 1  # the allocation's reference, the fault's
         new = True
         nr = folio.nr_pages
         first_slot = offset - (offset % nr)
@@ -805,14 +816,20 @@ def do_swap_page(
     old_entries = [ptes[first_idx + j] for j in range(nr_map)]
     for e in old_entries:
         swap.swap_free(k, pg.swp_offset(e))
-    # should_try_to_free_swap: a write fault, and nobody but the cache and this fault.
-    if folio.swapcache is not None and write and folio.refcount == folio.nr_pages:
+    # should_try_to_free_swap (6.1, 6.12: before mapping): a write fault, and nobody but the
+    # cache and this fault.
+    if (
+        not via_cache
+        and folio.swapcache is not None
+        and write
+        and folio.refcount == 1 + folio.nr_pages
+    ):
         swap.folio_free_swap(k, folio)
-    if not exclusive and folio.refcount == 0:
+    if not exclusive and folio.refcount == 1:
         exclusive = True
         trace.reason = Reason.SWAP_SOLE_REF
     writable = exclusive and vma.write
-    folio.refcount += nr_map
+    folio.refcount += nr_map - 1  # folio_ref_add(folio, nr_pages - 1)
     if new:  # folio_add_new_anon_rmap
         folio.add_new_anon_rmap(mm.mm_id, exclusive=exclusive, pmd_mapped=False)
         k.folio_add_lru(folio)
@@ -833,6 +850,10 @@ def do_swap_page(
         ptes[first_idx + j] = pg.make_entry(folio.pfn + start_page + j, flags)
     mm.rss_anon += nr_map
     vma.anon_vma = True
+    if via_cache and folio.swapcache is not None:
+        # 7.x: should_try_to_free_swap() is true for a SWP_SYNCHRONOUS_IO device; the cache
+        # goes after the folio is mapped, when no PTE names its slots any more.
+        swap.folio_free_swap(k, folio)
     trace.outcome = Outcome.SWAP_IN
     if write and not writable:
         do_wp_page(k, mm, vma, addr, pte_table, idx, trace)

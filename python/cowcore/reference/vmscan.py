@@ -200,8 +200,9 @@ def try_to_unmap(k: Kernel, folio: Folio) -> None:
             entry = swap.make_swap_pte(
                 first + page, folio.anon_exclusive[page], bool(pte & pg.SOFT_DIRTY)
             )
+            # The TLB flush is reclaim's deferred batch (TTU_BATCH_FLUSH,
+            # try_to_unmap_flush), not a flush of this mm's range: no TLB_FLUSH event.
             k.set_entry(*pte_slot, entry)
-            k.tlb_flush(mm, addr, addr + pg.PAGE_SIZE)
             swap.swap_duplicate(k, first + page)
             folio.remove_rmap_ptes(page, 1, mm.mm_id)
             folio.refcount -= 1

@@ -743,6 +743,27 @@ impl<R: Recorder> Fault<'_, R> {
         self.anon_vma_prepare();
     }
 
+    /// The swap cache's part of the reuse checks (issue 16): `wp_can_reuse_anon_folio` frees
+    /// the swap cache of a small folio whose only other reference it is
+    /// (`folio_ref_count(folio) > 1 + folio_test_swapcache(folio)` copies first), and
+    /// `__wp_can_reuse_large_anon_folio` that of a large folio mapped more than once and
+    /// only by this mm; `folio_free_swap` fails while a PTE still names one of the slots.
+    fn wp_free_swap(&mut self, folio_ref: FolioRef, page: u32, small: bool) {
+        let f = self.mem.folio(folio_ref);
+        let try_free = if small {
+            f.folio_ref_count() <= 2
+        } else {
+            self.cfg.cow_reuse_pte_mapped_thp
+                && !(self.cfg.cow_reuse_remember_exclusive && f.folio_test_exclusive_memo())
+                && f.folio_large_mapcount() > 1
+                && (!f.folio_mm_slots().shared
+                    || (self.cfg.mm_id_exact && self.folio_mapped_only_here(folio_ref, page)))
+        };
+        if try_free {
+            self.mem.folio_free_swap(folio_ref, self.events);
+        }
+    }
+
     /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
     pub(crate) fn do_wp_page(
         &mut self,
@@ -764,6 +785,9 @@ impl<R: Recorder> Fault<'_, R> {
                 && self.mem.folio(folio_ref).folio_ref_count() <= 2
             {
                 self.mem.lru_add_drain();
+            }
+            if !ae && self.mem.swap.folio_swap(folio_ref.pfn()).is_some() {
+                self.wp_free_swap(folio_ref, p, small);
             }
             let folio = self.mem.folio(folio_ref);
             let reason = if ae {
@@ -989,6 +1013,9 @@ impl<R: Recorder> Fault<'_, R> {
             if self.mem.remove_rmap_ptes(f, p, 1, self.mm_id) {
                 self.mem.deferred_split_folio(f, self.events);
             }
+            // `if (page_copied) free_swap_cache(old_folio)`: an unmapped swap-cache folio
+            // frees its swap space when no PTE names it.
+            self.mem.free_swap_cache(f, self.events);
             self.mem.folio_put_refs(f, 2, self.events);
         }
         let unshare = self.unshare;

@@ -212,7 +212,7 @@ pub(crate) fn entry_slot(s: SwapEntry) -> u32 {
 
 impl Kernel {
     /// `madvise(MADV_PAGEOUT)` (`madvise_pageout`): the range must be page aligned and fully
-    /// mapped (else madvise's errors); a zero length does nothing. Each VMA of the range in
+    /// mapped (else madvise's errors, a zero length among them). Each VMA of the range in
     /// address order, each PMD block of it in address order: the folios to reclaim are
     /// collected (`madvise_cold_or_pageout_pte_range`) and then reclaimed in that order
     /// (`reclaim_pages` at the end of each PMD call).
@@ -226,14 +226,6 @@ impl Kernel {
         length: u64,
     ) -> Result<(), CowError> {
         self.mm(pid)?;
-        if length == 0 {
-            if !addr.is_aligned(PAGE_SIZE) {
-                return Err(CowError::InvalidArgument(format!(
-                    "address {addr} is not a multiple of the page size ({PAGE_SIZE})"
-                )));
-            }
-            return Ok(());
-        }
         let (start, end) = self.checked_mapped_range("madvise", pid, addr, length)?;
         self.mem.lru_add_drain();
         let pieces: Vec<(u64, u64)> = self
@@ -313,7 +305,11 @@ impl Kernel {
             }
         }
         let t = TableFrame::of(self.mem.entry(pt, pi));
-        let seven = self.cfg.reuses_pte_mapped_large_folios();
+        // `folio_pte_batch` came with mTHP (6.10): since then a large folio the range maps in
+        // part is split and one that may be shared (or cannot be split) is skipped
+        // (`continue`); 6.1 splits every PTE-mapped large folio it meets and stops the
+        // block at one it cannot split or that may be shared (`break`).
+        let batches = self.cfg.per_size_thp_stats();
         let mut p = a;
         while p < next {
             let i = ((p >> 12) & 511) as usize;
@@ -327,24 +323,19 @@ impl Kernel {
             let nr_pages = f.folio_nr_pages();
             let mut nr = 1u64;
             if f.folio_test_large() {
-                let end_i = i + ((next - p) / PAGE_SIZE) as usize;
-                nr = self.mem.folio_pte_batch(t, i, end_i, e, folio, true) as u64;
-                if nr < u64::from(nr_pages) {
-                    if self.pageout_maybe_shared(folio) {
-                        if seven {
-                            p += nr * PAGE_SIZE;
-                            continue;
-                        }
-                        break;
-                    }
-                    if self.try_split_folio(folio)? {
+                if batches {
+                    let end_i = i + ((next - p) / PAGE_SIZE) as usize;
+                    nr = self.mem.folio_pte_batch(t, i, end_i, e, folio, true) as u64;
+                }
+                if !batches || nr < u64::from(nr_pages) {
+                    if !self.pageout_maybe_shared(folio) && self.try_split_folio(folio)? {
                         continue; // the same PTE again, now of an order-0 folio
                     }
-                    if seven {
-                        p += nr * PAGE_SIZE;
-                        continue;
+                    if !batches {
+                        break;
                     }
-                    break;
+                    p += nr * PAGE_SIZE;
+                    continue;
                 }
             }
             let f = self.mem.folio(folio);
@@ -584,6 +575,35 @@ impl Kernel {
         mem.swap.set_dirty(head);
         mem.swap.delete_from_cache(head, nr);
         mem.folio_put_refs(folio, nr, events);
+    }
+}
+
+impl crate::physmem::PhysMem {
+    /// `folio_free_swap`: the folio leaves the swap cache (its references go with it, the
+    /// last one frees it) when no PTE names one of its slots any longer (`folio_swapped`);
+    /// returns whether it did. A folio not in the cache stays as it is.
+    pub(crate) fn folio_free_swap(
+        &mut self,
+        folio: FolioRef,
+        events: &mut crate::events::Events,
+    ) -> bool {
+        let head = folio.pfn();
+        let nr = self.folio(folio).folio_nr_pages();
+        if self.swap.folio_swap(head).is_none() || !self.swap.unswapped(head, nr) {
+            return false;
+        }
+        self.swap.delete_from_cache(head, nr);
+        self.folio_put_refs(folio, nr, events);
+        true
+    }
+
+    /// `free_swap_cache` of a folio whose mapping was just removed (the zap's
+    /// `free_pages_and_swap_cache`, `wp_page_copy`'s old folio after a copy): an unmapped
+    /// swap-cache folio frees its swap space if no PTE names it.
+    pub(crate) fn free_swap_cache(&mut self, folio: FolioRef, events: &mut crate::events::Events) {
+        if self.swap.folio_swap(folio.pfn()).is_some() && self.folio(folio).folio_mapcount() == 0 {
+            self.folio_free_swap(folio, events);
+        }
     }
 }
 

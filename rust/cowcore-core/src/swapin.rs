@@ -43,11 +43,16 @@ impl<R: Recorder> Fault<'_, R> {
                 ),
             ));
         }
-        // The folio and whether it is in the swap cache; the fault holds one reference.
-        let (folio, cached, fresh) = if let Some(h) = self.mem.swap.lookup(slot) {
+        // 7.x (the swap-table rework that also brings the shared large swap-in) reads every
+        // folio through the swap cache; 6.1 and 6.12 bypass it for a slot of count 1 on a
+        // `SWP_SYNCHRONOUS_IO` device (zram).
+        let via_cache = self.kcfg.swapin_large_shared();
+        // The folio, whether it is in the swap cache, whether it was read outside it (certainly
+        // exclusive) and whether this fault allocated it; the fault holds one reference.
+        let (folio, cached, fresh, new) = if let Some(h) = self.mem.swap.lookup(slot) {
             let f = FolioRef::new_head(h);
             self.mem.folio_ref_add(f, 1);
-            (f, true, false)
+            (f, true, false, false)
         } else {
             let large_ok = count == 1 || self.kcfg.swapin_large_shared();
             let order = if large_ok {
@@ -59,14 +64,14 @@ impl<R: Recorder> Fault<'_, R> {
             let nr = 1u32 << order;
             let base = slot - (slot % nr);
             self.swap_read_folio(f, order, base);
-            if count == 1 {
-                (f, false, true)
+            if count == 1 && !via_cache {
+                (f, false, true, true)
             } else {
                 // Into the swap cache (swapin_readahead / 7.x's large read through it).
                 let run = self.mem.swap.slot(base).map_or(0, |x| x.run_order);
                 self.mem.swap.add_to_cache(f.pfn(), base, nr, run, false);
                 self.mem.folio_ref_add(f, nr as i32);
-                (f, true, false)
+                (f, true, false, true)
             }
         };
         self.record(|r| r.flags |= AccessFlags::SWAP_IN);
@@ -90,11 +95,10 @@ impl<R: Recorder> Fault<'_, R> {
         for k in 0..map_nr {
             self.mem.swap.put(first_slot + (page0 - head) + k);
         }
-        // should_try_to_free_swap + folio_free_swap. 7.x (the swap-table rework that also
-        // brings the shared large swap-in) always tries for a `SWP_SYNCHRONOUS_IO` device;
-        // before, only a write fault with nobody else holding the folio.
-        let try_free = self.kcfg.swapin_large_shared()
-            || (self.write && self.mem.folio(folio).folio_ref_count() == 1 + nr as i32);
+        // should_try_to_free_swap + folio_free_swap, before mapping (6.1, 6.12): a write
+        // fault with nobody else holding the folio. 7.x frees after mapping (below).
+        let try_free =
+            !via_cache && self.write && self.mem.folio(folio).folio_ref_count() == 1 + nr as i32;
         if cached && try_free && self.mem.swap.unswapped(head, nr) {
             self.mem.swap.delete_from_cache(head, nr);
             self.mem.folio_ref_add(folio, -(nr as i32));
@@ -128,7 +132,7 @@ impl<R: Recorder> Fault<'_, R> {
         self.mem.folio_ref_add(folio, map_nr as i32 - 1);
         self.mem
             .add_anon_rmap_ptes(folio, page0, map_nr, self.mm_id, exclusive);
-        if fresh || !cached || self.mem.folio(folio).folio_mapcount() == map_nr as i32 {
+        if new {
             self.mem.folio_add_lru(folio);
         }
         for k in 0..map_nr {
@@ -137,6 +141,13 @@ impl<R: Recorder> Fault<'_, R> {
         }
         *self.rss_anon += u64::from(map_nr);
         self.anon_vma_prepare();
+        if via_cache && self.mem.swap.folio_swap(head).is_some() && self.mem.swap.unswapped(head, nr)
+        {
+            // 7.x: should_try_to_free_swap() is true for a SWP_SYNCHRONOUS_IO device, after
+            // the folio is mapped; folio_free_swap() frees it when no PTE names its slots.
+            self.mem.swap.delete_from_cache(head, nr);
+            self.mem.folio_ref_add(folio, -(nr as i32));
+        }
         if self.write && !writable {
             // do_swap_page → do_wp_page for a write that did not map writable.
             return self.do_wp_page(t, i);

@@ -206,6 +206,7 @@ impl Zap<'_> {
     /// is a `FolioFree` event.
     fn tlb_finish_mmu(&mut self) {
         for (h, n) in self.gather.drain(..) {
+            self.mem.free_swap_cache(h, self.events); // free_pages_and_swap_cache
             self.mem.folio_put_refs(h, n, self.events);
         }
     }
