@@ -736,7 +736,9 @@ def check_smaps(proc: cowcore.Process) -> None:
     assert rollup.rss == rss
     # every swap entry is one page of Swap (``smaps_pte_entry``), and nothing else is
     swapped = sum(
-        o.frame_kind == "swap" for vma in proc.vmas() for o in proc.observe(vma.start, vma.end - vma.start)
+        o.frame_kind == "swap"
+        for vma in proc.vmas()
+        for o in proc.observe(vma.start, vma.end - vma.start)
     )
     assert rollup.swap == swapped * PAGE, f"pid {proc.pid}: Swap {rollup.swap} != {swapped} entries"
 

@@ -206,9 +206,9 @@ def _partial_shared(size: int) -> tuple[list[str], Range]:
     return statements, Range("A", 0, size)
 
 
-def _swapped(build: Callable[[int], tuple[list[str], Range]]) -> Callable[
-    [int], tuple[list[str], Range]
-]:
+def _swapped(
+    build: Callable[[int], tuple[list[str], Range]],
+) -> Callable[[int], tuple[list[str], Range]]:
     # run_with_*_swap / THP_RUN_*_SWAPOUT: MADV_PAGEOUT of the range after the setup (cow.c
     # then skips the test unless every page is swapped: the recordings show they are).
     def build_swapped(size: int) -> tuple[list[str], Range]:
@@ -423,15 +423,12 @@ def make_case(setup: Setup, test: Test, size: int) -> Case:
     if setup.swap:
         # cow.c's sides read the memory they check (memcpy of the old content, memcmp after
         # the write): on a swapped-out range those reads are what swaps the pages back in.
-        steps = tuple(
-            x
-            for s in steps
-            for x in (
-                [f"{s.proc} read {s.range.text()}", s]
-                if isinstance(s, Observe) and s.role in ("before", "protected")
-                else [s]
-            )
-        )
+        read_first: list[Step] = []
+        for s in steps:
+            if isinstance(s, Observe) and s.role in ("before", "protected"):
+                read_first.append(f"{s.proc} read {s.range.text()}")
+            read_first.append(s)
+        steps = tuple(read_first)
     lines = [
         f'# cow.c {test.function}: "{test.title}" ... {setup.title}'
         + (f" ({size >> 10} kB)" if setup.thp else ""),
@@ -549,8 +546,9 @@ def outcome(case: Case, observations: Sequence[Mapping[str, Any]]) -> str:
     ``copy``/``reuse``: whether the writer's write landed on a new frame or on the frame the
     other side holds; ``write: reuse``: on the pinned frame; ``unshare: reuse``/``copy``: whether
     the R/O pin kept the page or gave the writer a new one; ``fork: copy``: fork gave the child
-    its own copy of a pinned page; ``unshare: swap-in``: the page was swapped out before the pin,
-    which swapped it in. ``reuse first, copy rest``: the first observed page differs from the
+    its own copy of a pinned page; ``unshare: swap-in as 64K``: the page was swapped out before
+    the pin, which left it in a folio of that size (the swapped-in one, or a 4K copy).
+    ``reuse first, copy rest``: the first observed page differs from the
     others. ``no mTHP``: a PMD-only kernel refused the ``thp size`` line.
     """
     if thp_size_error(case, observations):
@@ -559,19 +557,24 @@ def outcome(case: Case, observations: Sequence[Mapping[str, Any]]) -> str:
     if any("error" in o for o in observations) or len(pages) != sum(o.pages for o in case.observes):
         return "error"
     frames: dict[tuple[str, str, int], str] = {}
+    sizes: dict[tuple[str, str, int], int] = {}  # the folio size of each frame observed
     i = 0
     for obs in case.observes:
         for k in range(obs.pages):
-            frames.setdefault(
-                (obs.role, obs.proc, obs.range.off + k * PAGE), str(pages[i]["frame"])
-            )
+            key = (obs.role, obs.proc, obs.range.off + k * PAGE)
+            frames.setdefault(key, str(pages[i]["frame"]))
+            sizes.setdefault(key, int(pages[i]["folio_pages"] or 0) * PAGE)
             i += 1
 
     def compare(a: Role, b: Role, same: str, new: str) -> str:
         words = [
             same
             if frames[(b, pb, off)] == frames[(a, pa, off)]
-            else ("swap-in" if frames[(a, pa, off)] == "swap" else new)
+            else (
+                f"swap-in as {size_name(sizes[(b, pb, off)])}"
+                if frames[(a, pa, off)] == "swap"
+                else new
+            )
             for (ra, pa, off) in frames
             if ra == a
             for (rb, pb, offb) in frames

@@ -49,8 +49,11 @@ def test_files_are_what_the_generator_makes() -> None:
 
 
 def test_the_matrix_is_complete() -> None:
-    # 11 tests x (base + PMD + 4 setups at each of 4 THP sizes); names are unique.
-    assert len(CASES) == 11 * (1 + 1 + 4 * len(matrix.THP_SIZES))
+    # 11 tests x (base + PMD + 4 setups at each of 4 THP sizes, and the swapped-out twins of
+    # base, PMD, PTE-mapped and single PTE); names are unique.
+    swapped = 1 + 1 + 2 * len(matrix.THP_SIZES)
+    assert len(CASES) == 11 * (1 + 1 + 4 * len(matrix.THP_SIZES) + swapped)
+    assert sum(c.setup.swap for c in CASES) == 11 * swapped
     assert len({c.name for c in CASES}) == len(CASES)
     for case in CASES:
         assert case.observes, case.name
@@ -176,7 +179,7 @@ def test_the_doc_table_is_the_recordings() -> None:
 
 def test_a_test_can_be_limited_to_setups() -> None:
     # cow.c runs its collapse tests on the PMD setup alone: one field of the entry says so.
-    base, pmd = matrix.SETUPS[0], matrix.SETUPS[1]
+    base, pmd = (next(s for s in matrix.SETUPS if s.slug == slug) for slug in ("base", "pmd"))
     limited = matrix.Test("t", "test_t", "T", lambda r: [], setups=("pmd",))
     assert limited.runs_on(pmd) and not limited.runs_on(base)
     assert all(t.runs_on(base) and t.runs_on(pmd) for t in matrix.TESTS)

@@ -735,7 +735,8 @@ def do_swap_page(
     it (so only the entry's exclusive marker makes it exclusive) and frees the swap cache
     after mapping, always for a synchronous device such as zram. A write that is not mapped
     writable goes on to :func:`do_wp_page`. The fault holds its own reference (the lookup's
-    or the allocation's) until it becomes one of the mappings' (``folio_ref_add(nr - 1)``). Raises :class:`NotModelledError` for a large block whose slots
+    or the allocation's) until it becomes one of the mappings' (``folio_ref_add(nr - 1)``).
+    Raises :class:`NotModelledError` for a large block whose slots
     were not allocated together by one swap-out (the kernel's cluster allocator decides).
     """
     ptes = k.phys.tables[pte_table]
@@ -762,10 +763,11 @@ def do_swap_page(
                 nr = 1 << found
                 base_slot = offset - (offset % nr)
                 if any(k.swap.slots[base_slot + j].run_order < found for j in range(nr)):
+                    page_addr = addr & ~(pg.PAGE_SIZE - 1)
                     raise NotModelledError(
-                        f"large swap-in of order {found} at {addr:#x}: slots {base_slot}.."
-                        f"{base_slot + nr - 1} were not allocated by one swap-out; the kernel's "
-                        "answer depends on its swap cluster allocator, which is not modelled"
+                        f"a large swap-in of order {found} at {page_addr:#x} over slots "
+                        f"{base_slot:#x}..{base_slot + nr:#x} that no single swap-out allocated "
+                        "together: the kernel's answer depends on its swap cluster allocator"
                     )
                 if k.phys.buddy.can_allocate(found):
                     order = found

@@ -177,7 +177,8 @@ def try_to_unmap(k: Kernel, folio: Folio) -> None:
     first; each PTE mapping a page of the folio becomes a swap entry of that page's slot,
     exclusive as the page was (``PageAnonExclusive``), soft-dirty kept; the slot count + 1
     (``swap_duplicate``); a dirty PTE dirties the folio; the rmap and the reference go,
-    ``MM_ANONPAGES`` - 1 (``MM_SWAPENTS`` + 1); each PTE is flushed."""
+    ``MM_ANONPAGES`` - 1 (``MM_SWAPENTS`` + 1). No TLB flush event: reclaim's flush is a
+    deferred batch (``try_to_unmap_flush``), not a range of one mm."""
     first = folio.swapcache
     assert first is not None
     for hit in rmap_walk(k, {folio.pfn}).get(folio.pfn, []):

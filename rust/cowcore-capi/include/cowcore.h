@@ -43,6 +43,12 @@
 #define COWCORE_ACCESS_FAULT_AROUND (1 << 5)
 
 /**
+ * `cowcore_access_t.flags`: the fault swapped the page in (read from a swap slot or found in
+ * the swap cache; issue 16).
+ */
+#define COWCORE_ACCESS_SWAP_IN (1 << 6)
+
+/**
  * `cowcore_access_t.phys` of an access that did not complete (segfault, out of memory).
  */
 #define COWCORE_NO_PHYS UINT64_MAX

@@ -39,7 +39,7 @@ pub use types::{
     CowcoreAccess, CowcoreEvent, CowcoreEventKind, CowcoreMapLevel, CowcoreOutcome, CowcoreReason,
     CowcoreScanResult, CowcoreStats, CowcoreStatus, CowcoreZapCause, COWCORE_ACCESS_COPIED,
     COWCORE_ACCESS_FAULT_AROUND, COWCORE_ACCESS_FELL_BACK, COWCORE_ACCESS_FIRST_TOUCH,
-    COWCORE_ACCESS_SPLIT, COWCORE_ACCESS_ZEROED, COWCORE_NO_PHYS,
+    COWCORE_ACCESS_SPLIT, COWCORE_ACCESS_SWAP_IN, COWCORE_ACCESS_ZEROED, COWCORE_NO_PHYS,
 };
 
 /// An opaque simulated machine: the core `Machine`, the events taken from it but not yet

@@ -301,6 +301,9 @@ pub const COWCORE_ACCESS_SPLIT: u8 = 1 << 3;
 pub const COWCORE_ACCESS_FELL_BACK: u8 = 1 << 4;
 /// `cowcore_access_t.flags`: `cow_reuse_fault_around` made other PTEs of the folio writable.
 pub const COWCORE_ACCESS_FAULT_AROUND: u8 = 1 << 5;
+/// `cowcore_access_t.flags`: the fault swapped the page in (read from a swap slot or found in
+/// the swap cache; issue 16).
+pub const COWCORE_ACCESS_SWAP_IN: u8 = 1 << 6;
 /// `cowcore_access_t.phys` of an access that did not complete (segfault, out of memory).
 pub const COWCORE_NO_PHYS: u64 = u64::MAX;
 

@@ -79,6 +79,7 @@ fn codes_are_the_cores() {
         (COWCORE_ACCESS_SPLIT, AccessFlags::SPLIT),
         (COWCORE_ACCESS_FELL_BACK, AccessFlags::FELL_BACK),
         (COWCORE_ACCESS_FAULT_AROUND, AccessFlags::FAULT_AROUND),
+        (COWCORE_ACCESS_SWAP_IN, AccessFlags::SWAP_IN),
     ] {
         assert_eq!(c, r.bits());
     }

@@ -213,8 +213,8 @@ impl Kernel {
             }
             if !e.is_present() {
                 return Err(CowError::NotModelled(
-                    "MADV_COLLAPSE over a swap entry (__collapse_huge_page_swapin is not \
-                     modelled)"
+                    "MADV_COLLAPSE of a block with a swap entry: the swap-in of \
+                     __collapse_huge_page_swapin is not modelled"
                         .to_string(),
                 ));
             }
@@ -222,8 +222,8 @@ impl Kernel {
             let folio = self.mem.page_folio(e.frame());
             if self.mem.swap.folio_swap(folio.pfn()).is_some() {
                 return Err(CowError::NotModelled(
-                    "MADV_COLLAPSE over a folio in the swap cache (its release after the copy, \
-                     free_swap_cache, is not modelled)"
+                    "MADV_COLLAPSE of a block with a folio in the swap cache: its release \
+                     after the copy (free_swap_cache) is not modelled"
                         .to_string(),
                 ));
             }

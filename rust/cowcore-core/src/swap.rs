@@ -67,6 +67,10 @@ pub(crate) struct SwapDevice {
     pub slots: BTreeMap<u32, Slot>,
     /// The folios in the swap cache, by head frame.
     pub cache: BTreeMap<u32, Cached>,
+    /// Every slot below it is in use (0: none known): where the first-fit search starts,
+    /// so that paging out many pages one by one does not rescan the used slots each time.
+    /// It never changes which run [`Self::alloc`] finds.
+    free_hint: u32,
 }
 
 impl SwapDevice {
@@ -75,10 +79,8 @@ impl SwapDevice {
     /// allocator is not modelled (DESIGN: "The swap device").
     pub(crate) fn alloc(&self, order: u32) -> Option<u32> {
         let nr = 1u32 << order;
-        let mut s = nr.max(1);
-        if order == 0 {
-            s = 1;
-        }
+        // No run can start below the hint: its first slot would be in use.
+        let mut s = self.free_hint.max(1).next_multiple_of(nr);
         while s + nr <= SWAP_SLOTS {
             match self.slots.range(s..s + nr).next_back() {
                 None => return Some(s),
@@ -135,6 +137,9 @@ impl SwapDevice {
             s.cache = Some(head);
         }
         self.cache.insert(head, Cached { slot, dirty });
+        while self.slots.contains_key(&self.free_hint.max(1)) {
+            self.free_hint = self.free_hint.max(1) + 1;
+        }
     }
 
     /// `swap_cache_del_folio`: the folio at `head` leaves the swap cache; the slots keep
@@ -153,6 +158,7 @@ impl SwapDevice {
             s.cache = None;
             if s.count == 0 {
                 self.slots.remove(&slot);
+                self.free_hint = self.free_hint.min(slot);
             }
         }
     }
@@ -167,6 +173,7 @@ impl SwapDevice {
         let left = s.count;
         if left == 0 && s.cache.is_none() {
             self.slots.remove(&slot);
+            self.free_hint = self.free_hint.min(slot);
         }
         left
     }
@@ -226,7 +233,7 @@ impl Kernel {
         length: u64,
     ) -> Result<(), CowError> {
         self.mm(pid)?;
-        let (start, end) = self.checked_mapped_range("madvise", pid, addr, length)?;
+        let (start, end) = self.checked_mapped_range("MADV_PAGEOUT", pid, addr, length)?;
         self.mem.lru_add_drain();
         let pieces: Vec<(u64, u64)> = self
             .mm(pid)?

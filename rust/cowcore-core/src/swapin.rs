@@ -141,7 +141,9 @@ impl<R: Recorder> Fault<'_, R> {
         }
         *self.rss_anon += u64::from(map_nr);
         self.anon_vma_prepare();
-        if via_cache && self.mem.swap.folio_swap(head).is_some() && self.mem.swap.unswapped(head, nr)
+        if via_cache
+            && self.mem.swap.folio_swap(head).is_some()
+            && self.mem.swap.unswapped(head, nr)
         {
             // 7.x: should_try_to_free_swap() is true for a SWP_SYNCHRONOUS_IO device, after
             // the folio is mapped; folio_free_swap() frees it when no PTE names its slots.
@@ -250,7 +252,7 @@ impl<R: Recorder> Fault<'_, R> {
                     "a large swap-in of order {order} at {} over slots {base:#x}..{:#x} that \
                      no single swap-out allocated together: the kernel's answer depends on \
                      its swap cluster allocator",
-                    self.address,
+                    self.address.align_down(PAGE_SIZE),
                     base + nr
                 )));
             }

@@ -31,6 +31,9 @@ const MAX_MAPPING: u64 = 1 << 30;
 const ADDRESS_LIMIT: u64 = 1 << 47;
 const THP_SIZES: [&str; 8] = ["16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M"];
 const VMSTAT: [&str; 2] = ["thp_fault_alloc", "thp_split_pmd"];
+/// The swap device's vmstat counters (issue 16), printed when non-zero and compared with
+/// absence meaning 0, as `cowcore.scenario.SWAP_VMSTAT`.
+const SWAP_VMSTAT: [&str; 4] = ["pswpin", "pswpout", "thp_swpout", "thp_swpout_fallback"];
 /// The vmstat counters of the format's second edition, compared (absence meaning 0) only
 /// between two sides that print its per-size `split_deferred` map, as
 /// `cowcore.scenario.compare_observations` does: older recordings do not print them.
@@ -152,7 +155,7 @@ fn valid(t: &[&str]) -> bool {
                 ("mmap", 2) => ident(a[0]) && aligned(a[1], true),
                 (
                     "munmap" | "read" | "observe" | "write" | "ref" | "unref" | "pin" | "unpin"
-                    | "unshare" | "collapse",
+                    | "unshare" | "collapse" | "pageout",
                     3,
                 ) => range_ok(a),
                 ("write", 4) => value(a[3]).is_some() && range_ok(a),
@@ -231,7 +234,7 @@ impl Driver {
 
     /// The `stats` observation; without the per-size maps on a kernel that has no per-size
     /// counters (6.1: only the `/proc/vmstat` events, each when non-zero).
-    fn stats_line(s: &Stats, per_size: bool) -> String {
+    fn stats_line(s: &Stats, per_size: bool, prints_swpin: bool) -> String {
         let map = |c: &[u64; 8]| {
             let parts: Vec<String> = Stats::by_size(c)
                 .into_iter()
@@ -267,6 +270,18 @@ impl Driver {
             ] {
                 write!(line, ",\"{key}\":{}", map(c)).unwrap();
             }
+            // The swap maps, each only when some size is non-zero (the recordings made
+            // before the swap device keep their lines); 6.12 has no `swpin` files.
+            for (key, c) in [
+                ("swpout", &s.swpout),
+                ("swpout_fallback", &s.swpout_fallback),
+                ("swpin", &s.swpin),
+                ("swpin_fallback", &s.swpin_fallback),
+            ] {
+                if c.iter().any(|&n| n != 0) && (prints_swpin || !key.starts_with("swpin")) {
+                    write!(line, ",\"{key}\":{}", map(c)).unwrap();
+                }
+            }
         }
         for (key, v) in [
             ("thp_deferred_split_page", s.thp_deferred_split_page),
@@ -274,6 +289,10 @@ impl Driver {
             ("thp_fault_fallback", s.thp_fault_fallback),
             ("thp_collapse_alloc", s.thp_collapse_alloc),
             ("thp_collapse_alloc_failed", s.thp_collapse_alloc_failed),
+            ("pswpin", s.pswpin),
+            ("pswpout", s.pswpout),
+            ("thp_swpout", s.thp_swpout),
+            ("thp_swpout_fallback", s.thp_swpout_fallback),
         ] {
             if v != 0 {
                 write!(line, ",\"{key}\":{v}").unwrap();
@@ -386,7 +405,13 @@ impl Driver {
         for (i, r) in rows.iter().enumerate() {
             let off = off + i as u64 * PAGE;
             let head = format!("{{\"proc\":\"{proc}\",\"map\":\"{name}\",\"off\":{off}");
-            let line = if r.present {
+            let line = if r.kind == FrameKind::Swap {
+                // pagemap's PM_SWAP: a swap entry, never read
+                format!(
+                    "{head},\"present\":false,\"frame\":\"swap\",\"folio_pages\":null,\
+                     \"mapcount\":null,\"exclusive\":null,\"content\":null}}"
+                )
+            } else if r.present {
                 let f = self.frame_name(r.kind, r.pfn, r.serial);
                 format!(
                     "{head},\"present\":true,\"frame\":\"{f}\",\"folio_pages\":{},\
@@ -412,7 +437,11 @@ impl Driver {
             "drop_caches" => self.m.drop_caches().map_err(err)?,
             "stats" => {
                 let per_size = self.m.config().per_size_thp_stats();
-                self.out.push(Self::stats_line(self.m.stats(), per_size));
+                // 7.x has the `swpin` files; 6.12 counts but has none (a printer fact, as
+                // `cowcore.scenario.PRINTS_SWPIN`).
+                let prints_swpin = self.m.profile() == Profile::V6_15;
+                self.out
+                    .push(Self::stats_line(self.m.stats(), per_size, prints_swpin));
             }
             "thp" => match t[1] {
                 "enabled" => self.m.set_thp_enabled(t[2].parse().unwrap()),
@@ -497,6 +526,7 @@ impl Driver {
                             "unpin" => self.m.unpin_pages(pid, addr, len).map_err(err)?,
                             "unshare" => drop(self.m.unshare(pid, addr, len).map_err(err)?),
                             "collapse" => self.collapse(proc, pid, a[0], addr, len)?,
+                            "pageout" => self.m.pageout(pid, addr, len).map_err(err)?,
                             other => unreachable!("verb {other} passed the syntax check"),
                         }
                     }
@@ -633,7 +663,8 @@ fn compare(expected: &[Json], actual: &[Json]) -> Vec<String> {
                     let Some(av) = as_.get(key) else { continue };
                     match (ev, av) {
                         _ if VMSTAT.contains(&key.as_str())
-                            || DEFERRED_VMSTAT.contains(&key.as_str()) => {}
+                            || DEFERRED_VMSTAT.contains(&key.as_str())
+                            || SWAP_VMSTAT.contains(&key.as_str()) => {}
                         (Json::Obj(em), Json::Obj(am)) => {
                             for size in em.keys().chain(am.keys()) {
                                 let (x, y) = (count(em, size), count(am, size));
@@ -659,7 +690,7 @@ fn compare(expected: &[Json], actual: &[Json]) -> Vec<String> {
                 } else {
                     &[]
                 };
-                for key in VMSTAT.iter().chain(deferred) {
+                for key in VMSTAT.iter().chain(&SWAP_VMSTAT).chain(deferred) {
                     let (x, y) = (count(es, key), count(as_, key));
                     if x != y {
                         diffs.push(format!("#{i} stats {key}: {x} != {y}"));
