@@ -9,7 +9,8 @@ build to measure first on ``PYTHONPATH`` (a ``pip install --target`` of its whee
 
 ``write``: a 64 MiB parent writes every page, forks, the child exits, the parent rewrites
 (reuse), forks again, rewrites (copy), the child exits. ``rollup``: the parent writes 64 MiB and
-reads its ``smaps_rollup`` five times. ``4K`` uses small pages, ``64K`` sets that mTHP size to
+reads its ``smaps_rollup`` five times. ``swap`` (issue 16): the parent writes 64 MiB, pages it
+all out (``MADV_PAGEOUT``) and reads it all back (swap-in faults). ``4K`` uses small pages, ``64K`` sets that mTHP size to
 ``always``. Profile 6.15.
 """
 
@@ -41,8 +42,11 @@ def main(workload: str, size: str) -> None:
     elif workload == "rollup":
         for _ in range(5):
             p.smaps_rollup()
+    elif workload == "swap":
+        p.pageout(a, MIB64)
+        p.read(a, MIB64)
     else:
-        raise SystemExit(f"workload must be write or rollup, not {workload!r}")
+        raise SystemExit(f"workload must be write, rollup or swap, not {workload!r}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,18 @@ def test_cow_copy(benchmark: BenchmarkFixture, backend: str, size: str | None) -
 
 
 @pytest.mark.parametrize("backend", cowcore.BACKENDS)
+@pytest.mark.parametrize("size", [None, "64K"], ids=["4K", "64K"])
+def test_pageout_swapin(benchmark: BenchmarkFixture, backend: str, size: str | None) -> None:
+    """Write all, MADV_PAGEOUT all of it, read it all back (swap-in faults; issue 16)."""
+    benchmark.group = "swap"
+    n = min(size_for(backend), 1 << 30)  # the swap device holds 1 GiB
+    phases = pedantic(
+        benchmark, bench.pageout_swapin, backend, n, size, rounds=rounds_for(backend)
+    )
+    _record(benchmark, phases, n / PAGE)
+
+
+@pytest.mark.parametrize("backend", cowcore.BACKENDS)
 def test_fork_only(benchmark: BenchmarkFixture, backend: str) -> None:
     """fork + exit of a process with every page written (4K pages)."""
     benchmark.group = "fork"

@@ -80,6 +80,22 @@ def cow_copy(backend: str, nbytes: int, size: str | None = None) -> Phases:
     return out
 
 
+def pageout_swapin(backend: str, nbytes: int, size: str | None = None) -> Phases:
+    """Write all, page it all out (``MADV_PAGEOUT``: whole folios to swap slots), then read
+    it all back (the swap-in fault; 64K folios come back whole on 6.15). At most 1 GiB, the
+    swap device's size."""
+    m = cowcore.Machine("6.15", backend=backend, memory="4G")
+    if size:
+        m.thp.sizes[size] = "always"
+    p = m.init
+    a = p.mmap(nbytes)
+    p.write(a, nbytes)
+    out: Phases = {}
+    _timed(out, "pageout", lambda: p.pageout(a, nbytes))
+    _timed(out, "swapin", lambda: p.read(a, nbytes))
+    return out
+
+
 def prefork_server(backend: str, nbytes: int, children: int = 64) -> Phases:
     """A pre-fork server: the parent writes its heap, forks ``children`` workers; each reads
     the whole heap, every 8th writes its first eighth (COW copies), then all exit."""

@@ -745,6 +745,8 @@ def do_swap_page(
     slot = k.swap.slots[offset]
     cfg = k.profile_config
     trace.flags |= SWAP_IN
+    if trace.faults == 1:
+        trace.flags &= ~FIRST_TOUCH  # the page was touched before it went to swap
     folio = slot.cache
     new = False
     via_cache = cfg.swapin_large_shared  # 7.x: no swap-cache bypass

@@ -30,10 +30,11 @@ def pageout(k: Kernel, mm: Mm, start: int, end: int) -> None:
         addr = lo
         while addr < hi:
             nxt = min((addr | (pg.PMD_SIZE - 1)) + 1, hi)
-            folios = _pageout_pmd(k, mm, addr, nxt)
-            for folio in folios:
+            work = _pageout_pmd(k, mm, addr, nxt)
+            while work:  # reclaim_pages -> shrink_folio_list, in order
+                folio = work.pop(0)
                 if k.page_folio.get(folio.pfn) is folio:
-                    shrink_folio(k, folio)
+                    shrink_folio(k, folio, work)
             addr = nxt
 
 
@@ -142,8 +143,10 @@ def _pageout_pmd(k: Kernel, mm: Mm, start: int, end: int) -> list[Folio]:
     return out
 
 
-def shrink_folio(k: Kernel, folio: Folio) -> None:
-    """``shrink_folio_list`` for one folio, references ignored (``reclaim_pages``)."""
+def shrink_folio(k: Kernel, folio: Folio, work: list[Folio]) -> None:
+    """``shrink_folio_list`` for one folio, references ignored (``reclaim_pages``). A large
+    folio that finds no run of slots is split (``split_folio_to_list``: the tail pages go to
+    the end of ``work``) and its head page tried again at once."""
     if folio.swapcache is None:
         if folio.maybe_dma_pinned():
             return  # folio_maybe_dma_pinned: activate
@@ -153,15 +156,14 @@ def shrink_folio(k: Kernel, folio: Folio) -> None:
         if first is None:
             if not folio.is_large:
                 return  # activate_locked
-            # add_to_swap failed: split and retry the pages one by one
-            k.emit(Event(EventKind.SWPOUT_FALLBACK, folio.order, pfn=folio.pfn))
-            head, nr = folio.pfn, folio.nr_pages
+            # add_to_swap failed: split (counted once it split) and retry the pages
+            head, nr, order = folio.pfn, folio.nr_pages, folio.order
             if not try_split(k, folio):
                 return
-            for p in range(head, head + nr):
-                piece = k.page_folio.get(p)
-                if piece is not None and piece.mapcount() == 1:
-                    shrink_folio(k, piece)
+            k.emit(Event(EventKind.SWPOUT_FALLBACK, order))
+            work.extend(k.page_folio[p] for p in range(head + 1, head + nr) if p in k.page_folio)
+            if head in k.page_folio:
+                shrink_folio(k, k.page_folio[head], work)
             return
         swap.add_to_swap(k, folio, first)
     try_to_unmap(k, folio)

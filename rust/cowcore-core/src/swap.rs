@@ -388,14 +388,19 @@ impl Kernel {
 
     /// `reclaim_pages` → `shrink_folio_list` over the folios collected, in order (folios
     /// split for want of a large run of slots put their pages at the end of the list).
+    ///
+    /// The reverse map is walked once for the whole list (unmapping one folio moves no
+    /// other folio's mappings); a folio split on the way is walked again on its own.
     fn reclaim_folios(&mut self, list: Vec<FolioRef>) -> Result<(), CowError> {
+        let heads: BTreeSet<u32> = list.iter().map(|f| f.pfn()).collect();
+        let mut hits = self.rmap_walk(&heads);
         let mut work: VecDeque<FolioRef> = list.into();
         while let Some(folio) = work.pop_front() {
             let head = folio.pfn();
             if self.mem.state(head) != ST_FOLIO || self.mem.page_folio(head) != folio {
                 continue;
             }
-            self.shrink_folio(folio, &mut work)?;
+            self.shrink_folio(folio, &mut work, &mut hits)?;
         }
         Ok(())
     }
@@ -405,6 +410,7 @@ impl Kernel {
         &mut self,
         folio: FolioRef,
         work: &mut VecDeque<FolioRef>,
+        hits: &mut BTreeMap<u32, Vec<RmapHit>>,
     ) -> Result<(), CowError> {
         let head = folio.pfn();
         let order = self.mem.order(head);
@@ -424,6 +430,7 @@ impl Kernel {
                     return Ok(()); // activate_locked_split
                 }
                 // add_to_swap failed: split to order 0 and retry each page.
+                hits.remove(&head); // the mappings were of the large folio
                 if !self.try_split_folio(folio)? {
                     return Ok(());
                 }
@@ -434,7 +441,7 @@ impl Kernel {
                     }
                 }
                 if self.mem.state(head) == ST_FOLIO {
-                    return self.shrink_folio(FolioRef::new_head(head), work);
+                    return self.shrink_folio(FolioRef::new_head(head), work, hits);
                 }
                 return Ok(());
             };
@@ -444,7 +451,14 @@ impl Kernel {
                 .add_to_cache(head, slot, nr, order as u8, true);
             self.mem.folio_ref_add(folio, nr as i32);
         }
-        self.try_to_unmap(folio)?;
+        let mappings = match hits.remove(&head) {
+            Some(m) => m,
+            None => self
+                .rmap_walk(&BTreeSet::from([head]))
+                .remove(&head)
+                .unwrap_or_default(),
+        };
+        self.try_to_unmap(folio, mappings)?;
         let f = self.mem.folio(folio);
         if f.folio_ref_count() != nr as i32 {
             // is_page_cache_freeable fails (a GUP reference): stays in the swap cache.
@@ -492,13 +506,11 @@ impl Kernel {
     /// kept, the slot's count + 1 (`swap_duplicate`), a dirty PTE dirtying the folio, the
     /// mapping's reference dropped. A large folio in the swap cache is never queued for a
     /// deferred split (`deferred_split_folio` skips swapcache folios).
-    fn try_to_unmap(&mut self, folio: FolioRef) -> Result<(), CowError> {
+    fn try_to_unmap(&mut self, folio: FolioRef, mappings: Vec<RmapHit>) -> Result<(), CowError> {
         let head = folio.pfn();
         let slot = self.mem.swap.folio_swap(head).ok_or_else(|| {
             CowError::invariant("swap-cache", "unmapping a folio not in the swap cache")
         })?;
-        let mut hits = self.rmap_walk(&BTreeSet::from([head]));
-        let mappings = hits.remove(&head).unwrap_or_default();
         let nr = 1u64 << self.mem.order(head);
         let mut ptes: Vec<RmapHit> = Vec::with_capacity(mappings.len());
         for h in mappings {
