@@ -10,8 +10,8 @@ build to measure first on ``PYTHONPATH`` (a ``pip install --target`` of its whee
 ``write``: a 64 MiB parent writes every page, forks, the child exits, the parent rewrites
 (reuse), forks again, rewrites (copy), the child exits. ``rollup``: the parent writes 64 MiB and
 reads its ``smaps_rollup`` five times. ``swap`` (issue 16): the parent writes 64 MiB, pages it
-all out (``MADV_PAGEOUT``) and reads it all back (swap-in faults). ``4K`` uses small pages, ``64K`` sets that mTHP size to
-``always``. Profile 6.15.
+all out (``MADV_PAGEOUT``) and reads it all back (swap-in faults). ``4K`` uses small pages,
+``64K`` sets that mTHP size to ``always``. Profile 6.15.
 """
 
 from __future__ import annotations
