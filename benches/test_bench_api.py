@@ -52,9 +52,7 @@ def test_pageout_swapin(benchmark: BenchmarkFixture, backend: str, size: str | N
     """Write all, MADV_PAGEOUT all of it, read it all back (swap-in faults; issue 16)."""
     benchmark.group = "swap"
     n = min(size_for(backend), 1 << 30)  # the swap device holds 1 GiB
-    phases = pedantic(
-        benchmark, bench.pageout_swapin, backend, n, size, rounds=rounds_for(backend)
-    )
+    phases = pedantic(benchmark, bench.pageout_swapin, backend, n, size, rounds=rounds_for(backend))
     _record(benchmark, phases, n / PAGE)
 
 
