@@ -231,8 +231,14 @@ class Runner:
             if "(EFAULT)" not in str(exc):
                 raise
             return
-        got = [o.content if o.present else 0 for o in p.proc.observe(new, length)]
-        assert got == [p.pages[i] for i in idx], f"pid {p.proc.pid}: moved pages hold {got}"
+        # a swapped-out page keeps its value in its slot (read_back checks it at the end)
+        moved = p.proc.observe(new, length)
+        got = [o.content if o.present else 0 for o in moved]
+        want = [p.pages[i] for i in idx]
+        want = [
+            g if o.frame_kind == "swap" else w for g, w, o in zip(got, want, moved, strict=True)
+        ]
+        assert got == want, f"pid {p.proc.pid}: moved pages hold {got}"
         if write and p.prot[first] == "rw":
             self.value += 1
             try:
@@ -278,11 +284,13 @@ class Runner:
                 assert got == want, f"pid {p.proc.pid} page {i} holds {got}, the model says {want}"
 
     def read_back(self) -> None:
-        """Read every readable page of every live process, faulting (so swapping in every
-        swapped-out page), and compare with the model."""
+        """Read every swapped-out page of every live process (the ones :meth:`check_isolation`
+        cannot see), faulting it in, and compare with the model."""
         for p in self.live():
-            for i, want in p.pages.items():
-                if want is None or p.prot[i] == "none":
+            observed = p.proc.observe(self.base, NPAGES * PAGE)
+            for i, o in enumerate(observed):
+                want = p.pages[i]
+                if o.frame_kind != "swap" or want is None or p.prot[i] == "none":
                     continue
                 try:
                     (got,) = p.proc.read(self.base + i * PAGE, PAGE)
