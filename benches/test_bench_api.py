@@ -51,7 +51,7 @@ def test_cow_copy(benchmark: BenchmarkFixture, backend: str, size: str | None) -
 def test_pageout_swapin(benchmark: BenchmarkFixture, backend: str, size: str | None) -> None:
     """Write all, MADV_PAGEOUT all of it, read it all back (swap-in faults; issue 16)."""
     benchmark.group = "swap"
-    n = min(size_for(backend), 1 << 30)  # the swap device holds 1 GiB
+    n = min(size_for(backend), bench.SWAP_BENCH_MIB << 20)  # the swap device holds 1 GiB
     phases = pedantic(benchmark, bench.pageout_swapin, backend, n, size, rounds=rounds_for(backend))
     _record(benchmark, phases, n / PAGE)
 

@@ -36,7 +36,9 @@ PAGE_KEYS = [
     "content",
 ]
 STATS_KEYS = ["anon_fault_alloc", "anon_fault_fallback", "split"]
-STATS_SIZE_MAPS = ("split_deferred", "nr_anon", "nr_anon_partially_mapped")
+# The swap maps (issue 16) are printed only when some size is non-zero.
+SWAP_SIZE_MAPS = ("swpout", "swpout_fallback", "swpin", "swpin_fallback")
+STATS_SIZE_MAPS = ("split_deferred", "nr_anon", "nr_anon_partially_mapped", *SWAP_SIZE_MAPS)
 STATS_OPTIONAL_KEYS = [
     "thp_fault_alloc",
     "thp_split_pmd",
@@ -46,6 +48,10 @@ STATS_OPTIONAL_KEYS = [
     "thp_fault_fallback",
     "thp_collapse_alloc",
     "thp_collapse_alloc_failed",
+    "pswpin",
+    "pswpout",
+    "thp_swpout",
+    "thp_swpout_fallback",
 ]
 # Kernel lines before multi-size THP (no hugepages-<kB>kB directories in sysfs).
 PMD_ONLY_LINES = {"6.1"}
@@ -241,8 +247,9 @@ def test_recordings_are_exact_observation_lines() -> None:
             assert json.dumps(obj, separators=(",", ":")) == line, path
             if "proc" in obj:
                 assert list(obj) == PAGE_KEYS, path
-                if not obj["present"]:
-                    assert all(obj[k] is None for k in PAGE_KEYS[4:]), path
+                if not obj["present"]:  # not mapped, or a swap entry (pagemap's PM_SWAP)
+                    assert obj["frame"] in (None, "swap"), path
+                    assert all(obj[k] is None for k in PAGE_KEYS[5:]), path
             elif "collapse" in obj:
                 assert list(obj) == ["collapse", "map", "result"], path
                 result = obj["result"]
@@ -264,6 +271,7 @@ def test_recordings_are_exact_observation_lines() -> None:
                     value = obj["stats"][key]
                     if key in STATS_SIZE_MAPS:
                         assert isinstance(value, dict) and 0 not in value.values(), path
+                        assert value or key not in SWAP_SIZE_MAPS, path
                     else:  # vmstat counters are printed only when non-zero
                         assert isinstance(value, int) and value != 0, path
             else:

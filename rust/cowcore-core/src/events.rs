@@ -472,7 +472,11 @@ impl Stats {
     /// assert_eq!((s.faults_write, s.anon_fault_alloc[4 - 2]), (1, 1));
     /// assert_eq!(s.anon_fault_alloc.iter().sum::<u64>(), 1); // order 0 has no mTHP counter
     /// ```
-    #[inline]
+    // Inlined into `Events::emit` (itself always inlined): with the swap events (issue 16)
+    // plain `#[inline]` left it out of line, a call per event (callgrind: +1.4 M
+    // instructions, 3%, in benches/callgrind_core.py write 4K; BENCHMARKS.md).
+    #[expect(clippy::inline_always, reason = "measured: see the comment above")]
+    #[inline(always)]
     pub fn apply(&mut self, e: Event) {
         match e {
             Event::FaultRead => self.faults_read += 1,
@@ -519,6 +523,26 @@ impl Stats {
             Event::HugeZeroWrite => self.huge_zero_write += 1,
             Event::ThpCollapseAlloc => self.thp_collapse_alloc += 1,
             Event::ThpCollapseAllocFailed => self.thp_collapse_alloc_failed += 1,
+            Event::SwapOut { .. }
+            | Event::SwapIn { .. }
+            | Event::SwpoutFallback { .. }
+            | Event::SwpinFallback { .. } => self.apply_swap(e),
+            Event::PagesZeroed { .. }
+            | Event::Collapse { .. }
+            | Event::PagesCopied { .. }
+            | Event::Fork { .. }
+            | Event::Zap { .. }
+            | Event::Mprotect { .. }
+            | Event::TlbFlush { .. } => {}
+        }
+    }
+
+    /// The swap counters (issue 16), out of line: rare next to the fault events, they would
+    /// otherwise grow [`Self::apply`] past what the fault handlers inline.
+    #[cold]
+    #[inline(never)]
+    fn apply_swap(&mut self, e: Event) {
+        match e {
             Event::SwapOut { order, nr, .. } => {
                 if nr > 0 {
                     self.pswpout += nr;
@@ -541,13 +565,7 @@ impl Stats {
                 }
             }
             Event::SwpinFallback { order } => Self::count_mthp(&mut self.swpin_fallback, order),
-            Event::PagesZeroed { .. }
-            | Event::Collapse { .. }
-            | Event::PagesCopied { .. }
-            | Event::Fork { .. }
-            | Event::Zap { .. }
-            | Event::Mprotect { .. }
-            | Event::TlbFlush { .. } => {}
+            _ => {}
         }
     }
 }

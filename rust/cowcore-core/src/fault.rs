@@ -748,6 +748,8 @@ impl<R: Recorder> Fault<'_, R> {
     /// (`folio_ref_count(folio) > 1 + folio_test_swapcache(folio)` copies first), and
     /// `__wp_can_reuse_large_anon_folio` that of a large folio mapped more than once and
     /// only by this mm; `folio_free_swap` fails while a PTE still names one of the slots.
+    #[cold]
+    #[inline(never)]
     fn wp_free_swap(&mut self, folio_ref: FolioRef, page: u32, small: bool) {
         let f = self.mem.folio(folio_ref);
         let try_free = if small {
@@ -765,6 +767,11 @@ impl<R: Recorder> Fault<'_, R> {
     }
 
     /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
+    // Inlined into `handle_mm_fault` as it was before the swap-in fault became its second
+    // caller: out of line (plain `#[inline]` is not enough) the call cost the write
+    // workload of benches/callgrind_core.py +1.9 M instructions (4%; BENCHMARKS.md).
+    #[expect(clippy::inline_always, reason = "measured: see the comment above")]
+    #[inline(always)]
     pub(crate) fn do_wp_page(
         &mut self,
         pte_table: TableFrame,

@@ -619,7 +619,16 @@ impl crate::physmem::PhysMem {
     /// `free_swap_cache` of a folio whose mapping was just removed (the zap's
     /// `free_pages_and_swap_cache`, `wp_page_copy`'s old folio after a copy): an unmapped
     /// swap-cache folio frees its swap space if no PTE names it.
+    #[inline]
     pub(crate) fn free_swap_cache(&mut self, folio: FolioRef, events: &mut crate::events::Events) {
+        if !self.swap.cache.is_empty() {
+            self.free_swap_cache_slow(folio, events);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_swap_cache_slow(&mut self, folio: FolioRef, events: &mut crate::events::Events) {
         if self.swap.folio_swap(folio.pfn()).is_some() && self.folio(folio).folio_mapcount() == 0 {
             self.folio_free_swap(folio, events);
         }

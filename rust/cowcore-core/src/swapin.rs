@@ -28,6 +28,7 @@ impl<R: Recorder> Fault<'_, R> {
     /// not allocate together; [`CowError::Invariant`] for an entry naming no slot in use.
     // One kernel function, step by step as in mm/memory.c: splitting it would hide the order.
     #[allow(clippy::too_many_lines)]
+    #[inline(never)]
     pub(crate) fn do_swap_page(&mut self, leaf: Leaf, s: SwapEntry) -> Result<(), CowError> {
         let (t, i) = (leaf.table, leaf.index);
         let slot = entry_slot(s);
