@@ -543,20 +543,17 @@ impl Stats {
     #[inline(never)]
     fn apply_swap(&mut self, e: Event) {
         match e {
-            Event::SwapOut { order, nr, .. } => {
-                if nr > 0 {
-                    self.pswpout += nr;
-                    Self::count_mthp(&mut self.swpout, order);
-                    if order == PMD_ORDER {
-                        self.thp_swpout += 1;
-                    }
+            // nothing is counted for a zero-filled folio (only its zeromap bits are set)
+            Event::SwapOut { order, nr, .. } if nr > 0 => {
+                self.pswpout += nr;
+                Self::count_mthp(&mut self.swpout, order);
+                if order == PMD_ORDER {
+                    self.thp_swpout += 1;
                 }
             }
-            Event::SwapIn { order, nr, .. } => {
-                if nr > 0 {
-                    self.pswpin += nr;
-                    Self::count_mthp(&mut self.swpin, order);
-                }
+            Event::SwapIn { order, nr, .. } if nr > 0 => {
+                self.pswpin += nr;
+                Self::count_mthp(&mut self.swpin, order);
             }
             Event::SwpoutFallback { order } => {
                 Self::count_mthp(&mut self.swpout_fallback, order);
