@@ -135,6 +135,8 @@ def test_bench_prints_every_row_with_ratios(capsys: pytest.CaptureFixture[str]) 
     for want in (
         "write, fork, exit, rewrite (4K pages)",
         "COW copy after fork (64K mTHP)",
+        "MADV_PAGEOUT, read back (4K pages, 4 MiB)",
+        "MADV_PAGEOUT, read back (64K mTHP, 4 MiB)",
         "pre-fork server, 4 MiB, 64 children",
         "random writes after fork, one `write_pages` call (64 MiB, 20000 pages)",
         "single-page write, no fault (`proc.write(addr)`)",
@@ -142,7 +144,8 @@ def test_bench_prints_every_row_with_ratios(capsys: pytest.CaptureFixture[str]) 
         assert want in labels
     fault_rows = [r for r in rows if len(r) == 7]
     call_rows = [r for r in rows if len(r) == 4 and r[0] != "per call"]
-    assert len(fault_rows) == 13 and len(call_rows) == 3
+    # 13 rows before issue 16, then pageout and swap-in for 4K and 64K
+    assert len(fault_rows) == 17 and len(call_rows) == 3
     for r in fault_rows:
         rust, ref, ratio = float(r[2]), float(r[3]), float(r[4].rstrip("x"))
         assert rust > 0 and ratio == pytest.approx(ref / rust, rel=0.01, abs=1)

@@ -11,7 +11,7 @@ import pytest
 
 import cowcore
 from cowcore.cli import main
-from cowcore.outcome import Outcome, Reason
+from cowcore.outcome import AccessFlags, Outcome, Reason
 from cowcore.scenario import Scenario, _Runner
 from cowcore.trace import TraceEntry, _TraceRunner, trace_scenario
 from tests.kernel.test_conformance import CASES, profile_for
@@ -146,7 +146,20 @@ def _check_claim(runner: _TraceRunner, e: TraceEntry) -> None:
     now = runner.procs[e.proc].translate(e.addr).pfn
     assert now == a.pfn, f"{e.explain()}: the page is at {now}"
     where = e.explain()
-    if a.outcome in (Outcome.COW_REUSE, Outcome.PMD_REUSE):
+    if AccessFlags.SWAP_IN in a.flags or a.outcome is Outcome.SWAP_IN:
+        # the page was in swap: what a reuse or copy after the swap-in saw has no frame before
+        assert before.frame_kind == "swap", where
+    if before.frame_kind == "swap":
+        # in swap when the statement began (an earlier page's large swap-in may have brought
+        # it back): no frame to compare
+        assert a.outcome in (
+            Outcome.NO_FAULT,
+            Outcome.SWAP_IN,
+            Outcome.COW_REUSE,
+            Outcome.COW_COPY,
+            Outcome.UNSHARE,
+        ), where
+    elif a.outcome in (Outcome.COW_REUSE, Outcome.PMD_REUSE):
         assert before.present and before.pfn == a.pfn, f"reuse moved the page: {where}"
     elif a.outcome in (Outcome.COW_COPY, Outcome.PMD_SPLIT_COPY):
         assert before.present and before.pfn != a.pfn, f"copy kept the frame: {where}"

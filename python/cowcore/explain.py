@@ -36,6 +36,7 @@ OUTCOME_PHRASES: dict[Outcome, str] = {
     Outcome.UNSHARE: "unshare (FAULT_FLAG_UNSHARE)",
     Outcome.SEGFAULT: "SIGSEGV",
     Outcome.OUT_OF_MEMORY: "out of memory (VM_FAULT_OOM), nothing changed",
+    Outcome.SWAP_IN: "swap-in (do_swap_page) of a {size} folio",
 }
 """What the kernel did, one phrase per :class:`Outcome` (``{size}``: the folio's size)."""
 
@@ -65,6 +66,13 @@ REASON_PHRASES: dict[Reason, str] = {
     "fault (policy cow_reuse_remember_exclusive: no mapcount/refcount checks)",
     Reason.LARGE_EXACT_EXCLUSIVE: "large folio maybe mapped shared by the two MM-id slots "
     "but mapped only by this mm (policy mm_id_exact)",
+    Reason.SWAP_FRESH: "read into a new folio outside the swap cache, certainly exclusive "
+    "(a slot of count 1 on a synchronous device)",
+    Reason.SWAP_EXCLUSIVE: "the swap entry's exclusive marker (pte_swp_exclusive())",
+    Reason.SWAP_SOLE_REF: "the folio's only reference is this fault once the swap cache went "
+    "(should_try_to_free_swap)",
+    Reason.SWAP_MAYBE_SHARED: "maybe shared: mapped read-only (no exclusive marker, other "
+    "references)",
 }
 """Why, one phrase per :class:`Reason`, naming the kernel condition that decided."""
 

@@ -450,13 +450,16 @@ impl<R: Recorder> Fault<'_, R> {
                 }
             }
         });
-        match (kind, leaf) {
+        // The PTE that goes on to do_wp_page: one call site here, so that it stays inlined
+        // as before the swap-in fault (callgrind: BENCHMARKS.md, issue 16's swap).
+        let wp = match (kind, leaf) {
             (EntryKind::Present, Some(l)) if self.write && code & PF_PROT != 0 => {
                 self.events.emit(Event::FaultWp);
                 if l.level == Level::Pmd {
                     self.do_huge_pmd_wp_page(l.table, l.index)?;
+                    None
                 } else {
-                    self.do_wp_page(l.table, l.index)?;
+                    Some(l)
                 }
             }
             // A `PROT_NONE` leaf lies in a `PROT_NONE` VMA, which `access_error` refuses
@@ -464,10 +467,12 @@ impl<R: Recorder> Fault<'_, R> {
             (EntryKind::None | EntryKind::Present | EntryKind::ProtNone, _) => {
                 self.count_not_present();
                 self.handle_none_fault()?;
+                None
             }
+            // do_swap_page → do_wp_page for a write that it mapped read-only.
             (EntryKind::Swap(s), Some(l)) => {
                 self.count_not_present();
-                self.do_swap_page(l, s)?;
+                self.do_swap_page(l, s)?.then_some(l)
             }
             (EntryKind::Swap(_), None) => {
                 return Err(CowError::invariant(
@@ -475,6 +480,9 @@ impl<R: Recorder> Fault<'_, R> {
                     "a swap entry without a leaf",
                 ));
             }
+        };
+        if let Some(l) = wp {
+            self.do_wp_page(l.table, l.index)?;
         }
         Ok(())
     }
@@ -767,11 +775,6 @@ impl<R: Recorder> Fault<'_, R> {
     }
 
     /// `do_wp_page` for a private anonymous mapping (KS §4.1–4.4).
-    // Inlined into `handle_mm_fault` as it was before the swap-in fault became its second
-    // caller: out of line (plain `#[inline]` is not enough) the call cost the write
-    // workload of benches/callgrind_core.py +1.9 M instructions (4%; BENCHMARKS.md).
-    #[expect(clippy::inline_always, reason = "measured: see the comment above")]
-    #[inline(always)]
     pub(crate) fn do_wp_page(
         &mut self,
         pte_table: TableFrame,
@@ -1132,7 +1135,10 @@ pub(crate) const FAULT_AROUND_PAGES: u64 = 16;
 /// is asked (the `mm_id_exact` policy: false when the policy is off): if it knows that only
 /// this mm maps the folio, the checks go on and a reuse is [`Reason::LargeExactExclusive`],
 /// the decision the two-slot approximation cost.
-#[inline]
+// Inlined into do_wp_page: out of line (plain `#[inline]`, once do_wp_page was inlined into
+// handle_mm_fault again) it cost the write 64K workload 1.2 M instructions (callgrind).
+#[expect(clippy::inline_always, reason = "measured: see the comment above")]
+#[inline(always)]
 fn wp_can_reuse_large_anon_folio(
     folio: Folio<'_>,
     exactly_exclusive: impl FnOnce() -> bool,

@@ -67,27 +67,40 @@ pub(crate) struct SwapDevice {
     pub slots: BTreeMap<u32, Slot>,
     /// The folios in the swap cache, by head frame.
     pub cache: BTreeMap<u32, Cached>,
-    /// Every slot below it is in use (0: none known): where the first-fit search starts,
-    /// so that paging out many pages one by one does not rescan the used slots each time.
-    /// It never changes which run [`Self::alloc`] finds.
-    free_hint: u32,
+    /// Per order, no free naturally aligned run of that order starts below it: where the
+    /// first-fit search starts, so that paging out many folios one by one does not rescan
+    /// the runs in use each time. It never changes which run [`Self::alloc`] finds.
+    free_hint: [u32; 10],
 }
 
 impl SwapDevice {
     /// `folio_alloc_swap`: the lowest free naturally aligned run of `2^order` slots (first
     /// fit above the header), or `None` when the device is full. The kernel's cluster
     /// allocator is not modelled (DESIGN: "The swap device").
-    pub(crate) fn alloc(&self, order: u32) -> Option<u32> {
+    ///
+    /// The caller takes the run at once ([`Self::add_to_cache`]).
+    pub(crate) fn alloc(&mut self, order: u32) -> Option<u32> {
         let nr = 1u32 << order;
-        // No run can start below the hint: its first slot would be in use.
-        let mut s = self.free_hint.max(1).next_multiple_of(nr);
+        let hint = &mut self.free_hint[order as usize];
+        let mut s = (*hint).max(1).next_multiple_of(nr);
         while s + nr <= SWAP_SLOTS {
             match self.slots.range(s..s + nr).next_back() {
-                None => return Some(s),
+                None => {
+                    *hint = s + nr; // every run below is in use, this one is taken now
+                    return Some(s);
+                }
                 Some((&used, _)) => s = (used + 1).next_multiple_of(nr),
             }
         }
+        *hint = s;
         None
+    }
+
+    /// A slot became free: the runs of every order that contain it may be free again.
+    fn slot_freed(&mut self, slot: u32) {
+        for (order, hint) in self.free_hint.iter_mut().enumerate() {
+            *hint = (*hint).min(slot & !((1u32 << order) - 1));
+        }
     }
 
     /// The slot's map count (`__swap_count`); 0 for a free slot.
@@ -137,9 +150,6 @@ impl SwapDevice {
             s.cache = Some(head);
         }
         self.cache.insert(head, Cached { slot, dirty });
-        while self.slots.contains_key(&self.free_hint.max(1)) {
-            self.free_hint = self.free_hint.max(1) + 1;
-        }
     }
 
     /// `swap_cache_del_folio`: the folio at `head` leaves the swap cache; the slots keep
@@ -158,7 +168,7 @@ impl SwapDevice {
             s.cache = None;
             if s.count == 0 {
                 self.slots.remove(&slot);
-                self.free_hint = self.free_hint.min(slot);
+                self.slot_freed(slot);
             }
         }
     }
@@ -173,7 +183,7 @@ impl SwapDevice {
         let left = s.count;
         if left == 0 && s.cache.is_none() {
             self.slots.remove(&slot);
-            self.free_hint = self.free_hint.min(slot);
+            self.slot_freed(slot);
         }
         left
     }

@@ -20,7 +20,8 @@ use crate::physmem::TableFrame;
 use crate::swap::{entry_slot, SWAP_TYPE};
 
 impl<R: Recorder> Fault<'_, R> {
-    /// `do_swap_page` for the swap entry `s` at `leaf` (a PTE).
+    /// `do_swap_page` for the swap entry `s` at `leaf` (a PTE). Returns whether a write
+    /// fault must go on to `do_wp_page` (the page was mapped read-only).
     ///
     /// # Errors
     /// [`CowError::OutOfMemory`] when no order-0 frame is left (nothing changed);
@@ -29,7 +30,7 @@ impl<R: Recorder> Fault<'_, R> {
     // One kernel function, step by step as in mm/memory.c: splitting it would hide the order.
     #[allow(clippy::too_many_lines)]
     #[inline(never)]
-    pub(crate) fn do_swap_page(&mut self, leaf: Leaf, s: SwapEntry) -> Result<(), CowError> {
+    pub(crate) fn do_swap_page(&mut self, leaf: Leaf, s: SwapEntry) -> Result<bool, CowError> {
         let (t, i) = (leaf.table, leaf.index);
         let slot = entry_slot(s);
         let count = self.mem.swap.count(slot);
@@ -152,11 +153,12 @@ impl<R: Recorder> Fault<'_, R> {
             self.mem.folio_ref_add(folio, -(nr as i32));
         }
         if self.write && !writable {
-            // do_swap_page → do_wp_page for a write that did not map writable.
-            return self.do_wp_page(t, i);
+            // do_swap_page → do_wp_page for a write that did not map writable: the caller
+            // goes on there (one call site of do_wp_page in handle_mm_fault).
+            return Ok(true);
         }
         self.record(|r| r.outcome = Outcome::SwapIn);
-        Ok(())
+        Ok(false)
     }
 
     /// Whether the `nr` PTEs of the folio around index `i` (the faulting page is the

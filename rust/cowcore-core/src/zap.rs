@@ -15,7 +15,7 @@ use crate::folio::FolioRef;
 use crate::kernel::{proc_mut, Kernel};
 use crate::mm::{vma_lookup, Mm, Vma};
 use crate::pagewalk::{walk_page_range, EntryAt, PageWalk};
-use crate::paging::entry::{EntryKind, PageTableEntry, PteFlags};
+use crate::paging::entry::{EntryKind, PageTableEntry, SwapEntry};
 use crate::paging::table::{Level, Paging};
 use crate::physmem::{PhysMem, TableFrame};
 use crate::swap::entry_slot;
@@ -265,6 +265,15 @@ impl Zap<'_> {
         Ok(PMD_NR)
     }
 
+    /// `zap_nonpresent_ptes` of a swap entry: the entry goes and its slot's reference with it
+    /// (`free_swap_and_cache_nr`). Out of line: the loop over present entries stays as it was.
+    #[cold]
+    #[inline(never)]
+    fn zap_swap_entry(&mut self, t: TableFrame, i: usize, s: SwapEntry) {
+        self.mem.set_entry(t, i, PageTableEntry::NONE);
+        Kernel::free_swap_and_cache(self.mem, self.events, entry_slot(s));
+    }
+
     /// `zap_pte_range` over `[a, next)` of one PTE table; batches the PTEs of one folio
     /// (`folio_pte_batch` ignoring A/D/soft-dirty/RW). Returns the anon pages unmapped.
     fn zap_pte_range(&mut self, t: TableFrame, a: u64, next: u64) -> u64 {
@@ -277,21 +286,18 @@ impl Zap<'_> {
                 i += 1;
                 continue;
             }
-            if e.raw() & (PteFlags::SPECIAL | PteFlags::PRESENT).bits() != PteFlags::PRESENT.bits()
-            {
+            if !e.is_present() {
                 if let EntryKind::Swap(s) = e.kind() {
-                    // zap_nonpresent_ptes → free_swap_and_cache_nr.
-                    self.mem.set_entry(t, i, PageTableEntry::NONE);
-                    Kernel::free_swap_and_cache(self.mem, self.events, entry_slot(s));
+                    self.zap_swap_entry(t, i, s);
                     i += 1;
                     continue;
                 }
-                if e.is_special() {
-                    self.mem.set_entry(t, i, PageTableEntry::NONE);
-                    self.ptes += 1;
-                    i += 1;
-                    continue;
-                }
+            }
+            if e.is_special() {
+                self.mem.set_entry(t, i, PageTableEntry::NONE);
+                self.ptes += 1;
+                i += 1;
+                continue;
             }
             let p = e.frame();
             let folio = self.mem.page_folio(p);
