@@ -441,10 +441,7 @@ impl PhysMem {
     }
 
     /// Writes entry `idx` of the table in frame `table`.
-    // One store: with do_wp_page inlined into handle_mm_fault, plain `#[inline]` left it a
-    // call in the fault paths (callgrind, write 64K of benches/callgrind_core.py).
-    #[expect(clippy::inline_always, reason = "measured: see the comment above")]
-    #[inline(always)]
+    #[inline]
     pub(crate) fn set_entry(&mut self, table: TableFrame, idx: usize, e: PageTableEntry) {
         self.tables.set(self.slot(table), idx, e.raw());
     }
