@@ -274,10 +274,7 @@ class ReferenceBackend:
         :class:`InvalidAddressError` otherwise, as for ``madvise``)."""
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)
-        if not mm.covered(start, end):
-            raise InvalidAddressError(
-                f"MADV_COLLAPSE [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)"
-            )
+        vma_ops.require_mapped(mm, start, end, "MADV_COLLAPSE")
         return int(khugepaged.madvise(self._k, mm, start, end))
 
     def pageout(self, pid: int, addr: int, length: int) -> None:
@@ -285,10 +282,7 @@ class ReferenceBackend:
         :class:`InvalidAddressError` otherwise, as for ``madvise``)."""
         _, mm = self._proc(pid)
         start, end = self._range(addr, length)
-        if not mm.covered(start, end):
-            raise InvalidAddressError(
-                f"MADV_PAGEOUT [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)"
-            )
+        vma_ops.require_mapped(mm, start, end, "MADV_PAGEOUT")
         vmscan.pageout(self._k, mm, start, end)
 
     def munmap(self, pid: int, addr: int, length: int) -> None:

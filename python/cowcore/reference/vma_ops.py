@@ -88,7 +88,8 @@ def exit_mm(k: Kernel, proc: Process) -> None:
     proc.mm = None
 
 
-def _require_mapped(mm: Mm, start: int, end: int, what: str) -> None:
+def require_mapped(mm: Mm, start: int, end: int, what: str) -> None:
+    """``madvise``'s ENOMEM: every page of ``[start, end)`` must lie inside a VMA."""
     if not mm.covered(start, end):
         raise InvalidAddressError(f"{what} [{start:#x}, {end:#x}) includes unmapped pages (ENOMEM)")
 
@@ -122,7 +123,7 @@ def mprotect(k: Kernel, mm: Mm, start: int, end: int, prot: str) -> None:
     entry's value changed (x86 ``pte_needs_flush``: an upgrade that leaves a shared page's
     entry as it was needs none), then ``MPROTECT`` (always) with the present entries
     rewritten, changed or not."""
-    _require_mapped(mm, start, end, "mprotect")
+    require_mapped(mm, start, end, "mprotect")
     changes = {"read": prot != "none", "write": prot == "rw"}
     ptes = pmds = 0
     changed = False
@@ -203,7 +204,7 @@ _ADVICE_FLAGS: dict[str, dict[str, bool]] = {
 
 def madvise(k: Kernel, mm: Mm, start: int, end: int, advice: str) -> None:
     """MADV_DONTNEED zaps (keeping the VMAs and tables); the others change VMA flags."""
-    _require_mapped(mm, start, end, "madvise")
+    require_mapped(mm, start, end, "madvise")
     if advice == "dontneed":
         k.lru_add_drain()  # zap_page_range_single
         tlb = Gather()

@@ -174,18 +174,15 @@ impl Kernel {
         mapcount > 0 && f.folio_ref_count() == mapcount + cache
     }
 
-    /// `split_folio()` of an anonymous large folio that [`Self::can_split_folio`] accepted,
-    /// whose mappings the reverse map found (`mappings`).
-    pub(crate) fn split_folio(
+    /// Splits every PMD mapping among `mappings` (the reverse map's, of one folio of `nr`
+    /// pages) into PTEs (`split_huge_pmd_address`), and returns the mappings as PTE
+    /// mappings, in the reverse map's order: `unmap_folio` before a split, `try_to_unmap`
+    /// (`TTU_SPLIT_HUGE_PMD`) before a swap-out.
+    pub(crate) fn split_pmd_mappings(
         &mut self,
-        folio: FolioRef,
         mappings: &[RmapHit],
-    ) -> Result<(), CowError> {
-        let head = folio.pfn();
-        let order = self.mem.order(head);
-        let nr = 1u32 << order;
-        // unmap_folio: PMD mappings are split first (split_huge_pmd_address, freeze), so
-        // that every page is mapped by PTEs; the folio's counters are then those of PTEs.
+        nr: u32,
+    ) -> Result<Vec<RmapHit>, CowError> {
         let mut ptes: Vec<RmapHit> = Vec::with_capacity(mappings.len());
         for h in mappings {
             if !h.pmd {
@@ -219,6 +216,22 @@ impl Kernel {
                 });
             }
         }
+        Ok(ptes)
+    }
+
+    /// `split_folio()` of an anonymous large folio that [`Self::can_split_folio`] accepted,
+    /// whose mappings the reverse map found (`mappings`).
+    pub(crate) fn split_folio(
+        &mut self,
+        folio: FolioRef,
+        mappings: &[RmapHit],
+    ) -> Result<(), CowError> {
+        let head = folio.pfn();
+        let order = self.mem.order(head);
+        let nr = 1u32 << order;
+        // unmap_folio: PMD mappings are split first (split_huge_pmd_address, freeze), so
+        // that every page is mapped by PTEs; the folio's counters are then those of PTEs.
+        let mut ptes = self.split_pmd_mappings(mappings, nr)?;
         ptes.sort_unstable();
         if self.mem.folio_test_partially_mapped(folio) {
             self.events.emit(Event::DeferredUnqueue {

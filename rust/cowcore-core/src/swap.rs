@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::addr::{VirtAddr, PAGE_SIZE, PMD_SIZE};
 use crate::error::CowError;
 use crate::events::Event;
-use crate::fault::split_huge_pmd;
 use crate::folio::FolioRef;
 use crate::kernel::Kernel;
 use crate::paging::entry::{PageTableEntry, SwapEntry, SWP_EXCLUSIVE, SWP_SOFT_DIRTY};
@@ -468,7 +467,7 @@ impl Kernel {
                 .remove(&head)
                 .unwrap_or_default(),
         };
-        self.try_to_unmap(folio, mappings)?;
+        self.try_to_unmap(folio, &mappings)?;
         let f = self.mem.folio(folio);
         if f.folio_ref_count() != nr as i32 {
             // is_page_cache_freeable fails (a GUP reference): stays in the swap cache.
@@ -516,45 +515,12 @@ impl Kernel {
     /// kept, the slot's count + 1 (`swap_duplicate`), a dirty PTE dirtying the folio, the
     /// mapping's reference dropped. A large folio in the swap cache is never queued for a
     /// deferred split (`deferred_split_folio` skips swapcache folios).
-    fn try_to_unmap(&mut self, folio: FolioRef, mappings: Vec<RmapHit>) -> Result<(), CowError> {
+    fn try_to_unmap(&mut self, folio: FolioRef, mappings: &[RmapHit]) -> Result<(), CowError> {
         let head = folio.pfn();
         let slot = self.mem.swap.folio_swap(head).ok_or_else(|| {
             CowError::invariant("swap-cache", "unmapping a folio not in the swap cache")
         })?;
-        let nr = 1u64 << self.mem.order(head);
-        let mut ptes: Vec<RmapHit> = Vec::with_capacity(mappings.len());
-        for h in mappings {
-            if !h.pmd {
-                ptes.push(h);
-                continue;
-            }
-            let mm = self.procs[h.pid as usize - 1]
-                .as_ref()
-                .ok_or_else(|| CowError::invariant("rmap", "a mapping in an exited mm"))?;
-            let vma = &mm.vmas[mm
-                .find_vma(h.addr)
-                .ok_or_else(|| CowError::invariant("rmap", "a mapping outside every VMA"))?];
-            let PmdLoc::Found(t, i) =
-                walk::pmd_loc(&self.mem, self.paging, mm.pgd, h.addr.as_u64())
-            else {
-                return Err(CowError::invariant("rmap", "a PMD mapping without a PMD"));
-            };
-            split_huge_pmd(
-                &mut self.mem,
-                &mut self.events,
-                (mm.mm_id, mm.asid),
-                vma,
-                (t, i),
-                h.addr,
-            )?;
-            for j in 0..nr {
-                ptes.push(RmapHit {
-                    pid: h.pid,
-                    addr: VirtAddr::new(h.addr.as_u64() + j * PAGE_SIZE),
-                    pmd: false,
-                });
-            }
-        }
+        let ptes = self.split_pmd_mappings(mappings, 1u32 << self.mem.order(head))?;
         for h in ptes {
             let Some(mm) = self.procs[h.pid as usize - 1].as_mut() else {
                 continue;
