@@ -101,7 +101,8 @@ struct Gauges {
 impl Gauges {
     /// Adds one live folio. A large folio that is partially mapped now (some pages mapped
     /// by PTEs, others by nothing, no PMD) must carry `PG_partially_mapped`: it was flagged
-    /// when the unmap that made it so happened (`deferred_split_folio`).
+    /// when the unmap that made it so happened (`deferred_split_folio`), unless a swap cache
+    /// was ever used (a swap-cache folio is never flagged).
     fn add(&mut self, m: &PhysMem, folio: FolioRef, acc: &FolioAcc) -> Result<(), CowError> {
         let f = m.folio(folio);
         let (order, nr) = (f.folio_order(), u64::from(f.folio_nr_pages()));
@@ -118,7 +119,10 @@ impl Gauges {
             Stats::gauge_mthp(&mut self.partially_mapped, order, 1);
         }
         let partial = order >= 2 && acc.pmds == 0 && ptes_mapped > 0 && ptes_mapped < nr;
-        if partial && !flagged {
+        // A folio that became partially mapped while in the swap cache was not flagged
+        // (`deferred_split_folio` excludes swap-cache folios) and stays so once the cache
+        // lets it go: after any swap-cache use the flag may lag (issue 16's long run).
+        if partial && !flagged && !m.swap.ever_cached {
             return Err(bad(
                 "deferred-split",
                 format!(
