@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
-from cowcore.explain import OUTCOME_PHRASES, REASON_PHRASES, evidence, explain, orders_text
+from cowcore.explain import (
+    OUTCOME_PHRASES,
+    REASON_PHRASES,
+    evidence,
+    explain,
+    orders_text,
+    reason_text,
+)
 from cowcore.outcome import Access, AccessFlags, MapLevel, Outcome, Reason
 from cowcore.protocol import FolioSnapshot, MmIdSlot
 
@@ -91,6 +99,23 @@ def test_reuse_names_the_one_owner() -> None:
     assert "COW reuse: large folio (32K) exclusively mapped" in line
     assert "[MM id 1]" in line
     assert line.endswith("-> pfn 0x7")
+
+
+def test_extra_references_name_the_pins_and_the_swap_cache() -> None:
+    """Why a write copied: the references that are not mappings, as far as the snapshot
+    names them (a large folio's ``_pincount``, an order-0 folio's pin bias, the swap cache's
+    slot); a plain GUP reference shows only in the refcount."""
+    pinned = dataclasses.replace(_folio(4, (1, 0), refcount=19), pincount=3)
+    assert reason_text(Reason.LARGE_EXTRA_REFS, pinned).endswith(
+        "[refcount 19, large mapcount 19; _pincount 3]"
+    )
+    small = dataclasses.replace(_folio(0, (0, 0), refcount=1026), swap_slot=5)
+    assert reason_text(Reason.SMALL_OTHER_REFS, small).endswith(
+        "[refcount 1026; maybe DMA-pinned; in the swap cache (slot 5)]"
+    )
+    plain = _folio(0, (0, 0), refcount=2)
+    assert reason_text(Reason.SMALL_OTHER_REFS, plain).endswith("[refcount 2]")
+    assert not plain.maybe_dma_pinned and small.maybe_dma_pinned and pinned.maybe_dma_pinned
 
 
 def test_zero_page_read() -> None:

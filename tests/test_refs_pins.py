@@ -130,11 +130,15 @@ def test_exit_drops_the_references_after_the_unmap(make_machine: MachineFactory)
 def test_pin_small_adds_the_bias(make_machine: MachineFactory) -> None:
     m = make_machine()
     a = small_page(m)
+    assert not m.folio(pfn(m.init, a)).maybe_dma_pinned
     m.init.pin(a, PAGE)
-    assert refcount(m, m.init, a) == 1 + BIAS
+    f = m.folio(pfn(m.init, a))
+    # an order-0 folio has no _pincount: its pin is the bias in the refcount
+    assert (f.refcount, f.pincount, f.maybe_dma_pinned) == (1 + BIAS, 0, True)
     m.check()
     m.init.unpin(a, PAGE)
-    assert refcount(m, m.init, a) == 1
+    f = m.folio(pfn(m.init, a))
+    assert (f.refcount, f.maybe_dma_pinned) == (1, False)
 
 
 def test_pin_large_adds_one_per_page(make_machine: MachineFactory) -> None:
@@ -142,9 +146,42 @@ def test_pin_large_adds_one_per_page(make_machine: MachineFactory) -> None:
     m.thp.sizes["64K"] = "always"
     a = m.init.mmap(2 * MiB)
     m.init.write(a, 16 * PAGE, value=1)
+    m.init.ref(a, PAGE)  # a reference is not a pin
+    f = m.folio(pfn(m.init, a))
+    assert (f.refcount, f.pincount, f.maybe_dma_pinned) == (16 + 1, 0, False)
     m.init.pin(a + 4 * PAGE, 3 * PAGE)
-    assert refcount(m, m.init, a) == 16 + 3
+    f = m.folio(pfn(m.init, a))
+    assert (f.refcount, f.pincount, f.maybe_dma_pinned) == (16 + 1 + 3, 3, True)
     m.check()
+    m.init.unpin(a + 4 * PAGE, 3 * PAGE)
+    f = m.folio(pfn(m.init, a))
+    assert (f.refcount, f.pincount, f.maybe_dma_pinned) == (16 + 1, 0, False)
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.12", "6.15"])
+def test_snapshot_names_the_swap_cache(make_machine: MachineFactory, kernel: str) -> None:
+    """A page held by a reference stays in the swap cache when MADV_PAGEOUT unmaps it
+    (``shrink_folio_list``: ``is_page_cache_freeable`` fails), with the cache's reference
+    and its slot: the device's first, as slot 0 is its header. 6.1 and 6.12 keep it there
+    when the read maps it back; 7.x frees it once it is mapped again (``do_swap_page``)."""
+    m = make_machine(kernel)
+    p = m.init
+    a = p.mmap(4 * PAGE)
+    p.write(a, 4 * PAGE, value=7)
+    p.ref(a, PAGE)
+    frame = pfn(p, a)
+    assert m.folio(frame).swap_slot is None
+    p.pageout(a, PAGE)
+    f = m.folio(frame)
+    assert (f.refcount, f.swap_slot) == (2, 1)  # the reference and the swap cache's
+    p.read(a, PAGE)
+    assert pfn(p, a) == frame
+    f = m.folio(frame)
+    if kernel == "6.15":
+        assert (f.refcount, f.swap_slot) == (2, None)
+    else:
+        assert (f.refcount, f.swap_slot) == (3, 1)
+    p.unref(a, PAGE)
 
 
 def test_pin_write_faults_a_shared_page_exclusive(make_machine: MachineFactory) -> None:

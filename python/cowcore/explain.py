@@ -13,7 +13,8 @@ Each :class:`~cowcore.outcome.Outcome` and each :class:`~cowcore.outcome.Reason`
 phrase (:data:`OUTCOME_PHRASES`, :data:`REASON_PHRASES`) that names the kernel condition
 (``PageAnonExclusive``, ``folio_maybe_mapped_shared()``, ...), never a bare code number. The
 folio snapshot, when given, fills in what the condition looked at: the folio's size, its
-refcount and large mapcount, and the MM ids of its two owner slots (``folio->_mm_id``).
+refcount and large mapcount, the MM ids of its two owner slots (``folio->_mm_id``), and
+its pins and swap-cache slot where extra references are why a write copied.
 """
 
 from __future__ import annotations
@@ -123,9 +124,21 @@ def _mm_ids(folio: FolioSnapshot) -> str:
     return ("MM id " if len(ids) == 1 else "MM ids ") + ",".join(ids)
 
 
+def _not_mappings(folio: FolioSnapshot) -> list[str]:
+    """The references of ``folio`` that are not mappings and that the snapshot can name: its
+    pins and its swap cache's (a GUP reference, ``ref``, has no count of its own)."""
+    parts: list[str] = []
+    if folio.maybe_dma_pinned:
+        parts.append(f"_pincount {folio.pincount}" if folio.order else "maybe DMA-pinned")
+    if folio.swap_slot is not None:
+        parts.append(f"in the swap cache (slot {folio.swap_slot})")
+    return parts
+
+
 def reason_text(reason: Reason, folio: FolioSnapshot | None = None) -> str:
     """:data:`REASON_PHRASES` of ``reason``, with what the condition looked at in ``folio``
-    (the folio *before* the access) when given: its size, refcount, mapcounts, MM ids."""
+        (the folio *before* the access) when given: its size, refcount, mapcounts, MM ids, and the
+    references that are not mappings (pins, the swap cache) where they are why it was copied."""
     phrase = REASON_PHRASES[reason]
     if folio is None:
         return phrase
@@ -143,11 +156,14 @@ def reason_text(reason: Reason, folio: FolioSnapshot | None = None) -> str:
                 detail.append(ids)
         elif reason is Reason.LARGE_EXTRA_REFS:
             detail.append(f"refcount {folio.refcount}, large mapcount {folio.large_mapcount}")
+            detail.extend(_not_mappings(folio))
         elif reason is Reason.LARGE_LAST_MAPPED:
             detail.append(f"large mapcount {folio.large_mapcount}")
         extra = f" [{'; '.join(detail)}]" if detail else ""
         return f"{head}large folio ({size}){tail}{extra}"
-    if reason in (Reason.SMALL_OTHER_REFS, Reason.SMALL_SOLE_REF):
+    if reason is Reason.SMALL_OTHER_REFS:
+        return f"{phrase} [{'; '.join([f'refcount {folio.refcount}', *_not_mappings(folio)])}]"
+    if reason is Reason.SMALL_SOLE_REF:
         return f"{phrase} [refcount {folio.refcount}]"
     if reason in (Reason.PMD_SHARED, Reason.PMD_SOLE_REF):
         return f"{phrase} [refcount {folio.refcount}, entire mapcount {folio.entire_mapcount}]"

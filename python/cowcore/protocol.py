@@ -640,9 +640,19 @@ class MmIdSlot:
     """Logical count of this mm's page-table entries that map the folio."""
 
 
+GUP_PIN_COUNTING_BIAS = 1024
+"""The references one ``FOLL_PIN`` adds to an order-0 folio (include/linux/mm.h); a large
+folio counts its pins in ``_pincount`` instead."""
+
+
 @dataclass(frozen=True, slots=True)
 class FolioSnapshot:
-    """A copy of a folio's counters, as ``struct folio`` holds them (logical, unbiased)."""
+    """A copy of a folio's counters, as ``struct folio`` holds them (logical, unbiased).
+
+    ``refcount`` counts every reference: one per mapping, the GUP references and pins
+    (``ref``/``pin``), the swap cache's one per page. What is not a mapping is named by
+    :attr:`pincount`, :attr:`maybe_dma_pinned` and :attr:`swap_slot`.
+    """
 
     pfn: int
     order: int
@@ -655,11 +665,27 @@ class FolioSnapshot:
     maybe_mapped_shared: bool
     anon_exclusive: tuple[bool, ...]
     serial: int
+    pincount: int = 0
+    """``_pincount``: the ``FOLL_PIN`` pins of a large folio's pages. 0 on an order-0 folio,
+    whose pins are in :attr:`refcount` (:data:`GUP_PIN_COUNTING_BIAS` each)."""
+    swap_slot: int | None = None
+    """``folio->swap`` while the folio is in the swap cache (``folio_test_swapcache``): the
+    first of its ``nr_pages`` consecutive slots; ``None`` outside the cache."""
 
     @property
     def nr_pages(self) -> int:
         """Pages in the folio (``folio_nr_pages``)."""
         return 1 << self.order
+
+    @property
+    def maybe_dma_pinned(self) -> bool:
+        """``folio_maybe_dma_pinned``: ``_pincount > 0`` on a large folio, at least
+        :data:`GUP_PIN_COUNTING_BIAS` references on an order-0 one (which many plain
+        references would also reach: hence "maybe"). Fork copies such a folio's
+        anon-exclusive pages at once (``folio_needs_cow_for_dma``)."""
+        if self.order:
+            return self.pincount > 0
+        return self.refcount >= GUP_PIN_COUNTING_BIAS
 
 
 PSS_SHIFT = 12

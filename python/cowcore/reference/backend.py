@@ -561,6 +561,8 @@ class ReferenceBackend:
             maybe_mapped_shared=f.shared,
             anon_exclusive=tuple(f.anon_exclusive),
             serial=f.serial,
+            pincount=f.pincount,
+            swap_slot=f.swapcache,
         )
 
     def stats(self) -> Stats:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from cowcore.errors import InvariantError
+from cowcore.protocol import GUP_PIN_COUNTING_BIAS
 from cowcore.reference import paging as pg
 from cowcore.reference import swap
-from cowcore.reference.folio import GUP_PIN_COUNTING_BIAS, Folio
+from cowcore.reference.folio import Folio
 from cowcore.reference.kernel import Kernel
 from cowcore.reference.mm import Mm
 from cowcore.reference.pagewalk import WalkAction, WalkOps, address_space_end, walk_pgd_range

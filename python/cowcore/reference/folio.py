@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cowcore.protocol import GUP_PIN_COUNTING_BIAS
+
 HPAGE_PMD_ORDER = 9
-GUP_PIN_COUNTING_BIAS = 1024
-"""The references one ``FOLL_PIN`` adds to a small folio (include/linux/mm.h)."""
 
 
 @dataclass(slots=True)

@@ -62,6 +62,12 @@ pub struct FolioInfo {
     pub anon_exclusive: Vec<bool>,
     /// Allocation serial.
     pub serial: u64,
+    /// `_pincount`: the `FOLL_PIN` pins of a large folio's pages; 0 for an order-0 folio,
+    /// whose pins are in `refcount` (`GUP_PIN_COUNTING_BIAS` each).
+    pub pincount: u32,
+    /// `folio->swap` while the folio is in the swap cache (`folio_test_swapcache`): the
+    /// first of its `1 << order` consecutive slots; `None` outside the cache.
+    pub swap_slot: Option<u32>,
 }
 
 /// A folio, by its head frame (`struct folio *`): what the refcount and rmap functions
@@ -814,6 +820,8 @@ impl PhysMem {
             maybe_mapped_shared: s.shared,
             anon_exclusive: (0..nr).map(|i| f.folio_test_anon_exclusive(i)).collect(),
             serial: f.folio_serial(),
+            pincount: self.folio_pincount(folio),
+            swap_slot: self.swap.folio_swap(folio.pfn()),
         }
     }
 }

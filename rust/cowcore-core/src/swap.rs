@@ -831,6 +831,37 @@ mod tests {
         assert_eq!(m.read(1, a, 2 * K4).unwrap(), [9, 7]);
     }
 
+    /// `FolioInfo` names what is not a mapping: `_pincount` (large), and `folio->swap` of a
+    /// folio a reference keeps in the swap cache after MADV_PAGEOUT unmapped it.
+    #[test]
+    fn folio_info_names_pins_and_the_swap_cache() {
+        let mut m = machine(Profile::V6_15);
+        m.set_thp_size(4, ThpSizeMode::Always).unwrap();
+        let a = m.mmap(1, 32 * K4).unwrap();
+        m.write(1, a, 32 * K4, 7).unwrap();
+        let large = m.translate(1, a).unwrap().pfn.unwrap();
+        m.pin_pages(1, at(a, K4), 2 * K4).unwrap();
+        let f = m.folio(large).unwrap();
+        assert_eq!((f.refcount, f.pincount, f.swap_slot), (18, 2, None));
+        m.unpin_pages(1, at(a, K4), 2 * K4).unwrap();
+        assert_eq!(m.folio(large).unwrap().pincount, 0);
+        m.set_thp_size(4, ThpSizeMode::Never).unwrap();
+        m.munmap(1, at(a, 16 * K4), 16 * K4).unwrap();
+        let b = m.mmap(1, K4).unwrap();
+        m.write(1, b, K4, 3).unwrap();
+        let page = m.translate(1, b).unwrap().pfn.unwrap();
+        m.ref_pages(1, b, K4).unwrap();
+        m.pageout(1, b, K4).unwrap();
+        let f = m.folio(page).unwrap();
+        // the reference and the swap cache's; slot 1, the device's first after its header
+        assert_eq!(
+            (f.order, f.refcount, f.pincount, f.swap_slot),
+            (0, 2, 0, Some(1))
+        );
+        m.unref_pages(1, b, K4).unwrap();
+        m.check().unwrap();
+    }
+
     #[test]
     fn large_swapin_shared_per_profile() {
         for (profile, pages) in [(Profile::V6_12, 1), (Profile::V6_15, 16)] {

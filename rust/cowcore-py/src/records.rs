@@ -145,19 +145,22 @@ pub(crate) fn translation<'py>(
 pub(crate) fn folio_snapshot<'py>(py: Python<'py>, f: &FolioInfo) -> PyResult<Bound<'py, PyAny>> {
     let slot = mm_id_slot_class(py)?;
     let slots = (slot.call1(f.mm_ids[0])?, slot.call1(f.mm_ids[1])?);
-    folio_snapshot_class(py)?.call1((
-        f.pfn,
-        f.order,
-        f.refcount,
-        PyTuple::new(py, &f.page_mapcounts)?,
-        f.large_mapcount,
-        f.entire_mapcount,
-        f.nr_pages_mapped,
-        slots,
-        f.maybe_mapped_shared,
-        PyTuple::new(py, &f.anon_exclusive)?,
-        f.serial,
-    ))
+    let args = [
+        f.pfn.into_bound_py_any(py)?,
+        f.order.into_bound_py_any(py)?,
+        f.refcount.into_bound_py_any(py)?,
+        PyTuple::new(py, &f.page_mapcounts)?.into_any(),
+        f.large_mapcount.into_bound_py_any(py)?,
+        f.entire_mapcount.into_bound_py_any(py)?,
+        f.nr_pages_mapped.into_bound_py_any(py)?,
+        slots.into_bound_py_any(py)?,
+        f.maybe_mapped_shared.into_bound_py_any(py)?,
+        PyTuple::new(py, &f.anon_exclusive)?.into_any(),
+        f.serial.into_bound_py_any(py)?,
+        f.pincount.into_bound_py_any(py)?,
+        f.swap_slot.into_bound_py_any(py)?,
+    ];
+    folio_snapshot_class(py)?.call1(PyTuple::new(py, args)?)
 }
 
 /// `VmaInfo`s.
