@@ -832,7 +832,7 @@ mod tests {
     }
 
     /// `FolioInfo` names what is not a mapping: `_pincount` (large), and `folio->swap` of a
-    /// folio a reference keeps in the swap cache after MADV_PAGEOUT unmapped it.
+    /// folio a reference keeps in the swap cache after `MADV_PAGEOUT` unmapped it.
     #[test]
     fn folio_info_names_pins_and_the_swap_cache() {
         let mut m = machine(Profile::V6_15);
