@@ -41,7 +41,8 @@ def pageout(k: Kernel, mm: Mm, start: int, end: int) -> None:
 def maybe_mapped_shared(k: Kernel, folio: Folio) -> bool:
     """The sharing test of ``madvise_cold_or_pageout_pte_range`` for a large folio:
     ``folio_maybe_mapped_shared`` (7.x, the MM-id slots), ``folio_likely_mapped_shared``
-    (6.12: the first page's mapcount), ``folio_estimated_sharers() != 1`` (6.1)."""
+    (6.12: the first page's mapcount), ``folio_estimated_sharers() > 1`` (6.1: the first
+    page's mapcount, 0 when it is unmapped: ``pageout-2M-head-unmapped``)."""
     if k.profile_config.reuses_pte_mapped_large_folios:  # CONFIG_MM_ID's answer (6.15)
         return folio.maybe_mapped_shared()
     if not folio.is_large:
@@ -126,7 +127,7 @@ def _pageout_pmd(k: Kernel, mm: Mm, start: int, end: int) -> list[Folio]:
             if nr < folio.nr_pages or not batches:
                 if maybe_mapped_shared(k, folio):
                     if not batches:
-                        break  # 6.1: folio_estimated_sharers != 1 -> break
+                        break  # 6.1: folio_estimated_sharers > 1 -> break
                     i += nr
                     continue
                 if not try_split(k, folio):

@@ -270,7 +270,8 @@ impl Kernel {
 
     /// The sharing test of `madvise_cold_or_pageout_pte_range`: 7.x
     /// `folio_maybe_mapped_shared`, 6.12 `folio_likely_mapped_shared`, 6.1
-    /// `folio_estimated_sharers(folio) != 1` (the first page's mapcount).
+    /// `folio_estimated_sharers(folio) > 1` (the first page's mapcount: a folio whose first
+    /// page is unmapped is not shared, as `pageout-2M-head-unmapped` recorded on 6.1).
     fn pageout_maybe_shared(&self, folio: FolioRef) -> bool {
         let f = self.mem.folio(folio);
         let head = folio.pfn();
@@ -279,7 +280,7 @@ impl Kernel {
             return f.folio_maybe_mapped_shared();
         }
         if !self.cfg.per_size_thp_stats() {
-            return first != 1;
+            return first > 1;
         }
         let mapcount = f.folio_mapcount();
         if mapcount <= 1 {
@@ -329,7 +330,7 @@ impl Kernel {
         // `folio_pte_batch` came with mTHP (6.10): since then a large folio the range maps in
         // part is split and one that may be shared (or cannot be split) is skipped
         // (`continue`); 6.1 splits every PTE-mapped large folio it meets and stops the
-        // block at one it cannot split or that may be shared (`break`).
+        // block at one it cannot split or whose first page is mapped more than once (`break`).
         let batches = self.cfg.per_size_thp_stats();
         let mut p = a;
         while p < next {
