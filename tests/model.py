@@ -378,8 +378,9 @@ class LockstepModel(RuleBasedStateMachine):
         if self.is_refused(res):
             # the stores before the refused fault hold the value (values are unique)
             for a, w in zip(addrs, writes, strict=True):
-                pm = p.pages.get(a & ~(PAGE - 1))
-                if w and pm is not None and p.procs[0].observe(a & ~(PAGE - 1))[0].content == value:
+                page = a & ~(PAGE - 1)
+                pm = p.pages.get(page)
+                if w and pm is not None and p.procs[0].observe(page)[0].content == value:
                     pm.value = value
             return
         raw = self.expect_ok(res, "access_batch")

@@ -137,7 +137,7 @@ def _not_mappings(folio: FolioSnapshot) -> list[str]:
 
 def reason_text(reason: Reason, folio: FolioSnapshot | None = None) -> str:
     """:data:`REASON_PHRASES` of ``reason``, with what the condition looked at in ``folio``
-        (the folio *before* the access) when given: its size, refcount, mapcounts, MM ids, and the
+    (the folio *before* the access) when given: its size, refcount, mapcounts, MM ids, and the
     references that are not mappings (pins, the swap cache) where they are why it was copied."""
     phrase = REASON_PHRASES[reason]
     if folio is None:
